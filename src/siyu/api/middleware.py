@@ -1,0 +1,76 @@
+"""Pure ASGI middleware: request id, one structured log line per request, Prometheus metrics.
+
+Written as raw ASGI (not ``BaseHTTPMiddleware``) because it sits on every request's hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("siyu.request")
+
+REQUESTS = Counter("siyu_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "siyu_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, log_requests: bool = True) -> None:
+        self.app = app
+        self.log_requests = log_requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming[:64] if incoming else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+
+        async def _send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            REQUESTS.labels(scope["method"], route, str(status_holder["status"])).inc()
+            LATENCY.labels(scope["method"], route).observe(elapsed)
+            if self.log_requests:
+                log.info(
+                    json.dumps(
+                        {
+                            "event": "request",
+                            "request_id": request_id,
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "route": route,
+                            "status": status_holder["status"],
+                            "ms": round(elapsed * 1000, 2),
+                        }
+                    )
+                )
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"

@@ -1,0 +1,232 @@
+"""Compiles a segment definition to one SQL boolean expression over members.
+
+The query is ``members LEFT JOIN member_stats``; behaviour, purchase and sequence conditions
+become semi-joins (``members.id IN (SELECT member_id ... GROUP BY member_id HAVING ...)``) that
+use the ``(merchant_id, member_id, name, occurred_at)`` index of events and the member index of
+orders. The same expression counts a preview, fills a saved segment and re-evaluates one member.
+JSON property filters use SQLAlchemy's portable JSON accessors, so the compiler itself has no
+dialect branches; the one piece of date arithmetic lives in ``db.dialect.plus_seconds``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Select, and_, exists, func, not_, or_, select, true
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import ColumnElement
+
+from siyu.audience.definitions import (
+    MEMBER_FIELDS,
+    AndNode,
+    AttributeNode,
+    BehaviorNode,
+    Node,
+    NotNode,
+    OrNode,
+    PropertyFilter,
+    PurchaseNode,
+    RandomBucketNode,
+    SequenceNode,
+    StageNode,
+    TagNode,
+)
+from siyu.audience.models import STAGE_NEVER, MemberStats
+from siyu.catalog.models import Product
+from siyu.db.dialect import plus_seconds
+from siyu.events.models import Event
+from siyu.members.models import Member, MemberTag
+from siyu.orders import models as om
+
+PAID_STATES = (om.PAID, om.SHIPPED, om.COMPLETED)
+
+
+class Compiler:
+    def __init__(self, session: Session, merchant_id: int, now: dt.datetime) -> None:
+        self.session = session
+        self.merchant_id = merchant_id
+        self.now = now
+
+    def base(self) -> Select[Any]:
+        return (
+            select(Member.id)
+            .select_from(Member)
+            .outerjoin(MemberStats, and_(MemberStats.merchant_id == Member.merchant_id, MemberStats.member_id == Member.id))
+            .where(Member.merchant_id == self.merchant_id)
+        )
+
+    def members(self, node: Node) -> Select[Any]:
+        return self.base().where(self.compile(node))
+
+    def compile(self, node: Node) -> ColumnElement[bool]:
+        if isinstance(node, AndNode):
+            return and_(*(self.compile(n) for n in node.nodes))
+        if isinstance(node, OrNode):
+            return or_(*(self.compile(n) for n in node.nodes))
+        if isinstance(node, NotNode):
+            return not_(self.compile(node.node))
+        if isinstance(node, AttributeNode):
+            return self._attribute(node)
+        if isinstance(node, StageNode):
+            return func.coalesce(MemberStats.lifecycle_stage, STAGE_NEVER).in_(node.in_)
+        if isinstance(node, BehaviorNode):
+            return self._behavior(node)
+        if isinstance(node, PurchaseNode):
+            return self._purchase(node)
+        if isinstance(node, SequenceNode):
+            return self._sequence(node)
+        if isinstance(node, TagNode):
+            tagged = select(MemberTag.member_id).where(
+                MemberTag.merchant_id == self.merchant_id, MemberTag.tag_id.in_(node.tag_ids)
+            )
+            return Member.id.in_(tagged) if node.op == "has" else not_(Member.id.in_(tagged))
+        if isinstance(node, RandomBucketNode):
+            return ((Member.id * 2654435761 + node.salt) % 1000003) % 100 < node.percent
+        raise TypeError(f"unknown node {type(node).__name__}")
+
+    # -- leaves ------------------------------------------------------------------------------
+    def _attribute(self, node: AttributeNode) -> ColumnElement[bool]:
+        column = getattr(Member if node.field in MEMBER_FIELDS else MemberStats, node.field)
+        op, value = node.op, node.value
+        if op == "is_set":
+            return column.is_not(None)
+        if op == "is_not_set":
+            return column.is_(None)
+        if op == "within_last_days":
+            return column >= self.now - dt.timedelta(days=int(value))
+        if op == "before_days_ago":
+            return column < self.now - dt.timedelta(days=int(value))
+        value = _coerce(value)
+        if op == "eq":
+            return column == value
+        if op == "ne":
+            return or_(column != value, column.is_(None))
+        if op == "in":
+            return column.in_(value)
+        if op == "not_in":
+            return or_(column.not_in(value), column.is_(None))
+        if op == "contains":
+            return column.contains(str(value), autoescape=True)
+        if op == "gt":
+            return column > value
+        if op == "gte":
+            return column >= value
+        if op == "lt":
+            return column < value
+        if op == "lte":
+            return column <= value
+        if op == "between":
+            return column.between(value[0], value[1])
+        raise ValueError(op)
+
+    def _window(self, column: Any, within_days: int | None, since: dt.datetime | None, until: dt.datetime | None) -> list[Any]:
+        conds = []
+        if within_days is not None:
+            conds.append(column >= self.now - dt.timedelta(days=within_days))
+        if since is not None:
+            conds.append(column >= since)
+        if until is not None:
+            conds.append(column < until)
+        return conds
+
+    def _behavior(self, node: BehaviorNode) -> ColumnElement[bool]:
+        conds = [
+            Event.merchant_id == self.merchant_id,
+            Event.member_id.is_not(None),
+            Event.name == node.event,
+            *self._window(Event.occurred_at, node.within_days, node.since, node.until),
+            *(_property(f) for f in node.where),
+        ]
+        grouped = select(Event.member_id).where(*conds).group_by(Event.member_id)
+        n = node.count
+        if node.op == "gte":
+            return true() if n == 0 else Member.id.in_(grouped.having(func.count() >= n))
+        if node.op == "lte":
+            return not_(Member.id.in_(grouped.having(func.count() > n)))
+        return not_(Member.id.in_(grouped)) if n == 0 else Member.id.in_(grouped.having(func.count() == n))
+
+    def _purchase(self, node: PurchaseNode) -> ColumnElement[bool]:
+        o = om.Order
+        conds = [
+            o.merchant_id == self.merchant_id,
+            o.status.in_(PAID_STATES),
+            *self._window(o.paid_at, node.within_days, node.since, node.until),
+        ]
+        if node.product_ids or node.category_ids:
+            line = om.OrderLine
+            line_conds = [line.merchant_id == self.merchant_id, line.order_id == o.id]
+            stmt = select(o.member_id).select_from(o).join(line, and_(*line_conds))
+            if node.category_ids:
+                stmt = stmt.join(Product, and_(Product.merchant_id == self.merchant_id, Product.id == line.product_id))
+                conds.append(Product.category_id.in_(node.category_ids))
+            if node.product_ids:
+                conds.append(line.product_id.in_(node.product_ids))
+            amount: Any = func.sum(line.payable_amount - line.refunded_amount)
+            count: Any = func.count(func.distinct(o.id))
+        else:
+            stmt = select(o.member_id).select_from(o)
+            amount = func.sum(o.paid_amount - o.refunded_amount)
+            count = func.count()
+        having = [count >= node.min_orders]
+        if node.min_amount is not None:
+            having.append(amount >= node.min_amount)
+        grouped = stmt.where(*conds).group_by(o.member_id).having(and_(*having))
+        return Member.id.in_(grouped)
+
+    def _sequence(self, node: SequenceNode) -> ColumnElement[bool]:
+        a, b = aliased(Event), aliased(Event)
+        followed = exists().where(
+            b.merchant_id == self.merchant_id,
+            b.member_id == a.member_id,
+            b.name == node.then_not,
+            b.occurred_at >= a.occurred_at,
+            b.occurred_at <= plus_seconds(self.session, a.occurred_at, node.within_hours * 3600),
+        )
+        candidates = select(a.member_id).where(
+            a.merchant_id == self.merchant_id,
+            a.member_id.is_not(None),
+            a.name == node.first,
+            a.occurred_at >= self.now - dt.timedelta(days=node.window_days),
+            # only occurrences old enough for the follow-up window to have passed
+            a.occurred_at <= self.now - dt.timedelta(hours=node.within_hours),
+            ~followed,
+        )
+        return Member.id.in_(candidates)
+
+
+def _coerce(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    if isinstance(value, list):
+        return [_coerce(v) for v in value]
+    return value
+
+
+def _property(f: PropertyFilter) -> ColumnElement[bool]:
+    element = Event.properties[f.property]
+    sample = f.value[0] if isinstance(f.value, list) and f.value else f.value
+    if isinstance(sample, bool):
+        accessor: Any = element.as_boolean()
+    elif isinstance(sample, int):
+        accessor = element.as_integer()
+    elif isinstance(sample, float):
+        accessor = element.as_float()
+    else:
+        accessor = element.as_string()
+    ops = {
+        "eq": lambda: accessor == f.value,
+        "ne": lambda: accessor != f.value,
+        "in": lambda: accessor.in_(f.value if isinstance(f.value, list) else [f.value]),
+        "gt": lambda: accessor > f.value,
+        "gte": lambda: accessor >= f.value,
+        "lt": lambda: accessor < f.value,
+        "lte": lambda: accessor <= f.value,
+    }
+    result: ColumnElement[bool] = ops[f.op]()
+    return result
+

@@ -1,0 +1,208 @@
+"""Segment definitions: a typed JSON boolean tree of conditions, validated on write.
+
+Example — "silent members in Hangzhou who viewed frames twice in the last 30 days and did not
+order"::
+
+    {"type": "and", "nodes": [
+        {"type": "stage", "in": ["silent"]},
+        {"type": "attribute", "field": "city", "op": "eq", "value": "杭州市"},
+        {"type": "behavior", "event": "product_view", "op": "gte", "count": 2, "within_days": 30,
+         "where": [{"property": "category_id", "op": "eq", "value": 1}]},
+        {"type": "not", "node": {"type": "purchase", "within_days": 30}}
+    ]}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from siyu.audience.models import STAGES
+
+MEMBER_FIELDS = {
+    "gender": "str",
+    "province": "str",
+    "city": "str",
+    "registration_channel": "str",
+    "registered_at": "datetime",
+    "phone": "str",
+    "nickname": "str",
+    "staff_id": "int",
+    "status": "str",
+}
+STATS_FIELDS = {
+    "paid_orders": "int",
+    "paid_total": "int",
+    "refunded_total": "int",
+    "first_order_at": "datetime",
+    "second_order_at": "datetime",
+    "last_order_at": "datetime",
+    "last_visit_at": "datetime",
+    "product_views": "int",
+    "cart_adds": "int",
+    "favorites": "int",
+    "shares": "int",
+    "rfm_r": "int",
+    "rfm_f": "int",
+    "rfm_m": "int",
+    "rfm_tier": "str",
+    "p_alive": "float",
+    "expected_purchases_90d": "float",
+    "predicted_clv": "int",
+    "clv_percentile": "float",
+    "super_score": "float",
+}
+FIELDS = {**MEMBER_FIELDS, **STATS_FIELDS}
+
+AttrOp = Literal[
+    "eq", "ne", "in", "not_in", "contains", "gt", "gte", "lt", "lte", "between", "is_set", "is_not_set",
+    "within_last_days", "before_days_ago",
+]
+
+
+class _Node(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class AttributeNode(_Node):
+    type: Literal["attribute"]
+    field: str
+    op: AttrOp
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _check(self) -> AttributeNode:
+        kind = FIELDS.get(self.field)
+        if kind is None:
+            raise ValueError(f"unknown field {self.field!r}; known: {', '.join(sorted(FIELDS))}")
+        op, v = self.op, self.value
+        if op in ("is_set", "is_not_set"):
+            return self
+        if op in ("within_last_days", "before_days_ago"):
+            if kind != "datetime" or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{op} needs a date field and a number of days ≥ 0")
+            return self
+        if op in ("in", "not_in"):
+            if not isinstance(v, list) or not v:
+                raise ValueError(f"{op} needs a non-empty list")
+            return self
+        if op == "between":
+            if not isinstance(v, list) or len(v) != 2:
+                raise ValueError("between needs [low, high]")
+            return self
+        if op == "contains" and kind != "str":
+            raise ValueError("contains works on text fields")
+        if v is None:
+            raise ValueError(f"{op} needs a value")
+        if kind == "datetime" and isinstance(v, str):
+            dt.datetime.fromisoformat(v)
+        return self
+
+
+class StageNode(_Node):
+    type: Literal["stage"]
+    in_: list[str] = Field(alias="in", min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> StageNode:
+        bad = [s for s in self.in_ if s not in STAGES]
+        if bad:
+            raise ValueError(f"unknown stage(s) {bad}; stages: {', '.join(STAGES)}")
+        return self
+
+
+class PropertyFilter(_Node):
+    property: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    op: Literal["eq", "ne", "in", "gt", "gte", "lt", "lte"]
+    value: Any
+
+
+class BehaviorNode(_Node):
+    """Did event E at least / at most / exactly N times within the last D days (or between dates)."""
+
+    type: Literal["behavior"]
+    event: str = Field(min_length=1, max_length=64)
+    op: Literal["gte", "lte", "eq"] = "gte"
+    count: int = Field(default=1, ge=0, le=100_000)
+    within_days: int | None = Field(default=None, ge=1, le=3650)
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    where: list[PropertyFilter] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> BehaviorNode:
+        if self.within_days is None and self.since is None:
+            raise ValueError("give within_days or since")
+        return self
+
+
+class PurchaseNode(_Node):
+    """Paid orders in a window, optionally of given products/categories, with count/amount floors."""
+
+    type: Literal["purchase"]
+    within_days: int | None = Field(default=None, ge=1, le=3650)
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    product_ids: list[int] = Field(default_factory=list)
+    category_ids: list[int] = Field(default_factory=list)
+    min_orders: int = Field(default=1, ge=1)
+    min_amount: int | None = Field(default=None, ge=0, description="fen, summed over the matching lines")
+
+
+class SequenceNode(_Node):
+    """Did ``first`` in the window and then did NOT do ``then_not`` within ``within_hours`` of it."""
+
+    type: Literal["sequence"]
+    first: str = Field(min_length=1, max_length=64)
+    then_not: str = Field(min_length=1, max_length=64)
+    within_hours: int = Field(ge=1, le=24 * 90)
+    window_days: int = Field(default=30, ge=1, le=3650)
+
+
+class RandomBucketNode(_Node):
+    """A stable x% of members (hash of member id and salt): holdouts and A/B tests."""
+
+    type: Literal["random_bucket"]
+    percent: int = Field(ge=0, le=100)
+    salt: int = Field(default=0, ge=0, le=1_000_000)
+
+
+class TagNode(_Node):
+    """Carries (``has``: any of) or does not carry (``has_not``: none of) the member tags."""
+
+    type: Literal["tag"]
+    op: Literal["has", "has_not"] = "has"
+    tag_ids: list[int] = Field(min_length=1, max_length=100)
+
+
+class AndNode(_Node):
+    type: Literal["and"]
+    nodes: list[Node] = Field(min_length=1, max_length=50)
+
+
+class OrNode(_Node):
+    type: Literal["or"]
+    nodes: list[Node] = Field(min_length=1, max_length=50)
+
+
+class NotNode(_Node):
+    type: Literal["not"]
+    node: Node
+
+
+Node = Annotated[
+    AndNode | OrNode | NotNode | AttributeNode | StageNode | BehaviorNode | PurchaseNode | SequenceNode | RandomBucketNode
+    | TagNode,
+    Field(discriminator="type"),
+]
+
+
+class SegmentDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    root: Node
+
+
+for _model in (AndNode, OrNode, NotNode, SegmentDefinition):
+    _model.model_rebuild()

@@ -1,0 +1,217 @@
+"""Admin API: lifecycle distribution and history, member statistics, lifecycle thresholds."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from siyu.api.deps import DbSession, StaffPrincipal, require
+from siyu.audience import repository as repo
+from siyu.audience import segments, service
+from siyu.audience.models import SegmentChange
+from siyu.audience.schemas import LifecycleConfig, MemberStatsOut, StageCount
+from siyu.kit.pagination import Page, PageParams, page_params, paginate
+from siyu.kit.timeutil import utcnow
+
+admin = APIRouter(tags=["admin: audience"])
+
+
+class StageDayOut(BaseModel):
+    day: dt.date
+    stage: str
+    members: int
+
+
+class TransitionOut(BaseModel):
+    from_stage: str | None
+    to_stage: str
+    at: dt.datetime
+
+
+class RecomputeOut(BaseModel):
+    changed: int
+    distribution: list[StageCount]
+
+
+@admin.get("/audience/lifecycle", response_model=list[StageCount], summary="Members per lifecycle stage")
+def lifecycle(session: DbSession, p: StaffPrincipal = Depends(require("audience:read"))) -> list[StageCount]:
+    return service.stage_distribution(session, p.merchant_id)
+
+
+@admin.get("/audience/lifecycle/history", response_model=list[StageDayOut])
+def lifecycle_history(
+    session: DbSession, days: int = 30, p: StaffPrincipal = Depends(require("audience:read"))
+) -> list[StageDayOut]:
+    since = (utcnow() - dt.timedelta(days=days)).date()
+    return [StageDayOut(day=r.day, stage=r.stage, members=r.members) for r in repo.stage_history(session, p.merchant_id, since)]
+
+
+@admin.post("/audience/lifecycle/recompute", response_model=RecomputeOut, summary="Re-evaluate every member now")
+def recompute(session: DbSession, p: StaffPrincipal = Depends(require("audience:write"))) -> RecomputeOut:
+    changed = service.recompute_lifecycle(session, p.merchant_id)
+    return RecomputeOut(changed=changed, distribution=service.stage_distribution(session, p.merchant_id))
+
+
+@admin.get("/audience/settings/lifecycle", response_model=LifecycleConfig)
+def get_config(session: DbSession, p: StaffPrincipal = Depends(require("audience:read"))) -> LifecycleConfig:
+    return service.lifecycle_config(session, p.merchant_id)
+
+
+@admin.put("/audience/settings/lifecycle", response_model=LifecycleConfig)
+def put_config(
+    body: LifecycleConfig, session: DbSession, p: StaffPrincipal = Depends(require("audience:write"))
+) -> LifecycleConfig:
+    return service.set_lifecycle_config(session, p.merchant_id, body)
+
+
+@admin.get("/members/{member_id}/stats", response_model=MemberStatsOut, summary="A member's purchase and activity statistics")
+def member_stats(member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:read"))) -> MemberStatsOut:
+    row = service.member_stats(session, p.merchant_id, member_id)
+    return MemberStatsOut.model_validate(row)
+
+
+@admin.get("/members/{member_id}/lifecycle", response_model=list[TransitionOut])
+def member_transitions(
+    member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:read"))
+) -> list[TransitionOut]:
+    return [
+        TransitionOut(from_stage=t.from_stage, to_stage=t.to_stage, at=t.at)
+        for t in repo.transitions_for(session, p.merchant_id, member_id)
+    ]
+
+
+# -- segments ----------------------------------------------------------------------------------
+
+
+
+class PreviewOut(BaseModel):
+    count: int
+    sample: list[dict[str, Any]]
+    took_ms: float
+
+
+class SegmentIn(BaseModel):
+    name: str = Field(min_length=1, max_length=80)
+    description: str | None = Field(default=None, max_length=400)
+    definition: dict[str, Any]
+
+
+class SegmentOut(BaseModel):
+    id: int
+    name: str
+    description: str | None
+    definition: dict[str, Any]
+    member_count: int
+    computed_at: dt.datetime | None
+
+
+class RecomputeSegmentOut(BaseModel):
+    entered: int
+    left: int
+    members: int
+
+
+class ChangeOut(BaseModel):
+    member_id: int
+    change: str
+    at: dt.datetime
+
+
+def _out(seg: Any) -> SegmentOut:
+    return SegmentOut(id=seg.id, name=seg.name, description=seg.description, definition=seg.definition,
+                      member_count=seg.member_count, computed_at=seg.computed_at)
+
+
+@admin.post("/segments/preview", response_model=PreviewOut, summary="Count and sample the members matching a definition")
+def preview_segment(
+    session: DbSession, definition: dict[str, Any] = Body(..., embed=True),
+    p: StaffPrincipal = Depends(require("audience:read")),
+) -> PreviewOut:
+    parsed = segments.parse_definition(definition)
+    started = time.perf_counter()
+    result = segments.preview(session, p.merchant_id, parsed)
+    return PreviewOut(count=result.count, sample=result.sample, took_ms=round((time.perf_counter() - started) * 1000, 1))
+
+
+@admin.get("/segments", response_model=list[SegmentOut])
+def list_segments(session: DbSession, p: StaffPrincipal = Depends(require("audience:read"))) -> list[SegmentOut]:
+    return [_out(s) for s in segments.list_segments(session, p.merchant_id)]
+
+
+@admin.post("/segments", response_model=SegmentOut, status_code=status.HTTP_201_CREATED)
+def create_segment(body: SegmentIn, session: DbSession, p: StaffPrincipal = Depends(require("audience:write"))) -> SegmentOut:
+    seg = segments.save_segment(session, p.merchant_id, name=body.name, description=body.description,
+                                definition=segments.parse_definition(body.definition))
+    return _out(seg)
+
+
+@admin.get("/segments/{segment_id}", response_model=SegmentOut)
+def get_segment(segment_id: int, session: DbSession, p: StaffPrincipal = Depends(require("audience:read"))) -> SegmentOut:
+    return _out(segments.get_segment(session, p.merchant_id, segment_id))
+
+
+@admin.put("/segments/{segment_id}", response_model=SegmentOut)
+def update_segment(
+    segment_id: int, body: SegmentIn, session: DbSession, p: StaffPrincipal = Depends(require("audience:write"))
+) -> SegmentOut:
+    seg = segments.save_segment(session, p.merchant_id, name=body.name, description=body.description,
+                                definition=segments.parse_definition(body.definition), segment_id=segment_id)
+    return _out(seg)
+
+
+@admin.delete("/segments/{segment_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_segment(segment_id: int, session: DbSession, p: StaffPrincipal = Depends(require("audience:write"))) -> None:
+    segments.delete_segment(session, p.merchant_id, segment_id)
+
+
+@admin.post("/segments/{segment_id}/recompute", response_model=RecomputeSegmentOut)
+def recompute_segment(
+    segment_id: int, session: DbSession, p: StaffPrincipal = Depends(require("audience:write"))
+) -> RecomputeSegmentOut:
+    r = segments.recompute(session, p.merchant_id, segment_id)
+    return RecomputeSegmentOut(entered=r.entered, left=r.left, members=r.members)
+
+
+@admin.get("/segments/{segment_id}/changes", response_model=Page[ChangeOut])
+def segment_changes(
+    segment_id: int, session: DbSession, params: PageParams = Depends(page_params),
+    p: StaffPrincipal = Depends(require("audience:read")),
+) -> Page[ChangeOut]:
+    segments.get_segment(session, p.merchant_id, segment_id)
+    stmt = select(SegmentChange).where(
+        SegmentChange.merchant_id == p.merchant_id, SegmentChange.segment_id == segment_id
+    ).order_by(SegmentChange.id.desc())
+    rows, total = paginate(session, stmt, params)
+    return Page(items=[ChangeOut(member_id=r.member_id, change=r.change, at=r.at) for r in rows], total=total,
+                page=params.page, page_size=params.page_size)
+
+
+@admin.get("/segments/{segment_id}/export.csv", summary="The segment's members as CSV")
+def export_segment(segment_id: int, session: DbSession, p: StaffPrincipal = Depends(require("audience:read"))) -> StreamingResponse:
+    result = segments.export_rows(session, p.merchant_id, segment_id)
+    header = ["member_id", "nickname", "phone", "gender", "province", "city", "lifecycle_stage", "paid_orders",
+              "paid_total_fen", "last_order_at", "entered_at"]
+
+    def rows() -> Iterator[str]:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(header)
+        for row in result:
+            writer.writerow(["" if v is None else (v.isoformat() if isinstance(v, dt.datetime) else v) for v in row])
+            if buf.tell() > 64_000:
+                yield buf.getvalue()
+                buf.seek(0)
+                buf.truncate()
+        yield buf.getvalue()
+
+    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="segment-{segment_id}.csv"'})

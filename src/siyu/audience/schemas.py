@@ -1,0 +1,59 @@
+"""Audience configuration and read models."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class LifecycleConfig(BaseModel):
+    """Days since the last paid order that bound each stage (defaults from the source documents:
+    active ≤ 90, silent 91–180, sleeping 181–270, pre-churn 271–365, churned beyond)."""
+
+    active_days: int = Field(default=90, ge=1, le=3650)
+    silent_days: int = Field(default=180, ge=1, le=3650)
+    sleeping_days: int = Field(default=270, ge=1, le=3650)
+    pre_churn_days: int = Field(default=365, ge=1, le=3650)
+    new_member_days: int = Field(default=30, ge=1, le=365, description="'new member' if joined within this")
+    repurchase_overdue_days: int = Field(default=180, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LifecycleConfig:
+        if not self.active_days < self.silent_days < self.sleeping_days < self.pre_churn_days:
+            raise ValueError("thresholds must increase: active < silent < sleeping < pre_churn")
+        return self
+
+
+class MemberStatsOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    member_id: int
+    first_order_at: dt.datetime | None
+    second_order_at: dt.datetime | None
+    last_order_at: dt.datetime | None
+    paid_orders: int
+    paid_total: int
+    aov: int
+    refunded_total: int
+    last_visit_at: dt.datetime | None
+    product_views: int
+    cart_adds: int
+    favorites: int
+    shares: int
+    lifecycle_stage: str
+    stage_changed_at: dt.datetime | None
+    rfm_r: int | None
+    rfm_f: int | None
+    rfm_m: int | None
+    rfm_tier: str | None
+    p_alive: float | None
+    expected_purchases_90d: float | None
+    predicted_clv: int | None
+    clv_percentile: float | None
+    super_score: float | None
+
+
+class StageCount(BaseModel):
+    stage: str
+    label: str
+    members: int

@@ -1,0 +1,214 @@
+"""Segments: preview, saved membership with entered/left changes, one-member re-evaluation, export.
+
+A recompute is set-based: the entered members are ``compiled EXCEPT current``, the left ones
+``current EXCEPT compiled``; both are written with INSERT ... SELECT / DELETE statements, and
+each change is appended to ``segment_changes`` in the same transaction, so a journey reading
+changes never sees a membership that did not commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import and_, delete, func, insert, literal, select
+from sqlalchemy.orm import Session
+
+from siyu.audience.compiler import Compiler
+from siyu.audience.definitions import SegmentDefinition
+from siyu.audience.models import STAGE_NEVER, MemberStats, Segment, SegmentChange, SegmentMember
+from siyu.kit.errors import DomainError, FieldError, not_found, register_messages
+from siyu.kit.events import emit
+from siyu.kit.timeutil import utcnow
+from siyu.members.models import Member
+
+register_messages(
+    {
+        "segment_invalid": (422, "分群定义不正确", "The segment definition is not valid"),
+        "segment_name_taken": (409, "分群名称 {name} 已存在", "A segment named {name} already exists"),
+    }
+)
+
+
+def parse_definition(raw: Any) -> SegmentDefinition:
+    """Validate a definition; errors carry the JSON path of the bad node."""
+    try:
+        return SegmentDefinition.model_validate({"root": raw} if not (isinstance(raw, dict) and "root" in raw) else raw)
+    except ValidationError as exc:
+        fields = [
+            FieldError(
+                path="definition." + ".".join(str(p) for p in e["loc"][1:] if not str(p).endswith("Node")),
+                code=e["type"],
+                message=e["msg"],
+            )
+            for e in exc.errors()
+        ]
+        raise DomainError("segment_invalid", fields=fields) from exc
+
+
+@dataclass
+class Preview:
+    count: int
+    sample: list[dict[str, Any]]
+
+
+def preview(session: Session, merchant_id: int, definition: SegmentDefinition, *, sample: int = 20, now: dt.datetime | None = None) -> Preview:
+    compiler = Compiler(session, merchant_id, now or utcnow())
+    ids = compiler.members(definition.root).subquery()
+    count = session.scalar(select(func.count()).select_from(ids)) or 0
+    rows = session.execute(
+        select(
+            Member.id, Member.nickname, Member.gender, Member.city, Member.registered_at,
+            func.coalesce(MemberStats.lifecycle_stage, STAGE_NEVER), MemberStats.paid_orders, MemberStats.paid_total,
+            MemberStats.last_order_at,
+        )
+        .outerjoin(MemberStats, and_(MemberStats.merchant_id == Member.merchant_id, MemberStats.member_id == Member.id))
+        .where(Member.merchant_id == merchant_id, Member.id.in_(select(ids.c.id)))
+        .order_by(Member.id)
+        .limit(sample)
+    ).all()
+    keys = ("member_id", "nickname", "gender", "city", "registered_at", "lifecycle_stage", "paid_orders", "paid_total", "last_order_at")
+    return Preview(count=int(count), sample=[dict(zip(keys, r, strict=True)) for r in rows])
+
+
+def get_segment(session: Session, merchant_id: int, segment_id: int) -> Segment:
+    seg = session.scalar(select(Segment).where(Segment.merchant_id == merchant_id, Segment.id == segment_id))
+    if seg is None:
+        raise not_found("分群", "Segment")
+    return seg
+
+
+def list_segments(session: Session, merchant_id: int) -> list[Segment]:
+    return list(session.scalars(select(Segment).where(Segment.merchant_id == merchant_id).order_by(Segment.id)))
+
+
+def save_segment(
+    session: Session, merchant_id: int, *, name: str, description: str | None, definition: SegmentDefinition,
+    segment_id: int | None = None,
+) -> Segment:
+    clash = session.scalar(select(Segment.id).where(Segment.merchant_id == merchant_id, Segment.name == name))
+    if clash is not None and clash != segment_id:
+        raise DomainError("segment_name_taken", name=name)
+    now = utcnow()
+    if segment_id is None:
+        seg = Segment(merchant_id=merchant_id, name=name, description=description,
+                      definition=definition.model_dump(mode="json", by_alias=True)["root"], created_at=now, updated_at=now)
+        session.add(seg)
+        session.flush()
+    else:
+        seg = get_segment(session, merchant_id, segment_id)
+        seg.name, seg.description = name, description
+        seg.definition = definition.model_dump(mode="json", by_alias=True)["root"]
+        seg.updated_at = now
+    recompute(session, merchant_id, seg.id, now=now)
+    return seg
+
+
+def delete_segment(session: Session, merchant_id: int, segment_id: int) -> None:
+    seg = get_segment(session, merchant_id, segment_id)
+    session.execute(delete(SegmentMember).where(SegmentMember.merchant_id == merchant_id, SegmentMember.segment_id == seg.id))
+    session.delete(seg)
+
+
+@dataclass
+class RecomputeResult:
+    entered: int
+    left: int
+    members: int
+
+
+def recompute(
+    session: Session, merchant_id: int, segment_id: int, *, now: dt.datetime | None = None, member_id: int | None = None
+) -> RecomputeResult:
+    """Bring the saved membership in line with the definition (all members, or just one)."""
+    now = now or utcnow()
+    seg = get_segment(session, merchant_id, segment_id)
+    definition = SegmentDefinition.model_validate({"root": seg.definition})
+    matching = Compiler(session, merchant_id, now).members(definition.root)
+    if member_id is not None:
+        matching = matching.where(Member.id == member_id)
+    current = select(SegmentMember.member_id).where(
+        SegmentMember.merchant_id == merchant_id, SegmentMember.segment_id == seg.id
+    )
+    if member_id is not None:
+        current = current.where(SegmentMember.member_id == member_id)
+    entered_q = matching.except_(current)
+    left_q = current.except_(matching)
+    change_cols = ["merchant_id", "segment_id", "member_id", "change", "at"]
+
+    def _changes(q: Any, change: str) -> int:
+        sub = q.subquery()
+        session.execute(
+            insert(SegmentChange).from_select(
+                change_cols,
+                select(literal(merchant_id), literal(seg.id), sub.c[0], literal(change), literal(now, type_=SegmentChange.at.type)),
+            )
+        )
+        # rowcount of INSERT ... SELECT is not reliable across drivers: count what was written
+        return int(
+            session.scalar(
+                select(func.count()).select_from(SegmentChange).where(
+                    SegmentChange.merchant_id == merchant_id, SegmentChange.segment_id == seg.id,
+                    SegmentChange.at == now, SegmentChange.change == change,
+                )
+            ) or 0
+        )
+
+    left = _changes(left_q, "left")
+    entered = _changes(entered_q, "entered")
+    if left:
+        gone = select(SegmentChange.member_id).where(
+            SegmentChange.merchant_id == merchant_id, SegmentChange.segment_id == seg.id,
+            SegmentChange.at == now, SegmentChange.change == "left",
+        )
+        session.execute(
+            delete(SegmentMember).where(
+                SegmentMember.merchant_id == merchant_id, SegmentMember.segment_id == seg.id,
+                SegmentMember.member_id.in_(gone),
+            )
+        )
+    if entered:
+        new = select(
+            literal(merchant_id), literal(seg.id), SegmentChange.member_id, literal(now, type_=SegmentMember.entered_at.type)
+        ).where(
+            SegmentChange.merchant_id == merchant_id, SegmentChange.segment_id == seg.id,
+            SegmentChange.at == now, SegmentChange.change == "entered",
+        )
+        session.execute(insert(SegmentMember).from_select(["merchant_id", "segment_id", "member_id", "entered_at"], new))
+    seg.member_count = int(
+        session.scalar(
+            select(func.count()).select_from(SegmentMember).where(
+                SegmentMember.merchant_id == merchant_id, SegmentMember.segment_id == seg.id
+            )
+        ) or 0
+    )
+    if member_id is None:
+        seg.computed_at = now
+    if entered or left:
+        emit(session, merchant_id, "segment.changed",
+             {"segment_id": seg.id, "entered": entered, "left": left, "at": now.isoformat()},
+             key=f"segment:{seg.id}:{now.isoformat()}:{member_id or 'all'}")
+    return RecomputeResult(entered=entered, left=left, members=seg.member_count)
+
+
+def reevaluate_member(session: Session, merchant_id: int, member_id: int) -> dict[int, RecomputeResult]:
+    """Re-check one member against every saved segment (after a payment, a tag ...)."""
+    return {seg.id: recompute(session, merchant_id, seg.id, member_id=member_id) for seg in list_segments(session, merchant_id)}
+
+
+def export_rows(session: Session, merchant_id: int, segment_id: int) -> Any:
+    seg = get_segment(session, merchant_id, segment_id)
+    return session.execute(
+        select(
+            Member.id, Member.nickname, Member.phone, Member.gender, Member.province, Member.city,
+            func.coalesce(MemberStats.lifecycle_stage, STAGE_NEVER), MemberStats.paid_orders, MemberStats.paid_total,
+            MemberStats.last_order_at, SegmentMember.entered_at,
+        )
+        .join(SegmentMember, and_(SegmentMember.member_id == Member.id, SegmentMember.segment_id == seg.id))
+        .outerjoin(MemberStats, and_(MemberStats.merchant_id == Member.merchant_id, MemberStats.member_id == Member.id))
+        .where(Member.merchant_id == merchant_id, SegmentMember.merchant_id == merchant_id)
+        .order_by(Member.id)
+        .execution_options(yield_per=2000)
+    )

@@ -1,0 +1,38 @@
+"""Audience jobs: member statistics from order events, the daily lifecycle recompute."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from siyu.audience import repository as repo
+from siyu.audience import segments, service
+from siyu.kit.events import subscribe
+from siyu.kit.timeutil import local_date, utcnow
+from siyu.tenancy import service as tenancy_service
+from siyu.worker.registry import JobContext, job_handler
+
+
+@subscribe("order.paid", "audience.on_order_paid")
+def on_order_paid(ctx: JobContext) -> None:
+    p = ctx.payload
+    paid_at = dt.datetime.fromisoformat(p["paid_at"]) if p.get("paid_at") else utcnow()
+    member_id = int(p["member_id"])
+    service.record_payment(ctx.session, ctx.merchant_id, member_id, int(p.get("paid_amount", 0)), paid_at)
+    segments.reevaluate_member(ctx.session, ctx.merchant_id, member_id)
+
+
+@subscribe("order.refunded", "audience.on_order_refunded")
+def on_order_refunded(ctx: JobContext) -> None:
+    p = ctx.payload
+    service.record_refund(
+        ctx.session, ctx.merchant_id, int(p["member_id"]), int(p.get("amount", 0)), full=bool(p.get("full"))
+    )
+
+
+@job_handler("audience.daily_recompute")
+def daily_recompute(ctx: JobContext) -> None:
+    """Lifecycle stages for every member, then the day's stage counts for trend charts."""
+    merchant = tenancy_service.get_merchant(ctx.session, ctx.merchant_id)
+    now = utcnow()
+    service.recompute_lifecycle(ctx.session, ctx.merchant_id, now=now)
+    repo.snapshot_day(ctx.session, ctx.merchant_id, local_date(now, merchant.timezone))

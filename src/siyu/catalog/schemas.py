@@ -1,0 +1,255 @@
+"""Request and response bodies of the catalog endpoints (admin and store).
+
+Prices are integer fen (分). Shape rules a schema can express (lengths, ``>= 0``) live here;
+rules across fields (SKU specs keys equal the product's ``spec_names``, ``sale_price <=
+list_price``, unique SKU codes) are checked by the service, which reports every offending field
+path at once (``body.skus.1.specs``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+SpecName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+SpecValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+SkuCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Fen = Annotated[int, Field(ge=0, le=1_000_000_000, description="fen (分)")]
+
+ProductStatus = Literal["draft", "on_sale", "off_shelf"]  # PRODUCT_DRAFT, PRODUCT_ON_SALE, PRODUCT_OFF_SHELF
+
+MAX_SKUS = 200
+MAX_SPEC_NAMES = 5
+MAX_IMAGES = 20
+
+
+# -- categories ----------------------------------------------------------------------------------
+
+
+class CategoryIn(BaseModel):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    parent_id: int | None = Field(default=None, description="null for a top-level category")
+    image_url: ImageUrl | None = None
+    sort: int = Field(default=0, description="ascending: smaller first")
+    visible: bool = True
+
+
+class CategoryUpdate(BaseModel):
+    """Only the fields sent change; ``parent_id: null`` moves the category to the top level."""
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = None
+    parent_id: int | None = None
+    image_url: ImageUrl | None = None
+    sort: int | None = None
+    visible: bool | None = None
+
+
+class CategoryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    parent_id: int | None
+    name: str
+    image_url: str | None
+    sort: int
+    visible: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class CategoryNode(CategoryOut):
+    children: list[CategoryNode] = Field(default_factory=list)
+
+
+class StoreCategoryNode(BaseModel):
+    id: int
+    name: str
+    image_url: str | None
+    children: list[StoreCategoryNode] = Field(default_factory=list)
+
+
+# -- SKUs ----------------------------------------------------------------------------------------
+
+
+class SkuIn(BaseModel):
+    sku_code: SkuCode = Field(description="unique per merchant")
+    specs: dict[SpecName, SpecValue] = Field(
+        default_factory=dict, description="one value per spec name of the product, e.g. {'颜色': '黑'}"
+    )
+    list_price: Fen = Field(description="原价 (fen)")
+    sale_price: Fen = Field(description="sale price (fen), at most list_price")
+    cost_price: Fen = 0
+    weight_g: int = Field(default=0, ge=0, le=1_000_000)
+    stock: int = Field(default=0, ge=0, le=100_000_000)
+    image_url: ImageUrl | None = None
+    active: bool = True
+
+
+class SkuUpdate(BaseModel):
+    """Stock is not changed here: use the stock adjustment endpoint (audited). Unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sku_code: SkuCode | None = None
+    specs: dict[SpecName, SpecValue] | None = None
+    list_price: Fen | None = None
+    sale_price: Fen | None = None
+    cost_price: Fen | None = None
+    weight_g: int | None = Field(default=None, ge=0, le=1_000_000)
+    image_url: ImageUrl | None = None
+    active: bool | None = None
+
+
+class StockAdjustIn(BaseModel):
+    mode: Literal["set", "delta"] = Field(description="set: stock becomes quantity; delta: stock += quantity")
+    quantity: int = Field(ge=-100_000_000, le=100_000_000)
+    reason: str | None = Field(default=None, max_length=200)
+
+
+class SkuOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    product_id: int
+    sku_code: str
+    specs: dict[str, Any]
+    list_price: int
+    sale_price: int
+    cost_price: int
+    weight_g: int
+    stock: int
+    image_url: str | None
+    active: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+# -- products ------------------------------------------------------------------------------------
+
+
+class ProductFields(BaseModel):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+    subtitle: Annotated[str, StringConstraints(max_length=200)] | None = None
+    description: Annotated[str, StringConstraints(max_length=20000)] | None = None
+    images: list[ImageUrl] = Field(default_factory=list, max_length=MAX_IMAGES)
+    category_id: int | None = None
+    free_shipping: bool = False
+    bonus_points: int = Field(default=0, ge=0, le=1_000_000)
+    coupons_allowed: bool = True
+    freight_template_id: int | None = None
+    sort: int = 0
+
+
+class ProductCreate(ProductFields):
+    """A product with all its SKUs, created in one transaction (all or nothing). Starts as draft."""
+
+    spec_names: list[SpecName] = Field(default_factory=list, max_length=MAX_SPEC_NAMES)
+    skus: list[SkuIn] = Field(min_length=1, max_length=MAX_SKUS)
+
+
+class ProductUpdate(BaseModel):
+    """Only the fields sent change. ``spec_names`` is fixed once SKUs use it and ``status`` has its own
+    endpoint, so they (and any unknown field) are refused here rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)] | None = None
+    subtitle: Annotated[str, StringConstraints(max_length=200)] | None = None
+    description: Annotated[str, StringConstraints(max_length=20000)] | None = None
+    images: list[ImageUrl] | None = Field(default=None, max_length=MAX_IMAGES)
+    category_id: int | None = None
+    free_shipping: bool | None = None
+    bonus_points: int | None = Field(default=None, ge=0, le=1_000_000)
+    coupons_allowed: bool | None = None
+    freight_template_id: int | None = None
+    sort: int | None = None
+
+
+class ProductStatusIn(BaseModel):
+    status: Literal["on_sale", "off_shelf"]
+
+
+class ProductOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    category_id: int | None
+    title: str
+    subtitle: str | None
+    description: str | None
+    images: list[str]
+    spec_names: list[str]
+    status: str
+    free_shipping: bool
+    bonus_points: int
+    coupons_allowed: bool
+    freight_template_id: int | None
+    sort: int
+    sales_count: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ProductDetailOut(ProductOut):
+    skus: list[SkuOut]
+
+
+class ProductListItem(BaseModel):
+    id: int
+    title: str
+    subtitle: str | None
+    status: str
+    category_id: int | None
+    image: str | None = Field(description="first image")
+    min_sale_price: int | None = Field(description="lowest sale price of the active SKUs")
+    max_sale_price: int | None
+    total_stock: int = Field(description="stock of the active SKUs")
+    active_sku_count: int
+    sales_count: int
+    sort: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+# -- store ---------------------------------------------------------------------------------------
+
+
+class ProductCard(BaseModel):
+    """What a product list (or a home slot) shows of a product on sale."""
+
+    id: int
+    title: str
+    subtitle: str | None
+    image: str | None
+    min_sale_price: int
+    min_list_price: int
+    sold_out: bool
+    sales_count: int
+
+
+class StoreSkuOut(BaseModel):
+    id: int
+    specs: dict[str, Any]
+    sale_price: int
+    list_price: int
+    image_url: str | None
+    in_stock: bool
+    stock: int
+
+
+class StoreProductOut(BaseModel):
+    id: int
+    category_id: int | None
+    title: str
+    subtitle: str | None
+    description: str | None
+    images: list[str]
+    spec_names: list[str]
+    free_shipping: bool
+    bonus_points: int
+    coupons_allowed: bool
+    min_sale_price: int
+    min_list_price: int
+    sold_out: bool
+    sales_count: int
+    skus: list[StoreSkuOut]

@@ -1,0 +1,103 @@
+"""The only place that knows which database we are on.
+
+Repositories call these helpers instead of branching on the dialect themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+
+def dialect_name(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def is_postgres(session: Session) -> bool:
+    return dialect_name(session) == "postgresql"
+
+
+def for_update(stmt: Select[Any], session: Session, *, skip_locked: bool = False) -> Select[Any]:
+    """Row locks on PostgreSQL. SQLite has none: its ``BEGIN IMMEDIATE`` already serialises writers."""
+    if is_postgres(session):
+        return stmt.with_for_update(skip_locked=skip_locked)
+    return stmt
+
+
+def insert_ignore(session: Session, table: Table, values: dict[str, Any], conflict_cols: list[str]) -> bool:
+    """``INSERT ... ON CONFLICT DO NOTHING``; returns True when a row was inserted."""
+    if is_postgres(session):
+        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_cols)
+    else:
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_cols)
+    result = session.execute(stmt)
+    return bool(getattr(result, "rowcount", 0))
+
+
+def insert_ignore_many(
+    session: Session, table: Table, rows: list[dict[str, Any]], conflict_cols: list[str], returning: str
+) -> list[Any]:
+    """Bulk ``INSERT ... ON CONFLICT DO NOTHING RETURNING <col>``: the values of the rows inserted.
+
+    One multi-row statement per call (both SQLite ≥ 3.35 and PostgreSQL support RETURNING).
+    """
+    if not rows:
+        return []
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    stmt: Any = insert(table).on_conflict_do_nothing(index_elements=conflict_cols).returning(table.c[returning])
+    return list(session.execute(stmt.values(rows)).scalars())
+
+
+def plus_seconds(session: Session, column: Any, seconds: int) -> Any:
+    """``column + seconds`` for a UTC timestamp column, in the database's own arithmetic."""
+    from sqlalchemy import func, literal_column, text
+
+    if is_postgres(session):
+        return column + text(f"interval '{int(seconds)} seconds'")
+    # SQLite stores our timestamps as ISO text; strftime keeps the microseconds comparable.
+    return func.strftime("%Y-%m-%d %H:%M:%f", column, literal_column(f"'+{int(seconds)} seconds'"))
+
+
+def epoch_seconds(session: Session, column: Any) -> Any:
+    """Seconds since 1970 of a UTC timestamp column, as a number."""
+    from sqlalchemy import Integer, cast, extract, func
+
+    if is_postgres(session):
+        return extract("epoch", column)
+    return cast(func.strftime("%s", column), Integer)
+
+
+def bulk_update(session: Session, table: Table, key_cols: list[str], rows: list[dict[str, Any]]) -> None:
+    """Update many rows by key. PostgreSQL: COPY into a temporary table, then one UPDATE ... FROM;
+    SQLite: an executemany UPDATE. ``rows`` all carry the same keys."""
+    if not rows:
+        return
+    from sqlalchemy import and_, bindparam, update
+
+    value_cols = [c for c in rows[0] if c not in key_cols]
+    if is_postgres(session):
+        conn = session.connection().connection.driver_connection
+        assert conn is not None
+        tmp = f"tmp_bulk_{table.name}"
+        cols = key_cols + value_cols
+        types = ", ".join(f"{c} {table.c[c].type.compile(dialect=session.get_bind().dialect)}" for c in cols)
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} ({types}) ON COMMIT DROP")
+            cur.execute(f"TRUNCATE {tmp}")
+            with cur.copy(f"COPY {tmp} ({', '.join(cols)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([row[c] for c in cols])
+            sets = ", ".join(f"{c} = t.{c}" for c in value_cols)
+            match = " AND ".join(f"{table.name}.{c} = t.{c}" for c in key_cols)
+            cur.execute(f"UPDATE {table.name} SET {sets} FROM {tmp} t WHERE {match}")
+        return
+    stmt = (
+        update(table)
+        .where(and_(*(table.c[c] == bindparam(f"k_{c}") for c in key_cols)))
+        .values({c: bindparam(f"v_{c}") for c in value_cols})
+    )
+    params = [{**{f"k_{c}": r[c] for c in key_cols}, **{f"v_{c}": r[c] for c in value_cols}} for r in rows]
+    session.connection().execute(stmt, params)

@@ -1,0 +1,1 @@
+"""Demo data: an eyewear chain with products, customers and a year of orders."""

@@ -1,0 +1,1 @@
+"""Behaviour events: ingestion from the mini-program and servers, schemas, anonymous identity."""

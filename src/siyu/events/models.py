@@ -1,0 +1,50 @@
+"""Event storage.
+
+One row per behaviour event, idempotent by the client's event id (unique per merchant). The
+indexes serve the segment queries: "did E at least N times in the last D days" by member, and
+funnels by name and time. On PostgreSQL the table can be range-partitioned by month for tens of
+millions of rows (see README); the columns are the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from siyu.db.base import Base, IdMixin, TenantMixin
+from siyu.db.types import BigId, JSONDoc, UTCDateTime
+
+SOURCES = ("mini_program", "official_account", "wecom", "offline", "server")
+
+
+class Event(IdMixin, TenantMixin, Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "event_id"),
+        Index("ix_events_member_name_time", "merchant_id", "member_id", "name", "occurred_at"),
+        Index("ix_events_name_time", "merchant_id", "name", "occurred_at"),
+        Index("ix_events_anonymous", "merchant_id", "anonymous_id"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    anonymous_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    source: Mapped[str] = mapped_column(String(20))
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
+
+
+class AnonymousLink(IdMixin, TenantMixin, Base):
+    """An anonymous device id that turned out to be a member (joined at login)."""
+
+    __tablename__ = "event_anonymous_links"
+    __table_args__ = (UniqueConstraint("merchant_id", "anonymous_id"),)
+
+    anonymous_id: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[int] = mapped_column(BigId)
+    linked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,202 @@
+"""Admin API (area ``promotions``): flash-sale activities, items, start/end, stats.
+Store API: current and upcoming sessions, item detail, buy.
+
+The routers carry a lifespan that binds the app's engine to the app's Redis
+(``gate.bind_engine``), so the flash-sale submit hook finds Redis even when the order comes
+through the generic ``POST /checkout/submit``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, status
+
+from siyu.api.deps import AppSettings, Customer, DbSession, StaffPrincipal, StoreMerchant, require
+from siyu.flash_sales import gate, service
+from siyu.flash_sales import repository as repo
+from siyu.flash_sales.models import FlashSale
+from siyu.flash_sales.schemas import (
+    BuyIn,
+    FlashSaleDetailOut,
+    FlashSaleIn,
+    FlashSaleItemIn,
+    FlashSaleItemOut,
+    FlashSaleItemUpdate,
+    FlashSaleOut,
+    FlashSaleStatsOut,
+    FlashSaleUpdate,
+    SessionOut,
+    StoreItemDetailOut,
+)
+from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
+from siyu.orders import service as orders_service
+from siyu.orders.schemas import OrderDetailOut, OrderLineOut, OrderOut
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    engine = getattr(app.state, "engine", None)
+    if engine is not None:
+        gate.bind_engine(engine, getattr(app.state, "redis", None))
+    try:
+        yield
+    finally:
+        if engine is not None:
+            gate.unbind_engine(engine)
+
+
+def _bind(request: Request) -> None:
+    """Bind on first use too, should the app run without its lifespan."""
+    engine = getattr(request.app.state, "engine", None)
+    if engine is not None and not gate.is_bound(engine):
+        gate.bind_engine(engine, getattr(request.app.state, "redis", None))
+
+
+admin = APIRouter(tags=["admin: flash sales"], lifespan=lifespan, dependencies=[Depends(_bind)])
+store = APIRouter(tags=["store: flash sales"], dependencies=[Depends(_bind)])
+
+StatusFilter = Literal["draft", "scheduled", "active", "ended"]
+
+
+# -- admin ----------------------------------------------------------------------------------------------
+
+
+def _detail(session: DbSession, sale: FlashSale) -> FlashSaleDetailOut:
+    return service.detail(session, sale.merchant_id, sale)
+
+
+@admin.get("/flash-sales", response_model=Page[FlashSaleOut])
+def list_flash_sales(
+    session: DbSession,
+    sale_status: StatusFilter | None = Query(None, alias="status"),
+    params: PageParams = Depends(page_params),
+    p: StaffPrincipal = Depends(require("promotions:read")),
+) -> Page[FlashSaleOut]:
+    stmt = repo.search_flash_sales(p.merchant_id, sale_status)
+    sortable: dict[str, Any] = {"id": FlashSale.id, "starts_at": FlashSale.starts_at, "created_at": FlashSale.created_at}
+    rows, total = paginate(session, apply_sort(stmt, params.sort, sortable, FlashSale.id.desc()), params)
+    return Page(
+        items=[FlashSaleOut.model_validate(r) for r in rows], total=total, page=params.page, page_size=params.page_size
+    )
+
+
+@admin.post("/flash-sales", response_model=FlashSaleDetailOut, status_code=status.HTTP_201_CREATED,
+            summary="Create a draft activity (items' stock is taken from their SKUs)")
+def create_flash_sale(
+    body: FlashSaleIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
+) -> FlashSaleDetailOut:
+    return _detail(session, service.create_flash_sale(session, p.merchant_id, body, actor=p.actor))
+
+
+@admin.get("/flash-sales/{sale_id}", response_model=FlashSaleDetailOut)
+def get_flash_sale(
+    sale_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:read"))
+) -> FlashSaleDetailOut:
+    return _detail(session, service.get_flash_sale(session, p.merchant_id, sale_id))
+
+
+@admin.patch("/flash-sales/{sale_id}", response_model=FlashSaleDetailOut, summary="Change the rules before the start")
+def update_flash_sale(
+    sale_id: int, body: FlashSaleUpdate, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
+) -> FlashSaleDetailOut:
+    return _detail(session, service.update_flash_sale(session, p.merchant_id, sale_id, body, actor=p.actor))
+
+
+@admin.post("/flash-sales/{sale_id}/items", response_model=FlashSaleItemOut, status_code=status.HTTP_201_CREATED)
+def add_item(
+    sale_id: int, body: FlashSaleItemIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
+) -> FlashSaleItemOut:
+    return FlashSaleItemOut.model_validate(service.add_item(session, p.merchant_id, sale_id, body, actor=p.actor))
+
+
+@admin.patch("/flash-sales/{sale_id}/items/{item_id}", response_model=FlashSaleItemOut)
+def update_item(
+    sale_id: int,
+    item_id: int,
+    body: FlashSaleItemUpdate,
+    session: DbSession,
+    p: StaffPrincipal = Depends(require("promotions:write")),
+) -> FlashSaleItemOut:
+    return FlashSaleItemOut.model_validate(
+        service.update_item(session, p.merchant_id, sale_id, item_id, body, actor=p.actor)
+    )
+
+
+@admin.delete("/flash-sales/{sale_id}/items/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_item(
+    sale_id: int, item_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
+) -> None:
+    service.delete_item(session, p.merchant_id, sale_id, item_id, actor=p.actor)
+
+
+@admin.post("/flash-sales/{sale_id}/start", response_model=FlashSaleDetailOut,
+            summary="Publish: scheduled until starts_at, then active; loads the Redis gate")
+def start_flash_sale(
+    sale_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
+) -> FlashSaleDetailOut:
+    return _detail(session, service.start(session, p.merchant_id, sale_id, actor=p.actor))
+
+
+@admin.post("/flash-sales/{sale_id}/end", response_model=FlashSaleDetailOut,
+            summary="End now: unsold activity stock goes back to the SKUs")
+def end_flash_sale(
+    sale_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
+) -> FlashSaleDetailOut:
+    sale = service.end(session, p.merchant_id, sale_id, actor=p.actor)
+    assert sale is not None
+    return _detail(session, sale)
+
+
+@admin.get("/flash-sales/{sale_id}/stats", response_model=FlashSaleStatsOut,
+           summary="Sold, paid, released units and GMV per item")
+def flash_sale_stats(
+    sale_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:read"))
+) -> FlashSaleStatsOut:
+    return service.stats(session, p.merchant_id, sale_id)
+
+
+# -- store ----------------------------------------------------------------------------------------------
+
+
+@store.get("/flash-sales/sessions", response_model=list[SessionOut],
+           summary="Current and upcoming sessions (today and tomorrow) with their items and remaining units")
+def list_sessions(session: DbSession, merchant: StoreMerchant) -> list[SessionOut]:
+    return service.store_sessions(session, merchant.id)
+
+
+@store.get("/flash-sales/items/{item_id}", response_model=StoreItemDetailOut)
+def get_item(item_id: int, session: DbSession, merchant: StoreMerchant) -> StoreItemDetailOut:
+    return service.store_item(session, merchant.id, item_id)
+
+
+@store.post(
+    "/flash-sales/{item_id}/buy",
+    response_model=OrderDetailOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Buy now at the flash price (Idempotency-Key required; a retry returns the same order with 200)",
+)
+def buy(
+    item_id: int,
+    body: BuyIn,
+    customer: Customer,
+    session: DbSession,
+    settings: AppSettings,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> OrderDetailOut:
+    order, created = service.buy(
+        session, customer.merchant_id, customer.member_id, item_id, body, idempotency_key=idempotency_key,
+        payment_timeout=dt.timedelta(minutes=settings.order_payment_timeout_minutes),
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    return OrderDetailOut(
+        **OrderOut.model_validate(order).model_dump(),
+        lines=[OrderLineOut.model_validate(ln) for ln in orders_service.order_lines(session, order.merchant_id, order.id)],
+        shipments=[],
+    )

@@ -1,0 +1,251 @@
+"""Flash-sale queries. Every one filters on ``merchant_id``.
+
+The gate's conditional updates live in ``gate.DatabaseGate``; the ledger transitions here are
+conditional too (``WHERE status = 'reserved'``), so each happens exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.orm import Session
+
+from siyu.catalog.models import Product, Sku
+from siyu.db.dialect import for_update
+from siyu.flash_sales.models import (
+    ACTIVE,
+    DRAFT,
+    ENDED,
+    PAID,
+    RELEASED,
+    RESERVED,
+    SCHEDULED,
+    FlashSale,
+    FlashSaleItem,
+    FlashSalePurchase,
+)
+
+# -- activities and items ----------------------------------------------------------------------------
+
+
+def flash_sale(session: Session, merchant_id: int, sale_id: int, *, lock: bool = False) -> FlashSale | None:
+    stmt = select(FlashSale).where(FlashSale.merchant_id == merchant_id, FlashSale.id == sale_id)
+    if lock:
+        stmt = for_update(stmt, session).execution_options(populate_existing=True)
+    return session.scalar(stmt)
+
+
+def search_flash_sales(merchant_id: int, status: str | None = None) -> Select[Any]:
+    stmt = select(FlashSale).where(FlashSale.merchant_id == merchant_id)
+    if status:
+        stmt = stmt.where(FlashSale.status == status)
+    return stmt
+
+
+def live_flash_sales(session: Session, merchant_id: int, until: dt.datetime, since: dt.datetime) -> list[FlashSale]:
+    """Published activities whose window overlaps ``[since, until)``."""
+    stmt = select(FlashSale).where(
+        FlashSale.merchant_id == merchant_id,
+        FlashSale.status.in_((SCHEDULED, ACTIVE)),
+        FlashSale.starts_at < until,
+        FlashSale.ends_at > since,
+    )
+    return list(session.scalars(stmt.order_by(FlashSale.starts_at, FlashSale.id)))
+
+
+def published_flash_sales(session: Session, merchant_id: int) -> list[FlashSale]:
+    stmt = select(FlashSale).where(FlashSale.merchant_id == merchant_id, FlashSale.status.in_((SCHEDULED, ACTIVE)))
+    return list(session.scalars(stmt))
+
+
+def items(session: Session, merchant_id: int, sale_ids: Iterable[int]) -> list[FlashSaleItem]:
+    ids = sorted(set(sale_ids))
+    if not ids:
+        return []
+    stmt = select(FlashSaleItem).where(FlashSaleItem.merchant_id == merchant_id, FlashSaleItem.flash_sale_id.in_(ids))
+    return list(session.scalars(stmt.order_by(FlashSaleItem.sort, FlashSaleItem.id)))
+
+
+def item(session: Session, merchant_id: int, item_id: int, *, refresh: bool = False) -> FlashSaleItem | None:
+    stmt = select(FlashSaleItem).where(FlashSaleItem.merchant_id == merchant_id, FlashSaleItem.id == item_id)
+    if refresh:
+        stmt = stmt.execution_options(populate_existing=True)
+    return session.scalar(stmt)
+
+
+def item_with_sale(session: Session, merchant_id: int, item_id: int) -> tuple[FlashSaleItem, FlashSale] | None:
+    stmt = (
+        select(FlashSaleItem, FlashSale)
+        .join(FlashSale, FlashSale.id == FlashSaleItem.flash_sale_id)
+        .where(
+            FlashSaleItem.merchant_id == merchant_id,
+            FlashSale.merchant_id == merchant_id,
+            FlashSaleItem.id == item_id,
+        )
+    )
+    row = session.execute(stmt).first()
+    return (row[0], row[1]) if row else None
+
+
+def skus_with_products(session: Session, merchant_id: int, sku_ids: Iterable[int]) -> dict[int, tuple[Sku, Product]]:
+    ids = sorted(set(sku_ids))
+    if not ids:
+        return {}
+    stmt = (
+        select(Sku, Product)
+        .join(Product, Product.id == Sku.product_id)
+        .where(Sku.merchant_id == merchant_id, Product.merchant_id == merchant_id, Sku.id.in_(ids))
+    )
+    return {sku.id: (sku, product) for sku, product in session.execute(stmt).all()}
+
+
+def set_activity_stock(session: Session, merchant_id: int, item_id: int, delta: int) -> bool:
+    """``activity_stock += delta`` unless it would fall below ``sold`` (conditional, no read)."""
+    result = session.execute(
+        update(FlashSaleItem)
+        .where(
+            FlashSaleItem.merchant_id == merchant_id,
+            FlashSaleItem.id == item_id,
+            FlashSaleItem.closed.is_(False),
+            FlashSaleItem.activity_stock + delta >= FlashSaleItem.sold,
+        )
+        .values(activity_stock=FlashSaleItem.activity_stock + delta)
+        .execution_options(synchronize_session=False)
+    )
+    return getattr(result, "rowcount", 0) == 1
+
+
+def close_items(session: Session, merchant_id: int, sale_id: int) -> list[tuple[int, int, int]]:
+    """Shrink every open item of the activity to what it sold and mark it closed; returns
+    ``(item_id, sku_id, units returned)`` for the caller to give back to the SKUs. Runs once
+    per item (``closed`` goes false → true in the same statement)."""
+    rows = session.execute(
+        update(FlashSaleItem)
+        .where(
+            FlashSaleItem.merchant_id == merchant_id,
+            FlashSaleItem.flash_sale_id == sale_id,
+            FlashSaleItem.closed.is_(False),
+        )
+        .values(
+            closed=True,
+            returned_stock=FlashSaleItem.returned_stock + FlashSaleItem.activity_stock - FlashSaleItem.sold,
+            activity_stock=FlashSaleItem.sold,
+        )
+        .returning(FlashSaleItem.id, FlashSaleItem.sku_id, FlashSaleItem.returned_stock)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+
+def delete_item(session: Session, merchant_id: int, item_id: int) -> FlashSaleItem | None:
+    """Delete an item nobody bought; returns it (for its stock), or None if it has sales."""
+    found = item(session, merchant_id, item_id)
+    if found is None:
+        return None
+    # Conditional: zero the stock only while nothing is sold, then remove the row.
+    result = session.execute(
+        update(FlashSaleItem)
+        .where(FlashSaleItem.merchant_id == merchant_id, FlashSaleItem.id == item_id, FlashSaleItem.sold == 0)
+        .values(activity_stock=0)
+        .returning(FlashSaleItem.sku_id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if result is None:
+        return None
+    return found
+
+
+# -- ledger ------------------------------------------------------------------------------------------
+
+
+def add_purchase(session: Session, purchase: FlashSalePurchase) -> None:
+    session.add(purchase)
+    session.flush()
+
+
+def release_order_purchases(session: Session, merchant_id: int, order_id: int, now: dt.datetime) -> list[tuple[int, int, int]]:
+    """reserved → released for the order's purchases; returns ``(item_id, member_id, quantity)``
+    of the rows that moved (an already released or paid row does not move again)."""
+    rows = session.execute(
+        update(FlashSalePurchase)
+        .where(
+            FlashSalePurchase.merchant_id == merchant_id,
+            FlashSalePurchase.order_id == order_id,
+            FlashSalePurchase.status == RESERVED,
+        )
+        .values(status=RELEASED, released_at=now, updated_at=now)
+        .returning(FlashSalePurchase.item_id, FlashSalePurchase.member_id, FlashSalePurchase.quantity)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+
+def mark_order_paid(session: Session, merchant_id: int, order_id: int, now: dt.datetime) -> int:
+    result = session.execute(
+        update(FlashSalePurchase)
+        .where(
+            FlashSalePurchase.merchant_id == merchant_id,
+            FlashSalePurchase.order_id == order_id,
+            FlashSalePurchase.status == RESERVED,
+        )
+        .values(status=PAID, paid_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def member_units(session: Session, merchant_id: int, item_id: int) -> dict[int, int]:
+    """Units each member holds (reserved or paid) according to the ledger."""
+    stmt = (
+        select(FlashSalePurchase.member_id, func.sum(FlashSalePurchase.quantity))
+        .where(
+            FlashSalePurchase.merchant_id == merchant_id,
+            FlashSalePurchase.item_id == item_id,
+            FlashSalePurchase.status != RELEASED,
+        )
+        .group_by(FlashSalePurchase.member_id)
+    )
+    return {int(m): int(q) for m, q in session.execute(stmt).all()}
+
+
+def purchases_of_order(session: Session, merchant_id: int, order_id: int) -> list[FlashSalePurchase]:
+    stmt = select(FlashSalePurchase).where(
+        FlashSalePurchase.merchant_id == merchant_id, FlashSalePurchase.order_id == order_id
+    )
+    return list(session.scalars(stmt.order_by(FlashSalePurchase.id)))
+
+
+def purchase_stats(session: Session, merchant_id: int, sale_id: int) -> dict[int, dict[str, dict[str, int]]]:
+    """Per item and status: purchases (orders), units and amount."""
+    stmt = (
+        select(
+            FlashSalePurchase.item_id,
+            FlashSalePurchase.status,
+            func.count(),
+            func.coalesce(func.sum(FlashSalePurchase.quantity), 0),
+            func.coalesce(func.sum(FlashSalePurchase.amount), 0),
+        )
+        .where(FlashSalePurchase.merchant_id == merchant_id, FlashSalePurchase.flash_sale_id == sale_id)
+        .group_by(FlashSalePurchase.item_id, FlashSalePurchase.status)
+    )
+    out: dict[int, dict[str, dict[str, int]]] = {}
+    for item_id, status, orders, units, amount in session.execute(stmt).all():
+        out.setdefault(int(item_id), {})[str(status)] = {
+            "orders": int(orders), "units": int(units), "amount": int(amount)
+        }
+    return out
+
+
+def due_to_end(session: Session, merchant_id: int, now: dt.datetime) -> list[int]:
+    stmt = select(FlashSale.id).where(
+        FlashSale.merchant_id == merchant_id,
+        FlashSale.status.in_((SCHEDULED, ACTIVE)),
+        FlashSale.ends_at <= now,
+    )
+    return list(session.scalars(stmt))
+
+
+__all__ = ["ACTIVE", "DRAFT", "ENDED", "SCHEDULED"]

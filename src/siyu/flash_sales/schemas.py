@@ -1,0 +1,177 @@
+"""Flash-sale request and response bodies. Money in fen; times aware (UTC in responses)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Slot(Strict):
+    """A daily session in the merchant's time zone, ``start`` inclusive, ``end`` exclusive."""
+
+    start: str = Field(examples=["10:00"], description="HH:MM")
+    end: str = Field(examples=["10:30"], description="HH:MM, after start (24:00 = midnight)")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not HHMM.match(value):
+            raise ValueError("must be HH:MM (00:00-23:59, or 24:00 as an end)")
+        return value
+
+
+class FlashSaleItemIn(Strict):
+    sku_id: int
+    flash_price: int = Field(ge=0, description="fen, below the SKU's sale price")
+    activity_stock: int = Field(ge=1, description="units carved out of the SKU's stock for the activity")
+    per_member_limit: int | None = Field(default=None, ge=1, description="overrides the activity's limit")
+    sort: int = 0
+
+
+class FlashSaleItemUpdate(Strict):
+    flash_price: int | None = Field(default=None, ge=0)
+    activity_stock: int | None = Field(default=None, ge=1, description="raise (takes SKU stock) or lower (≥ sold)")
+    per_member_limit: int | None = Field(default=None, ge=1)
+    sort: int | None = None
+
+
+class FlashSaleIn(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    starts_at: dt.datetime = Field(description="ISO 8601 with offset")
+    ends_at: dt.datetime
+    slots: list[Slot] = Field(default_factory=list, max_length=24, description="empty: the whole window")
+    allows_coupons: bool = False
+    allows_points: bool = False
+    allows_order_promotions: bool = False
+    free_shipping: bool = False
+    per_member_limit: int = Field(default=1, ge=1, le=999)
+    items: list[FlashSaleItemIn] = Field(default_factory=list, max_length=200)
+
+
+class FlashSaleUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    starts_at: dt.datetime | None = None
+    ends_at: dt.datetime | None = None
+    slots: list[Slot] | None = Field(default=None, max_length=24)
+    allows_coupons: bool | None = None
+    allows_points: bool | None = None
+    allows_order_promotions: bool | None = None
+    free_shipping: bool | None = None
+    per_member_limit: int | None = Field(default=None, ge=1, le=999)
+
+
+class FlashSaleItemOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    flash_sale_id: int
+    sku_id: int
+    product_id: int
+    flash_price: int
+    activity_stock: int
+    sold: int
+    per_member_limit: int | None
+    sort: int
+    closed: bool
+    returned_stock: int
+
+
+class FlashSaleOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    status: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    slots: list[dict[str, Any]]
+    allows_coupons: bool
+    allows_points: bool
+    allows_order_promotions: bool
+    free_shipping: bool
+    per_member_limit: int
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class FlashSaleDetailOut(FlashSaleOut):
+    effective_status: str = Field(description="status as of now (a scheduled activity past its start is active)")
+    items: list[FlashSaleItemOut]
+
+
+class ItemStatsOut(BaseModel):
+    item_id: int
+    sku_id: int
+    activity_stock: int
+    sold: int = Field(description="units reserved or paid (what the gate has handed out)")
+    reserved_units: int
+    paid_units: int
+    paid_orders: int
+    released_units: int
+    gmv: int = Field(description="paid amount of the flash-sale lines, fen")
+
+
+class FlashSaleStatsOut(BaseModel):
+    flash_sale_id: int
+    activity_stock: int
+    sold: int
+    reserved_units: int
+    paid_units: int
+    paid_orders: int
+    released_units: int
+    gmv: int
+    items: list[ItemStatsOut]
+
+
+# -- store ---------------------------------------------------------------------------------------
+
+
+class StoreItemOut(BaseModel):
+    item_id: int
+    flash_sale_id: int
+    sku_id: int
+    product_id: int
+    title: str
+    spec_text: str
+    image_url: str | None
+    list_price: int
+    sale_price: int
+    flash_price: int
+    activity_stock: int
+    remaining: int
+    per_member_limit: int
+    free_shipping: bool
+    allows_coupons: bool
+    allows_points: bool
+
+
+class SessionOut(BaseModel):
+    """One session (场次): a slot on one local day, with the items on sale in it."""
+
+    flash_sale_id: int
+    name: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    status: str = Field(description="current | upcoming")
+    items: list[StoreItemOut]
+
+
+class StoreItemDetailOut(StoreItemOut):
+    name: str
+    status: str = Field(description="current | upcoming | ended")
+    session_starts_at: dt.datetime | None = Field(description="the current session's start, or the next one's")
+    session_ends_at: dt.datetime | None
+
+
+class BuyIn(Strict):
+    quantity: int = Field(default=1, ge=1, le=999)
+    address_id: int | None = None
+    remark: str | None = Field(default=None, max_length=200)

@@ -1,0 +1,67 @@
+"""Flash-sale jobs.
+
+- ``flash_sales.activate`` (at ``starts_at``): scheduled → active, Redis loaded from the database.
+- ``flash_sales.end`` (at ``ends_at``): ended; unsold activity stock back to the SKUs.
+- ``flash_sales.reconcile`` (every minute, per merchant, from ``start``): rewrite Redis from the
+  ledger, so a crash between the Lua gate and the database loses no unit for long (``gate.py``).
+- ``order.cancelled`` → ``flash_sales.release_order``: units of the cancelled order back, once.
+- ``order.paid`` → ``flash_sales.mark_paid``: the ledger rows become paid.
+
+Each is idempotent: a job run twice finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from siyu.flash_sales import gate, service
+from siyu.kit.events import subscribe
+from siyu.kit.outbox import Job
+from siyu.kit.timeutil import utcnow
+from siyu.worker.registry import JobContext, job_handler
+
+
+def _job_clock(ctx: JobContext) -> dt.datetime:
+    """Now as the worker sees it; never before the job's ``run_at`` (see ``orders.tasks``)."""
+    job = ctx.session.get(Job, ctx.job_id)
+    now = utcnow()
+    return max(now, job.run_at) if job is not None else now
+
+
+def _redis(ctx: JobContext) -> None:
+    if ctx.redis is not None and gate.redis_for(ctx.session) is None:
+        gate.use_redis(ctx.session, ctx.redis)
+
+
+@job_handler("flash_sales.activate")
+def activate(ctx: JobContext) -> None:
+    _redis(ctx)
+    service.activate_if_due(ctx.session, ctx.merchant_id, int(ctx.payload["flash_sale_id"]), _job_clock(ctx))
+
+
+@job_handler("flash_sales.end")
+def end(ctx: JobContext) -> None:
+    _redis(ctx)
+    service.end(
+        ctx.session, ctx.merchant_id, int(ctx.payload["flash_sale_id"]), actor=("system", None),
+        now=_job_clock(ctx), only_if_due=True,
+    )
+
+
+@job_handler("flash_sales.reconcile")
+def reconcile(ctx: JobContext) -> None:
+    _redis(ctx)
+    now = _job_clock(ctx)
+    service.end_due(ctx.session, ctx.merchant_id, now)  # a missed end job is caught up here too
+    service.reconcile(ctx.session, ctx.merchant_id, gate.redis_for(ctx.session))
+
+
+@subscribe("order.cancelled", "flash_sales.release_order")
+def release_order(ctx: JobContext) -> None:
+    _redis(ctx)
+    service.release_order(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]))
+
+
+@subscribe("order.paid", "flash_sales.mark_paid")
+def mark_paid(ctx: JobContext) -> None:
+    service.mark_paid(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]))

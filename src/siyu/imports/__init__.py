@@ -1,0 +1,1 @@
+"""CSV import of members and historical orders for merchants moving from another system."""

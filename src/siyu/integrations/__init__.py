@@ -1,0 +1,1 @@
+"""Clients for the third-party services Siyu talks to."""

@@ -1,0 +1,1 @@
+"""Small shared building blocks: money, time, errors, pagination, outbox, audit, crypto."""

@@ -1,0 +1,58 @@
+"""Domain events fanned out through the outbox.
+
+A module that cares about another's events subscribes in its ``tasks.py``::
+
+    @subscribe("order.paid", "loyalty.award_order_points")
+    def award(ctx: JobContext) -> None: ...   # ctx.payload is the event payload
+
+``emit(session, merchant_id, "order.paid", {...}, key="order:42")`` enqueues one job per
+subscriber in the caller's transaction, deduplicated by ``key`` so a retried emit is a no-op.
+Events emitted: see ``EVENTS`` (each domain adds its own names there by convention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from siyu.kit.outbox import enqueue
+from siyu.worker.registry import Handler, import_all_tasks, job_handler
+
+_SUBSCRIBERS: dict[str, list[str]] = {}
+_loaded = False
+
+EVENTS = {
+    "order.submitted": "an order was created (payload: order_id, member_id, payable_amount)",
+    "order.paid": "payment recorded (order_id, member_id, paid_amount, paid_at)",
+    "order.cancelled": "an unpaid order was cancelled (order_id, member_id, reason)",
+    "order.shipped": "order_id, member_id",
+    "order.completed": "order_id, member_id",
+    "order.refunded": "a refund succeeded (order_id, member_id, refund_id, amount, lines, full)",
+    "segment.changed": "a saved segment gained or lost members (segment_id, entered, left, at)",
+}
+
+
+def subscribe(event: str, job_kind: str) -> Callable[[Handler], Handler]:
+    def _register(fn: Handler) -> Handler:
+        job_handler(job_kind)(fn)
+        subs = _SUBSCRIBERS.setdefault(event, [])
+        if job_kind not in subs:
+            subs.append(job_kind)
+        return fn
+
+    return _register
+
+
+def subscribers(event: str) -> list[str]:
+    global _loaded
+    if not _loaded:
+        import_all_tasks()
+        _loaded = True
+    return list(_SUBSCRIBERS.get(event, []))
+
+
+def emit(session: Session, merchant_id: int, event: str, payload: dict[str, Any], *, key: str) -> None:
+    for kind in subscribers(event):
+        enqueue(session, merchant_id, kind, {"event": event, **payload}, dedupe_key=f"{event}:{key}:{kind}")

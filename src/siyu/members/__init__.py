@@ -1,0 +1,1 @@
+"""Members: the merchant's customers — identity (openid / unionid / phone), profile, login."""

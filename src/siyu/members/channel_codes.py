@@ -1,0 +1,136 @@
+"""Channel codes (渠道码): one QR code per entry (a flyer, a store counter, a community group,
+the official account, a staff member), whose scene value records who came in through it.
+
+- Scans: the mini-program reports ``POST /api/store/v1/channel-codes/{scene}/scan`` with its
+  anonymous id when it is opened with a scene.
+- Registrations: ``wechat-login`` carries ``channel``; when it is the scene of an active code and
+  the member is new, the member's ``registration_channel`` is the scene, the code's staff
+  becomes the owner (if the member has none) and the code's tags are applied
+  (source ``channel_code:<id>``).
+- Images: ``qr.png`` is a plain QR code (``qrcode`` library) of the code's ``landing_url``
+  (``{scene}`` and ``{merchant}`` replaced), by default
+  ``<public_base_url>/s/{merchant}?scene={scene}``; ``wxacode.png`` is the mini-program code
+  from WeChat's ``getwxacodeunlimit`` for merchants with WeChat configured (sandbox merchants:
+  409 ``wechat_not_configured``). The WeChat call is made with no transaction open.
+- Stats per code: scans, unique scanners, registrations, members with a paid order
+  ("first orders") and their GMV (paid minus refunded, fen).
+"""
+
+from __future__ import annotations
+
+import io
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from siyu.kit.errors import DomainError, not_found, register_messages
+from siyu.kit.timeutil import utcnow
+from siyu.members import repository as repo
+from siyu.members.models import ChannelCode, ChannelScan, Member
+from siyu.members.schemas import ChannelCodeIn, ChannelCodePatch, ChannelStatsOut
+
+register_messages(
+    {
+        "channel_scene_taken": (409, "场景值 {scene} 已被其他渠道码使用", "Scene {scene} is used by another channel code"),
+    }
+)
+
+DEFAULT_LANDING = "{base}/s/{merchant}?scene={scene}"
+
+
+def get_code(session: Session, merchant_id: int, code_id: int) -> ChannelCode:
+    code = repo.channel_code(session, merchant_id, code_id)
+    if code is None:
+        raise not_found("渠道码", "Channel code")
+    return code
+
+
+def _check_refs(session: Session, merchant_id: int, staff_id: int | None, tag_ids: list[int] | None) -> None:
+    if staff_id is not None:
+        from siyu.tenancy import service as tenancy_service
+
+        tenancy_service.get_staff(session, merchant_id, staff_id)
+    if tag_ids and repo.existing_tag_ids(session, merchant_id, set(tag_ids)) != set(tag_ids):
+        raise not_found("标签", "Tag")
+
+
+def create_code(session: Session, merchant_id: int, data: ChannelCodeIn) -> ChannelCode:
+    _check_refs(session, merchant_id, data.staff_id, data.tag_ids)
+    if repo.channel_code_by_scene(session, merchant_id, data.scene):
+        raise DomainError("channel_scene_taken", scene=data.scene)
+    code = ChannelCode(merchant_id=merchant_id, **data.model_dump())
+    session.add(code)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise DomainError("channel_scene_taken", scene=data.scene) from exc
+    return code
+
+
+def update_code(session: Session, merchant_id: int, code_id: int, data: ChannelCodePatch) -> ChannelCode:
+    code = get_code(session, merchant_id, code_id)
+    fields = data.model_dump(exclude_unset=True)
+    _check_refs(session, merchant_id, fields.get("staff_id"), fields.get("tag_ids"))
+    for key, value in fields.items():
+        if key in ("name", "active", "tag_ids") and value is None:
+            continue
+        setattr(code, key, value)
+    return code
+
+
+def record_scan(session: Session, merchant_id: int, scene: str, anonymous_id: str | None, member_id: int | None) -> ChannelCode:
+    code = repo.channel_code_by_scene(session, merchant_id, scene)
+    if code is None or not code.active:
+        raise not_found("渠道码", "Channel code")
+    session.add(ChannelScan(merchant_id=merchant_id, channel_code_id=code.id, anonymous_id=anonymous_id,
+                            member_id=member_id, scanned_at=utcnow()))
+    return code
+
+
+def attribute_registration(session: Session, merchant_id: int, member: Member, scene: str) -> ChannelCode | None:
+    """A new member arrived with ``scene``: record the channel, bind the staff, apply the tags."""
+    from siyu.members import staff_owner, tags
+
+    code = repo.channel_code_by_scene(session, merchant_id, scene)
+    if code is None or not code.active:
+        return None
+    member.registration_channel = code.scene
+    if code.staff_id is not None:
+        staff_owner.bind_from_channel(session, merchant_id, member, code.staff_id)
+    for tag_id in code.tag_ids or []:
+        if repo.tag(session, merchant_id, int(tag_id)) is not None:
+            tags.add_tag(session, merchant_id, member.id, int(tag_id), source=f"channel_code:{code.id}")
+    return code
+
+
+def landing_url(code: ChannelCode, merchant_code: str, base_url: str) -> str:
+    template = code.landing_url or DEFAULT_LANDING
+    return (
+        template.replace("{base}", base_url.rstrip("/")).replace("{merchant}", merchant_code).replace("{scene}", code.scene)
+    )
+
+
+def qr_png(text: str, *, box_size: int = 10, border: int = 2) -> bytes:
+    import qrcode
+
+    qr = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, box_size=box_size, border=border)
+    qr.add_data(text)
+    qr.make(fit=True)
+    image = qr.make_image(fill_color="black", back_color="white")
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def stats(session: Session, merchant_id: int) -> list[ChannelStatsOut]:
+    figures = repo.channel_stats(session, merchant_id)
+    out = []
+    for code in repo.channel_codes(session, merchant_id):
+        f = figures.get(code.scene, {})
+        out.append(ChannelStatsOut(
+            channel_code_id=code.id, scene=code.scene, name=code.name, kind=code.kind,
+            scans=f.get("scans", 0), unique_scanners=f.get("unique_scanners", 0), registrations=f.get("registrations", 0),
+            first_orders=f.get("first_orders", 0), gmv=f.get("gmv", 0),
+        ))
+    return out

@@ -1,0 +1,80 @@
+"""Store API: WeChat login, phone binding, profile. Admin API: member list and detail."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter, Depends, Request
+
+from siyu.api.deps import AppSettings, Customer, DbSession, StaffPrincipal, require
+from siyu.db.session import unit_of_work
+from siyu.kit.errors import DomainError
+from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
+from siyu.members import repository as repo
+from siyu.members import service
+from siyu.members.models import Member
+from siyu.members.schemas import CustomerTokenOut, MemberAdminOut, MemberOut, PhoneBindIn, WechatLoginIn
+from siyu.tenancy import service as tenancy_service
+
+store = APIRouter(tags=["store: account"])
+admin = APIRouter(tags=["admin: members"])
+
+
+def _credentials(request: Request, merchant_code: str | None) -> tuple[int, service.MiniProgramCredentials]:
+    """Read the merchant's mini-program credentials in a short transaction of its own."""
+    if not merchant_code:
+        raise DomainError("merchant_required")
+    with unit_of_work(request.app.state.session_factory) as s:
+        merchant = tenancy_service.get_merchant_by_code(s, merchant_code)
+        return merchant.id, service.credentials(merchant, request.app.state.secret_box)
+
+
+@store.post("/auth/wechat-login", response_model=CustomerTokenOut, summary="Log in with the wx.login code")
+def wechat_login(body: WechatLoginIn, request: Request, session: DbSession, settings: AppSettings) -> CustomerTokenOut:
+    merchant_id, creds = _credentials(request, request.headers.get("x-siyu-merchant"))
+    identity = service.resolve_identity(creds, body.code, base_url=settings.wechat_api_base)
+    member, created = service.login_or_register(
+        session, merchant_id, identity, channel=body.channel, nickname=body.nickname, avatar_url=body.avatar_url
+    )
+    token, row = tenancy_service.issue_customer_token(
+        session, merchant_id, member.id, dt.timedelta(days=settings.customer_token_ttl_days)
+    )
+    return CustomerTokenOut(token=token, expires_at=row.expires_at, member_id=member.id, is_new=created)
+
+
+@store.post("/me/phone", response_model=MemberOut, summary="Bind the phone number from getPhoneNumber")
+def bind_phone(body: PhoneBindIn, request: Request, customer: Customer, session: DbSession, settings: AppSettings) -> MemberOut:
+    merchant = tenancy_service.get_merchant(session, customer.merchant_id)
+    creds = service.credentials(merchant, request.app.state.secret_box)
+    session.commit()  # end the read transaction before calling WeChat
+    phone = service.resolve_phone(creds, body.code, base_url=settings.wechat_api_base)
+    return MemberOut.model_validate(service.bind_phone(session, customer.merchant_id, customer.member_id, phone))
+
+
+@store.get("/me", response_model=MemberOut)
+def me(customer: Customer, session: DbSession) -> MemberOut:
+    return MemberOut.model_validate(service.get_member(session, customer.merchant_id, customer.member_id))
+
+
+@admin.get("/members", response_model=Page[MemberAdminOut])
+def list_members(
+    session: DbSession,
+    q: str | None = None,
+    phone: str | None = None,
+    params: PageParams = Depends(page_params),
+    p: StaffPrincipal = Depends(require("members:read")),
+) -> Page[MemberAdminOut]:
+    stmt = repo.search(session, p.merchant_id, q, phone)
+    stmt = apply_sort(
+        stmt, params.sort, {"id": Member.id, "registered_at": Member.registered_at}, Member.id.desc()
+    )
+    rows, total = paginate(session, stmt, params)
+    return Page(
+        items=[MemberAdminOut.model_validate(m) for m in rows], total=total, page=params.page,
+        page_size=params.page_size,
+    )
+
+
+@admin.get("/members/{member_id}", response_model=MemberAdminOut)
+def get_member(member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:read"))) -> MemberAdminOut:
+    return MemberAdminOut.model_validate(service.get_member(session, p.merchant_id, member_id))

@@ -1,0 +1,1 @@
+"""Cart, addresses, freight, the pricing pipeline, checkout, orders and shipments."""

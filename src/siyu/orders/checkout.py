@@ -1,0 +1,317 @@
+"""Checkout: price a selection with the pipeline (preview) and turn it into an order (submit).
+
+Preview and submit share ``price()``, so what the customer saw is what is charged; the submit
+recomputes everything on the server (the request schema accepts no price at all).
+
+Submit is idempotent per ``(merchant, member, Idempotency-Key)``:
+
+1. An order already holding the key is returned if the request hash (SHA-256 of the canonical
+   JSON body) matches, else 409 ``idempotency_key_reused``.
+2. Otherwise the order row is inserted first, in a savepoint, to claim the key. A concurrent
+   retry blocks on the unique index (PostgreSQL) or on ``BEGIN IMMEDIATE`` (SQLite) until the
+   first transaction ends; on ``IntegrityError`` it reads the winner back and answers as in 1,
+   without touching stock.
+3. Then, in the same transaction: stock is reserved with one conditional update per SKU
+   (``catalog.stock.reserve``; lines a stage flagged ``activity_stock`` are left to that
+   activity's submit hook, which takes them from the activity's own stock), the lines are
+   written with their per-stage discounts (and ``activity``), the submit hooks run (coupons, points...), the ordered SKUs leave the cart (cart checkouts
+   only; "buy now" leaves the cart alone), the auto-cancel job is enqueued for the payment
+   deadline and ``order.submitted`` is emitted. Any error rolls all of it back.
+
+A zero-payable order (fully discounted) is marked paid at once through ``mark_paid`` with
+amount 0: there is nothing to pay, so no payment is created and no auto-cancel is scheduled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from siyu.catalog import stock
+from siyu.catalog.models import Sku
+from siyu.kit import audit
+from siyu.kit.errors import DomainError, catalogue, invalid, register_messages
+from siyu.kit.events import emit
+from siyu.kit.outbox import enqueue
+from siyu.kit.timeutil import utcnow
+from siyu.orders import repository as repo
+from siyu.orders import service
+from siyu.orders.models import PENDING_PAYMENT, Address, Order, OrderLine
+from siyu.orders.pricing import PricedLine, PricingContext, run_pipeline, run_submit_hooks
+from siyu.orders.schemas import AddressOut, CheckoutIn, CheckoutOut, PricedLineOut
+from siyu.tenancy import service as tenancy_service
+
+_MESSAGES = {
+    "checkout_empty": (422, "没有要结算的商品", "Nothing to check out"),
+    "address_required": (422, "请选择收货地址", "A delivery address is required"),
+}
+register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
+
+IDEMPOTENCY_KEY_MAX = 80
+ORDER_NO_ATTEMPTS = 5
+
+
+@dataclass
+class Priced:
+    ctx: PricingContext
+    address: Address | None
+    from_cart: bool
+
+
+def request_hash(body: CheckoutIn) -> str:
+    canonical = json.dumps(body.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _selection(session: Session, merchant_id: int, member_id: int, body: CheckoutIn) -> list[tuple[int, int]]:
+    """(sku_id, quantity) pairs to price: the explicit items (merged by SKU) or the selected cart lines."""
+    if body.items is not None:
+        merged: dict[int, int] = {}
+        for i, item in enumerate(body.items):
+            service.check_quantity(f"items.{i}.quantity", item.quantity)
+            merged[item.sku_id] = merged.get(item.sku_id, 0) + item.quantity
+        for sku_id, quantity in merged.items():
+            if quantity > service.MAX_LINE_QUANTITY:
+                i = next(i for i, it in enumerate(body.items) if it.sku_id == sku_id)
+                service.check_quantity(f"items.{i}.quantity", quantity)
+        pairs = list(merged.items())
+    else:
+        pairs = [(c.sku_id, c.quantity) for c in repo.cart_items(session, merchant_id, member_id) if c.selected]
+        pairs.reverse()  # oldest cart line first
+    if not pairs:
+        raise DomainError("checkout_empty")
+    return pairs
+
+
+def build_lines(
+    session: Session, merchant_id: int, pairs: list[tuple[int, int]], *, check_stock: bool = True
+) -> list[PricedLine]:
+    """Load SKUs and products of this merchant only and check they can be sold in these quantities.
+
+    ``check_stock=False`` leaves the normal-stock check to ``check_normal_stock`` after the
+    pipeline, which knows which lines an activity sells from its own stock.
+    """
+    found = repo.skus_with_products(session, merchant_id, [sku_id for sku_id, _ in pairs])
+    lines = []
+    for sku_id, quantity in pairs:
+        pair = found.get(sku_id)
+        if pair is None:
+            raise DomainError("sku_not_found", sku_id=sku_id)
+        sku, product = pair
+        if not service.sellable(sku, product):
+            raise DomainError("product_not_on_sale", sku_id=sku_id)
+        if check_stock and quantity > sku.stock:
+            raise DomainError("insufficient_stock", sku_id=sku_id, requested=quantity)
+        lines.append(
+            PricedLine(
+                sku_id=sku.id, product_id=product.id, category_id=product.category_id, title=product.title,
+                spec_text=service.spec_text(product, sku),
+                image_url=sku.image_url or (product.images[0] if product.images else None),
+                quantity=quantity, list_price=sku.list_price, sale_price=sku.sale_price, cost_price=sku.cost_price,
+                weight_g=sku.weight_g, free_shipping=product.free_shipping, coupons_allowed=product.coupons_allowed,
+                bonus_points=product.bonus_points, freight_template_id=product.freight_template_id,
+            )
+        )
+    return lines
+
+
+def takes_normal_stock(line: PricedLine) -> bool:
+    """False for a line a pricing stage sells from an activity's own stock (``flags["activity_stock"]``)."""
+    return not line.flags.get("activity_stock")
+
+
+def check_normal_stock(session: Session, merchant_id: int, lines: list[PricedLine]) -> None:
+    """The early (advisory) stock check of ``build_lines`` for lines that take normal stock;
+    the binding one is ``catalog.stock.reserve`` at submit."""
+    for line in lines:
+        if not takes_normal_stock(line):
+            continue
+        sku = session.get(Sku, line.sku_id)  # loaded (merchant-scoped) by build_lines: no query
+        if sku is not None and line.quantity > sku.stock:
+            raise DomainError("insufficient_stock", sku_id=line.sku_id, requested=line.quantity)
+
+
+def _address(
+    session: Session, merchant_id: int, member_id: int, body: CheckoutIn, *, required: bool
+) -> Address | None:
+    if body.address_id is not None:
+        found = repo.address(session, merchant_id, member_id, body.address_id)
+        if found is None:
+            raise invalid("address_id", "address_not_found", "no such address")
+        return found
+    found = repo.default_address(session, merchant_id, member_id)
+    if found is None and required:
+        raise DomainError("address_required")
+    return found
+
+
+def price(
+    session: Session,
+    merchant_id: int,
+    member_id: int,
+    body: CheckoutIn,
+    *,
+    now: dt.datetime | None = None,
+    address_required: bool = False,
+) -> Priced:
+    """Run the pricing pipeline over the selection (no writes)."""
+    pairs = _selection(session, merchant_id, member_id, body)
+    lines = build_lines(session, merchant_id, pairs, check_stock=False)
+    address = _address(session, merchant_id, member_id, body, required=address_required)
+    merchant = tenancy_service.get_merchant(session, merchant_id)
+    ctx = PricingContext(
+        session=session, merchant_id=merchant_id, member_id=member_id, lines=lines, now=now or utcnow(),
+        timezone=merchant.timezone, province=address.province if address else None,
+        coupon_ids=list(body.coupon_ids) if body.coupon_ids is not None else None,
+        points_to_use=body.points_to_use, options=dict(body.options),
+    )
+    run_pipeline(ctx)
+    check_normal_stock(session, merchant_id, ctx.lines)
+    return Priced(ctx=ctx, address=address, from_cart=body.items is None)
+
+
+def _line_out(line: PricedLine) -> PricedLineOut:
+    return PricedLineOut(
+        sku_id=line.sku_id, product_id=line.product_id, title=line.title, spec_text=line.spec_text,
+        image_url=line.image_url, quantity=line.quantity, list_price=line.list_price, sale_price=line.sale_price,
+        goods_amount=line.goods_amount, discounts={k: v for k, v in line.discounts.items() if v},
+        discount_amount=line.discount_amount, payable_amount=line.amount, flags=dict(line.flags),
+    )
+
+
+def result(priced: Priced) -> CheckoutOut:
+    ctx = priced.ctx
+    return CheckoutOut(
+        lines=[_line_out(line) for line in ctx.lines], breakdown=ctx.breakdown(), notes=ctx.notes,
+        goods_amount=ctx.goods_amount, discount_amount=ctx.discount_amount, freight_amount=ctx.freight,
+        payable_amount=ctx.payable, address=AddressOut.model_validate(priced.address) if priced.address else None,
+    )
+
+
+def preview(
+    session: Session, merchant_id: int, member_id: int, body: CheckoutIn, *, now: dt.datetime | None = None
+) -> CheckoutOut:
+    return result(price(session, merchant_id, member_id, body, now=now))
+
+
+def new_order_no(now: dt.datetime, tz: str) -> str:
+    """Readable and time-ordered: local date and time of day, then 6 random digits (20 chars)."""
+    local = now.astimezone(ZoneInfo(tz))
+    return local.strftime("%Y%m%d%H%M%S") + f"{secrets.randbelow(10**6):06d}"
+
+
+def _replay(existing: Order, digest: str) -> Order:
+    if existing.request_hash != digest:
+        raise DomainError("idempotency_key_reused")
+    return existing
+
+
+def check_idempotency_key(key: str | None) -> str:
+    if key is None or not key.strip():
+        raise DomainError("idempotency_key_required")
+    key = key.strip()
+    if len(key) > IDEMPOTENCY_KEY_MAX:
+        raise invalid("header.Idempotency-Key", "too_long", f"at most {IDEMPOTENCY_KEY_MAX} characters")
+    return key
+
+
+def submit(
+    session: Session,
+    merchant_id: int,
+    member_id: int,
+    body: CheckoutIn,
+    *,
+    idempotency_key: str | None,
+    payment_timeout: dt.timedelta,
+    channel: str = "mini_program",
+    now: dt.datetime | None = None,
+) -> tuple[Order, bool]:
+    """Create the order (or return the one this key already made). Returns ``(order, created)``."""
+    key = check_idempotency_key(idempotency_key)
+    digest = request_hash(body)
+    existing = repo.order_by_idempotency_key(session, merchant_id, member_id, key)
+    if existing is not None:
+        return _replay(existing, digest), False
+
+    now = now or utcnow()
+    priced = price(session, merchant_id, member_id, body, now=now, address_required=True)
+    ctx, address = priced.ctx, priced.address
+    assert address is not None
+    actor = ("customer", member_id)
+
+    order: Order | None = None
+    for _ in range(ORDER_NO_ATTEMPTS):
+        candidate = Order(
+            merchant_id=merchant_id, order_no=new_order_no(now, ctx.timezone), member_id=member_id,
+            status=PENDING_PAYMENT, idempotency_key=key, request_hash=digest,
+            goods_amount=ctx.goods_amount, discount_amount=ctx.discount_amount,
+            points_used=ctx.points_to_use if any(ln.discounts.get("points") for ln in ctx.lines) else 0,
+            freight_amount=ctx.freight, payable_amount=ctx.payable, paid_amount=0, refunded_amount=0,
+            pricing=ctx.breakdown(), address=service.address_snapshot(address), remark=body.remark,
+            channel=channel, pay_deadline=now + payment_timeout, created_at=now, updated_at=now,
+        )
+        try:
+            with session.begin_nested():  # add inside: begin_nested() flushes what is pending first
+                session.add(candidate)
+                session.flush()
+        except IntegrityError:
+            # Either a concurrent retry with this key won, or (rarely) the order_no collided.
+            winner = repo.order_by_idempotency_key(session, merchant_id, member_id, key)
+            if winner is not None:
+                return _replay(winner, digest), False
+            continue
+        order = candidate
+        break
+    if order is None:
+        raise DomainError("conflict")
+
+    quantities: dict[int, int] = defaultdict(int)
+    for line in ctx.lines:
+        if takes_normal_stock(line):  # activity lines are taken from the activity's stock by its hook
+            quantities[line.sku_id] += line.quantity
+    stock.reserve(session, merchant_id, quantities)
+
+    for line in ctx.lines:
+        discounts = {stage: amount for stage, amount in line.discounts.items() if amount}
+        session.add(
+            OrderLine(
+                merchant_id=merchant_id, order_id=order.id, product_id=line.product_id, sku_id=line.sku_id,
+                title=line.title[:120], spec_text=line.spec_text[:120], image_url=line.image_url,
+                quantity=line.quantity, list_price=line.list_price, sale_price=line.sale_price,
+                cost_price=line.cost_price, goods_amount=line.goods_amount, discounts=discounts,
+                discount_amount=sum(discounts.values()), payable_amount=line.amount,
+                bonus_points=line.bonus_points * line.quantity, refunded_quantity=0, refunded_amount=0,
+                activity=(str(line.flags["activity"])[:40] if line.flags.get("activity") else None),
+            )
+        )
+    session.flush()
+    audit.record(
+        session, merchant_id, "order", order.id, "submitted", from_state=None, to_state=PENDING_PAYMENT,
+        actor=actor, data={"payable_amount": order.payable_amount, "order_no": order.order_no},
+    )
+    run_submit_hooks(ctx, order.id)
+    if priced.from_cart:
+        repo.remove_cart_skus(session, merchant_id, member_id, {line.sku_id for line in ctx.lines})
+    emit(
+        session, merchant_id, "order.submitted",
+        {"order_id": order.id, "member_id": member_id, "payable_amount": order.payable_amount},
+        key=f"order:{order.id}",
+    )
+    if order.payable_amount == 0:
+        service.mark_paid(session, merchant_id, order.id, amount=0, paid_at=now, actor=actor)
+    else:
+        enqueue(
+            session, merchant_id, "orders.auto_cancel", {"order_id": order.id},
+            run_at=order.pay_deadline, dedupe_key=f"order:{order.id}:auto_cancel",
+        )
+    session.flush()
+    return order, True
+

@@ -1,0 +1,242 @@
+"""The pricing pipeline: one explicit sequence of named stages.
+
+    base price → member price → item promotions → order promotions → coupons → points → freight → payable
+
+Each stage sees the amounts left by the stages before it (never the undiscounted total) and
+records its discount on the lines it touches through ``PricingContext.discount``, which caps the
+amount at what is left on the eligible lines and allocates it with the largest-remainder method,
+so every line's discounts sum exactly to the stage total and no line goes below zero.
+
+Other capabilities plug in with ``register_stage(STAGE, name)`` in their ``<domain>/stages.py``
+(imported automatically on the first run); the pipeline runs the stage
+functions in ``STAGES`` order (within a stage, in registration order). The same pipeline serves
+the checkout preview and the submit, so what the customer sees is what is charged; the submit
+recomputes everything on the server and ignores any client-sent price.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from siyu.kit.money import allocate
+
+BASE = "base_price"
+MEMBER_PRICE = "member_price"
+ITEM_PROMOTIONS = "item_promotions"
+ORDER_PROMOTIONS = "order_promotions"
+COUPONS = "coupons"
+POINTS = "points"
+FREIGHT = "freight"
+STAGES = (BASE, MEMBER_PRICE, ITEM_PROMOTIONS, ORDER_PROMOTIONS, COUPONS, POINTS, FREIGHT)
+DISCOUNT_STAGES = (MEMBER_PRICE, ITEM_PROMOTIONS, ORDER_PROMOTIONS, COUPONS, POINTS)
+
+
+@dataclass
+class PricedLine:
+    """One cart line as the pipeline sees it. Amounts are fen."""
+
+    sku_id: int
+    product_id: int
+    category_id: int | None
+    title: str
+    spec_text: str
+    image_url: str | None
+    quantity: int
+    list_price: int  # unit 原价
+    sale_price: int  # unit price before any stage
+    cost_price: int
+    weight_g: int
+    free_shipping: bool
+    coupons_allowed: bool
+    bonus_points: int
+    freight_template_id: int | None = None
+    discounts: dict[str, int] = field(default_factory=dict)
+    # Set by stages: e.g. {"activity": "flash_sale:12", "no_coupon": True, "no_points": True,
+    # "no_order_promotions": True, "free_shipping": True}
+    flags: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def goods_amount(self) -> int:
+        return self.sale_price * self.quantity
+
+    @property
+    def discount_amount(self) -> int:
+        return sum(self.discounts.values())
+
+    @property
+    def amount(self) -> int:
+        """What is left to pay on this line after the stages so far."""
+        return self.goods_amount - self.discount_amount
+
+
+@dataclass
+class StageEntry:
+    stage: str
+    code: str  # machine name of what applied, e.g. "coupon:123", "full_reduction:7"
+    label: str  # what the customer reads, e.g. "满300减30"
+    amount: int  # fen taken off (or freight added)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PricingContext:
+    session: Session
+    merchant_id: int
+    member_id: int | None
+    lines: list[PricedLine]
+    now: dt.datetime
+    timezone: str = "Asia/Shanghai"
+    province: str | None = None  # shipping destination, for freight
+    coupon_ids: list[int] | None = None  # None: let the pipeline pick the best combination
+    points_to_use: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # e.g. {"activity": {"kind": "group_buy", ...}}
+    entries: list[StageEntry] = field(default_factory=list)
+    freight: int = 0
+    free_shipping: bool = False
+    # Per stage, what did not apply and why (e.g. unusable coupons with their reason codes).
+    notes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Anything a stage wants to carry to submit (coupons to lock, points to spend...).
+    reservations: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def goods_amount(self) -> int:
+        return sum(line.goods_amount for line in self.lines)
+
+    @property
+    def discount_amount(self) -> int:
+        return sum(line.discount_amount for line in self.lines)
+
+    @property
+    def lines_amount(self) -> int:
+        return sum(line.amount for line in self.lines)
+
+    @property
+    def payable(self) -> int:
+        return self.lines_amount + self.freight
+
+    def eligible(self, predicate: Callable[[PricedLine], bool] | None = None) -> list[int]:
+        return [i for i, line in enumerate(self.lines) if predicate is None or predicate(line)]
+
+    def discount(
+        self,
+        stage: str,
+        code: str,
+        label: str,
+        amount: int,
+        line_indexes: Sequence[int] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> int:
+        """Take ``amount`` off the given lines (default: all), capped at what is left on them.
+
+        Allocation is proportional to each line's current amount (largest remainder), so a
+        line never goes negative. Returns the amount actually applied.
+        """
+        if stage not in DISCOUNT_STAGES:
+            raise ValueError(f"{stage!r} is not a discount stage")
+        if amount < 0:
+            raise ValueError("a discount cannot be negative")
+        indexes = list(range(len(self.lines))) if line_indexes is None else list(line_indexes)
+        weights = [self.lines[i].amount for i in indexes]
+        applied = min(amount, sum(weights))
+        if applied <= 0:
+            return 0
+        for i, part in zip(indexes, allocate(applied, weights), strict=True):
+            if part:
+                line = self.lines[i]
+                line.discounts[stage] = line.discounts.get(stage, 0) + part
+        self.entries.append(StageEntry(stage, code, label, applied, details or {}))
+        return applied
+
+    def note(self, stage: str, **info: Any) -> None:
+        self.notes.setdefault(stage, []).append(info)
+
+    def breakdown(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = [
+            {"stage": BASE, "code": "goods", "label": "商品金额", "amount": self.goods_amount, "details": {}}
+        ]
+        rows += [
+            {"stage": e.stage, "code": e.code, "label": e.label, "amount": -e.amount, "details": e.details}
+            for e in self.entries
+            if e.stage != FREIGHT
+        ]
+        rows.append({"stage": FREIGHT, "code": "freight", "label": "运费", "amount": self.freight, "details": {}})
+        rows.append({"stage": "payable", "code": "payable", "label": "应付金额", "amount": self.payable, "details": {}})
+        return rows
+
+
+StageFn = Callable[[PricingContext], None]
+_REGISTRY: dict[str, list[tuple[str, StageFn]]] = {stage: [] for stage in STAGES}
+
+
+def register_stage(stage: str, name: str) -> Callable[[StageFn], StageFn]:
+    """Decorator: plug ``fn`` into ``stage`` under a unique ``name`` (re-registering replaces it)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown pricing stage {stage!r}")
+
+    def _register(fn: StageFn) -> StageFn:
+        entries = _REGISTRY[stage]
+        entries[:] = [(n, f) for n, f in entries if n != name]
+        entries.append((name, fn))
+        return fn
+
+    return _register
+
+
+def registered_stages() -> dict[str, list[str]]:
+    return {stage: [name for name, _ in fns] for stage, fns in _REGISTRY.items()}
+
+
+_stages_loaded = False
+
+
+def load_stage_modules() -> None:
+    """Import every ``siyu.<domain>.stages`` module: that is where domains register their stages."""
+    global _stages_loaded
+    if _stages_loaded:
+        return
+    import importlib
+    import pkgutil
+
+    import siyu
+
+    for info in pkgutil.iter_modules(siyu.__path__):
+        if info.ispkg and importlib.util.find_spec(f"siyu.{info.name}.stages") is not None:
+            importlib.import_module(f"siyu.{info.name}.stages")
+    _stages_loaded = True
+
+
+def run_pipeline(ctx: PricingContext) -> PricingContext:
+    load_stage_modules()
+    for stage in STAGES:
+        for _, fn in _REGISTRY[stage]:
+            fn(ctx)
+    assert all(line.amount >= 0 for line in ctx.lines), "a stage drove a line below zero"
+    return ctx
+
+
+# -- submit hooks ------------------------------------------------------------------------------
+# Run by the order submit in its transaction, after the order and its lines exist, so a stage
+# can turn what it reserved in ``ctx.reservations`` into durable state (lock the coupons,
+# spend the points, take activity stock). Raising a DomainError aborts the whole submit.
+SubmitHook = Callable[[PricingContext, int], None]
+_SUBMIT_HOOKS: list[tuple[str, SubmitHook]] = []
+
+
+def register_submit_hook(name: str) -> Callable[[SubmitHook], SubmitHook]:
+    def _register(fn: SubmitHook) -> SubmitHook:
+        _SUBMIT_HOOKS[:] = [(n, f) for n, f in _SUBMIT_HOOKS if n != name]
+        _SUBMIT_HOOKS.append((name, fn))
+        return fn
+
+    return _register
+
+
+def run_submit_hooks(ctx: PricingContext, order_id: int) -> None:
+    load_stage_modules()
+    for _, fn in _SUBMIT_HOOKS:
+        fn(ctx, order_id)

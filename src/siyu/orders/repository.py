@@ -1,0 +1,245 @@
+"""Queries for carts, addresses, freight templates, orders, lines and shipments.
+
+Every query filters on ``merchant_id``; customer-facing ones also on ``member_id``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Select, delete, select, update
+from sqlalchemy.orm import Session
+
+from siyu.catalog.models import Product, Sku
+from siyu.db.dialect import for_update
+from siyu.kit.audit import AuditEvent
+from siyu.orders.models import Address, CartItem, FreightTemplate, Order, OrderLine, Shipment
+
+# -- catalog reads (SKU with its product) -----------------------------------------------------------
+
+
+def skus_with_products(session: Session, merchant_id: int, sku_ids: Iterable[int]) -> dict[int, tuple[Sku, Product]]:
+    ids = sorted(set(sku_ids))
+    if not ids:
+        return {}
+    stmt = (
+        select(Sku, Product)
+        .join(Product, Product.id == Sku.product_id)
+        .where(Sku.merchant_id == merchant_id, Product.merchant_id == merchant_id, Sku.id.in_(ids))
+    )
+    return {sku.id: (sku, product) for sku, product in session.execute(stmt).all()}
+
+
+# -- cart ---------------------------------------------------------------------------------------------
+
+
+def cart_items(session: Session, merchant_id: int, member_id: int) -> list[CartItem]:
+    stmt = (
+        select(CartItem)
+        .where(CartItem.merchant_id == merchant_id, CartItem.member_id == member_id)
+        .order_by(CartItem.id.desc())
+    )
+    return list(session.scalars(stmt))
+
+
+def cart_item(session: Session, merchant_id: int, member_id: int, item_id: int) -> CartItem | None:
+    return session.scalar(
+        select(CartItem).where(
+            CartItem.merchant_id == merchant_id, CartItem.member_id == member_id, CartItem.id == item_id
+        )
+    )
+
+
+def cart_item_by_sku(session: Session, merchant_id: int, member_id: int, sku_id: int) -> CartItem | None:
+    return session.scalar(
+        select(CartItem).where(
+            CartItem.merchant_id == merchant_id, CartItem.member_id == member_id, CartItem.sku_id == sku_id
+        )
+    )
+
+
+def set_cart_selected(
+    session: Session, merchant_id: int, member_id: int, item_ids: list[int] | None, selected: bool
+) -> None:
+    stmt = update(CartItem).where(CartItem.merchant_id == merchant_id, CartItem.member_id == member_id)
+    if item_ids is not None:
+        stmt = stmt.where(CartItem.id.in_(item_ids))
+    session.execute(stmt.values(selected=selected).execution_options(synchronize_session="fetch"))
+
+
+def remove_cart_skus(session: Session, merchant_id: int, member_id: int, sku_ids: Iterable[int]) -> None:
+    ids = list(set(sku_ids))
+    if not ids:
+        return
+    session.execute(
+        delete(CartItem)
+        .where(CartItem.merchant_id == merchant_id, CartItem.member_id == member_id, CartItem.sku_id.in_(ids))
+        .execution_options(synchronize_session="fetch")
+    )
+
+
+# -- addresses ----------------------------------------------------------------------------------------
+
+
+def addresses(session: Session, merchant_id: int, member_id: int) -> list[Address]:
+    stmt = select(Address).where(
+        Address.merchant_id == merchant_id, Address.member_id == member_id, Address.deleted.is_(False)
+    )
+    return list(session.scalars(stmt.order_by(Address.is_default.desc(), Address.id.desc())))
+
+
+def address(session: Session, merchant_id: int, member_id: int, address_id: int) -> Address | None:
+    return session.scalar(
+        select(Address).where(
+            Address.merchant_id == merchant_id,
+            Address.member_id == member_id,
+            Address.id == address_id,
+            Address.deleted.is_(False),
+        )
+    )
+
+
+def default_address(session: Session, merchant_id: int, member_id: int) -> Address | None:
+    return session.scalar(
+        select(Address)
+        .where(
+            Address.merchant_id == merchant_id,
+            Address.member_id == member_id,
+            Address.deleted.is_(False),
+            Address.is_default.is_(True),
+        )
+        .order_by(Address.id.desc())
+        .limit(1)
+    )
+
+
+def clear_default_address(session: Session, merchant_id: int, member_id: int, except_id: int | None) -> None:
+    stmt = update(Address).where(
+        Address.merchant_id == merchant_id, Address.member_id == member_id, Address.is_default.is_(True)
+    )
+    if except_id is not None:
+        stmt = stmt.where(Address.id != except_id)
+    session.execute(stmt.values(is_default=False).execution_options(synchronize_session="fetch"))
+
+
+# -- freight templates --------------------------------------------------------------------------------
+
+
+def freight_templates(session: Session, merchant_id: int) -> list[FreightTemplate]:
+    stmt = select(FreightTemplate).where(FreightTemplate.merchant_id == merchant_id).order_by(FreightTemplate.id)
+    return list(session.scalars(stmt))
+
+
+def freight_template(session: Session, merchant_id: int, template_id: int) -> FreightTemplate | None:
+    return session.scalar(
+        select(FreightTemplate).where(FreightTemplate.merchant_id == merchant_id, FreightTemplate.id == template_id)
+    )
+
+
+def freight_templates_by_ids(session: Session, merchant_id: int, ids: Iterable[int]) -> dict[int, FreightTemplate]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    stmt = select(FreightTemplate).where(FreightTemplate.merchant_id == merchant_id, FreightTemplate.id.in_(wanted))
+    return {t.id: t for t in session.scalars(stmt)}
+
+
+def default_freight_template(session: Session, merchant_id: int) -> FreightTemplate | None:
+    return session.scalar(
+        select(FreightTemplate)
+        .where(FreightTemplate.merchant_id == merchant_id, FreightTemplate.is_default.is_(True))
+        .order_by(FreightTemplate.id.desc())
+        .limit(1)
+    )
+
+
+def clear_default_freight(session: Session, merchant_id: int, except_id: int) -> None:
+    session.execute(
+        update(FreightTemplate)
+        .where(
+            FreightTemplate.merchant_id == merchant_id,
+            FreightTemplate.is_default.is_(True),
+            FreightTemplate.id != except_id,
+        )
+        .values(is_default=False)
+        .execution_options(synchronize_session="fetch")
+    )
+
+
+# -- orders -------------------------------------------------------------------------------------------
+
+
+def order(session: Session, merchant_id: int, order_id: int, *, lock: bool = False) -> Order | None:
+    stmt = select(Order).where(Order.merchant_id == merchant_id, Order.id == order_id)
+    if lock:
+        stmt = for_update(stmt, session).execution_options(populate_existing=True)
+    return session.scalar(stmt)
+
+
+def order_by_no(session: Session, merchant_id: int, order_no: str) -> Order | None:
+    return session.scalar(select(Order).where(Order.merchant_id == merchant_id, Order.order_no == order_no))
+
+
+def order_by_idempotency_key(session: Session, merchant_id: int, member_id: int, key: str) -> Order | None:
+    stmt = select(Order).where(
+        Order.merchant_id == merchant_id, Order.member_id == member_id, Order.idempotency_key == key
+    )
+    return session.scalar(stmt.execution_options(populate_existing=True))
+
+
+def order_lines(session: Session, merchant_id: int, order_id: int, *, lock: bool = False) -> list[OrderLine]:
+    stmt = (
+        select(OrderLine)
+        .where(OrderLine.merchant_id == merchant_id, OrderLine.order_id == order_id)
+        .order_by(OrderLine.id)
+    )
+    if lock:
+        stmt = for_update(stmt, session).execution_options(populate_existing=True)
+    return list(session.scalars(stmt))
+
+
+def shipments(session: Session, merchant_id: int, order_id: int) -> list[Shipment]:
+    stmt = (
+        select(Shipment)
+        .where(Shipment.merchant_id == merchant_id, Shipment.order_id == order_id)
+        .order_by(Shipment.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def order_audit(session: Session, merchant_id: int, order_id: int) -> list[AuditEvent]:
+    stmt = (
+        select(AuditEvent)
+        .where(
+            AuditEvent.merchant_id == merchant_id,
+            AuditEvent.subject_type == "order",
+            AuditEvent.subject_id == order_id,
+        )
+        .order_by(AuditEvent.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def search_orders(
+    merchant_id: int,
+    *,
+    member_id: int | None = None,
+    status: str | None = None,
+    order_no: str | None = None,
+    created_from: dt.datetime | None = None,
+    created_to: dt.datetime | None = None,
+) -> Select[Any]:
+    stmt = select(Order).where(Order.merchant_id == merchant_id)
+    if member_id is not None:
+        stmt = stmt.where(Order.member_id == member_id)
+    if status:
+        stmt = stmt.where(Order.status == status)
+    if order_no:
+        stmt = stmt.where(Order.order_no == order_no)
+    if created_from is not None:
+        stmt = stmt.where(Order.created_at >= created_from)
+    if created_to is not None:
+        stmt = stmt.where(Order.created_at < created_to)
+    return stmt

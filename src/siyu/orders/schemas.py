@@ -1,0 +1,273 @@
+"""Request and response bodies of the cart, address, freight, checkout and order endpoints.
+
+Request bodies that decide what a customer pays forbid unknown fields: a client cannot send a
+price, an amount or a discount — the server computes every figure (``extra="forbid"`` makes a
+stray ``"price"`` a 422 instead of silently trusting or dropping it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_LINE_QUANTITY = 999
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- cart ----------------------------------------------------------------------------------------
+class CartAddIn(Strict):
+    sku_id: int
+    quantity: int = Field(default=1, description=f"units to add (merged with the cart, total ≤ {MAX_LINE_QUANTITY})")
+
+
+class CartItemUpdate(Strict):
+    quantity: int | None = None
+    selected: bool | None = None
+
+
+class CartSelectIn(Strict):
+    item_ids: list[int] | None = Field(default=None, description="cart item ids; omitted means all items")
+    selected: bool = True
+
+
+class CartItemOut(BaseModel):
+    id: int
+    sku_id: int
+    product_id: int
+    title: str
+    spec_text: str
+    image_url: str | None
+    quantity: int
+    selected: bool
+    list_price: int
+    sale_price: int
+    stock: int
+    available: bool
+    unavailable_reason: str | None = Field(
+        default=None, description="off_sale | sold_out | insufficient_stock when not available"
+    )
+
+
+class CartOut(BaseModel):
+    items: list[CartItemOut]
+    selected_quantity: int
+    selected_amount: int = Field(description="sale price x quantity of the selected available items, fen")
+
+
+# -- addresses -----------------------------------------------------------------------------------
+class AddressIn(Strict):
+    name: str = Field(min_length=1, max_length=32)
+    phone: str = Field(min_length=5, max_length=20, pattern=r"^[0-9+\- ]+$")
+    province: str = Field(min_length=1, max_length=32)
+    city: str = Field(min_length=1, max_length=32)
+    district: str = Field(default="", max_length=32)
+    detail: str = Field(min_length=1, max_length=200)
+    postal_code: str | None = Field(default=None, max_length=10)
+    is_default: bool = False
+
+
+class AddressUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=32)
+    phone: str | None = Field(default=None, min_length=5, max_length=20, pattern=r"^[0-9+\- ]+$")
+    province: str | None = Field(default=None, min_length=1, max_length=32)
+    city: str | None = Field(default=None, min_length=1, max_length=32)
+    district: str | None = Field(default=None, max_length=32)
+    detail: str | None = Field(default=None, min_length=1, max_length=200)
+    postal_code: str | None = Field(default=None, max_length=10)
+    is_default: bool | None = None
+
+
+class AddressOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    phone: str
+    province: str
+    city: str
+    district: str
+    detail: str
+    postal_code: str | None
+    is_default: bool
+
+
+# -- freight templates ---------------------------------------------------------------------------
+class FreightRule(Strict):
+    regions: list[str] = Field(min_length=1, description='province names, or ["*"] for everywhere else')
+    first_units: int = Field(ge=1, description="pieces (count mode) or grams (weight mode) in the first fee")
+    first_fee: int = Field(ge=0, description="fen")
+    extra_units: int = Field(default=1, ge=1, description="each further block of this many units costs extra_fee")
+    extra_fee: int = Field(default=0, ge=0, description="fen")
+
+
+class FreightTemplateIn(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    mode: Literal["count", "weight"] = "count"
+    rules: list[FreightRule] = Field(min_length=1)
+    free_threshold: int | None = Field(default=None, ge=0, description="free when goods after discounts reach it")
+    unreachable_regions: list[str] = Field(default_factory=list)
+    is_default: bool = False
+
+
+class FreightTemplateUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    mode: Literal["count", "weight"] | None = None
+    rules: list[FreightRule] | None = Field(default=None, min_length=1)
+    free_threshold: int | None = Field(default=None, ge=0)
+    unreachable_regions: list[str] | None = None
+    is_default: bool | None = None
+
+
+class FreightTemplateOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    mode: str
+    rules: list[dict[str, Any]]
+    free_threshold: int | None
+    unreachable_regions: list[str]
+    is_default: bool
+    created_at: dt.datetime
+
+
+# -- checkout ------------------------------------------------------------------------------------
+class CheckoutItem(Strict):
+    sku_id: int
+    quantity: int
+
+
+class CheckoutIn(Strict):
+    """What to buy and how. Never carries a price: every amount is computed on the server."""
+
+    items: list[CheckoutItem] | None = Field(
+        default=None, description="explicit items (buy now); omitted means the selected cart items"
+    )
+    address_id: int | None = Field(default=None, description="omitted: the member's default address")
+    coupon_ids: list[int] | None = Field(default=None, description="omitted: let the pipeline pick")
+    points_to_use: int = Field(default=0, ge=0)
+    remark: str | None = Field(default=None, max_length=200)
+    options: dict[str, Any] = Field(
+        default_factory=dict, description='activity parameters for pricing stages, e.g. {"activity": {...}}'
+    )
+
+    def canonical(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class PricedLineOut(BaseModel):
+    sku_id: int
+    product_id: int
+    title: str
+    spec_text: str
+    image_url: str | None
+    quantity: int
+    list_price: int
+    sale_price: int
+    goods_amount: int
+    discounts: dict[str, int]
+    discount_amount: int
+    payable_amount: int
+    flags: dict[str, Any] = Field(default_factory=dict)
+
+
+class CheckoutOut(BaseModel):
+    lines: list[PricedLineOut]
+    breakdown: list[dict[str, Any]]
+    notes: dict[str, list[dict[str, Any]]]
+    goods_amount: int
+    discount_amount: int
+    freight_amount: int
+    payable_amount: int
+    address: AddressOut | None
+
+
+# -- orders --------------------------------------------------------------------------------------
+class OrderLineOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    product_id: int
+    sku_id: int
+    title: str
+    spec_text: str
+    image_url: str | None
+    quantity: int
+    list_price: int
+    sale_price: int
+    goods_amount: int
+    discounts: dict[str, int]
+    discount_amount: int
+    payable_amount: int
+    bonus_points: int
+    refunded_quantity: int
+    refunded_amount: int
+
+
+class ShipmentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    carrier: str
+    tracking_no: str
+    shipped_at: dt.datetime
+    lines: list[dict[str, Any]]
+
+
+class OrderOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    order_no: str
+    member_id: int
+    status: str
+    refund_status: str
+    goods_amount: int
+    discount_amount: int
+    points_used: int
+    freight_amount: int
+    payable_amount: int
+    paid_amount: int
+    refunded_amount: int
+    pricing: list[dict[str, Any]]
+    address: dict[str, Any]
+    remark: str | None
+    channel: str
+    pay_deadline: dt.datetime | None
+    paid_at: dt.datetime | None
+    shipped_at: dt.datetime | None
+    completed_at: dt.datetime | None
+    cancelled_at: dt.datetime | None
+    closed_at: dt.datetime | None
+    cancel_reason: str | None
+    created_at: dt.datetime
+
+
+class OrderDetailOut(OrderOut):
+    lines: list[OrderLineOut]
+    shipments: list[ShipmentOut]
+
+
+class AuditOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    action: str
+    from_state: str | None
+    to_state: str | None
+    actor_type: str
+    actor_id: int | None
+    data: dict[str, Any]
+    created_at: dt.datetime
+
+
+class OrderAdminDetailOut(OrderDetailOut):
+    audit: list[AuditOut]
+
+
+class ShipIn(Strict):
+    carrier: str = Field(min_length=1, max_length=32)
+    tracking_no: str = Field(min_length=1, max_length=64)
+
+
+class CancelIn(Strict):
+    reason: str | None = Field(default=None, max_length=64)

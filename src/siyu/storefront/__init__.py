@@ -1,0 +1,1 @@
+"""Storefront: the mini-program home page as data (banners, ad slots, navigation, notices)."""

@@ -1,0 +1,93 @@
+"""Request and response bodies of the storefront (home page) endpoints."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from siyu.catalog.schemas import ProductCard
+
+SlotKind = Literal["banner", "ad_slot", "category_nav", "bottom_nav", "account_section", "notice"]
+TargetType = Literal["product", "category", "page", "url", "none"]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)]
+ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+TargetValue = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+
+
+class SlotIn(BaseModel):
+    kind: SlotKind
+    title: Title = ""
+    image_url: ImageUrl | None = None
+    target_type: TargetType = "none"
+    target_value: TargetValue | None = Field(
+        default=None,
+        description="product/category: the id; page: a mini-program path such as /pages/x/index; url: http(s)://...",
+    )
+    sort: int = Field(default=0, description="ascending: smaller first")
+    starts_at: AwareDatetime | None = Field(default=None, description="shown from (inclusive); with a time zone")
+    ends_at: AwareDatetime | None = Field(default=None, description="shown until (exclusive); with a time zone")
+    enabled: bool = True
+
+
+class SlotUpdate(BaseModel):
+    """Only the fields sent change; ``starts_at``/``ends_at``/``image_url`` accept null to clear."""
+
+    kind: SlotKind | None = None
+    title: Title | None = None
+    image_url: ImageUrl | None = None
+    target_type: TargetType | None = None
+    target_value: TargetValue | None = None
+    sort: int | None = None
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    enabled: bool | None = None
+
+
+class SlotOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    kind: str
+    title: str
+    image_url: str | None
+    target_type: str
+    target_value: str | None
+    sort: int
+    starts_at: dt.datetime | None
+    ends_at: dt.datetime | None
+    enabled: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ReorderIn(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=500, description="slot ids in their new order (sort = position)")
+
+
+class CategoryRef(BaseModel):
+    id: int
+    name: str
+
+
+class HomeItem(BaseModel):
+    id: int
+    title: str
+    image_url: str | None
+    target_type: str
+    target_value: str | None
+    sort: int
+    product: ProductCard | None = Field(default=None, description="snapshot when the target is a product")
+    category: CategoryRef | None = Field(default=None, description="when the target is a category")
+
+
+class HomeOut(BaseModel):
+    """The live home page: enabled slots within their schedule, by kind, ordered by sort."""
+
+    banner: list[HomeItem] = Field(default_factory=list)
+    ad_slot: list[HomeItem] = Field(default_factory=list)
+    category_nav: list[HomeItem] = Field(default_factory=list)
+    bottom_nav: list[HomeItem] = Field(default_factory=list)
+    account_section: list[HomeItem] = Field(default_factory=list)
+    notice: list[HomeItem] = Field(default_factory=list)
+    generated_at: dt.datetime

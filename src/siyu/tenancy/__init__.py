@@ -1,0 +1,1 @@
+"""Merchants (tenants), staff accounts, roles and permissions, tokens and API keys."""

@@ -1,0 +1,60 @@
+"""Roles and what each may do on the admin API.
+
+Permissions are ``area:verb`` strings. Endpoints declare the one they need with
+``require("orders:write")``; a role grants a set, ``*`` grants everything.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    OPERATOR = "operator"
+    FINANCE = "finance"
+    STAFF = "staff"
+
+
+AREAS = (
+    "merchant",
+    "staff",
+    "catalog",
+    "storefront",
+    "orders",
+    "payments",
+    "refunds",
+    "aftersales",
+    "promotions",
+    "members",
+    "loyalty",
+    "audience",
+    "journeys",
+    "analytics",
+    "finance",
+)
+
+ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
+    Role.OWNER: frozenset({"*"}),
+    Role.OPERATOR: frozenset(
+        {f"{a}:read" for a in AREAS if a not in ("finance", "staff")}
+        | {
+            f"{a}:write"
+            for a in ("catalog", "storefront", "orders", "aftersales", "promotions", "members", "loyalty")
+        }
+        | {"audience:write", "journeys:write", "staff:read"}
+    ),
+    Role.FINANCE: frozenset(
+        {f"{a}:read" for a in ("orders", "payments", "refunds", "aftersales", "analytics", "finance", "members")}
+        | {"refunds:write", "payments:write", "finance:write"}
+    ),
+    Role.STAFF: frozenset({"catalog:read", "orders:read", "members:read", "aftersales:read", "storefront:read"}),
+}
+
+
+def role_allows(role: str, permission: str) -> bool:
+    try:
+        granted = ROLE_PERMISSIONS[Role(role)]
+    except ValueError:
+        return False
+    return "*" in granted or permission in granted

@@ -1,0 +1,58 @@
+"""Job handlers by kind. Domains register theirs in their ``tasks.py``::
+
+    @job_handler("orders.auto_cancel")
+    def auto_cancel(ctx: JobContext) -> None: ...
+
+A handler runs inside the worker's unit of work: what it writes commits together with the job
+being marked done, or not at all. Handlers must be idempotent: a job may run again after a
+crash between the remote call and the commit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from sqlalchemy.orm import Session
+
+import siyu
+from siyu.config import Settings
+
+
+@dataclass
+class JobContext:
+    session: Session
+    merchant_id: int
+    payload: dict[str, Any]
+    settings: Settings
+    job_id: int
+    attempt: int
+    redis: redis.Redis | None = None
+
+
+Handler = Callable[[JobContext], None]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def job_handler(kind: str) -> Callable[[Handler], Handler]:
+    def _register(fn: Handler) -> Handler:
+        if kind in _HANDLERS and _HANDLERS[kind] is not fn:
+            raise ValueError(f"job kind {kind!r} registered twice")
+        _HANDLERS[kind] = fn
+        return fn
+
+    return _register
+
+
+def handler_for(kind: str) -> Handler | None:
+    return _HANDLERS.get(kind)
+
+
+def import_all_tasks() -> None:
+    for info in pkgutil.iter_modules(siyu.__path__):
+        if info.ispkg and importlib.util.find_spec(f"siyu.{info.name}.tasks") is not None:
+            importlib.import_module(f"siyu.{info.name}.tasks")

@@ -1,0 +1,1 @@
+"""Factory functions that build test data through the services (one module per domain)."""
