@@ -145,8 +145,8 @@ def _fit_and_write(
     value = np.nan_to_num(value, nan=0.0, posinf=0.0)
     percentile = (rankdata(value, method="average") - 0.5) / len(value) * 100.0
     rows = [
-        {"merchant_id": merchant_id, "member_id": int(mid), "p_alive": round(float(pa), 4),
-         "expected_purchases_90d": round(float(e), 4), "predicted_clv": int(np.rint(v)),
+        {"merchant_id": merchant_id, "member_id": int(mid), "p_alive": float(pa),
+         "expected_purchases_90d": float(e), "predicted_clv": int(np.rint(v)),
          "clv_percentile": round(float(pc), 2)}
         for mid, pa, e, v, pc in zip(summary.customer_id, p_alive, expected_90, value, percentile, strict=True)
     ]
