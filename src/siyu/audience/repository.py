@@ -22,7 +22,7 @@ from siyu.audience.models import (
     StageTransition,
 )
 from siyu.audience.schemas import LifecycleConfig
-from siyu.db.dialect import insert_ignore_many
+from siyu.db.dialect import bulk_update, insert_ignore_many
 from siyu.members.models import Member
 
 
@@ -211,7 +211,11 @@ def backfill_rows(session: Session, merchant_id: int) -> int:
 
 
 def rebuild_stats(session: Session, merchant_id: int, member_ids: list[int]) -> None:
-    """Recompute the order-derived columns of these members from their orders (after an import)."""
+    """Recompute the order-derived columns of these members from their orders (after an import).
+
+    One grouped pass over the members' paid orders (a window function numbers each member's
+    orders to find the second), then one bulk update; members without paid orders are reset.
+    """
     from siyu.orders import models as om
 
     o = om.Order
@@ -219,20 +223,29 @@ def rebuild_stats(session: Session, merchant_id: int, member_ids: list[int]) -> 
     for start in range(0, len(member_ids), 2000):
         chunk = member_ids[start : start + 2000]
         ensure_rows(session, merchant_id, set(chunk))
-        mine = and_(o.merchant_id == merchant_id, o.member_id == MemberStats.member_id, o.status.in_(paid))
-
-        def nth(n: int, mine: Any = mine) -> Any:
-            return select(o.paid_at).where(mine).order_by(o.paid_at).offset(n).limit(1).scalar_subquery()
-
-        session.execute(
-            update(MemberStats)
-            .where(MemberStats.merchant_id == merchant_id, MemberStats.member_id.in_(chunk))
-            .values(
-                paid_orders=select(func.count()).where(mine).scalar_subquery(),
-                paid_total=select(func.coalesce(func.sum(o.paid_amount - o.refunded_amount), 0)).where(mine).scalar_subquery(),
-                first_order_at=nth(0),
-                second_order_at=nth(1),
-                last_order_at=select(func.max(o.paid_at)).where(mine).scalar_subquery(),
+        numbered = (
+            select(
+                o.member_id.label("member_id"),
+                o.paid_at.label("paid_at"),
+                (o.paid_amount - o.refunded_amount).label("net"),
+                func.row_number().over(partition_by=o.member_id, order_by=(o.paid_at, o.id)).label("n"),
             )
-            .execution_options(synchronize_session=False)
+            .where(o.merchant_id == merchant_id, o.member_id.in_(chunk), o.status.in_(paid))
+            .subquery()
         )
+        grouped = select(
+            numbered.c.member_id,
+            func.count(),
+            func.coalesce(func.sum(numbered.c.net), 0),
+            func.min(numbered.c.paid_at),
+            func.max(case((numbered.c.n == 2, numbered.c.paid_at))),
+            func.max(numbered.c.paid_at),
+        ).group_by(numbered.c.member_id)
+        found = {
+            int(mid): {"paid_orders": int(n), "paid_total": int(total), "first_order_at": first,
+                       "second_order_at": second, "last_order_at": last}
+            for mid, n, total, first, second, last in session.execute(grouped)
+        }
+        empty = {"paid_orders": 0, "paid_total": 0, "first_order_at": None, "second_order_at": None, "last_order_at": None}
+        rows = [{"merchant_id": merchant_id, "member_id": mid, **found.get(mid, empty)} for mid in chunk]
+        bulk_update(session, MemberStats.__table__, ["merchant_id", "member_id"], rows)  # type: ignore[arg-type]
