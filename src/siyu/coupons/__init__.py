@@ -1,0 +1,1 @@
+"""Coupons: templates, the member wallet, the COUPONS pricing stage; see ``service``."""

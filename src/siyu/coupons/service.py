@@ -1,0 +1,912 @@
+"""Coupons: templates (configured as data), issuing, the wallet, pricing, lifecycle, stats.
+
+Issuing (``issue_to_member``, used by every channel and by other modules)::
+
+    template active, inside its issue window, validity not over
+      → issued = issued + 1 WHERE issued < total_quantity          (else coupon_sold_out)
+      → received = received + 1 WHERE received < per_member_limit  (else coupon_limit_reached)
+      → INSERT member_coupons (unique idempotency_key)             (a retry returns the first)
+
+All three happen in a savepoint, so a refusal leaves no counter moved even when the caller
+catches the error and goes on (bulk issue). Rows are always locked in the same order
+(template, then the member counter), so concurrent claims never deadlock.
+
+Wallet lifecycle::
+
+    unused ──submit (lock, conditional)──► locked ──order.paid──► used
+      ▲                                      │                     │
+      └── order.cancelled / full refund ◄────┴─────────────────────┘   (expired if past validity)
+    unused ──expiry job──► expired        unused ──operator──► voided
+
+Services never commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from siyu.coupons import repository as repo
+from siyu.coupons.models import (
+    ACTIVE,
+    CH_AFTER_PAYMENT,
+    CH_CLAIM,
+    CH_CODE,
+    CH_REGISTRATION,
+    DRAFT,
+    EXPIRED,
+    FIXED,
+    FREE_SHIPPING,
+    LOCKED,
+    PERCENT,
+    SCOPE_ALL,
+    SCOPE_CATEGORIES,
+    SCOPE_PRODUCTS,
+    STOPPED,
+    THRESHOLD,
+    UNUSED,
+    USED,
+    VALID_FIXED,
+    VALID_RELATIVE,
+    VOIDED,
+    CouponTemplate,
+    MemberCoupon,
+)
+from siyu.coupons.schemas import (
+    ClaimableOut,
+    CouponOut,
+    IssueIn,
+    IssueOut,
+    TemplateFields,
+    TemplateIn,
+    TemplateOut,
+    TemplateStatsOut,
+    TemplateUpdate,
+    WalletCouponOut,
+)
+from siyu.kit import audit
+from siyu.kit.errors import DomainError, FieldError, catalogue, not_found, register_messages
+from siyu.kit.events import emit
+from siyu.kit.money import percent_of, yuan
+from siyu.kit.timeutil import utcnow
+from siyu.orders.pricing import COUPONS, PricedLine, PricingContext
+
+log = logging.getLogger("siyu.coupons")
+
+_MESSAGES = {
+    "coupon_sold_out": (409, "优惠券已抢光", "The coupon is sold out"),
+    "coupon_limit_reached": (409, "每人限领 {limit} 张", "The coupon is limited to {limit} per member"),
+    "coupon_not_started": (409, "优惠券尚未开始发放", "The coupon cannot be received yet"),
+    "coupon_ended": (409, "优惠券已停止发放", "The coupon can no longer be received"),
+    "coupon_template_inactive": (409, "优惠券未启用", "The coupon is not active"),
+    "coupon_channel_closed": (409, "该优惠券不支持此领取方式", "The coupon cannot be received this way"),
+    "coupon_template_in_use": (
+        409, "优惠券已发放，不能修改其优惠规则", "The coupon was already issued: its rules can no longer change"
+    ),
+    "coupon_template_state_invalid": (
+        409, "优惠券当前状态（{status}）不能变为 {target}", "The coupon cannot go from {status} to {target}"
+    ),
+    "coupon_code_invalid": (404, "兑换码不存在", "No such redeem code"),
+    "coupon_code_used": (409, "兑换码已被使用", "The redeem code was already used"),
+    "coupon_expired": (409, "优惠券已过期", "The coupon has expired"),
+    "coupon_used": (409, "优惠券已使用", "The coupon was already used"),
+    "coupon_locked": (409, "优惠券已被其他待支付订单占用", "The coupon is held by another unpaid order"),
+    "coupon_voided": (409, "优惠券已作废", "The coupon was voided"),
+    "coupon_not_yet_valid": (409, "优惠券尚未到可用时间", "The coupon is not valid yet"),
+    "coupon_out_of_scope": (409, "订单中没有可使用该优惠券的商品", "No item in the order can use this coupon"),
+    "coupon_excluded_by_product": (409, "所选商品不可使用优惠券", "The items do not accept coupons"),
+    "coupon_excluded_by_activity": (409, "活动商品不可使用优惠券", "Items in this activity do not accept coupons"),
+    "coupon_below_threshold": (
+        409, "未满 {threshold} 元，不能使用该优惠券", "Spend at least {threshold} on eligible items to use this coupon"
+    ),
+    "coupon_no_discount": (409, "该优惠券对本单没有优惠", "The coupon takes nothing off this order"),
+    "coupon_not_stackable": (409, "这些优惠券不能同时使用", "These coupons cannot be used together"),
+    "coupon_not_voidable": (409, "只有未使用的优惠券可以作废", "Only an unused coupon can be voided"),
+}
+register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
+
+Actor = tuple[str, int | None]
+RESERVATION = "coupons"
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
+MAX_BULK = 50_000
+MAX_DAYS = 3650
+
+# Reason codes a wallet coupon does not apply (notes) and the error an explicit choice raises.
+REASON_ERRORS = {
+    "expired": "coupon_expired",
+    "used": "coupon_used",
+    "locked": "coupon_locked",
+    "voided": "coupon_voided",
+    "not_started": "coupon_not_yet_valid",
+    "out_of_scope": "coupon_out_of_scope",
+    "product_excludes_coupons": "coupon_excluded_by_product",
+    "activity_excludes_coupons": "coupon_excluded_by_activity",
+    "below_threshold": "coupon_below_threshold",
+    "no_discount": "coupon_no_discount",
+    "already_free_shipping": "coupon_no_discount",
+}
+REASON_MESSAGES = {
+    "expired": "优惠券已过期",
+    "used": "优惠券已使用",
+    "locked": "优惠券已被待支付订单占用",
+    "voided": "优惠券已作废",
+    "not_started": "优惠券尚未到可用时间",
+    "out_of_scope": "订单中没有适用商品",
+    "product_excludes_coupons": "所选商品不可用券",
+    "activity_excludes_coupons": "活动商品不可用券",
+    "below_threshold": "未达到使用门槛",
+    "no_discount": "对本单没有优惠",
+    "already_free_shipping": "本单已包邮",
+    "not_best": "已为您选择更优惠的券",
+    "not_stackable": "不能与已选优惠券叠加",
+}
+
+
+def _template_not_found() -> DomainError:
+    return not_found("优惠券模板", "Coupon template")
+
+
+def _coupon_not_found() -> DomainError:
+    return not_found("优惠券", "Coupon")
+
+
+def _new_code(length: int = 12) -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(length))
+
+
+# -- templates -----------------------------------------------------------------------------------------
+
+_RULE_FIELDS = (
+    "kind", "amount", "threshold", "percent_off_bp", "max_discount", "scope", "scope_ids", "excluded_product_ids",
+    "validity_mode", "valid_from", "valid_until", "valid_days",
+)
+
+
+def _field(path: str, code: str, message: str) -> FieldError:
+    return FieldError(path, code, message)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    return value.astimezone(dt.UTC) if value is not None and value.tzinfo is not None else value
+
+
+def validate_template(t: CouponTemplate) -> None:
+    """Every rule of a template, each with its own field code; raises one 422 listing all."""
+    errors: list[FieldError] = []
+    if t.kind in (FIXED, THRESHOLD) and (t.amount is None or t.amount <= 0):
+        errors.append(_field("amount", "amount_invalid", "amount must be a positive number of fen"))
+    if t.kind == THRESHOLD and (t.threshold or 0) <= 0:
+        errors.append(_field("threshold", "threshold_required", "a threshold coupon needs a positive threshold"))
+    if (t.threshold or 0) < 0:
+        errors.append(_field("threshold", "threshold_negative", "threshold cannot be negative"))
+    if t.kind in (FIXED, THRESHOLD) and t.threshold and t.amount and t.amount > t.threshold:
+        errors.append(_field("amount", "amount_above_threshold", "amount off cannot exceed the threshold"))
+    if t.kind == PERCENT:
+        if not 0 < (t.percent_off_bp or 0) <= 10000:
+            errors.append(_field("percent_off", "percent_out_of_range", "percent off must be above 0 and at most 100"))
+    elif t.percent_off_bp:
+        errors.append(_field("percent_off", "percent_not_allowed", "only a percent coupon takes a percent"))
+    if t.max_discount is not None and t.max_discount < 0:
+        errors.append(_field("max_discount", "cap_negative", "the cap cannot be negative"))
+    if t.max_discount is not None and t.kind != PERCENT:
+        errors.append(_field("max_discount", "cap_not_allowed", "only a percent coupon takes a cap"))
+    if t.scope == SCOPE_ALL and t.scope_ids:
+        errors.append(_field("scope_ids", "scope_ids_not_allowed", "scope 'all' takes no ids"))
+    if t.scope in (SCOPE_CATEGORIES, SCOPE_PRODUCTS) and not t.scope_ids:
+        errors.append(_field("scope_ids", "scope_ids_required", "list the categories or products of the scope"))
+    if any(i <= 0 for i in [*(t.scope_ids or []), *(t.excluded_product_ids or [])]):
+        errors.append(_field("scope_ids", "id_invalid", "ids are positive integers"))
+    if t.validity_mode == VALID_FIXED:
+        if t.valid_until is None:
+            errors.append(_field("valid_until", "valid_until_required", "fixed validity needs valid_until"))
+        elif t.valid_from is not None and t.valid_until <= t.valid_from:
+            errors.append(_field("valid_until", "validity_inverted", "valid_until must be after valid_from"))
+        if t.valid_days is not None:
+            errors.append(_field("valid_days", "valid_days_not_allowed", "fixed validity takes no valid_days"))
+    else:
+        if t.valid_days is None or not 1 <= t.valid_days <= MAX_DAYS:
+            errors.append(_field("valid_days", "valid_days_invalid", f"relative validity needs 1-{MAX_DAYS} days"))
+        if t.valid_from is not None or t.valid_until is not None:
+            errors.append(_field("valid_until", "dates_not_allowed", "relative validity takes no dates"))
+    for name in ("valid_from", "valid_until", "issue_starts_at", "issue_ends_at"):
+        value = getattr(t, name)
+        if value is not None and value.tzinfo is None:
+            errors.append(_field(name, "timezone_required", "give the time with its UTC offset"))
+    if t.issue_starts_at and t.issue_ends_at and t.issue_ends_at <= t.issue_starts_at:
+        errors.append(_field("issue_ends_at", "issue_window_inverted", "issue_ends_at must be after issue_starts_at"))
+    if t.total_quantity is not None and t.total_quantity < 1:
+        errors.append(_field("total_quantity", "quantity_invalid", "total quantity must be at least 1 (null: unlimited)"))
+    if t.total_quantity is not None and t.total_quantity < (t.issued or 0):
+        errors.append(_field("total_quantity", "quantity_below_issued", "cannot go below what was already issued"))
+    if (t.per_member_limit or 0) < 1:
+        errors.append(_field("per_member_limit", "limit_invalid", "per-member limit must be at least 1"))
+    if (t.after_payment_min_amount or 0) < 0:
+        errors.append(_field("after_payment_min_amount", "amount_negative", "cannot be negative"))
+    if not 0 <= (t.expiry_reminder_days or 0) <= 60:
+        errors.append(_field("expiry_reminder_days", "reminder_invalid", "0-60 days"))
+    if not t.channels:
+        errors.append(_field("channels", "channels_required", "name at least one issue channel"))
+    if errors:
+        raise DomainError("validation_error", fields=errors)
+
+
+def _apply_fields(t: CouponTemplate, body: TemplateFields) -> None:
+    data = body.model_dump(exclude_unset=True)
+    if "percent_off" in data or "percent_off_bp" in data:
+        pct, bp = data.pop("percent_off", None), data.pop("percent_off_bp", None)
+        if pct is not None and bp is not None:
+            raise DomainError("validation_error", fields=[
+                _field("percent_off", "percent_ambiguous", "give percent_off or percent_off_bp, not both")
+            ])
+        data["percent_off_bp"] = bp if bp is not None else (pct * 100 if pct is not None else 0)
+    if "channels" in data and data["channels"] is not None:
+        data["channels"] = sorted(set(data["channels"]))
+    for name in ("scope_ids", "excluded_product_ids"):
+        if name in data and data[name] is not None:
+            data[name] = sorted(set(data[name]))
+    for name, value in data.items():
+        if value is None and name in ("name", "kind", "scope", "validity_mode", "channels", "status", "stackable",
+                                      "amount", "threshold", "per_member_limit", "after_payment_min_amount",
+                                      "expiry_reminder_days", "scope_ids", "excluded_product_ids"):
+            continue
+        setattr(t, name, _aware(value) if isinstance(value, dt.datetime) and value.tzinfo else value)
+
+
+def create_template(session: Session, merchant_id: int, body: TemplateIn, *, actor: Actor) -> CouponTemplate:
+    t = CouponTemplate(
+        merchant_id=merchant_id, name=body.name, kind=body.kind, amount=0, threshold=0, percent_off_bp=0,
+        scope=SCOPE_ALL, scope_ids=[], excluded_product_ids=[], stackable=False, validity_mode=VALID_FIXED,
+        issued=0, per_member_limit=1, channels=[CH_CLAIM], after_payment_min_amount=0, expiry_reminder_days=3,
+        status=DRAFT,
+    )
+    _apply_fields(t, body)
+    if t.status == STOPPED:
+        raise DomainError("coupon_template_state_invalid", status="new", target=STOPPED)
+    validate_template(t)
+    session.add(t)
+    session.flush()
+    audit.record(session, merchant_id, "coupon_template", t.id, "created", to_state=t.status, actor=actor,
+                 data={"kind": t.kind, "name": t.name})
+    if t.status == ACTIVE:
+        ensure_schedule(session, merchant_id)
+    return t
+
+
+def get_template(session: Session, merchant_id: int, template_id: int) -> CouponTemplate:
+    t = repo.template(session, merchant_id, template_id)
+    if t is None:
+        raise _template_not_found()
+    return t
+
+
+_TRANSITIONS = {(DRAFT, ACTIVE), (ACTIVE, STOPPED), (STOPPED, ACTIVE), (DRAFT, STOPPED)}
+
+
+def update_template(
+    session: Session, merchant_id: int, template_id: int, body: TemplateUpdate, *, actor: Actor
+) -> CouponTemplate:
+    t = get_template(session, merchant_id, template_id)
+    before = {name: getattr(t, name) for name in _RULE_FIELDS}
+    old_status = t.status
+    # Apply to a detached copy first, so a refusal leaves the row untouched.
+    draft = CouponTemplate(**{c.key: getattr(t, c.key) for c in CouponTemplate.__table__.columns})
+    _apply_fields(draft, body)
+    if draft.status != old_status and (old_status, draft.status) not in _TRANSITIONS:
+        raise DomainError("coupon_template_state_invalid", status=old_status, target=draft.status)
+    if t.issued > 0 and any(getattr(draft, n) != before[n] for n in _RULE_FIELDS):
+        raise DomainError("coupon_template_in_use")
+    validate_template(draft)
+    for c in CouponTemplate.__table__.columns:
+        if c.key not in ("id", "merchant_id", "issued", "created_at"):
+            setattr(t, c.key, getattr(draft, c.key))
+    t.updated_at = utcnow()
+    session.flush()
+    audit.record(session, merchant_id, "coupon_template", t.id, "updated", from_state=old_status, to_state=t.status,
+                 actor=actor, data=body.model_dump(mode="json", exclude_unset=True))
+    if t.status == ACTIVE:
+        ensure_schedule(session, merchant_id)
+    return t
+
+
+def delete_template(session: Session, merchant_id: int, template_id: int, *, actor: Actor) -> None:
+    """Only a template nothing was issued from can be deleted (else stop it)."""
+    t = get_template(session, merchant_id, template_id)
+    if t.issued > 0 or repo.code_counts(session, merchant_id, t.id)[0] > 0:
+        raise DomainError("coupon_template_in_use")
+    audit.record(session, merchant_id, "coupon_template", t.id, "deleted", from_state=t.status, to_state=None,
+                 actor=actor)
+    session.delete(t)
+    session.flush()
+
+
+def template_out(t: CouponTemplate) -> TemplateOut:
+    return TemplateOut.model_validate(t)
+
+
+# -- issuing -------------------------------------------------------------------------------------------
+
+
+def _validity(t: CouponTemplate, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    if t.validity_mode == VALID_RELATIVE:
+        assert t.valid_days is not None
+        return now, now + dt.timedelta(days=t.valid_days)
+    assert t.valid_until is not None
+    return (t.valid_from or min(now, t.valid_until - dt.timedelta(seconds=1))), t.valid_until
+
+
+def check_issuable(t: CouponTemplate, now: dt.datetime) -> None:
+    if t.status != ACTIVE:
+        raise DomainError("coupon_template_inactive")
+    if t.issue_starts_at is not None and now < t.issue_starts_at:
+        raise DomainError("coupon_not_started")
+    if t.issue_ends_at is not None and now >= t.issue_ends_at:
+        raise DomainError("coupon_ended")
+    if t.validity_mode == VALID_FIXED and t.valid_until is not None and t.valid_until <= now:
+        raise DomainError("coupon_ended")
+
+
+def issue_to_member(
+    session: Session,
+    merchant_id: int,
+    template_id: int,
+    member_id: int,
+    *,
+    source: str,
+    idempotency_key: str,
+    now: dt.datetime | None = None,
+) -> MemberCoupon:
+    """Put one coupon of the template in the member's wallet; the stable entry point for other
+    modules (lottery, journeys, referral...). Idempotent by ``idempotency_key`` (unique per
+    merchant): a retry returns the first coupon, whatever changed since. Respects the template's
+    status, issue window, total quantity and per-member limit; raises ``coupon_sold_out``,
+    ``coupon_limit_reached``, ``coupon_template_inactive``, ``coupon_not_started``,
+    ``coupon_ended``, or 404 for a template or member of another merchant. Never commits;
+    a refusal leaves nothing changed (savepoint).
+    """
+    key = idempotency_key.strip()[:120]
+    if not key:
+        raise DomainError("idempotency_key_required")
+    existing = repo.coupon_by_key(session, merchant_id, key)
+    if existing is not None:
+        return existing
+    now = now or utcnow()
+    t = repo.template(session, merchant_id, template_id)
+    if t is None:
+        raise _template_not_found()
+    if not repo.member_exists(session, merchant_id, member_id):
+        raise not_found("会员", "Member")
+    check_issuable(t, now)
+    valid_from, valid_until = _validity(t, now)
+    remind_at = valid_until - dt.timedelta(days=t.expiry_reminder_days) if t.expiry_reminder_days else None
+    try:
+        with session.begin_nested():
+            if not repo.take_template_unit(session, merchant_id, t.id):
+                raise DomainError("coupon_sold_out")
+            if not repo.take_member_slot(session, merchant_id, t.id, member_id, t.per_member_limit):
+                raise DomainError("coupon_limit_reached", limit=t.per_member_limit)
+            coupon = MemberCoupon(
+                merchant_id=merchant_id, template_id=t.id, member_id=member_id, code=_new_code(), status=UNUSED,
+                source=source[:40], idempotency_key=key, valid_from=valid_from, valid_until=valid_until,
+                remind_at=remind_at, discount_amount=0, order_amount=0, details={}, created_at=now, updated_at=now,
+            )
+            repo.add_coupon(session, coupon)
+    except IntegrityError:
+        # A concurrent call with the same key won (the unique index made us wait for it).
+        winner = repo.coupon_by_key(session, merchant_id, key)
+        if winner is None:
+            raise
+        return winner
+    session.expire(t, ["issued"])
+    emit(session, merchant_id, "coupon.issued",
+         {"coupon_id": coupon.id, "template_id": t.id, "member_id": member_id, "source": coupon.source},
+         key=f"coupon:{coupon.id}")
+    return coupon
+
+
+def claim(
+    session: Session, merchant_id: int, member_id: int, template_id: int, *, idempotency_key: str | None = None,
+    now: dt.datetime | None = None,
+) -> MemberCoupon:
+    """Self-claim in the store (领券). Without a client key, the n-th claim of a member has the
+    key ``claim:<template>:<member>:<n>``, so a double tap never yields two coupons."""
+    t = repo.template(session, merchant_id, template_id)
+    if t is None or (t.status == DRAFT):
+        raise _template_not_found()
+    if CH_CLAIM not in t.channels:
+        raise DomainError("coupon_channel_closed")
+    if idempotency_key:
+        key = f"claim:{template_id}:{member_id}:k:{idempotency_key.strip()[:60]}"
+    else:
+        received = repo.received_counts(session, merchant_id, member_id, [template_id]).get(template_id, 0)
+        key = f"claim:{template_id}:{member_id}:{received + 1}"
+    return issue_to_member(session, merchant_id, template_id, member_id, source="claim", idempotency_key=key, now=now)
+
+
+def generate_codes(session: Session, merchant_id: int, template_id: int, count: int, *, actor: Actor) -> list[str]:
+    t = get_template(session, merchant_id, template_id)
+    if CH_CODE not in t.channels:
+        raise DomainError("coupon_channel_closed")
+    codes = sorted({_new_code(12) for _ in range(count)})
+    repo.add_codes(session, merchant_id, t.id, codes)
+    audit.record(session, merchant_id, "coupon_template", t.id, "codes_generated", actor=actor, data={"count": len(codes)})
+    return codes
+
+
+def redeem(session: Session, merchant_id: int, member_id: int, code: str, *, now: dt.datetime | None = None) -> MemberCoupon:
+    """One-time code → coupon. Redeeming one's own code again returns the same coupon."""
+    now = now or utcnow()
+    row = repo.code_row(session, merchant_id, code.strip().upper())
+    if row is None:
+        raise DomainError("coupon_code_invalid")
+    key = f"code:{row.id}"
+    if row.redeemed_by is not None:
+        if row.redeemed_by == member_id:
+            mine = repo.coupon_by_key(session, merchant_id, key)
+            if mine is not None:
+                return mine
+        raise DomainError("coupon_code_used")
+    t = repo.template(session, merchant_id, row.template_id)
+    if t is None or CH_CODE not in t.channels:
+        raise DomainError("coupon_channel_closed")
+    check_issuable(t, now)
+    if not repo.redeem_code(session, merchant_id, row.id, member_id, now):
+        raise DomainError("coupon_code_used")
+    coupon = issue_to_member(session, merchant_id, t.id, member_id, source="code", idempotency_key=key, now=now)
+    repo.set_code_coupon(session, merchant_id, row.id, coupon.id)
+    return coupon
+
+
+def bulk_issue(
+    session: Session, merchant_id: int, template_id: int, body: IssueIn, *, actor: Actor, now: dt.datetime | None = None
+) -> IssueOut:
+    """Operator issue to members matching every given condition; idempotent per ``batch_key``."""
+    t = get_template(session, merchant_id, template_id)
+    conditions = (body.member_ids, body.province, body.city, body.gender, body.tag_id)
+    if all(c is None for c in conditions):
+        raise DomainError("validation_error", fields=[
+            _field("member_ids", "audience_required", "give member ids or at least one condition")
+        ])
+    check_issuable(t, now or utcnow())
+    members = repo.matching_members(
+        session, merchant_id, member_ids=body.member_ids, province=body.province, city=body.city, gender=body.gender,
+        tag_id=body.tag_id, limit=MAX_BULK,
+    )
+    issued = already = 0
+    refused: dict[str, int] = {}
+    for member_id in members:
+        key = f"operator:{template_id}:{body.batch_key}:{member_id}"
+        if repo.coupon_by_key(session, merchant_id, key) is not None:
+            already += 1
+            continue
+        try:
+            issue_to_member(session, merchant_id, template_id, member_id, source="operator", idempotency_key=key, now=now)
+            issued += 1
+        except DomainError as exc:
+            refused[exc.code] = refused.get(exc.code, 0) + 1
+    audit.record(session, merchant_id, "coupon_template", t.id, "bulk_issued", actor=actor,
+                 data={"batch_key": body.batch_key, "matched": len(members), "issued": issued, "refused": refused})
+    return IssueOut(matched=len(members), issued=issued, already=already, refused=refused)
+
+
+def issue_on_registration(session: Session, merchant_id: int, member_id: int, now: dt.datetime | None = None) -> int:
+    """Every active template with the registration channel, once per member (key)."""
+    return _issue_channel(session, merchant_id, member_id, CH_REGISTRATION, f"registration:{member_id}", now=now)
+
+
+def issue_after_payment(
+    session: Session, merchant_id: int, member_id: int, order_id: int, paid_amount: int, now: dt.datetime | None = None
+) -> int:
+    """Next-order coupons for a paid order (``after_payment_min_amount`` reached), once per order."""
+    return _issue_channel(session, merchant_id, member_id, CH_AFTER_PAYMENT, f"order:{order_id}", now=now,
+                          paid_amount=paid_amount)
+
+
+def _issue_channel(
+    session: Session, merchant_id: int, member_id: int, channel: str, key_base: str, *,
+    now: dt.datetime | None = None, paid_amount: int | None = None,
+) -> int:
+    count = 0
+    for t in repo.active_templates(session, merchant_id):
+        if channel not in t.channels:
+            continue
+        if paid_amount is not None and paid_amount < t.after_payment_min_amount:
+            continue
+        try:
+            issue_to_member(session, merchant_id, t.id, member_id, source=channel,
+                            idempotency_key=f"{channel}:{t.id}:{key_base}", now=now)
+            count += 1
+        except DomainError as exc:  # sold out, limit, window: this member does not get that one
+            log.info("coupon template %s not issued to member %s on %s: %s", t.id, member_id, channel, exc.code)
+    return count
+
+
+def void(session: Session, merchant_id: int, coupon_id: int, *, actor: Actor) -> MemberCoupon:
+    c = repo.coupon(session, merchant_id, coupon_id)
+    if c is None:
+        raise _coupon_not_found()
+    if not repo.void_coupon(session, merchant_id, coupon_id, utcnow()):
+        raise DomainError("coupon_not_voidable")
+    audit.record(session, merchant_id, "member_coupon", coupon_id, "voided", from_state=UNUSED, to_state=VOIDED,
+                 actor=actor)
+    found = repo.coupon(session, merchant_id, coupon_id, refresh=True)
+    assert found is not None
+    return found
+
+
+# -- store views ---------------------------------------------------------------------------------------
+
+
+def wallet_out(session: Session, merchant_id: int, coupons: list[MemberCoupon], now: dt.datetime | None = None) -> list[WalletCouponOut]:
+    templates = repo.templates_by_id(session, merchant_id, [c.template_id for c in coupons])
+    now = now or utcnow()
+    out = []
+    for c in coupons:
+        t = templates[c.template_id]
+        status = EXPIRED if c.status == UNUSED and c.valid_until <= now else c.status  # the job may be late
+        base = CouponOut.model_validate(c).model_dump()
+        base["status"] = status
+        out.append(WalletCouponOut(
+            **base, name=t.name, kind=t.kind, amount=t.amount, threshold=t.threshold,
+            percent_off_bp=t.percent_off_bp, max_discount=t.max_discount, scope=t.scope, stackable=t.stackable,
+        ))
+    return out
+
+
+def claimable(session: Session, merchant_id: int, member_id: int | None, now: dt.datetime | None = None) -> list[ClaimableOut]:
+    now = now or utcnow()
+    templates = [t for t in repo.active_templates(session, merchant_id) if CH_CLAIM in t.channels]
+    received = repo.received_counts(session, merchant_id, member_id, [t.id for t in templates]) if member_id else {}
+    out = []
+    for t in templates:
+        reason = None
+        try:
+            check_issuable(t, now)
+        except DomainError as exc:
+            reason = exc.code
+        if reason == "coupon_ended":
+            continue
+        remaining = None if t.total_quantity is None else max(0, t.total_quantity - t.issued)
+        mine = received.get(t.id, 0)
+        if reason is None and remaining == 0:
+            reason = "coupon_sold_out"
+        if reason is None and mine >= t.per_member_limit:
+            reason = "coupon_limit_reached"
+        out.append(ClaimableOut(template=template_out(t), remaining=remaining, received=mine,
+                                can_claim=reason is None, reason=reason))
+    return out
+
+
+def stats(session: Session, merchant_id: int, template_id: int) -> TemplateStatsOut:
+    t = get_template(session, merchant_id, template_id)
+    raw = repo.template_stats(session, merchant_id, t.id)
+    by_status = {s: v["count"] for s, v in raw["status"].items()}
+    by_source = {s: v["count"] for s, v in raw["source"].items()}
+    used = raw["status"].get(USED, {"count": 0, "discount": 0, "gmv": 0})
+    codes_total, codes_redeemed = repo.code_counts(session, merchant_id, t.id)
+    issued = sum(by_status.values())
+    return TemplateStatsOut(
+        template_id=t.id, total_quantity=t.total_quantity, issued=issued,
+        claimed=by_source.get("claim", 0) + by_source.get("code", 0), by_source=by_source, by_status=by_status,
+        used=used["count"], discount_given=used["discount"], gmv=used["gmv"],
+        use_rate_bp=(used["count"] * 10000 // issued) if issued else 0,
+        codes_total=codes_total, codes_redeemed=codes_redeemed,
+    )
+
+
+# -- pricing (the COUPONS stage) -----------------------------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    coupon: MemberCoupon
+    template: CouponTemplate
+    reason: str | None = None
+    lines: list[int] = field(default_factory=list)
+    value: int = 0  # discount it would take off now (free shipping: filled in lazily)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_shipping(self) -> bool:
+        return self.template.kind == FREE_SHIPPING
+
+
+def _in_scope(t: CouponTemplate, line: PricedLine) -> bool:
+    if line.product_id in t.excluded_product_ids:
+        return False
+    if t.scope == SCOPE_CATEGORIES:
+        return line.category_id is not None and line.category_id in t.scope_ids
+    if t.scope == SCOPE_PRODUCTS:
+        return line.product_id in t.scope_ids
+    return True
+
+
+def discount_value(t: CouponTemplate, base: int) -> int:
+    """What the coupon takes off ``base`` fen of eligible amount (never more than ``base``)."""
+    if t.kind in (FIXED, THRESHOLD):
+        value = t.amount
+    elif t.kind == PERCENT:
+        value = percent_of(base, t.percent_off_bp)
+        if t.max_discount is not None:
+            value = min(value, t.max_discount)
+    else:
+        value = 0
+    return max(0, min(value, base))
+
+
+def evaluate(ctx: PricingContext, c: MemberCoupon, t: CouponTemplate) -> Candidate:
+    """Whether the coupon applies to what the earlier stages left, on which lines, for how much."""
+    cand = Candidate(c, t)
+    now = ctx.now
+    if c.member_id != ctx.member_id:
+        cand.reason = "foreign"
+        return cand
+    if c.status in (USED, LOCKED, VOIDED):
+        cand.reason = c.status
+        return cand
+    if c.status == EXPIRED or c.valid_until <= now:
+        cand.reason = "expired"
+        return cand
+    if c.valid_from > now:
+        cand.reason = "not_started"
+        return cand
+    in_scope = [i for i, line in enumerate(ctx.lines) if _in_scope(t, line)]
+    if not in_scope:
+        cand.reason = "out_of_scope"
+        return cand
+    allowed = [i for i in in_scope if ctx.lines[i].coupons_allowed]
+    if not allowed:
+        cand.reason = "product_excludes_coupons"
+        return cand
+    usable = [i for i in allowed if not ctx.lines[i].flags.get("no_coupon")]
+    if not usable:
+        cand.reason = "activity_excludes_coupons"
+        return cand
+    base = sum(ctx.lines[i].amount for i in usable)
+    cand.lines = usable
+    if t.threshold and base < t.threshold:
+        cand.reason = "below_threshold"
+        cand.details = {"threshold": t.threshold, "eligible_amount": base, "short_by": t.threshold - base}
+        return cand
+    if t.kind == FREE_SHIPPING:
+        if ctx.free_shipping or all(ctx.lines[i].free_shipping or ctx.lines[i].flags.get("free_shipping") for i in usable):
+            cand.reason = "already_free_shipping"
+        return cand
+    cand.value = discount_value(t, base)
+    if cand.value <= 0:
+        cand.reason = "no_discount"
+    return cand
+
+
+def _shipping_value(ctx: PricingContext, cand: Candidate) -> int:
+    """Freight saved by a free-shipping coupon (computed only when a choice depends on it)."""
+    from siyu.orders import freight
+
+    before = freight.compute(ctx.session, ctx.merchant_id, ctx.lines, ctx.province, free_shipping=ctx.free_shipping)
+    if len(cand.lines) == len(ctx.lines):
+        return before.amount
+    saved = {i: ctx.lines[i].flags.get("free_shipping") for i in cand.lines}
+    try:
+        for i in cand.lines:
+            ctx.lines[i].flags["free_shipping"] = True
+        after = freight.compute(ctx.session, ctx.merchant_id, ctx.lines, ctx.province, free_shipping=ctx.free_shipping)
+    finally:
+        for i, old in saved.items():
+            if old is None:
+                ctx.lines[i].flags.pop("free_shipping", None)
+            else:
+                ctx.lines[i].flags["free_shipping"] = old
+    return max(0, before.amount - after.amount)
+
+
+def _order_key(cand: Candidate) -> tuple[int, dt.datetime, int]:
+    # More off first; on a tie the one expiring sooner, then the older coupon.
+    return (-cand.value, cand.coupon.valid_until, cand.coupon.id)
+
+
+def choose(ctx: PricingContext, candidates: list[Candidate]) -> list[Candidate]:
+    """The best combination for the customer: one coupon, or a stackable discount coupon with a
+    stackable free-shipping coupon."""
+    usable = [c for c in candidates if c.reason is None]
+    discounts = sorted([c for c in usable if not c.is_shipping], key=_order_key)
+    shipping = sorted([c for c in usable if c.is_shipping], key=lambda c: (c.coupon.valid_until, c.coupon.id))
+    if not shipping:
+        return discounts[:1]
+    best_d = discounts[0] if discounts else None
+    stack_d = next((d for d in discounts if d.template.stackable), None)
+    stack_s = next((s for s in shipping if s.template.stackable), None)
+    ship = shipping[0]
+    ship.value = _shipping_value(ctx, ship)
+    if stack_s is not None and stack_s is not ship:
+        stack_s.value = ship.value if len(stack_s.lines) == len(ship.lines) else _shipping_value(ctx, stack_s)
+    options: list[list[Candidate]] = []
+    if best_d is not None:
+        options.append([best_d])
+    if ship.value > 0:
+        options.append([ship])
+    if stack_d is not None and stack_s is not None and stack_s.value > 0:
+        options.append([stack_d, stack_s])
+    if not options:
+        return []
+    return max(options, key=lambda combo: (sum(c.value for c in combo), -len(combo)))
+
+
+def _check_explicit(chosen: list[Candidate]) -> None:
+    discounts = [c for c in chosen if not c.is_shipping]
+    shipping = [c for c in chosen if c.is_shipping]
+    if len(chosen) <= 1:
+        return
+    if len(discounts) > 1 or len(shipping) > 1 or not all(c.template.stackable for c in chosen):
+        raise DomainError("coupon_not_stackable")
+
+
+def _raise_for(cand: Candidate) -> None:
+    if cand.reason == "foreign":
+        raise _coupon_not_found()
+    code = REASON_ERRORS.get(cand.reason or "", "coupon_no_discount")
+    if code == "coupon_below_threshold":
+        raise DomainError(code, threshold=yuan(cand.template.threshold), coupon_id=cand.coupon.id)
+    raise DomainError(code, coupon_id=cand.coupon.id)
+
+
+def _label(t: CouponTemplate) -> str:
+    if t.kind == FREE_SHIPPING:
+        return f"{t.name}（包邮）"
+    if t.kind == PERCENT:
+        return f"{t.name}（{t.percent_off_bp / 100:g}% off）"
+    if t.threshold:
+        return f"{t.name}（满{yuan(t.threshold)}减{yuan(t.amount)}）"
+    return f"{t.name}（减{yuan(t.amount)}）"
+
+
+def apply_to_pricing(ctx: PricingContext) -> None:
+    """The COUPONS stage. Works on ``line.amount`` (what earlier stages left). One query."""
+    if ctx.member_id is None or (ctx.coupon_ids is not None and not ctx.coupon_ids):
+        return
+    rows = repo.pricing_coupons(ctx.session, ctx.merchant_id, ctx.member_id, ctx.coupon_ids)
+    candidates = [evaluate(ctx, c, t) for c, t in rows]
+    if ctx.coupon_ids is not None:
+        by_id = {cand.coupon.id: cand for cand in candidates}
+        chosen = []
+        for cid in dict.fromkeys(ctx.coupon_ids):
+            cand = by_id.get(cid)
+            if cand is None:
+                raise _coupon_not_found()
+            if cand.reason is not None:
+                _raise_for(cand)
+            chosen.append(cand)
+        _check_explicit(chosen)
+    else:
+        chosen = choose(ctx, candidates)
+    picked = {c.coupon.id for c in chosen}
+    reserved: list[dict[str, Any]] = []
+    # Discount coupons first (they change line amounts), then free shipping.
+    for cand in sorted(chosen, key=lambda c: c.is_shipping):
+        t, c = cand.template, cand.coupon
+        if cand.is_shipping:
+            for i in cand.lines:
+                ctx.lines[i].flags["free_shipping"] = True
+            if len(cand.lines) == len(ctx.lines):
+                ctx.free_shipping = True
+            ctx.entries.append(_shipping_entry(c, t))
+            reserved.append({"coupon_id": c.id, "discount": 0})
+            continue
+        base = sum(ctx.lines[i].amount for i in cand.lines)
+        value = discount_value(t, base)
+        applied = ctx.discount(COUPONS, f"coupon:{c.id}", _label(t), value, cand.lines,
+                               details={"coupon_id": c.id, "template_id": t.id, "code": c.code, "kind": t.kind})
+        reserved.append({"coupon_id": c.id, "discount": applied})
+    if reserved:
+        ctx.reservations[RESERVATION] = reserved
+    for cand in candidates:
+        if cand.coupon.id in picked:
+            continue
+        reason = cand.reason
+        if reason is None:
+            same_kind = any(ch.is_shipping == cand.is_shipping for ch in chosen)
+            reason = "not_best" if same_kind or not chosen else "not_stackable"
+        ctx.note(COUPONS, coupon_id=cand.coupon.id, code=reason, coupon_code=cand.coupon.code,
+                 template_id=cand.template.id, name=cand.template.name, usable=cand.reason is None,
+                 message=REASON_MESSAGES.get(reason, reason), **cand.details)
+
+
+def _shipping_entry(c: MemberCoupon, t: CouponTemplate) -> Any:
+    from siyu.orders.pricing import StageEntry
+
+    # Zero-amount entry: the saving shows in the freight line; the entry says which coupon did it.
+    return StageEntry(COUPONS, f"coupon:{c.id}", _label(t), 0,
+                      {"coupon_id": c.id, "template_id": t.id, "code": c.code, "kind": t.kind})
+
+
+def lock_for_order(ctx: PricingContext, order_id: int) -> None:
+    """Submit hook: lock the chosen coupons to the order (conditional on ``unused``)."""
+    reserved = ctx.reservations.get(RESERVATION) or []
+    if not reserved or ctx.member_id is None:
+        return
+    for item in reserved:
+        cid = int(item["coupon_id"])
+        if repo.lock_coupon(ctx.session, ctx.merchant_id, ctx.member_id, cid, order_id, int(item["discount"]), ctx.now):
+            continue
+        current = repo.coupon(ctx.session, ctx.merchant_id, cid, refresh=True)
+        if current is None or current.member_id != ctx.member_id:
+            raise _coupon_not_found()
+        if current.status == USED:
+            raise DomainError("coupon_used", coupon_id=cid)
+        if current.status in (EXPIRED,) or current.valid_until <= ctx.now:
+            raise DomainError("coupon_expired", coupon_id=cid)
+        if current.status == VOIDED:
+            raise DomainError("coupon_voided", coupon_id=cid)
+        raise DomainError("coupon_locked", coupon_id=cid)
+    for item in reserved:
+        audit.record(ctx.session, ctx.merchant_id, "member_coupon", int(item["coupon_id"]), "locked",
+                     from_state=UNUSED, to_state=LOCKED, actor=("customer", ctx.member_id),
+                     data={"order_id": order_id, "discount": int(item["discount"])})
+
+
+# -- order lifecycle -----------------------------------------------------------------------------------
+
+
+def on_order_paid(session: Session, merchant_id: int, order_id: int, paid_amount: int, now: dt.datetime) -> list[int]:
+    ids = repo.mark_used(session, merchant_id, order_id, paid_amount, now)
+    for cid in ids:
+        audit.record(session, merchant_id, "member_coupon", cid, "used", from_state=LOCKED, to_state=USED,
+                     actor=("system", None), data={"order_id": order_id})
+    return ids
+
+
+def on_order_cancelled(session: Session, merchant_id: int, order_id: int, now: dt.datetime) -> list[tuple[int, str]]:
+    moved = repo.return_coupons(session, merchant_id, order_id, (LOCKED,), now)
+    _audit_returned(session, merchant_id, order_id, moved, "order_cancelled")
+    return moved
+
+
+def on_order_refunded(session: Session, merchant_id: int, order_id: int, now: dt.datetime) -> list[tuple[int, str]]:
+    """A full refund returns the coupons (``used`` — or still ``locked`` if the paid job has not
+    run yet) to the wallet."""
+    moved = repo.return_coupons(session, merchant_id, order_id, (USED, LOCKED), now)
+    _audit_returned(session, merchant_id, order_id, moved, "order_refunded")
+    return moved
+
+
+def _audit_returned(session: Session, merchant_id: int, order_id: int, moved: list[tuple[int, str]], why: str) -> None:
+    for cid, status in moved:
+        audit.record(session, merchant_id, "member_coupon", cid, "returned", to_state=status,
+                     actor=("system", None), data={"order_id": order_id, "reason": why})
+
+
+# -- expiry and reminders ------------------------------------------------------------------------------
+
+SCHEDULE_NAME = "coupons.expire"
+SCHEDULE_KIND = "coupons.expire"
+SCHEDULE_CRON = "*/30 * * * *"
+
+
+def ensure_schedule(session: Session, merchant_id: int) -> None:
+    """The recurring expiry job of the merchant (created with its first active template)."""
+    from siyu.kit.outbox import Schedule
+    from siyu.tenancy import service as tenancy_service
+    from siyu.worker.runner import add_schedule
+
+    if session.query(Schedule.id).filter_by(merchant_id=merchant_id, name=SCHEDULE_NAME).first() is not None:
+        return
+    tz = tenancy_service.get_merchant(session, merchant_id).timezone
+    add_schedule(session, merchant_id, SCHEDULE_NAME, SCHEDULE_KIND, SCHEDULE_CRON, tz)
+
+
+def expire_and_remind(session: Session, merchant_id: int, now: dt.datetime | None = None) -> tuple[int, int]:
+    """Expire due unused coupons and emit ``coupon.expiring`` once per coupon whose reminder
+    time (``valid_until - expiry_reminder_days``) has come. Returns (expired, reminded)."""
+    now = now or utcnow()
+    expired = repo.expire_due(session, merchant_id, now)
+    reminders = repo.claim_reminders(session, merchant_id, now)
+    for c in reminders:
+        emit(session, merchant_id, "coupon.expiring",
+             {"coupon_id": c.id, "member_id": c.member_id, "template_id": c.template_id,
+              "valid_until": c.valid_until.isoformat()},
+             key=f"coupon:{c.id}")
+    return len(expired), len(reminders)
