@@ -31,6 +31,9 @@ EVENTS = {
     "order.completed": "order_id, member_id",
     "order.refunded": "a refund succeeded (order_id, member_id, refund_id, amount, lines, full)",
     "segment.changed": "a saved segment gained or lost members (segment_id, entered, left, at)",
+    "member.registered": "a new member registered (member_id, channel)",
+    "coupon.issued": "a coupon entered a wallet (coupon_id, template_id, member_id, source)",
+    "coupon.expiring": "a coupon expires soon; once per coupon (coupon_id, member_id, template_id, valid_until)",
 }
 
 

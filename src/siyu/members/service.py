@@ -168,6 +168,11 @@ def login_or_register(
         from siyu.members import channel_codes
 
         channel_codes.attribute_registration(session, merchant_id, member, channel)
+    if created:
+        from siyu.kit.events import emit
+
+        emit(session, merchant_id, "member.registered", {"member_id": member.id, "channel": channel},
+             key=f"member:{member.id}")
     return member, created
 
 
