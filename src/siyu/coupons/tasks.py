@@ -1,0 +1,63 @@
+"""Coupon jobs.
+
+- ``order.paid`` → ``coupons.order_paid``: the order's locked coupons become used; next-order
+  coupons (channel ``after_payment``) are issued, once per order and template.
+- ``order.cancelled`` → ``coupons.order_cancelled``: locked coupons back to the wallet
+  (``expired`` if past their validity).
+- ``order.refunded`` (``full``) → ``coupons.order_refunded``: used coupons back likewise.
+- ``member.registered`` → ``coupons.member_registered``: registration coupons.
+- ``coupons.expire`` (schedule every 30 minutes per merchant, created with the first active
+  template): unused coupons past validity → expired; ``coupon.expiring`` once per coupon
+  ``expiry_reminder_days`` before it expires.
+
+Each is idempotent: conditional updates move a coupon once, issues carry unique keys.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from siyu.coupons import service
+from siyu.kit.events import subscribe
+from siyu.kit.outbox import Job
+from siyu.kit.timeutil import utcnow
+from siyu.worker.registry import JobContext, job_handler
+
+
+def _job_clock(ctx: JobContext) -> dt.datetime:
+    """Now as the worker sees it; never before the job's ``run_at`` (see ``orders.tasks``)."""
+    job = ctx.session.get(Job, ctx.job_id)
+    now = utcnow()
+    return max(now, job.run_at) if job is not None else now
+
+
+@subscribe("order.paid", "coupons.order_paid")
+def order_paid(ctx: JobContext) -> None:
+    order_id = int(ctx.payload["order_id"])
+    paid = int(ctx.payload.get("paid_amount") or 0)
+    now = _job_clock(ctx)
+    service.on_order_paid(ctx.session, ctx.merchant_id, order_id, paid, now)
+    member_id = ctx.payload.get("member_id")
+    if member_id is not None:
+        service.issue_after_payment(ctx.session, ctx.merchant_id, int(member_id), order_id, paid, now)
+
+
+@subscribe("order.cancelled", "coupons.order_cancelled")
+def order_cancelled(ctx: JobContext) -> None:
+    service.on_order_cancelled(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), _job_clock(ctx))
+
+
+@subscribe("order.refunded", "coupons.order_refunded")
+def order_refunded(ctx: JobContext) -> None:
+    if ctx.payload.get("full"):
+        service.on_order_refunded(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), _job_clock(ctx))
+
+
+@subscribe("member.registered", "coupons.member_registered")
+def member_registered(ctx: JobContext) -> None:
+    service.issue_on_registration(ctx.session, ctx.merchant_id, int(ctx.payload["member_id"]), _job_clock(ctx))
+
+
+@job_handler("coupons.expire")
+def expire(ctx: JobContext) -> None:
+    service.expire_and_remind(ctx.session, ctx.merchant_id, _job_clock(ctx))
