@@ -1,0 +1,302 @@
+"""Promotion queries. Every one filters on ``merchant_id``.
+
+Counters move only by conditional updates (no read-then-write); the ledger transitions are
+conditional on the current status, so each happens exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Select, delete, exists, func, select, update
+from sqlalchemy.orm import Session
+
+from siyu.catalog.models import Product, Sku
+from siyu.db.dialect import for_update, insert_ignore
+from siyu.orders.models import Order
+from siyu.promotions.models import (
+    ACTIVE,
+    PAID,
+    RELEASED,
+    RESERVED,
+    FirstOrderClaim,
+    Promotion,
+    PromotionMemberCounter,
+    PromotionSkuCounter,
+    PromotionUsage,
+)
+
+# -- promotions ---------------------------------------------------------------------------------------
+
+
+def promotion(session: Session, merchant_id: int, promotion_id: int, *, lock: bool = False) -> Promotion | None:
+    stmt = select(Promotion).where(Promotion.merchant_id == merchant_id, Promotion.id == promotion_id)
+    if lock:
+        stmt = for_update(stmt, session).execution_options(populate_existing=True)
+    return session.scalar(stmt)
+
+
+def search(merchant_id: int, kind: str | None = None, status: str | None = None) -> Select[Any]:
+    stmt = select(Promotion).where(Promotion.merchant_id == merchant_id)
+    if kind:
+        stmt = stmt.where(Promotion.kind == kind)
+    if status:
+        stmt = stmt.where(Promotion.status == status)
+    return stmt
+
+
+def live(session: Session, merchant_id: int, kinds: Iterable[str], now: dt.datetime) -> list[Promotion]:
+    """Activated promotions of these kinds whose window contains ``now``, oldest first."""
+    stmt = select(Promotion).where(
+        Promotion.merchant_id == merchant_id,
+        Promotion.status == ACTIVE,
+        Promotion.kind.in_(list(kinds)),
+        Promotion.starts_at <= now,
+        Promotion.ends_at > now,
+    )
+    return list(session.scalars(stmt.order_by(Promotion.id)))
+
+
+def skus_with_products(session: Session, merchant_id: int, sku_ids: Iterable[int]) -> dict[int, tuple[Sku, Product]]:
+    ids = sorted(set(sku_ids))
+    if not ids:
+        return {}
+    stmt = (
+        select(Sku, Product)
+        .join(Product, (Product.id == Sku.product_id) & (Product.merchant_id == Sku.merchant_id))
+        .where(Sku.merchant_id == merchant_id, Sku.id.in_(ids))
+    )
+    return {sku.id: (sku, product) for sku, product in session.execute(stmt).tuples()}
+
+
+def product_sku_ids(session: Session, merchant_id: int, product_id: int) -> list[int]:
+    stmt = select(Sku.id).where(Sku.merchant_id == merchant_id, Sku.product_id == product_id).order_by(Sku.id)
+    return list(session.scalars(stmt))
+
+
+def product(session: Session, merchant_id: int, product_id: int) -> Product | None:
+    return session.scalar(select(Product).where(Product.merchant_id == merchant_id, Product.id == product_id))
+
+
+# -- member facts -------------------------------------------------------------------------------------
+
+
+def has_paid_order(session: Session, merchant_id: int, member_id: int) -> bool:
+    stmt = select(
+        exists().where(Order.merchant_id == merchant_id, Order.member_id == member_id, Order.paid_at.is_not(None))
+    )
+    return bool(session.scalar(stmt))
+
+
+def has_first_order_claim(session: Session, merchant_id: int, member_id: int) -> bool:
+    stmt = select(exists().where(FirstOrderClaim.merchant_id == merchant_id, FirstOrderClaim.member_id == member_id))
+    return bool(session.scalar(stmt))
+
+
+def member_units(session: Session, merchant_id: int, member_id: int, promotion_ids: Iterable[int]) -> dict[int, int]:
+    ids = sorted(set(promotion_ids))
+    if not ids:
+        return {}
+    stmt = select(PromotionMemberCounter.promotion_id, PromotionMemberCounter.units).where(
+        PromotionMemberCounter.merchant_id == merchant_id,
+        PromotionMemberCounter.member_id == member_id,
+        PromotionMemberCounter.promotion_id.in_(ids),
+    )
+    return {int(pid): int(units) for pid, units in session.execute(stmt).tuples()}
+
+
+def add_on_sold(session: Session, merchant_id: int, promotion_ids: Iterable[int]) -> dict[tuple[int, int], int]:
+    ids = sorted(set(promotion_ids))
+    if not ids:
+        return {}
+    stmt = select(PromotionSkuCounter.promotion_id, PromotionSkuCounter.sku_id, PromotionSkuCounter.sold).where(
+        PromotionSkuCounter.merchant_id == merchant_id, PromotionSkuCounter.promotion_id.in_(ids)
+    )
+    return {(int(p), int(s)): int(sold) for p, s, sold in session.execute(stmt).tuples()}
+
+
+# -- guards (conditional updates) ------------------------------------------------------------------------
+
+
+def claim_first_order(session: Session, merchant_id: int, member_id: int, order_id: int, promotion_id: int) -> bool:
+    """Insert the member's claim; False when another order holds it (unique constraint)."""
+    values = {"merchant_id": merchant_id, "member_id": member_id, "order_id": order_id, "promotion_id": promotion_id}
+    return insert_ignore(session, FirstOrderClaim.__table__, values, ["merchant_id", "member_id"])  # type: ignore[arg-type]
+
+
+def drop_first_order_claim(session: Session, merchant_id: int, order_id: int) -> int:
+    result = session.execute(
+        delete(FirstOrderClaim).where(FirstOrderClaim.merchant_id == merchant_id, FirstOrderClaim.order_id == order_id)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def take_member_units(
+    session: Session, merchant_id: int, promotion_id: int, member_id: int, units: int, limit: int
+) -> bool:
+    """``units += q`` only while it stays within ``limit``; the row is created on first use."""
+    insert_ignore(
+        session, PromotionMemberCounter.__table__,  # type: ignore[arg-type]
+        {"merchant_id": merchant_id, "promotion_id": promotion_id, "member_id": member_id, "units": 0},
+        ["promotion_id", "member_id"],
+    )
+    result = session.execute(
+        update(PromotionMemberCounter)
+        .where(
+            PromotionMemberCounter.merchant_id == merchant_id,
+            PromotionMemberCounter.promotion_id == promotion_id,
+            PromotionMemberCounter.member_id == member_id,
+            PromotionMemberCounter.units + units <= limit,
+        )
+        .values(units=PromotionMemberCounter.units + units)
+        .execution_options(synchronize_session=False)
+    )
+    return getattr(result, "rowcount", 0) == 1
+
+
+def give_member_units(session: Session, merchant_id: int, promotion_id: int, member_id: int, units: int) -> None:
+    session.execute(
+        update(PromotionMemberCounter)
+        .where(
+            PromotionMemberCounter.merchant_id == merchant_id,
+            PromotionMemberCounter.promotion_id == promotion_id,
+            PromotionMemberCounter.member_id == member_id,
+            PromotionMemberCounter.units >= units,
+        )
+        .values(units=PromotionMemberCounter.units - units)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def ensure_sku_counter(session: Session, merchant_id: int, promotion_id: int, sku_id: int, stock: int) -> None:
+    """Create the add-on counter, or set its stock (never below what is sold)."""
+    inserted = insert_ignore(
+        session, PromotionSkuCounter.__table__,  # type: ignore[arg-type]
+        {"merchant_id": merchant_id, "promotion_id": promotion_id, "sku_id": sku_id, "stock": stock, "sold": 0},
+        ["promotion_id", "sku_id"],
+    )
+    if not inserted:
+        session.execute(
+            update(PromotionSkuCounter)
+            .where(
+                PromotionSkuCounter.merchant_id == merchant_id,
+                PromotionSkuCounter.promotion_id == promotion_id,
+                PromotionSkuCounter.sku_id == sku_id,
+                PromotionSkuCounter.sold <= stock,
+            )
+            .values(stock=stock)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def take_sku_units(session: Session, merchant_id: int, promotion_id: int, sku_id: int, qty: int) -> bool:
+    result = session.execute(
+        update(PromotionSkuCounter)
+        .where(
+            PromotionSkuCounter.merchant_id == merchant_id,
+            PromotionSkuCounter.promotion_id == promotion_id,
+            PromotionSkuCounter.sku_id == sku_id,
+            PromotionSkuCounter.sold + qty <= PromotionSkuCounter.stock,
+        )
+        .values(sold=PromotionSkuCounter.sold + qty)
+        .execution_options(synchronize_session=False)
+    )
+    return getattr(result, "rowcount", 0) == 1
+
+
+def give_sku_units(session: Session, merchant_id: int, promotion_id: int, sku_id: int, qty: int) -> None:
+    session.execute(
+        update(PromotionSkuCounter)
+        .where(
+            PromotionSkuCounter.merchant_id == merchant_id,
+            PromotionSkuCounter.promotion_id == promotion_id,
+            PromotionSkuCounter.sku_id == sku_id,
+            PromotionSkuCounter.sold >= qty,
+        )
+        .values(sold=PromotionSkuCounter.sold - qty)
+        .execution_options(synchronize_session=False)
+    )
+
+
+# -- usage ledger -------------------------------------------------------------------------------------------
+
+
+def add_usage(session: Session, usage: PromotionUsage) -> None:
+    session.add(usage)
+    session.flush()
+
+
+def usages_of_order(session: Session, merchant_id: int, order_id: int) -> list[PromotionUsage]:
+    stmt = select(PromotionUsage).where(PromotionUsage.merchant_id == merchant_id, PromotionUsage.order_id == order_id)
+    return list(session.scalars(stmt.order_by(PromotionUsage.promotion_id)))
+
+
+def release_usage(session: Session, merchant_id: int, usage_id: int, now: dt.datetime) -> bool:
+    """reserved → released, once."""
+    result = session.execute(
+        update(PromotionUsage)
+        .where(PromotionUsage.merchant_id == merchant_id, PromotionUsage.id == usage_id, PromotionUsage.status == RESERVED)
+        .values(status=RELEASED, released_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return getattr(result, "rowcount", 0) == 1
+
+
+def mark_order_paid(session: Session, merchant_id: int, order_id: int, now: dt.datetime) -> int:
+    result = session.execute(
+        update(PromotionUsage)
+        .where(
+            PromotionUsage.merchant_id == merchant_id,
+            PromotionUsage.order_id == order_id,
+            PromotionUsage.status == RESERVED,
+        )
+        .values(status=PAID, paid_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def usage_stats(session: Session, merchant_id: int, promotion_id: int) -> dict[str, dict[str, int]]:
+    stmt = (
+        select(
+            PromotionUsage.status,
+            func.count(),
+            func.coalesce(func.sum(PromotionUsage.units), 0),
+            func.coalesce(func.sum(PromotionUsage.discount), 0),
+            func.coalesce(func.sum(PromotionUsage.gmv), 0),
+        )
+        .where(PromotionUsage.merchant_id == merchant_id, PromotionUsage.promotion_id == promotion_id)
+        .group_by(PromotionUsage.status)
+    )
+    return {
+        str(status): {"orders": int(n), "units": int(u), "discount": int(d), "gmv": int(g)}
+        for status, n, u, d, g in session.execute(stmt).tuples()
+    }
+
+
+def has_usage(session: Session, merchant_id: int, promotion_id: int) -> bool:
+    stmt = select(
+        exists().where(PromotionUsage.merchant_id == merchant_id, PromotionUsage.promotion_id == promotion_id)
+    )
+    return bool(session.scalar(stmt))
+
+
+
+def existing_product_ids(session: Session, merchant_id: int, ids: Iterable[int]) -> set[int]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    stmt = select(Product.id).where(Product.merchant_id == merchant_id, Product.id.in_(wanted))
+    return {int(i) for i in session.scalars(stmt)}
+
+
+def existing_category_ids(session: Session, merchant_id: int, ids: Iterable[int]) -> set[int]:
+    from siyu.catalog.models import Category
+
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    stmt = select(Category.id).where(Category.merchant_id == merchant_id, Category.id.in_(wanted))
+    return {int(i) for i in session.scalars(stmt)}

@@ -1,0 +1,189 @@
+"""Promotion request and response bodies. Money in fen; times aware (UTC in responses).
+
+``PromotionIn.rules`` is validated on write against ``RULES[kind]``; the service adds the rules
+a schema cannot express (SKUs of this merchant, prices below the SKU price, increasing tiers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Kind = Literal["limited_discount", "first_order", "spend_save", "spend_gift", "add_on"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Scope(Strict):
+    """Which lines an order promotion counts: all, or lines of these categories / products."""
+
+    type: Literal["all", "categories", "products"] = "all"
+    ids: list[int] = Field(default_factory=list, max_length=500)
+
+    @model_validator(mode="after")
+    def _ids(self) -> Scope:
+        if self.type != "all" and not self.ids:
+            raise ValueError("ids are required unless the scope is all")
+        return self
+
+
+class LimitedItem(Strict):
+    sku_id: int
+    price: int | None = Field(default=None, ge=0, description="fen per unit, below the SKU's sale price")
+    percent_off: int | None = Field(default=None, ge=1, le=99, description="20 = 20% off (8折)")
+
+    @model_validator(mode="after")
+    def _one(self) -> LimitedItem:
+        if (self.price is None) == (self.percent_off is None):
+            raise ValueError("give exactly one of price and percent_off")
+        return self
+
+
+class LimitedDiscountRules(Strict):
+    items: list[LimitedItem] = Field(min_length=1, max_length=200)
+
+
+class PriceItem(Strict):
+    sku_id: int
+    price: int = Field(ge=0, description="fen per unit, below the SKU's sale price")
+
+
+class FirstOrderRules(Strict):
+    """首单特价: one unit per member without a paid (or pending first-order) order."""
+
+    items: list[PriceItem] = Field(min_length=1, max_length=200)
+
+
+class Tier(Strict):
+    threshold: int = Field(ge=1, description="fen: spend at least this on eligible lines")
+    discount: int = Field(ge=1, description="fen off, below the threshold")
+
+
+class SpendSaveRules(Strict):
+    """满减: the highest tier reached applies. ``repeat`` (one tier only): every ``threshold``
+    saves ``discount`` again, up to ``max_discount``."""
+
+    scope: Scope = Field(default_factory=Scope)
+    tiers: list[Tier] = Field(min_length=1, max_length=10)
+    repeat: bool = False
+    max_discount: int | None = Field(default=None, ge=1)
+
+
+class GiftTier(Strict):
+    threshold: int = Field(ge=1)
+    gift_sku_id: int
+    quantity: int = Field(default=1, ge=1, le=99)
+
+
+class SpendGiftRules(Strict):
+    """满赠: the highest tier reached adds its gift SKU as a zero-price line."""
+
+    scope: Scope = Field(default_factory=Scope)
+    tiers: list[GiftTier] = Field(min_length=1, max_length=10)
+
+
+class AddOnItem(Strict):
+    sku_id: int
+    price: int = Field(ge=0, description="fen per unit, below the SKU's sale price")
+    per_order_limit: int = Field(default=1, ge=1, le=99)
+    stock: int = Field(ge=1, description="units available at this price over the whole activity")
+
+
+class AddOnRules(Strict):
+    """加价购: with eligible lines worth at least ``threshold``, add an item at its special price."""
+
+    scope: Scope = Field(default_factory=Scope)
+    threshold: int = Field(ge=1)
+    items: list[AddOnItem] = Field(min_length=1, max_length=50)
+
+
+RULES: dict[str, type[Strict]] = {
+    "limited_discount": LimitedDiscountRules,
+    "first_order": FirstOrderRules,
+    "spend_save": SpendSaveRules,
+    "spend_gift": SpendGiftRules,
+    "add_on": AddOnRules,
+}
+
+
+class PromotionIn(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    kind: Kind
+    starts_at: dt.datetime = Field(description="ISO 8601 with offset")
+    ends_at: dt.datetime
+    rules: dict[str, Any] = Field(description="shape depends on kind (see RULES)")
+    allows_coupons: bool = Field(default=True, description="may its lines (or order) still take coupons")
+    allows_points: bool = Field(default=True, description="may its lines still take points deduction")
+    allows_order_promotions: bool = Field(default=True, description="item kinds: may its lines count for 满减/满赠/加价购")
+    free_shipping: bool = Field(default=False, description="item kinds: its lines ship free; order kinds: the order")
+    per_member_limit: int | None = Field(
+        default=None, ge=1, le=999, description="item kinds: units per member; order kinds: orders per member"
+    )
+    exclusive: bool = Field(default=True, description="spend_save: exclusive (best one wins) or stackable")
+
+
+class PromotionUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    starts_at: dt.datetime | None = None
+    ends_at: dt.datetime | None = None
+    rules: dict[str, Any] | None = None
+    allows_coupons: bool | None = None
+    allows_points: bool | None = None
+    allows_order_promotions: bool | None = None
+    free_shipping: bool | None = None
+    per_member_limit: int | None = Field(default=None, ge=1, le=999)
+    exclusive: bool | None = None
+
+
+class PromotionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    kind: str
+    status: str
+    effective_status: str = ""
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    rules: dict[str, Any]
+    allows_coupons: bool
+    allows_points: bool
+    allows_order_promotions: bool
+    free_shipping: bool
+    per_member_limit: int | None
+    exclusive: bool
+    activated_at: dt.datetime | None
+    stopped_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class PromotionStatsOut(BaseModel):
+    promotion_id: int
+    kind: str
+    paid_orders: int = Field(description="orders that used it and were paid")
+    pending_orders: int = Field(description="submitted, not paid yet")
+    released_orders: int = Field(description="cancelled before payment")
+    units: int = Field(description="units (item kinds) or uses (order kinds) of the paid orders")
+    discount: int = Field(description="fen given on the paid orders")
+    gmv: int = Field(description="fen paid for the orders that used it")
+    gmv_per_discount: float | None = Field(description="GMV per fen of discount (None without discount)")
+
+
+class StorePromotionOut(BaseModel):
+    """What a product page shows: the activity, its label and its price for each SKU it covers."""
+
+    promotion_id: int
+    kind: str
+    name: str
+    label: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    sku_prices: dict[int, int] = Field(default_factory=dict, description="item kinds: sku_id -> promo price, fen")
+    tiers: list[dict[str, Any]] = Field(default_factory=list)
+    allows_coupons: bool
+    allows_points: bool
+    free_shipping: bool
+    per_member_limit: int | None

@@ -1,0 +1,952 @@
+"""Item and order promotions: configuration, pricing stages, submit hook, usage ledger.
+
+Lifecycle (stored status, the effective one adds the clock)::
+
+    draft ──activate──► active (scheduled before starts_at, ended after ends_at) ──stop──► stopped
+
+Rules and stacking settings can change only before the start (draft, or activated but not yet
+started); after that they are what the customer was promised.
+
+Pricing (the same code serves preview and submit):
+
+- ITEM_PROMOTIONS (``apply_item_promotions``): each line not already sold by an activity
+  (``flags["activity"]``, e.g. a flash sale) gets the best of the limited-time discounts and
+  first-order specials covering its SKU. A limited-time discount over the member's purchase limit
+  (units of paid + pending orders, ``PromotionMemberCounter``) is refused
+  (``promotion_limit_reached``). A first-order special takes one unit, only for a member with no
+  paid order and no pending first-order claim. The line is flagged with the stacking settings
+  (``no_coupon``, ``no_points``, ``no_order_promotions``, ``free_shipping``).
+- ORDER_PROMOTIONS (``apply_order_promotions``), on the amounts the item stage left, over the
+  lines in each promotion's scope that are not ``no_order_promotions``: spend-and-save (the best
+  exclusive one, or all stackable ones together, whichever saves the customer more),
+  spend-and-gift (gift SKU added as a zero-price line, or a note when it is out of stock), and
+  add-on deals requested with ``options={"add_on": [{"promotion_id", "sku_id", "quantity"}]}``
+  (offered in the notes when the threshold is met). Near misses are noted ("再买 ¥20.00 可减 ¥30.00").
+
+Submit (``take``, a submit hook in the order transaction): the first-order claim (unique per
+member), the per-member counters and the add-on stock move by conditional updates, and one
+``PromotionUsage`` row per promotion records discount and GMV. A refusal aborts the whole submit.
+``order.paid`` marks the rows paid; ``order.cancelled`` releases them and gives everything back,
+exactly once.
+
+Services never commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
+
+from siyu.catalog.models import Sku
+from siyu.kit import audit
+from siyu.kit.errors import DomainError, FieldError, catalogue, invalid, not_found, register_messages
+from siyu.kit.money import yuan
+from siyu.kit.timeutil import utcnow
+from siyu.orders import checkout
+from siyu.orders.pricing import ITEM_PROMOTIONS, ORDER_PROMOTIONS, PricedLine, PricingContext, StageEntry
+from siyu.promotions import repository as repo
+from siyu.promotions.models import (
+    ACTIVE,
+    ADD_ON,
+    DRAFT,
+    ENDED,
+    FIRST_ORDER,
+    ITEM_KINDS,
+    LIMITED_DISCOUNT,
+    ORDER_KINDS,
+    PAID,
+    RELEASED,
+    RESERVED,
+    SCHEDULED,
+    SPEND_GIFT,
+    SPEND_SAVE,
+    STOPPED,
+    Promotion,
+    PromotionUsage,
+)
+from siyu.promotions.schemas import (
+    RULES,
+    AddOnRules,
+    FirstOrderRules,
+    LimitedDiscountRules,
+    PromotionIn,
+    PromotionOut,
+    PromotionStatsOut,
+    PromotionUpdate,
+    Scope,
+    SpendGiftRules,
+    SpendSaveRules,
+    StorePromotionOut,
+)
+
+_MESSAGES = {
+    "promotion_not_started": (409, "活动尚未开始", "The promotion has not started yet"),
+    "promotion_ended": (409, "活动已结束", "The promotion has ended"),
+    "promotion_state_invalid": (
+        409,
+        "活动当前状态（{status}）不允许此操作",
+        "The promotion cannot do this in its state ({status})",
+    ),
+    "promotion_limit_reached": (
+        409,
+        "该活动商品每人限购 {limit} 件，您还可购买 {remaining} 件",
+        "This promotion is limited to {limit} per member; you can buy {remaining} more",
+    ),
+    "first_order_not_eligible": (
+        409,
+        "首单特价仅限首次下单的新客",
+        "The first-order special is only for members without a previous order",
+    ),
+    "first_order_used": (
+        409,
+        "您已有一笔使用首单特价的订单",
+        "You already have an order using the first-order special",
+    ),
+    "add_on_threshold_not_met": (
+        409,
+        "再买 {short} 才能参加加价购（满 {threshold}）",
+        "Spend {short} more to unlock the add-on deal (threshold {threshold})",
+    ),
+    "add_on_limit_reached": (
+        409,
+        "加价购商品每单限购 {limit} 件",
+        "The add-on item is limited to {limit} per order",
+    ),
+    "add_on_sold_out": (409, "加价购商品已换完", "The add-on item is sold out"),
+}
+register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
+
+RESERVATION = "promotions"
+OPTION_ADD_ON = "add_on"
+OPTION_FIRST_ORDER = "first_order"
+MAX_ADD_ON_REQUESTS = 20
+Actor = tuple[str, int | None]
+
+
+def _promotion_not_found() -> DomainError:
+    return not_found("活动", "Promotion")
+
+
+def _aware(value: dt.datetime, path: str) -> dt.datetime:
+    if value.tzinfo is None:
+        raise invalid(path, "timezone_required", "give the time with its UTC offset")
+    return value.astimezone(dt.UTC)
+
+
+def effective_status(promo: Promotion, now: dt.datetime) -> str:
+    if promo.status in (DRAFT, STOPPED):
+        return promo.status
+    if now >= promo.ends_at:
+        return ENDED
+    return ACTIVE if now >= promo.starts_at else SCHEDULED
+
+
+def check_open(promo: Promotion, now: dt.datetime) -> None:
+    """A promotion a customer asked for by id: open now, or a clear refusal (a draft is 404)."""
+    state = effective_status(promo, now)
+    if state == DRAFT:
+        raise _promotion_not_found()
+    if state == SCHEDULED:
+        raise DomainError("promotion_not_started")
+    if state in (ENDED, STOPPED):
+        raise DomainError("promotion_ended")
+
+
+def parse_rules(kind: str, rules: dict[str, Any], path: str = "rules") -> BaseModel:
+    try:
+        return RULES[kind].model_validate(rules)
+    except ValidationError as exc:
+        fields = [
+            FieldError(".".join([path, *(str(p) for p in err["loc"])]), str(err["type"]), str(err["msg"]))
+            for err in exc.errors()
+        ]
+        raise DomainError("validation_error", fields=fields) from None
+
+
+# -- labels ----------------------------------------------------------------------------------------------
+
+
+def short_yuan(fen: int) -> str:
+    """30000 → "300", 2550 → "25.5", 2505 → "25.05" (for labels like 满300减30)."""
+    whole, cents = divmod(fen, 100)
+    if cents == 0:
+        return str(whole)
+    return f"{whole}.{cents:02d}".rstrip("0")
+
+
+def percent_label(percent_off: int) -> str:
+    """20% off → "8折", 15% off → "8.5折"."""
+    tenths = 100 - percent_off
+    return f"{tenths // 10}折" if tenths % 10 == 0 else f"{tenths / 10:g}折"
+
+
+def spend_save_label(rules: SpendSaveRules, tier_index: int) -> str:
+    tier = rules.tiers[tier_index]
+    prefix = "每满" if rules.repeat else "满"
+    return f"{prefix}{short_yuan(tier.threshold)}减{short_yuan(tier.discount)}"
+
+
+def promotion_label(promo: Promotion) -> str:
+    rules = parse_rules(promo.kind, promo.rules)
+    if isinstance(rules, SpendSaveRules):
+        return "，".join(spend_save_label(rules, i) for i in range(len(rules.tiers)))
+    if isinstance(rules, SpendGiftRules):
+        return "，".join(f"满{short_yuan(t.threshold)}赠{t.quantity}件" for t in rules.tiers)
+    if isinstance(rules, AddOnRules):
+        return f"满{short_yuan(rules.threshold)}加价购"
+    if isinstance(rules, FirstOrderRules):
+        return "首单特价"
+    return "限时折扣"
+
+
+# -- admin -------------------------------------------------------------------------------------------------
+
+
+def get_promotion(session: Session, merchant_id: int, promotion_id: int, *, lock: bool = False) -> Promotion:
+    found = repo.promotion(session, merchant_id, promotion_id, lock=lock)
+    if found is None:
+        raise _promotion_not_found()
+    return found
+
+
+def out(promo: Promotion, now: dt.datetime | None = None) -> PromotionOut:
+    result = PromotionOut.model_validate(promo)
+    result.effective_status = effective_status(promo, now or utcnow())
+    return result
+
+
+def _check_window(starts_at: dt.datetime, ends_at: dt.datetime) -> None:
+    if ends_at <= starts_at:
+        raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at")
+
+
+def _check_scope(session: Session, merchant_id: int, scope: Scope) -> None:
+    if scope.type == "products":
+        found = repo.existing_product_ids(session, merchant_id, scope.ids)
+    elif scope.type == "categories":
+        found = repo.existing_category_ids(session, merchant_id, scope.ids)
+    else:
+        return
+    missing = [i for i in scope.ids if i not in found]
+    if missing:
+        raise not_found("商品" if scope.type == "products" else "分类", "Product" if scope.type == "products" else "Category")
+
+
+def _check_price_items(session: Session, merchant_id: int, items: list[Any], path: str = "rules.items") -> None:
+    """SKUs of this merchant (else 404), listed once, each promotional price below the sale price."""
+    skus = repo.skus_with_products(session, merchant_id, [it.sku_id for it in items])
+    seen: set[int] = set()
+    for i, it in enumerate(items):
+        pair = skus.get(it.sku_id)
+        if pair is None:
+            raise not_found("商品规格", "SKU")
+        if it.sku_id in seen:
+            raise invalid(f"{path}.{i}.sku_id", "duplicate_sku", "each SKU may be listed once")
+        seen.add(it.sku_id)
+        price = getattr(it, "price", None)
+        if price is not None and price >= pair[0].sale_price:
+            raise invalid(f"{path}.{i}.price", "price_not_below_sale_price", "the price must be below the SKU's sale price")
+
+
+def _check_thresholds(tiers: list[Any]) -> None:
+    for i in range(1, len(tiers)):
+        if tiers[i].threshold <= tiers[i - 1].threshold:
+            raise invalid(f"rules.tiers.{i}.threshold", "tiers_not_increasing", "tier thresholds must increase")
+
+
+def check_rules(session: Session, merchant_id: int, kind: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``raw`` for ``kind`` (schema, then the rules a schema cannot express); returns the
+    normalised document to store."""
+    rules = parse_rules(kind, raw)
+    if isinstance(rules, LimitedDiscountRules | FirstOrderRules):
+        _check_price_items(session, merchant_id, rules.items)
+    elif isinstance(rules, SpendSaveRules):
+        _check_scope(session, merchant_id, rules.scope)
+        _check_thresholds(rules.tiers)
+        for i, tier in enumerate(rules.tiers):
+            if tier.discount >= tier.threshold:
+                raise invalid(
+                    f"rules.tiers.{i}.discount", "discount_not_below_threshold", "the discount must be below its threshold"
+                )
+            if i and tier.discount <= rules.tiers[i - 1].discount:
+                raise invalid(f"rules.tiers.{i}.discount", "tiers_not_increasing", "tier discounts must increase")
+        if rules.repeat and len(rules.tiers) != 1:
+            raise invalid("rules.repeat", "repeat_needs_one_tier", "a repeating spend-and-save has exactly one tier")
+        if rules.max_discount is not None and not rules.repeat:
+            raise invalid("rules.max_discount", "repeat_only", "max_discount caps a repeating spend-and-save")
+    elif isinstance(rules, SpendGiftRules):
+        _check_scope(session, merchant_id, rules.scope)
+        _check_thresholds(rules.tiers)
+        found = repo.skus_with_products(session, merchant_id, [t.gift_sku_id for t in rules.tiers])
+        if any(t.gift_sku_id not in found for t in rules.tiers):
+            raise not_found("赠品规格", "Gift SKU")
+    elif isinstance(rules, AddOnRules):
+        _check_scope(session, merchant_id, rules.scope)
+        _check_price_items(session, merchant_id, rules.items)
+    return rules.model_dump(mode="json")
+
+
+def create(session: Session, merchant_id: int, data: PromotionIn, *, actor: Actor) -> Promotion:
+    starts_at, ends_at = _aware(data.starts_at, "starts_at"), _aware(data.ends_at, "ends_at")
+    _check_window(starts_at, ends_at)
+    rules = check_rules(session, merchant_id, data.kind, data.rules)
+    promo = Promotion(
+        merchant_id=merchant_id, name=data.name.strip(), kind=data.kind, status=DRAFT, starts_at=starts_at,
+        ends_at=ends_at, rules=rules, allows_coupons=data.allows_coupons, allows_points=data.allows_points,
+        allows_order_promotions=data.allows_order_promotions, free_shipping=data.free_shipping,
+        per_member_limit=data.per_member_limit, exclusive=data.exclusive,
+    )
+    session.add(promo)
+    session.flush()
+    audit.record(session, merchant_id, "promotion", promo.id, "created", to_state=DRAFT, actor=actor)
+    return promo
+
+
+def _sync_add_on_stock(session: Session, promo: Promotion) -> None:
+    if promo.kind != ADD_ON:
+        return
+    rules = AddOnRules.model_validate(promo.rules)
+    for item in rules.items:
+        repo.ensure_sku_counter(session, promo.merchant_id, promo.id, item.sku_id, item.stock)
+
+
+def update(
+    session: Session, merchant_id: int, promotion_id: int, data: PromotionUpdate, *, actor: Actor,
+    now: dt.datetime | None = None,
+) -> Promotion:
+    now = now or utcnow()
+    promo = get_promotion(session, merchant_id, promotion_id, lock=True)
+    state = effective_status(promo, now)
+    if state not in (DRAFT, SCHEDULED):
+        raise DomainError("promotion_state_invalid", status=state)
+    changes = data.model_dump(exclude_unset=True)
+    for key, value in changes.items():
+        if value is None and key != "per_member_limit":
+            raise invalid(key, "required", f"{key} cannot be null")
+    starts_at = _aware(data.starts_at, "starts_at") if data.starts_at is not None else promo.starts_at
+    ends_at = _aware(data.ends_at, "ends_at") if data.ends_at is not None else promo.ends_at
+    _check_window(starts_at, ends_at)
+    if promo.status == ACTIVE and starts_at <= now:
+        raise invalid("starts_at", "in_the_past", "an activated promotion cannot be moved to start in the past")
+    if data.rules is not None:
+        promo.rules = check_rules(session, merchant_id, promo.kind, data.rules)
+    for key in ("allows_coupons", "allows_points", "allows_order_promotions", "free_shipping", "per_member_limit",
+                "exclusive"):
+        if key in changes:
+            setattr(promo, key, changes[key])
+    if data.name is not None:
+        promo.name = data.name.strip()
+    promo.starts_at, promo.ends_at = starts_at, ends_at
+    session.flush()
+    if promo.status == ACTIVE:
+        _sync_add_on_stock(session, promo)
+    audit.record(session, merchant_id, "promotion", promo.id, "updated", actor=actor, data={"fields": sorted(changes)})
+    return promo
+
+
+def activate(
+    session: Session, merchant_id: int, promotion_id: int, *, actor: Actor, now: dt.datetime | None = None
+) -> Promotion:
+    """draft → active (effective: scheduled until ``starts_at``)."""
+    now = now or utcnow()
+    promo = get_promotion(session, merchant_id, promotion_id, lock=True)
+    if promo.status != DRAFT:
+        raise DomainError("promotion_state_invalid", status=effective_status(promo, now))
+    if now >= promo.ends_at:
+        raise invalid("ends_at", "in_the_past", "the promotion's window is already over")
+    promo.status = ACTIVE
+    promo.activated_at = now
+    session.flush()
+    _sync_add_on_stock(session, promo)
+    audit.record(session, merchant_id, "promotion", promo.id, "activated", from_state=DRAFT, to_state=ACTIVE, actor=actor)
+    return promo
+
+
+def stop(
+    session: Session, merchant_id: int, promotion_id: int, *, actor: Actor, now: dt.datetime | None = None
+) -> Promotion:
+    """Stop an activated promotion now (pending orders keep what they were priced at)."""
+    now = now or utcnow()
+    promo = get_promotion(session, merchant_id, promotion_id, lock=True)
+    if promo.status != ACTIVE:
+        raise DomainError("promotion_state_invalid", status=effective_status(promo, now))
+    promo.status = STOPPED
+    promo.stopped_at = now
+    session.flush()
+    audit.record(session, merchant_id, "promotion", promo.id, "stopped", from_state=ACTIVE, to_state=STOPPED, actor=actor)
+    return promo
+
+
+def delete(session: Session, merchant_id: int, promotion_id: int, *, actor: Actor) -> None:
+    """Only a draft that no order used can be deleted (history stays)."""
+    promo = get_promotion(session, merchant_id, promotion_id, lock=True)
+    if promo.status != DRAFT or repo.has_usage(session, merchant_id, promo.id):
+        raise DomainError("promotion_state_invalid", status=effective_status(promo, utcnow()))
+    session.delete(promo)
+    session.flush()
+    audit.record(session, merchant_id, "promotion", promotion_id, "deleted", from_state=DRAFT, actor=actor)
+
+
+def stats(session: Session, merchant_id: int, promotion_id: int) -> PromotionStatsOut:
+    promo = get_promotion(session, merchant_id, promotion_id)
+    rows = repo.usage_stats(session, merchant_id, promo.id)
+    paid = rows.get(PAID, {})
+    discount, gmv = paid.get("discount", 0), paid.get("gmv", 0)
+    return PromotionStatsOut(
+        promotion_id=promo.id, kind=promo.kind, paid_orders=paid.get("orders", 0),
+        pending_orders=rows.get(RESERVED, {}).get("orders", 0), released_orders=rows.get(RELEASED, {}).get("orders", 0),
+        units=paid.get("units", 0), discount=discount, gmv=gmv,
+        gmv_per_discount=round(gmv / discount, 2) if discount else None,
+    )
+
+
+# -- pricing: shared ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Applied:
+    """What a stage applied for one promotion, carried to the submit hook."""
+
+    promotion_id: int
+    kind: str
+    units: int = 0
+    discount: int = 0
+    limit: int | None = None
+    first_order: bool = False
+    add_on: list[list[int]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "promotion_id": self.promotion_id, "kind": self.kind, "units": self.units, "discount": self.discount,
+            "limit": self.limit, "first_order": self.first_order, "add_on": [list(p) for p in self.add_on],
+        }
+
+
+def _reserve(ctx: PricingContext, applied: Applied) -> None:
+    ctx.reservations.setdefault(RESERVATION, []).append(applied.as_dict())
+
+
+def _restrict(line: PricedLine, promo: Promotion, *, item: bool) -> None:
+    """Carry the promotion's stacking settings to the later stages (never loosen an earlier flag)."""
+    if not promo.allows_coupons:
+        line.flags["no_coupon"] = True
+        line.coupons_allowed = False
+    if not promo.allows_points:
+        line.flags["no_points"] = True
+    if item and not promo.allows_order_promotions:
+        line.flags["no_order_promotions"] = True
+    if item and promo.free_shipping:
+        line.flags["free_shipping"] = True
+
+
+# -- pricing: item promotions ------------------------------------------------------------------------------
+
+
+@dataclass
+class ItemFacts:
+    """What the item stage needs to know about the member (loaded by ``item_stage``)."""
+
+    first_order_eligible: bool = False
+    member_units: dict[int, int] = field(default_factory=dict)
+
+
+def _first_order_request(options: dict[str, Any]) -> int | None:
+    raw = options.get(OPTION_FIRST_ORDER)
+    if raw is None:
+        return None
+    pid = raw.get("promotion_id") if isinstance(raw, dict) else None
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise invalid("options.first_order.promotion_id", "required", "give the first-order promotion id")
+    return pid
+
+
+def apply_item_promotions(
+    ctx: PricingContext, promos: list[Promotion], facts: ItemFacts, requested_first_order: int | None = None
+) -> None:
+    """The ITEM_PROMOTIONS logic over already-loaded promotions and member facts (no queries)."""
+    parsed: list[tuple[Promotion, dict[int, Any]]] = []
+    for promo in promos:
+        rules = parse_rules(promo.kind, promo.rules)
+        assert isinstance(rules, LimitedDiscountRules | FirstOrderRules)
+        parsed.append((promo, {it.sku_id: it for it in rules.items}))
+    first_order_applied = False
+    first_order_missed = False
+    for idx, line in enumerate(ctx.lines):
+        if line.flags.get("activity") or line.flags.get("promotion") or line.amount <= 0:
+            continue
+        best: tuple[int, Promotion, int, str, int] | None = None  # discount, promo, units, label, unit price
+        for promo, by_sku in parsed:
+            item = by_sku.get(line.sku_id)
+            if item is None:
+                continue
+            if promo.kind == LIMITED_DISCOUNT:
+                if item.price is not None:
+                    amount = max(0, line.amount - item.price * line.quantity)
+                    label = "限时折扣"
+                else:
+                    amount = line.amount * item.percent_off // 100
+                    label = f"限时{percent_label(item.percent_off)}"
+                units = line.quantity
+                unit_price = (line.amount - amount) // line.quantity
+            else:
+                if first_order_applied or not facts.first_order_eligible:
+                    first_order_missed = True
+                    continue
+                if requested_first_order is not None and promo.id != requested_first_order:
+                    continue
+                one_unit = line.amount // line.quantity
+                amount = max(0, one_unit - item.price)
+                label, units, unit_price = "首单特价", 1, item.price
+            if amount > 0 and (best is None or amount > best[0]):
+                best = (amount, promo, units, label, unit_price)
+        if best is None:
+            continue
+        amount, promo, units, label, unit_price = best
+        limit = promo.per_member_limit if promo.kind == LIMITED_DISCOUNT else None
+        if limit is not None:
+            held = facts.member_units.get(promo.id, 0) + sum(
+                int(r["units"]) for r in ctx.reservations.get(RESERVATION, []) if r["promotion_id"] == promo.id
+            )
+            if held + units > limit:
+                raise DomainError("promotion_limit_reached", limit=limit, remaining=max(0, limit - held))
+        applied = ctx.discount(
+            ITEM_PROMOTIONS, f"{promo.kind}:{promo.id}", label, amount, [idx],
+            details={"promotion_id": promo.id, "kind": promo.kind, "unit_price": unit_price, "units": units},
+        )
+        line.flags["promotion"] = f"{promo.kind}:{promo.id}"
+        _restrict(line, promo, item=True)
+        is_first = promo.kind == FIRST_ORDER
+        first_order_applied = first_order_applied or is_first
+        _reserve(ctx, Applied(promo.id, promo.kind, units=units, discount=applied, limit=limit, first_order=is_first))
+    if requested_first_order is not None and not first_order_applied:
+        if not facts.first_order_eligible:
+            raise DomainError("first_order_not_eligible")
+        raise invalid("options.first_order.promotion_id", "item_not_in_order", "no SKU of this promotion is in the order")
+    if first_order_missed and not first_order_applied and not facts.first_order_eligible:
+        ctx.note(ITEM_PROMOTIONS, code="first_order_not_eligible", message="首单特价仅限首次下单的新客")
+
+
+def item_stage(ctx: PricingContext) -> None:
+    requested = _first_order_request(ctx.options)
+    if requested is not None:
+        wanted = repo.promotion(ctx.session, ctx.merchant_id, requested)
+        if wanted is None or wanted.kind != FIRST_ORDER:
+            raise _promotion_not_found()
+        check_open(wanted, ctx.now)
+    promos = repo.live(ctx.session, ctx.merchant_id, ITEM_KINDS, ctx.now)
+    skus = {ln.sku_id for ln in ctx.lines}
+    relevant = [
+        p for p in promos
+        if any(it.get("sku_id") in skus for it in p.rules.get("items", []))
+    ]
+    if not relevant:
+        return
+    facts = ItemFacts()
+    if ctx.member_id is not None:
+        if any(p.kind == FIRST_ORDER for p in relevant):
+            facts.first_order_eligible = not repo.has_paid_order(
+                ctx.session, ctx.merchant_id, ctx.member_id
+            ) and not repo.has_first_order_claim(ctx.session, ctx.merchant_id, ctx.member_id)
+        limited = [p.id for p in relevant if p.per_member_limit is not None]
+        facts.member_units = repo.member_units(ctx.session, ctx.merchant_id, ctx.member_id, limited)
+    apply_item_promotions(ctx, relevant, facts, requested)
+
+
+# -- pricing: order promotions -----------------------------------------------------------------------------
+
+
+@dataclass
+class AddOnRequest:
+    promotion_id: int
+    sku_id: int
+    quantity: int = 1
+
+
+@dataclass
+class OrderFacts:
+    """What the order stage needs from the database (loaded by ``order_stage``; fakes in tests)."""
+
+    member_units: dict[int, int] = field(default_factory=dict)
+    add_on_sold: dict[tuple[int, int], int] = field(default_factory=dict)
+    # (sku_id, quantity) -> a priced line for it; raises for an unknown or unsellable SKU.
+    load_line: Callable[[int, int], PricedLine] | None = None
+    stock_of: Callable[[int], int] = lambda sku_id: 0
+
+
+def add_on_requests(options: dict[str, Any]) -> list[AddOnRequest]:
+    raw = options.get(OPTION_ADD_ON)
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_ADD_ON_REQUESTS:
+        raise invalid("options.add_on", "invalid", f"a list of at most {MAX_ADD_ON_REQUESTS} add-on requests")
+    merged: dict[tuple[int, int], int] = {}
+    for i, req in enumerate(raw):
+        if not isinstance(req, dict):
+            raise invalid(f"options.add_on.{i}", "invalid", "an object with promotion_id and sku_id")
+        values = []
+        for key, default in (("promotion_id", None), ("sku_id", None), ("quantity", 1)):
+            value = req.get(key, default)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise invalid(f"options.add_on.{i}.{key}", "required", f"{key} must be a positive integer")
+            values.append(value)
+        key2 = (values[0], values[1])
+        merged[key2] = merged.get(key2, 0) + values[2]
+    return [AddOnRequest(p, s, q) for (p, s), q in merged.items()]
+
+
+def in_scope(line: PricedLine, scope: Scope) -> bool:
+    if scope.type == "all":
+        return True
+    if scope.type == "products":
+        return line.product_id in scope.ids
+    return line.category_id is not None and line.category_id in scope.ids
+
+
+def spend_save_discount(rules: SpendSaveRules, amount: int) -> tuple[int, int | None]:
+    """(discount, tier index) for an eligible ``amount``; (0, None) below the first tier."""
+    reached = [i for i, t in enumerate(rules.tiers) if amount >= t.threshold]
+    if not reached:
+        return 0, None
+    i = reached[-1]
+    tier = rules.tiers[i]
+    if rules.repeat:
+        total = amount // tier.threshold * tier.discount
+        if rules.max_discount is not None:
+            total = min(total, rules.max_discount)
+        return total, i
+    return tier.discount, i
+
+
+def _spend_save_near(rules: SpendSaveRules, amount: int, current: int) -> tuple[int, int] | None:
+    """(short, discount) of the next step up, if any."""
+    if rules.repeat:
+        tier = rules.tiers[0]
+        if rules.max_discount is not None and current >= rules.max_discount:
+            return None
+        nxt = (amount // tier.threshold + 1) * tier.threshold
+        gain = min(current + tier.discount, rules.max_discount or 10**12)
+        return nxt - amount, gain
+    for tier in rules.tiers:
+        if tier.threshold > amount:
+            return tier.threshold - amount, tier.discount
+    return None
+
+
+def _limit_reached(promo: Promotion, facts: OrderFacts) -> bool:
+    return promo.per_member_limit is not None and facts.member_units.get(promo.id, 0) >= promo.per_member_limit
+
+
+def apply_order_promotions(
+    ctx: PricingContext, promos: list[Promotion], facts: OrderFacts, requests: list[AddOnRequest] | None = None
+) -> None:
+    """The ORDER_PROMOTIONS logic over already-loaded promotions (queries only via ``facts``)."""
+    requests = requests or []
+    base = [i for i, ln in enumerate(ctx.lines) if not ln.flags.get("no_order_promotions") and ln.amount > 0]
+    # The amounts the item stage left, fixed before this stage changes anything.
+    amounts = {i: ctx.lines[i].amount for i in base}
+
+    def eligible(scope: Scope) -> tuple[list[int], int]:
+        idx = [i for i in base if in_scope(ctx.lines[i], scope)]
+        return idx, sum(amounts[i] for i in idx)
+
+    # spend-and-save: best exclusive one alone vs all stackable ones together
+    options: list[tuple[Promotion, SpendSaveRules, list[int], int, int]] = []
+    for promo in promos:
+        if promo.kind != SPEND_SAVE:
+            continue
+        rules = SpendSaveRules.model_validate(promo.rules)
+        idx, amount = eligible(rules.scope)
+        if _limit_reached(promo, facts):
+            if amount >= rules.tiers[0].threshold:
+                ctx.note(ORDER_PROMOTIONS, code="promotion_limit_reached", promotion_id=promo.id,
+                         message=f"{promotion_label(promo)} 每人限用 {promo.per_member_limit} 次")
+            continue
+        discount, tier = spend_save_discount(rules, amount)
+        near = _spend_save_near(rules, amount, discount)
+        if near is not None and idx:
+            short, gain = near
+            ctx.note(ORDER_PROMOTIONS, code="spend_save_almost", promotion_id=promo.id, short=short, discount=gain,
+                     message=f"再买 {yuan(short)} 可减 {yuan(gain)}")
+        if tier is not None and discount > 0:
+            options.append((promo, rules, idx, discount, tier))
+    exclusive = [[o] for o in options if o[0].exclusive]
+    stackable = [o for o in options if not o[0].exclusive]
+    candidates = exclusive + ([stackable] if stackable else [])
+    if candidates:
+        chosen = max(candidates, key=lambda group: min(sum(o[3] for o in group), sum(amounts[i] for i in base)))
+        for promo, rules, idx, discount, tier in chosen:
+            applied = ctx.discount(
+                ORDER_PROMOTIONS, f"{SPEND_SAVE}:{promo.id}", spend_save_label(rules, tier), discount, idx,
+                details={"promotion_id": promo.id, "kind": SPEND_SAVE, "tier": tier},
+            )
+            if applied <= 0:
+                continue
+            for i in idx:
+                _restrict(ctx.lines[i], promo, item=False)
+            if promo.free_shipping:
+                ctx.free_shipping = True
+            _reserve(ctx, Applied(promo.id, SPEND_SAVE, units=1, discount=applied, limit=promo.per_member_limit))
+
+    # spend-and-gift: every gift promotion reached adds its highest tier's gift
+    for promo in promos:
+        if promo.kind != SPEND_GIFT:
+            continue
+        gift_rules = SpendGiftRules.model_validate(promo.rules)
+        idx, amount = eligible(gift_rules.scope)
+        if not idx or _limit_reached(promo, facts):
+            continue
+        reached = [t for t in gift_rules.tiers if amount >= t.threshold]
+        higher = [t for t in gift_rules.tiers if t.threshold > amount]
+        if higher:
+            nxt = higher[0]
+            ctx.note(ORDER_PROMOTIONS, code="spend_gift_almost", promotion_id=promo.id, short=nxt.threshold - amount,
+                     gift_sku_id=nxt.gift_sku_id, message=f"再买 {yuan(nxt.threshold - amount)} 可获赠品")
+        if not reached or facts.load_line is None:
+            continue
+        gift = reached[-1]
+        in_order = sum(ln.quantity for ln in ctx.lines if ln.sku_id == gift.gift_sku_id)
+        try:
+            line = facts.load_line(gift.gift_sku_id, gift.quantity)
+        except DomainError:
+            line = None
+        if line is None or facts.stock_of(gift.gift_sku_id) < in_order + gift.quantity:
+            ctx.note(ORDER_PROMOTIONS, code="gift_out_of_stock", promotion_id=promo.id, gift_sku_id=gift.gift_sku_id,
+                     message="赠品已赠完")
+            continue
+        line.sale_price = 0
+        line.bonus_points = 0
+        line.coupons_allowed = False
+        line.flags.update({"promotion": f"{SPEND_GIFT}:{promo.id}", "gift": True, "no_coupon": True, "no_points": True,
+                           "no_order_promotions": True, "free_shipping": True})
+        ctx.lines.append(line)
+        label = f"满{short_yuan(gift.threshold)}赠 {line.title} ×{gift.quantity}"
+        ctx.entries.append(StageEntry(ORDER_PROMOTIONS, f"{SPEND_GIFT}:{promo.id}", label, 0, {
+            "promotion_id": promo.id, "kind": SPEND_GIFT, "gift_sku_id": gift.gift_sku_id, "quantity": gift.quantity,
+            "gift_value": line.list_price * gift.quantity,
+        }))
+        if promo.free_shipping:
+            ctx.free_shipping = True
+        _reserve(ctx, Applied(promo.id, SPEND_GIFT, units=1, limit=promo.per_member_limit))
+
+    # add-on deals: requested ones are added, the others reached are offered
+    by_id = {p.id: p for p in promos if p.kind == ADD_ON}
+    requested_ids = {r.promotion_id for r in requests}
+    taken: dict[int, Applied] = {}
+    for req in requests:
+        wanted = by_id.get(req.promotion_id)
+        if wanted is None:
+            raise _promotion_not_found()
+        promo = wanted
+        add_rules = AddOnRules.model_validate(promo.rules)
+        _, amount = eligible(add_rules.scope)
+        if amount < add_rules.threshold:
+            raise DomainError("add_on_threshold_not_met", short=yuan(add_rules.threshold - amount),
+                              threshold=yuan(add_rules.threshold))
+        if _limit_reached(promo, facts):
+            raise DomainError("promotion_limit_reached", limit=promo.per_member_limit, remaining=0)
+        item = next((it for it in add_rules.items if it.sku_id == req.sku_id), None)
+        if item is None:
+            raise invalid("options.add_on.sku_id", "not_an_add_on_item", "this SKU is not offered by the promotion")
+        if req.quantity > item.per_order_limit:
+            raise DomainError("add_on_limit_reached", limit=item.per_order_limit)
+        if facts.add_on_sold.get((promo.id, item.sku_id), 0) + req.quantity > item.stock:
+            raise DomainError("add_on_sold_out")
+        assert facts.load_line is not None
+        line = facts.load_line(item.sku_id, req.quantity)
+        line.flags.update({"promotion": f"{ADD_ON}:{promo.id}", "add_on": True, "no_order_promotions": True})
+        _restrict(line, promo, item=False)
+        ctx.lines.append(line)
+        discount = max(0, line.amount - item.price * req.quantity)
+        applied = ctx.discount(
+            ORDER_PROMOTIONS, f"{ADD_ON}:{promo.id}", f"加价购 {yuan(item.price)}", discount, [len(ctx.lines) - 1],
+            details={"promotion_id": promo.id, "kind": ADD_ON, "sku_id": item.sku_id, "price": item.price},
+        )
+        if promo.free_shipping:
+            ctx.free_shipping = True
+        entry = taken.setdefault(promo.id, Applied(promo.id, ADD_ON, units=1, limit=promo.per_member_limit))
+        entry.discount += applied
+        entry.add_on.append([item.sku_id, req.quantity])
+    for entry in taken.values():
+        _reserve(ctx, entry)
+    for promo in by_id.values():
+        if promo.id in requested_ids or _limit_reached(promo, facts):
+            continue
+        add_rules = AddOnRules.model_validate(promo.rules)
+        idx, amount = eligible(add_rules.scope)
+        if not idx:
+            continue
+        offers = [
+            {"sku_id": it.sku_id, "price": it.price, "per_order_limit": it.per_order_limit}
+            for it in add_rules.items
+            if facts.add_on_sold.get((promo.id, it.sku_id), 0) < it.stock
+        ]
+        if not offers:
+            continue
+        if amount >= add_rules.threshold:
+            ctx.note(ORDER_PROMOTIONS, code="add_on_offer", promotion_id=promo.id, items=offers,
+                     message=f"已满 {yuan(add_rules.threshold)}，可加价换购")
+        else:
+            short = add_rules.threshold - amount
+            ctx.note(ORDER_PROMOTIONS, code="add_on_almost", promotion_id=promo.id, short=short, items=offers,
+                     message=f"再买 {yuan(short)} 可加价换购")
+
+
+def order_stage(ctx: PricingContext) -> None:
+    requests = add_on_requests(ctx.options)
+    promos = repo.live(ctx.session, ctx.merchant_id, ORDER_KINDS, ctx.now)
+    live_ids = {p.id for p in promos}
+    for req in requests:  # a clear refusal for an add-on that is not open
+        if req.promotion_id not in live_ids:
+            wanted = repo.promotion(ctx.session, ctx.merchant_id, req.promotion_id)
+            if wanted is None or wanted.kind != ADD_ON:
+                raise _promotion_not_found()
+            check_open(wanted, ctx.now)
+    if not promos:
+        return
+    facts = OrderFacts()
+    session, merchant_id = ctx.session, ctx.merchant_id
+    if ctx.member_id is not None:
+        limited = [p.id for p in promos if p.per_member_limit is not None]
+        facts.member_units = repo.member_units(session, merchant_id, ctx.member_id, limited)
+    facts.add_on_sold = repo.add_on_sold(session, merchant_id, [p.id for p in promos if p.kind == ADD_ON])
+
+    def load_line(sku_id: int, quantity: int) -> PricedLine:
+        return checkout.build_lines(session, merchant_id, [(sku_id, quantity)], check_stock=False)[0]
+
+    def stock_of(sku_id: int) -> int:
+        sku = session.get(Sku, sku_id)
+        return sku.stock if sku is not None and sku.merchant_id == merchant_id else 0
+
+    facts.load_line, facts.stock_of = load_line, stock_of
+    apply_order_promotions(ctx, promos, facts, requests)
+
+
+# -- submit hook, paid, cancelled --------------------------------------------------------------------------
+
+
+def take(ctx: PricingContext, order_id: int) -> None:
+    """The submit hook: claims, counters and add-on stock by conditional updates; usage rows."""
+    entries = ctx.reservations.get(RESERVATION)
+    if not entries:
+        return
+    session, merchant_id, member_id = ctx.session, ctx.merchant_id, ctx.member_id
+    assert member_id is not None
+    merged: dict[int, Applied] = {}
+    for raw in entries:
+        pid = int(raw["promotion_id"])
+        entry = merged.setdefault(pid, Applied(pid, str(raw["kind"]), limit=raw.get("limit")))
+        entry.units += int(raw["units"])
+        entry.discount += int(raw["discount"])
+        entry.first_order = entry.first_order or bool(raw.get("first_order"))
+        entry.add_on += [list(p) for p in raw.get("add_on", [])]
+    for pid in sorted(merged):
+        entry = merged[pid]
+        if entry.first_order:
+            if repo.has_paid_order(session, merchant_id, member_id):
+                raise DomainError("first_order_not_eligible")
+            if not repo.claim_first_order(session, merchant_id, member_id, order_id, pid):
+                raise DomainError("first_order_used")
+        if entry.limit is not None and not repo.take_member_units(
+            session, merchant_id, pid, member_id, entry.units, int(entry.limit)
+        ):
+            held = repo.member_units(session, merchant_id, member_id, [pid]).get(pid, 0)
+            raise DomainError("promotion_limit_reached", limit=entry.limit, remaining=max(0, int(entry.limit) - held))
+        for sku_id, qty in sorted((int(s), int(q)) for s, q in entry.add_on):
+            if not repo.take_sku_units(session, merchant_id, pid, sku_id, qty):
+                raise DomainError("add_on_sold_out")
+        repo.add_usage(
+            session,
+            PromotionUsage(
+                merchant_id=merchant_id, promotion_id=pid, order_id=order_id, member_id=member_id, kind=entry.kind,
+                units=entry.units, discount=entry.discount, gmv=ctx.payable, add_on=entry.add_on,
+                first_order=entry.first_order, status=RESERVED,
+            ),
+        )
+
+
+def mark_paid(session: Session, merchant_id: int, order_id: int, *, now: dt.datetime | None = None) -> int:
+    return repo.mark_order_paid(session, merchant_id, order_id, now or utcnow())
+
+
+def release_order(session: Session, merchant_id: int, order_id: int, *, now: dt.datetime | None = None) -> int:
+    """A cancelled order gives back its counters, add-on stock and first-order claim, once."""
+    now = now or utcnow()
+    released = 0
+    for usage in repo.usages_of_order(session, merchant_id, order_id):
+        if not repo.release_usage(session, merchant_id, usage.id, now):
+            continue
+        released += 1
+        repo.give_member_units(session, merchant_id, usage.promotion_id, usage.member_id, usage.units)
+        for sku_id, qty in usage.add_on:
+            repo.give_sku_units(session, merchant_id, usage.promotion_id, int(sku_id), int(qty))
+        if usage.first_order:
+            repo.drop_first_order_claim(session, merchant_id, order_id)
+    session.flush()
+    return released
+
+
+# -- store -------------------------------------------------------------------------------------------------
+
+
+def store_promotions(
+    session: Session, merchant_id: int, *, product_id: int | None = None, sku_id: int | None = None,
+    now: dt.datetime | None = None,
+) -> list[StorePromotionOut]:
+    """Live promotions a product page shows for a product (or one of its SKUs)."""
+    now = now or utcnow()
+    if sku_id is not None:
+        pair = repo.skus_with_products(session, merchant_id, [sku_id]).get(sku_id)
+        if pair is None:
+            raise not_found("商品规格", "SKU")
+        product = pair[1]
+        sku_ids = [sku_id]
+    elif product_id is not None:
+        found = repo.product(session, merchant_id, product_id)
+        if found is None:
+            raise not_found("商品", "Product")
+        product = found
+        sku_ids = repo.product_sku_ids(session, merchant_id, product_id)
+    else:
+        raise invalid("product_id", "required", "give product_id or sku_id")
+    skus = repo.skus_with_products(session, merchant_id, sku_ids)
+    probe = PricedLine(
+        sku_id=0, product_id=product.id, category_id=product.category_id, title="", spec_text="", image_url=None,
+        quantity=1, list_price=0, sale_price=0, cost_price=0, weight_g=0, free_shipping=False, coupons_allowed=True,
+        bonus_points=0,
+    )
+    result = []
+    for promo in repo.live(session, merchant_id, ITEM_KINDS + ORDER_KINDS, now):
+        rules = parse_rules(promo.kind, promo.rules)
+        prices: dict[int, int] = {}
+        tiers: list[dict[str, Any]] = []
+        if isinstance(rules, LimitedDiscountRules | FirstOrderRules):
+            for it in rules.items:
+                if it.sku_id not in skus:
+                    continue
+                sale = skus[it.sku_id][0].sale_price
+                percent = getattr(it, "percent_off", None)
+                prices[it.sku_id] = min(sale, it.price) if it.price is not None else sale - sale * (percent or 0) // 100
+            if not prices:
+                continue
+        else:
+            assert isinstance(rules, SpendSaveRules | SpendGiftRules | AddOnRules)
+            if not in_scope(probe, rules.scope):
+                continue
+            if isinstance(rules, AddOnRules):
+                tiers = [{"threshold": rules.threshold, "items": [it.model_dump() for it in rules.items]}]
+            else:
+                tiers = [t.model_dump() for t in rules.tiers]
+        result.append(
+            StorePromotionOut(
+                promotion_id=promo.id, kind=promo.kind, name=promo.name, label=promotion_label(promo),
+                starts_at=promo.starts_at, ends_at=promo.ends_at, sku_prices=prices, tiers=tiers,
+                allows_coupons=promo.allows_coupons, allows_points=promo.allows_points,
+                free_shipping=promo.free_shipping, per_member_limit=promo.per_member_limit,
+            )
+        )
+    return result
