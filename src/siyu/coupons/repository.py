@@ -125,11 +125,17 @@ def add_coupon(session: Session, coupon: MemberCoupon) -> None:
 
 
 def wallet_query(merchant_id: int, member_id: int | None = None, status: str | None = None,
-                 template_id: int | None = None) -> Select[Any]:
+                 template_id: int | None = None, now: dt.datetime | None = None) -> Select[Any]:
+    """With ``now``, an unused coupon past its validity counts as expired (the job may be late)."""
     stmt = select(MemberCoupon).where(MemberCoupon.merchant_id == merchant_id)
     if member_id is not None:
         stmt = stmt.where(MemberCoupon.member_id == member_id)
-    if status:
+    if status and now is not None and status == UNUSED:
+        stmt = stmt.where(MemberCoupon.status == UNUSED, MemberCoupon.valid_until > now)
+    elif status and now is not None and status == EXPIRED:
+        stmt = stmt.where(or_(MemberCoupon.status == EXPIRED,
+                              and_(MemberCoupon.status == UNUSED, MemberCoupon.valid_until <= now)))
+    elif status:
         stmt = stmt.where(MemberCoupon.status == status)
     if template_id is not None:
         stmt = stmt.where(MemberCoupon.template_id == template_id)
