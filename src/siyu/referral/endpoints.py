@@ -1,0 +1,398 @@
+"""Admin API: referral settings, rewards, distributor levels and applications, commission rules,
+commissions, withdrawals (finance). Store API: my invite code, bind, my invitees, apply as a
+distributor, my account and statement, withdrawals.
+
+Permissions: configuration and distributors need ``promotions:read`` / ``promotions:write``;
+commissions and withdrawals need ``finance:read``; reviewing and paying withdrawals needs
+``finance:write`` (roles ``finance`` and ``owner``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Response, status
+
+from siyu.api.deps import Customer, DbSession, StaffPrincipal, require
+from siyu.kit.errors import not_found
+from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
+from siyu.referral import repository as repo
+from siyu.referral import service
+from siyu.referral.models import Commission, CommissionLedger, Distributor, ReferralReward, Withdrawal
+from siyu.referral.schemas import (
+    AccountOut,
+    ApplyIn,
+    ApproveDistributorIn,
+    BindIn,
+    BindOut,
+    CommissionDetailOut,
+    CommissionLineOut,
+    CommissionOut,
+    DistributorOut,
+    DistributorUpdate,
+    InviteeOut,
+    LedgerOut,
+    LevelIn,
+    LevelOut,
+    LevelUpdate,
+    MarkPaidIn,
+    MyReferralOut,
+    RetryOut,
+    ReviewIn,
+    RewardOut,
+    RuleIn,
+    RuleOut,
+    RuleUpdate,
+    SettingsIn,
+    SettingsOut,
+    WithdrawalIn,
+    WithdrawalOut,
+)
+
+admin = APIRouter(prefix="/referral", tags=["admin: referral and distribution"])
+store = APIRouter(prefix="/referral", tags=["store: referral and distribution"])
+
+CommissionStatus = Literal["pending", "frozen", "settled", "reversed"]
+WithdrawalStatus = Literal["requested", "approved", "rejected", "paid"]
+DistributorStatus = Literal["applied", "approved", "rejected", "disabled"]
+
+
+def _account(d: Distributor) -> AccountOut:
+    return AccountOut(pending=d.pending, frozen=d.frozen, available=d.available, withdrawing=d.withdrawing,
+                      withdrawn=d.withdrawn, debt=d.debt)
+
+
+def _invitee_page(session: DbSession, merchant_id: int, inviter_id: int, params: PageParams) -> Page[InviteeOut]:
+    from siyu.referral.models import ReferralProfile
+
+    stmt = repo.invitees_stmt(merchant_id, inviter_id).order_by(ReferralProfile.bound_at.desc(), ReferralProfile.id)
+    total = repo.count_invitees(session, merchant_id, inviter_id)
+    rows = session.execute(stmt.limit(params.page_size).offset((params.page - 1) * params.page_size)).all()
+    items = service.invitees(session, merchant_id, inviter_id, [tuple(r) for r in rows])
+    return Page(items=[InviteeOut(**i) for i in items], total=total, page=params.page, page_size=params.page_size)
+
+
+def _ledger_page(session: DbSession, merchant_id: int, distributor_id: int, params: PageParams) -> Page[LedgerOut]:
+    stmt = repo.ledger_stmt(merchant_id, distributor_id).order_by(CommissionLedger.id.desc())
+    rows, total = paginate(session, stmt, params)
+    return Page(items=[LedgerOut.model_validate(r) for r in rows], total=total, page=params.page,
+                page_size=params.page_size)
+
+
+def _commission_page(session: DbSession, stmt: Any, params: PageParams) -> Page[CommissionOut]:
+    sortable: dict[str, Any] = {"id": Commission.id, "amount": Commission.amount, "created_at": Commission.created_at}
+    rows, total = paginate(session, apply_sort(stmt, params.sort, sortable, Commission.id.desc()), params)
+    return Page(items=[CommissionOut.model_validate(r) for r in rows], total=total, page=params.page,
+                page_size=params.page_size)
+
+
+def _withdrawal_page(session: DbSession, stmt: Any, params: PageParams) -> Page[WithdrawalOut]:
+    sortable: dict[str, Any] = {"id": Withdrawal.id, "amount": Withdrawal.amount}
+    rows, total = paginate(session, apply_sort(stmt, params.sort, sortable, Withdrawal.id.desc()), params)
+    return Page(items=[WithdrawalOut.model_validate(r) for r in rows], total=total, page=params.page,
+                page_size=params.page_size)
+
+
+# -- admin: settings and rewards ---------------------------------------------------------------
+
+
+@admin.get("/settings", response_model=SettingsOut)
+def get_settings(session: DbSession, p: StaffPrincipal = Depends(require("promotions:read"))) -> SettingsOut:
+    return SettingsOut.model_validate(service.config(session, p.merchant_id).model_dump())
+
+
+@admin.put("/settings", response_model=SettingsOut, summary="Binding rule, rewards (data), tiers, payouts")
+def put_settings(
+    body: SettingsIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
+) -> SettingsOut:
+    return SettingsOut.model_validate(service.put_config(session, p.merchant_id, body, actor=p.actor).model_dump())
+
+
+@admin.get("/rewards", response_model=Page[RewardOut])
+def list_rewards(
+    session: DbSession,
+    reward_status: Literal["granted", "pending", "revoked"] | None = Query(None, alias="status"),
+    member_id: int | None = None,
+    params: PageParams = Depends(page_params),
+    p: StaffPrincipal = Depends(require("promotions:read")),
+) -> Page[RewardOut]:
+    stmt = repo.search_rewards(p.merchant_id, reward_status, member_id)
+    rows, total = paginate(session, apply_sort(stmt, params.sort, {"id": ReferralReward.id}, ReferralReward.id.desc()),
+                           params)
+    return Page(items=[RewardOut.model_validate(r) for r in rows], total=total, page=params.page,
+                page_size=params.page_size)
+
+
+@admin.post("/rewards/retry", response_model=RetryOut, summary="Grant the rewards still pending")
+def retry_rewards(session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))) -> RetryOut:
+    granted, pending = service.retry_pending_rewards(session, p.merchant_id)
+    return RetryOut(granted=granted, still_pending=pending)
+
+
+@admin.get("/members/{member_id}/invitees", response_model=Page[InviteeOut], summary="Who a member invited, who bought")
+def member_invitees(
+    member_id: int,
+    session: DbSession,
+    params: PageParams = Depends(page_params),
+    p: StaffPrincipal = Depends(require("promotions:read")),
+) -> Page[InviteeOut]:
+    if repo.member(session, p.merchant_id, member_id) is None:
+        raise not_found("会员", "Member")
+    return _invitee_page(session, p.merchant_id, member_id, params)
+
+
+# -- admin: levels, distributors, rules --------------------------------------------------------
+
+
+@admin.get("/levels", response_model=list[LevelOut])
+def list_levels(session: DbSession, p: StaffPrincipal = Depends(require("promotions:read"))) -> list[LevelOut]:
+    return [LevelOut.model_validate(x) for x in repo.levels(session, p.merchant_id)]
+
+
+@admin.post("/levels", response_model=LevelOut, status_code=status.HTTP_201_CREATED)
+def create_level(body: LevelIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))) -> LevelOut:
+    return LevelOut.model_validate(service.create_level(session, p.merchant_id, body, actor=p.actor))
+
+
+@admin.patch("/levels/{level_id}", response_model=LevelOut)
+def update_level(
+    level_id: int, body: LevelUpdate, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
+) -> LevelOut:
+    return LevelOut.model_validate(service.update_level(session, p.merchant_id, level_id, body, actor=p.actor))
+
+
+@admin.get("/distributors", response_model=Page[DistributorOut], summary="Applications and distributors")
+def list_distributors(
+    session: DbSession,
+    dist_status: DistributorStatus | None = Query(None, alias="status"),
+    params: PageParams = Depends(page_params),
+    p: StaffPrincipal = Depends(require("promotions:read")),
+) -> Page[DistributorOut]:
+    stmt = repo.search_distributors(p.merchant_id, dist_status)
+    sortable: dict[str, Any] = {"id": Distributor.id, "applied_at": Distributor.applied_at}
+    rows, total = paginate(session, apply_sort(stmt, params.sort, sortable, Distributor.id.desc()), params)
+    return Page(items=[DistributorOut.model_validate(r) for r in rows], total=total, page=params.page,
+                page_size=params.page_size)
+
+
+@admin.get("/distributors/{distributor_id}", response_model=DistributorOut)
+def get_distributor(
+    distributor_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:read"))
+) -> DistributorOut:
+    return DistributorOut.model_validate(service.get_distributor(session, p.merchant_id, distributor_id))
+
+
+@admin.post("/distributors/{distributor_id}/approve", response_model=DistributorOut)
+def approve_distributor(
+    distributor_id: int,
+    body: ApproveDistributorIn,
+    session: DbSession,
+    p: StaffPrincipal = Depends(require("promotions:write")),
+) -> DistributorOut:
+    return DistributorOut.model_validate(
+        service.approve_distributor(session, p.merchant_id, distributor_id, body.level_id, body.note, actor=p.actor)
+    )
+
+
+@admin.post("/distributors/{distributor_id}/reject", response_model=DistributorOut)
+def reject_distributor(
+    distributor_id: int, body: ReviewIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
+) -> DistributorOut:
+    return DistributorOut.model_validate(
+        service.reject_distributor(session, p.merchant_id, distributor_id, body.note, actor=p.actor)
+    )
+
+
+@admin.patch("/distributors/{distributor_id}", response_model=DistributorOut, summary="Change level, disable / enable")
+def update_distributor(
+    distributor_id: int,
+    body: DistributorUpdate,
+    session: DbSession,
+    p: StaffPrincipal = Depends(require("promotions:write")),
+) -> DistributorOut:
+    return DistributorOut.model_validate(
+        service.update_distributor(session, p.merchant_id, distributor_id, body.level_id, body.status, actor=p.actor)
+    )
+
+
+@admin.get("/distributors/{distributor_id}/statement", response_model=Page[LedgerOut])
+def distributor_statement(
+    distributor_id: int,
+    session: DbSession,
+    params: PageParams = Depends(page_params),
+    p: StaffPrincipal = Depends(require("finance:read")),
+) -> Page[LedgerOut]:
+    service.get_distributor(session, p.merchant_id, distributor_id)
+    return _ledger_page(session, p.merchant_id, distributor_id, params)
+
+
+@admin.get("/commission-rules", response_model=list[RuleOut])
+def list_rules(session: DbSession, p: StaffPrincipal = Depends(require("promotions:read"))) -> list[RuleOut]:
+    from siyu.referral.models import CommissionRule
+
+    rows = session.scalars(repo.search_rules(p.merchant_id).order_by(CommissionRule.id))
+    return [RuleOut.model_validate(r) for r in rows]
+
+
+@admin.post("/commission-rules", response_model=RuleOut, status_code=status.HTTP_201_CREATED,
+            summary="A rate override per product / level / distributor")
+def create_rule(body: RuleIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))) -> RuleOut:
+    return RuleOut.model_validate(service.create_rule(session, p.merchant_id, body, actor=p.actor))
+
+
+@admin.patch("/commission-rules/{rule_id}", response_model=RuleOut)
+def update_rule(
+    rule_id: int, body: RuleUpdate, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
+) -> RuleOut:
+    return RuleOut.model_validate(service.update_rule(session, p.merchant_id, rule_id, body, actor=p.actor))
+
+
+@admin.delete("/commission-rules/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_rule(rule_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))) -> None:
+    service.delete_rule(session, p.merchant_id, rule_id, actor=p.actor)
+
+
+# -- admin: commissions and withdrawals --------------------------------------------------------
+
+
+@admin.get("/commissions", response_model=Page[CommissionOut])
+def list_commissions(
+    session: DbSession,
+    distributor_id: int | None = None,
+    order_id: int | None = None,
+    commission_status: CommissionStatus | None = Query(None, alias="status"),
+    params: PageParams = Depends(page_params),
+    p: StaffPrincipal = Depends(require("finance:read")),
+) -> Page[CommissionOut]:
+    stmt = repo.search_commissions(p.merchant_id, distributor_id=distributor_id, status=commission_status,
+                                   order_id=order_id)
+    return _commission_page(session, stmt, params)
+
+
+@admin.get("/commissions/{commission_id}", response_model=CommissionDetailOut)
+def get_commission(
+    commission_id: int, session: DbSession, p: StaffPrincipal = Depends(require("finance:read"))
+) -> CommissionDetailOut:
+    c, lines = service.commission_detail(session, p.merchant_id, commission_id)
+    return CommissionDetailOut(
+        **CommissionOut.model_validate(c).model_dump(), lines=[CommissionLineOut.model_validate(x) for x in lines]
+    )
+
+
+@admin.get("/withdrawals", response_model=Page[WithdrawalOut])
+def list_withdrawals(
+    session: DbSession,
+    wd_status: WithdrawalStatus | None = Query(None, alias="status"),
+    distributor_id: int | None = None,
+    params: PageParams = Depends(page_params),
+    p: StaffPrincipal = Depends(require("finance:read")),
+) -> Page[WithdrawalOut]:
+    return _withdrawal_page(
+        session, repo.search_withdrawals(p.merchant_id, status=wd_status, distributor_id=distributor_id), params
+    )
+
+
+@admin.post("/withdrawals/{withdrawal_id}/approve", response_model=WithdrawalOut)
+def approve_withdrawal(
+    withdrawal_id: int, body: ReviewIn, session: DbSession, p: StaffPrincipal = Depends(require("finance:write"))
+) -> WithdrawalOut:
+    return WithdrawalOut.model_validate(
+        service.approve_withdrawal(session, p.merchant_id, withdrawal_id, body.note, actor=p.actor)
+    )
+
+
+@admin.post("/withdrawals/{withdrawal_id}/reject", response_model=WithdrawalOut, summary="The amount returns to available")
+def reject_withdrawal(
+    withdrawal_id: int, body: ReviewIn, session: DbSession, p: StaffPrincipal = Depends(require("finance:write"))
+) -> WithdrawalOut:
+    return WithdrawalOut.model_validate(
+        service.reject_withdrawal(session, p.merchant_id, withdrawal_id, body.note, actor=p.actor)
+    )
+
+
+@admin.post("/withdrawals/{withdrawal_id}/mark-paid", response_model=WithdrawalOut,
+            summary="Manual payout: record the transfer reference")
+def mark_withdrawal_paid(
+    withdrawal_id: int, body: MarkPaidIn, session: DbSession, p: StaffPrincipal = Depends(require("finance:write"))
+) -> WithdrawalOut:
+    return WithdrawalOut.model_validate(
+        service.mark_withdrawal_paid(session, p.merchant_id, withdrawal_id, body.reference, actor=p.actor)
+    )
+
+
+# -- store -------------------------------------------------------------------------------------
+
+
+@store.get("/me", response_model=MyReferralOut, summary="My invite code and share path")
+def my_referral(customer: Customer, session: DbSession) -> MyReferralOut:
+    return MyReferralOut(**service.my_referral(session, customer.merchant_id, customer.member_id))
+
+
+@store.post("/bind", response_model=BindOut, summary="Bind me to the owner of an invite code (call after login)")
+def bind(body: BindIn, customer: Customer, session: DbSession) -> BindOut:
+    prof, changed = service.bind(session, customer.merchant_id, customer.member_id, body.code)
+    assert prof.inviter_member_id is not None and prof.bound_at is not None
+    return BindOut(member_id=prof.member_id, inviter_member_id=prof.inviter_member_id, bound_at=prof.bound_at,
+                   changed=changed)
+
+
+@store.get("/invitees", response_model=Page[InviteeOut], summary="Who I invited, and who bought")
+def my_invitees(customer: Customer, session: DbSession, params: PageParams = Depends(page_params)) -> Page[InviteeOut]:
+    return _invitee_page(session, customer.merchant_id, customer.member_id, params)
+
+
+@store.post("/distributor/apply", response_model=DistributorOut, status_code=status.HTTP_201_CREATED)
+def apply(body: ApplyIn, customer: Customer, session: DbSession) -> DistributorOut:
+    return DistributorOut.model_validate(service.apply(session, customer.merchant_id, customer.member_id, body))
+
+
+@store.get("/distributor", response_model=DistributorOut, summary="My distributor status and account")
+def my_distributor(customer: Customer, session: DbSession) -> DistributorOut:
+    return DistributorOut.model_validate(service.my_distributor(session, customer.merchant_id, customer.member_id))
+
+
+@store.get("/distributor/account", response_model=AccountOut)
+def my_account(customer: Customer, session: DbSession) -> AccountOut:
+    return _account(service.my_distributor(session, customer.merchant_id, customer.member_id))
+
+
+@store.get("/distributor/statement", response_model=Page[LedgerOut], summary="My commission statement (ledger)")
+def my_statement(customer: Customer, session: DbSession, params: PageParams = Depends(page_params)) -> Page[LedgerOut]:
+    dist = service.my_distributor(session, customer.merchant_id, customer.member_id)
+    return _ledger_page(session, customer.merchant_id, dist.id, params)
+
+
+@store.get("/distributor/commissions", response_model=Page[CommissionOut])
+def my_commissions(
+    customer: Customer,
+    session: DbSession,
+    commission_status: CommissionStatus | None = Query(None, alias="status"),
+    params: PageParams = Depends(page_params),
+) -> Page[CommissionOut]:
+    dist = service.my_distributor(session, customer.merchant_id, customer.member_id)
+    stmt = repo.search_commissions(customer.merchant_id, distributor_id=dist.id, status=commission_status)
+    return _commission_page(session, stmt, params)
+
+
+@store.post("/withdrawals", response_model=WithdrawalOut, status_code=status.HTTP_201_CREATED,
+            summary="Withdraw from the available balance (Idempotency-Key required; a retry returns 200)")
+def request_withdrawal(
+    body: WithdrawalIn,
+    customer: Customer,
+    session: DbSession,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> WithdrawalOut:
+    w, created = service.request_withdrawal(
+        session, customer.merchant_id, customer.member_id, body.amount, idempotency_key=idempotency_key
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    return WithdrawalOut.model_validate(w)
+
+
+@store.get("/withdrawals", response_model=Page[WithdrawalOut])
+def my_withdrawals(customer: Customer, session: DbSession, params: PageParams = Depends(page_params)) -> Page[WithdrawalOut]:
+    dist = service.my_distributor(session, customer.merchant_id, customer.member_id)
+    return _withdrawal_page(session, repo.search_withdrawals(customer.merchant_id, distributor_id=dist.id), params)

@@ -1,0 +1,466 @@
+"""Referral and distribution queries. Every one filters on ``merchant_id``.
+
+Account buckets move only through ``move``: the ledger row is inserted first (its unique ``key``
+makes a retried movement a no-op), then one conditional ``UPDATE`` applies the deltas with a
+``bucket >= needed`` guard for every bucket it takes from. A guard that fails raises, so the
+transaction (ledger row included) rolls back and nothing changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Select, and_, exists, func, select, update
+from sqlalchemy.orm import Session
+
+from siyu.aftersales.models import OPEN_STATUSES, AfterSale
+from siyu.db.dialect import for_update, insert_ignore
+from siyu.kit.timeutil import utcnow
+from siyu.members.models import Member
+from siyu.orders.models import Order, OrderLine
+from siyu.referral.models import (
+    BUCKETS,
+    DIST_APPROVED,
+    Commission,
+    CommissionLedger,
+    CommissionLine,
+    CommissionRefund,
+    CommissionRule,
+    Distributor,
+    DistributorLevel,
+    ReferralProfile,
+    ReferralReward,
+    ReferralSettings,
+    Withdrawal,
+)
+
+
+class InsufficientBalance(Exception):
+    """A conditional update found a bucket smaller than what it takes."""
+
+
+# -- settings and profiles ---------------------------------------------------------------------
+
+
+def settings(session: Session, merchant_id: int) -> ReferralSettings | None:
+    return session.scalar(select(ReferralSettings).where(ReferralSettings.merchant_id == merchant_id))
+
+
+def profile(session: Session, merchant_id: int, member_id: int, *, lock: bool = False) -> ReferralProfile | None:
+    stmt = select(ReferralProfile).where(
+        ReferralProfile.merchant_id == merchant_id, ReferralProfile.member_id == member_id
+    )
+    if lock:
+        stmt = for_update(stmt, session).execution_options(populate_existing=True)
+    return session.scalar(stmt)
+
+
+def lock_profiles(session: Session, merchant_id: int, member_ids: Iterable[int]) -> None:
+    """Lock the profiles of ``member_ids`` in id order (PostgreSQL; SQLite serialises writers)."""
+    stmt = (
+        select(ReferralProfile.id)
+        .where(ReferralProfile.merchant_id == merchant_id, ReferralProfile.member_id.in_(list(member_ids)))
+        .order_by(ReferralProfile.id)
+    )
+    session.execute(for_update(stmt, session))
+
+
+def profile_by_code(session: Session, merchant_id: int, code: str) -> ReferralProfile | None:
+    return session.scalar(
+        select(ReferralProfile).where(ReferralProfile.merchant_id == merchant_id, ReferralProfile.code == code)
+    )
+
+
+def insert_profile(session: Session, merchant_id: int, member_id: int, code: str) -> bool:
+    now = utcnow()
+    return insert_ignore(
+        session, ReferralProfile.__table__,  # type: ignore[arg-type]
+        {"merchant_id": merchant_id, "member_id": member_id, "code": code, "created_at": now, "updated_at": now},
+        ["merchant_id", "member_id"],
+    )
+
+
+def code_taken(session: Session, merchant_id: int, code: str) -> bool:
+    return bool(
+        session.scalar(
+            select(exists().where(ReferralProfile.merchant_id == merchant_id, ReferralProfile.code == code))
+        )
+    )
+
+
+def inviter_of(session: Session, merchant_id: int, member_id: int) -> int | None:
+    return session.scalar(
+        select(ReferralProfile.inviter_member_id).where(
+            ReferralProfile.merchant_id == merchant_id, ReferralProfile.member_id == member_id
+        )
+    )
+
+
+def set_first_paid(session: Session, merchant_id: int, member_id: int, order_id: int) -> bool:
+    """Mark ``order_id`` as the member's first paid order, once (conditional update)."""
+    now = utcnow()
+    result = session.execute(
+        update(ReferralProfile)
+        .where(
+            ReferralProfile.merchant_id == merchant_id,
+            ReferralProfile.member_id == member_id,
+            ReferralProfile.first_paid_order_id.is_(None),
+        )
+        .values(first_paid_order_id=order_id, locked_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def member(session: Session, merchant_id: int, member_id: int) -> Member | None:
+    return session.scalar(select(Member).where(Member.merchant_id == merchant_id, Member.id == member_id))
+
+
+def has_paid_order(session: Session, merchant_id: int, member_id: int, *, other_than: int | None = None,
+                   before: dt.datetime | None = None) -> bool:
+    cond = [Order.merchant_id == merchant_id, Order.member_id == member_id, Order.paid_at.is_not(None)]
+    if other_than is not None:
+        cond.append(Order.id != other_than)
+    if before is not None:
+        cond.append(Order.paid_at < before)
+    return bool(session.scalar(select(exists().where(and_(*cond)))))
+
+
+def invitees_stmt(merchant_id: int, inviter_member_id: int) -> Any:
+    return (
+        select(ReferralProfile, Member)
+        .join(Member, and_(Member.merchant_id == ReferralProfile.merchant_id, Member.id == ReferralProfile.member_id))
+        .where(ReferralProfile.merchant_id == merchant_id, ReferralProfile.inviter_member_id == inviter_member_id)
+    )
+
+
+def count_invitees(session: Session, merchant_id: int, inviter_member_id: int) -> int:
+    stmt = select(func.count()).select_from(ReferralProfile).where(
+        ReferralProfile.merchant_id == merchant_id, ReferralProfile.inviter_member_id == inviter_member_id
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def paid_totals(session: Session, merchant_id: int, member_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """(paid order count, paid amount) per member."""
+    if not member_ids:
+        return {}
+    rows = session.execute(
+        select(Order.member_id, func.count(), func.coalesce(func.sum(Order.paid_amount), 0))
+        .where(Order.merchant_id == merchant_id, Order.member_id.in_(member_ids), Order.paid_at.is_not(None))
+        .group_by(Order.member_id)
+    ).all()
+    return {int(m): (int(c), int(s)) for m, c, s in rows}
+
+
+# -- orders (read only) ------------------------------------------------------------------------
+
+
+def order(session: Session, merchant_id: int, order_id: int) -> Order | None:
+    return session.scalar(select(Order).where(Order.merchant_id == merchant_id, Order.id == order_id))
+
+
+def order_lines(session: Session, merchant_id: int, order_id: int) -> list[OrderLine]:
+    stmt = select(OrderLine).where(OrderLine.merchant_id == merchant_id, OrderLine.order_id == order_id)
+    return list(session.scalars(stmt.order_by(OrderLine.id)))
+
+
+def has_open_aftersale(session: Session, merchant_id: int, order_id: int) -> bool:
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    AfterSale.merchant_id == merchant_id, AfterSale.order_id == order_id,
+                    AfterSale.status.in_(OPEN_STATUSES),
+                )
+            )
+        )
+    )
+
+
+# -- rewards -----------------------------------------------------------------------------------
+
+
+def insert_reward(session: Session, values: dict[str, Any]) -> bool:
+    now = utcnow()
+    return insert_ignore(
+        session, ReferralReward.__table__,  # type: ignore[arg-type]
+        {**values, "created_at": now, "updated_at": now},
+        ["merchant_id", "invitee_member_id", "role", "reward_index"],
+    )
+
+
+def rewards_of_invitee(session: Session, merchant_id: int, invitee_member_id: int) -> list[ReferralReward]:
+    stmt = select(ReferralReward).where(
+        ReferralReward.merchant_id == merchant_id, ReferralReward.invitee_member_id == invitee_member_id
+    )
+    return list(session.scalars(for_update(stmt.order_by(ReferralReward.id), session)))
+
+
+def rewards_of_order(session: Session, merchant_id: int, order_id: int) -> list[ReferralReward]:
+    stmt = select(ReferralReward).where(ReferralReward.merchant_id == merchant_id, ReferralReward.order_id == order_id)
+    return list(session.scalars(for_update(stmt.order_by(ReferralReward.id), session)))
+
+
+def pending_rewards(session: Session, merchant_id: int, limit: int = 200) -> list[ReferralReward]:
+    stmt = select(ReferralReward).where(ReferralReward.merchant_id == merchant_id, ReferralReward.status == "pending")
+    return list(session.scalars(for_update(stmt.order_by(ReferralReward.id).limit(limit), session, skip_locked=True)))
+
+
+def search_rewards(merchant_id: int, status: str | None, member_id: int | None) -> Select[Any]:
+    stmt = select(ReferralReward).where(ReferralReward.merchant_id == merchant_id)
+    if status:
+        stmt = stmt.where(ReferralReward.status == status)
+    if member_id is not None:
+        stmt = stmt.where(ReferralReward.beneficiary_member_id == member_id)
+    return stmt
+
+
+# -- distributors and levels -------------------------------------------------------------------
+
+
+def level(session: Session, merchant_id: int, level_id: int) -> DistributorLevel | None:
+    return session.scalar(
+        select(DistributorLevel).where(DistributorLevel.merchant_id == merchant_id, DistributorLevel.id == level_id)
+    )
+
+
+def levels(session: Session, merchant_id: int) -> list[DistributorLevel]:
+    stmt = select(DistributorLevel).where(DistributorLevel.merchant_id == merchant_id)
+    return list(session.scalars(stmt.order_by(DistributorLevel.rank, DistributorLevel.id)))
+
+
+def default_level(session: Session, merchant_id: int) -> DistributorLevel | None:
+    stmt = select(DistributorLevel).where(DistributorLevel.merchant_id == merchant_id)
+    return session.scalar(stmt.order_by(DistributorLevel.is_default.desc(), DistributorLevel.rank, DistributorLevel.id))
+
+
+def distributor(session: Session, merchant_id: int, distributor_id: int, *, lock: bool = False) -> Distributor | None:
+    stmt = select(Distributor).where(Distributor.merchant_id == merchant_id, Distributor.id == distributor_id)
+    if lock:
+        stmt = for_update(stmt, session).execution_options(populate_existing=True)
+    return session.scalar(stmt)
+
+
+def distributor_of_member(
+    session: Session, merchant_id: int, member_id: int, *, lock: bool = False
+) -> Distributor | None:
+    stmt = select(Distributor).where(Distributor.merchant_id == merchant_id, Distributor.member_id == member_id)
+    if lock:
+        stmt = for_update(stmt, session).execution_options(populate_existing=True)
+    return session.scalar(stmt)
+
+
+def approved_distributor_of_member(session: Session, merchant_id: int, member_id: int) -> Distributor | None:
+    return session.scalar(
+        select(Distributor).where(
+            Distributor.merchant_id == merchant_id, Distributor.member_id == member_id,
+            Distributor.status == DIST_APPROVED,
+        )
+    )
+
+
+def search_distributors(merchant_id: int, status: str | None) -> Select[Any]:
+    stmt = select(Distributor).where(Distributor.merchant_id == merchant_id)
+    if status:
+        stmt = stmt.where(Distributor.status == status)
+    return stmt
+
+
+def rules_for(session: Session, merchant_id: int, product_ids: Iterable[int]) -> list[CommissionRule]:
+    """Enabled rules that may apply to these products (product-specific and catch-all ones)."""
+    ids = list(product_ids)
+    stmt = select(CommissionRule).where(
+        CommissionRule.merchant_id == merchant_id,
+        CommissionRule.enabled.is_(True),
+        (CommissionRule.product_id.is_(None)) | (CommissionRule.product_id.in_(ids)),
+    )
+    return list(session.scalars(stmt.order_by(CommissionRule.id)))
+
+
+def rule(session: Session, merchant_id: int, rule_id: int) -> CommissionRule | None:
+    return session.scalar(
+        select(CommissionRule).where(CommissionRule.merchant_id == merchant_id, CommissionRule.id == rule_id)
+    )
+
+
+def search_rules(merchant_id: int) -> Select[Any]:
+    return select(CommissionRule).where(CommissionRule.merchant_id == merchant_id)
+
+
+# -- commissions -------------------------------------------------------------------------------
+
+
+def commissions_of_order(session: Session, merchant_id: int, order_id: int, *, lock: bool = False) -> list[Commission]:
+    stmt = select(Commission).where(Commission.merchant_id == merchant_id, Commission.order_id == order_id)
+    stmt = stmt.order_by(Commission.id)
+    if lock:
+        stmt = for_update(stmt, session).execution_options(populate_existing=True)
+    return list(session.scalars(stmt))
+
+
+def commission(session: Session, merchant_id: int, commission_id: int, *, lock: bool = False) -> Commission | None:
+    stmt = select(Commission).where(Commission.merchant_id == merchant_id, Commission.id == commission_id)
+    if lock:
+        stmt = for_update(stmt, session).execution_options(populate_existing=True)
+    return session.scalar(stmt)
+
+
+def commission_lines(session: Session, merchant_id: int, commission_id: int) -> list[CommissionLine]:
+    stmt = select(CommissionLine).where(
+        CommissionLine.merchant_id == merchant_id, CommissionLine.commission_id == commission_id
+    )
+    return list(session.scalars(stmt.order_by(CommissionLine.id)))
+
+
+def insert_commission(session: Session, values: dict[str, Any]) -> int | None:
+    """Insert once per (order, tier); returns the new id, or None when it already exists."""
+    now = utcnow()
+    inserted = insert_ignore(
+        session, Commission.__table__,  # type: ignore[arg-type]
+        {**values, "created_at": now, "updated_at": now}, ["merchant_id", "order_id", "tier"],
+    )
+    if not inserted:
+        return None
+    return session.scalar(
+        select(Commission.id).where(
+            Commission.merchant_id == values["merchant_id"], Commission.order_id == values["order_id"],
+            Commission.tier == values["tier"],
+        )
+    )
+
+
+def mark_refund_applied(session: Session, merchant_id: int, commission_id: int, refund_id: int, amount: int) -> bool:
+    return insert_ignore(
+        session, CommissionRefund.__table__,  # type: ignore[arg-type]
+        {"merchant_id": merchant_id, "commission_id": commission_id, "refund_id": refund_id, "amount": amount,
+         "at": utcnow()},
+        ["merchant_id", "commission_id", "refund_id"],
+    )
+
+
+def search_commissions(
+    merchant_id: int, *, distributor_id: int | None = None, status: str | None = None, order_id: int | None = None
+) -> Select[Any]:
+    stmt = select(Commission).where(Commission.merchant_id == merchant_id)
+    if distributor_id is not None:
+        stmt = stmt.where(Commission.distributor_id == distributor_id)
+    if status:
+        stmt = stmt.where(Commission.status == status)
+    if order_id is not None:
+        stmt = stmt.where(Commission.order_id == order_id)
+    return stmt
+
+
+def ledger_stmt(merchant_id: int, distributor_id: int) -> Select[Any]:
+    return select(CommissionLedger).where(
+        CommissionLedger.merchant_id == merchant_id, CommissionLedger.distributor_id == distributor_id
+    )
+
+
+def ledger_sums(session: Session, merchant_id: int, distributor_id: int) -> dict[str, int]:
+    cols = [func.coalesce(func.sum(getattr(CommissionLedger, f"d_{b}")), 0) for b in BUCKETS]
+    row = session.execute(
+        select(*cols).where(
+            CommissionLedger.merchant_id == merchant_id, CommissionLedger.distributor_id == distributor_id
+        )
+    ).one()
+    return {b: int(v) for b, v in zip(BUCKETS, row, strict=True)}
+
+
+# -- the account -------------------------------------------------------------------------------
+
+
+def move(
+    session: Session,
+    merchant_id: int,
+    distributor_id: int,
+    *,
+    key: str,
+    entry: str,
+    amount: int,
+    deltas: dict[str, int],
+    commission_id: int | None = None,
+    withdrawal_id: int | None = None,
+    order_id: int | None = None,
+) -> bool:
+    """Apply bucket ``deltas`` once per ``key``. Returns False when ``key`` was applied before.
+
+    Raises ``InsufficientBalance`` (the caller turns it into a domain error or lets the job fail)
+    when a bucket would go below zero; the ledger row goes with the rollback.
+    """
+    unknown = set(deltas) - set(BUCKETS)
+    if unknown:
+        raise ValueError(f"unknown buckets {unknown}")
+    deltas = {b: d for b, d in deltas.items() if d}
+    session.flush()  # pending ORM changes first: the loaded row is expired below
+    ledger_values: dict[str, Any] = {
+        "merchant_id": merchant_id, "distributor_id": distributor_id, "key": key, "entry": entry,
+        "commission_id": commission_id, "withdrawal_id": withdrawal_id, "order_id": order_id, "amount": amount,
+        "at": utcnow(), **{f"d_{b}": deltas.get(b, 0) for b in BUCKETS},
+    }
+    if not insert_ignore(session, CommissionLedger.__table__, ledger_values, ["merchant_id", "key"]):  # type: ignore[arg-type]
+        return False
+    if not deltas:
+        return True
+    table: Any = Distributor.__table__
+    guards = [table.c[b] >= -d for b, d in deltas.items() if d < 0]
+    stmt = (
+        update(table)
+        .where(table.c.merchant_id == merchant_id, table.c.id == distributor_id, *guards)
+        .values({b: table.c[b] + d for b, d in deltas.items()} | {"updated_at": utcnow()})
+    )
+    result = session.execute(stmt)
+    if not getattr(result, "rowcount", 0):
+        raise InsufficientBalance(key)
+    # keep a loaded Distributor in step with the database
+    loaded = session.identity_map.get(session.identity_key(Distributor, distributor_id))  # type: ignore[arg-type]
+    if loaded is not None:
+        session.expire(loaded)
+    return True
+
+
+# -- withdrawals -------------------------------------------------------------------------------
+
+
+def withdrawal(session: Session, merchant_id: int, withdrawal_id: int, *, lock: bool = False) -> Withdrawal | None:
+    stmt = select(Withdrawal).where(Withdrawal.merchant_id == merchant_id, Withdrawal.id == withdrawal_id)
+    if lock:
+        stmt = for_update(stmt, session).execution_options(populate_existing=True)
+    return session.scalar(stmt)
+
+
+def withdrawal_by_key(session: Session, merchant_id: int, distributor_id: int, key: str) -> Withdrawal | None:
+    return session.scalar(
+        select(Withdrawal).where(
+            Withdrawal.merchant_id == merchant_id, Withdrawal.distributor_id == distributor_id,
+            Withdrawal.request_key == key,
+        )
+    )
+
+
+def set_withdrawal_status(
+    session: Session, merchant_id: int, withdrawal_id: int, from_states: tuple[str, ...], values: dict[str, Any]
+) -> bool:
+    """Conditional transition: exactly one concurrent reviewer wins."""
+    result = session.execute(
+        update(Withdrawal)
+        .where(
+            Withdrawal.merchant_id == merchant_id, Withdrawal.id == withdrawal_id,
+            Withdrawal.status.in_(from_states),
+        )
+        .values({**values, "updated_at": utcnow()})
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def search_withdrawals(merchant_id: int, *, status: str | None = None, distributor_id: int | None = None) -> Select[Any]:
+    stmt = select(Withdrawal).where(Withdrawal.merchant_id == merchant_id)
+    if status:
+        stmt = stmt.where(Withdrawal.status == status)
+    if distributor_id is not None:
+        stmt = stmt.where(Withdrawal.distributor_id == distributor_id)
+    return stmt

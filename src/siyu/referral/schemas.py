@@ -1,0 +1,280 @@
+"""Referral and distribution request and response bodies. Money in fen; rates in basis points
+(100 bp = 1%); times aware (UTC in responses).
+
+Rates are validated by the service (``commission_rate_invalid``) rather than by the schema, so a
+rate above 100% gets its own stable error code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PointsReward(Strict):
+    kind: Literal["points"]
+    points: int = Field(ge=1, le=1_000_000)
+
+
+class CouponReward(Strict):
+    kind: Literal["coupon"]
+    template_id: int = Field(ge=1, description="coupon template id (coupons module)")
+
+
+Reward = Annotated[PointsReward | CouponReward, Field(discriminator="kind")]
+
+
+class SettingsIn(Strict):
+    enabled: bool = True
+    binding_rule: Literal["first", "window", "latest"] = Field(
+        default="first",
+        description="first: the first inviter forever; window: only within window_days of the first visit; "
+        "latest: the latest inviter wins until the first paid order",
+    )
+    window_days: int = Field(default=7, ge=0, le=3650)
+    share_path: str = Field(default="pages/index", min_length=1, max_length=200)
+    inviter_rewards: list[Reward] = Field(default_factory=list, max_length=5)
+    invitee_rewards: list[Reward] = Field(default_factory=list, max_length=5)
+    tiers: Literal[1, 2] = 2
+    auto_approve_distributors: bool = False
+    min_withdrawal: int = Field(default=100, ge=0, description="fen")
+    payout_provider: str = Field(default="manual", max_length=32)
+
+
+class SettingsOut(SettingsIn):
+    model_config = ConfigDict(from_attributes=True, extra="ignore")
+
+
+class BindIn(Strict):
+    code: str = Field(min_length=1, max_length=16, description="the inviter's invite code")
+
+
+class MyReferralOut(BaseModel):
+    member_id: int
+    code: str
+    share_path: str = Field(description="mini-program path that carries the code, e.g. pages/index?inviter=CODE")
+    inviter_member_id: int | None
+    bound_at: dt.datetime | None
+    locked: bool
+    invitee_count: int
+
+
+class BindOut(BaseModel):
+    member_id: int
+    inviter_member_id: int
+    bound_at: dt.datetime
+    changed: bool
+
+
+class InviteeOut(BaseModel):
+    member_id: int
+    nickname: str | None
+    bound_at: dt.datetime | None
+    registered_at: dt.datetime
+    has_bought: bool
+    paid_orders: int
+    paid_amount: int
+
+
+class RewardOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    invitee_member_id: int
+    beneficiary_member_id: int
+    role: str
+    kind: str
+    points: int
+    coupon_template_id: int | None
+    order_id: int
+    status: str
+    detail: str | None
+    granted_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class LevelIn(Strict):
+    name: str = Field(min_length=1, max_length=32)
+    rank: int = 0
+    tier1_rate_bp: int = Field(description="commission on direct sales, basis points (1000 = 10%)")
+    tier2_rate_bp: int = Field(default=0, description="commission on the sales of invited distributors")
+    is_default: bool = False
+
+
+class LevelUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=32)
+    rank: int | None = None
+    tier1_rate_bp: int | None = None
+    tier2_rate_bp: int | None = None
+    is_default: bool | None = None
+
+
+class LevelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    rank: int
+    tier1_rate_bp: int
+    tier2_rate_bp: int
+    is_default: bool
+
+
+class ApplyIn(Strict):
+    real_name: str | None = Field(default=None, max_length=32)
+    phone: str | None = Field(default=None, max_length=20)
+    note: str | None = Field(default=None, max_length=200)
+
+
+class ReviewIn(Strict):
+    note: str | None = Field(default=None, max_length=200)
+
+
+class ApproveDistributorIn(Strict):
+    level_id: int | None = Field(default=None, description="default: the default level")
+    note: str | None = Field(default=None, max_length=200)
+
+
+class DistributorUpdate(Strict):
+    level_id: int | None = None
+    status: Literal["approved", "disabled"] | None = None
+
+
+class AccountOut(BaseModel):
+    pending: int
+    frozen: int
+    available: int
+    withdrawing: int
+    withdrawn: int
+    debt: int
+
+
+class DistributorOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    member_id: int
+    level_id: int | None
+    status: str
+    real_name: str | None
+    phone: str | None
+    note: str | None
+    review_note: str | None
+    applied_at: dt.datetime
+    reviewed_at: dt.datetime | None
+    pending: int
+    frozen: int
+    available: int
+    withdrawing: int
+    withdrawn: int
+    debt: int
+
+
+class RuleIn(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    product_id: int | None = None
+    level_id: int | None = None
+    distributor_id: int | None = None
+    tier1_rate_bp: int
+    tier2_rate_bp: int | None = Field(default=None, description="null: the level's tier-2 rate")
+    enabled: bool = True
+
+
+class RuleUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    tier1_rate_bp: int | None = None
+    tier2_rate_bp: int | None = None
+    enabled: bool | None = None
+
+
+class RuleOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    product_id: int | None
+    level_id: int | None
+    distributor_id: int | None
+    tier1_rate_bp: int
+    tier2_rate_bp: int | None
+    enabled: bool
+
+
+class CommissionLineOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    order_line_id: int
+    product_id: int
+    base_amount: int
+    rate_bp: int
+    amount: int
+    refunded_base: int
+    reversed_amount: int
+
+
+class CommissionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    order_id: int
+    buyer_member_id: int
+    distributor_id: int
+    tier: int
+    base_amount: int
+    amount: int
+    reversed_amount: int
+    status: str
+    settle_at: dt.datetime | None
+    frozen_at: dt.datetime | None
+    settled_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class CommissionDetailOut(CommissionOut):
+    lines: list[CommissionLineOut]
+
+
+class LedgerOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    entry: str
+    amount: int
+    commission_id: int | None
+    withdrawal_id: int | None
+    order_id: int | None
+    d_pending: int
+    d_frozen: int
+    d_available: int
+    d_withdrawing: int
+    d_withdrawn: int
+    d_debt: int
+    at: dt.datetime
+
+
+class WithdrawalIn(Strict):
+    amount: int = Field(ge=1, description="fen")
+
+
+class MarkPaidIn(Strict):
+    reference: str = Field(min_length=1, max_length=80, description="bank / transfer reference")
+
+
+class WithdrawalOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    distributor_id: int
+    member_id: int
+    amount: int
+    status: str
+    provider: str
+    provider_reference: str | None
+    review_note: str | None
+    reviewed_at: dt.datetime | None
+    paid_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class RetryOut(BaseModel):
+    granted: int
+    still_pending: int

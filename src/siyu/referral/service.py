@@ -1,0 +1,1042 @@
+"""Referral (老带新) and distribution (分销) logic.
+
+Binding
+- Every member gets an invite code (``ensure_profile``) and a share path
+  ``<share_path>?inviter=<code>``. ``bind`` attaches a member to the owner of a code by the
+  merchant's rule: ``first`` (the first inviter, forever), ``window`` (only within
+  ``window_days`` of the member's first visit = registration; the first inviter wins) or
+  ``latest`` (a later inviter replaces the earlier one). Under every rule the binding is locked
+  at the member's first paid order, and a member who already bought cannot be bound
+  (``referral_locked``): referral is for *new* customers.
+- Refused: a self-invite (``referral_self_invite``), a loop — the inviter, or anyone up the
+  inviter's chain, is the member (``referral_loop``) — a second, different inviter under
+  ``first`` / ``window`` (``referral_already_bound``), a late bind under ``window``
+  (``referral_window_closed``). Binding the same inviter again is a no-op.
+
+Rewards (old brings new)
+- On the invitee's first paid order (``order.paid``; "first" is claimed once by a conditional
+  update) each configured reward for the inviter and for the invitee gets one row, unique per
+  (invitee, role, position): idempotent per invitee. Points go through
+  ``siyu.loyalty.service.award`` and coupons through ``siyu.coupons.service.issue_to_member``,
+  imported lazily; when a module or function is missing (or refuses) the row stays ``pending``
+  with the reason and ``retry_pending_rewards`` (job ``referral.retry_rewards``, admin endpoint)
+  grants it later, so nothing is lost.
+- A full refund of that first order within the after-sales window revokes them (``revoked``;
+  the loyalty / coupons reversal is called when those modules offer one).
+
+Commissions
+- At ``order.paid``: tier 1 is the buyer's bound inviter if an approved distributor; tier 2 is
+  that distributor's own inviter if an approved distributor (and the merchant runs two tiers).
+  Nobody earns from their own order. The basis is each order line's ``payable_amount`` (after
+  every discount, freight excluded); the rate per line is the most specific enabled
+  ``CommissionRule`` (distributor+product > level+product > product > distributor > level >
+  catch-all), else the distributor's level. Each line's commission is
+  ``percent_of(payable, rate)`` (half up) and kept per line.
+- ``pending`` (paid) → ``frozen`` at ``order.completed`` with ``settle_at`` = the end of the
+  after-sales window (``aftersales.service.window_deadline``) and a ``referral.settle`` job
+  at that time → ``settled`` (available balance; postponed a day while an after-sale is open).
+- ``order.refunded`` reverses in proportion, per line: a line's reversed total is
+  ``round(commission × refunded / payable)`` of that line's cumulative refunded amount, so
+  several partial refunds add up exactly; ``full`` reverses all that is left. A refund without
+  lines is spread over the lines by remaining payable (largest remainder). Money already
+  settled is clawed back from ``available``; what ``available`` cannot cover becomes ``debt``
+  (never a negative balance), recovered first from later settlements and returned
+  withdrawals.
+
+Account and withdrawals
+- Buckets ``pending / frozen / available / withdrawing / withdrawn / debt`` move only through
+  ``repository.move`` (conditional update + append-only ledger row with a unique key).
+- A withdrawal takes ``available`` → ``withdrawing`` by conditional update, so parallel
+  requests never overdraw (``withdrawal_exceeds_balance``); finance approves (once:
+  ``withdrawal_not_pending``) or rejects (the amount returns), and the payout provider pays —
+  ``manual``: finance marks it paid with a reference → ``withdrawn``.
+
+Services never commit; every money movement is audited in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+import secrets
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from siyu.config import Settings
+from siyu.kit import audit
+from siyu.kit.errors import DomainError, not_found, register_messages
+from siyu.kit.events import emit
+from siyu.kit.money import allocate, percent_of
+from siyu.kit.outbox import enqueue
+from siyu.kit.timeutil import utcnow
+from siyu.referral import payout
+from siyu.referral import repository as repo
+from siyu.referral.models import (
+    COMM_FROZEN,
+    COMM_PENDING,
+    COMM_REVERSED,
+    COMM_SETTLED,
+    DIST_APPLIED,
+    DIST_APPROVED,
+    DIST_DISABLED,
+    DIST_REJECTED,
+    REWARD_GRANTED,
+    REWARD_PENDING,
+    REWARD_REVOKED,
+    RULE_FIRST,
+    RULE_LATEST,
+    RULE_WINDOW,
+    WD_APPROVED,
+    WD_PAID,
+    WD_REJECTED,
+    WD_REQUESTED,
+    Commission,
+    CommissionLine,
+    CommissionRule,
+    Distributor,
+    DistributorLevel,
+    ReferralBindingLog,
+    ReferralProfile,
+    ReferralReward,
+    ReferralSettings,
+    Withdrawal,
+)
+from siyu.referral.schemas import (
+    ApplyIn,
+    LevelIn,
+    LevelUpdate,
+    RuleIn,
+    RuleUpdate,
+    SettingsIn,
+)
+
+log = logging.getLogger("siyu.referral")
+
+Actor = tuple[str, int | None]
+SYSTEM: Actor = ("system", None)
+
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
+CODE_LENGTH = 8
+MAX_CHAIN = 1000  # inviter chains longer than this are treated as a loop (never expected)
+MAX_RATE_BP = 10000
+
+register_messages(
+    {
+        "referral_disabled": (409, "邀请功能未开启", "Referral is not enabled for this store"),
+        "invite_code_invalid": (404, "邀请码无效", "Unknown invite code"),
+        "referral_self_invite": (422, "不能邀请自己", "You cannot invite yourself"),
+        "referral_loop": (
+            422, "邀请关系不能形成循环（对方已是你邀请的人）",
+            "This binding would create a referral loop (the inviter was invited by you)",
+        ),
+        "referral_already_bound": (409, "已绑定邀请人，不能更换", "Already bound to an inviter"),
+        "referral_window_closed": (
+            409, "已超过 {days} 天的绑定期限", "The {days}-day binding window has passed",
+        ),
+        "referral_locked": (
+            409, "已下单的会员不能再绑定邀请人", "A member who has already paid an order cannot be bound",
+        ),
+        "distributor_already_applied": (409, "已提交过分销员申请（状态：{status}）", "Already applied ({status})"),
+        "distributor_not_pending": (409, "该申请不在待审核状态（{status}）", "The application is not pending ({status})"),
+        "distributor_not_approved": (403, "你还不是分销员", "You are not an approved distributor"),
+        "distributor_level_required": (
+            422, "请先创建分销员等级", "Create a distributor level first",
+        ),
+        "commission_rate_invalid": (
+            422, "佣金比例必须在 0% 到 100% 之间", "Commission rates must be between 0% and 100% (0-10000 bp)",
+        ),
+        "withdrawal_exceeds_balance": (
+            409, "提现金额超过可提现余额", "The withdrawal exceeds the available balance",
+        ),
+        "withdrawal_below_minimum": (
+            422, "提现金额不能低于 {minimum} 分", "The minimum withdrawal is {minimum} fen",
+        ),
+        "withdrawal_not_pending": (409, "提现申请已处理（{status}）", "The withdrawal was already reviewed ({status})"),
+        "withdrawal_not_approved": (
+            409, "提现申请未审核通过，不能标记为已打款（{status}）",
+            "Only an approved withdrawal can be marked paid ({status})",
+        ),
+        "payout_provider_unknown": (422, "未知的打款方式：{name}", "Unknown payout provider: {name}"),
+    }
+)
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def config(session: Session, merchant_id: int) -> SettingsIn:
+    row = repo.settings(session, merchant_id)
+    if row is None:
+        return SettingsIn()
+    return SettingsIn.model_validate(
+        {
+            "enabled": row.enabled, "binding_rule": row.binding_rule, "window_days": row.window_days,
+            "share_path": row.share_path, "inviter_rewards": row.inviter_rewards,
+            "invitee_rewards": row.invitee_rewards, "tiers": row.tiers,
+            "auto_approve_distributors": row.auto_approve_distributors, "min_withdrawal": row.min_withdrawal,
+            "payout_provider": row.payout_provider,
+        }
+    )
+
+
+def put_config(session: Session, merchant_id: int, data: SettingsIn, *, actor: Actor) -> SettingsIn:
+    if payout.get(data.payout_provider) is None:
+        raise DomainError("payout_provider_unknown", name=data.payout_provider)
+    values = data.model_dump(mode="json")
+    row = repo.settings(session, merchant_id)
+    if row is None:
+        row = ReferralSettings(merchant_id=merchant_id, **values)
+        session.add(row)
+        try:
+            with session.begin_nested():
+                session.flush()
+        except IntegrityError:  # a concurrent first PUT: update that row
+            row = repo.settings(session, merchant_id)
+            assert row is not None
+            for k, v in values.items():
+                setattr(row, k, v)
+    else:
+        for k, v in values.items():
+            setattr(row, k, v)
+    session.flush()
+    audit.record(session, merchant_id, "referral_settings", row.id, "updated", actor=actor, data=values)
+    return config(session, merchant_id)
+
+
+# -- invite codes and binding ------------------------------------------------------------------
+
+
+def _new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def ensure_profile(session: Session, merchant_id: int, member_id: int) -> ReferralProfile:
+    """The member's referral profile, created with a fresh invite code on first use."""
+    found = repo.profile(session, merchant_id, member_id)
+    if found is not None:
+        return found
+    if repo.member(session, merchant_id, member_id) is None:
+        raise not_found("会员", "Member")
+    for _ in range(8):
+        code = _new_code()
+        if repo.code_taken(session, merchant_id, code):
+            continue
+        try:
+            with session.begin_nested():
+                repo.insert_profile(session, merchant_id, member_id, code)
+        except IntegrityError:  # the code was taken in between
+            continue
+        break
+    found = repo.profile(session, merchant_id, member_id)
+    if found is None:  # pragma: no cover - 8 collisions in a 32^8 space
+        raise DomainError("conflict")
+    return found
+
+
+def share_path(cfg: SettingsIn, code: str) -> str:
+    sep = "&" if "?" in cfg.share_path else "?"
+    return f"{cfg.share_path}{sep}inviter={code}"
+
+
+def my_referral(session: Session, merchant_id: int, member_id: int) -> dict[str, Any]:
+    cfg = config(session, merchant_id)
+    prof = ensure_profile(session, merchant_id, member_id)
+    count = repo.count_invitees(session, merchant_id, member_id)
+    return {
+        "member_id": member_id, "code": prof.code, "share_path": share_path(cfg, prof.code),
+        "inviter_member_id": prof.inviter_member_id, "bound_at": prof.bound_at,
+        "locked": prof.locked_at is not None, "invitee_count": int(count),
+    }
+
+
+def _would_loop(session: Session, merchant_id: int, member_id: int, inviter_id: int) -> bool:
+    """True when ``member_id`` is ``inviter_id`` or appears up ``inviter_id``'s inviter chain."""
+    seen: set[int] = set()
+    current: int | None = inviter_id
+    while current is not None:
+        if current == member_id:
+            return True
+        if current in seen or len(seen) > MAX_CHAIN:
+            return True
+        seen.add(current)
+        current = repo.inviter_of(session, merchant_id, current)
+    return False
+
+
+def bind(
+    session: Session, merchant_id: int, member_id: int, code: str, *, source: str = "bind",
+    now: dt.datetime | None = None,
+) -> tuple[ReferralProfile, bool]:
+    """Bind ``member_id`` to the owner of ``code``; returns (profile, changed)."""
+    now = now or utcnow()
+    cfg = config(session, merchant_id)
+    if not cfg.enabled:
+        raise DomainError("referral_disabled")
+    inviter_profile = repo.profile_by_code(session, merchant_id, code.strip().upper())
+    if inviter_profile is None:
+        raise DomainError("invite_code_invalid")
+    inviter_id = inviter_profile.member_id
+    if inviter_id == member_id:
+        raise DomainError("referral_self_invite")
+    ensure_profile(session, merchant_id, member_id)
+    repo.lock_profiles(session, merchant_id, [member_id, inviter_id])
+    prof = repo.profile(session, merchant_id, member_id, lock=True)
+    assert prof is not None
+    if prof.inviter_member_id == inviter_id:
+        return prof, False
+    if prof.locked_at is not None or repo.has_paid_order(session, merchant_id, member_id):
+        raise DomainError("referral_locked")
+    if cfg.binding_rule in (RULE_FIRST, RULE_WINDOW) and prof.inviter_member_id is not None:
+        raise DomainError("referral_already_bound")
+    if cfg.binding_rule == RULE_WINDOW:
+        member = repo.member(session, merchant_id, member_id)
+        assert member is not None
+        if now > member.registered_at + dt.timedelta(days=cfg.window_days):
+            raise DomainError("referral_window_closed", days=cfg.window_days)
+    if _would_loop(session, merchant_id, member_id, inviter_id):
+        raise DomainError("referral_loop")
+    assert cfg.binding_rule in (RULE_FIRST, RULE_WINDOW, RULE_LATEST)
+    previous = prof.inviter_member_id
+    prof.inviter_member_id = inviter_id
+    prof.bound_at = now
+    prof.bind_source = source
+    entry = ReferralBindingLog(
+        merchant_id=merchant_id, member_id=member_id, inviter_member_id=inviter_id, previous_inviter_id=previous,
+        source=source, at=now,
+    )
+    session.add(entry)
+    session.flush()
+    audit.record(
+        session, merchant_id, "referral_binding", member_id, "bound", actor=("customer", member_id),
+        data={"inviter_member_id": inviter_id, "previous_inviter_id": previous, "source": source},
+    )
+    emit(
+        session, merchant_id, "referral.bound",
+        {"member_id": member_id, "inviter_member_id": inviter_id, "previous_inviter_id": previous, "source": source},
+        key=f"binding:{entry.id}",
+    )
+    return prof, True
+
+
+def bind_on_login(session: Session, merchant_id: int, member_id: int, code: str | None) -> bool:
+    """Called by the WeChat login with the inviter code it was given. Never fails the login:
+    a refused binding (own code, loop, already bound ...) is logged and ignored."""
+    if not code:
+        return False
+    try:
+        with session.begin_nested():
+            _, changed = bind(session, merchant_id, member_id, code, source="register")
+        return changed
+    except DomainError as exc:
+        log.info("inviter code %r not bound for member %s: %s", code, member_id, exc.code)
+        return False
+
+
+def invitees(session: Session, merchant_id: int, inviter_member_id: int, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """Shape a page of (profile, member) rows with each invitee's purchases."""
+    totals = repo.paid_totals(session, merchant_id, [m.id for _, m in rows])
+    out = []
+    for prof, member in rows:
+        count, amount = totals.get(member.id, (0, 0))
+        out.append(
+            {
+                "member_id": member.id, "nickname": member.nickname, "bound_at": prof.bound_at,
+                "registered_at": member.registered_at, "has_bought": count > 0, "paid_orders": count,
+                "paid_amount": amount,
+            }
+        )
+    return out
+
+
+# -- first paid order: rewards -----------------------------------------------------------------
+
+
+def on_order_paid(session: Session, merchant_id: int, order_id: int) -> None:
+    """``order.paid``: lock the binding, reward a referred first order, accrue commissions."""
+    order = repo.order(session, merchant_id, order_id)
+    if order is None or order.paid_at is None:
+        return
+    cfg = config(session, merchant_id)
+    ensure_profile(session, merchant_id, order.member_id)
+    earlier = repo.has_paid_order(session, merchant_id, order.member_id, other_than=order.id, before=order.paid_at)
+    first = repo.set_first_paid(session, merchant_id, order.member_id, order.id) and not earlier
+    prof = repo.profile(session, merchant_id, order.member_id, lock=True)
+    assert prof is not None
+    if first and cfg.enabled and prof.inviter_member_id is not None:
+        _create_rewards(session, merchant_id, cfg, order.member_id, prof.inviter_member_id, order.id)
+    if cfg.enabled:
+        accrue_commissions(session, merchant_id, order_id, cfg=cfg)
+
+
+def _create_rewards(
+    session: Session, merchant_id: int, cfg: SettingsIn, invitee_id: int, inviter_id: int, order_id: int
+) -> None:
+    created = False
+    for role, beneficiary, rewards in (
+        ("inviter", inviter_id, cfg.inviter_rewards), ("invitee", invitee_id, cfg.invitee_rewards),
+    ):
+        for index, spec in enumerate(rewards):
+            values = {
+                "merchant_id": merchant_id, "invitee_member_id": invitee_id, "beneficiary_member_id": beneficiary,
+                "role": role, "reward_index": index, "kind": spec.kind,
+                "points": getattr(spec, "points", 0), "coupon_template_id": getattr(spec, "template_id", None),
+                "order_id": order_id, "status": REWARD_PENDING,
+            }
+            created = repo.insert_reward(session, values) or created
+    if not created:
+        return
+    granted = []
+    for reward in repo.rewards_of_invitee(session, merchant_id, invitee_id):
+        if reward.status == REWARD_PENDING:
+            _try_grant(session, reward)
+        granted.append({"id": reward.id, "role": reward.role, "kind": reward.kind, "status": reward.status})
+    emit(
+        session, merchant_id, "referral.rewarded",
+        {"invitee_member_id": invitee_id, "inviter_member_id": inviter_id, "order_id": order_id, "rewards": granted},
+        key=f"invitee:{invitee_id}",
+    )
+
+
+def reward_key(reward: ReferralReward) -> str:
+    return f"referral:{reward.invitee_member_id}:{reward.role}:{reward.reward_index}"
+
+
+def _try_grant(session: Session, reward: ReferralReward) -> bool:
+    """Grant through loyalty / coupons (lazily imported) in a savepoint; leave it pending with the
+    reason when the module is missing or refuses."""
+    try:
+        with session.begin_nested():
+            if reward.kind == "points":
+                module = importlib.import_module("siyu.loyalty.service")
+                module.award(
+                    session, merchant_id=reward.merchant_id, member_id=reward.beneficiary_member_id,
+                    points=reward.points, reason="referral", idempotency_key=reward_key(reward),
+                )
+            else:
+                module = importlib.import_module("siyu.coupons.service")
+                module.issue_to_member(
+                    session, merchant_id=reward.merchant_id, member_id=reward.beneficiary_member_id,
+                    template_id=reward.coupon_template_id, source="referral", idempotency_key=reward_key(reward),
+                )
+    except (ImportError, AttributeError) as exc:
+        reward.detail = f"module unavailable: {exc}"[:200]
+        return False
+    except TypeError as exc:
+        reward.detail = f"call not accepted: {exc}"[:200]
+        return False
+    except DomainError as exc:
+        reward.detail = f"refused: {exc.code}"[:200]
+        return False
+    reward.status = REWARD_GRANTED
+    reward.granted_at = utcnow()
+    reward.detail = None
+    session.flush()
+    audit.record(session, reward.merchant_id, "referral_reward", reward.id, "granted", to_state=REWARD_GRANTED)
+    return True
+
+
+def retry_pending_rewards(session: Session, merchant_id: int) -> tuple[int, int]:
+    """Try the pending rewards again; returns (granted now, still pending)."""
+    granted = pending = 0
+    for reward in repo.pending_rewards(session, merchant_id):
+        if _try_grant(session, reward):
+            granted += 1
+        else:
+            pending += 1
+    return granted, pending
+
+
+def revoke_rewards_for_refund(
+    session: Session, merchant_id: int, order_id: int, settings: Settings, *, now: dt.datetime | None = None
+) -> int:
+    """A fully refunded first order within the after-sales window revokes its rewards."""
+    from siyu.aftersales import service as aftersales
+
+    now = now or utcnow()
+    rewards = [r for r in repo.rewards_of_order(session, merchant_id, order_id) if r.status != REWARD_REVOKED]
+    if not rewards:
+        return 0
+    order = repo.order(session, merchant_id, order_id)
+    assert order is not None
+    deadline = aftersales.window_deadline(order, aftersales.get_policy(session, merchant_id, settings), settings)
+    if deadline is not None and now > deadline:
+        return 0
+    for reward in rewards:
+        was = reward.status
+        if was == REWARD_GRANTED:
+            reward.detail = _try_reverse(session, reward)
+        reward.status = REWARD_REVOKED
+        reward.revoked_at = now
+        session.flush()
+        audit.record(session, merchant_id, "referral_reward", reward.id, "revoked", from_state=was,
+                     to_state=REWARD_REVOKED, data={"order_id": order_id})
+    return len(rewards)
+
+
+def _try_reverse(session: Session, reward: ReferralReward) -> str | None:
+    """Take back granted points / a coupon when the module offers a reversal by key."""
+    module_name, fn_name = (
+        ("siyu.loyalty.service", "revoke_award") if reward.kind == "points" else ("siyu.coupons.service", "revoke_issued")
+    )
+    try:
+        with session.begin_nested():
+            fn = getattr(importlib.import_module(module_name), fn_name)
+            fn(session, merchant_id=reward.merchant_id, idempotency_key=reward_key(reward))
+    except (ImportError, AttributeError, TypeError, DomainError) as exc:
+        return f"reversal not applied ({type(exc).__name__}): reverse by hand"[:200]
+    return None
+
+
+# -- levels, distributors, rules ---------------------------------------------------------------
+
+
+def _check_rate(*rates: int | None) -> None:
+    for rate in rates:
+        if rate is not None and not 0 <= rate <= MAX_RATE_BP:
+            raise DomainError("commission_rate_invalid")
+
+
+def create_level(session: Session, merchant_id: int, data: LevelIn, *, actor: Actor) -> DistributorLevel:
+    _check_rate(data.tier1_rate_bp, data.tier2_rate_bp)
+    row = DistributorLevel(merchant_id=merchant_id, **data.model_dump())
+    session.add(row)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise DomainError("conflict") from exc
+    audit.record(session, merchant_id, "distributor_level", row.id, "created", actor=actor, data=data.model_dump())
+    return row
+
+
+def update_level(session: Session, merchant_id: int, level_id: int, data: LevelUpdate, *, actor: Actor) -> DistributorLevel:
+    _check_rate(data.tier1_rate_bp, data.tier2_rate_bp)
+    row = repo.level(session, merchant_id, level_id)
+    if row is None:
+        raise not_found("分销员等级", "Distributor level")
+    changes = data.model_dump(exclude_unset=True)
+    for k, v in changes.items():
+        if v is not None:
+            setattr(row, k, v)
+    session.flush()
+    audit.record(session, merchant_id, "distributor_level", row.id, "updated", actor=actor, data=changes)
+    return row
+
+
+def apply(session: Session, merchant_id: int, member_id: int, data: ApplyIn) -> Distributor:
+    cfg = config(session, merchant_id)
+    if not cfg.enabled:
+        raise DomainError("referral_disabled")
+    existing = repo.distributor_of_member(session, merchant_id, member_id, lock=True)
+    if existing is not None and existing.status != DIST_REJECTED:
+        raise DomainError("distributor_already_applied", status=existing.status)
+    now = utcnow()
+    if existing is None:
+        existing = Distributor(merchant_id=merchant_id, member_id=member_id, applied_at=now)
+        session.add(existing)
+        try:
+            with session.begin_nested():
+                session.flush()
+        except IntegrityError as exc:  # a parallel application
+            raise DomainError("distributor_already_applied", status=DIST_APPLIED) from exc
+    existing.status = DIST_APPLIED
+    existing.real_name, existing.phone, existing.note = data.real_name, data.phone, data.note
+    existing.applied_at = now
+    existing.reviewed_at = None
+    session.flush()
+    audit.record(session, merchant_id, "distributor", existing.id, "applied", to_state=DIST_APPLIED,
+                 actor=("customer", member_id))
+    if cfg.auto_approve_distributors:
+        return approve_distributor(session, merchant_id, existing.id, None, None, actor=SYSTEM)
+    return existing
+
+
+def get_distributor(session: Session, merchant_id: int, distributor_id: int) -> Distributor:
+    row = repo.distributor(session, merchant_id, distributor_id)
+    if row is None:
+        raise not_found("分销员", "Distributor")
+    return row
+
+
+def approve_distributor(
+    session: Session, merchant_id: int, distributor_id: int, level_id: int | None, note: str | None, *, actor: Actor
+) -> Distributor:
+    row = repo.distributor(session, merchant_id, distributor_id, lock=True)
+    if row is None:
+        raise not_found("分销员", "Distributor")
+    if row.status != DIST_APPLIED:
+        raise DomainError("distributor_not_pending", status=row.status)
+    lvl = repo.level(session, merchant_id, level_id) if level_id is not None else repo.default_level(session, merchant_id)
+    if level_id is not None and lvl is None:
+        raise not_found("分销员等级", "Distributor level")
+    if lvl is None:
+        raise DomainError("distributor_level_required")
+    row.status, row.level_id, row.review_note, row.reviewed_at = DIST_APPROVED, lvl.id, note, utcnow()
+    session.flush()
+    audit.record(session, merchant_id, "distributor", row.id, "approved", from_state=DIST_APPLIED,
+                 to_state=DIST_APPROVED, actor=actor, data={"level_id": lvl.id})
+    return row
+
+
+def reject_distributor(
+    session: Session, merchant_id: int, distributor_id: int, note: str | None, *, actor: Actor
+) -> Distributor:
+    row = repo.distributor(session, merchant_id, distributor_id, lock=True)
+    if row is None:
+        raise not_found("分销员", "Distributor")
+    if row.status != DIST_APPLIED:
+        raise DomainError("distributor_not_pending", status=row.status)
+    row.status, row.review_note, row.reviewed_at = DIST_REJECTED, note, utcnow()
+    session.flush()
+    audit.record(session, merchant_id, "distributor", row.id, "rejected", from_state=DIST_APPLIED,
+                 to_state=DIST_REJECTED, actor=actor, data={"note": note})
+    return row
+
+
+def update_distributor(
+    session: Session, merchant_id: int, distributor_id: int, level_id: int | None, status: str | None, *, actor: Actor
+) -> Distributor:
+    row = repo.distributor(session, merchant_id, distributor_id, lock=True)
+    if row is None:
+        raise not_found("分销员", "Distributor")
+    if level_id is not None:
+        if repo.level(session, merchant_id, level_id) is None:
+            raise not_found("分销员等级", "Distributor level")
+        row.level_id = level_id
+    if status is not None and status != row.status:
+        if row.status not in (DIST_APPROVED, DIST_DISABLED):
+            raise DomainError("distributor_not_pending", status=row.status)
+        row.status = status
+    session.flush()
+    audit.record(session, merchant_id, "distributor", row.id, "updated", actor=actor,
+                 data={"level_id": level_id, "status": status})
+    return row
+
+
+def create_rule(session: Session, merchant_id: int, data: RuleIn, *, actor: Actor) -> CommissionRule:
+    _check_rate(data.tier1_rate_bp, data.tier2_rate_bp)
+    if data.level_id is not None and repo.level(session, merchant_id, data.level_id) is None:
+        raise not_found("分销员等级", "Distributor level")
+    if data.distributor_id is not None and repo.distributor(session, merchant_id, data.distributor_id) is None:
+        raise not_found("分销员", "Distributor")
+    if data.product_id is not None:
+        from siyu.catalog.models import Product
+
+        found = session.get(Product, data.product_id)
+        if found is None or found.merchant_id != merchant_id:
+            raise not_found("商品", "Product")
+    row = CommissionRule(merchant_id=merchant_id, **data.model_dump())
+    session.add(row)
+    session.flush()
+    audit.record(session, merchant_id, "commission_rule", row.id, "created", actor=actor, data=data.model_dump())
+    return row
+
+
+def update_rule(session: Session, merchant_id: int, rule_id: int, data: RuleUpdate, *, actor: Actor) -> CommissionRule:
+    _check_rate(data.tier1_rate_bp, data.tier2_rate_bp)
+    row = repo.rule(session, merchant_id, rule_id)
+    if row is None:
+        raise not_found("佣金规则", "Commission rule")
+    changes = data.model_dump(exclude_unset=True)
+    for k, v in changes.items():
+        if v is not None or k == "tier2_rate_bp":
+            setattr(row, k, v)
+    session.flush()
+    audit.record(session, merchant_id, "commission_rule", row.id, "updated", actor=actor, data=changes)
+    return row
+
+
+def delete_rule(session: Session, merchant_id: int, rule_id: int, *, actor: Actor) -> None:
+    row = repo.rule(session, merchant_id, rule_id)
+    if row is None:
+        raise not_found("佣金规则", "Commission rule")
+    session.delete(row)
+    session.flush()
+    audit.record(session, merchant_id, "commission_rule", rule_id, "deleted", actor=actor)
+
+
+# -- commissions -------------------------------------------------------------------------------
+
+
+def resolve_rate(
+    rules: Sequence[CommissionRule], product_id: int, dist: Distributor, level: DistributorLevel | None, tier: int
+) -> int:
+    """The rate (bp) for one line: the most specific matching rule, else the level's."""
+    best: tuple[tuple[int, int, int, int], CommissionRule] | None = None
+    for r in rules:
+        if r.product_id not in (None, product_id) or r.distributor_id not in (None, dist.id):
+            continue
+        if r.level_id is not None and r.level_id != dist.level_id:
+            continue
+        score = (int(r.product_id is not None), int(r.distributor_id is not None), int(r.level_id is not None), r.id)
+        if best is None or score > best[0]:
+            best = (score, r)
+    if best is not None:
+        rule = best[1]
+        if tier == 1:
+            return rule.tier1_rate_bp
+        if rule.tier2_rate_bp is not None:
+            return rule.tier2_rate_bp
+    if level is None:
+        return 0
+    return level.tier1_rate_bp if tier == 1 else level.tier2_rate_bp
+
+
+def beneficiaries(session: Session, merchant_id: int, buyer_id: int, tiers: int) -> list[Distributor]:
+    """[tier-1 distributor, tier-2 distributor] for a buyer (shorter when a tier is missing)."""
+    out: list[Distributor] = []
+    inviter = repo.inviter_of(session, merchant_id, buyer_id)
+    if inviter is None or inviter == buyer_id:
+        return out
+    d1 = repo.approved_distributor_of_member(session, merchant_id, inviter)
+    if d1 is None:
+        return out
+    out.append(d1)
+    if tiers < 2:
+        return out
+    inviter2 = repo.inviter_of(session, merchant_id, d1.member_id)
+    if inviter2 is None or inviter2 in (buyer_id, d1.member_id):
+        return out
+    d2 = repo.approved_distributor_of_member(session, merchant_id, inviter2)
+    if d2 is not None:
+        out.append(d2)
+    return out
+
+
+def accrue_commissions(
+    session: Session, merchant_id: int, order_id: int, *, cfg: SettingsIn | None = None
+) -> list[Commission]:
+    """Create the order's commissions (once per order and tier) and add them to ``pending``."""
+    cfg = cfg or config(session, merchant_id)
+    order = repo.order(session, merchant_id, order_id)
+    if order is None or order.paid_at is None:
+        return []
+    lines = repo.order_lines(session, merchant_id, order_id)
+    rules = repo.rules_for(session, merchant_id, {ln.product_id for ln in lines})
+    made = []
+    for tier, dist in enumerate(beneficiaries(session, merchant_id, order.member_id, cfg.tiers), start=1):
+        level = repo.level(session, merchant_id, dist.level_id) if dist.level_id is not None else None
+        parts = []
+        for ln in lines:
+            rate = resolve_rate(rules, ln.product_id, dist, level, tier)
+            parts.append((ln, rate, percent_of(ln.payable_amount, rate)))
+        total = sum(p[2] for p in parts)
+        if total <= 0:
+            continue
+        commission_id = repo.insert_commission(
+            session,
+            {"merchant_id": merchant_id, "order_id": order_id, "buyer_member_id": order.member_id,
+             "distributor_id": dist.id, "tier": tier, "base_amount": sum(ln.payable_amount for ln in lines),
+             "amount": total, "reversed_amount": 0, "status": COMM_PENDING},
+        )
+        if commission_id is None:
+            continue  # a retried job: already accrued
+        for ln, rate, amount in parts:
+            session.add(
+                CommissionLine(
+                    merchant_id=merchant_id, commission_id=commission_id, order_line_id=ln.id,
+                    product_id=ln.product_id, base_amount=ln.payable_amount, rate_bp=rate, amount=amount,
+                )
+            )
+        session.flush()
+        repo.move(
+            session, merchant_id, dist.id, key=f"commission:{commission_id}:accrued", entry="accrued", amount=total,
+            deltas={"pending": total}, commission_id=commission_id, order_id=order_id,
+        )
+        audit.record(session, merchant_id, "commission", commission_id, "accrued", to_state=COMM_PENDING,
+                     data={"order_id": order_id, "tier": tier, "amount": total})
+        found = repo.commission(session, merchant_id, commission_id)
+        assert found is not None
+        made.append(found)
+    return made
+
+
+def freeze_for_order(
+    session: Session, merchant_id: int, order_id: int, settings: Settings
+) -> list[Commission]:
+    """``order.completed``: pending → frozen until the after-sales window closes; schedules settlement."""
+    from siyu.aftersales import service as aftersales
+
+    order = repo.order(session, merchant_id, order_id)
+    if order is None or order.completed_at is None:
+        return []
+    deadline = aftersales.window_deadline(order, aftersales.get_policy(session, merchant_id, settings), settings)
+    assert deadline is not None
+    out = []
+    for c in repo.commissions_of_order(session, merchant_id, order_id, lock=True):
+        if c.status != COMM_PENDING:
+            continue
+        net = c.amount - c.reversed_amount
+        repo.move(
+            session, merchant_id, c.distributor_id, key=f"commission:{c.id}:frozen", entry="frozen", amount=net,
+            deltas={"pending": -net, "frozen": net}, commission_id=c.id, order_id=order_id,
+        )
+        c.status, c.frozen_at, c.settle_at = COMM_FROZEN, utcnow(), deadline
+        session.flush()
+        audit.record(session, merchant_id, "commission", c.id, "frozen", from_state=COMM_PENDING, to_state=COMM_FROZEN,
+                     data={"settle_at": deadline.isoformat()})
+        enqueue(session, merchant_id, "referral.settle", {"commission_id": c.id}, run_at=deadline,
+                dedupe_key=f"referral:commission:{c.id}:settle")
+        out.append(c)
+    return out
+
+
+def _credit_available(
+    session: Session, merchant_id: int, distributor_id: int, amount: int, *, key: str, entry: str,
+    extra: dict[str, int], **refs: Any,
+) -> None:
+    """Credit ``available``, paying any ``debt`` first (the row is locked while we read it)."""
+    dist = repo.distributor(session, merchant_id, distributor_id, lock=True)
+    assert dist is not None
+    pay_debt = min(dist.debt, amount)
+    repo.move(
+        session, merchant_id, distributor_id, key=key, entry=entry, amount=amount,
+        deltas={**extra, "available": amount - pay_debt, "debt": -pay_debt}, **refs,
+    )
+
+
+def settle(session: Session, merchant_id: int, commission_id: int, now: dt.datetime) -> Commission | None:
+    """frozen → settled once ``settle_at`` has passed; postponed a day while an after-sale is open."""
+    c = repo.commission(session, merchant_id, commission_id, lock=True)
+    if c is None or c.status != COMM_FROZEN or c.settle_at is None:
+        return None
+    if now < c.settle_at:
+        return None
+    if repo.has_open_aftersale(session, merchant_id, c.order_id):
+        later = now + dt.timedelta(days=1)
+        enqueue(session, merchant_id, "referral.settle", {"commission_id": c.id}, run_at=later,
+                dedupe_key=f"referral:commission:{c.id}:settle:{later.date().isoformat()}")
+        return None
+    net = c.amount - c.reversed_amount
+    _credit_available(
+        session, merchant_id, c.distributor_id, net, key=f"commission:{c.id}:settled", entry="settled",
+        extra={"frozen": -net}, commission_id=c.id, order_id=c.order_id,
+    )
+    c.status, c.settled_at = COMM_SETTLED, now
+    session.flush()
+    audit.record(session, merchant_id, "commission", c.id, "settled", from_state=COMM_FROZEN, to_state=COMM_SETTLED,
+                 data={"amount": net})
+    emit(
+        session, merchant_id, "commission.settled",
+        {"commission_id": c.id, "distributor_id": c.distributor_id, "order_id": c.order_id, "amount": net},
+        key=f"commission:{c.id}",
+    )
+    return c
+
+
+def reversal_target(amount: int, base: int, refunded: int) -> int:
+    """A line's reversed total after ``refunded`` of its ``base`` came back: half-up proportion,
+    monotonic in ``refunded`` and exactly ``amount`` when everything is refunded."""
+    if base <= 0 or refunded <= 0:
+        return 0
+    refunded = min(refunded, base)
+    return (2 * amount * refunded + base) // (2 * base)
+
+
+def reverse_for_refund(
+    session: Session, merchant_id: int, order_id: int, refund_id: int, *, amount: int,
+    lines: Sequence[dict[str, Any]] | None, full: bool,
+) -> int:
+    """``order.refunded``: reverse commission in proportion (per line), once per refund. Returns the total reversed."""
+    by_line: dict[int, int] = defaultdict(int)
+    for ln in lines or []:
+        by_line[int(ln["order_line_id"])] += int(ln.get("amount", 0))
+    total_reversed = 0
+    for c in repo.commissions_of_order(session, merchant_id, order_id, lock=True):
+        if c.reversed_amount >= c.amount:
+            continue
+        clines = repo.commission_lines(session, merchant_id, c.id)
+        new_refunded = [cl.refunded_base for cl in clines]
+        if full:
+            new_refunded = [cl.base_amount for cl in clines]
+        elif by_line:
+            new_refunded = [min(cl.base_amount, cl.refunded_base + by_line.get(cl.order_line_id, 0)) for cl in clines]
+        else:
+            remaining = [cl.base_amount - cl.refunded_base for cl in clines]
+            spread = allocate(min(amount, sum(remaining)), remaining) if sum(remaining) else [0] * len(clines)
+            new_refunded = [cl.refunded_base + s for cl, s in zip(clines, spread, strict=True)]
+        targets = [
+            cl.amount if full else reversal_target(cl.amount, cl.base_amount, r)
+            for cl, r in zip(clines, new_refunded, strict=True)
+        ]
+        deltas = [max(0, t - cl.reversed_amount) for cl, t in zip(clines, targets, strict=True)]
+        r = sum(deltas)
+        if not repo.mark_refund_applied(session, merchant_id, c.id, refund_id, r):
+            continue  # this refund was applied already
+        for cl, nr, d in zip(clines, new_refunded, deltas, strict=True):
+            cl.refunded_base = nr
+            cl.reversed_amount += d
+        session.flush()
+        if r == 0:
+            continue
+        key = f"commission:{c.id}:refund:{refund_id}"
+        refs: dict[str, Any] = {"commission_id": c.id, "order_id": order_id}
+        if c.status == COMM_PENDING:
+            repo.move(session, merchant_id, c.distributor_id, key=key, entry="reversed", amount=r,
+                      deltas={"pending": -r}, **refs)
+        elif c.status == COMM_FROZEN:
+            repo.move(session, merchant_id, c.distributor_id, key=key, entry="reversed", amount=r,
+                      deltas={"frozen": -r}, **refs)
+        else:  # settled: claw back from available, the rest becomes debt
+            dist = repo.distributor(session, merchant_id, c.distributor_id, lock=True)
+            assert dist is not None
+            take = min(dist.available, r)
+            repo.move(session, merchant_id, c.distributor_id, key=key, entry="clawback", amount=r,
+                      deltas={"available": -take, "debt": r - take}, **refs)
+        was = c.status
+        c.reversed_amount += r
+        if c.reversed_amount >= c.amount and c.status in (COMM_PENDING, COMM_FROZEN):
+            c.status = COMM_REVERSED
+        session.flush()
+        audit.record(session, merchant_id, "commission", c.id, "reversed", from_state=was, to_state=c.status,
+                     data={"refund_id": refund_id, "amount": r, "full": full})
+        total_reversed += r
+    return total_reversed
+
+
+def commission_detail(session: Session, merchant_id: int, commission_id: int) -> tuple[Commission, list[CommissionLine]]:
+    c = repo.commission(session, merchant_id, commission_id)
+    if c is None:
+        raise not_found("佣金", "Commission")
+    return c, repo.commission_lines(session, merchant_id, c.id)
+
+
+# -- withdrawals -------------------------------------------------------------------------------
+
+
+def my_distributor(session: Session, merchant_id: int, member_id: int) -> Distributor:
+    dist = repo.distributor_of_member(session, merchant_id, member_id)
+    if dist is None:
+        raise not_found("分销员", "Distributor")
+    return dist
+
+
+def request_withdrawal(
+    session: Session, merchant_id: int, member_id: int, amount: int, *, idempotency_key: str | None
+) -> tuple[Withdrawal, bool]:
+    """available → withdrawing by conditional update. Returns (withdrawal, created)."""
+    if not idempotency_key:
+        raise DomainError("idempotency_key_required")
+    dist = repo.approved_distributor_of_member(session, merchant_id, member_id)
+    if dist is None:
+        raise DomainError("distributor_not_approved")
+    existing = repo.withdrawal_by_key(session, merchant_id, dist.id, idempotency_key)
+    if existing is not None:
+        if existing.amount != amount:
+            raise DomainError("idempotency_key_reused")
+        return existing, False
+    cfg = config(session, merchant_id)
+    if amount < cfg.min_withdrawal:
+        raise DomainError("withdrawal_below_minimum", minimum=cfg.min_withdrawal)
+    w = Withdrawal(
+        merchant_id=merchant_id, distributor_id=dist.id, member_id=member_id, amount=amount, status=WD_REQUESTED,
+        request_key=idempotency_key, provider=cfg.payout_provider,
+    )
+    session.add(w)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:  # the same key raced in: return the other request's result
+        found = repo.withdrawal_by_key(session, merchant_id, dist.id, idempotency_key)
+        if found is None:
+            raise
+        if found.amount != amount:
+            raise DomainError("idempotency_key_reused") from None
+        return found, False
+    try:
+        repo.move(
+            session, merchant_id, dist.id, key=f"withdrawal:{w.id}:requested", entry="withdrawal_requested",
+            amount=amount, deltas={"available": -amount, "withdrawing": amount}, withdrawal_id=w.id,
+        )
+    except repo.InsufficientBalance as exc:
+        raise DomainError("withdrawal_exceeds_balance") from exc
+    audit.record(session, merchant_id, "withdrawal", w.id, "requested", to_state=WD_REQUESTED,
+                 actor=("customer", member_id), data={"amount": amount})
+    return w, True
+
+
+def _transition(
+    session: Session, merchant_id: int, withdrawal_id: int, from_states: tuple[str, ...], to: str,
+    values: dict[str, Any], error: str,
+) -> Withdrawal:
+    w = repo.withdrawal(session, merchant_id, withdrawal_id)
+    if w is None:
+        raise not_found("提现申请", "Withdrawal")
+    if not repo.set_withdrawal_status(session, merchant_id, withdrawal_id, from_states, {"status": to, **values}):
+        session.refresh(w)
+        raise DomainError(error, status=w.status)
+    session.refresh(w)
+    return w
+
+
+def approve_withdrawal(session: Session, merchant_id: int, withdrawal_id: int, note: str | None, *, actor: Actor) -> Withdrawal:
+    w = _transition(
+        session, merchant_id, withdrawal_id, (WD_REQUESTED,), WD_APPROVED,
+        {"review_note": note, "reviewed_by": actor[1], "reviewed_at": utcnow()}, "withdrawal_not_pending",
+    )
+    audit.record(session, merchant_id, "withdrawal", w.id, "approved", from_state=WD_REQUESTED, to_state=WD_APPROVED,
+                 actor=actor)
+    provider = payout.get(w.provider)
+    if provider is not None and provider.automatic:
+        enqueue(session, merchant_id, "referral.payout", {"withdrawal_id": w.id}, dedupe_key=f"withdrawal:{w.id}:payout")
+    return w
+
+
+def reject_withdrawal(session: Session, merchant_id: int, withdrawal_id: int, note: str | None, *, actor: Actor) -> Withdrawal:
+    w = _transition(
+        session, merchant_id, withdrawal_id, (WD_REQUESTED, WD_APPROVED), WD_REJECTED,
+        {"review_note": note, "reviewed_by": actor[1], "reviewed_at": utcnow()}, "withdrawal_not_pending",
+    )
+    _credit_available(
+        session, merchant_id, w.distributor_id, w.amount, key=f"withdrawal:{w.id}:rejected",
+        entry="withdrawal_returned", extra={"withdrawing": -w.amount}, withdrawal_id=w.id,
+    )
+    audit.record(session, merchant_id, "withdrawal", w.id, "rejected", to_state=WD_REJECTED, actor=actor,
+                 data={"note": note})
+    return w
+
+
+def mark_withdrawal_paid(
+    session: Session, merchant_id: int, withdrawal_id: int, reference: str, *, actor: Actor
+) -> Withdrawal:
+    now = utcnow()
+    w = _transition(
+        session, merchant_id, withdrawal_id, (WD_APPROVED,), WD_PAID,
+        {"provider_reference": reference, "paid_at": now}, "withdrawal_not_approved",
+    )
+    repo.move(
+        session, merchant_id, w.distributor_id, key=f"withdrawal:{w.id}:paid", entry="withdrawal_paid",
+        amount=w.amount, deltas={"withdrawing": -w.amount, "withdrawn": w.amount}, withdrawal_id=w.id,
+    )
+    audit.record(session, merchant_id, "withdrawal", w.id, "paid", from_state=WD_APPROVED, to_state=WD_PAID,
+                 actor=actor, data={"reference": reference})
+    emit(
+        session, merchant_id, "withdrawal.paid",
+        {"withdrawal_id": w.id, "distributor_id": w.distributor_id, "member_id": w.member_id, "amount": w.amount,
+         "reference": reference},
+        key=f"withdrawal:{w.id}",
+    )
+    return w
+
+
+def run_payout(session: Session, merchant_id: int, withdrawal_id: int) -> None:
+    """``referral.payout`` job: an automatic provider pays an approved withdrawal."""
+    w = repo.withdrawal(session, merchant_id, withdrawal_id)
+    if w is None or w.status != WD_APPROVED:
+        return
+    provider = payout.get(w.provider)
+    if provider is None or not provider.automatic:
+        return
+    result = provider.send(
+        payout.PayoutRequest(merchant_id=merchant_id, withdrawal_id=w.id, member_id=w.member_id, amount=w.amount,
+                             idempotency_key=f"withdrawal-{w.id}")
+    )
+    if result.status == "paid":
+        mark_withdrawal_paid(session, merchant_id, w.id, result.reference or "", actor=SYSTEM)
+    elif result.status == "processing":
+        raise RuntimeError("payout still processing")  # the worker retries with backoff

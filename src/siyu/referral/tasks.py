@@ -1,0 +1,68 @@
+"""Referral and distribution jobs.
+
+- ``order.paid`` → ``referral.order_paid``: lock the buyer's binding; on a referred first paid
+  order create the rewards (once per invitee); accrue the commissions (once per order and tier).
+- ``order.completed`` → ``referral.order_completed``: pending → frozen, ``referral.settle``
+  scheduled at the end of the after-sales window.
+- ``referral.settle`` (at ``settle_at``): frozen → settled (available balance).
+- ``order.refunded`` → ``referral.order_refunded``: commissions reversed in proportion (once per
+  refund); a full refund of a rewarded first order within the window revokes the rewards.
+- ``referral.retry_rewards``: grant rewards left pending (loyalty / coupons were unavailable).
+- ``referral.payout``: an automatic payout provider pays an approved withdrawal.
+
+Each is idempotent: a job run twice finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from siyu.kit.events import subscribe
+from siyu.kit.outbox import Job
+from siyu.kit.timeutil import utcnow
+from siyu.referral import service
+from siyu.worker.registry import JobContext, job_handler
+
+
+def _job_clock(ctx: JobContext) -> dt.datetime:
+    """Now as the worker sees it; never before the job's ``run_at`` (see ``orders.tasks``)."""
+    job = ctx.session.get(Job, ctx.job_id)
+    now = utcnow()
+    return max(now, job.run_at) if job is not None else now
+
+
+@subscribe("order.paid", "referral.order_paid")
+def order_paid(ctx: JobContext) -> None:
+    service.on_order_paid(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]))
+
+
+@subscribe("order.completed", "referral.order_completed")
+def order_completed(ctx: JobContext) -> None:
+    service.freeze_for_order(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), ctx.settings)
+
+
+@job_handler("referral.settle")
+def settle(ctx: JobContext) -> None:
+    service.settle(ctx.session, ctx.merchant_id, int(ctx.payload["commission_id"]), _job_clock(ctx))
+
+
+@subscribe("order.refunded", "referral.order_refunded")
+def order_refunded(ctx: JobContext) -> None:
+    p = ctx.payload
+    order_id = int(p["order_id"])
+    service.reverse_for_refund(
+        ctx.session, ctx.merchant_id, order_id, int(p["refund_id"]), amount=int(p.get("amount", 0)),
+        lines=p.get("lines") or None, full=bool(p.get("full")),
+    )
+    if p.get("full"):
+        service.revoke_rewards_for_refund(ctx.session, ctx.merchant_id, order_id, ctx.settings, now=_job_clock(ctx))
+
+
+@job_handler("referral.retry_rewards")
+def retry_rewards(ctx: JobContext) -> None:
+    service.retry_pending_rewards(ctx.session, ctx.merchant_id)
+
+
+@job_handler("referral.payout")
+def run_payout(ctx: JobContext) -> None:
+    service.run_payout(ctx.session, ctx.merchant_id, int(ctx.payload["withdrawal_id"]))
