@@ -36,7 +36,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from siyu.catalog import stock
-from siyu.catalog.models import Sku
 from siyu.kit import audit
 from siyu.kit.errors import DomainError, catalogue, invalid, register_messages
 from siyu.kit.events import emit
@@ -118,6 +117,7 @@ def build_lines(
                 quantity=quantity, list_price=sku.list_price, sale_price=sku.sale_price, cost_price=sku.cost_price,
                 weight_g=sku.weight_g, free_shipping=product.free_shipping, coupons_allowed=product.coupons_allowed,
                 bonus_points=product.bonus_points, freight_template_id=product.freight_template_id,
+                stock=sku.stock,
             )
         )
     return lines
@@ -131,12 +131,12 @@ def takes_normal_stock(line: PricedLine) -> bool:
 def check_normal_stock(session: Session, merchant_id: int, lines: list[PricedLine]) -> None:
     """The early (advisory) stock check of ``build_lines`` for lines that take normal stock;
     the binding one is ``catalog.stock.reserve`` at submit."""
+    needed: dict[int, int] = defaultdict(int)
     for line in lines:
-        if not takes_normal_stock(line):
-            continue
-        sku = session.get(Sku, line.sku_id)  # loaded (merchant-scoped) by build_lines: no query
-        if sku is not None and line.quantity > sku.stock:
-            raise DomainError("insufficient_stock", sku_id=line.sku_id, requested=line.quantity)
+        if takes_normal_stock(line) and line.stock is not None:
+            needed[line.sku_id] += line.quantity
+            if needed[line.sku_id] > line.stock:
+                raise DomainError("insufficient_stock", sku_id=line.sku_id, requested=needed[line.sku_id])
 
 
 def _address(

@@ -42,11 +42,13 @@ StatusFilter = Literal["pending_payment", "paid", "shipped", "completed", "cance
 assert set(get_args(StatusFilter)) == set(ORDER_STATUSES)
 
 
-def _detail(session: DbSession, order: Order) -> OrderDetailOut:
+def _detail(session: DbSession, order: Order, *, new: bool = False) -> OrderDetailOut:
+    """The order with its lines and shipments (an order created by this request has none to read)."""
+    shipments = [] if new else repo.shipments(session, order.merchant_id, order.id)
     return OrderDetailOut(
         **OrderOut.model_validate(order).model_dump(),
         lines=[OrderLineOut.model_validate(ln) for ln in repo.order_lines(session, order.merchant_id, order.id)],
-        shipments=[ShipmentOut.model_validate(s) for s in repo.shipments(session, order.merchant_id, order.id)],
+        shipments=[ShipmentOut.model_validate(s) for s in shipments],
     )
 
 
@@ -154,7 +156,7 @@ def checkout_submit(
     if not created:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
-    return _detail(session, order)
+    return _detail(session, order, new=created)
 
 
 # -- store: my orders ------------------------------------------------------------------------------
