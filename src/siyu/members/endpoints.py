@@ -36,6 +36,10 @@ def wechat_login(body: WechatLoginIn, request: Request, session: DbSession, sett
     member, created = service.login_or_register(
         session, merchant_id, identity, channel=body.channel, nickname=body.nickname, avatar_url=body.avatar_url
     )
+    if body.inviter and created:
+        from siyu.referral import service as referral_service
+
+        referral_service.bind_on_login(session, merchant_id, member.id, body.inviter)
     token, row = tenancy_service.issue_customer_token(
         session, merchant_id, member.id, dt.timedelta(days=settings.customer_token_ttl_days)
     )

@@ -13,6 +13,9 @@ class WechatLoginIn(BaseModel):
     channel: str | None = Field(default=None, max_length=64, description="scene value of the entry (channel code)")
     nickname: str | None = Field(default=None, max_length=64)
     avatar_url: str | None = Field(default=None, max_length=500)
+    inviter: str | None = Field(
+        default=None, max_length=16, description="invite code from the share link (?inviter=CODE); binds a new member"
+    )
 
 
 class PhoneBindIn(BaseModel):

@@ -415,7 +415,8 @@ def _try_grant(session: Session, reward: ReferralReward) -> bool:
                 module = importlib.import_module("siyu.loyalty.service")
                 module.award(
                     session, merchant_id=reward.merchant_id, member_id=reward.beneficiary_member_id,
-                    points=reward.points, reason="referral", idempotency_key=reward_key(reward),
+                    points=reward.points, reason="referral", ref=f"order:{reward.order_id}",
+                    idempotency_key=reward_key(reward),
                 )
             else:
                 module = importlib.import_module("siyu.coupons.service")
@@ -479,16 +480,25 @@ def revoke_rewards_for_refund(
 
 
 def _try_reverse(session: Session, reward: ReferralReward) -> str | None:
-    """Take back granted points / a coupon when the module offers a reversal by key."""
-    module_name, fn_name = (
-        ("siyu.loyalty.service", "revoke_award") if reward.kind == "points" else ("siyu.coupons.service", "revoke_issued")
-    )
+    """Take back granted points (``loyalty.service.reverse`` by the award's key) or void the
+    issued coupon (``coupons.service.void``). A reversal the module refuses (a coupon already
+    used, points already spent are the loyalty module's business) is noted on the reward."""
+    key = reward_key(reward)
     try:
         with session.begin_nested():
-            fn = getattr(importlib.import_module(module_name), fn_name)
-            fn(session, merchant_id=reward.merchant_id, idempotency_key=reward_key(reward))
+            if reward.kind == "points":
+                loyalty = importlib.import_module("siyu.loyalty.service")
+                loyalty.reverse(session, reward.merchant_id, key, reason="referral_revoked",
+                                ref=f"order:{reward.order_id}", idempotency_key=f"{key}:revoke")
+            else:
+                coupons_repo = importlib.import_module("siyu.coupons.repository")
+                coupons = importlib.import_module("siyu.coupons.service")
+                coupon = coupons_repo.coupon_by_key(session, reward.merchant_id, key)
+                if coupon is not None:
+                    coupons.void(session, reward.merchant_id, coupon.id, actor=SYSTEM)
     except (ImportError, AttributeError, TypeError, DomainError) as exc:
-        return f"reversal not applied ({type(exc).__name__}): reverse by hand"[:200]
+        code = exc.code if isinstance(exc, DomainError) else type(exc).__name__
+        return f"reversal not applied ({code}): reverse by hand"[:200]
     return None
 
 
