@@ -34,6 +34,10 @@ EVENTS = {
     "member.registered": "a new member registered (member_id, channel)",
     "coupon.issued": "a coupon entered a wallet (coupon_id, template_id, member_id, source)",
     "coupon.expiring": "a coupon expires soon; once per coupon (coupon_id, member_id, template_id, valid_until)",
+    "referral.bound": "a member was bound to an inviter (member_id, inviter_member_id, previous_inviter_id, source)",
+    "referral.rewarded": "an invitee's first paid order rewarded both sides (invitee_member_id, inviter_member_id, order_id, rewards)",
+    "commission.settled": "a commission left the after-sales window (commission_id, distributor_id, order_id, amount)",
+    "withdrawal.paid": "a distributor's withdrawal was paid out (withdrawal_id, distributor_id, member_id, amount, reference)",
 }
 
 
