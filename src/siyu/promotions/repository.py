@@ -68,7 +68,7 @@ def skus_with_products(session: Session, merchant_id: int, sku_ids: Iterable[int
         .join(Product, (Product.id == Sku.product_id) & (Product.merchant_id == Sku.merchant_id))
         .where(Sku.merchant_id == merchant_id, Sku.id.in_(ids))
     )
-    return {sku.id: (sku, product) for sku, product in session.execute(stmt).tuples()}
+    return {sku.id: (sku, product) for sku, product in session.execute(stmt).all()}
 
 
 def product_sku_ids(session: Session, merchant_id: int, product_id: int) -> list[int]:
@@ -104,7 +104,7 @@ def member_units(session: Session, merchant_id: int, member_id: int, promotion_i
         PromotionMemberCounter.member_id == member_id,
         PromotionMemberCounter.promotion_id.in_(ids),
     )
-    return {int(pid): int(units) for pid, units in session.execute(stmt).tuples()}
+    return {int(pid): int(units) for pid, units in session.execute(stmt).all()}
 
 
 def add_on_sold(session: Session, merchant_id: int, promotion_ids: Iterable[int]) -> dict[tuple[int, int], int]:
@@ -114,7 +114,7 @@ def add_on_sold(session: Session, merchant_id: int, promotion_ids: Iterable[int]
     stmt = select(PromotionSkuCounter.promotion_id, PromotionSkuCounter.sku_id, PromotionSkuCounter.sold).where(
         PromotionSkuCounter.merchant_id == merchant_id, PromotionSkuCounter.promotion_id.in_(ids)
     )
-    return {(int(p), int(s)): int(sold) for p, s, sold in session.execute(stmt).tuples()}
+    return {(int(p), int(s)): int(sold) for p, s, sold in session.execute(stmt).all()}
 
 
 # -- guards (conditional updates) ------------------------------------------------------------------------
@@ -272,7 +272,7 @@ def usage_stats(session: Session, merchant_id: int, promotion_id: int) -> dict[s
     )
     return {
         str(status): {"orders": int(n), "units": int(u), "discount": int(d), "gmv": int(g)}
-        for status, n, u, d, g in session.execute(stmt).tuples()
+        for status, n, u, d, g in session.execute(stmt).all()
     }
 
 
