@@ -1,0 +1,1 @@
+"""Loyalty: points, growth value, levels and benefits, check-in, paid membership cards."""

@@ -1,0 +1,245 @@
+"""Loyalty rules (merchant configuration as validated data) and the API bodies.
+
+Every number in the rules is ``>= 0`` (a negative rule is a 422 and nothing is saved).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NonNeg = Field(default=0, ge=0)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskRule(Strict):
+    points: int = Field(default=0, ge=0)
+    growth: int = Field(default=0, ge=0)
+    daily_cap: int = Field(default=1, ge=0, description="rewarded completions per member and local day (0: off)")
+
+
+def _default_tasks() -> dict[str, TaskRule]:
+    return {
+        "complete_profile": TaskRule(points=100, growth=20, daily_cap=1),
+        "first_review": TaskRule(points=50, growth=10, daily_cap=1),
+        "share": TaskRule(points=5, growth=2, daily_cap=3),
+    }
+
+
+class EarnRules(Strict):
+    points_per_yuan: int = Field(default=1, ge=0, description="points per ¥1 paid after discounts (freight excluded)")
+    growth_per_yuan: int = Field(default=1, ge=0, description="growth value per ¥1 paid")
+    award_on: Literal["paid", "completed"] = "paid"
+    product_bonus: bool = Field(default=True, description="add OrderLine.bonus_points")
+    tasks: dict[str, TaskRule] = Field(default_factory=_default_tasks)
+
+
+class ExpiryRules(Strict):
+    mode: Literal["never", "days", "end_of_next_year"] = "end_of_next_year"
+    days: int = Field(default=365, ge=1)
+    notice_days: int = Field(default=30, ge=0, description="emit points.expiring this many days before")
+
+
+class DeductionRules(Strict):
+    enabled: bool = True
+    points_per_yuan: int = Field(default=100, ge=1, description="points worth ¥1 at checkout")
+    max_percent: int = Field(default=50, ge=0, le=100, description="at most this % of the eligible lines")
+    min_points: int = Field(default=0, ge=0, description="fewer points than this cannot be used")
+
+
+class StreakReward(Strict):
+    day: int = Field(ge=1, description="streak length that earns the reward")
+    points: int = Field(default=0, ge=0)
+    growth: int = Field(default=0, ge=0)
+    coupon_template_id: int | None = Field(default=None, ge=1)
+
+
+class MakeupRules(Strict):
+    enabled: bool = False
+    cost_points: int = Field(default=0, ge=0)
+    within_days: int = Field(default=3, ge=1, le=31)
+
+
+class CheckInRules(Strict):
+    enabled: bool = True
+    points: int = Field(default=5, ge=0)
+    growth: int = Field(default=1, ge=0)
+    streak_rewards: list[StreakReward] = Field(
+        default_factory=lambda: [StreakReward(day=7, points=50), StreakReward(day=30, points=300)]
+    )
+    makeup: MakeupRules = Field(default_factory=MakeupRules)
+
+    @model_validator(mode="after")
+    def _unique_days(self) -> CheckInRules:
+        days = [r.day for r in self.streak_rewards]
+        if len(days) != len(set(days)):
+            raise ValueError("streak_rewards: one reward per day")
+        return self
+
+
+class LoyaltyRules(Strict):
+    earn: EarnRules = Field(default_factory=EarnRules)
+    expiry: ExpiryRules = Field(default_factory=ExpiryRules)
+    deduction: DeductionRules = Field(default_factory=DeductionRules)
+    check_in: CheckInRules = Field(default_factory=CheckInRules)
+
+
+# -- levels ------------------------------------------------------------------------------------------
+class LevelIn(Strict):
+    rank: int = Field(ge=0, le=100)
+    name: str = Field(min_length=1, max_length=32)
+    min_spend: int | None = Field(default=None, ge=0, description="cumulative paid spend, fen")
+    min_points: int | None = Field(default=None, ge=0, description="points earned in total")
+    min_growth: int | None = Field(default=None, ge=0)
+    min_orders: int | None = Field(default=None, ge=0, description="paid orders")
+    retain_growth: int | None = Field(default=None, ge=0, description="growth in the last 365 days to keep it")
+    member_price_percent: int = Field(default=100, ge=1, le=100, description="95 = members pay 95%")
+    free_shipping: bool = False
+    points_multiplier_percent: int = Field(default=100, ge=0, le=1000)
+    birthday_coupon_template_id: int | None = Field(default=None, ge=1)
+    coupon_template_ids: list[int] = Field(default_factory=list)
+
+
+class LevelOut(LevelIn):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+
+
+class LevelHistoryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    from_level_id: int | None
+    to_level_id: int | None
+    reason: str
+    created_at: dt.datetime
+
+
+# -- points ------------------------------------------------------------------------------------------
+class PointsEntryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    delta: int
+    kind: str
+    reason: str
+    ref: str | None
+    balance_after: int
+    shortfall: int
+    created_at: dt.datetime
+
+
+class StatementOut(BaseModel):
+    items: list[PointsEntryOut]
+    next_before: int | None = Field(description="pass as ?before= for the next (older) page")
+
+
+class AdjustIn(Strict):
+    points: int = Field(description="positive adds, negative takes (never below zero)")
+    reason: str = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _nonzero(self) -> AdjustIn:
+        if self.points == 0:
+            raise ValueError("points must not be 0")
+        return self
+
+
+class PointsOut(BaseModel):
+    balance: int
+    earned_total: int
+    spent_total: int
+    expiring_soon: int = Field(description="points expiring within the notice window")
+    next_expiry_at: dt.datetime | None
+
+
+# -- member summary ----------------------------------------------------------------------------------
+class LevelProgressOut(BaseModel):
+    level: LevelOut | None
+    source: str | None = Field(description="rules | card")
+    next_level: LevelOut | None
+    progress: dict[str, dict[str, int]] = Field(description="per threshold of the next level: have / need")
+    card_until: dt.datetime | None
+
+
+class MemberLoyaltyOut(BaseModel):
+    member_id: int
+    level_id: int | None
+    level_name: str | None
+    level_source: str | None
+    points_balance: int
+    points_earned_total: int
+    growth: int
+    paid_spend: int
+    paid_orders: int
+    check_in_streak: int
+    checked_in_today: bool
+    card_until: dt.datetime | None
+    pending_rewards: int
+
+
+# -- check-in ----------------------------------------------------------------------------------------
+class CheckInOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    day: dt.date
+    streak: int
+    makeup: bool
+    points: int
+    growth: int
+    rewards: list[dict[str, object]]
+
+
+class MakeupIn(Strict):
+    day: dt.date
+
+
+class CalendarOut(BaseModel):
+    month: str
+    today: dt.date
+    streak: int
+    days: list[CheckInOut]
+
+
+class TaskIn(Strict):
+    ref: str = Field(min_length=1, max_length=64, description="what was done, e.g. the shared page id (idempotent)")
+
+
+class TaskOut(BaseModel):
+    task: str
+    rewarded: bool
+    points: int
+    growth: int
+    reason: str | None = None
+
+
+# -- cards -------------------------------------------------------------------------------------------
+class CardPlanIn(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    product_id: int = Field(ge=1, description="the catalog product sold as this card")
+    level_id: int | None = Field(default=None, ge=1)
+    term_days: int = Field(default=365, ge=1, le=3660)
+    refund_days: int = Field(default=7, ge=0, le=365)
+    active: bool = True
+
+
+class CardPlanOut(CardPlanIn):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+
+
+class MemberCardOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    plan_id: int
+    order_id: int
+    level_id: int | None
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    status: str
+
+
+class BuyCardIn(Strict):
+    address_id: int | None = None

@@ -1,0 +1,1167 @@
+"""Loyalty: points ledger with expiring lots, growth value, levels, check-in, paid cards.
+
+Points
+------
+``award`` / ``spend`` / ``reverse`` / ``adjust`` are what other modules call. Each takes an
+``idempotency_key`` (unique per merchant on ``points_entries``): a retried call returns the
+first entry and changes nothing. Each runs in a savepoint of the caller's transaction:
+
+1. the account balance moves with one conditional update (``balance >= n`` for a debit), which
+   also takes the account's row lock — the member's points mutex for the rest of the
+   transaction, so lots are only ever touched by one transaction at a time;
+2. the entry is inserted (a concurrent call with the same key fails on the unique index here,
+   the savepoint is rolled back and the winner is returned);
+3. the lots move: an award opens a lot with the merchant's expiry; a spend takes from the
+   soonest-expiring lots first and records each take in ``points_lot_uses``.
+
+Invariant: ``balance == sum(entries.delta) == sum(open lots.remaining)``.
+
+Reversals (``reverse``) undo part or all of an earlier entry, never more than it moved:
+
+- of an earn: points are taken back from the earn's own lot first, then from the
+  soonest-expiring lots. **If the member has already spent them, only what is there is
+  taken; the balance never goes negative and the entry records the rest as ``shortfall``**
+  (the merchant can see it on the statement and settle it by a manual adjustment);
+- of a spend: points go back to the lots the spend took them from; a lot that has expired in
+  the meantime does not get them back — they go into a new lot with the merchant's expiry
+  counted from now.
+
+Orders: points spent at checkout (POINTS stage + submit hook, ``order:{id}:spend``) come back
+on ``order.cancelled``; order points are earned on ``order.paid`` (or ``order.completed``, a
+merchant setting) once per order; every refund reverses earned points, returns spent points
+and takes back growth in proportion to the amount refunded over the amount paid, computed on
+the running total (``floor(x * refunded / paid)``), so partial refunds never drift and a full
+refund reverses exactly everything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from siyu.db.dialect import insert_ignore
+from siyu.kit import audit
+from siyu.kit.errors import DomainError, invalid, not_found, register_messages
+from siyu.kit.events import emit
+from siyu.kit.timeutil import local_date, start_of_local_day, utcnow
+from siyu.loyalty import repository as repo
+from siyu.loyalty.models import (
+    ADJUST,
+    CARD_ACTIVE,
+    CARD_REVOKED,
+    EARN,
+    EXPIRE,
+    REVERSE,
+    SPEND,
+    CardPlan,
+    CheckIn,
+    GrowthEntry,
+    Level,
+    LevelHistory,
+    LoyaltyRefund,
+    LoyaltySettings,
+    MemberCard,
+    PendingReward,
+    PointsEntry,
+    PointsLot,
+    PointsLotUse,
+)
+from siyu.loyalty.schemas import (
+    CalendarOut,
+    CardPlanIn,
+    CheckInOut,
+    LevelIn,
+    LevelOut,
+    LevelProgressOut,
+    LoyaltyRules,
+    MemberLoyaltyOut,
+    PointsOut,
+    TaskOut,
+)
+
+log = logging.getLogger(__name__)
+
+register_messages(
+    {
+        "points_invalid": (422, "积分数量必须大于 0", "Points must be greater than 0"),
+        "points_insufficient": (
+            409, "积分不足（当前 {balance}，需要 {needed}）", "Not enough points (balance {balance}, needed {needed})"
+        ),
+        "points_key_reused": (
+            409, "该幂等键已用于另一位会员的积分操作", "This idempotency key was used for another member's points"
+        ),
+        "checkin_disabled": (422, "签到未开启", "Check-in is not enabled"),
+        "checkin_already": (409, "今天已经签到过了", "Already checked in today"),
+        "makeup_not_allowed": (422, "该日期不能补签：{reason}", "Cannot make up that day: {reason}"),
+        "task_unknown": (404, "没有这个任务：{task}", "No such task: {task}"),
+        "level_rank_taken": (409, "等级序号 {rank} 已存在", "Level rank {rank} already exists"),
+        "card_not_on_sale": (409, "该会员卡未在售", "This membership card is not on sale"),
+        "card_product_taken": (409, "该商品已是另一张会员卡", "This product already sells another card"),
+    }
+)
+
+Actor = tuple[str, int | None]
+EXPIRY_BATCH = 500
+
+
+# -- rules --------------------------------------------------------------------------------------------
+
+
+def get_rules(session: Session, merchant_id: int) -> LoyaltyRules:
+    row = repo.settings_row(session, merchant_id)
+    return LoyaltyRules.model_validate(row.rules) if row is not None else LoyaltyRules()
+
+
+def put_rules(session: Session, merchant_id: int, rules: LoyaltyRules, *, actor: Actor) -> LoyaltyRules:
+    row = repo.settings_row(session, merchant_id)
+    doc = rules.model_dump(mode="json")
+    if row is None:
+        row = LoyaltySettings(merchant_id=merchant_id, rules=doc)
+        session.add(row)
+    else:
+        row.rules = doc
+    session.flush()
+    audit.record(session, merchant_id, "loyalty_settings", row.id, "updated", actor=actor, data={"rules": doc})
+    ensure_schedules(session, merchant_id)
+    return rules
+
+
+def ensure_schedules(session: Session, merchant_id: int) -> None:
+    """Hourly expiry and notices, daily retention / birthday coupons / pending rewards (merchant zone)."""
+    from siyu.worker.runner import add_schedule
+
+    tz = _tz(session, merchant_id)
+    add_schedule(session, merchant_id, "loyalty.hourly", "loyalty.hourly", "5 * * * *", tz)
+    add_schedule(session, merchant_id, "loyalty.daily", "loyalty.daily", "10 0 * * *", tz)
+
+
+def _tz(session: Session, merchant_id: int) -> str:
+    from siyu.tenancy import service as tenancy_service
+
+    return tenancy_service.get_merchant(session, merchant_id).timezone
+
+
+def expiry_for(rules: LoyaltyRules, tz: str, now: dt.datetime) -> dt.datetime | None:
+    """When points earned ``now`` expire: never, after N days, or at the end of the next local year."""
+    mode = rules.expiry.mode
+    if mode == "never":
+        return None
+    if mode == "days":
+        return now + dt.timedelta(days=rules.expiry.days)
+    return start_of_local_day(dt.date(local_date(now, tz).year + 2, 1, 1), tz)
+
+
+# -- points ledger ---------------------------------------------------------------------------------
+
+
+def _replay(found: PointsEntry, member_id: int) -> PointsEntry:
+    if found.member_id != member_id:
+        raise DomainError("points_key_reused")
+    return found
+
+
+def _check_points(points: int) -> None:
+    if not isinstance(points, int) or isinstance(points, bool) or points <= 0:
+        raise DomainError("points_invalid")
+
+
+def award(
+    session: Session,
+    merchant_id: int,
+    member_id: int,
+    points: int,
+    *,
+    reason: str,
+    ref: str | None = None,
+    idempotency_key: str,
+    kind: str = EARN,
+    now: dt.datetime | None = None,
+    expires_at: dt.datetime | bool | None = True,
+) -> PointsEntry:
+    """Add points in a new lot (expiry per the merchant's rules unless ``expires_at`` is given)."""
+    _check_points(points)
+    existing = repo.entry_by_key(session, merchant_id, idempotency_key)
+    if existing is not None:
+        return _replay(existing, member_id)
+    now = now or utcnow()
+    if expires_at is True:
+        expires = expiry_for(get_rules(session, merchant_id), _tz(session, merchant_id), now)
+    else:
+        expires = expires_at if isinstance(expires_at, dt.datetime) else None
+    try:
+        with session.begin_nested():
+            balance = repo.credit(session, merchant_id, member_id, points, earned=points)
+            entry = PointsEntry(
+                merchant_id=merchant_id, member_id=member_id, delta=points, kind=kind, reason=reason[:64],
+                ref=ref, idempotency_key=idempotency_key, balance_after=balance, shortfall=0, created_at=now,
+            )
+            session.add(entry)
+            session.flush()
+            session.add(PointsLot(
+                merchant_id=merchant_id, member_id=member_id, entry_id=entry.id, points=points, remaining=points,
+                expires_at=expires, created_at=now,
+            ))
+            session.flush()
+    except IntegrityError:
+        winner = repo.entry_by_key(session, merchant_id, idempotency_key)
+        if winner is None:
+            raise
+        return _replay(winner, member_id)
+    emit(session, merchant_id, "points.earned",
+         {"member_id": member_id, "entry_id": entry.id, "points": points, "reason": entry.reason, "ref": ref,
+          "balance": balance}, key=f"entry:{entry.id}")
+    return entry
+
+
+def _take_from_lots(
+    session: Session, merchant_id: int, member_id: int, entry_id: int, points: int, first_lot: PointsLot | None = None
+) -> int:
+    """Take ``points`` from the member's open lots (``first_lot`` first, then soonest expiry); returns what was taken."""
+    left = points
+    lots = repo.open_lots(session, merchant_id, member_id)
+    if first_lot is not None:
+        lots.sort(key=lambda lt: lt.id != first_lot.id)  # stable: the rest keep their expiry order
+    for lt in lots:
+        if left <= 0:
+            break
+        take = min(left, lt.remaining)
+        if take <= 0:
+            continue
+        lt.remaining -= take
+        session.add(PointsLotUse(merchant_id=merchant_id, entry_id=entry_id, lot_id=lt.id, points=take, returned=0))
+        left -= take
+    session.flush()
+    if left:
+        log.warning("points lots short by %s for member %s (entry %s)", left, member_id, entry_id)
+    return points - left
+
+
+def spend(
+    session: Session,
+    merchant_id: int,
+    member_id: int,
+    points: int,
+    *,
+    reason: str,
+    ref: str | None = None,
+    idempotency_key: str,
+    kind: str = SPEND,
+    now: dt.datetime | None = None,
+) -> PointsEntry:
+    """Take points (soonest-expiring lots first); ``points_insufficient`` when the balance is short."""
+    _check_points(points)
+    existing = repo.entry_by_key(session, merchant_id, idempotency_key)
+    if existing is not None:
+        return _replay(existing, member_id)
+    now = now or utcnow()
+    try:
+        with session.begin_nested():
+            balance = repo.debit(session, merchant_id, member_id, points, spent=points if kind == SPEND else 0)
+            if balance is None:
+                raise _Insufficient()
+            entry = PointsEntry(
+                merchant_id=merchant_id, member_id=member_id, delta=-points, kind=kind, reason=reason[:64], ref=ref,
+                idempotency_key=idempotency_key, balance_after=balance, shortfall=0, created_at=now,
+            )
+            session.add(entry)
+            session.flush()
+            _take_from_lots(session, merchant_id, member_id, entry.id, points)
+    except _Insufficient:
+        winner = repo.entry_by_key(session, merchant_id, idempotency_key)  # a concurrent retry may have won
+        if winner is not None:
+            return _replay(winner, member_id)
+        acct = repo.account(session, merchant_id, member_id)
+        raise DomainError("points_insufficient", balance=acct.balance if acct else 0, needed=points) from None
+    except IntegrityError:
+        winner = repo.entry_by_key(session, merchant_id, idempotency_key)
+        if winner is None:
+            raise
+        return _replay(winner, member_id)
+    emit(session, merchant_id, "points.spent",
+         {"member_id": member_id, "entry_id": entry.id, "points": points, "reason": entry.reason, "ref": ref,
+          "balance": balance}, key=f"entry:{entry.id}")
+    return entry
+
+
+class _Insufficient(Exception):
+    pass
+
+
+def _reversed_so_far(session: Session, merchant_id: int, original: PointsEntry) -> int:
+    from sqlalchemy import func, select
+
+    row = session.execute(
+        select(func.coalesce(func.sum(PointsEntry.delta), 0), func.coalesce(func.sum(PointsEntry.shortfall), 0)).where(
+            PointsEntry.merchant_id == merchant_id, PointsEntry.reverses_entry_id == original.id
+        )
+    ).one()
+    return abs(int(row[0])) + int(row[1])
+
+
+def reverse(
+    session: Session,
+    merchant_id: int,
+    original_key: str,
+    points: int | None = None,
+    *,
+    reason: str,
+    ref: str | None = None,
+    idempotency_key: str,
+    now: dt.datetime | None = None,
+) -> PointsEntry | None:
+    """Undo ``points`` (default: all that is left) of the entry with ``original_key``.
+
+    Returns the reversal entry, or None when there is nothing (left) to reverse.
+    """
+    existing = repo.entry_by_key(session, merchant_id, idempotency_key)
+    if existing is not None:
+        return existing
+    original = repo.entry_by_key(session, merchant_id, original_key)
+    if original is None or original.delta == 0:
+        return None
+    now = now or utcnow()
+    member_id = original.member_id
+    repo.lock_account(session, merchant_id, member_id)  # the member's points mutex, before reading lots
+    left = abs(original.delta) - _reversed_so_far(session, merchant_id, original)
+    wanted = left if points is None else min(points, left)
+    if wanted <= 0:
+        return None
+    with session.begin_nested():
+        if original.delta > 0:
+            entry = _reverse_earn(session, merchant_id, original, wanted, reason, ref, idempotency_key, now)
+        else:
+            entry = _reverse_spend(session, merchant_id, original, wanted, reason, ref, idempotency_key, now)
+    return entry
+
+
+def _reverse_earn(
+    session: Session, merchant_id: int, original: PointsEntry, wanted: int, reason: str, ref: str | None, key: str,
+    now: dt.datetime,
+) -> PointsEntry:
+    member_id = original.member_id
+    acct = repo.lock_account(session, merchant_id, member_id)
+    take = min(wanted, acct.balance)
+    balance = acct.balance
+    if take:
+        new = repo.debit(session, merchant_id, member_id, take, unearned=take)
+        assert new is not None  # the row is locked and covers it
+        balance = new
+    entry = PointsEntry(
+        merchant_id=merchant_id, member_id=member_id, delta=-take, kind=REVERSE, reason=reason[:64], ref=ref,
+        idempotency_key=key, balance_after=balance, shortfall=wanted - take, reverses_entry_id=original.id,
+        created_at=now,
+    )
+    session.add(entry)
+    session.flush()
+    if take:
+        _take_from_lots(session, merchant_id, member_id, entry.id, take,
+                        first_lot=repo.lot_of_entry(session, merchant_id, original.id))
+    return entry
+
+
+def _reverse_spend(
+    session: Session, merchant_id: int, original: PointsEntry, wanted: int, reason: str, ref: str | None, key: str,
+    now: dt.datetime,
+) -> PointsEntry:
+    member_id = original.member_id
+    balance = repo.credit(session, merchant_id, member_id, wanted, earned=0,
+                          unspent=wanted if original.kind == SPEND else 0)
+    entry = PointsEntry(
+        merchant_id=merchant_id, member_id=member_id, delta=wanted, kind=REVERSE, reason=reason[:64], ref=ref,
+        idempotency_key=key, balance_after=balance, shortfall=0, reverses_entry_id=original.id, created_at=now,
+    )
+    session.add(entry)
+    session.flush()
+    left = wanted
+    orphan = 0
+    for use in repo.lot_uses(session, merchant_id, original.id):
+        if left <= 0:
+            break
+        back = min(left, use.points - use.returned)
+        if back <= 0:
+            continue
+        use.returned += back
+        left -= back
+        lt = repo.lot(session, merchant_id, use.lot_id)
+        if lt is not None and lt.expired_at is None and (lt.expires_at is None or lt.expires_at > now):
+            lt.remaining += back
+        else:
+            orphan += back
+    orphan += left
+    if orphan:
+        session.add(PointsLot(
+            merchant_id=merchant_id, member_id=member_id, entry_id=entry.id, points=orphan, remaining=orphan,
+            expires_at=expiry_for(get_rules(session, merchant_id), _tz(session, merchant_id), now), created_at=now,
+        ))
+    session.flush()
+    return entry
+
+
+def adjust(
+    session: Session, merchant_id: int, member_id: int, points: int, *, reason: str, idempotency_key: str, actor: Actor
+) -> PointsEntry:
+    """Manual adjustment by an operator (positive adds a lot, negative takes; never below zero)."""
+    check_member(session, merchant_id, member_id)
+    key = f"adjust:{idempotency_key}"
+    if points > 0:
+        entry = award(session, merchant_id, member_id, points, reason=reason, ref="manual", idempotency_key=key,
+                      kind=ADJUST)
+    else:
+        entry = spend(session, merchant_id, member_id, -points, reason=reason, ref="manual", idempotency_key=key,
+                      kind=ADJUST)
+    audit.record(session, merchant_id, "member", member_id, "points_adjusted", actor=actor,
+                 data={"points": points, "reason": reason, "entry_id": entry.id})
+    evaluate_level(session, merchant_id, member_id)
+    return entry
+
+
+def check_member(session: Session, merchant_id: int, member_id: int) -> None:
+    from siyu.members.service import get_member
+
+    get_member(session, merchant_id, member_id)  # 404 for another merchant's member
+
+
+def expire_due(session: Session, merchant_id: int, now: dt.datetime) -> int:
+    """Write an ``expire`` entry for every lot past its expiry with points left. Returns lots expired."""
+    done = 0
+    for due in repo.due_lots(session, merchant_id, now, EXPIRY_BATCH):
+        key = f"lot:{due.id}:expire"
+        if repo.entry_by_key(session, merchant_id, key) is not None:
+            continue
+        acct = repo.lock_account(session, merchant_id, due.member_id)
+        lt = repo.lot(session, merchant_id, due.id)
+        assert lt is not None
+        session.refresh(lt)
+        if lt.remaining <= 0 or lt.expired_at is not None:
+            continue
+        take = min(lt.remaining, acct.balance)
+        balance = acct.balance
+        if take:
+            new = repo.debit(session, merchant_id, lt.member_id, take)
+            assert new is not None
+            balance = new
+        entry = PointsEntry(
+            merchant_id=merchant_id, member_id=lt.member_id, delta=-take, kind=EXPIRE, reason="expired",
+            ref=f"lot:{lt.id}", idempotency_key=key, balance_after=balance, shortfall=0, created_at=now,
+        )
+        session.add(entry)
+        session.flush()
+        if take:
+            session.add(PointsLotUse(merchant_id=merchant_id, entry_id=entry.id, lot_id=lt.id, points=take, returned=0))
+        lt.remaining = 0
+        lt.expired_at = now
+        session.flush()
+        done += 1
+    return done
+
+
+def notify_expiring(session: Session, merchant_id: int, now: dt.datetime) -> int:
+    """Emit ``points.expiring`` once per lot, ``notice_days`` before its expiry."""
+    rules = get_rules(session, merchant_id)
+    if rules.expiry.mode == "never":
+        return 0
+    sent = 0
+    for lt in repo.lots_to_notify(session, merchant_id, now + dt.timedelta(days=rules.expiry.notice_days)):
+        if repo.mark_notified(session, merchant_id, lt.id, now):
+            emit(session, merchant_id, "points.expiring",
+                 {"member_id": lt.member_id, "lot_id": lt.id, "points": lt.remaining,
+                  "expires_at": lt.expires_at.isoformat() if lt.expires_at else None},
+                 key=f"lot:{lt.id}")
+            sent += 1
+    return sent
+
+
+def statement(
+    session: Session, merchant_id: int, member_id: int, *, before: int | None = None, limit: int = 20
+) -> tuple[list[PointsEntry], int | None]:
+    rows = repo.statement(session, merchant_id, member_id, before=before, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
+
+
+def points_summary(session: Session, merchant_id: int, member_id: int, now: dt.datetime | None = None) -> PointsOut:
+    now = now or utcnow()
+    acct = repo.account(session, merchant_id, member_id)
+    notice = get_rules(session, merchant_id).expiry.notice_days
+    soon, _ = repo.expiring_points(session, merchant_id, member_id, now + dt.timedelta(days=notice))
+    return PointsOut(
+        balance=acct.balance if acct else 0, earned_total=acct.earned_total if acct else 0,
+        spent_total=acct.spent_total if acct else 0, expiring_soon=soon,
+        next_expiry_at=repo.next_expiry(session, merchant_id, member_id),
+    )
+
+
+# -- growth -------------------------------------------------------------------------------------------
+
+
+def add_growth(
+    session: Session, merchant_id: int, member_id: int, delta: int, *, action: str, ref: str | None, key: str,
+    now: dt.datetime | None = None,
+) -> GrowthEntry | None:
+    """Growth ledger entry + the member's total (never below zero). Idempotent by ``key``."""
+    if delta == 0:
+        return None
+    existing = repo.growth_entry_by_key(session, merchant_id, key)
+    if existing is not None:
+        return existing
+    state = repo.member_state(session, merchant_id, member_id, lock=True)
+    if delta < 0:
+        delta = -min(-delta, state.growth)
+        if delta == 0:
+            return None
+    try:
+        with session.begin_nested():
+            entry = GrowthEntry(merchant_id=merchant_id, member_id=member_id, delta=delta, action=action[:32], ref=ref,
+                                idempotency_key=key, created_at=now or utcnow())
+            session.add(entry)
+            session.flush()
+            state.growth += delta
+            session.flush()
+    except IntegrityError:
+        session.refresh(state)
+        return repo.growth_entry_by_key(session, merchant_id, key)
+    return entry
+
+
+# -- levels -------------------------------------------------------------------------------------------
+
+
+def list_levels(session: Session, merchant_id: int) -> list[Level]:
+    return repo.levels(session, merchant_id)
+
+
+def _level_or_404(session: Session, merchant_id: int, level_id: int) -> Level:
+    found = repo.level(session, merchant_id, level_id)
+    if found is None:
+        raise not_found("会员等级", "Level")
+    return found
+
+
+def save_level(session: Session, merchant_id: int, data: LevelIn, *, level_id: int | None, actor: Actor) -> Level:
+    found = _level_or_404(session, merchant_id, level_id) if level_id is not None else None
+    for other in repo.levels(session, merchant_id):
+        if other.rank == data.rank and (found is None or other.id != found.id):
+            raise DomainError("level_rank_taken", rank=data.rank)
+    if found is None:
+        found = Level(merchant_id=merchant_id, **data.model_dump())
+        session.add(found)
+    else:
+        for k, v in data.model_dump().items():
+            setattr(found, k, v)
+    session.flush()
+    audit.record(session, merchant_id, "loyalty_level", found.id, "saved", actor=actor, data=data.model_dump())
+    ensure_schedules(session, merchant_id)
+    return found
+
+
+def _qualifies(lv: Level, paid_spend: int, points_earned: int, growth: int, orders: int) -> bool:
+    checks = [
+        (lv.min_spend, paid_spend), (lv.min_points, points_earned), (lv.min_growth, growth), (lv.min_orders, orders),
+    ]
+    set_checks = [(need, have) for need, have in checks if need is not None]
+    if not set_checks:
+        return True  # the entry level
+    return any(have >= need for need, have in set_checks)
+
+
+def effective_level(
+    session: Session, merchant_id: int, member_id: int, now: dt.datetime | None = None
+) -> tuple[Level | None, str | None, dt.datetime | None]:
+    """The level whose benefits apply: the higher of the rules level and an active card's level."""
+    now = now or utcnow()
+    state = repo.member_state_or_none(session, merchant_id, member_id)
+    best: Level | None = repo.level(session, merchant_id, state.level_id) if state and state.level_id else None
+    source = "rules" if best else None
+    card_until = None
+    for card in repo.active_cards(session, merchant_id, member_id, now):
+        card_until = max(card_until, card.ends_at) if card_until else card.ends_at
+        if card.level_id is None:
+            continue
+        lv = repo.level(session, merchant_id, card.level_id)
+        if lv is not None and (best is None or lv.rank > best.rank):
+            best, source = lv, "card"
+    return best, source, card_until
+
+
+def multiplier_percent(session: Session, merchant_id: int, member_id: int) -> int:
+    lv, _, _ = effective_level(session, merchant_id, member_id)
+    return lv.points_multiplier_percent if lv else 100
+
+
+def evaluate_level(session: Session, merchant_id: int, member_id: int, now: dt.datetime | None = None) -> Level | None:
+    """Upgrade to the highest level the member qualifies for (never down: see ``review_levels``)."""
+    ladder = repo.levels(session, merchant_id)
+    if not ladder:
+        return None
+    now = now or utcnow()
+    state = repo.member_state(session, merchant_id, member_id, lock=True)
+    acct = repo.account(session, merchant_id, member_id)
+    earned = acct.earned_total if acct else 0
+    target = None
+    for lv in ladder:  # ascending rank
+        if _qualifies(lv, state.paid_spend, earned, state.growth, state.paid_orders):
+            target = lv
+    current = next((lv for lv in ladder if lv.id == state.level_id), None)
+    if target is None or (current is not None and target.rank <= current.rank):
+        return current
+    _move(session, merchant_id, member_id, state, current, target, "upgrade", now)
+    return target
+
+
+def _move(
+    session: Session, merchant_id: int, member_id: int, state: Any, current: Level | None, target: Level | None,
+    reason: str, now: dt.datetime,
+) -> None:
+    state.level_id = target.id if target else None
+    state.level_since = now
+    state.level_reviewed_at = now
+    session.add(LevelHistory(merchant_id=merchant_id, member_id=member_id,
+                             from_level_id=current.id if current else None, to_level_id=target.id if target else None,
+                             reason=reason, created_at=now))
+    session.flush()
+    emit(session, merchant_id, "level.changed",
+         {"member_id": member_id, "from_level_id": current.id if current else None,
+          "to_level_id": target.id if target else None, "reason": reason},
+         key=f"member:{member_id}:level:{target.id if target else 0}:{now.isoformat()}")
+    if target is not None and (current is None or target.rank > current.rank):
+        for template_id in target.coupon_template_ids:
+            issue_coupon(session, merchant_id, member_id, template_id, source="level",
+                         key=f"level:{target.id}:member:{member_id}:coupon:{template_id}")
+
+
+def review_levels(session: Session, merchant_id: int, now: dt.datetime) -> int:
+    """Yearly retention: a member whose level needs ``retain_growth`` and who earned less growth
+    in the last 365 days moves down one step. Returns members moved down."""
+    ladder = repo.levels(session, merchant_id)
+    by_id = {lv.id: lv for lv in ladder}
+    moved = 0
+    year_ago = now - dt.timedelta(days=365)
+    for due in repo.members_due_review(session, merchant_id, year_ago):
+        state = repo.member_state(session, merchant_id, due.member_id, lock=True)
+        current = by_id.get(state.level_id) if state.level_id else None
+        if current is None:
+            continue
+        if current.retain_growth is None or repo.growth_since(session, merchant_id, state.member_id, year_ago) >= current.retain_growth:
+            state.level_reviewed_at = now
+            continue
+        lower = [lv for lv in ladder if lv.rank < current.rank]
+        _move(session, merchant_id, state.member_id, state, current, lower[-1] if lower else None, "retention", now)
+        moved += 1
+    session.flush()
+    return moved
+
+
+def level_progress(session: Session, merchant_id: int, member_id: int) -> LevelProgressOut:
+    lv, source, card_until = effective_level(session, merchant_id, member_id)
+    state = repo.member_state_or_none(session, merchant_id, member_id)
+    acct = repo.account(session, merchant_id, member_id)
+    have = {
+        "spend": state.paid_spend if state else 0, "points": acct.earned_total if acct else 0,
+        "growth": state.growth if state else 0, "orders": state.paid_orders if state else 0,
+    }
+    nxt = next((x for x in repo.levels(session, merchant_id) if lv is None or x.rank > lv.rank), None)
+    progress: dict[str, dict[str, int]] = {}
+    if nxt is not None:
+        for name, need in (("spend", nxt.min_spend), ("points", nxt.min_points), ("growth", nxt.min_growth),
+                           ("orders", nxt.min_orders)):
+            if need is not None:
+                progress[name] = {"have": have[name], "need": need}
+    return LevelProgressOut(
+        level=LevelOut.model_validate(lv) if lv else None, source=source,
+        next_level=LevelOut.model_validate(nxt) if nxt else None, progress=progress, card_until=card_until,
+    )
+
+
+# -- coupons (through the coupons module when it is there) ----------------------------------------------
+
+
+def issue_coupon(session: Session, merchant_id: int, member_id: int, template_id: int, *, source: str, key: str) -> bool:
+    """Issue a coupon through ``siyu.coupons.service.issue_to_member``; without that module the
+    reward is recorded as pending (``loyalty_pending_rewards``) and retried by the daily job.
+    Returns True when issued now."""
+    issue = _coupon_issuer()
+    status = "pending"
+    if issue is not None:
+        try:
+            with session.begin_nested():
+                issue(session, merchant_id, template_id, member_id, source=source, idempotency_key=key)
+            return True
+        except DomainError as exc:  # e.g. the template ran out: keep the reason, do not fail the check-in
+            log.warning("coupon %s not issued to member %s: %s", template_id, member_id, exc)
+            status = "failed"
+    insert_ignore(
+        session, PendingReward.__table__,  # type: ignore[arg-type]
+        {"merchant_id": merchant_id, "member_id": member_id, "template_id": template_id, "source": source,
+         "idempotency_key": key, "status": status, "created_at": utcnow()},
+        ["merchant_id", "idempotency_key"],
+    )
+    return False
+
+
+def _coupon_issuer() -> Any:
+    try:
+        module = importlib.import_module("siyu.coupons.service")
+    except ImportError:
+        return None
+    fn = getattr(module, "issue_to_member", None)
+    return fn if callable(fn) else None
+
+
+def issue_pending_rewards(session: Session, merchant_id: int) -> int:
+    from sqlalchemy import select
+
+    issue = _coupon_issuer()
+    if issue is None:
+        return 0
+    done = 0
+    rows = session.scalars(
+        select(PendingReward).where(PendingReward.merchant_id == merchant_id, PendingReward.status == "pending").limit(500)
+    )
+    for row in list(rows):
+        issue(session, merchant_id, row.template_id, row.member_id, source=row.source, idempotency_key=row.idempotency_key)
+        row.status = "issued"
+        done += 1
+    session.flush()
+    return done
+
+
+def birthday_coupons(session: Session, merchant_id: int, now: dt.datetime) -> int:
+    today = local_date(now, _tz(session, merchant_id))
+    issued = 0
+    for member_id, _ in repo.members_with_birthday(session, merchant_id, today):
+        lv, _, _ = effective_level(session, merchant_id, member_id, now)
+        if lv is not None and lv.birthday_coupon_template_id:
+            issue_coupon(session, merchant_id, member_id, lv.birthday_coupon_template_id, source="birthday",
+                         key=f"birthday:{member_id}:{today.year}")
+            issued += 1
+    return issued
+
+
+# -- earning: tasks and orders ------------------------------------------------------------------------
+
+
+def _earn(
+    session: Session, merchant_id: int, member_id: int, base: int, *, reason: str, ref: str | None, key: str,
+    now: dt.datetime | None = None,
+) -> int:
+    """Award ``base`` points times the member's level multiplier; returns points awarded."""
+    points = base * multiplier_percent(session, merchant_id, member_id) // 100
+    if points <= 0:
+        return 0
+    entry = award(session, merchant_id, member_id, points, reason=reason, ref=ref, idempotency_key=key, now=now)
+    return entry.delta
+
+
+def complete_task(
+    session: Session, merchant_id: int, member_id: int, task: str, *, ref: str, now: dt.datetime | None = None
+) -> TaskOut:
+    """Reward a task (complete_profile, first_review, share...) once per ``ref``, within its daily cap."""
+    rules = get_rules(session, merchant_id)
+    rule = rules.earn.tasks.get(task)
+    if rule is None:
+        raise DomainError("task_unknown", task=task)
+    now = now or utcnow()
+    key = f"task:{task}:{member_id}:{ref}"
+    if repo.entry_by_key(session, merchant_id, key) or repo.growth_entry_by_key(session, merchant_id, key):
+        return TaskOut(task=task, rewarded=False, points=0, growth=0, reason="duplicate")
+    day = local_date(now, _tz(session, merchant_id))
+    if not repo.bump_task_counter(session, merchant_id, member_id, task, day, rule.daily_cap):
+        return TaskOut(task=task, rewarded=False, points=0, growth=0, reason="daily_cap")
+    points = _earn(session, merchant_id, member_id, rule.points, reason=f"task:{task}", ref=ref, key=key, now=now)
+    add_growth(session, merchant_id, member_id, rule.growth, action=task, ref=ref, key=key, now=now)
+    evaluate_level(session, merchant_id, member_id, now)
+    return TaskOut(task=task, rewarded=True, points=points, growth=rule.growth)
+
+
+def _order_and_lines(session: Session, merchant_id: int, order_id: int) -> tuple[Any, list[Any]]:
+    from siyu.orders import repository as orders_repo
+
+    order = orders_repo.order(session, merchant_id, order_id)
+    if order is None:
+        raise not_found("订单", "Order")
+    return order, orders_repo.order_lines(session, merchant_id, order_id)
+
+
+def record_checkout_spend(session: Session, merchant_id: int, member_id: int, order_id: int, points: int) -> PointsEntry:
+    """The POINTS submit hook: spend the points the stage reserved (idempotent by order)."""
+    entry = spend(session, merchant_id, member_id, points, reason="order", ref=f"order:{order_id}",
+                  idempotency_key=f"order:{order_id}:spend")
+    op = repo.ensure_order_points(session, merchant_id, order_id, member_id)
+    op.spent = points
+    session.flush()
+    return entry
+
+
+def on_order_paid(session: Session, merchant_id: int, order_id: int, now: dt.datetime | None = None) -> None:
+    """Counters, growth, card grants and (default) the order's points; idempotent per order."""
+    now = now or utcnow()
+    order, lines = _order_and_lines(session, merchant_id, order_id)
+    op = repo.ensure_order_points(session, merchant_id, order_id, order.member_id)
+    rules = get_rules(session, merchant_id)
+    if not op.paid_counted:
+        op.paid_counted = True
+        op.paid_amount = order.paid_amount
+        state = repo.member_state(session, merchant_id, order.member_id, lock=True)
+        state.paid_spend += order.paid_amount
+        state.paid_orders += 1
+        goods_paid = max(0, order.paid_amount - order.freight_amount)
+        growth = goods_paid * rules.earn.growth_per_yuan // 100
+        if growth:
+            add_growth(session, merchant_id, order.member_id, growth, action="order", ref=f"order:{order_id}",
+                       key=f"order:{order_id}:growth", now=now)
+            op.growth = growth
+        session.flush()
+        grant_cards(session, merchant_id, order, lines, now)
+    if rules.earn.award_on == "paid":
+        _earn_order(session, merchant_id, order, lines, op, rules, now)
+    _sync_refunds(session, merchant_id, op, full=False, now=now)
+    evaluate_level(session, merchant_id, order.member_id, now)
+
+
+def on_order_completed(session: Session, merchant_id: int, order_id: int, now: dt.datetime | None = None) -> None:
+    rules = get_rules(session, merchant_id)
+    if rules.earn.award_on != "completed":
+        return
+    now = now or utcnow()
+    order, lines = _order_and_lines(session, merchant_id, order_id)
+    op = repo.ensure_order_points(session, merchant_id, order_id, order.member_id)
+    if not op.paid_counted:  # completed before the paid job ran: do the paid part first
+        on_order_paid(session, merchant_id, order_id, now)
+    _earn_order(session, merchant_id, order, lines, op, rules, now)
+    _sync_refunds(session, merchant_id, op, full=False, now=now)
+    evaluate_level(session, merchant_id, order.member_id, now)
+
+
+def _earn_order(
+    session: Session, merchant_id: int, order: Any, lines: list[Any], op: Any, rules: LoyaltyRules, now: dt.datetime
+) -> None:
+    if op.earned_at is not None:
+        return
+    goods_paid = max(0, order.paid_amount - order.freight_amount)
+    base = goods_paid * rules.earn.points_per_yuan // 100
+    if rules.earn.product_bonus:
+        base += sum(line.bonus_points for line in lines)
+    op.earned = _earn(session, merchant_id, order.member_id, base, reason="order", ref=f"order:{order.id}",
+                      key=f"order:{order.id}:earn", now=now)
+    op.earned_at = now
+    session.flush()
+
+
+def on_order_cancelled(session: Session, merchant_id: int, order_id: int, now: dt.datetime | None = None) -> None:
+    """Points spent on a cancelled (unpaid) order come back, all of them, once."""
+    op = repo.order_points(session, merchant_id, order_id, lock=True)
+    if op is None or op.spent <= op.spent_returned:
+        return
+    reverse(session, merchant_id, f"order:{order_id}:spend", op.spent - op.spent_returned, reason="order_cancelled",
+            ref=f"order:{order_id}", idempotency_key=f"order:{order_id}:cancel_return", now=now)
+    op.spent_returned = op.spent
+    session.flush()
+
+
+def on_order_refunded(
+    session: Session, merchant_id: int, order_id: int, refund_id: int, amount: int, *, full: bool,
+    now: dt.datetime | None = None,
+) -> None:
+    """Reverse earned points, return spent points and take back growth in proportion (running total)."""
+    now = now or utcnow()
+    if not insert_ignore(session, LoyaltyRefund.__table__,  # type: ignore[arg-type]
+                         {"merchant_id": merchant_id, "refund_id": refund_id, "order_id": order_id, "amount": amount,
+                          "created_at": now}, ["merchant_id", "refund_id"]):
+        return  # this refund was handled already
+    order, _ = _order_and_lines(session, merchant_id, order_id)
+    op = repo.ensure_order_points(session, merchant_id, order_id, order.member_id)
+    if not op.paid_amount:
+        op.paid_amount = order.paid_amount
+    op.refunded_amount = min(op.paid_amount, op.refunded_amount + amount)
+    state = repo.member_state(session, merchant_id, order.member_id, lock=True)
+    state.paid_spend = max(0, state.paid_spend - amount)
+    session.flush()
+    _sync_refunds(session, merchant_id, op, full=full, now=now, refund_id=refund_id)
+    if full:
+        revoke_cards(session, merchant_id, order, now)
+
+
+def _share(total: int, refunded: int, paid: int, full: bool) -> int:
+    if full or (paid and refunded >= paid):
+        return total
+    if paid <= 0:
+        return 0
+    return total * refunded // paid
+
+
+def _sync_refunds(
+    session: Session, merchant_id: int, op: Any, *, full: bool, now: dt.datetime, refund_id: int | None = None
+) -> None:
+    if op.refunded_amount <= 0 and not full:
+        return
+    full = full or (op.paid_amount > 0 and op.refunded_amount >= op.paid_amount)
+    tag = f"refund:{refund_id}" if refund_id is not None else f"sync:{op.refunded_amount}"
+    order_ref = f"order:{op.order_id}"
+    target = _share(op.earned, op.refunded_amount, op.paid_amount, full)
+    if target > op.earn_reversed:
+        reverse(session, merchant_id, f"{order_ref}:earn", target - op.earn_reversed, reason="order_refunded",
+                ref=order_ref, idempotency_key=f"{order_ref}:{tag}:earn", now=now)
+        op.earn_reversed = target
+    target = _share(op.spent, op.refunded_amount, op.paid_amount, full)
+    if target > op.spent_returned:
+        reverse(session, merchant_id, f"{order_ref}:spend", target - op.spent_returned, reason="order_refunded",
+                ref=order_ref, idempotency_key=f"{order_ref}:{tag}:spend", now=now)
+        op.spent_returned = target
+    target = _share(op.growth, op.refunded_amount, op.paid_amount, full)
+    if target > op.growth_reversed:
+        add_growth(session, merchant_id, op.member_id, -(target - op.growth_reversed), action="order_refunded",
+                   ref=order_ref, key=f"{order_ref}:{tag}:growth", now=now)
+        op.growth_reversed = target
+    session.flush()
+
+
+# -- check-in -----------------------------------------------------------------------------------------
+
+
+def check_in(session: Session, merchant_id: int, member_id: int, now: dt.datetime | None = None) -> CheckIn:
+    """Check in for the member's current local day (one per day; the unique key refuses a second)."""
+    now = now or utcnow()
+    rules = get_rules(session, merchant_id).check_in
+    if not rules.enabled:
+        raise DomainError("checkin_disabled")
+    day = local_date(now, _tz(session, merchant_id))
+    prev = repo.check_in(session, merchant_id, member_id, day - dt.timedelta(days=1))
+    streak = prev.streak + 1 if prev else 1
+    row = CheckIn(merchant_id=merchant_id, member_id=member_id, day=day, streak=streak, makeup=False, points=0,
+                  growth=0, rewards=[], created_at=now)
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        raise DomainError("checkin_already") from None
+    base = f"checkin:{member_id}:{day.isoformat()}"
+    points = _earn(session, merchant_id, member_id, rules.points, reason="check_in", ref=base, key=base, now=now)
+    growth = rules.growth
+    rewards: list[dict[str, Any]] = []
+    for reward in rules.streak_rewards:
+        if reward.day != streak:
+            continue
+        key = f"{base}:streak:{reward.day}"
+        got: dict[str, Any] = {"day": reward.day}
+        if reward.points:
+            got["points"] = _earn(session, merchant_id, member_id, reward.points, reason="check_in_streak", ref=base,
+                                  key=key, now=now)
+            points += got["points"]
+        if reward.growth:
+            growth += reward.growth
+            got["growth"] = reward.growth
+        if reward.coupon_template_id:
+            got["coupon_template_id"] = reward.coupon_template_id
+            got["coupon_issued"] = issue_coupon(session, merchant_id, member_id, reward.coupon_template_id,
+                                                source="check_in", key=key)
+        rewards.append(got)
+    add_growth(session, merchant_id, member_id, growth, action="check_in", ref=base, key=base, now=now)
+    row.points, row.growth, row.rewards = points, growth, rewards
+    session.flush()
+    emit(session, merchant_id, "member.checked_in",
+         {"member_id": member_id, "day": day.isoformat(), "streak": streak, "points": points},
+         key=f"{member_id}:{day.isoformat()}")
+    evaluate_level(session, merchant_id, member_id, now)
+    return row
+
+
+def makeup_check_in(
+    session: Session, merchant_id: int, member_id: int, day: dt.date, now: dt.datetime | None = None
+) -> CheckIn:
+    """Fill a missed day within ``within_days`` for ``cost_points``; repairs the streaks after it.
+    A make-up earns no check-in points or streak rewards itself (it only mends the streak)."""
+    now = now or utcnow()
+    rules = get_rules(session, merchant_id).check_in
+    if not rules.enabled:
+        raise DomainError("checkin_disabled")
+    if not rules.makeup.enabled:
+        raise DomainError("makeup_not_allowed", reason="补签未开启", reason_en="make-up is not enabled")
+    today = local_date(now, _tz(session, merchant_id))
+    if day >= today or (today - day).days > rules.makeup.within_days:
+        raise DomainError("makeup_not_allowed", reason=f"只能补签 {rules.makeup.within_days} 天内",
+                          reason_en=f"only the last {rules.makeup.within_days} days")
+    if repo.check_in(session, merchant_id, member_id, day) is not None:
+        raise DomainError("makeup_not_allowed", reason="当天已签到", reason_en="already checked in that day")
+    prev = repo.check_in(session, merchant_id, member_id, day - dt.timedelta(days=1))
+    row = CheckIn(merchant_id=merchant_id, member_id=member_id, day=day, streak=prev.streak + 1 if prev else 1,
+                  makeup=True, points=0, growth=0, rewards=[], created_at=now)
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+            if rules.makeup.cost_points:
+                spend(session, merchant_id, member_id, rules.makeup.cost_points, reason="check_in_makeup",
+                      ref=f"checkin:{day.isoformat()}", idempotency_key=f"makeup:{member_id}:{day.isoformat()}", now=now)
+    except IntegrityError:
+        raise DomainError("makeup_not_allowed", reason="当天已签到", reason_en="already checked in that day") from None
+    streak = row.streak
+    for later in repo.check_ins_between(session, merchant_id, member_id, day + dt.timedelta(days=1), today):
+        expected = day + dt.timedelta(days=streak - row.streak + 1)
+        if later.day != expected:
+            break
+        streak += 1
+        later.streak = streak
+    session.flush()
+    return row
+
+
+def current_streak(session: Session, merchant_id: int, member_id: int, today: dt.date) -> tuple[int, bool]:
+    """(streak, checked in today): today's streak, or yesterday's when today is still open."""
+    row = repo.check_in(session, merchant_id, member_id, today)
+    if row is not None:
+        return row.streak, True
+    prev = repo.check_in(session, merchant_id, member_id, today - dt.timedelta(days=1))
+    return (prev.streak if prev else 0), False
+
+
+def calendar(session: Session, merchant_id: int, member_id: int, month: str | None, now: dt.datetime | None = None) -> CalendarOut:
+    now = now or utcnow()
+    today = local_date(now, _tz(session, merchant_id))
+    if month is None:
+        first = today.replace(day=1)
+    else:
+        try:
+            first = dt.date.fromisoformat(f"{month}-01")
+        except ValueError:
+            raise invalid("month", "invalid_month", "month must be YYYY-MM") from None
+    last = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+    rows = repo.check_ins_between(session, merchant_id, member_id, first, last)
+    streak, _ = current_streak(session, merchant_id, member_id, today)
+    return CalendarOut(month=first.strftime("%Y-%m"), today=today, streak=streak,
+                       days=[CheckInOut.model_validate(r) for r in rows])
+
+
+# -- paid membership cards ----------------------------------------------------------------------------
+
+
+def save_card_plan(session: Session, merchant_id: int, data: CardPlanIn, *, plan_id: int | None, actor: Actor) -> CardPlan:
+    from siyu.catalog.models import Product
+
+    product = session.get(Product, data.product_id)
+    if product is None or product.merchant_id != merchant_id:
+        raise invalid("product_id", "product_not_found", "no such product")
+    if data.level_id is not None and repo.level(session, merchant_id, data.level_id) is None:
+        raise invalid("level_id", "level_not_found", "no such level")
+    plan = card_plan(session, merchant_id, plan_id) if plan_id is not None else None
+    for other in repo.card_plans_for_products(session, merchant_id, [data.product_id]):
+        if plan is None or other.id != plan.id:
+            raise DomainError("card_product_taken")
+    if plan is None:
+        plan = CardPlan(merchant_id=merchant_id, **data.model_dump())
+        session.add(plan)
+    else:
+        for k, v in data.model_dump().items():
+            setattr(plan, k, v)
+    session.flush()
+    audit.record(session, merchant_id, "card_plan", plan.id, "saved", actor=actor, data=data.model_dump())
+    return plan
+
+
+def card_plan(session: Session, merchant_id: int, plan_id: int) -> CardPlan:
+    found = repo.card_plan(session, merchant_id, plan_id)
+    if found is None:
+        raise not_found("会员卡", "Membership card")
+    return found
+
+
+def grant_cards(session: Session, merchant_id: int, order: Any, lines: list[Any], now: dt.datetime) -> list[MemberCard]:
+    """An order paid with card products grants the cards (one row per order and plan; terms stack)."""
+    qty: dict[int, int] = {}
+    for line in lines:
+        qty[line.product_id] = qty.get(line.product_id, 0) + line.quantity
+    granted: list[MemberCard] = []
+    for plan in repo.card_plans_for_products(session, merchant_id, list(qty)):
+        before, _, _ = effective_level(session, merchant_id, order.member_id, now)
+        starts = max(now, repo.last_card_end(session, merchant_id, order.member_id, plan.id, now) or now)
+        ends = starts + dt.timedelta(days=plan.term_days * qty[plan.product_id])
+        if not insert_ignore(
+            session, MemberCard.__table__,  # type: ignore[arg-type]
+            {"merchant_id": merchant_id, "member_id": order.member_id, "plan_id": plan.id, "order_id": order.id,
+             "level_id": plan.level_id, "starts_at": starts, "ends_at": ends, "status": CARD_ACTIVE},
+            ["merchant_id", "order_id", "plan_id"],
+        ):
+            continue
+        after, _, _ = effective_level(session, merchant_id, order.member_id, now)
+        if after is not None and (before is None or after.rank > before.rank):
+            session.add(LevelHistory(merchant_id=merchant_id, member_id=order.member_id,
+                                     from_level_id=before.id if before else None, to_level_id=after.id, reason="card",
+                                     created_at=now))
+            emit(session, merchant_id, "level.changed",
+                 {"member_id": order.member_id, "from_level_id": before.id if before else None,
+                  "to_level_id": after.id, "reason": "card"}, key=f"card:{order.id}:{plan.id}")
+        granted.extend(c for c in repo.cards_of_order(session, merchant_id, order.id) if c.plan_id == plan.id)
+    session.flush()
+    return granted
+
+
+def revoke_cards(session: Session, merchant_id: int, order: Any, now: dt.datetime) -> int:
+    """A full refund within the plan's ``refund_days`` of payment revokes the order's cards; later
+    the card stays (the refund then is the merchant's goodwill)."""
+    revoked = 0
+    for card in repo.cards_of_order(session, merchant_id, order.id):
+        plan = repo.card_plan(session, merchant_id, card.plan_id)
+        paid_at = order.paid_at or card.starts_at
+        if card.status != CARD_ACTIVE or plan is None or now - paid_at > dt.timedelta(days=plan.refund_days):
+            continue
+        card.status = CARD_REVOKED
+        card.revoked_at = now
+        session.add(LevelHistory(merchant_id=merchant_id, member_id=card.member_id, from_level_id=card.level_id,
+                                 to_level_id=None, reason="card_revoked", created_at=now))
+        revoked += 1
+    session.flush()
+    return revoked
+
+
+def buy_card(
+    session: Session, merchant_id: int, member_id: int, plan_id: int, *, address_id: int | None,
+    idempotency_key: str | None, payment_timeout: dt.timedelta,
+) -> tuple[Any, bool]:
+    """Create the order for a card (the card is granted when it is paid)."""
+    from sqlalchemy import select
+
+    from siyu.catalog.models import Sku
+    from siyu.orders import checkout
+    from siyu.orders.schemas import CheckoutIn
+
+    plan = card_plan(session, merchant_id, plan_id)
+    if not plan.active:
+        raise DomainError("card_not_on_sale")
+    sku_id = session.scalar(
+        select(Sku.id).where(Sku.merchant_id == merchant_id, Sku.product_id == plan.product_id, Sku.active.is_(True))
+        .order_by(Sku.id).limit(1)
+    )
+    if sku_id is None:
+        raise DomainError("card_not_on_sale")
+    body = CheckoutIn.model_validate({"items": [{"sku_id": sku_id, "quantity": 1}], "address_id": address_id})
+    return checkout.submit(session, merchant_id, member_id, body, idempotency_key=idempotency_key,
+                           payment_timeout=payment_timeout)
+
+
+# -- summaries ----------------------------------------------------------------------------------------
+
+
+def member_summary(session: Session, merchant_id: int, member_id: int) -> dict[str, Any]:
+    """The member 360 section (``members.profile`` finds it by name)."""
+    return summary(session, merchant_id, member_id).model_dump(mode="json")
+
+
+def summary(session: Session, merchant_id: int, member_id: int, now: dt.datetime | None = None) -> MemberLoyaltyOut:
+    now = now or utcnow()
+    lv, source, card_until = effective_level(session, merchant_id, member_id, now)
+    state = repo.member_state_or_none(session, merchant_id, member_id)
+    acct = repo.account(session, merchant_id, member_id)
+    streak, today_done = current_streak(session, merchant_id, member_id, local_date(now, _tz(session, merchant_id)))
+    return MemberLoyaltyOut(
+        member_id=member_id, level_id=lv.id if lv else None, level_name=lv.name if lv else None, level_source=source,
+        points_balance=acct.balance if acct else 0, points_earned_total=acct.earned_total if acct else 0,
+        growth=state.growth if state else 0, paid_spend=state.paid_spend if state else 0,
+        paid_orders=state.paid_orders if state else 0, check_in_streak=streak, checked_in_today=today_done,
+        card_until=card_until, pending_rewards=repo.pending_reward_count(session, merchant_id, member_id),
+    )

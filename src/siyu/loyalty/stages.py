@@ -1,0 +1,80 @@
+"""Loyalty pricing stages and the submit hook.
+
+- MEMBER_PRICE ``loyalty_member_price``: the member's level (the higher of the rules level and
+  an active paid card's level) takes ``100 - member_price_percent`` % off every line (the
+  member pays ``member_price_percent`` % of the goods, rounded half up), one breakdown entry
+  ``member_level:<id>``; a level with free shipping sets ``ctx.free_shipping``.
+- POINTS ``loyalty_points``: ``CheckoutIn.points_to_use`` is clamped to the balance, to
+  ``max_percent`` of the lines not flagged ``no_points`` and to whole fen
+  (``points_per_yuan`` points = ¥1), refused below ``min_points``; every clamp is noted.
+  ``ctx.points_to_use`` becomes the points actually used and the submit hook spends exactly
+  those (idempotent by order; ``points_insufficient`` if the balance fell meanwhile).
+"""
+
+from __future__ import annotations
+
+from siyu.loyalty import repository as repo
+from siyu.loyalty import service
+from siyu.orders.pricing import MEMBER_PRICE, POINTS, PricingContext, register_stage, register_submit_hook
+
+RESERVATION = "loyalty_points"
+
+
+@register_stage(MEMBER_PRICE, "loyalty_member_price")
+def member_price_stage(ctx: PricingContext) -> None:
+    if ctx.member_id is None:
+        return
+    level, source, _ = service.effective_level(ctx.session, ctx.merchant_id, ctx.member_id, ctx.now)
+    if level is None:
+        return
+    if level.free_shipping:
+        ctx.free_shipping = True
+        ctx.note(MEMBER_PRICE, code="level_free_shipping", level_id=level.id)
+    pct = level.member_price_percent
+    if pct >= 100:
+        return
+    total = ctx.lines_amount
+    pay = (total * pct + 50) // 100
+    label = f"会员价（{level.name} {pct / 10:g}折）"
+    ctx.discount(MEMBER_PRICE, f"member_level:{level.id}", label, total - pay,
+                 details={"level_id": level.id, "percent": pct, "source": source})
+
+
+@register_stage(POINTS, "loyalty_points")
+def points_stage(ctx: PricingContext) -> None:
+    requested = ctx.points_to_use
+    if requested <= 0 or ctx.member_id is None:
+        ctx.points_to_use = 0
+        return
+    ctx.points_to_use = 0
+    rules = service.get_rules(ctx.session, ctx.merchant_id).deduction
+    if not rules.enabled:
+        ctx.note(POINTS, code="points_disabled", requested=requested)
+        return
+    eligible = ctx.eligible(lambda line: not line.flags.get("no_points"))
+    eligible_amount = sum(ctx.lines[i].amount for i in eligible)
+    acct = repo.account(ctx.session, ctx.merchant_id, ctx.member_id)
+    balance = acct.balance if acct else 0
+    cap_fen = eligible_amount * rules.max_percent // 100
+    ratio = rules.points_per_yuan
+    fen = min(min(requested, balance) * 100 // ratio, cap_fen)
+    used = (fen * ratio + 99) // 100  # the fewest points worth ``fen``
+    if fen <= 0 or used < rules.min_points:
+        ctx.note(POINTS, code="points_not_usable", requested=requested, balance=balance, min_points=rules.min_points,
+                 max_amount=cap_fen)
+        return
+    applied = ctx.discount(POINTS, "points", f"积分抵扣（{used} 积分）", fen, eligible,
+                           details={"points": used, "points_per_yuan": ratio})
+    if used != requested:
+        reason = "balance" if requested > balance else ("max_percent" if fen == cap_fen else "whole_fen")
+        ctx.note(POINTS, code="points_clamped", requested=requested, used=used, reason=reason)
+    ctx.points_to_use = used
+    ctx.reservations[RESERVATION] = {"points": used, "amount": applied}
+
+
+@register_submit_hook("loyalty_points")
+def points_submit(ctx: PricingContext, order_id: int) -> None:
+    reserved = ctx.reservations.get(RESERVATION)
+    if not reserved or ctx.member_id is None:
+        return
+    service.record_checkout_spend(ctx.session, ctx.merchant_id, ctx.member_id, order_id, int(reserved["points"]))
