@@ -29,7 +29,7 @@ def template_body(kind: str = "fixed", **fields: Any) -> dict[str, Any]:
         body["amount"] = 1000
     if kind == "threshold":
         body["threshold"] = 10000
-    if kind == "percent":
+    if kind == "percent" and "percent_off_bp" not in fields:
         body["percent_off"] = 20
     body.update(fields)
     return body
