@@ -240,3 +240,26 @@ def run_submit_hooks(ctx: PricingContext, order_id: int) -> None:
     load_stage_modules()
     for _, fn in _SUBMIT_HOOKS:
         fn(ctx, order_id)
+
+
+# -- ship guards -------------------------------------------------------------------------------
+# Run by ``orders.service.ship`` with the order row locked, before it moves to shipped. An
+# activity that must hold its orders back (a group buy until its team succeeds) registers a
+# guard in its ``stages.py``; raising a DomainError refuses the shipment and changes nothing.
+ShipGuard = Callable[[Session, Any], None]
+_SHIP_GUARDS: list[tuple[str, ShipGuard]] = []
+
+
+def register_ship_guard(name: str) -> Callable[[ShipGuard], ShipGuard]:
+    def _register(fn: ShipGuard) -> ShipGuard:
+        _SHIP_GUARDS[:] = [(n, f) for n, f in _SHIP_GUARDS if n != name]
+        _SHIP_GUARDS.append((name, fn))
+        return fn
+
+    return _register
+
+
+def run_ship_guards(session: Session, order: Any) -> None:
+    load_stage_modules()
+    for _, fn in _SHIP_GUARDS:
+        fn(session, order)

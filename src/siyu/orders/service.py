@@ -51,6 +51,7 @@ from siyu.orders.models import (
     OrderLine,
     Shipment,
 )
+from siyu.orders.pricing import run_ship_guards
 from siyu.orders.schemas import (
     MAX_LINE_QUANTITY,
     AddressIn,
@@ -500,6 +501,7 @@ def ship(
     if not tracking_no:
         raise invalid("tracking_no", "required", "tracking_no is required")
     order = _locked_order(session, merchant_id, order_id)
+    run_ship_guards(session, order)  # an activity may hold its orders back (a group buy before success)
     _transition(session, order, SHIPPED, "shipped", actor, {"carrier": carrier, "tracking_no": tracking_no})
     now = utcnow()
     order.shipped_at = now

@@ -1,0 +1,289 @@
+"""Group-buy queries. Every one filters on ``merchant_id``.
+
+Seats and counters move only by conditional updates (no read before the write): the ``WHERE``
+carries the rule (``filled < size``, ``status = 'pending'``...), and the row count says whether
+the move happened. On PostgreSQL a second updater of the same row waits for the first to end
+and re-evaluates the ``WHERE`` on the committed row; SQLite serialises writers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.orm import Session
+
+from siyu.catalog.models import Product, Sku
+from siyu.db.dialect import for_update, insert_ignore
+from siyu.group_buys.models import (
+    FAILED,
+    OPEN,
+    PAID,
+    PENDING,
+    REFUNDED,
+    RELEASED,
+    SUCCESS,
+    GroupBuy,
+    GroupBuyMemberCounter,
+    GroupSeat,
+    GroupTeam,
+)
+from siyu.members.models import Member
+
+
+def _count(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# -- activities --------------------------------------------------------------------------------------
+
+
+def group_buy(session: Session, merchant_id: int, group_buy_id: int, *, lock: bool = False) -> GroupBuy | None:
+    stmt = select(GroupBuy).where(GroupBuy.merchant_id == merchant_id, GroupBuy.id == group_buy_id)
+    if lock:
+        stmt = for_update(stmt, session).execution_options(populate_existing=True)
+    return session.scalar(stmt)
+
+
+def search_group_buys(merchant_id: int, status: str | None = None) -> Select[Any]:
+    stmt = select(GroupBuy).where(GroupBuy.merchant_id == merchant_id)
+    if status:
+        stmt = stmt.where(GroupBuy.status == status)
+    return stmt
+
+
+def sku_with_product(session: Session, merchant_id: int, sku_id: int) -> tuple[Sku, Product] | None:
+    stmt = (
+        select(Sku, Product)
+        .join(Product, Product.id == Sku.product_id)
+        .where(Sku.merchant_id == merchant_id, Product.merchant_id == merchant_id, Sku.id == sku_id)
+    )
+    row = session.execute(stmt).first()
+    return (row[0], row[1]) if row else None
+
+
+def team_counts(session: Session, merchant_id: int, group_buy_id: int) -> dict[str, int]:
+    stmt = (
+        select(GroupTeam.status, func.count())
+        .where(GroupTeam.merchant_id == merchant_id, GroupTeam.group_buy_id == group_buy_id)
+        .group_by(GroupTeam.status)
+    )
+    return {str(s): int(n) for s, n in session.execute(stmt).all()}
+
+
+# -- teams -------------------------------------------------------------------------------------------
+
+
+def team(session: Session, merchant_id: int, team_id: int, *, lock: bool = False) -> GroupTeam | None:
+    stmt = select(GroupTeam).where(GroupTeam.merchant_id == merchant_id, GroupTeam.id == team_id)
+    if lock:
+        stmt = for_update(stmt, session)
+    return session.scalar(stmt.execution_options(populate_existing=True))
+
+
+def search_teams(merchant_id: int, group_buy_id: int, status: str | None = None) -> Select[Any]:
+    stmt = select(GroupTeam).where(GroupTeam.merchant_id == merchant_id, GroupTeam.group_buy_id == group_buy_id)
+    if status:
+        stmt = stmt.where(GroupTeam.status == status)
+    return stmt
+
+
+def joinable_teams(
+    session: Session, merchant_id: int, group_buy_id: int, now: dt.datetime, limit: int = 10
+) -> list[GroupTeam]:
+    stmt = select(GroupTeam).where(
+        GroupTeam.merchant_id == merchant_id,
+        GroupTeam.group_buy_id == group_buy_id,
+        GroupTeam.status == OPEN,
+        GroupTeam.filled < GroupTeam.size,
+        GroupTeam.expires_at > now,
+    )
+    return list(session.scalars(stmt.order_by(GroupTeam.expires_at, GroupTeam.id).limit(limit)))
+
+
+def take_seat(session: Session, merchant_id: int, team_id: int, now: dt.datetime) -> int | None:
+    """``filled += 1`` while the team is open, unexpired and not full; the new ``filled``
+    (the seat number), or None when refused. The one guard of the last seat."""
+    row = session.execute(
+        update(GroupTeam)
+        .where(
+            GroupTeam.merchant_id == merchant_id,
+            GroupTeam.id == team_id,
+            GroupTeam.status == OPEN,
+            GroupTeam.filled < GroupTeam.size,
+            GroupTeam.expires_at > now,
+        )
+        .values(filled=GroupTeam.filled + 1, updated_at=now)
+        .returning(GroupTeam.filled)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return int(row[0]) if row else None
+
+
+def give_back_seat(session: Session, merchant_id: int, team_id: int, now: dt.datetime) -> None:
+    session.execute(
+        update(GroupTeam)
+        .where(GroupTeam.merchant_id == merchant_id, GroupTeam.id == team_id, GroupTeam.filled > 0)
+        .values(filled=GroupTeam.filled - 1, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def count_paid_seat(session: Session, merchant_id: int, team_id: int, now: dt.datetime) -> tuple[int, int] | None:
+    """``paid_count += 1`` on an open team; ``(paid_count, size)`` after, or None."""
+    row = session.execute(
+        update(GroupTeam)
+        .where(
+            GroupTeam.merchant_id == merchant_id,
+            GroupTeam.id == team_id,
+            GroupTeam.status == OPEN,
+            GroupTeam.paid_count < GroupTeam.size,
+        )
+        .values(paid_count=GroupTeam.paid_count + 1, updated_at=now)
+        .returning(GroupTeam.paid_count, GroupTeam.size)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return (int(row[0]), int(row[1])) if row else None
+
+
+def finish_team(
+    session: Session, merchant_id: int, team_id: int, to_status: str, now: dt.datetime, *, virtual: bool = False
+) -> bool:
+    """open → success / failed, once."""
+    values: dict[str, Any] = {"status": to_status, "updated_at": now}
+    if to_status == SUCCESS:
+        values.update(succeeded_at=now, virtual=virtual)
+    else:
+        assert to_status == FAILED
+        values["failed_at"] = now
+    result = session.execute(
+        update(GroupTeam)
+        .where(GroupTeam.merchant_id == merchant_id, GroupTeam.id == team_id, GroupTeam.status == OPEN)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return _count(result) == 1
+
+
+def due_teams(session: Session, merchant_id: int, now: dt.datetime) -> list[int]:
+    stmt = select(GroupTeam.id).where(
+        GroupTeam.merchant_id == merchant_id, GroupTeam.status == OPEN, GroupTeam.expires_at <= now
+    )
+    return list(session.scalars(stmt.order_by(GroupTeam.id)))
+
+
+# -- seats -------------------------------------------------------------------------------------------
+
+
+def seat_of_order(session: Session, merchant_id: int, order_id: int) -> GroupSeat | None:
+    stmt = select(GroupSeat).where(GroupSeat.merchant_id == merchant_id, GroupSeat.order_id == order_id)
+    return session.scalar(stmt.execution_options(populate_existing=True))
+
+
+def seats(session: Session, merchant_id: int, team_ids: Iterable[int]) -> list[GroupSeat]:
+    ids = sorted(set(team_ids))
+    if not ids:
+        return []
+    stmt = select(GroupSeat).where(GroupSeat.merchant_id == merchant_id, GroupSeat.team_id.in_(ids))
+    return list(session.scalars(stmt.order_by(GroupSeat.team_id, GroupSeat.id).execution_options(populate_existing=True)))
+
+
+def held_seat(session: Session, merchant_id: int, team_id: int, member_id: int) -> GroupSeat | None:
+    stmt = select(GroupSeat).where(
+        GroupSeat.merchant_id == merchant_id, GroupSeat.team_id == team_id, GroupSeat.holder_member_id == member_id
+    )
+    return session.scalar(stmt)
+
+
+def move_seat(
+    session: Session, merchant_id: int, seat_id: int, from_status: str, to_status: str, now: dt.datetime,
+    **values: Any,
+) -> bool:
+    """One conditional step of a seat (``pending → paid``, ``pending → released``, ``paid → refunded``)."""
+    extra: dict[str, Any] = dict(values)
+    if to_status == PAID:
+        extra["paid_at"] = now
+    if to_status in (RELEASED, REFUNDED):
+        extra.update(released_at=now, holder_member_id=None)
+    result = session.execute(
+        update(GroupSeat)
+        .where(GroupSeat.merchant_id == merchant_id, GroupSeat.id == seat_id, GroupSeat.status == from_status)
+        .values(status=to_status, updated_at=now, **extra)
+        .execution_options(synchronize_session=False)
+    )
+    return _count(result) == 1
+
+
+def members(session: Session, merchant_id: int, member_ids: Iterable[int]) -> dict[int, Member]:
+    ids = sorted(set(member_ids))
+    if not ids:
+        return {}
+    stmt = select(Member).where(Member.merchant_id == merchant_id, Member.id.in_(ids))
+    return {m.id: m for m in session.scalars(stmt)}
+
+
+# -- per-member counter ------------------------------------------------------------------------------
+
+
+def take_units(session: Session, merchant_id: int, group_buy_id: int, member_id: int, qty: int, limit: int) -> bool:
+    insert_ignore(
+        session, GroupBuyMemberCounter.__table__,  # type: ignore[arg-type]
+        {"merchant_id": merchant_id, "group_buy_id": group_buy_id, "member_id": member_id, "units": 0},
+        ["group_buy_id", "member_id"],
+    )
+    result = session.execute(
+        update(GroupBuyMemberCounter)
+        .where(
+            GroupBuyMemberCounter.merchant_id == merchant_id,
+            GroupBuyMemberCounter.group_buy_id == group_buy_id,
+            GroupBuyMemberCounter.member_id == member_id,
+            GroupBuyMemberCounter.units + qty <= limit,
+        )
+        .values(units=GroupBuyMemberCounter.units + qty)
+        .execution_options(synchronize_session=False)
+    )
+    return _count(result) == 1
+
+
+def give_back_units(session: Session, merchant_id: int, group_buy_id: int, member_id: int, qty: int) -> None:
+    session.execute(
+        update(GroupBuyMemberCounter)
+        .where(
+            GroupBuyMemberCounter.merchant_id == merchant_id,
+            GroupBuyMemberCounter.group_buy_id == group_buy_id,
+            GroupBuyMemberCounter.member_id == member_id,
+            GroupBuyMemberCounter.units >= qty,
+        )
+        .values(units=GroupBuyMemberCounter.units - qty)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def member_units(session: Session, merchant_id: int, group_buy_id: int, member_id: int) -> int:
+    stmt = select(GroupBuyMemberCounter.units).where(
+        GroupBuyMemberCounter.merchant_id == merchant_id,
+        GroupBuyMemberCounter.group_buy_id == group_buy_id,
+        GroupBuyMemberCounter.member_id == member_id,
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+__all__ = ["PENDING"]
+
+
+def seat(session: Session, merchant_id: int, seat_id: int, *, lock: bool = False) -> GroupSeat | None:
+    stmt = select(GroupSeat).where(GroupSeat.merchant_id == merchant_id, GroupSeat.id == seat_id)
+    if lock:
+        stmt = for_update(stmt, session)
+    return session.scalar(stmt.execution_options(populate_existing=True))
+
+
+def uncount_paid_seat(session: Session, merchant_id: int, team_id: int, now: dt.datetime) -> None:
+    session.execute(
+        update(GroupTeam)
+        .where(GroupTeam.merchant_id == merchant_id, GroupTeam.id == team_id, GroupTeam.paid_count > 0)
+        .values(paid_count=GroupTeam.paid_count - 1, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )

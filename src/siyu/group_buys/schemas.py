@@ -1,0 +1,170 @@
+"""Group-buy request and response bodies. Money in fen; times aware (UTC in responses)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GroupBuyIn(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    sku_id: int
+    team_size: int = Field(ge=2, le=100, description="N members make a team")
+    valid_hours: int = Field(default=24, ge=1, le=24 * 30, description="a team's time to fill up")
+    group_price: int = Field(ge=0, description="fen per unit, below the SKU's sale price")
+    leader_price: int | None = Field(default=None, ge=0, description="fen per unit for the leader (团长价)")
+    per_member_limit: int = Field(default=1, ge=1, le=999, description="units per member in the activity")
+    allows_coupons: bool = False
+    allows_points: bool = False
+    free_shipping: bool = False
+    virtual_min_paid: int | None = Field(
+        default=None, ge=1, description="virtual success: a team with at least K paid seats at its deadline succeeds"
+    )
+    starts_at: dt.datetime = Field(description="ISO 8601 with offset")
+    ends_at: dt.datetime
+
+
+class GroupBuyUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    valid_hours: int | None = Field(default=None, ge=1, le=24 * 30)
+    group_price: int | None = Field(default=None, ge=0)
+    leader_price: int | None = Field(default=None, ge=0)
+    per_member_limit: int | None = Field(default=None, ge=1, le=999)
+    allows_coupons: bool | None = None
+    allows_points: bool | None = None
+    free_shipping: bool | None = None
+    virtual_min_paid: int | None = Field(default=None, ge=1)
+    starts_at: dt.datetime | None = None
+    ends_at: dt.datetime | None = None
+
+
+class GroupBuyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    status: str
+    product_id: int
+    sku_id: int
+    team_size: int
+    valid_hours: int
+    group_price: int
+    leader_price: int | None
+    per_member_limit: int
+    allows_coupons: bool
+    allows_points: bool
+    free_shipping: bool
+    virtual_min_paid: int | None
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    created_at: dt.datetime
+
+
+class GroupBuyAdminOut(GroupBuyOut):
+    effective_status: str = Field(description="scheduled | active | ended | disabled, as of now")
+    teams_open: int
+    teams_succeeded: int
+    teams_failed: int
+
+
+class TeamOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    group_buy_id: int
+    leader_member_id: int
+    size: int
+    filled: int
+    paid_count: int
+    status: str
+    virtual: bool
+    expires_at: dt.datetime
+    succeeded_at: dt.datetime | None
+    failed_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class SeatOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    member_id: int
+    order_id: int
+    seat_no: int
+    is_leader: bool
+    quantity: int
+    amount: int
+    status: str
+    refund_id: int | None
+
+
+class TeamAdminOut(TeamOut):
+    seats: list[SeatOut]
+
+
+# -- store ---------------------------------------------------------------------------------------
+
+
+class StoreTeamCard(BaseModel):
+    team_id: int
+    leader_nickname: str
+    remaining_seats: int
+    expires_at: dt.datetime
+
+
+class StoreGroupBuyOut(BaseModel):
+    id: int
+    name: str
+    status: str = Field(description="scheduled | active | ended")
+    product_id: int
+    sku_id: int
+    title: str
+    spec_text: str
+    image_url: str | None
+    list_price: int
+    sale_price: int
+    group_price: int
+    leader_price: int | None
+    team_size: int
+    valid_hours: int
+    per_member_limit: int
+    free_shipping: bool
+    allows_coupons: bool
+    allows_points: bool
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    open_teams: list[StoreTeamCard] = Field(description="teams still waiting for members, soonest deadline first")
+
+
+class StoreSeatOut(BaseModel):
+    seat_no: int
+    nickname: str = Field(description="masked, e.g. 张*")
+    avatar_url: str | None
+    is_leader: bool
+    paid: bool
+
+
+class StoreTeamOut(BaseModel):
+    """The share page of a team."""
+
+    team_id: int
+    group_buy_id: int
+    name: str
+    title: str
+    image_url: str | None
+    group_price: int
+    sale_price: int
+    status: str = Field(description="open | success | failed")
+    size: int
+    filled: int
+    remaining_seats: int
+    expires_at: dt.datetime
+    seats: list[StoreSeatOut]
+
+
+class GroupBuyOrderIn(Strict):
+    quantity: int = Field(default=1, ge=1, le=999)
+    address_id: int | None = None
+    remark: str | None = Field(default=None, max_length=200)

@@ -1,0 +1,706 @@
+"""Group buys (拼团): activities, teams, seats, pricing, success and failure.
+
+A customer opens a team (leader) or joins one through the checkout::
+
+    CheckoutIn.options = {"group_buy": {"activity_id": 7, "team_id": 42}}   # team_id omitted: open a team
+
+1. The ITEM_PROMOTIONS stage (``apply_to_pricing``) checks the activity is running
+   (``group_buy_not_started`` / ``group_buy_ended``), the team can be joined
+   (``group_team_already_joined`` / ``group_team_full`` / ``group_team_expired``) and the member's
+   limit (``group_buy_limit_reached``); it prices the line at the group (or leader) price and
+   flags it (``activity``; ``no_coupon`` / ``no_points`` from the stacking rules;
+   ``no_order_promotions`` always; ``free_shipping`` when the activity ships free). The line takes
+   normal SKU stock (reserved by the checkout); because it carries ``activity``, an order
+   cancellation leaves its stock to this module, which gives it back with the seat.
+2. The submit hook (``take_seat``) repeats the checks where they bind: the member's units by a
+   conditional update of ``GroupBuyMemberCounter``; a new team is inserted with the leader's
+   seat (``filled = 1``) and its deadline job; a seat in an existing team is taken by
+   ``UPDATE group_teams SET filled = filled + 1 WHERE id = ? AND status = 'open' AND
+   filled < size AND expires_at > now`` (the last seat cannot be taken twice) and the seat row's
+   ``UNIQUE (team_id, holder_member_id)`` refuses a member twice. Any refusal aborts the submit.
+3. ``order.paid`` → the seat becomes paid (``pending → paid``) and the team's ``paid_count``
+   grows; when every seat is paid the team succeeds (``group_buy.succeeded``): its orders stay
+   paid and may ship. Before that, ``orders.service.ship`` refuses a group-buy order with 409
+   ``group_buy_not_succeeded`` (a ship guard).
+4. ``order.cancelled`` → the pending seat is released: ``filled - 1``, the member's units and the
+   SKU stock back, exactly once.
+5. At the team's deadline (``group_buys.expire_team``, ``run_at = expires_at``): unpaid orders are
+   cancelled; a team with at least ``virtual_min_paid`` paid seats succeeds (virtual success);
+   otherwise it fails (``group_buy.failed``) and every paid member gets a full refund through the
+   payment provider: one ``group_buys.refund_seat`` job per seat calls
+   ``payments.service.request_refund`` with the system actor and the idempotency key
+   ``group_buy:seat:<id>`` (the seat moves ``paid → refunded`` in the same transaction).
+
+Services never commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from siyu.catalog import stock
+from siyu.catalog.models import Product, Sku
+from siyu.group_buys import repository as repo
+from siyu.group_buys.models import (
+    ACTIVE,
+    DISABLED,
+    FAILED,
+    OPEN,
+    PAID,
+    PENDING,
+    REFUNDED,
+    RELEASED,
+    SUCCESS,
+    GroupBuy,
+    GroupSeat,
+    GroupTeam,
+)
+from siyu.group_buys.schemas import (
+    GroupBuyAdminOut,
+    GroupBuyIn,
+    GroupBuyOrderIn,
+    GroupBuyOut,
+    GroupBuyUpdate,
+    SeatOut,
+    StoreGroupBuyOut,
+    StoreSeatOut,
+    StoreTeamCard,
+    StoreTeamOut,
+    TeamAdminOut,
+    TeamOut,
+)
+from siyu.kit import audit
+from siyu.kit.errors import DomainError, catalogue, invalid, not_found, register_messages
+from siyu.kit.events import emit
+from siyu.kit.outbox import enqueue
+from siyu.kit.timeutil import utcnow
+from siyu.orders import checkout
+from siyu.orders import repository as orders_repo
+from siyu.orders import service as orders_service
+from siyu.orders.models import PENDING_PAYMENT, Order
+from siyu.orders.pricing import ITEM_PROMOTIONS, PricingContext
+from siyu.orders.schemas import CheckoutIn
+from siyu.payments import service as payments_service
+from siyu.tenancy import service as tenancy_service
+from siyu.worker.runner import add_schedule
+
+_MESSAGES = {
+    "group_buy_not_started": (409, "拼团活动尚未开始", "The group buy has not started yet"),
+    "group_buy_ended": (409, "拼团活动已结束", "The group buy has ended"),
+    "group_buy_limit_reached": (
+        409,
+        "该拼团商品每人限购 {limit} 件",
+        "The group-buy item is limited to {limit} per member",
+    ),
+    "group_team_full": (409, "该团已满员，请开新团或加入其他团", "This team is full; open a new one or join another"),
+    "group_team_expired": (409, "该团已结束，请开新团", "This team has ended; open a new one"),
+    "group_team_already_joined": (409, "您已在该团中", "You are already in this team"),
+    "group_buy_not_succeeded": (
+        409,
+        "拼团尚未成团，暂不能发货",
+        "The group buy has not succeeded yet; the order cannot ship",
+    ),
+    "group_buy_state_invalid": (
+        409,
+        "拼团活动当前状态（{status}）不允许此操作",
+        "The group buy cannot do this in its state ({status})",
+    ),
+}
+register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
+
+OPTION = "group_buy"
+RESERVATION = "group_buy"
+SYSTEM: tuple[str, int | None] = ("system", None)
+REFUND_REASON = "拼团失败自动退款"
+Actor = tuple[str, int | None]
+
+
+def _activity_not_found() -> DomainError:
+    return not_found("拼团活动", "Group buy")
+
+
+def _team_not_found() -> DomainError:
+    return not_found("拼团", "Group-buy team")
+
+
+def _aware(value: dt.datetime, path: str) -> dt.datetime:
+    if value.tzinfo is None:
+        raise invalid(path, "timezone_required", "give the time with its UTC offset")
+    return value.astimezone(dt.UTC)
+
+
+def effective_status(gb: GroupBuy, now: dt.datetime) -> str:
+    if gb.status == DISABLED:
+        return DISABLED
+    if now < gb.starts_at:
+        return "scheduled"
+    if now >= gb.ends_at:
+        return "ended"
+    return ACTIVE
+
+
+def mask_nickname(nickname: str | None) -> str:
+    """``张三丰`` → ``张**丰``, ``张三`` → ``张*``; no nickname → ``微信用户``."""
+    name = (nickname or "").strip()
+    if not name:
+        return "微信用户"
+    if len(name) <= 2:
+        return name[0] + "*"
+    return name[0] + "**" + name[-1]
+
+
+# -- admin -------------------------------------------------------------------------------------------
+
+
+def get_group_buy(session: Session, merchant_id: int, group_buy_id: int, *, lock: bool = False) -> GroupBuy:
+    found = repo.group_buy(session, merchant_id, group_buy_id, lock=lock)
+    if found is None:
+        raise _activity_not_found()
+    return found
+
+
+def _sku(session: Session, merchant_id: int, sku_id: int) -> tuple[Sku, Product]:
+    found = repo.sku_with_product(session, merchant_id, sku_id)
+    if found is None:
+        raise DomainError("sku_not_found", sku_id=sku_id)
+    return found
+
+
+def _check_rules(
+    sku: Sku, *, group_price: int, leader_price: int | None, team_size: int, virtual_min_paid: int | None,
+    starts_at: dt.datetime, ends_at: dt.datetime,
+) -> None:
+    if ends_at <= starts_at:
+        raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at")
+    if group_price >= sku.sale_price:
+        raise invalid("group_price", "price_not_below_sale_price", f"must be below the sale price {sku.sale_price}")
+    if leader_price is not None and leader_price > group_price:
+        raise invalid("leader_price", "leader_price_above_group_price", "the leader price cannot exceed the group price")
+    if virtual_min_paid is not None and virtual_min_paid >= team_size:
+        raise invalid("virtual_min_paid", "virtual_min_too_large", "must be below the team size")
+
+
+def create_group_buy(session: Session, merchant_id: int, data: GroupBuyIn, *, actor: Actor) -> GroupBuy:
+    starts_at, ends_at = _aware(data.starts_at, "starts_at"), _aware(data.ends_at, "ends_at")
+    sku, product = _sku(session, merchant_id, data.sku_id)
+    _check_rules(
+        sku, group_price=data.group_price, leader_price=data.leader_price, team_size=data.team_size,
+        virtual_min_paid=data.virtual_min_paid, starts_at=starts_at, ends_at=ends_at,
+    )
+    gb = GroupBuy(
+        merchant_id=merchant_id, name=data.name.strip(), status=ACTIVE, product_id=product.id, sku_id=sku.id,
+        team_size=data.team_size, valid_hours=data.valid_hours, group_price=data.group_price,
+        leader_price=data.leader_price, per_member_limit=data.per_member_limit, allows_coupons=data.allows_coupons,
+        allows_points=data.allows_points, free_shipping=data.free_shipping, virtual_min_paid=data.virtual_min_paid,
+        starts_at=starts_at, ends_at=ends_at,
+    )
+    session.add(gb)
+    session.flush()
+    add_schedule(
+        session, merchant_id, "group_buys.reconcile", "group_buys.reconcile", "*/5 * * * *",
+        tenancy_service.get_merchant(session, merchant_id).timezone,
+    )
+    audit.record(session, merchant_id, "group_buy", gb.id, "created", to_state=ACTIVE, actor=actor)
+    return gb
+
+
+PRICE_FIELDS = ("group_price", "leader_price", "virtual_min_paid", "allows_coupons", "allows_points", "free_shipping")
+
+
+def update_group_buy(
+    session: Session, merchant_id: int, group_buy_id: int, data: GroupBuyUpdate, *, actor: Actor,
+    now: dt.datetime | None = None,
+) -> GroupBuy:
+    """Name, limit, validity and the end can change any time; prices and stacking rules only
+    before the start (a customer who already joined keeps what was announced)."""
+    now = now or utcnow()
+    gb = get_group_buy(session, merchant_id, group_buy_id, lock=True)
+    state = effective_status(gb, now)
+    if state in (DISABLED, "ended"):
+        raise DomainError("group_buy_state_invalid", status=state)
+    changes = data.model_dump(exclude_unset=True)
+    for key, value in changes.items():
+        if value is None and key not in ("leader_price", "virtual_min_paid"):
+            raise invalid(key, "required", f"{key} cannot be null")
+    if state == ACTIVE and any(k in changes for k in (*PRICE_FIELDS, "starts_at")):
+        raise DomainError("group_buy_state_invalid", status=state)
+    starts_at = _aware(data.starts_at, "starts_at") if data.starts_at is not None else gb.starts_at
+    ends_at = _aware(data.ends_at, "ends_at") if data.ends_at is not None else gb.ends_at
+    sku, _ = _sku(session, merchant_id, gb.sku_id)
+    merged = {k: changes.get(k, getattr(gb, k)) for k in PRICE_FIELDS}
+    _check_rules(
+        sku, group_price=merged["group_price"], leader_price=merged["leader_price"], team_size=gb.team_size,
+        virtual_min_paid=merged["virtual_min_paid"], starts_at=starts_at, ends_at=ends_at,
+    )
+    for key in (*PRICE_FIELDS, "valid_hours", "per_member_limit"):
+        if key in changes:
+            setattr(gb, key, changes[key])
+    if data.name is not None:
+        gb.name = data.name.strip()
+    gb.starts_at, gb.ends_at = starts_at, ends_at
+    session.flush()
+    audit.record(session, merchant_id, "group_buy", gb.id, "updated", actor=actor, data={"fields": sorted(changes)})
+    return gb
+
+
+def disable(session: Session, merchant_id: int, group_buy_id: int, *, actor: Actor) -> GroupBuy:
+    """Stop the activity now: no new teams or joins; open teams run to their deadline."""
+    gb = get_group_buy(session, merchant_id, group_buy_id, lock=True)
+    if gb.status == DISABLED:
+        raise DomainError("group_buy_state_invalid", status=DISABLED)
+    gb.status = DISABLED
+    session.flush()
+    audit.record(session, merchant_id, "group_buy", gb.id, "disabled", from_state=ACTIVE, to_state=DISABLED, actor=actor)
+    return gb
+
+
+def admin_out(session: Session, merchant_id: int, gb: GroupBuy, now: dt.datetime | None = None) -> GroupBuyAdminOut:
+    counts = repo.team_counts(session, merchant_id, gb.id)
+    return GroupBuyAdminOut(
+        **GroupBuyOut.model_validate(gb).model_dump(), effective_status=effective_status(gb, now or utcnow()),
+        teams_open=counts.get(OPEN, 0), teams_succeeded=counts.get(SUCCESS, 0), teams_failed=counts.get(FAILED, 0),
+    )
+
+
+def teams_with_seats(session: Session, merchant_id: int, teams: list[GroupTeam]) -> list[TeamAdminOut]:
+    by_team: dict[int, list[SeatOut]] = {}
+    for seat in repo.seats(session, merchant_id, [t.id for t in teams]):
+        by_team.setdefault(seat.team_id, []).append(SeatOut.model_validate(seat))
+    return [
+        TeamAdminOut(**TeamOut.model_validate(t).model_dump(), seats=by_team.get(t.id, [])) for t in teams
+    ]
+
+
+def get_team(session: Session, merchant_id: int, team_id: int) -> GroupTeam:
+    found = repo.team(session, merchant_id, team_id)
+    if found is None:
+        raise _team_not_found()
+    return found
+
+
+# -- pricing stage and submit hook -------------------------------------------------------------------
+
+
+def _positive_int(raw: Any) -> int | None:
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+        return raw
+    return None
+
+
+def _options(options: dict[str, Any]) -> tuple[int, int | None]:
+    raw = options.get(OPTION)
+    if not isinstance(raw, dict):
+        raise invalid("options.group_buy", "required", "give the group buy's activity_id (and team_id to join)")
+    activity_id = _positive_int(raw.get("activity_id"))
+    if activity_id is None:
+        raise invalid("options.group_buy.activity_id", "required", "give the group buy's activity id")
+    team_id = raw.get("team_id")
+    if team_id is not None and _positive_int(team_id) is None:
+        raise invalid("options.group_buy.team_id", "invalid", "a team id is a positive integer")
+    return activity_id, team_id
+
+
+def check_running(gb: GroupBuy, now: dt.datetime) -> None:
+    state = effective_status(gb, now)
+    if state == "scheduled":
+        raise DomainError("group_buy_not_started")
+    if state != ACTIVE:
+        raise DomainError("group_buy_ended")
+
+
+def _team_refusal(team: GroupTeam | None, now: dt.datetime) -> DomainError:
+    if team is None:
+        return _team_not_found()
+    if team.status == FAILED or (team.status == OPEN and team.expires_at <= now):
+        return DomainError("group_team_expired")
+    return DomainError("group_team_full")
+
+
+def check_joinable(session: Session, team: GroupTeam, member_id: int | None, now: dt.datetime) -> None:
+    """Advisory (the submit hook's conditional update binds): own seat, then full, then expired."""
+    if member_id is not None and repo.held_seat(session, team.merchant_id, team.id, member_id) is not None:
+        raise DomainError("group_team_already_joined")
+    if team.status != OPEN or team.expires_at <= now or team.filled >= team.size:
+        raise _team_refusal(team, now)
+
+
+def apply_to_pricing(ctx: PricingContext) -> None:
+    """The ITEM_PROMOTIONS stage: price the group-buy line at the group (or leader) price."""
+    if OPTION not in ctx.options:
+        return
+    activity_id, team_id = _options(ctx.options)
+    gb = repo.group_buy(ctx.session, ctx.merchant_id, activity_id)
+    if gb is None:
+        raise _activity_not_found()
+    check_running(gb, ctx.now)
+    idx = next((i for i, ln in enumerate(ctx.lines) if ln.sku_id == gb.sku_id), None)
+    if idx is None:
+        raise invalid("options.group_buy.activity_id", "item_not_in_order", "the group-buy SKU is not in this order")
+    line = ctx.lines[idx]
+    if line.flags.get("activity"):
+        raise invalid("options.group_buy", "activity_conflict", "the line already takes part in another activity")
+    if team_id is not None:
+        team = repo.team(ctx.session, ctx.merchant_id, team_id)
+        if team is None or team.group_buy_id != gb.id:
+            raise _team_not_found()
+        check_joinable(ctx.session, team, ctx.member_id, ctx.now)
+    held = repo.member_units(ctx.session, ctx.merchant_id, gb.id, ctx.member_id) if ctx.member_id else 0
+    if held + line.quantity > gb.per_member_limit:
+        raise DomainError("group_buy_limit_reached", limit=gb.per_member_limit)
+    leader = team_id is None
+    unit_price = gb.leader_price if leader and gb.leader_price is not None else gb.group_price
+    amount = max(0, line.amount - unit_price * line.quantity)
+    ctx.discount(
+        ITEM_PROMOTIONS, f"group_buy:{gb.id}", "团长价" if leader and gb.leader_price is not None else "拼团价",
+        amount, [idx], details={"group_buy_id": gb.id, "team_id": team_id, "unit_price": unit_price, "leader": leader},
+    )
+    line.flags.update(
+        {
+            "activity": f"group_buy:{gb.id}",
+            "group_buy_id": gb.id,
+            "no_coupon": not gb.allows_coupons,
+            "no_points": not gb.allows_points,
+            "no_order_promotions": True,
+        }
+    )
+    if not gb.allows_coupons:
+        line.coupons_allowed = False
+    if gb.free_shipping:
+        line.flags["free_shipping"] = True
+    ctx.reservations[RESERVATION] = {
+        "group_buy_id": gb.id, "team_id": team_id, "line_index": idx, "quantity": line.quantity,
+        "limit": gb.per_member_limit, "sku_id": gb.sku_id, "size": gb.team_size, "valid_hours": gb.valid_hours,
+    }
+
+
+def take_seat(ctx: PricingContext, order_id: int) -> None:
+    """The submit hook: the member's units, then the seat (a new team's first, or the next one)."""
+    res = ctx.reservations.get(RESERVATION)
+    if not res:
+        return
+    session, merchant_id, member_id, now = ctx.session, ctx.merchant_id, ctx.member_id, ctx.now
+    assert member_id is not None
+    gb_id, qty, limit = int(res["group_buy_id"]), int(res["quantity"]), int(res["limit"])
+    if not repo.take_units(session, merchant_id, gb_id, member_id, qty, limit):
+        raise DomainError("group_buy_limit_reached", limit=limit)
+    team_id = res["team_id"]
+    if team_id is None:
+        team = GroupTeam(
+            merchant_id=merchant_id, group_buy_id=gb_id, leader_member_id=member_id, size=int(res["size"]), filled=1,
+            paid_count=0, status=OPEN, expires_at=now + dt.timedelta(hours=int(res["valid_hours"])), virtual=False,
+        )
+        session.add(team)
+        session.flush()
+        team_id, seat_no = team.id, 1
+        enqueue(
+            session, merchant_id, "group_buys.expire_team", {"team_id": team.id}, run_at=team.expires_at,
+            dedupe_key=f"group_team:{team.id}:expire",
+        )
+        emit(
+            session, merchant_id, "group_buy.team_opened",
+            {"team_id": team.id, "group_buy_id": gb_id, "member_id": member_id, "order_id": order_id,
+             "expires_at": team.expires_at.isoformat()},
+            key=f"group_team:{team.id}",
+        )
+    else:
+        taken = repo.take_seat(session, merchant_id, int(team_id), now)
+        if taken is None:
+            raise _team_refusal(repo.team(session, merchant_id, int(team_id)), now)
+        seat_no = taken
+    seat = GroupSeat(
+        merchant_id=merchant_id, group_buy_id=gb_id, team_id=int(team_id), member_id=member_id,
+        holder_member_id=member_id, order_id=order_id, sku_id=int(res["sku_id"]), seat_no=seat_no,
+        is_leader=seat_no == 1 and res["team_id"] is None, quantity=qty,
+        amount=ctx.lines[int(res["line_index"])].amount, status=PENDING,
+    )
+    try:
+        with session.begin_nested():
+            session.add(seat)
+            session.flush()
+    except IntegrityError:
+        raise DomainError("group_team_already_joined") from None
+    audit.record(
+        session, merchant_id, "group_team", int(team_id), "seat_taken", actor=("customer", member_id),
+        data={"order_id": order_id, "seat_no": seat_no, "quantity": qty},
+    )
+
+
+# -- ship guard ----------------------------------------------------------------------------------------
+
+
+def check_shippable(session: Session, order: Order) -> None:
+    seat = repo.seat_of_order(session, order.merchant_id, order.id)
+    if seat is None:
+        return
+    team = repo.team(session, order.merchant_id, seat.team_id)
+    if team is None or team.status != SUCCESS or seat.status != PAID:
+        raise DomainError("group_buy_not_succeeded")
+
+
+# -- lifecycle -----------------------------------------------------------------------------------------
+
+
+def _succeed(session: Session, team: GroupTeam, now: dt.datetime, *, virtual: bool) -> bool:
+    m = team.merchant_id
+    if not repo.finish_team(session, m, team.id, SUCCESS, now, virtual=virtual):
+        return False
+    paid = [s for s in repo.seats(session, m, [team.id]) if s.status == PAID]
+    audit.record(session, m, "group_team", team.id, "succeeded", from_state=OPEN, to_state=SUCCESS,
+                 data={"virtual": virtual, "paid": len(paid)})
+    emit(
+        session, m, "group_buy.succeeded",
+        {"team_id": team.id, "group_buy_id": team.group_buy_id, "virtual": virtual,
+         "order_ids": [s.order_id for s in paid], "member_ids": [s.member_id for s in paid]},
+        key=f"group_team:{team.id}",
+    )
+    return True
+
+
+def _release_seat(session: Session, seat: GroupSeat, now: dt.datetime) -> bool:
+    """pending → released: the seat, the member's units and the SKU stock back, once."""
+    m = seat.merchant_id
+    if not repo.move_seat(session, m, seat.id, PENDING, RELEASED, now):
+        return False
+    repo.give_back_seat(session, m, seat.team_id, now)
+    repo.give_back_units(session, m, seat.group_buy_id, seat.member_id, seat.quantity)
+    stock.release(session, m, {seat.sku_id: seat.quantity})
+    return True
+
+
+def on_order_paid(session: Session, merchant_id: int, order_id: int, *, now: dt.datetime | None = None) -> None:
+    now = now or utcnow()
+    seat = repo.seat_of_order(session, merchant_id, order_id)
+    if seat is None:
+        return
+    team = repo.team(session, merchant_id, seat.team_id, lock=True)
+    assert team is not None
+    if not repo.move_seat(session, merchant_id, seat.id, PENDING, PAID, now):
+        return
+    if team.status == OPEN:
+        counted = repo.count_paid_seat(session, merchant_id, team.id, now)
+        if counted is not None and counted[0] >= counted[1]:
+            _succeed(session, team, now, virtual=False)
+    elif team.status == FAILED:  # paid after the team failed: refund it like the others
+        _enqueue_refund(session, seat)
+
+
+def on_order_cancelled(session: Session, merchant_id: int, order_id: int, *, now: dt.datetime | None = None) -> None:
+    now = now or utcnow()
+    seat = repo.seat_of_order(session, merchant_id, order_id)
+    if seat is None:
+        return
+    team = repo.team(session, merchant_id, seat.team_id, lock=True)
+    assert team is not None
+    if not _release_seat(session, seat, now):
+        return
+    team = repo.team(session, merchant_id, seat.team_id)
+    if team is not None and team.status == OPEN and team.filled == 0:  # nobody left: the team is over
+        _fail(session, team, now, reason="empty")
+
+
+def on_order_refunded(session: Session, merchant_id: int, payload: dict[str, Any], *, now: dt.datetime | None = None) -> None:
+    """A paid member of an open team refunded in full (after-sales): the seat is given up, so the
+    team cannot succeed with a member who no longer pays."""
+    if not payload.get("full"):
+        return
+    now = now or utcnow()
+    seat = repo.seat_of_order(session, merchant_id, int(payload["order_id"]))
+    if seat is None or seat.status != PAID:
+        return
+    team = repo.team(session, merchant_id, seat.team_id, lock=True)
+    if team is None or team.status != OPEN:
+        return
+    if repo.move_seat(session, merchant_id, seat.id, PAID, REFUNDED, now, refund_id=payload.get("refund_id")):
+        repo.uncount_paid_seat(session, merchant_id, team.id, now)
+        repo.give_back_seat(session, merchant_id, team.id, now)
+        repo.give_back_units(session, merchant_id, seat.group_buy_id, seat.member_id, seat.quantity)
+
+
+def _enqueue_refund(session: Session, seat: GroupSeat) -> None:
+    enqueue(
+        session, seat.merchant_id, "group_buys.refund_seat", {"seat_id": seat.id},
+        dedupe_key=f"group_seat:{seat.id}:refund", max_attempts=12,
+    )
+
+
+def _fail(session: Session, team: GroupTeam, now: dt.datetime, *, reason: str) -> bool:
+    m = team.merchant_id
+    if not repo.finish_team(session, m, team.id, FAILED, now):
+        return False
+    paid = [s for s in repo.seats(session, m, [team.id]) if s.status == PAID]
+    for seat in paid:
+        _enqueue_refund(session, seat)
+    audit.record(session, m, "group_team", team.id, "failed", from_state=OPEN, to_state=FAILED,
+                 data={"reason": reason, "refunds": len(paid)})
+    emit(
+        session, m, "group_buy.failed",
+        {"team_id": team.id, "group_buy_id": team.group_buy_id, "reason": reason,
+         "refunded_order_ids": [s.order_id for s in paid], "member_ids": [s.member_id for s in paid]},
+        key=f"group_team:{team.id}",
+    )
+    return True
+
+
+def expire_team(session: Session, merchant_id: int, team_id: int, now: dt.datetime) -> str | None:
+    """At the deadline: cancel unpaid orders, then succeed (every seat paid, or virtual success)
+    or fail (refund every paid member). Returns the outcome, None when nothing was due."""
+    team = repo.team(session, merchant_id, team_id, lock=True)
+    if team is None or team.status != OPEN or now < team.expires_at:
+        return None
+    gb = repo.group_buy(session, merchant_id, team.group_buy_id)
+    assert gb is not None
+    for seat in repo.seats(session, merchant_id, [team.id]):
+        if seat.status != PENDING:
+            continue
+        order = orders_repo.order(session, merchant_id, seat.order_id, lock=True)
+        if order is not None and order.status == PENDING_PAYMENT:
+            orders_service.cancel(session, merchant_id, order.id, reason="group_buy_timeout", actor=SYSTEM)
+            _release_seat(session, seat, now)
+        elif (  # paid; its order.paid job has not run yet
+            order is not None and order.paid_at is not None
+            and repo.move_seat(session, merchant_id, seat.id, PENDING, PAID, now)
+        ):
+            repo.count_paid_seat(session, merchant_id, team.id, now)
+    team = repo.team(session, merchant_id, team_id)
+    assert team is not None
+    if team.paid_count >= team.size:
+        _succeed(session, team, now, virtual=False)
+        return SUCCESS
+    if gb.virtual_min_paid is not None and team.paid_count >= gb.virtual_min_paid:
+        _succeed(session, team, now, virtual=True)
+        return SUCCESS
+    _fail(session, team, now, reason="timeout")
+    return FAILED
+
+
+def expire_due(session: Session, merchant_id: int, now: dt.datetime) -> int:
+    """Catch up teams whose deadline job was missed."""
+    return sum(1 for team_id in repo.due_teams(session, merchant_id, now) if expire_team(session, merchant_id, team_id, now))
+
+
+def refund_seat(session: Session, merchant_id: int, seat_id: int, *, now: dt.datetime | None = None) -> int | None:
+    """Refund a failed team's paid member in full through the payment provider, once.
+
+    The seat moves ``paid → refunded`` in the same transaction as the refund request, whose
+    idempotency key (``group_buy:seat:<id>``, unique per merchant) backs the once. The units go
+    back to the SKU (the goods never shipped) and to the member's limit."""
+    now = now or utcnow()
+    seat = repo.seat(session, merchant_id, seat_id, lock=True)
+    if seat is None or seat.status != PAID:
+        return None
+    team = repo.team(session, merchant_id, seat.team_id)
+    if team is None or team.status != FAILED:
+        return None
+    order = orders_repo.order(session, merchant_id, seat.order_id)
+    assert order is not None
+    refund_id: int | None = None
+    refundable = order.paid_amount - order.refunded_amount
+    if refundable > 0:
+        refund = payments_service.request_refund(
+            session, merchant_id, order.id, lines=None, amount=refundable, reason=REFUND_REASON,
+            idempotency_key=f"group_buy:seat:{seat.id}", actor=SYSTEM,
+        )
+        refund_id = refund.id
+    if repo.move_seat(session, merchant_id, seat.id, PAID, REFUNDED, now, refund_id=refund_id):
+        repo.give_back_units(session, merchant_id, seat.group_buy_id, seat.member_id, seat.quantity)
+        stock.release(session, merchant_id, {seat.sku_id: seat.quantity})
+    audit.record(session, merchant_id, "group_team", team.id, "member_refunded",
+                 data={"seat_id": seat.id, "order_id": order.id, "amount": refundable, "refund_id": refund_id})
+    return refund_id
+
+
+# -- store -------------------------------------------------------------------------------------------------
+
+
+def _visible(session: Session, merchant_id: int, group_buy_id: int) -> GroupBuy:
+    gb = repo.group_buy(session, merchant_id, group_buy_id)
+    if gb is None or gb.status == DISABLED:
+        raise _activity_not_found()
+    return gb
+
+
+def store_detail(session: Session, merchant_id: int, group_buy_id: int, *, now: dt.datetime | None = None) -> StoreGroupBuyOut:
+    now = now or utcnow()
+    gb = _visible(session, merchant_id, group_buy_id)
+    sku, product = _sku(session, merchant_id, gb.sku_id)
+    teams = repo.joinable_teams(session, merchant_id, gb.id, now) if effective_status(gb, now) == ACTIVE else []
+    leaders = repo.members(session, merchant_id, [t.leader_member_id for t in teams])
+    return StoreGroupBuyOut(
+        id=gb.id, name=gb.name, status=effective_status(gb, now), product_id=product.id, sku_id=sku.id,
+        title=product.title, spec_text=orders_service.spec_text(product, sku),
+        image_url=sku.image_url or (product.images[0] if product.images else None), list_price=sku.list_price,
+        sale_price=sku.sale_price, group_price=gb.group_price, leader_price=gb.leader_price, team_size=gb.team_size,
+        valid_hours=gb.valid_hours, per_member_limit=gb.per_member_limit, free_shipping=gb.free_shipping,
+        allows_coupons=gb.allows_coupons, allows_points=gb.allows_points, starts_at=gb.starts_at, ends_at=gb.ends_at,
+        open_teams=[
+            StoreTeamCard(
+                team_id=t.id,
+                leader_nickname=mask_nickname(leaders[t.leader_member_id].nickname if t.leader_member_id in leaders else None),
+                remaining_seats=t.size - t.filled, expires_at=t.expires_at,
+            )
+            for t in teams
+        ],
+    )
+
+
+def store_team(session: Session, merchant_id: int, team_id: int) -> StoreTeamOut:
+    team = get_team(session, merchant_id, team_id)
+    gb = get_group_buy(session, merchant_id, team.group_buy_id)
+    sku, product = _sku(session, merchant_id, gb.sku_id)
+    held = [s for s in repo.seats(session, merchant_id, [team.id]) if s.status in (PENDING, PAID, REFUNDED)]
+    if team.status != FAILED:
+        held = [s for s in held if s.status != REFUNDED]
+    people = repo.members(session, merchant_id, [s.member_id for s in held])
+    return StoreTeamOut(
+        team_id=team.id, group_buy_id=gb.id, name=gb.name, title=product.title,
+        image_url=sku.image_url or (product.images[0] if product.images else None), group_price=gb.group_price,
+        sale_price=sku.sale_price, status=team.status, size=team.size, filled=team.filled,
+        remaining_seats=max(0, team.size - team.filled) if team.status == OPEN else 0, expires_at=team.expires_at,
+        seats=[
+            StoreSeatOut(
+                seat_no=s.seat_no,
+                nickname=mask_nickname(people[s.member_id].nickname if s.member_id in people else None),
+                avatar_url=people[s.member_id].avatar_url if s.member_id in people else None,
+                is_leader=s.is_leader, paid=s.status in (PAID, REFUNDED),
+            )
+            for s in held
+        ],
+    )
+
+
+def order(
+    session: Session,
+    merchant_id: int,
+    member_id: int,
+    group_buy_id: int,
+    team_id: int | None,
+    body: GroupBuyOrderIn,
+    *,
+    idempotency_key: str | None,
+    payment_timeout: dt.timedelta,
+    now: dt.datetime | None = None,
+) -> tuple[Order, bool]:
+    """Open a team (``team_id`` None) or join one: the checkout submit with the group-buy option."""
+    gb = _visible(session, merchant_id, group_buy_id)
+    option: dict[str, Any] = {"activity_id": gb.id}
+    if team_id is not None:
+        option["team_id"] = team_id
+    checkout_body = CheckoutIn.model_validate(
+        {
+            "items": [{"sku_id": gb.sku_id, "quantity": body.quantity}],
+            "address_id": body.address_id,
+            "remark": body.remark,
+            "options": {OPTION: option},
+        }
+    )
+    return checkout.submit(
+        session, merchant_id, member_id, checkout_body, idempotency_key=idempotency_key,
+        payment_timeout=payment_timeout, now=now,
+    )
+
+
+__all__ = ["REFUNDED", "RELEASED"]

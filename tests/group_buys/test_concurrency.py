@@ -1,0 +1,80 @@
+"""Real parallel connections on PostgreSQL: the last seat of a team goes to exactly one member."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.config import Settings
+from siyu.kit.errors import DomainError
+from siyu.orders.models import Order
+from tests.conftest import Tenant
+from tests.factories import payments as f
+from tests.factories.orders import buyer, make_sku, sku_stock
+from tests.group_buys import helpers as h
+
+
+def _race(n: int, fn: Callable[[int], str]) -> list[str]:
+    barrier = threading.Barrier(n)
+    results: list[str] = [""] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = fn(i)
+        except DomainError as exc:
+            results[i] = exc.code
+        except Exception as exc:  # surfaced in the assertion message
+            results[i] = f"crash: {type(exc).__name__}: {exc}"
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_ten_members_race_for_the_last_seat_exactly_one_wins(
+    session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL")
+    sku = make_sku(session_factory, tenant.id, price=10000, stock=50)
+    gb = h.make_group_buy(session_factory, tenant.id, sku, team_size=3)
+    leader, second = buyer(session_factory, tenant.id), buyer(session_factory, tenant.id)
+    team_id = h.team_of(session_factory, tenant.id, h.submit(session_factory, tenant.id, leader, sku, gb)).id
+    h.submit(session_factory, tenant.id, second, sku, gb, team_id)
+    racers = [buyer(session_factory, tenant.id) for _ in range(10)]
+    orders_before = f.count(session_factory, Order, tenant.id)
+
+    results = _race(10, lambda i: f"order:{h.submit(session_factory, tenant.id, racers[i], sku, gb, team_id)}")
+
+    outcomes = Counter("order" if r.startswith("order:") else r for r in results)
+    assert outcomes == Counter({"order": 1, "group_team_full": 9}), results
+    team = h.team(session_factory, team_id)
+    assert team.filled == team.size == 3
+    assert len(h.seats(session_factory, tenant.id, team_id)) == 3
+    assert f.count(session_factory, Order, tenant.id) == orders_before + 1
+    assert sku_stock(session_factory, sku) == 50 - 3
+
+
+def test_one_member_racing_into_a_team_twice_gets_one_seat(
+    session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL")
+    sku = make_sku(session_factory, tenant.id, price=10000, stock=50)
+    gb = h.make_group_buy(session_factory, tenant.id, sku, team_size=5, per_member_limit=5)
+    leader, member = buyer(session_factory, tenant.id), buyer(session_factory, tenant.id)
+    team_id = h.team_of(session_factory, tenant.id, h.submit(session_factory, tenant.id, leader, sku, gb)).id
+
+    results = _race(6, lambda i: f"order:{h.submit(session_factory, tenant.id, member, sku, gb, team_id)}")
+
+    outcomes = Counter("order" if r.startswith("order:") else r for r in results)
+    assert outcomes == Counter({"order": 1, "group_team_already_joined": 5}), results
+    assert h.team(session_factory, team_id).filled == 2
