@@ -11,11 +11,25 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.config import Settings
 from siyu.orders.models import Order
-from siyu.promotions.models import FirstOrderClaim, PromotionMemberCounter, PromotionSkuCounter, PromotionUsage
+from siyu.promotions.models import (
+    FirstOrderClaim,
+    PromotionMemberCounter,
+    PromotionSkuCounter,
+    PromotionUsage,
+)
 from tests.conftest import Tenant
 from tests.factories.aftersales import drain, pay
 from tests.factories.orders import make_sku, sku_stock
-from tests.factories.promotions import ADMIN, STORE, create_promotion, entries, preview, shopper, submit, window
+from tests.factories.promotions import (
+    ADMIN,
+    STORE,
+    create_promotion,
+    entries,
+    preview,
+    shopper,
+    submit,
+    window,
+)
 
 
 def _sku(factory: sessionmaker[Session], tenant: Tenant, price: int, stock: int = 50, **kw: Any) -> int:
