@@ -1,0 +1,116 @@
+"""Real parallel connections on PostgreSQL: total quantity and the per-member limit hold under
+a stampede of claims; a coupon is locked by one pending order only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.config import Settings
+from siyu.coupons import service
+from siyu.coupons.models import CouponMemberCounter, MemberCoupon
+from siyu.db.engine import make_engine
+from siyu.db.session import make_session_factory, unit_of_work
+from siyu.kit.errors import DomainError
+from siyu.orders import checkout
+from siyu.orders.models import Order
+from siyu.orders.schemas import CheckoutIn
+from tests.conftest import Tenant
+from tests.coupons.helpers import give, make_product_sku, make_template, template
+from tests.factories.orders import buyer, make_member
+
+THREADS = 240
+MEMBERS = 160
+TOTAL = 100
+
+
+@pytest.fixture
+def race_factory(settings: Settings, db_url: str) -> Iterator[sessionmaker[Session]]:
+    if settings.is_sqlite:
+        pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL")
+    # Our own pool: enough real connections to race, well under the server's max_connections
+    # (other suites share it); threads beyond the pool queue for a connection.
+    engine: Engine = make_engine(db_url, pool_size=40, max_overflow=0)
+    engine.pool._timeout = 120  # type: ignore[attr-defined]
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _race(n: int, fn: Callable[[int], str]) -> list[str]:
+    barrier = threading.Barrier(n)
+    results = [""] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = fn(i)
+        except DomainError as exc:
+            results[i] = exc.code
+        except Exception as exc:  # surfaced in the assertion message
+            results[i] = f"crash: {type(exc).__name__}: {exc}"
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_240_concurrent_claims_issue_exactly_the_total_and_nobody_gets_two(
+    race_factory: sessionmaker[Session], session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    tpl = make_template(session_factory, tenant.id, "fixed", amount=500, total_quantity=TOTAL, per_member_limit=1)
+    members = [make_member(session_factory, tenant.id) for _ in range(MEMBERS)]
+
+    def claim(i: int) -> str:
+        # 80 members claim twice at once, each attempt with its own key: only the limit stops them.
+        with unit_of_work(race_factory) as s:
+            c = service.issue_to_member(s, tenant.id, tpl, members[i % MEMBERS], source="claim",
+                                        idempotency_key=f"race:{i}")
+            return f"coupon:{c.id}"
+
+    results = _race(THREADS, claim)
+    outcomes = Counter("ok" if r.startswith("coupon:") else r for r in results)
+    assert not [r for r in results if r.startswith("crash")], results
+    assert outcomes["ok"] == TOTAL, outcomes
+    assert set(outcomes) <= {"ok", "coupon_sold_out", "coupon_limit_reached"}, outcomes
+    with session_factory() as s:
+        rows = s.execute(
+            select(MemberCoupon.member_id, func.count()).where(MemberCoupon.merchant_id == tenant.id)
+            .group_by(MemberCoupon.member_id)
+        ).all()
+        counters = s.scalar(select(func.sum(CouponMemberCounter.received))
+                            .where(CouponMemberCounter.merchant_id == tenant.id))
+    assert sum(n for _, n in rows) == TOTAL and max(n for _, n in rows) == 1
+    assert template(session_factory, tenant.id, tpl).issued == TOTAL == counters
+    print(f"\n{THREADS} racing claims, total {TOTAL}: {dict(outcomes)}")
+
+
+def test_two_orders_racing_for_one_coupon_only_one_locks_it(
+    race_factory: sessionmaker[Session], session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    member = buyer(session_factory, tenant.id)
+    sku, _, _ = make_product_sku(session_factory, tenant.id, price=5000)
+    c = give(session_factory, tenant.id, make_template(session_factory, tenant.id, "fixed", amount=800), member)
+
+    def submit(i: int) -> str:
+        with unit_of_work(race_factory) as s:
+            body = CheckoutIn.model_validate({"items": [{"sku_id": sku, "quantity": 1}], "coupon_ids": [c]})
+            order, _ = checkout.submit(s, tenant.id, member, body, idempotency_key=f"o{i}",
+                                       payment_timeout=dt.timedelta(minutes=30))
+            return f"order:{order.id}"
+
+    results = _race(8, submit)
+    orders = [r for r in results if r.startswith("order:")]
+    assert len(orders) == 1 and Counter(results)["coupon_locked"] == 7, results
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(Order).where(Order.merchant_id == tenant.id)) == 1
+        locked = s.get(MemberCoupon, c)
+        assert locked is not None and locked.status == "locked" and f"order:{locked.order_id}" == orders[0]
