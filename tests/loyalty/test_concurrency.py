@@ -1,0 +1,122 @@
+"""Real parallel connections on PostgreSQL: no double spend, one entry per key, one check-in a day."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.config import Settings
+from siyu.db.engine import make_engine
+from siyu.db.session import make_session_factory, unit_of_work
+from siyu.loyalty import service
+from siyu.loyalty.models import CheckIn
+from tests.conftest import Tenant
+from tests.factories.orders import make_member
+from tests.loyalty import helpers as h
+
+PG_ONLY = "SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL"
+RACE_CONNECTIONS = 24  # the PostgreSQL server allows 100 clients, shared with other test runs
+
+
+@pytest.fixture
+def race_factory(db_url: str, engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """Sessions over a bounded pool: every thread has its own session; at most 24 hold a
+    connection at a time and the rest queue for one (the spends still interleave freely)."""
+    eng = make_engine(db_url, pool_size=RACE_CONNECTIONS, max_overflow=0)
+    try:
+        yield make_session_factory(eng)
+    finally:
+        eng.dispose()
+
+
+def _spend(factory: sessionmaker[Session], tenant: Tenant, member: int, points: int, key: str) -> str:
+    with unit_of_work(factory) as s:
+        return f"entry:{service.spend(s, tenant.id, member, points, reason='race', idempotency_key=key).id}"
+
+
+def test_200_parallel_spends_end_exactly_at_zero_or_refuse(
+    session_factory: sessionmaker[Session], race_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip(PG_ONLY)
+    member = make_member(session_factory, tenant.id)
+    # 3 lots with different expiries, 1,000 points; 200 spends of 7 points: 142 fit (994), 58 refused.
+    now = dt.datetime.now(dt.UTC)
+    for i, pts in enumerate((300, 300, 400)):
+        h.award(session_factory, tenant.id, member, pts, f"lot{i}", expires_at=now + dt.timedelta(days=10 * (i + 1)))
+    results = h.race(200, lambda i: _spend(race_factory, tenant, member, 7, f"spend-{i}"))
+    outcomes = Counter("ok" if r.startswith("entry:") else r for r in results)
+    assert outcomes == Counter({"ok": 142, "points_insufficient": 58}), results
+    assert h.balance(session_factory, tenant.id, member) == 6
+    assert h.entries_sum(session_factory, tenant.id, member) == 6
+    assert h.open_lots_sum(session_factory, tenant.id, member) == 6
+    # The last 6 points go, then the balance is exactly zero and a further spend is refused.
+    assert _spend(session_factory, tenant, member, 6, "last").startswith("entry:")
+    assert h.balance(session_factory, tenant.id, member) == 0 == h.entries_sum(session_factory, tenant.id, member)
+
+
+def test_200_parallel_spends_of_the_whole_balance_end_at_zero(
+    session_factory: sessionmaker[Session], race_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip(PG_ONLY)
+    member = make_member(session_factory, tenant.id)
+    h.award(session_factory, tenant.id, member, 150, "all")
+    results = h.race(200, lambda i: _spend(race_factory, tenant, member, 1, f"one-{i}"))
+    outcomes = Counter("ok" if r.startswith("entry:") else r for r in results)
+    assert outcomes == Counter({"ok": 150, "points_insufficient": 50}), results
+    assert h.balance(session_factory, tenant.id, member) == 0 == h.entries_sum(session_factory, tenant.id, member)
+    assert h.open_lots_sum(session_factory, tenant.id, member) == 0
+
+
+def test_parallel_awards_with_one_key_make_one_entry(
+    session_factory: sessionmaker[Session], race_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip(PG_ONLY)
+    member = make_member(session_factory, tenant.id)
+
+    def award(i: int) -> str:
+        with unit_of_work(race_factory) as s:
+            return f"entry:{service.award(s, tenant.id, member, 50, reason='race', idempotency_key='one-key').id}"
+
+    results = h.race(16, award)
+    assert len(set(results)) == 1 and results[0].startswith("entry:"), results
+    assert len(h.entries(session_factory, tenant.id, member)) == 1
+    assert h.balance(session_factory, tenant.id, member) == 50 == h.open_lots_sum(session_factory, tenant.id, member)
+
+
+def test_parallel_spends_with_one_key_take_once(
+    session_factory: sessionmaker[Session], race_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip(PG_ONLY)
+    member = make_member(session_factory, tenant.id)
+    h.award(session_factory, tenant.id, member, 100, "base")
+    results = h.race(16, lambda i: _spend(race_factory, tenant, member, 60, "same-spend"))
+    assert len(set(results)) == 1 and results[0].startswith("entry:"), results
+    assert h.balance(session_factory, tenant.id, member) == 40 == h.entries_sum(session_factory, tenant.id, member)
+
+
+def test_parallel_check_ins_on_one_day_make_one(
+    session_factory: sessionmaker[Session], race_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip(PG_ONLY)
+    member = make_member(session_factory, tenant.id)
+    at = dt.datetime.now(dt.UTC)
+
+    def check(i: int) -> str:
+        with unit_of_work(race_factory) as s:
+            return f"day:{service.check_in(s, tenant.id, member, at).day}"
+
+    results = h.race(12, check)
+    outcomes = Counter("ok" if r.startswith("day:") else r for r in results)
+    assert outcomes == Counter({"ok": 1, "checkin_already": 11}), results
+    assert h.count(session_factory, CheckIn, tenant.id) == 1
+    assert h.balance(session_factory, tenant.id, member) == 5  # the default check-in points, once
