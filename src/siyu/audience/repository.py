@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, literal, select, update
+from sqlalchemy import and_, case, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -249,3 +249,47 @@ def rebuild_stats(session: Session, merchant_id: int, member_ids: list[int]) -> 
         empty = {"paid_orders": 0, "paid_total": 0, "first_order_at": None, "second_order_at": None, "last_order_at": None}
         rows = [{"merchant_id": merchant_id, "member_id": mid, **found.get(mid, empty)} for mid in chunk]
         bulk_update(session, MemberStats.__table__, ["merchant_id", "member_id"], rows)  # type: ignore[arg-type]
+
+
+def rebuild_activity(session: Session, merchant_id: int) -> int:
+    """Recompute the event-derived columns (last visit, views, cart adds, favourites, shares) of
+    every member from the stored events, in one grouped UPDATE ... FROM (after a bulk load that
+    bypassed the ingestion hook). Members without events keep their row, reset to zero."""
+    from siyu.events.models import Event
+
+    def count_of(name: str) -> Any:
+        return func.coalesce(func.sum(case((Event.name == name, 1), else_=0)), 0)
+
+    per_member = (
+        select(
+            Event.member_id.label("member_id"),
+            func.max(Event.occurred_at).label("last_seen"),
+            count_of("product_view").label("views"),
+            count_of("add_to_cart").label("carts"),
+            count_of("favorite").label("favs"),
+            count_of("share").label("shares"),
+        )
+        .where(Event.merchant_id == merchant_id, Event.member_id.is_not(None))
+        .group_by(Event.member_id)
+        .subquery()
+    )
+    s = MemberStats
+    session.execute(
+        update(s)
+        .where(
+            s.merchant_id == merchant_id,
+            or_(s.last_visit_at.is_not(None), s.product_views != 0, s.cart_adds != 0, s.favorites != 0, s.shares != 0),
+        )
+        .values(last_visit_at=None, product_views=0, cart_adds=0, favorites=0, shares=0)
+        .execution_options(synchronize_session=False)
+    )
+    result = session.execute(
+        update(s)
+        .where(s.merchant_id == merchant_id, s.member_id == per_member.c.member_id)
+        .values(
+            last_visit_at=per_member.c.last_seen, product_views=per_member.c.views, cart_adds=per_member.c.carts,
+            favorites=per_member.c.favs, shares=per_member.c.shares,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
