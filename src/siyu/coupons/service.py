@@ -768,7 +768,12 @@ def apply_to_pricing(ctx: PricingContext) -> None:
     """The COUPONS stage. Works on ``line.amount`` (what earlier stages left). One query."""
     if ctx.member_id is None or (ctx.coupon_ids is not None and not ctx.coupon_ids):
         return
-    rows = repo.pricing_coupons(ctx.session, ctx.merchant_id, ctx.member_id, ctx.coupon_ids)
+    apply_rows(ctx, repo.pricing_coupons(ctx.session, ctx.merchant_id, ctx.member_id, ctx.coupon_ids))
+
+
+def apply_rows(ctx: PricingContext, rows: list[tuple[MemberCoupon, CouponTemplate]]) -> None:
+    """The stage's decision on loaded ``(coupon, template)`` rows (no query unless a
+    free-shipping coupon's value must be weighed against a discount)."""
     candidates = [evaluate(ctx, c, t) for c, t in rows]
     if ctx.coupon_ids is not None:
         by_id = {cand.coupon.id: cand for cand in candidates}
