@@ -85,7 +85,7 @@ def _check_allocation(ctx: PricingContext, rows: list[tuple[MemberCoupon, Coupon
     assert allocated == sum(e.amount for e in entries)
     assert all(line.amount >= 0 for line in ctx.lines) and ctx.payable >= 0
     templates = {c.id: t for c, t in rows}
-    for i, line in enumerate(ctx.lines):
+    for line in ctx.lines:
         if line.discounts.get(COUPONS):
             assert line.coupons_allowed and not line.flags.get("no_coupon")
             assert any(_in_scope(templates[e.details["coupon_id"]], line) for e in entries)
