@@ -46,9 +46,11 @@ def create_level(client: TestClient, tenant: Tenant, tier1: int = 1000, tier2: i
     return int(r.json()["id"])
 
 
-def login(client: TestClient, tenant: Tenant, *, inviter: str | None = None) -> tuple[int, dict[str, str]]:
-    """A new member through the sandbox WeChat login: ``(member_id, headers)``."""
-    body: dict[str, Any] = {"code": f"sandbox-{uuid.uuid4().hex[:12]}"}
+def login(
+    client: TestClient, tenant: Tenant, *, inviter: str | None = None, code: str | None = None
+) -> tuple[int, dict[str, str]]:
+    """A member through the sandbox WeChat login (new unless ``code`` was used): ``(member_id, headers)``."""
+    body: dict[str, Any] = {"code": code or f"sandbox-{uuid.uuid4().hex[:12]}"}
     if inviter:
         body["inviter"] = inviter
     r = client.post("/api/store/v1/auth/wechat-login", json=body, headers=tenant.store_headers)
