@@ -78,7 +78,12 @@ def test_happy_path_is_audited_step_by_step(session_factory: sessionmaker[Sessio
     with session_factory() as s:
         trail = [
             (e.from_state, e.to_state, e.actor_type)
-            for e in s.scalars(select(AuditEvent).where(AuditEvent.merchant_id == tenant.id, AuditEvent.subject_id == order.id))
+            for e in s.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.merchant_id == tenant.id, AuditEvent.subject_type == "order",
+                       AuditEvent.subject_id == order.id)
+                .order_by(AuditEvent.id)
+            )
         ]
         assert s.scalars(select(OrderLine.id).where(OrderLine.order_id == order.id)).first()
     assert trail == [

@@ -11,12 +11,14 @@ Submit is idempotent per ``(merchant, member, Idempotency-Key)``:
    retry blocks on the unique index (PostgreSQL) or on ``BEGIN IMMEDIATE`` (SQLite) until the
    first transaction ends; on ``IntegrityError`` it reads the winner back and answers as in 1,
    without touching stock.
-3. Then, in the same transaction: stock is reserved with one conditional update per SKU
-   (``catalog.stock.reserve``; lines a stage flagged ``activity_stock`` are left to that
-   activity's submit hook, which takes them from the activity's own stock), the lines are
-   written with their per-stage discounts (and ``activity``), the submit hooks run (coupons, points...), the ordered SKUs leave the cart (cart checkouts
-   only; "buy now" leaves the cart alone), the auto-cancel job is enqueued for the payment
-   deadline and ``order.submitted`` is emitted. Any error rolls all of it back.
+3. Then, in the same transaction: the lines are written with their per-stage discounts (and
+   ``activity``), the submit hooks run (coupons, points, activity stock...), the ordered SKUs
+   leave the cart (cart checkouts only; "buy now" leaves the cart alone), the auto-cancel job is
+   enqueued for the payment deadline and ``order.submitted`` is emitted; last, stock is
+   reserved with one conditional update per SKU (``catalog.stock.reserve``; lines a stage
+   flagged ``activity_stock`` are left to that activity's submit hook, which takes them from
+   the activity's own stock). Last, because those updates lock the SKU rows until commit: a
+   hot SKU stays locked for the shortest time. Any error rolls all of it back.
 
 A zero-payable order (fully discounted) is marked paid at once through ``mark_paid`` with
 amount 0: there is nothing to pay, so no payment is created and no auto-cancel is scheduled.
@@ -273,12 +275,6 @@ def submit(
     if order is None:
         raise DomainError("conflict")
 
-    quantities: dict[int, int] = defaultdict(int)
-    for line in ctx.lines:
-        if takes_normal_stock(line):  # activity lines are taken from the activity's stock by its hook
-            quantities[line.sku_id] += line.quantity
-    stock.reserve(session, merchant_id, quantities)
-
     for line in ctx.lines:
         discounts = {stage: amount for stage, amount in line.discounts.items() if amount}
         session.add(
@@ -313,5 +309,12 @@ def submit(
             run_at=order.pay_deadline, dedupe_key=f"order:{order.id}:auto_cancel",
         )
     session.flush()
+    # Stock last: the conditional decrements lock the SKU rows until commit, so taking them at
+    # the end keeps a hot SKU locked for the shortest time. A refusal still rolls it all back.
+    quantities: dict[int, int] = defaultdict(int)
+    for line in ctx.lines:
+        if takes_normal_stock(line):  # activity lines are taken from the activity's stock by its hook
+            quantities[line.sku_id] += line.quantity
+    stock.reserve(session, merchant_id, quantities)
     return order, True
 
