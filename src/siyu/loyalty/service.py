@@ -1110,10 +1110,18 @@ def revoke_cards(session: Session, merchant_id: int, order: Any, now: dt.datetim
         paid_at = order.paid_at or card.starts_at
         if card.status != CARD_ACTIVE or plan is None or now - paid_at > dt.timedelta(days=plan.refund_days):
             continue
+        before, _, _ = effective_level(session, merchant_id, card.member_id, now)
         card.status = CARD_REVOKED
         card.revoked_at = now
-        session.add(LevelHistory(merchant_id=merchant_id, member_id=card.member_id, from_level_id=card.level_id,
-                                 to_level_id=None, reason="card_revoked", created_at=now))
+        session.flush()
+        after, _, _ = effective_level(session, merchant_id, card.member_id, now)
+        session.add(LevelHistory(merchant_id=merchant_id, member_id=card.member_id,
+                                 from_level_id=before.id if before else None, to_level_id=after.id if after else None,
+                                 reason="card_revoked", created_at=now))
+        if (before.id if before else None) != (after.id if after else None):
+            emit(session, merchant_id, "level.changed",
+                 {"member_id": card.member_id, "from_level_id": before.id if before else None,
+                  "to_level_id": after.id if after else None, "reason": "card_revoked"}, key=f"card:{card.id}:revoked")
         revoked += 1
     session.flush()
     return revoked
