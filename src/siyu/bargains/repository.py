@@ -1,0 +1,212 @@
+"""Bargain queries. Every one filters on ``merchant_id``; helps and state moves are
+conditional updates (the ``WHERE`` carries the rule, the row count says whether it happened)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.orm import Session
+
+from siyu.bargains.models import (
+    ACTIVE,
+    EXPIRED,
+    FLOOR_REACHED,
+    ORDERED,
+    Bargain,
+    BargainActivity,
+    BargainHelp,
+    BargainMemberCounter,
+)
+from siyu.catalog.models import Product, Sku
+from siyu.db.dialect import for_update, insert_ignore
+from siyu.members.models import Member
+from siyu.orders.models import Order
+
+
+def _count(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def activity(session: Session, merchant_id: int, activity_id: int, *, lock: bool = False) -> BargainActivity | None:
+    stmt = select(BargainActivity).where(BargainActivity.merchant_id == merchant_id, BargainActivity.id == activity_id)
+    if lock:
+        stmt = for_update(stmt, session).execution_options(populate_existing=True)
+    return session.scalar(stmt)
+
+
+def search_activities(merchant_id: int, status: str | None = None) -> Select[Any]:
+    stmt = select(BargainActivity).where(BargainActivity.merchant_id == merchant_id)
+    if status:
+        stmt = stmt.where(BargainActivity.status == status)
+    return stmt
+
+
+def bargain_counts(session: Session, merchant_id: int, activity_id: int) -> dict[str, int]:
+    stmt = (
+        select(Bargain.status, func.count())
+        .where(Bargain.merchant_id == merchant_id, Bargain.activity_id == activity_id)
+        .group_by(Bargain.status)
+    )
+    return {str(s): int(n) for s, n in session.execute(stmt).all()}
+
+
+def sku_with_product(session: Session, merchant_id: int, sku_id: int) -> tuple[Sku, Product] | None:
+    stmt = (
+        select(Sku, Product)
+        .join(Product, Product.id == Sku.product_id)
+        .where(Sku.merchant_id == merchant_id, Product.merchant_id == merchant_id, Sku.id == sku_id)
+    )
+    row = session.execute(stmt).first()
+    return (row[0], row[1]) if row else None
+
+
+def bargain(session: Session, merchant_id: int, bargain_id: int, *, lock: bool = False) -> Bargain | None:
+    stmt = select(Bargain).where(Bargain.merchant_id == merchant_id, Bargain.id == bargain_id)
+    if lock:
+        stmt = for_update(stmt, session)
+    return session.scalar(stmt.execution_options(populate_existing=True))
+
+
+def bargain_of_order(session: Session, merchant_id: int, order_id: int) -> Bargain | None:
+    stmt = select(Bargain).where(Bargain.merchant_id == merchant_id, Bargain.order_id == order_id)
+    return session.scalar(stmt.execution_options(populate_existing=True))
+
+
+def search_bargains(merchant_id: int, activity_id: int, status: str | None = None) -> Select[Any]:
+    stmt = select(Bargain).where(Bargain.merchant_id == merchant_id, Bargain.activity_id == activity_id)
+    if status:
+        stmt = stmt.where(Bargain.status == status)
+    return stmt
+
+
+def helps(session: Session, merchant_id: int, bargain_id: int) -> list[BargainHelp]:
+    stmt = select(BargainHelp).where(BargainHelp.merchant_id == merchant_id, BargainHelp.bargain_id == bargain_id)
+    return list(session.scalars(stmt.order_by(BargainHelp.seq)))
+
+
+def members(session: Session, merchant_id: int, member_ids: Iterable[int]) -> dict[int, Member]:
+    ids = sorted(set(member_ids))
+    if not ids:
+        return {}
+    stmt = select(Member).where(Member.merchant_id == merchant_id, Member.id.in_(ids))
+    return {m.id: m for m in session.scalars(stmt)}
+
+
+def has_paid_order(session: Session, merchant_id: int, member_id: int) -> bool:
+    stmt = select(Order.id).where(
+        Order.merchant_id == merchant_id, Order.member_id == member_id, Order.paid_at.is_not(None)
+    ).limit(1)
+    return session.scalar(stmt) is not None
+
+
+def take_start(session: Session, merchant_id: int, activity_id: int, member_id: int, limit: int) -> bool:
+    insert_ignore(
+        session, BargainMemberCounter.__table__,  # type: ignore[arg-type]
+        {"merchant_id": merchant_id, "activity_id": activity_id, "member_id": member_id, "started": 0},
+        ["activity_id", "member_id"],
+    )
+    result = session.execute(
+        update(BargainMemberCounter)
+        .where(
+            BargainMemberCounter.merchant_id == merchant_id,
+            BargainMemberCounter.activity_id == activity_id,
+            BargainMemberCounter.member_id == member_id,
+            BargainMemberCounter.started < limit,
+        )
+        .values(started=BargainMemberCounter.started + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return _count(result) == 1
+
+
+def take_help_slot(session: Session, merchant_id: int, bargain_id: int, now: dt.datetime) -> int | None:
+    """``helped_count += 1`` on an active, unexpired bargain below H; the new count (the help's
+    sequence number), or None. Concurrent helps never exceed H."""
+    row = session.execute(
+        update(Bargain)
+        .where(
+            Bargain.merchant_id == merchant_id,
+            Bargain.id == bargain_id,
+            Bargain.status == ACTIVE,
+            Bargain.helped_count < Bargain.helpers_needed,
+            Bargain.expires_at > now,
+        )
+        .values(helped_count=Bargain.helped_count + 1, updated_at=now)
+        .returning(Bargain.helped_count, Bargain.helpers_needed)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return int(row[0]) if row else None
+
+
+def add_cut(session: Session, merchant_id: int, bargain_id: int, amount: int, *, floor: bool, now: dt.datetime) -> None:
+    values: dict[str, Any] = {"cut_total": Bargain.cut_total + amount, "updated_at": now}
+    if floor:
+        values.update(status=FLOOR_REACHED, floor_reached_at=now)
+    session.execute(
+        update(Bargain)
+        .where(Bargain.merchant_id == merchant_id, Bargain.id == bargain_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_ordered(session: Session, merchant_id: int, bargain_id: int, order_id: int, now: dt.datetime) -> bool:
+    """active / floor_reached → ordered, once (``order_id IS NULL``)."""
+    result = session.execute(
+        update(Bargain)
+        .where(
+            Bargain.merchant_id == merchant_id,
+            Bargain.id == bargain_id,
+            Bargain.status.in_((ACTIVE, FLOOR_REACHED)),
+            Bargain.order_id.is_(None),
+            Bargain.expires_at > now,
+        )
+        .values(status=ORDERED, order_id=order_id, ordered_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _count(result) == 1
+
+
+def reopen(session: Session, merchant_id: int, order_id: int, now: dt.datetime) -> bool:
+    """The bargain's order was cancelled: ordered → active / floor_reached again (expiry decides later)."""
+    found = bargain_of_order(session, merchant_id, order_id)
+    if found is None:
+        return False
+    back = FLOOR_REACHED if found.helped_count >= found.helpers_needed else ACTIVE
+    result = session.execute(
+        update(Bargain)
+        .where(
+            Bargain.merchant_id == merchant_id, Bargain.id == found.id, Bargain.status == ORDERED,
+            Bargain.order_id == order_id,
+        )
+        .values(status=back, order_id=None, ordered_at=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _count(result) == 1
+
+
+def expire(session: Session, merchant_id: int, bargain_id: int, now: dt.datetime) -> bool:
+    result = session.execute(
+        update(Bargain)
+        .where(
+            Bargain.merchant_id == merchant_id,
+            Bargain.id == bargain_id,
+            Bargain.status.in_((ACTIVE, FLOOR_REACHED)),
+            Bargain.expires_at <= now,
+        )
+        .values(status=EXPIRED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _count(result) == 1
+
+
+def due_bargains(session: Session, merchant_id: int, now: dt.datetime) -> list[int]:
+    stmt = select(Bargain.id).where(
+        Bargain.merchant_id == merchant_id,
+        Bargain.status.in_((ACTIVE, FLOOR_REACHED)),
+        Bargain.expires_at <= now,
+    )
+    return list(session.scalars(stmt.order_by(Bargain.id)))

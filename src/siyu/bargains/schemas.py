@@ -1,0 +1,156 @@
+"""Bargain request and response bodies. Money in fen; times aware (UTC in responses)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BargainActivityIn(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    sku_id: int
+    start_price: int | None = Field(default=None, ge=1, description="fen; omitted: the SKU's sale price")
+    floor_price: int = Field(ge=0, description="fen, the lowest price friends can cut to")
+    helpers_needed: int = Field(ge=1, le=500, description="H friends reach the floor")
+    valid_hours: int = Field(default=24, ge=1, le=24 * 30, description="how long a bargain lasts")
+    new_users_only: bool = Field(default=False, description="helpers must be members without a paid order")
+    per_member_limit: int = Field(default=1, ge=1, le=99, description="bargains a member may start")
+    allows_coupons: bool = False
+    allows_points: bool = False
+    free_shipping: bool = False
+    starts_at: dt.datetime = Field(description="ISO 8601 with offset")
+    ends_at: dt.datetime
+
+
+class BargainActivityUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    valid_hours: int | None = Field(default=None, ge=1, le=24 * 30)
+    new_users_only: bool | None = None
+    per_member_limit: int | None = Field(default=None, ge=1, le=99)
+    ends_at: dt.datetime | None = None
+
+
+class BargainActivityOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    status: str
+    product_id: int
+    sku_id: int
+    start_price: int
+    floor_price: int
+    helpers_needed: int
+    valid_hours: int
+    new_users_only: bool
+    per_member_limit: int
+    allows_coupons: bool
+    allows_points: bool
+    free_shipping: bool
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    created_at: dt.datetime
+
+
+class BargainActivityAdminOut(BargainActivityOut):
+    effective_status: str = Field(description="scheduled | active | ended | disabled, as of now")
+    bargains: dict[str, int] = Field(description="bargains by status")
+
+
+class HelpOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    seq: int
+    helper_member_id: int
+    amount: int
+    created_at: dt.datetime
+
+
+class BargainOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    activity_id: int
+    member_id: int
+    sku_id: int
+    start_price: int
+    floor_price: int
+    current_price: int
+    helpers_needed: int
+    helped_count: int
+    cut_total: int
+    status: str
+    expires_at: dt.datetime
+    floor_reached_at: dt.datetime | None
+    order_id: int | None
+    created_at: dt.datetime
+
+
+class BargainAdminOut(BargainOut):
+    cuts: list[int]
+    seed: int
+
+
+# -- store ---------------------------------------------------------------------------------------
+
+
+class StoreActivityOut(BaseModel):
+    id: int
+    name: str
+    status: str = Field(description="scheduled | active | ended")
+    product_id: int
+    sku_id: int
+    title: str
+    spec_text: str
+    image_url: str | None
+    start_price: int
+    floor_price: int
+    helpers_needed: int
+    valid_hours: int
+    new_users_only: bool
+    free_shipping: bool
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+
+
+class StoreHelpOut(BaseModel):
+    seq: int
+    nickname: str = Field(description="masked")
+    avatar_url: str | None
+    amount: int
+
+
+class StoreBargainOut(BaseModel):
+    """The bargain's share page."""
+
+    bargain_id: int
+    activity_id: int
+    title: str
+    image_url: str | None
+    initiator_nickname: str
+    start_price: int
+    floor_price: int
+    current_price: int
+    helpers_needed: int
+    helped_count: int
+    status: str
+    expires_at: dt.datetime
+    helps: list[StoreHelpOut]
+    mine: bool = Field(description="the caller started it")
+
+
+class HelpResultOut(BaseModel):
+    bargain_id: int
+    seq: int
+    cut: int
+    current_price: int
+    helped_count: int
+    helpers_needed: int
+    floor_reached: bool
+
+
+class BargainBuyIn(Strict):
+    address_id: int | None = None
+    remark: str | None = Field(default=None, max_length=200)

@@ -1,0 +1,490 @@
+"""Bargains (砍价): activities, a member's bargain with pre-generated cuts, friends' helps,
+buying at the current (or floor) price.
+
+Start (``start``): the member's per-activity limit is taken by a conditional update; the H cuts
+are generated at once from a stored random seed (``generate_cuts``) so they sum exactly to
+``start_price - floor_price`` with every cut ≥ 1 fen, and stored; the deadline job is enqueued
+(``run_at = expires_at``, never after the activity's end). ``bargain.started``.
+
+Help (``help``): a friend (not the initiator — ``bargain_help_own``; once — ``bargain_already_helped``;
+a member without a paid order when the activity is new-users-only — ``bargain_new_users_only``)
+takes the next cut: ``UPDATE bargains SET helped_count = helped_count + 1 WHERE helped_count <
+helpers_needed AND status = 'active' AND expires_at > now RETURNING helped_count`` gives the
+help's sequence number i, the help row takes ``cuts[i-1]`` and ``UNIQUE (bargain_id,
+helper_member_id)`` refuses a second help of the same friend even under concurrency. The last
+help reaches the floor (``floor_reached``; ``bargain.floor_reached``). ``bargain.helped`` each time.
+A finished bargain is ``bargain_finished``, an expired one ``bargain_expired``.
+
+Buy: the checkout with ``options={"bargain": {"bargain_id": N}}``; the ITEM_PROMOTIONS stage
+prices one unit at the current price; the submit hook moves the bargain to ``ordered`` once
+(``bargain_already_ordered``). A cancelled order reopens the bargain and gives the unit back.
+
+Services never commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import secrets
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from siyu.bargains import repository as repo
+from siyu.bargains.models import (
+    ACTIVE,
+    DISABLED,
+    EXPIRED,
+    FLOOR_REACHED,
+    ORDERED,
+    Bargain,
+    BargainActivity,
+    BargainHelp,
+)
+from siyu.bargains.schemas import (
+    BargainActivityAdminOut,
+    BargainActivityIn,
+    BargainActivityOut,
+    BargainActivityUpdate,
+    BargainBuyIn,
+    HelpResultOut,
+    StoreActivityOut,
+    StoreBargainOut,
+    StoreHelpOut,
+)
+from siyu.catalog import stock
+from siyu.catalog.models import Product, Sku
+from siyu.group_buys.service import mask_nickname
+from siyu.kit import audit
+from siyu.kit.errors import DomainError, catalogue, invalid, not_found, register_messages
+from siyu.kit.events import emit
+from siyu.kit.outbox import enqueue
+from siyu.kit.timeutil import utcnow
+from siyu.orders import checkout
+from siyu.orders import service as orders_service
+from siyu.orders.models import Order
+from siyu.orders.pricing import ITEM_PROMOTIONS, PricingContext
+from siyu.orders.schemas import CheckoutIn
+
+_MESSAGES = {
+    "bargain_not_started": (409, "砍价活动尚未开始", "The bargain activity has not started yet"),
+    "bargain_ended": (409, "砍价活动已结束", "The bargain activity has ended"),
+    "bargain_limit_reached": (
+        409,
+        "该砍价活动每人最多发起 {limit} 次",
+        "You can start at most {limit} bargains in this activity",
+    ),
+    "bargain_help_own": (409, "不能帮自己砍价", "You cannot help your own bargain"),
+    "bargain_already_helped": (409, "您已帮TA砍过价了", "You already helped this bargain"),
+    "bargain_finished": (409, "该砍价已完成，无需再砍", "This bargain is already finished"),
+    "bargain_expired": (409, "该砍价已过期", "This bargain has expired"),
+    "bargain_new_users_only": (409, "仅限新用户帮砍", "Only new customers can help this bargain"),
+    "bargain_already_ordered": (409, "该砍价已下单", "This bargain was already ordered"),
+    "bargain_state_invalid": (
+        409,
+        "砍价活动当前状态（{status}）不允许此操作",
+        "The bargain activity cannot do this in its state ({status})",
+    ),
+}
+register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
+
+OPTION = "bargain"
+RESERVATION = "bargain"
+SEED_BITS = 62
+Actor = tuple[str, int | None]
+
+
+def _activity_not_found() -> DomainError:
+    return not_found("砍价活动", "Bargain activity")
+
+
+def _bargain_not_found() -> DomainError:
+    return not_found("砍价", "Bargain")
+
+
+def _aware(value: dt.datetime, path: str) -> dt.datetime:
+    if value.tzinfo is None:
+        raise invalid(path, "timezone_required", "give the time with its UTC offset")
+    return value.astimezone(dt.UTC)
+
+
+def generate_cuts(total: int, helpers: int, seed: int) -> list[int]:
+    """``helpers`` cuts of at least 1 fen summing exactly to ``total``, from ``seed``.
+
+    A uniformly random composition: ``helpers - 1`` distinct cut points in ``1..total-1`` split
+    ``[0, total]``; sorted largest first, so the first friends cut the most. Deterministic for a
+    seed (the seed is stored with the bargain)."""
+    if helpers < 1 or total < helpers:
+        raise ValueError("need total >= helpers >= 1")
+    rng = random.Random(seed)
+    points = sorted(rng.sample(range(1, total), helpers - 1))
+    parts = [b - a for a, b in zip([0, *points], [*points, total], strict=True)]
+    parts.sort(reverse=True)
+    return parts
+
+
+def effective_status(act: BargainActivity, now: dt.datetime) -> str:
+    if act.status == DISABLED:
+        return DISABLED
+    if now < act.starts_at:
+        return "scheduled"
+    if now >= act.ends_at:
+        return "ended"
+    return ACTIVE
+
+
+def check_running(act: BargainActivity, now: dt.datetime) -> None:
+    state = effective_status(act, now)
+    if state == "scheduled":
+        raise DomainError("bargain_not_started")
+    if state != ACTIVE:
+        raise DomainError("bargain_ended")
+
+
+# -- admin -------------------------------------------------------------------------------------------
+
+
+def _sku(session: Session, merchant_id: int, sku_id: int) -> tuple[Sku, Product]:
+    found = repo.sku_with_product(session, merchant_id, sku_id)
+    if found is None:
+        raise DomainError("sku_not_found", sku_id=sku_id)
+    return found
+
+
+def get_activity(session: Session, merchant_id: int, activity_id: int, *, lock: bool = False) -> BargainActivity:
+    found = repo.activity(session, merchant_id, activity_id, lock=lock)
+    if found is None:
+        raise _activity_not_found()
+    return found
+
+
+def create_activity(session: Session, merchant_id: int, data: BargainActivityIn, *, actor: Actor) -> BargainActivity:
+    starts_at, ends_at = _aware(data.starts_at, "starts_at"), _aware(data.ends_at, "ends_at")
+    if ends_at <= starts_at:
+        raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at")
+    sku, product = _sku(session, merchant_id, data.sku_id)
+    start_price = data.start_price if data.start_price is not None else sku.sale_price
+    if data.floor_price >= start_price:
+        raise invalid("floor_price", "floor_not_below_start", f"must be below the start price {start_price}")
+    if start_price - data.floor_price < data.helpers_needed:
+        raise invalid(
+            "helpers_needed", "cut_below_one_fen",
+            f"{data.helpers_needed} helpers cannot each cut at least 1 fen of {start_price - data.floor_price}",
+        )
+    act = BargainActivity(
+        merchant_id=merchant_id, name=data.name.strip(), status=ACTIVE, product_id=product.id, sku_id=sku.id,
+        start_price=start_price, floor_price=data.floor_price, helpers_needed=data.helpers_needed,
+        valid_hours=data.valid_hours, new_users_only=data.new_users_only, per_member_limit=data.per_member_limit,
+        allows_coupons=data.allows_coupons, allows_points=data.allows_points, free_shipping=data.free_shipping,
+        starts_at=starts_at, ends_at=ends_at,
+    )
+    session.add(act)
+    session.flush()
+    audit.record(session, merchant_id, "bargain_activity", act.id, "created", to_state=ACTIVE, actor=actor)
+    return act
+
+
+def update_activity(
+    session: Session, merchant_id: int, activity_id: int, data: BargainActivityUpdate, *, actor: Actor
+) -> BargainActivity:
+    """Prices and H are fixed once created (bargains already started carry their own copy)."""
+    act = get_activity(session, merchant_id, activity_id, lock=True)
+    if act.status == DISABLED:
+        raise DomainError("bargain_state_invalid", status=DISABLED)
+    changes = data.model_dump(exclude_unset=True)
+    for key, value in changes.items():
+        if value is None:
+            raise invalid(key, "required", f"{key} cannot be null")
+    if data.ends_at is not None:
+        ends_at = _aware(data.ends_at, "ends_at")
+        if ends_at <= act.starts_at:
+            raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at")
+        act.ends_at = ends_at
+    for key in ("valid_hours", "new_users_only", "per_member_limit"):
+        if key in changes:
+            setattr(act, key, changes[key])
+    if data.name is not None:
+        act.name = data.name.strip()
+    session.flush()
+    audit.record(session, merchant_id, "bargain_activity", act.id, "updated", actor=actor,
+                 data={"fields": sorted(changes)})
+    return act
+
+
+def disable(session: Session, merchant_id: int, activity_id: int, *, actor: Actor) -> BargainActivity:
+    """No new bargains; started ones can still be helped and bought until they expire."""
+    act = get_activity(session, merchant_id, activity_id, lock=True)
+    if act.status == DISABLED:
+        raise DomainError("bargain_state_invalid", status=DISABLED)
+    act.status = DISABLED
+    session.flush()
+    audit.record(session, merchant_id, "bargain_activity", act.id, "disabled", from_state=ACTIVE,
+                 to_state=DISABLED, actor=actor)
+    return act
+
+
+def admin_out(session: Session, merchant_id: int, act: BargainActivity) -> BargainActivityAdminOut:
+    return BargainActivityAdminOut(
+        **BargainActivityOut.model_validate(act).model_dump(), effective_status=effective_status(act, utcnow()),
+        bargains=repo.bargain_counts(session, merchant_id, act.id),
+    )
+
+
+def get_bargain(session: Session, merchant_id: int, bargain_id: int) -> Bargain:
+    found = repo.bargain(session, merchant_id, bargain_id)
+    if found is None:
+        raise _bargain_not_found()
+    return found
+
+
+# -- start and help ----------------------------------------------------------------------------------
+
+
+def start(
+    session: Session, merchant_id: int, member_id: int, activity_id: int, *, now: dt.datetime | None = None,
+    seed: int | None = None,
+) -> Bargain:
+    now = now or utcnow()
+    act = repo.activity(session, merchant_id, activity_id)
+    if act is None or act.status == DISABLED:
+        raise _activity_not_found()
+    check_running(act, now)
+    if not repo.take_start(session, merchant_id, act.id, member_id, act.per_member_limit):
+        raise DomainError("bargain_limit_reached", limit=act.per_member_limit)
+    seed = seed if seed is not None else secrets.randbits(SEED_BITS)
+    cuts = generate_cuts(act.start_price - act.floor_price, act.helpers_needed, seed)
+    expires_at = min(now + dt.timedelta(hours=act.valid_hours), act.ends_at)
+    bargain = Bargain(
+        merchant_id=merchant_id, activity_id=act.id, member_id=member_id, sku_id=act.sku_id,
+        start_price=act.start_price, floor_price=act.floor_price, helpers_needed=act.helpers_needed, helped_count=0,
+        cut_total=0, seed=seed, cuts=cuts, status=ACTIVE, expires_at=expires_at,
+    )
+    session.add(bargain)
+    session.flush()
+    enqueue(
+        session, merchant_id, "bargains.expire", {"bargain_id": bargain.id}, run_at=expires_at,
+        dedupe_key=f"bargain:{bargain.id}:expire",
+    )
+    audit.record(session, merchant_id, "bargain", bargain.id, "started", to_state=ACTIVE, actor=("customer", member_id))
+    emit(
+        session, merchant_id, "bargain.started",
+        {"bargain_id": bargain.id, "activity_id": act.id, "member_id": member_id, "start_price": act.start_price,
+         "floor_price": act.floor_price},
+        key=f"bargain:{bargain.id}",
+    )
+    return bargain
+
+
+def _finished_or_expired(bargain: Bargain | None, now: dt.datetime) -> DomainError:
+    if bargain is None:
+        return _bargain_not_found()
+    if bargain.status == EXPIRED or (bargain.status == ACTIVE and bargain.expires_at <= now):
+        return DomainError("bargain_expired")
+    return DomainError("bargain_finished")
+
+
+def help_bargain(
+    session: Session, merchant_id: int, bargain_id: int, helper_id: int, *, now: dt.datetime | None = None
+) -> HelpResultOut:
+    now = now or utcnow()
+    bargain = repo.bargain(session, merchant_id, bargain_id)
+    if bargain is None:
+        raise _bargain_not_found()
+    if bargain.member_id == helper_id:
+        raise DomainError("bargain_help_own")
+    if any(h.helper_member_id == helper_id for h in repo.helps(session, merchant_id, bargain.id)):
+        raise DomainError("bargain_already_helped")
+    if bargain.status != ACTIVE or bargain.expires_at <= now:
+        raise _finished_or_expired(bargain, now)
+    act = repo.activity(session, merchant_id, bargain.activity_id)
+    assert act is not None
+    if act.new_users_only and repo.has_paid_order(session, merchant_id, helper_id):
+        raise DomainError("bargain_new_users_only")
+    seq = repo.take_help_slot(session, merchant_id, bargain.id, now)
+    if seq is None:
+        raise _finished_or_expired(repo.bargain(session, merchant_id, bargain.id), now)
+    amount = int(bargain.cuts[seq - 1])
+    try:
+        with session.begin_nested():
+            session.add(BargainHelp(
+                merchant_id=merchant_id, bargain_id=bargain.id, helper_member_id=helper_id, seq=seq, amount=amount,
+                created_at=now,
+            ))
+            session.flush()
+    except IntegrityError:
+        raise DomainError("bargain_already_helped") from None
+    floor = seq == bargain.helpers_needed
+    repo.add_cut(session, merchant_id, bargain.id, amount, floor=floor, now=now)
+    bargain = repo.bargain(session, merchant_id, bargain.id)
+    assert bargain is not None
+    payload = {
+        "bargain_id": bargain.id, "member_id": bargain.member_id, "helper_member_id": helper_id, "cut": amount,
+        "current_price": bargain.current_price, "helped_count": seq,
+    }
+    emit(session, merchant_id, "bargain.helped", payload, key=f"bargain:{bargain.id}:help:{seq}")
+    if floor:
+        audit.record(session, merchant_id, "bargain", bargain.id, "floor_reached", from_state=ACTIVE,
+                     to_state=FLOOR_REACHED)
+        emit(
+            session, merchant_id, "bargain.floor_reached",
+            {"bargain_id": bargain.id, "member_id": bargain.member_id, "floor_price": bargain.floor_price},
+            key=f"bargain:{bargain.id}",
+        )
+    return HelpResultOut(
+        bargain_id=bargain.id, seq=seq, cut=amount, current_price=bargain.current_price, helped_count=seq,
+        helpers_needed=bargain.helpers_needed, floor_reached=floor,
+    )
+
+
+def expire(session: Session, merchant_id: int, bargain_id: int, now: dt.datetime) -> bool:
+    return repo.expire(session, merchant_id, bargain_id, now)
+
+
+def expire_due(session: Session, merchant_id: int, now: dt.datetime) -> int:
+    return sum(1 for b in repo.due_bargains(session, merchant_id, now) if repo.expire(session, merchant_id, b, now))
+
+
+def on_order_cancelled(session: Session, merchant_id: int, order_id: int, *, now: dt.datetime | None = None) -> None:
+    """The bargain's order was cancelled: the bargain can be bought again (until it expires) and
+    its unit goes back to stock, once."""
+    now = now or utcnow()
+    bargain = repo.bargain_of_order(session, merchant_id, order_id)
+    if bargain is None or not repo.reopen(session, merchant_id, order_id, now):
+        return
+    stock.release(session, merchant_id, {bargain.sku_id: 1})
+    repo.expire(session, merchant_id, bargain.id, now)  # only if already past its deadline
+
+
+# -- pricing stage and submit hook -------------------------------------------------------------------
+
+
+def _option_bargain_id(options: dict[str, Any]) -> int:
+    raw = options.get(OPTION)
+    value = raw.get("bargain_id") if isinstance(raw, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise invalid("options.bargain.bargain_id", "required", "give the bargain id")
+    return value
+
+
+def apply_to_pricing(ctx: PricingContext) -> None:
+    """The ITEM_PROMOTIONS stage: one unit at the bargain's current price."""
+    if OPTION not in ctx.options:
+        return
+    bargain = repo.bargain(ctx.session, ctx.merchant_id, _option_bargain_id(ctx.options))
+    if bargain is None or bargain.member_id != ctx.member_id:
+        raise _bargain_not_found()
+    if bargain.status == ORDERED:
+        raise DomainError("bargain_already_ordered")
+    if bargain.status == EXPIRED or bargain.expires_at <= ctx.now:
+        raise DomainError("bargain_expired")
+    act = repo.activity(ctx.session, ctx.merchant_id, bargain.activity_id)
+    assert act is not None
+    idx = next((i for i, ln in enumerate(ctx.lines) if ln.sku_id == bargain.sku_id), None)
+    if idx is None:
+        raise invalid("options.bargain.bargain_id", "item_not_in_order", "the bargain's SKU is not in this order")
+    line = ctx.lines[idx]
+    if line.quantity != 1:
+        raise invalid(f"items.{idx}.quantity", "bargain_quantity_one", "a bargain buys exactly one unit")
+    if line.flags.get("activity"):
+        raise invalid("options.bargain", "activity_conflict", "the line already takes part in another activity")
+    price = bargain.current_price
+    ctx.discount(
+        ITEM_PROMOTIONS, f"bargain:{bargain.id}", "砍价", max(0, line.amount - price), [idx],
+        details={"bargain_id": bargain.id, "price": price, "helped_count": bargain.helped_count},
+    )
+    line.flags.update(
+        {
+            "activity": f"bargain:{bargain.id}",
+            "bargain_id": bargain.id,
+            "no_coupon": not act.allows_coupons,
+            "no_points": not act.allows_points,
+            "no_order_promotions": True,
+        }
+    )
+    if not act.allows_coupons:
+        line.coupons_allowed = False
+    if act.free_shipping:
+        line.flags["free_shipping"] = True
+    ctx.reservations[RESERVATION] = {"bargain_id": bargain.id}
+
+
+def mark_ordered(ctx: PricingContext, order_id: int) -> None:
+    """The submit hook: the bargain becomes ordered, once (a refusal aborts the submit)."""
+    res = ctx.reservations.get(RESERVATION)
+    if not res:
+        return
+    bargain_id = int(res["bargain_id"])
+    if not repo.mark_ordered(ctx.session, ctx.merchant_id, bargain_id, order_id, ctx.now):
+        found = repo.bargain(ctx.session, ctx.merchant_id, bargain_id)
+        if found is not None and found.status == ORDERED:
+            raise DomainError("bargain_already_ordered")
+        raise DomainError("bargain_expired")
+    audit.record(ctx.session, ctx.merchant_id, "bargain", bargain_id, "ordered", to_state=ORDERED,
+                 actor=("customer", ctx.member_id), data={"order_id": order_id})
+
+
+# -- store -------------------------------------------------------------------------------------------------
+
+
+def store_activity(session: Session, merchant_id: int, activity_id: int) -> StoreActivityOut:
+    act = repo.activity(session, merchant_id, activity_id)
+    if act is None or act.status == DISABLED:
+        raise _activity_not_found()
+    sku, product = _sku(session, merchant_id, act.sku_id)
+    return StoreActivityOut(
+        id=act.id, name=act.name, status=effective_status(act, utcnow()), product_id=product.id, sku_id=sku.id,
+        title=product.title, spec_text=orders_service.spec_text(product, sku),
+        image_url=sku.image_url or (product.images[0] if product.images else None), start_price=act.start_price,
+        floor_price=act.floor_price, helpers_needed=act.helpers_needed, valid_hours=act.valid_hours,
+        new_users_only=act.new_users_only, free_shipping=act.free_shipping, starts_at=act.starts_at,
+        ends_at=act.ends_at,
+    )
+
+
+def store_bargain(session: Session, merchant_id: int, bargain_id: int, viewer_id: int) -> StoreBargainOut:
+    bargain = get_bargain(session, merchant_id, bargain_id)
+    sku, product = _sku(session, merchant_id, bargain.sku_id)
+    helps = repo.helps(session, merchant_id, bargain.id)
+    people = repo.members(session, merchant_id, [bargain.member_id, *(h.helper_member_id for h in helps)])
+
+    def nick(member_id: int) -> str:
+        return mask_nickname(people[member_id].nickname if member_id in people else None)
+
+    return StoreBargainOut(
+        bargain_id=bargain.id, activity_id=bargain.activity_id, title=product.title,
+        image_url=sku.image_url or (product.images[0] if product.images else None),
+        initiator_nickname=nick(bargain.member_id), start_price=bargain.start_price, floor_price=bargain.floor_price,
+        current_price=bargain.current_price, helpers_needed=bargain.helpers_needed, helped_count=bargain.helped_count,
+        status=bargain.status, expires_at=bargain.expires_at, mine=bargain.member_id == viewer_id,
+        helps=[
+            StoreHelpOut(
+                seq=h.seq, nickname=nick(h.helper_member_id), amount=h.amount,
+                avatar_url=people[h.helper_member_id].avatar_url if h.helper_member_id in people else None,
+            )
+            for h in helps
+        ],
+    )
+
+
+def buy(
+    session: Session, merchant_id: int, member_id: int, bargain_id: int, body: BargainBuyIn, *,
+    idempotency_key: str | None, payment_timeout: dt.timedelta, now: dt.datetime | None = None,
+) -> tuple[Order, bool]:
+    """Buy at the current price: the checkout submit with the bargain option."""
+    bargain = repo.bargain(session, merchant_id, bargain_id)
+    if bargain is None or bargain.member_id != member_id:
+        raise _bargain_not_found()
+    checkout_body = CheckoutIn.model_validate(
+        {
+            "items": [{"sku_id": bargain.sku_id, "quantity": 1}],
+            "address_id": body.address_id,
+            "remark": body.remark,
+            "options": {OPTION: {"bargain_id": bargain.id}},
+        }
+    )
+    return checkout.submit(
+        session, merchant_id, member_id, checkout_body, idempotency_key=idempotency_key,
+        payment_timeout=payment_timeout, now=now,
+    )

@@ -1,0 +1,74 @@
+"""Real parallel connections on PostgreSQL: concurrent helps never exceed H, a friend helps once."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.config import Settings
+from siyu.kit.errors import DomainError
+from tests.bargains import helpers as h
+from tests.conftest import Tenant
+from tests.factories.orders import buyer, make_sku
+
+
+def _race(n: int, fn: Callable[[int], str]) -> list[str]:
+    barrier = threading.Barrier(n)
+    results: list[str] = [""] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = fn(i)
+        except DomainError as exc:
+            results[i] = exc.code
+        except Exception as exc:  # surfaced in the assertion message
+            results[i] = f"crash: {type(exc).__name__}: {exc}"
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_twelve_friends_race_for_three_helps(session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant) -> None:
+    if settings.is_sqlite:
+        pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL")
+    sku = make_sku(session_factory, tenant.id, price=10000)
+    act = h.make_activity(session_factory, tenant.id, sku, helpers_needed=3, floor_price=1000)
+    bargain_id = h.start(session_factory, tenant.id, buyer(session_factory, tenant.id), act)
+    friends = [buyer(session_factory, tenant.id) for _ in range(12)]
+
+    results = _race(12, lambda i: f"cut:{h.help_(session_factory, tenant.id, bargain_id, friends[i])}")
+
+    outcomes = Counter("cut" if r.startswith("cut:") else r for r in results)
+    assert outcomes == Counter({"cut": 3, "bargain_finished": 9}), results
+    b = h.bargain(session_factory, bargain_id)
+    assert b.helped_count == 3 and b.status == "floor_reached"
+    assert b.cut_total == 9000 and b.current_price == 1000
+    helps = h.helps(session_factory, bargain_id)
+    assert [x.seq for x in helps] == [1, 2, 3] and [x.amount for x in helps] == b.cuts
+
+
+def test_one_friend_helping_six_times_at_once_helps_once(
+    session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL")
+    sku = make_sku(session_factory, tenant.id, price=10000)
+    act = h.make_activity(session_factory, tenant.id, sku, helpers_needed=5)
+    bargain_id = h.start(session_factory, tenant.id, buyer(session_factory, tenant.id), act)
+    friend = buyer(session_factory, tenant.id)
+
+    results = _race(6, lambda i: f"cut:{h.help_(session_factory, tenant.id, bargain_id, friend)}")
+
+    outcomes = Counter("cut" if r.startswith("cut:") else r for r in results)
+    assert outcomes == Counter({"cut": 1, "bargain_already_helped": 5}), results
+    b = h.bargain(session_factory, bargain_id)
+    assert b.helped_count == 1 and b.cut_total == b.cuts[0]
