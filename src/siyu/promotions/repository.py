@@ -308,3 +308,17 @@ def existing_category_ids(session: Session, merchant_id: int, ids: Iterable[int]
         return set()
     stmt = select(Category.id).where(Category.merchant_id == merchant_id, Category.id.in_(wanted))
     return {int(i) for i in session.scalars(stmt)}
+
+
+def on_sale_skus(session: Session, merchant_id: int, limit: int = 200) -> list[Sku]:
+    """Active SKUs of on-sale products, oldest first (demo data picks from them)."""
+    from siyu.catalog.models import PRODUCT_ON_SALE
+
+    stmt = (
+        select(Sku)
+        .join(Product, (Product.id == Sku.product_id) & (Product.merchant_id == Sku.merchant_id))
+        .where(Sku.merchant_id == merchant_id, Sku.active.is_(True), Product.status == PRODUCT_ON_SALE, Sku.stock > 0)
+        .order_by(Sku.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
