@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from siyu.db.session import unit_of_work
 from siyu.kit.errors import DomainError
 from siyu.loyalty import service
-from siyu.loyalty.models import Level, PointsAccount, PointsEntry, PointsLot
+from siyu.loyalty.models import PointsAccount, PointsEntry, PointsLot
 from siyu.loyalty.schemas import LevelIn, LoyaltyRules
 from siyu.tenancy.models import Merchant
 
@@ -114,7 +114,6 @@ def race(n: int, fn: Callable[[int], str]) -> list[str]:
 
 
 def utc(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=dt.UTC)  # type: ignore[misc]
+    return dt.datetime(*args, tzinfo=dt.UTC)  # type: ignore[arg-type, misc]
 
 
-__all__ = ["Level"]
