@@ -89,6 +89,14 @@ def disable_activity(
     return service.admin_out(session, p.merchant_id, service.disable(session, p.merchant_id, activity_id, actor=p.actor))
 
 
+@admin.delete("/bargain-activities/{activity_id}", status_code=status.HTTP_204_NO_CONTENT,
+              summary="Delete an activity nobody started a bargain in (else 409: disable it instead)")
+def delete_activity(
+    activity_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
+) -> None:
+    service.delete_activity(session, p.merchant_id, activity_id, actor=p.actor)
+
+
 @admin.get("/bargain-activities/{activity_id}/bargains", response_model=Page[BargainOut],
            summary="Bargains started in the activity, with their state")
 def list_bargains(

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.bargains.models import (
@@ -210,3 +210,16 @@ def due_bargains(session: Session, merchant_id: int, now: dt.datetime) -> list[i
         Bargain.expires_at <= now,
     )
     return list(session.scalars(stmt.order_by(Bargain.id)))
+
+
+def has_bargains(session: Session, merchant_id: int, activity_id: int) -> bool:
+    stmt = select(Bargain.id).where(Bargain.merchant_id == merchant_id, Bargain.activity_id == activity_id)
+    return session.scalar(stmt.limit(1)) is not None
+
+
+def delete_counters(session: Session, merchant_id: int, activity_id: int) -> None:
+    session.execute(
+        delete(BargainMemberCounter).where(
+            BargainMemberCounter.merchant_id == merchant_id, BargainMemberCounter.activity_id == activity_id
+        )
+    )

@@ -225,6 +225,17 @@ def disable(session: Session, merchant_id: int, activity_id: int, *, actor: Acto
     return act
 
 
+def delete_activity(session: Session, merchant_id: int, activity_id: int, *, actor: Actor) -> None:
+    """Remove an activity nobody started a bargain in (else disable it: its history stays)."""
+    act = get_activity(session, merchant_id, activity_id, lock=True)
+    if repo.has_bargains(session, merchant_id, act.id):
+        raise DomainError("bargain_state_invalid", status="has_bargains")
+    repo.delete_counters(session, merchant_id, act.id)
+    session.delete(act)
+    session.flush()
+    audit.record(session, merchant_id, "bargain_activity", activity_id, "deleted", actor=actor)
+
+
 def admin_out(session: Session, merchant_id: int, act: BargainActivity) -> BargainActivityAdminOut:
     return BargainActivityAdminOut(
         **BargainActivityOut.model_validate(act).model_dump(), effective_status=effective_status(act, utcnow()),

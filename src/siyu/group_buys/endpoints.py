@@ -83,6 +83,14 @@ def disable_group_buy(
     return service.admin_out(session, p.merchant_id, service.disable(session, p.merchant_id, group_buy_id, actor=p.actor))
 
 
+@admin.delete("/group-buys/{group_buy_id}", status_code=status.HTTP_204_NO_CONTENT,
+              summary="Delete an activity nobody joined (else 409: disable it instead)")
+def delete_group_buy(
+    group_buy_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
+) -> None:
+    service.delete_group_buy(session, p.merchant_id, group_buy_id, actor=p.actor)
+
+
 @admin.get("/group-buys/{group_buy_id}/teams", response_model=Page[TeamAdminOut],
            summary="Teams of the activity with their seats and state")
 def list_teams(

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.catalog.models import Product, Sku
@@ -286,4 +286,17 @@ def uncount_paid_seat(session: Session, merchant_id: int, team_id: int, now: dt.
         .where(GroupTeam.merchant_id == merchant_id, GroupTeam.id == team_id, GroupTeam.paid_count > 0)
         .values(paid_count=GroupTeam.paid_count - 1, updated_at=now)
         .execution_options(synchronize_session=False)
+    )
+
+
+def has_teams(session: Session, merchant_id: int, group_buy_id: int) -> bool:
+    stmt = select(GroupTeam.id).where(GroupTeam.merchant_id == merchant_id, GroupTeam.group_buy_id == group_buy_id)
+    return session.scalar(stmt.limit(1)) is not None
+
+
+def delete_counters(session: Session, merchant_id: int, group_buy_id: int) -> None:
+    session.execute(
+        delete(GroupBuyMemberCounter).where(
+            GroupBuyMemberCounter.merchant_id == merchant_id, GroupBuyMemberCounter.group_buy_id == group_buy_id
+        )
     )

@@ -258,6 +258,17 @@ def disable(session: Session, merchant_id: int, group_buy_id: int, *, actor: Act
     return gb
 
 
+def delete_group_buy(session: Session, merchant_id: int, group_buy_id: int, *, actor: Actor) -> None:
+    """Remove an activity nobody joined (one with teams is disabled instead: its history stays)."""
+    gb = get_group_buy(session, merchant_id, group_buy_id, lock=True)
+    if repo.has_teams(session, merchant_id, gb.id):
+        raise DomainError("group_buy_state_invalid", status="has_teams")
+    repo.delete_counters(session, merchant_id, gb.id)
+    session.delete(gb)
+    session.flush()
+    audit.record(session, merchant_id, "group_buy", group_buy_id, "deleted", actor=actor)
+
+
 def admin_out(session: Session, merchant_id: int, gb: GroupBuy, now: dt.datetime | None = None) -> GroupBuyAdminOut:
     counts = repo.team_counts(session, merchant_id, gb.id)
     return GroupBuyAdminOut(
