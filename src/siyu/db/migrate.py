@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -21,6 +22,8 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    # Alembic narrates each step at INFO ("Context impl SQLiteImpl..."); keep only what matters.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
