@@ -257,3 +257,26 @@ def test_share_page_masks_nicknames_and_unknown_ids_are_404(
 )
 def test_mask_nickname(nickname: str | None, masked: str) -> None:
     assert mask_nickname(nickname) == masked
+
+
+def test_leader_alone_cancels_so_the_team_fails_without_refunds(
+    client: TestClient, session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    sku = make_sku(session_factory, tenant.id, price=10000, stock=5)
+    gb = h.make_group_buy(session_factory, tenant.id, sku, team_size=2)
+    _leader, headers = f.paying_customer(session_factory, tenant.id)
+    url = f"{STORE}/group-buys/{gb}/teams"
+    first = client.post(url, json={}, headers={**headers, "Idempotency-Key": "open"})
+    replay = client.post(url, json={}, headers={**headers, "Idempotency-Key": "open"})
+    assert first.status_code == 201 and replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
+    team_id = h.team_of(session_factory, tenant.id, first.json()["id"]).id
+    r = client.post(f"{STORE}/orders/{first.json()['id']}/cancel", headers=headers)
+    assert r.status_code == 200, r.text
+    h.drain(session_factory, settings, tenant.id)
+    team = h.team(session_factory, team_id)
+    assert team.status == "failed" and team.filled == 0 and sku_stock(session_factory, sku) == 5
+    (job,) = f.jobs(session_factory, tenant.id, "test.group_buys.failed", team_id=team_id)
+    assert job.payload["reason"] == "empty" and job.payload["refunded_order_ids"] == []
+    assert f.refunds(session_factory, tenant.id) == []
+    r = client.get(f"{STORE}/group-buys/teams/{team_id}", headers=tenant.store_headers)
+    assert r.json()["status"] == "failed" and r.json()["remaining_seats"] == 0
