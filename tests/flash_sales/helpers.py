@@ -135,3 +135,16 @@ def bound(engine: Engine, client: redis.Redis | None, prefix: str) -> Iterator[N
             gate.unbind_engine(engine)
         else:
             gate.bind_engine(engine, previous[0], prefix=previous[1])
+
+
+def login(client: TestClient, tenant: Tenant) -> tuple[dict[str, str], int]:
+    """A customer with a default address: ``(auth headers, member_id)``."""
+    r = client.post(f"{STORE}/auth/wechat-login", json={"code": f"sandbox-{uuid.uuid4().hex[:12]}"},
+                    headers=tenant.store_headers)
+    assert r.status_code == 200, r.text
+    headers = {"Authorization": f"Bearer {r.json()['token']}"}
+    body = {"name": "张三", "phone": "13800000000", "province": "浙江省", "city": "杭州市", "detail": "西湖路 1 号",
+            "is_default": True}
+    a = client.post(f"{STORE}/addresses", json=body, headers=headers)
+    assert a.status_code == 201, a.text
+    return headers, int(r.json()["member_id"])

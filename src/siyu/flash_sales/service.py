@@ -87,6 +87,11 @@ log = logging.getLogger("siyu.flash_sales")
 _MESSAGES = {
     "flash_sale_not_started": (409, "秒杀尚未开始", "The flash sale has not started yet"),
     "flash_sale_ended": (409, "秒杀已结束", "The flash sale has ended"),
+    "flash_sale_outside_session": (
+        409,
+        "当前不在秒杀场次内，下一场 {next_session_starts_at} 开始",
+        "Not inside a flash-sale session now; the next one starts at {next_session_starts_at}",
+    ),
     "flash_sale_sold_out": (409, "手慢了，秒杀商品已抢光", "The flash-sale item is sold out"),
     "flash_sale_limit_reached": (
         409,
@@ -584,10 +589,14 @@ def _option_item_id(options: dict[str, Any]) -> int:
 
 
 def check_open(sale: FlashSale, tz: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """The current session, or ``flash_sale_not_started`` / ``flash_sale_ended`` (a draft is 404)."""
+    """The current session, or ``flash_sale_not_started`` (before the window),
+    ``flash_sale_outside_session`` (inside the window, between two session slots) or
+    ``flash_sale_ended`` (a draft is 404)."""
     state, span = session_at(sale, tz, now)
     if state == DRAFT:
         raise _item_not_found()
+    if state == "upcoming" and span is not None and now >= sale.starts_at:
+        raise DomainError("flash_sale_outside_session", next_session_starts_at=span[0].isoformat())
     if state == "upcoming":
         raise DomainError("flash_sale_not_started")
     if state == ENDED or span is None:
@@ -629,8 +638,8 @@ def apply_to_pricing(ctx: PricingContext) -> None:
             "activity_stock": True,
         }
     )
-    if not sale.allows_coupons:
-        line.coupons_allowed = False
+    # ``no_coupon`` carries the activity's rule; ``line.coupons_allowed`` stays the product's own
+    # setting, so the coupon stage can tell the customer which of the two excluded the line.
     if sale.free_shipping:
         line.flags["free_shipping"] = True
     ctx.reservations[RESERVATION] = {
