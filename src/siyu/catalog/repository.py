@@ -242,3 +242,41 @@ def set_stock(session: Session, merchant_id: int, sku_id: int, quantity: int) ->
         .values(stock=quantity)
         .execution_options(synchronize_session=False)
     )
+
+
+# -- sales counts (the store's "sort by sales") ------------------------------------------------------
+
+
+def add_sales(session: Session, merchant_id: int, units_by_product: dict[int, int]) -> None:
+    """Add (or, with negative units, take back) sold units; a count never goes below zero."""
+    from sqlalchemy import case
+
+    for product_id in sorted(units_by_product):
+        units = units_by_product[product_id]
+        if units == 0:
+            continue
+        session.execute(
+            update(Product)
+            .where(Product.merchant_id == merchant_id, Product.id == product_id)
+            .values(sales_count=case((Product.sales_count + units >= 0, Product.sales_count + units), else_=0))
+            .execution_options(synchronize_session=False)
+        )
+
+
+def recount_sales(session: Session, merchant_id: int) -> None:
+    """Set every product's sales count from its paid, not refunded units (demo seed, repairs)."""
+    from siyu.orders.models import CANCELLED, CLOSED, PENDING_PAYMENT, Order, OrderLine
+
+    sold = (
+        select(func.coalesce(func.sum(OrderLine.quantity - OrderLine.refunded_quantity), 0))
+        .join(Order, (Order.id == OrderLine.order_id) & (Order.merchant_id == merchant_id))
+        .where(
+            OrderLine.merchant_id == merchant_id, OrderLine.product_id == Product.id,
+            Order.status.not_in((PENDING_PAYMENT, CANCELLED, CLOSED)),
+        )
+        .scalar_subquery()
+    )
+    session.execute(
+        update(Product).where(Product.merchant_id == merchant_id).values(sales_count=sold)
+        .execution_options(synchronize_session=False)
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from siyu.catalog import repository as catalog_repo
 from siyu.catalog.models import PRODUCT_ON_SALE, Category, Product, Sku
 from siyu.config import Settings
 from siyu.db.session import unit_of_work
@@ -86,6 +87,7 @@ def seed_demo(factory: sessionmaker[Session], settings: Settings, *, customers: 
         _seed_freight(session, merchant.id)
         members = _seed_members(session, merchant.id, rng, customers, staff_ids)
         orders = _seed_orders(session, merchant.id, rng, members, skus)
+        catalog_repo.recount_sales(session, merchant.id)
         summary = SeedSummary(
             products=len({s.product_id for s, _ in skus}), skus=len(skus), members=len(members), orders=orders
         )
@@ -94,7 +96,7 @@ def seed_demo(factory: sessionmaker[Session], settings: Settings, *, customers: 
 
 
 def _run_extensions(factory: sessionmaker[Session], settings: Settings) -> None:
-    """Later capabilities add their demo data in ``siyu.<domain>.demo:seed(session, merchant_id)``."""
+    """Later capabilities add their demo data in ``siyu.<domain>.demo_data:seed(session, merchant_id)``."""
     import importlib
     import pkgutil
 
