@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.config import Settings
 from siyu.db.session import unit_of_work
-from siyu.group_buys.service import mask_nickname
+from siyu.group_buys.service import expire_team, mask_nickname
 from siyu.kit.errors import DomainError
 from siyu.kit.events import subscribe
 from siyu.kit.timeutil import utcnow
@@ -280,3 +280,27 @@ def test_leader_alone_cancels_so_the_team_fails_without_refunds(
     assert f.refunds(session_factory, tenant.id) == []
     r = client.get(f"{STORE}/group-buys/teams/{team_id}", headers=tenant.store_headers)
     assert r.json()["status"] == "failed" and r.json()["remaining_seats"] == 0
+
+
+def test_payment_landing_after_the_team_failed_is_refunded_automatically(
+    client: TestClient, session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    sku = make_sku(session_factory, tenant.id, price=10000, stock=5)
+    gb = h.make_group_buy(session_factory, tenant.id, sku, team_size=2, valid_hours=1)
+    leader, headers = f.paying_customer(session_factory, tenant.id)
+    order_id = h.submit(session_factory, tenant.id, leader, sku, gb)
+    team_id = h.team_of(session_factory, tenant.id, order_id).id
+    r = client.post(h.PAY.format(order_id), headers=headers)  # the customer opened the payment sheet...
+    assert r.status_code == 200, r.text
+    complete_url = r.json()["params"]["complete_url"]
+    deadline = h.team(session_factory, team_id).expires_at
+    with unit_of_work(session_factory) as s:  # the deadline job alone, before the payment is closed
+        assert expire_team(s, tenant.id, team_id, deadline + dt.timedelta(seconds=1)) == "failed"
+    assert f.order(session_factory, tenant.id, order_id).status == "cancelled"
+    # ...and pays after the team failed: the money goes back through the provider.
+    assert client.post(complete_url, headers=headers).status_code == 200
+    h.drain(session_factory, settings, tenant.id, now=deadline + dt.timedelta(seconds=2))
+    (payment,) = f.payments(session_factory, tenant.id, order_id)
+    (refund,) = f.refunds(session_factory, tenant.id, order_id)
+    assert refund.status == "succeeded" and refund.amount == payment.amount and refund.automatic
+    assert sku_stock(session_factory, sku) == 5
