@@ -96,7 +96,7 @@ def wallet(factory: sessionmaker[Session], merchant_id: int, member_id: int) -> 
         return list(s.scalars(stmt.order_by(MemberCoupon.id)))
 
 
-def fixed_dates(days_from: int = -1, days_until: int = 30) -> dict[str, str]:
+def fixed_dates(days_from: int = -1, days_until: int = 30) -> dict[str, str | None]:
     now = utcnow()
     return {"validity_mode": "fixed", "valid_days": None,
             "valid_from": (now + dt.timedelta(days=days_from)).isoformat(),

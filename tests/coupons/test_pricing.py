@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.coupons.models import MemberCoupon
@@ -120,7 +120,7 @@ def test_explicit_choice_errors_have_specific_codes_and_change_nothing(
     with unit_of_work(session_factory) as s:  # a is locked by a pending order, b is used
         order, _ = checkout.submit(s, tenant.id, member, _body([(sku, 1)], coupon_ids=[a]),
                                    idempotency_key="lock-a", payment_timeout=TIMEOUT)
-        s.execute(MemberCoupon.__table__.update().where(MemberCoupon.id == b).values(status="used"))
+        s.execute(update(MemberCoupon).where(MemberCoupon.id == b).values(status="used"))
 
     cases = {
         expired: "coupon_expired", b: "coupon_used", a: "coupon_locked", scoped: "coupon_out_of_scope",
