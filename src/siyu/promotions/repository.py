@@ -95,6 +95,14 @@ def has_first_order_claim(session: Session, merchant_id: int, member_id: int) ->
     return bool(session.scalar(stmt))
 
 
+def first_order_eligible(session: Session, merchant_id: int, member_id: int) -> bool:
+    """No paid order and no first-order claim (pending first-order special), in one round trip."""
+    paid = exists().where(Order.merchant_id == merchant_id, Order.member_id == member_id, Order.paid_at.is_not(None))
+    claimed = exists().where(FirstOrderClaim.merchant_id == merchant_id, FirstOrderClaim.member_id == member_id)
+    row = session.execute(select(paid, claimed)).one()
+    return not row[0] and not row[1]
+
+
 def member_units(session: Session, merchant_id: int, member_id: int, promotion_ids: Iterable[int]) -> dict[int, int]:
     ids = sorted(set(promotion_ids))
     if not ids:

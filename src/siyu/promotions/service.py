@@ -42,12 +42,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
-from siyu.catalog.models import Sku
 from siyu.kit import audit
 from siyu.kit.errors import DomainError, FieldError, catalogue, invalid, not_found, register_messages
 from siyu.kit.money import yuan
 from siyu.kit.timeutil import utcnow
-from siyu.orders import checkout
+from siyu.orders import service as orders_service
 from siyu.orders.pricing import ITEM_PROMOTIONS, ORDER_PROMOTIONS, PricedLine, PricingContext, StageEntry
 from siyu.promotions import repository as repo
 from siyu.promotions.models import (
@@ -531,6 +530,37 @@ def apply_item_promotions(
         ctx.note(ITEM_PROMOTIONS, code="first_order_not_eligible", message="首单特价仅限首次下单的新客")
 
 
+_LIVE = "siyu.promotions.live"
+_UNITS = "siyu.promotions.member_units"
+
+
+def live_promotions(ctx: PricingContext) -> list[Promotion]:
+    """All live promotions of the merchant at ``ctx.now``: one query per pricing run, shared by
+    both stages (kept in ``session.info`` for this context only)."""
+    key = (id(ctx), ctx.merchant_id, ctx.now)
+    cached = ctx.session.info.get(_LIVE)
+    if cached is not None and cached[0] == key:
+        return list(cached[1])
+    promos = repo.live(ctx.session, ctx.merchant_id, ITEM_KINDS + ORDER_KINDS, ctx.now)
+    ctx.session.info[_LIVE] = (key, promos)
+    ctx.session.info.pop(_UNITS, None)
+    return list(promos)
+
+
+def member_units(ctx: PricingContext, promos: list[Promotion]) -> dict[int, int]:
+    """The member's units of every live promotion with a per-member limit (one query per run)."""
+    if ctx.member_id is None:
+        return {}
+    key = (id(ctx), ctx.merchant_id, ctx.member_id, ctx.now)
+    cached = ctx.session.info.get(_UNITS)
+    if cached is not None and cached[0] == key:
+        return dict(cached[1])
+    limited = [p.id for p in live_promotions(ctx) if p.per_member_limit is not None]
+    units = repo.member_units(ctx.session, ctx.merchant_id, ctx.member_id, limited) if limited else {}
+    ctx.session.info[_UNITS] = (key, units)
+    return dict(units)
+
+
 def item_stage(ctx: PricingContext) -> None:
     requested = _first_order_request(ctx.options)
     if requested is not None:
@@ -538,7 +568,7 @@ def item_stage(ctx: PricingContext) -> None:
         if wanted is None or wanted.kind != FIRST_ORDER:
             raise _promotion_not_found()
         check_open(wanted, ctx.now)
-    promos = repo.live(ctx.session, ctx.merchant_id, ITEM_KINDS, ctx.now)
+    promos = [p for p in live_promotions(ctx) if p.kind in ITEM_KINDS]
     skus = {ln.sku_id for ln in ctx.lines}
     relevant = [
         p for p in promos
@@ -549,11 +579,9 @@ def item_stage(ctx: PricingContext) -> None:
     facts = ItemFacts()
     if ctx.member_id is not None:
         if any(p.kind == FIRST_ORDER for p in relevant):
-            facts.first_order_eligible = not repo.has_paid_order(
-                ctx.session, ctx.merchant_id, ctx.member_id
-            ) and not repo.has_first_order_claim(ctx.session, ctx.merchant_id, ctx.member_id)
-        limited = [p.id for p in relevant if p.per_member_limit is not None]
-        facts.member_units = repo.member_units(ctx.session, ctx.merchant_id, ctx.member_id, limited)
+            facts.first_order_eligible = repo.first_order_eligible(ctx.session, ctx.merchant_id, ctx.member_id)
+        if any(p.per_member_limit is not None for p in relevant):
+            facts.member_units = member_units(ctx, promos)
     apply_item_promotions(ctx, relevant, facts, requested)
 
 
@@ -798,7 +826,7 @@ def apply_order_promotions(
 
 def order_stage(ctx: PricingContext) -> None:
     requests = add_on_requests(ctx.options)
-    promos = repo.live(ctx.session, ctx.merchant_id, ORDER_KINDS, ctx.now)
+    promos = [p for p in live_promotions(ctx) if p.kind in ORDER_KINDS]
     live_ids = {p.id for p in promos}
     for req in requests:  # a clear refusal for an add-on that is not open
         if req.promotion_id not in live_ids:
@@ -810,17 +838,36 @@ def order_stage(ctx: PricingContext) -> None:
         return
     facts = OrderFacts()
     session, merchant_id = ctx.session, ctx.merchant_id
-    if ctx.member_id is not None:
-        limited = [p.id for p in promos if p.per_member_limit is not None]
-        facts.member_units = repo.member_units(session, merchant_id, ctx.member_id, limited)
-    facts.add_on_sold = repo.add_on_sold(session, merchant_id, [p.id for p in promos if p.kind == ADD_ON])
+    if any(p.per_member_limit is not None for p in promos):
+        facts.member_units = member_units(ctx, promos)
+    add_ons = [p.id for p in promos if p.kind == ADD_ON]
+    facts.add_on_sold = repo.add_on_sold(session, merchant_id, add_ons) if add_ons else {}
+    # Every SKU this stage may add (gifts, requested add-ons) in one query.
+    sku_ids = {r.sku_id for r in requests}
+    for p in promos:
+        if p.kind == SPEND_GIFT:
+            sku_ids |= {int(t["gift_sku_id"]) for t in p.rules.get("tiers", [])}
+    found = repo.skus_with_products(session, merchant_id, sku_ids) if sku_ids else {}
 
     def load_line(sku_id: int, quantity: int) -> PricedLine:
-        return checkout.build_lines(session, merchant_id, [(sku_id, quantity)], check_stock=False)[0]
+        pair = found.get(sku_id)
+        if pair is None:
+            raise DomainError("sku_not_found", sku_id=sku_id)
+        sku, product = pair
+        if not orders_service.sellable(sku, product):
+            raise DomainError("product_not_on_sale", sku_id=sku_id)
+        return PricedLine(
+            sku_id=sku.id, product_id=product.id, category_id=product.category_id, title=product.title,
+            spec_text=orders_service.spec_text(product, sku),
+            image_url=sku.image_url or (product.images[0] if product.images else None),
+            quantity=quantity, list_price=sku.list_price, sale_price=sku.sale_price, cost_price=sku.cost_price,
+            weight_g=sku.weight_g, free_shipping=product.free_shipping, coupons_allowed=product.coupons_allowed,
+            bonus_points=product.bonus_points, freight_template_id=product.freight_template_id,
+        )
 
     def stock_of(sku_id: int) -> int:
-        sku = session.get(Sku, sku_id)
-        return sku.stock if sku is not None and sku.merchant_id == merchant_id else 0
+        pair = found.get(sku_id)
+        return pair[0].stock if pair is not None else 0
 
     facts.load_line, facts.stock_of = load_line, stock_of
     apply_order_promotions(ctx, promos, facts, requests)
