@@ -93,6 +93,21 @@ def test_240_concurrent_claims_issue_exactly_the_total_and_nobody_gets_two(
     print(f"\n{THREADS} racing claims, total {TOTAL}: {dict(outcomes)}")
 
 
+def test_a_member_tapping_claim_twenty_times_at_once_gets_one_coupon(
+    race_factory: sessionmaker[Session], session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    tpl = make_template(session_factory, tenant.id, "fixed", amount=500, total_quantity=50, per_member_limit=1)
+    member = make_member(session_factory, tenant.id)
+
+    def tap(i: int) -> str:
+        with unit_of_work(race_factory) as s:
+            return f"coupon:{service.claim(s, tenant.id, member, tpl).id}"
+
+    results = _race(20, tap)
+    assert len(set(results)) == 1 and results[0].startswith("coupon:"), results  # every tap: the same coupon
+    assert template(session_factory, tenant.id, tpl).issued == 1
+
+
 def test_two_orders_racing_for_one_coupon_only_one_locks_it(
     race_factory: sessionmaker[Session], session_factory: sessionmaker[Session], tenant: Tenant
 ) -> None:

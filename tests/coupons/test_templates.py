@@ -44,6 +44,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("percent", {"percent_off_bp": 0, "percent_off": None}, "percent_out_of_range"),
     ("percent", {"max_discount": -1}, "cap_negative"),
     ("fixed", {"max_discount": 100}, "cap_not_allowed"),
+    ("percent", {"amount": 100}, "amount_not_allowed"),
     ("fixed", {"amount": 0}, "amount_invalid"),
     ("fixed", {"amount": -5}, "amount_invalid"),
     ("threshold", {"threshold": 0}, "threshold_required"),

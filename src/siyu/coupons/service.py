@@ -103,7 +103,7 @@ _MESSAGES = {
     "coupon_excluded_by_product": (409, "所选商品不可使用优惠券", "The items do not accept coupons"),
     "coupon_excluded_by_activity": (409, "活动商品不可使用优惠券", "Items in this activity do not accept coupons"),
     "coupon_below_threshold": (
-        409, "未满 {threshold} 元，不能使用该优惠券", "Spend at least {threshold} on eligible items to use this coupon"
+        409, "适用商品未满 {threshold}，不能使用该优惠券", "Spend at least {threshold} on eligible items to use this coupon"
     ),
     "coupon_no_discount": (409, "该优惠券对本单没有优惠", "The coupon takes nothing off this order"),
     "coupon_not_stackable": (409, "这些优惠券不能同时使用", "These coupons cannot be used together"),
@@ -187,6 +187,8 @@ def validate_template(t: CouponTemplate) -> None:
         errors.append(_field("threshold", "threshold_negative", "threshold cannot be negative"))
     if t.kind in (FIXED, THRESHOLD) and t.threshold and t.amount and t.amount > t.threshold:
         errors.append(_field("amount", "amount_above_threshold", "amount off cannot exceed the threshold"))
+    if t.kind in (PERCENT, FREE_SHIPPING) and t.amount:
+        errors.append(_field("amount", "amount_not_allowed", "only fixed and threshold coupons take an amount"))
     if t.kind == PERCENT:
         if not 0 < (t.percent_off_bp or 0) <= 10000:
             errors.append(_field("percent_off", "percent_out_of_range", "percent off must be above 0 and at most 100"))
@@ -398,6 +400,13 @@ def issue_to_member(
             repo.add_coupon(session, coupon)
     except IntegrityError:
         # A concurrent call with the same key won (the unique index made us wait for it).
+        winner = repo.coupon_by_key(session, merchant_id, key)
+        if winner is None:
+            raise
+        return winner
+    except DomainError:
+        # A concurrent call with the same key may have taken the last unit or slot and committed
+        # while we waited on the row lock: that is a retry of ours, so answer with its coupon.
         winner = repo.coupon_by_key(session, merchant_id, key)
         if winner is None:
             raise
