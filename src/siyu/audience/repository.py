@@ -22,7 +22,7 @@ from siyu.audience.models import (
     StageTransition,
 )
 from siyu.audience.schemas import LifecycleConfig
-from siyu.db.dialect import bulk_update, insert_ignore_many
+from siyu.db.dialect import bulk_update, insert_ignore_rows
 from siyu.members.models import Member
 
 
@@ -64,7 +64,7 @@ def ensure_rows(session: Session, merchant_id: int, member_ids: set[int]) -> Non
         for member_id in sorted(missing)
     ]
     for start in range(0, len(rows), 2000):
-        insert_ignore_many(session, MemberStats.__table__, rows[start : start + 2000], ["merchant_id", "member_id"], "id")  # type: ignore[arg-type]
+        insert_ignore_rows(session, MemberStats.__table__, rows[start : start + 2000], ["merchant_id", "member_id"], "id")  # type: ignore[arg-type]
 
 
 def apply_payment(session: Session, merchant_id: int, member_id: int, amount: int, paid_at: dt.datetime, now: dt.datetime) -> None:
@@ -121,6 +121,54 @@ def apply_activity(
         )
         .execution_options(synchronize_session=False)
     )
+
+
+def apply_activity_of_events(
+    session: Session, merchant_id: int, event_ids: list[str], only_members: set[int] | None = None
+) -> set[int]:
+    """Add these stored events (just inserted) to their members' counters and last visit: one
+    grouped ``UPDATE ... FROM (SELECT ... FROM events WHERE event_id IN ...) RETURNING member_id``
+    per batch instead of one UPDATE per member. Returns the members whose row was updated (a
+    member without a stats row yet is not; see ``service.record_activity``)."""
+    if not event_ids:
+        return set()
+    from siyu.events.models import Event
+
+    def count_of(name: str) -> Any:
+        return func.sum(case((Event.name == name, 1), else_=0))
+
+    per_member = (
+        select(
+            Event.member_id.label("member_id"),
+            func.max(Event.occurred_at).label("last_seen"),
+            count_of("product_view").label("views"),
+            count_of("add_to_cart").label("carts"),
+            count_of("favorite").label("favs"),
+            count_of("share").label("shares"),
+        )
+        .where(
+            Event.merchant_id == merchant_id, Event.event_id.in_(event_ids), Event.member_id.is_not(None),
+            *([Event.member_id.in_(only_members)] if only_members is not None else []),
+        )
+        .group_by(Event.member_id)
+        .subquery()
+    )
+    s = MemberStats
+    seen = per_member.c.last_seen
+    result = session.execute(
+        update(s)
+        .where(s.merchant_id == merchant_id, s.member_id == per_member.c.member_id)
+        .values(
+            last_visit_at=case((s.last_visit_at.is_(None), seen), (s.last_visit_at < seen, seen), else_=s.last_visit_at),
+            product_views=s.product_views + per_member.c.views,
+            cart_adds=s.cart_adds + per_member.c.carts,
+            favorites=s.favorites + per_member.c.favs,
+            shares=s.shares + per_member.c.shares,
+        )
+        .returning(s.member_id)
+        .execution_options(synchronize_session=False)
+    )
+    return {int(m) for m in result.scalars()}
 
 
 def stage_expression(cfg: LifecycleConfig, now: dt.datetime) -> ColumnElement[str]:

@@ -63,10 +63,18 @@ def record_activity(session: Session, merchant_id: int, rows: list[dict[str, Any
         per_member[member_id] = (max(last, row["occurred_at"]), counts)
     if not per_member:
         return
-    repo.ensure_rows(session, merchant_id, set(per_member))
-    for member_id in sorted(per_member):
-        last, counts = per_member[member_id]
-        repo.apply_activity(session, merchant_id, member_id, last, dict(counts))
+    if len(rows) == 1:
+        repo.ensure_rows(session, merchant_id, set(per_member))
+        last, counts = next(iter(per_member.values()))
+        repo.apply_activity(session, merchant_id, next(iter(per_member)), last, dict(counts))
+        return
+    # A batch: one set-based UPDATE from the events just stored; members who had no stats row
+    # yet get one (idempotent under concurrency) and then the same UPDATE, for them only.
+    event_ids = [r["event_id"] for r in rows if r.get("member_id") is not None]
+    missing = set(per_member) - repo.apply_activity_of_events(session, merchant_id, event_ids)
+    if missing:
+        repo.ensure_rows(session, merchant_id, missing)
+        repo.apply_activity_of_events(session, merchant_id, event_ids, only_members=missing)
 
 
 def recompute_lifecycle(session: Session, merchant_id: int, *, now: dt.datetime | None = None) -> int:

@@ -101,3 +101,43 @@ def bulk_update(session: Session, table: Table, key_cols: list[str], rows: list[
     )
     params = [{**{f"k_{c}": r[c] for c in key_cols}, **{f"v_{c}": r[c] for c in value_cols}} for r in rows]
     session.connection().execute(stmt, params)
+
+
+def insert_ignore_rows(
+    session: Session, table: Table, rows: list[dict[str, Any]], conflict_cols: list[str], returning: str
+) -> list[Any]:
+    """Like :func:`insert_ignore_many`, for hot paths with hundreds of rows per call.
+
+    PostgreSQL: one ``INSERT ... SELECT * FROM unnest(<one array per column>) ON CONFLICT DO
+    NOTHING RETURNING`` — a short statement with one parameter per column, so neither SQLAlchemy
+    nor the driver builds an SQL text with thousands of placeholders (a batch of 500 events: about
+    8x less client CPU than a multi-row VALUES). SQLite: an executemany with RETURNING (SQLAlchemy
+    "insertmanyvalues", compiled once and cached). Every row carries the same keys; JSON values
+    are Python objects, timestamps aware datetimes.
+    """
+    if not rows:
+        return []
+    if not is_postgres(session):
+        insert = sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_cols).returning(table.c[returning])
+        return list(session.execute(insert, rows).scalars())
+    import json
+
+    from sqlalchemy import JSON, bindparam, text
+
+    dialect = session.get_bind().dialect
+    cols = list(rows[0])
+    arrays: dict[str, list[Any]] = {}
+    casts = []
+    for i, col in enumerate(cols):
+        column_type = table.c[col].type
+        values = [row[col] for row in rows]
+        is_json = isinstance(column_type, JSON) or isinstance(getattr(column_type, "impl", None), JSON)
+        if is_json:
+            values = [None if v is None else json.dumps(v, ensure_ascii=False, separators=(",", ":")) for v in values]
+        arrays[f"a{i}"] = values
+        casts.append(f"CAST(:a{i} AS {column_type.compile(dialect=dialect)}[])")
+    stmt = text(
+        f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM unnest({', '.join(casts)}) "
+        f"ON CONFLICT ({', '.join(conflict_cols)}) DO NOTHING RETURNING {returning}"
+    ).bindparams(*(bindparam(k) for k in arrays))
+    return list(session.execute(stmt, arrays).scalars())

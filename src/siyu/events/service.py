@@ -142,7 +142,8 @@ def ingest(session: Session, caller: Caller, raw_events: list[Any], *, now: dt.d
     if inserted:
         from siyu.events import hooks
 
-        hooks.after_insert(session, caller.merchant_id, [r for r in rows if r["event_id"] in set(inserted)])
+        stored = set(inserted)
+        hooks.after_insert(session, caller.merchant_id, [r for r in rows if r["event_id"] in stored])
     rejected.sort(key=lambda r: r.index)
     return BatchOut(
         accepted=len(inserted),

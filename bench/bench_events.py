@@ -1,0 +1,181 @@
+"""Event ingestion over HTTP on PostgreSQL: sustained events/s with batches of 500.
+
+    .venv/bin/python bench/bench_events.py [--clients 8] [--seconds 20] [--workers 2] [--members 20000]
+
+Creates a fresh database (SIYU_BENCH_PG_URL server), a merchant with ``--members`` members and
+an API key, starts ``uvicorn siyu.asgi:app --workers N`` on 127.0.0.1, then runs ``--clients``
+concurrent clients that each post batches of ``--batch`` (500) events to
+``POST /api/events/v1/batch`` for the duration: a server-to-server feed naming members
+(API key), a mix of page_view / product_view / add_to_cart / search / favorite with a unique
+``event_id`` each, timestamps in the last hour. Afterwards it checks that the database holds
+exactly the events the server accepted, and that a replayed batch is all duplicates.
+
+The load generator runs on the same machine and competes for its cores (bodies are
+pre-serialised before the clock starts so it costs as little as possible).
+Target (issue 5): >= 20,000 events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import free_port, fresh_pg_database, machine, process_tree_rss_mb, start_server, summary
+
+TARGET_EVENTS_PER_S = 20_000
+
+
+def prepare(url: str, members: int) -> tuple[str, list[int], list[tuple[int, int]]]:
+    from siyu.api.routes import import_all_models
+    from siyu.db.base import Base
+    from siyu.db.engine import make_engine
+    from siyu.db.session import make_session_factory, unit_of_work
+    from siyu.members.models import Member
+    from siyu.tenancy import service as tenancy
+    from siyu.tenancy.permissions import Role
+
+    import_all_models()
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    factory = make_session_factory(engine)
+    with unit_of_work(factory) as s:
+        merchant = tenancy.create_merchant(s, code="bench-events", name="Bench events")
+        key, _ = tenancy.create_api_key(s, merchant.id, name="bench feed", role=Role.OPERATOR, created_by=None)
+        s.add_all([Member(merchant_id=merchant.id, openid=f"ev-{i}") for i in range(members)])
+        s.flush()
+        from sqlalchemy import select
+
+        member_ids = list(s.scalars(select(Member.id).where(Member.merchant_id == merchant.id)))
+    engine.dispose()
+    products = [(1000 + p, 5000 + p * 3) for p in range(60)]
+    return key, member_ids, products
+
+
+def make_batches(count: int, size: int, member_ids: list[int], products: list[tuple[int, int]], seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    now = dt.datetime.now(dt.UTC)
+    names = ["page_view"] * 5 + ["product_view"] * 3 + ["add_to_cart", "search", "favorite"]
+    out = []
+    for _ in range(count):
+        events = []
+        for _ in range(size):
+            name = rng.choice(names)
+            product, sku = rng.choice(products)
+            props: dict[str, object]
+            if name == "page_view":
+                props = {"page": rng.choice(["pages/index/index", "pages/category/index", "pages/goods/detail"])}
+            elif name == "product_view":
+                props = {"product_id": product, "sku_id": sku, "price": rng.choice([29900, 49900, 9900])}
+            elif name == "add_to_cart":
+                props = {"product_id": product, "sku_id": sku, "quantity": 1, "price": 29900}
+            elif name == "search":
+                props = {"keyword": rng.choice(["防蓝光", "太阳镜", "儿童"])}
+            else:
+                props = {"product_id": product}
+            ts = now - dt.timedelta(seconds=rng.randint(0, 3600))
+            events.append({"event_id": uuid.uuid4().hex, "name": name, "timestamp": ts.isoformat(),
+                           "member_id": rng.choice(member_ids), "properties": props})
+        out.append(json.dumps({"events": events}, ensure_ascii=False).encode())
+    return out
+
+
+async def run_load(base: str, key: str, batches: list[bytes], clients: int, seconds: float) -> tuple[int, int, int, list[float], float]:
+    latencies: list[float] = []
+    accepted = duplicates = failed = 0
+    next_batch = 0
+    stop_at = time.perf_counter() + seconds
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    async def client_loop() -> None:
+        nonlocal accepted, duplicates, failed, next_batch
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            while time.perf_counter() < stop_at and next_batch < len(batches):
+                body = batches[next_batch]
+                next_batch += 1
+                started = time.perf_counter()
+                r = await http.post("/api/events/v1/batch", content=body, headers=headers)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if r.status_code == 200:
+                    data = r.json()
+                    accepted += data["accepted"]
+                    duplicates += data["duplicates"]
+                    if data["rejected"] and failed < 3:
+                        print("rejected:", data["rejected"][:2])
+                    failed += len(data["rejected"])
+                else:
+                    failed += 1
+                    if failed <= 3:
+                        print("failure:", r.status_code, r.text[:300])
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client_loop() for _ in range(clients)))
+    return accepted, duplicates, failed, latencies, time.perf_counter() - began
+
+
+def stored_events(url: str) -> int:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
+    with engine.connect() as conn:
+        n = int(conn.execute(text("SELECT count(*) FROM events")).scalar_one())
+    engine.dispose()
+    return n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--members", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--max-rate", type=int, default=40_000, help="events/s the pre-built bodies can sustain")
+    args = parser.parse_args()
+
+    url = fresh_pg_database("siyu_bench_events")
+    key, member_ids, products = prepare(url, args.members)
+    count = int(args.max_rate * (args.seconds + 3) / args.batch) + args.clients
+    t0 = time.perf_counter()
+    warm = make_batches(2 * args.clients, args.batch, member_ids, products, seed=1)
+    batches = make_batches(count, args.batch, member_ids, products, seed=2)
+    print(f"pre-built {count + len(warm)} batches in {time.perf_counter() - t0:.1f} s")
+    port = free_port()
+    server = start_server({"SIYU_DATABASE_URL": url, "SIYU_ENV": "bench", "SIYU_DB_POOL_SIZE": "20"},
+                          workers=args.workers, port=port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        w_acc, _, _, _, _ = asyncio.run(run_load(base, key, warm, args.clients, 60))
+        accepted, dups, failed, latencies, elapsed = asyncio.run(run_load(base, key, batches, args.clients, args.seconds))
+        # a replayed batch is harmless: every event comes back as a duplicate
+        replay_acc, replay_dups, _, _, _ = asyncio.run(run_load(base, key, batches[:1], 1, 60))
+        rss = process_tree_rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    stored = stored_events(url)
+    rate = accepted / elapsed
+    print(f"machine: {machine()}")
+    print(f"event ingestion over HTTP, PostgreSQL, {args.workers} API processes, {args.clients} concurrent clients, "
+          f"batches of {args.batch}, {elapsed:.1f} s, {args.members:,} members")
+    print(f"events accepted: {accepted:,} ({rate:,.0f} events/s, target >= {TARGET_EVENTS_PER_S:,}: "
+          f"{'met' if rate >= TARGET_EVENTS_PER_S else 'NOT met'}), duplicates {dups}, rejected/failed {failed}")
+    print(f"batch latency: {summary(latencies)} ({len(latencies)} batches)")
+    print(f"stored events: {stored:,} (expected {w_acc + accepted:,}: {'ok' if stored == w_acc + accepted else 'MISMATCH'}); "
+          f"replayed batch: {replay_acc} accepted, {replay_dups} duplicates")
+    print("RSS per process (MB): " + ", ".join(f"{pid}: {mb:.0f}" for pid, mb in sorted(rss.items())))
+
+
+if __name__ == "__main__":
+    main()
