@@ -1,0 +1,115 @@
+"""Stacking with the other stages as configured: flash-sale lines, coupons, free shipping; and
+the idempotency of submit replays and of the cancel release."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.coupons import service as coupons
+from siyu.coupons.schemas import TemplateIn
+from siyu.db.session import unit_of_work
+from siyu.orders import service as orders_service
+from siyu.promotions import service
+from siyu.promotions.models import PromotionMemberCounter, PromotionUsage
+from tests.conftest import Tenant
+from tests.factories.orders import make_freight_template, make_sku
+from tests.factories.promotions import STORE, create_promotion, entries, preview, shopper
+from tests.flash_sales.helpers import make_sale
+
+
+def _coupon(factory: sessionmaker[Session], merchant_id: int, member_id: int, amount: int) -> None:
+    body: dict[str, Any] = {"name": "券", "kind": "fixed", "amount": amount, "validity_mode": "relative",
+                            "valid_days": 30, "status": "active", "channels": ["api"]}
+    with unit_of_work(factory) as s:
+        t = coupons.create_template(s, merchant_id, TemplateIn.model_validate(body), actor=("system", None))
+        coupons.issue_to_member(s, merchant_id, t.id, member_id, source="api", idempotency_key=uuid.uuid4().hex)
+
+
+def _order_member(factory: sessionmaker[Session], tenant: Tenant, order_id: int) -> int:
+    with factory() as s:
+        return orders_service.get_order(s, tenant.id, order_id).member_id
+
+
+def test_flash_sale_line_is_left_to_the_flash_sale(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    flash = make_sku(session_factory, tenant.id, price=30000, free_shipping=True)
+    plain = make_sku(session_factory, tenant.id, price=10000, free_shipping=True)
+    _, (item_id,) = make_sale(session_factory, tenant.id, [{"sku_id": flash, "flash_price": 9900, "activity_stock": 5}])
+    create_promotion(client, tenant, "limited_discount", {"items": [{"sku_id": flash, "price": 5000}]})
+    create_promotion(client, tenant, "spend_save", {"tiers": [{"threshold": 20000, "discount": 2000}]})
+    headers = shopper(client, tenant)
+    out = preview(client, headers, [(flash, 1), (plain, 1)], options={"flash_sale": {"item_id": item_id}}).json()
+    flash_line = out["lines"][0]
+    assert flash_line["payable_amount"] == 9900 and "promotion" not in flash_line["flags"]
+    assert [r["code"].split(":")[0] for r in entries(out, "item_promotions")] == ["flash_sale"]
+    assert entries(out, "order_promotions") == []  # only ¥100 of eligible goods: the flash line does not count
+
+
+def test_coupons_skip_lines_whose_promotion_forbids_them(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    promo_sku = make_sku(session_factory, tenant.id, price=10000, free_shipping=True)
+    plain = make_sku(session_factory, tenant.id, price=10000, free_shipping=True)
+    create_promotion(client, tenant, "limited_discount", {"items": [{"sku_id": promo_sku, "price": 8000}]},
+                     allows_coupons=False)
+    headers = shopper(client, tenant)
+    first = client.post(f"{STORE}/checkout/submit", json={"items": [{"sku_id": plain, "quantity": 1}]},
+                        headers={**headers, "Idempotency-Key": uuid.uuid4().hex})
+    member_id = _order_member(session_factory, tenant, first.json()["id"])
+    _coupon(session_factory, tenant.id, member_id, 3000)
+    out = preview(client, headers, [(promo_sku, 1)]).json()
+    assert entries(out, "coupons") == [] and out["payable_amount"] == 8000
+    out = preview(client, headers, [(promo_sku, 1), (plain, 1)]).json()
+    (row,) = entries(out, "coupons")
+    assert row["amount"] == -3000
+    assert "coupons" not in out["lines"][0]["discounts"] and out["lines"][1]["discounts"]["coupons"] == 3000
+
+
+def test_spend_save_with_free_shipping_frees_the_order(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    template = make_freight_template(session_factory, tenant.id, default=True)
+    sku = make_sku(session_factory, tenant.id, price=10000, freight_template_id=template)
+    create_promotion(client, tenant, "spend_save", {"tiers": [{"threshold": 30000, "discount": 3000}]},
+                     free_shipping=True)
+    headers = shopper(client, tenant)
+    assert preview(client, headers, [(sku, 2)]).json()["freight_amount"] > 0
+    out = preview(client, headers, [(sku, 3)]).json()
+    assert out["freight_amount"] == 0 and out["payable_amount"] == 30000 - 3000
+
+
+def test_replayed_submit_and_repeated_release_count_once(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    sku = make_sku(session_factory, tenant.id, price=10000, free_shipping=True)
+    promo = create_promotion(client, tenant, "limited_discount", {"items": [{"sku_id": sku, "price": 8000}]},
+                             per_member_limit=5)
+    headers = shopper(client, tenant)
+    body = {"items": [{"sku_id": sku, "quantity": 2}]}
+    key = {**headers, "Idempotency-Key": "same-key"}
+    first = client.post(f"{STORE}/checkout/submit", json=body, headers=key)
+    again = client.post(f"{STORE}/checkout/submit", json=body, headers=key)
+    assert first.status_code == 201 and again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    order_id = first.json()["id"]
+
+    def ledger() -> tuple[int, int | None]:
+        with session_factory() as s:
+            usages = s.scalar(select(func.count()).select_from(PromotionUsage).where(
+                PromotionUsage.merchant_id == tenant.id))
+            units = s.scalar(select(PromotionMemberCounter.units).where(
+                PromotionMemberCounter.promotion_id == promo["id"]))
+            return int(usages or 0), units
+
+    assert ledger() == (1, 2)
+    with unit_of_work(session_factory) as s:
+        orders_service.cancel(s, tenant.id, order_id, reason="test", actor=("system", None))
+        assert service.release_order(s, tenant.id, order_id) == 1
+    with unit_of_work(session_factory) as s:
+        assert service.release_order(s, tenant.id, order_id) == 0  # the job running twice gives back once
+    assert ledger() == (1, 0)
