@@ -372,3 +372,16 @@ def template_stats(session: Session, merchant_id: int, template_id: int) -> dict
 
 
 __all__ = ["USED"]
+
+
+def member_wallet(session: Session, merchant_id: int, member_id: int) -> list[MemberCoupon]:
+    stmt = select(MemberCoupon).where(MemberCoupon.merchant_id == merchant_id, MemberCoupon.member_id == member_id)
+    return list(session.scalars(stmt.order_by(MemberCoupon.id)))
+
+
+def unused_count(session: Session, merchant_id: int, member_id: int, now: dt.datetime) -> int:
+    stmt = select(func.count()).select_from(MemberCoupon).where(
+        MemberCoupon.merchant_id == merchant_id, MemberCoupon.member_id == member_id,
+        MemberCoupon.status == UNUSED, MemberCoupon.valid_until > now,
+    )
+    return int(session.scalar(stmt) or 0)

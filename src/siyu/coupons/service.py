@@ -924,3 +924,17 @@ def expire_and_remind(session: Session, merchant_id: int, now: dt.datetime | Non
               "valid_until": c.valid_until.isoformat()},
              key=f"coupon:{c.id}")
     return len(expired), len(reminders)
+
+
+# -- member views (360 profile, data export) -----------------------------------------------------------
+
+
+def member_coupon_count(session: Session, merchant_id: int, member_id: int) -> int:
+    """Usable coupons in the member's wallet (for the member 360 view)."""
+    return repo.unused_count(session, merchant_id, member_id, utcnow())
+
+
+def export_member(session: Session, merchant_id: int, member_id: int) -> list[dict[str, Any]]:
+    """The member's coupons for a personal-data export."""
+    return [CouponOut.model_validate(c).model_dump(mode="json")
+            for c in repo.member_wallet(session, merchant_id, member_id)]
