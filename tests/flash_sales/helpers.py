@@ -148,3 +148,22 @@ def login(client: TestClient, tenant: Tenant) -> tuple[dict[str, str], int]:
     a = client.post(f"{STORE}/addresses", json=body, headers=headers)
     assert a.status_code == 201, a.text
     return headers, int(r.json()["member_id"])
+
+
+def many_buyers(factory: sessionmaker[Session], merchant_id: int, n: int) -> list[int]:
+    """``n`` members with a default address, in one transaction (concurrency tests, benchmarks)."""
+    from siyu.members.models import Member
+    from siyu.orders.models import Address
+
+    with unit_of_work(factory) as s:
+        members = [Member(merchant_id=merchant_id, openid=f"fs-{uuid.uuid4().hex}", registered_at=utcnow())
+                   for _ in range(n)]
+        s.add_all(members)
+        s.flush()
+        s.add_all(
+            Address(merchant_id=merchant_id, member_id=m.id, name="张三", phone="13800000000", province="浙江省",
+                    city="杭州市", district="西湖区", detail="文三路 1 号", is_default=True)
+            for m in members
+        )
+        s.flush()
+        return [m.id for m in members]
