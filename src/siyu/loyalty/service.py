@@ -44,10 +44,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from siyu.db.dialect import insert_ignore
+from siyu.db.dialect import insert_ignore, insert_ignore_many
 from siyu.kit import audit
 from siyu.kit.errors import DomainError, invalid, not_found, register_messages
-from siyu.kit.events import emit
+from siyu.kit.events import emit, subscribers
 from siyu.kit.timeutil import local_date, start_of_local_day, utcnow
 from siyu.loyalty import repository as repo
 from siyu.loyalty.models import (
@@ -113,8 +113,13 @@ EXPIRY_BATCH = 500
 
 
 def get_rules(session: Session, merchant_id: int) -> LoyaltyRules:
-    row = repo.settings_row(session, merchant_id)
-    return LoyaltyRules.model_validate(row.rules) if row is not None else LoyaltyRules()
+    """The merchant's rules, read once per session (a request or job) and cached in ``session.info``."""
+    cache = session.info.setdefault("loyalty_rules", {})
+    rules = cache.get(merchant_id)
+    if rules is None:
+        row = repo.settings_row(session, merchant_id)
+        rules = cache[merchant_id] = LoyaltyRules.model_validate(row.rules) if row is not None else LoyaltyRules()
+    return rules  # type: ignore[no-any-return]
 
 
 def put_rules(session: Session, merchant_id: int, rules: LoyaltyRules, *, actor: Actor) -> LoyaltyRules:
@@ -126,6 +131,7 @@ def put_rules(session: Session, merchant_id: int, rules: LoyaltyRules, *, actor:
     else:
         row.rules = doc
     session.flush()
+    session.info.setdefault("loyalty_rules", {})[merchant_id] = rules
     audit.record(session, merchant_id, "loyalty_settings", row.id, "updated", actor=actor, data={"rules": doc})
     ensure_schedules(session, merchant_id)
     return rules
@@ -141,9 +147,13 @@ def ensure_schedules(session: Session, merchant_id: int) -> None:
 
 
 def _tz(session: Session, merchant_id: int) -> str:
+    """The merchant's zone, read once per session."""
     from siyu.tenancy import service as tenancy_service
 
-    return tenancy_service.get_merchant(session, merchant_id).timezone
+    cache = session.info.setdefault("loyalty_tz", {})
+    if merchant_id not in cache:
+        cache[merchant_id] = tenancy_service.get_merchant(session, merchant_id).timezone
+    return str(cache[merchant_id])
 
 
 def expiry_for(rules: LoyaltyRules, tz: str, now: dt.datetime) -> dt.datetime | None:
@@ -170,6 +180,27 @@ def _check_points(points: int) -> None:
         raise DomainError("points_invalid")
 
 
+def _new_entry(
+    session: Session, merchant_id: int, member_id: int, delta: int, kind: str, reason: str, ref: str | None, key: str,
+    balance: int, now: dt.datetime,
+) -> PointsEntry | None:
+    """Insert the ledger row unless the key exists (``ON CONFLICT DO NOTHING``); None on a conflict."""
+    ids = insert_ignore_many(
+        session, PointsEntry.__table__,  # type: ignore[arg-type]
+        [{"merchant_id": merchant_id, "member_id": member_id, "delta": delta, "kind": kind, "reason": reason[:64],
+          "ref": ref, "idempotency_key": key, "balance_after": balance, "shortfall": 0, "reverses_entry_id": None,
+          "created_at": now}],
+        ["merchant_id", "idempotency_key"], "id",
+    )
+    return session.get(PointsEntry, ids[0]) if ids else None
+
+
+def _winner(session: Session, merchant_id: int, member_id: int, key: str) -> PointsEntry:
+    found = repo.entry_by_key(session, merchant_id, key)
+    assert found is not None, "a conflicting key must have a committed entry"
+    return _replay(found, member_id)
+
+
 def award(
     session: Session,
     merchant_id: int,
@@ -183,39 +214,39 @@ def award(
     now: dt.datetime | None = None,
     expires_at: dt.datetime | bool | None = True,
 ) -> PointsEntry:
-    """Add points in a new lot (expiry per the merchant's rules unless ``expires_at`` is given)."""
+    """Add points in a new lot (expiry per the merchant's rules unless ``expires_at`` is given).
+
+    The balance moves first (conditional update, row lock), then the entry is inserted with
+    ``ON CONFLICT DO NOTHING``; if the key already exists (a retry, or a concurrent one that
+    committed first) the credit is taken back in the same transaction and the first entry is
+    returned. No savepoint, no pre-read: four statements in the common case.
+    """
     _check_points(points)
-    existing = repo.entry_by_key(session, merchant_id, idempotency_key)
-    if existing is not None:
-        return _replay(existing, member_id)
     now = now or utcnow()
     if expires_at is True:
         expires = expiry_for(get_rules(session, merchant_id), _tz(session, merchant_id), now)
     else:
         expires = expires_at if isinstance(expires_at, dt.datetime) else None
-    try:
-        with session.begin_nested():
-            balance = repo.credit(session, merchant_id, member_id, points, earned=points)
-            entry = PointsEntry(
-                merchant_id=merchant_id, member_id=member_id, delta=points, kind=kind, reason=reason[:64],
-                ref=ref, idempotency_key=idempotency_key, balance_after=balance, shortfall=0, created_at=now,
-            )
-            session.add(entry)
-            session.flush()
-            session.add(PointsLot(
-                merchant_id=merchant_id, member_id=member_id, entry_id=entry.id, points=points, remaining=points,
-                expires_at=expires, created_at=now,
-            ))
-            session.flush()
-    except IntegrityError:
-        winner = repo.entry_by_key(session, merchant_id, idempotency_key)
-        if winner is None:
-            raise
-        return _replay(winner, member_id)
-    emit(session, merchant_id, "points.earned",
-         {"member_id": member_id, "entry_id": entry.id, "points": points, "reason": entry.reason, "ref": ref,
-          "balance": balance}, key=f"entry:{entry.id}")
+    balance = repo.credit(session, merchant_id, member_id, points, earned=points)
+    entry = _new_entry(session, merchant_id, member_id, points, kind, reason, ref, idempotency_key, balance, now)
+    if entry is None:
+        back = repo.debit(session, merchant_id, member_id, points, unearned=points)
+        assert back is not None  # we hold the row lock and just added them
+        return _winner(session, merchant_id, member_id, idempotency_key)
+    session.add(PointsLot(
+        merchant_id=merchant_id, member_id=member_id, entry_id=entry.id, points=points, remaining=points,
+        expires_at=expires, created_at=now,
+    ))
+    session.flush()
+    _emit_points(session, merchant_id, "points.earned", entry, points)
     return entry
+
+
+def _emit_points(session: Session, merchant_id: int, event: str, entry: PointsEntry, points: int) -> None:
+    if subscribers(event):
+        emit(session, merchant_id, event,
+             {"member_id": entry.member_id, "entry_id": entry.id, "points": points, "reason": entry.reason,
+              "ref": entry.ref, "balance": entry.balance_after}, key=f"entry:{entry.id}")
 
 
 def _take_from_lots(
@@ -253,43 +284,28 @@ def spend(
     kind: str = SPEND,
     now: dt.datetime | None = None,
 ) -> PointsEntry:
-    """Take points (soonest-expiring lots first); ``points_insufficient`` when the balance is short."""
+    """Take points (soonest-expiring lots first); ``points_insufficient`` when the balance is short.
+
+    The conditional debit (``balance >= n``) comes first, so a refusal writes nothing; a key
+    that already exists gives the points back in the same transaction and returns the first
+    entry (also when the retry finds the balance already too low: the first spend took it).
+    """
     _check_points(points)
-    existing = repo.entry_by_key(session, merchant_id, idempotency_key)
-    if existing is not None:
-        return _replay(existing, member_id)
     now = now or utcnow()
-    try:
-        with session.begin_nested():
-            balance = repo.debit(session, merchant_id, member_id, points, spent=points if kind == SPEND else 0)
-            if balance is None:
-                raise _Insufficient()
-            entry = PointsEntry(
-                merchant_id=merchant_id, member_id=member_id, delta=-points, kind=kind, reason=reason[:64], ref=ref,
-                idempotency_key=idempotency_key, balance_after=balance, shortfall=0, created_at=now,
-            )
-            session.add(entry)
-            session.flush()
-            _take_from_lots(session, merchant_id, member_id, entry.id, points)
-    except _Insufficient:
-        winner = repo.entry_by_key(session, merchant_id, idempotency_key)  # a concurrent retry may have won
-        if winner is not None:
-            return _replay(winner, member_id)
+    balance = repo.debit(session, merchant_id, member_id, points, spent=points if kind == SPEND else 0)
+    if balance is None:
+        found = repo.entry_by_key(session, merchant_id, idempotency_key)
+        if found is not None:
+            return _replay(found, member_id)
         acct = repo.account(session, merchant_id, member_id)
-        raise DomainError("points_insufficient", balance=acct.balance if acct else 0, needed=points) from None
-    except IntegrityError:
-        winner = repo.entry_by_key(session, merchant_id, idempotency_key)
-        if winner is None:
-            raise
-        return _replay(winner, member_id)
-    emit(session, merchant_id, "points.spent",
-         {"member_id": member_id, "entry_id": entry.id, "points": points, "reason": entry.reason, "ref": ref,
-          "balance": balance}, key=f"entry:{entry.id}")
+        raise DomainError("points_insufficient", balance=acct.balance if acct else 0, needed=points)
+    entry = _new_entry(session, merchant_id, member_id, -points, kind, reason, ref, idempotency_key, balance, now)
+    if entry is None:
+        repo.credit(session, merchant_id, member_id, points, earned=0, unspent=points if kind == SPEND else 0)
+        return _winner(session, merchant_id, member_id, idempotency_key)
+    _take_from_lots(session, merchant_id, member_id, entry.id, points)
+    _emit_points(session, merchant_id, "points.spent", entry, points)
     return entry
-
-
-class _Insufficient(Exception):
-    pass
 
 
 def _reversed_so_far(session: Session, merchant_id: int, original: PointsEntry) -> int:
