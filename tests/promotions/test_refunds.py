@@ -5,9 +5,13 @@ what was paid (through the after-sales API and the sandbox provider)."""
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.config import Settings
+from siyu.db.session import unit_of_work
+from siyu.payments.models import Refund
+from siyu.promotions import service
 from tests.conftest import Tenant
 from tests.factories.aftersales import ADMIN, admin_order, drain, pay, request_aftersale
 from tests.factories.orders import make_sku
@@ -34,7 +38,7 @@ def test_partial_and_full_refunds_return_exactly_the_paid_shares(
     b = make_sku(session_factory, tenant.id, price=10001, free_shipping=True)
     extra = make_sku(session_factory, tenant.id, price=4999, free_shipping=True)
     create_promotion(client, tenant, "limited_discount", {"items": [{"sku_id": a, "percent_off": 17}]})
-    create_promotion(client, tenant, "spend_save", {"tiers": [{"threshold": 20000, "discount": 2999}]})
+    save = create_promotion(client, tenant, "spend_save", {"tiers": [{"threshold": 20000, "discount": 2999}]})
     add_on = create_promotion(client, tenant, "add_on", {
         "threshold": 10000, "items": [{"sku_id": extra, "price": 1234, "per_order_limit": 2, "stock": 5}],
     })
@@ -64,3 +68,11 @@ def test_partial_and_full_refunds_return_exactly_the_paid_shares(
     assert {ln["sku_id"]: ln["refunded_amount"] for ln in order["lines"]} == {
         sku: ln["payable_amount"] for sku, ln in lines.items()
     }
+
+    # the usage ledger follows: each refund counted once, net GMV down to zero
+    stats = client.get(f"{ADMIN}/promotions/{save['id']}/stats", headers=tenant.admin_headers).json()
+    assert (stats["paid_orders"], stats["gmv"], stats["refunded"], stats["net_gmv"]) == (1, paid, paid, 0)
+    with unit_of_work(session_factory) as s:
+        refund_ids = list(s.scalars(select(Refund.id).where(Refund.merchant_id == tenant.id, Refund.order_id == order_id)))
+        assert len(refund_ids) == 2
+        assert service.record_refund(s, tenant.id, order_id, refund_ids[0], first) == 0  # a replayed event: no-op

@@ -5,7 +5,8 @@
   stated before the activity starts and fixed once it has started.
 - ``PromotionUsage``: the ROI ledger, one row per promotion and order: ``reserved`` at submit,
   ``paid`` on ``order.paid``, ``released`` on ``order.cancelled`` (each transition exactly once,
-  by conditional update).
+  by conditional update); refunds of the order are added to ``refunded`` (each refund once) so
+  the stats can show the net GMV.
 - ``PromotionMemberCounter``: units (item kinds) or orders (order kinds) a member holds of a
   promotion, reserved or paid; moved only by conditional updates (``units + q <= limit``).
 - ``PromotionSkuCounter``: add-on units sold of a promotion's item, against its total stock
@@ -75,7 +76,7 @@ class PromotionUsage(IdMixin, TenantMixin, TimestampMixin, Base):
     __tablename__ = "promotion_usages"
     __table_args__ = (
         UniqueConstraint("merchant_id", "promotion_id", "order_id"),
-        CheckConstraint("discount >= 0 AND gmv >= 0 AND units >= 0", name="amounts_nonneg"),
+        CheckConstraint("discount >= 0 AND gmv >= 0 AND units >= 0 AND refunded >= 0 AND refunded <= gmv", name="amounts_valid"),
         Index("ix_promotion_usages_order", "merchant_id", "order_id"),
         Index("ix_promotion_usages_promotion", "merchant_id", "promotion_id", "status"),
     )
@@ -87,6 +88,8 @@ class PromotionUsage(IdMixin, TenantMixin, TimestampMixin, Base):
     units: Mapped[int] = mapped_column(Integer, default=0)  # counted against the per-member limit
     discount: Mapped[int] = mapped_column(Integer, default=0)  # fen this promotion took off the order
     gmv: Mapped[int] = mapped_column(Integer, default=0)  # the order's payable, fen
+    refunded: Mapped[int] = mapped_column(Integer, default=0)  # fen refunded on the order since (≤ gmv)
+    refund_ids: Mapped[list[int]] = mapped_column(JSONDoc, default=list)  # refunds counted, once each
     add_on: Mapped[list[list[int]]] = mapped_column(JSONDoc, default=list)  # [[sku_id, qty]] taken
     first_order: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default=RESERVED)

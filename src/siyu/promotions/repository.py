@@ -249,6 +249,12 @@ def usages_of_order(session: Session, merchant_id: int, order_id: int) -> list[P
     return list(session.scalars(stmt.order_by(PromotionUsage.promotion_id)))
 
 
+def usages_of_order_locked(session: Session, merchant_id: int, order_id: int) -> list[PromotionUsage]:
+    stmt = select(PromotionUsage).where(PromotionUsage.merchant_id == merchant_id, PromotionUsage.order_id == order_id)
+    stmt = for_update(stmt.order_by(PromotionUsage.id), session).execution_options(populate_existing=True)
+    return list(session.scalars(stmt))
+
+
 def release_usage(session: Session, merchant_id: int, usage_id: int, now: dt.datetime) -> bool:
     """reserved → released, once."""
     result = session.execute(
@@ -282,13 +288,14 @@ def usage_stats(session: Session, merchant_id: int, promotion_id: int) -> dict[s
             func.coalesce(func.sum(PromotionUsage.units), 0),
             func.coalesce(func.sum(PromotionUsage.discount), 0),
             func.coalesce(func.sum(PromotionUsage.gmv), 0),
+            func.coalesce(func.sum(PromotionUsage.refunded), 0),
         )
         .where(PromotionUsage.merchant_id == merchant_id, PromotionUsage.promotion_id == promotion_id)
         .group_by(PromotionUsage.status)
     )
     return {
-        str(status): {"orders": int(n), "units": int(u), "discount": int(d), "gmv": int(g)}
-        for status, n, u, d, g in session.execute(stmt).all()
+        str(status): {"orders": int(n), "units": int(u), "discount": int(d), "gmv": int(g), "refunded": int(r)}
+        for status, n, u, d, g, r in session.execute(stmt).all()
     }
 
 

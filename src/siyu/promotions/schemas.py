@@ -169,7 +169,9 @@ class PromotionStatsOut(BaseModel):
     units: int = Field(description="units (item kinds) or uses (order kinds) of the paid orders")
     discount: int = Field(description="fen given on the paid orders")
     gmv: int = Field(description="fen paid for the orders that used it")
-    gmv_per_discount: float | None = Field(description="GMV per fen of discount (None without discount)")
+    refunded: int = Field(description="fen refunded on those orders since")
+    net_gmv: int = Field(description="gmv - refunded")
+    gmv_per_discount: float | None = Field(description="net GMV per fen of discount (None without discount)")
 
 
 class StorePromotionOut(BaseModel):

@@ -395,12 +395,12 @@ def stats(session: Session, merchant_id: int, promotion_id: int) -> PromotionSta
     promo = get_promotion(session, merchant_id, promotion_id)
     rows = repo.usage_stats(session, merchant_id, promo.id)
     paid = rows.get(PAID, {})
-    discount, gmv = paid.get("discount", 0), paid.get("gmv", 0)
+    discount, gmv, refunded = paid.get("discount", 0), paid.get("gmv", 0), paid.get("refunded", 0)
     return PromotionStatsOut(
         promotion_id=promo.id, kind=promo.kind, paid_orders=paid.get("orders", 0),
         pending_orders=rows.get(RESERVED, {}).get("orders", 0), released_orders=rows.get(RELEASED, {}).get("orders", 0),
-        units=paid.get("units", 0), discount=discount, gmv=gmv,
-        gmv_per_discount=round(gmv / discount, 2) if discount else None,
+        units=paid.get("units", 0), discount=discount, gmv=gmv, refunded=refunded, net_gmv=gmv - refunded,
+        gmv_per_discount=round((gmv - refunded) / discount, 2) if discount else None,
     )
 
 
@@ -501,6 +501,10 @@ def apply_item_promotions(
                 one_unit = line.amount // line.quantity
                 amount = max(0, one_unit - item.price)
                 label, units, unit_price = "首单特价", 1, item.price
+            asked = promo.kind == FIRST_ORDER and promo.id == requested_first_order
+            if asked and amount > 0:  # the customer asked for this special: it wins its line
+                best = (amount, promo, units, label, unit_price)
+                break
             if amount > 0 and (best is None or amount > best[0]):
                 best = (amount, promo, units, label, unit_price)
         if best is None:
@@ -918,6 +922,19 @@ def take(ctx: PricingContext, order_id: int) -> None:
 
 def mark_paid(session: Session, merchant_id: int, order_id: int, *, now: dt.datetime | None = None) -> int:
     return repo.mark_order_paid(session, merchant_id, order_id, now or utcnow())
+
+
+def record_refund(session: Session, merchant_id: int, order_id: int, refund_id: int, amount: int) -> int:
+    """Add a succeeded refund of the order to its paid usage rows, once per refund; returns rows changed."""
+    changed = 0
+    for usage in repo.usages_of_order_locked(session, merchant_id, order_id):
+        if usage.status != PAID or refund_id in (usage.refund_ids or []):
+            continue
+        usage.refunded = min(usage.gmv, usage.refunded + max(0, amount))
+        usage.refund_ids = [*(usage.refund_ids or []), refund_id]
+        changed += 1
+    session.flush()
+    return changed
 
 
 def release_order(session: Session, merchant_id: int, order_id: int, *, now: dt.datetime | None = None) -> int:

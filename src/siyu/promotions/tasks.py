@@ -3,6 +3,9 @@
 - ``order.paid`` → ``promotions.mark_paid``: the order's usage rows become paid (counted in stats).
 - ``order.cancelled`` → ``promotions.release_order``: usage rows released; per-member counters,
   add-on stock and the first-order claim given back, exactly once.
+- ``order.refunded`` → ``promotions.record_refund``: the refund is added to the order's paid usage
+  rows (once per refund id), for the net GMV in the stats. Counters are not given back: the
+  purchase limit counts paid orders, refunded or not.
 """
 
 from __future__ import annotations
@@ -20,3 +23,9 @@ def mark_paid(ctx: JobContext) -> None:
 @subscribe("order.cancelled", "promotions.release_order")
 def release_order(ctx: JobContext) -> None:
     service.release_order(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]))
+
+
+@subscribe("order.refunded", "promotions.record_refund")
+def record_refund(ctx: JobContext) -> None:
+    p = ctx.payload
+    service.record_refund(ctx.session, ctx.merchant_id, int(p["order_id"]), int(p["refund_id"]), int(p["amount"]))
