@@ -34,9 +34,9 @@ TOTAL = 100
 def race_factory(settings: Settings, db_url: str) -> Iterator[sessionmaker[Session]]:
     if settings.is_sqlite:
         pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL")
-    # Our own pool: enough real connections to race, well under the server's max_connections
+    # Our own pool of 20: enough real connections to race, well under the server's max_connections
     # (other suites share it); threads beyond the pool queue for a connection.
-    engine: Engine = make_engine(db_url, pool_size=40, max_overflow=0)
+    engine: Engine = make_engine(db_url, pool_size=20, max_overflow=0)
     engine.pool._timeout = 120  # type: ignore[attr-defined]
     yield make_session_factory(engine)
     engine.dispose()
