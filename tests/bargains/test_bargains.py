@@ -190,3 +190,23 @@ def test_bad_activity_rules_are_refused(client: TestClient, session_factory: ses
         r = client.post(f"{ADMIN}/bargain-activities", json={"name": "x", "sku_id": sku, **body, **window},
                         headers=tenant.admin_headers)
         assert r.status_code == 422 and r.json()["fields"][0]["path"] == field, r.text
+
+
+def test_start_with_an_idempotency_key_replays_the_first_bargain(
+    client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    sku = make_sku(session_factory, tenant.id, price=10000)
+    act = h.make_activity(session_factory, tenant.id, sku, per_member_limit=3)
+    other = h.make_activity(session_factory, tenant.id, sku)
+    _, headers = f.paying_customer(session_factory, tenant.id)
+    url = f"{STORE}/bargains/activities/{act}/start"
+    first = client.post(url, headers={**headers, "Idempotency-Key": "s1"})
+    again = client.post(url, headers={**headers, "Idempotency-Key": "s1"})
+    assert first.status_code == 201 and again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    reused = client.post(f"{STORE}/bargains/activities/{other}/start", headers={**headers, "Idempotency-Key": "s1"})
+    assert reused.status_code == 409 and reused.json()["code"] == "idempotency_key_reused"
+    second = client.post(url, headers={**headers, "Idempotency-Key": "s2"})
+    assert second.status_code == 201 and second.json()["id"] != first.json()["id"]
+    listed = client.get(f"{ADMIN}/bargain-activities/{act}/bargains", headers=tenant.admin_headers).json()
+    assert listed["total"] == 2

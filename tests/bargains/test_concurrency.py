@@ -72,3 +72,24 @@ def test_one_friend_helping_six_times_at_once_helps_once(
     assert outcomes == Counter({"cut": 1, "bargain_already_helped": 5}), results
     b = h.bargain(session_factory, bargain_id)
     assert b.helped_count == 1 and b.cut_total == b.cuts[0]
+
+
+def test_six_parallel_retries_of_one_start_key_make_one_bargain(
+    session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL")
+    from siyu.bargains import service
+    from siyu.db.session import unit_of_work
+
+    sku = make_sku(session_factory, tenant.id, price=10000)
+    act = h.make_activity(session_factory, tenant.id, sku)
+    member = buyer(session_factory, tenant.id)
+
+    def start(_: int) -> str:
+        with unit_of_work(session_factory) as s:
+            bargain, _created = service.start_with_key(s, tenant.id, member, act, "start-1")
+            return f"bargain:{bargain.id}"
+
+    results = _race(6, start)
+    assert len(set(results)) == 1 and results[0].startswith("bargain:"), results

@@ -135,9 +135,21 @@ def store_activity(activity_id: int, session: DbSession, merchant: StoreMerchant
 
 
 @store.post("/bargains/activities/{activity_id}/start", response_model=BargainOut, status_code=status.HTTP_201_CREATED,
-            summary="Start a bargain (cuts are generated now)")
-def start_bargain(activity_id: int, customer: Customer, session: DbSession) -> BargainOut:
-    return BargainOut.model_validate(service.start(session, customer.merchant_id, customer.member_id, activity_id))
+            summary="Start a bargain (cuts are generated now); with Idempotency-Key a retry returns it with 200")
+def start_bargain(
+    activity_id: int,
+    customer: Customer,
+    session: DbSession,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> BargainOut:
+    bargain, created = service.start_with_key(
+        session, customer.merchant_id, customer.member_id, activity_id, idempotency_key
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    return BargainOut.model_validate(bargain)
 
 
 @store.get("/bargains/{bargain_id}", response_model=StoreBargainOut,

@@ -79,6 +79,7 @@ class Bargain(IdMixin, TenantMixin, TimestampMixin, Base):
         CheckConstraint("cut_total >= 0 AND cut_total <= start_price - floor_price", name="cut_within_range"),
         Index("ix_bargains_activity", "merchant_id", "activity_id", "status"),
         Index("ix_bargains_member", "merchant_id", "member_id"),
+        UniqueConstraint("merchant_id", "member_id", "start_key"),
     )
 
     activity_id: Mapped[int] = mapped_column(BigId, ForeignKey("bargain_activities.id"))
@@ -96,6 +97,7 @@ class Bargain(IdMixin, TenantMixin, TimestampMixin, Base):
     floor_reached_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     order_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     ordered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    start_key: Mapped[str | None] = mapped_column(String(80), nullable=True)  # the start's Idempotency-Key
 
     @property
     def current_price(self) -> int:

@@ -223,3 +223,10 @@ def delete_counters(session: Session, merchant_id: int, activity_id: int) -> Non
             BargainMemberCounter.merchant_id == merchant_id, BargainMemberCounter.activity_id == activity_id
         )
     )
+
+
+def bargain_by_start_key(session: Session, merchant_id: int, member_id: int, key: str) -> Bargain | None:
+    stmt = select(Bargain).where(
+        Bargain.merchant_id == merchant_id, Bargain.member_id == member_id, Bargain.start_key == key
+    )
+    return session.scalar(stmt)

@@ -253,27 +253,57 @@ def get_bargain(session: Session, merchant_id: int, bargain_id: int) -> Bargain:
 # -- start and help ----------------------------------------------------------------------------------
 
 
+def _replay_start(found: Bargain, activity_id: int) -> Bargain:
+    if found.activity_id != activity_id:
+        raise DomainError("idempotency_key_reused")
+    return found
+
+
+def start_with_key(
+    session: Session, merchant_id: int, member_id: int, activity_id: int, idempotency_key: str | None, *,
+    now: dt.datetime | None = None,
+) -> tuple[Bargain, bool]:
+    """``start``, idempotent per ``(merchant, member, Idempotency-Key)`` when a key is given:
+    a retry returns the first bargain (``UNIQUE (merchant_id, member_id, start_key)`` decides a
+    concurrent retry; the loser's writes are undone by its savepoint). Returns ``(bargain, created)``."""
+    if idempotency_key is None:
+        return start(session, merchant_id, member_id, activity_id, now=now), True
+    key = checkout.check_idempotency_key(idempotency_key)
+    existing = repo.bargain_by_start_key(session, merchant_id, member_id, key)
+    if existing is not None:
+        return _replay_start(existing, activity_id), False
+    try:
+        with session.begin_nested():
+            bargain = start(session, merchant_id, member_id, activity_id, now=now, start_key=key)
+    except IntegrityError:
+        winner = repo.bargain_by_start_key(session, merchant_id, member_id, key)
+        if winner is None:
+            raise
+        return _replay_start(winner, activity_id), False
+    return bargain, True
+
+
 def start(
     session: Session, merchant_id: int, member_id: int, activity_id: int, *, now: dt.datetime | None = None,
-    seed: int | None = None,
+    seed: int | None = None, start_key: str | None = None,
 ) -> Bargain:
     now = now or utcnow()
     act = repo.activity(session, merchant_id, activity_id)
     if act is None or act.status == DISABLED:
         raise _activity_not_found()
     check_running(act, now)
-    if not repo.take_start(session, merchant_id, act.id, member_id, act.per_member_limit):
-        raise DomainError("bargain_limit_reached", limit=act.per_member_limit)
     seed = seed if seed is not None else secrets.randbits(SEED_BITS)
     cuts = generate_cuts(act.start_price - act.floor_price, act.helpers_needed, seed)
     expires_at = min(now + dt.timedelta(hours=act.valid_hours), act.ends_at)
     bargain = Bargain(
         merchant_id=merchant_id, activity_id=act.id, member_id=member_id, sku_id=act.sku_id,
         start_price=act.start_price, floor_price=act.floor_price, helpers_needed=act.helpers_needed, helped_count=0,
-        cut_total=0, seed=seed, cuts=cuts, status=ACTIVE, expires_at=expires_at,
+        cut_total=0, seed=seed, cuts=cuts, status=ACTIVE, expires_at=expires_at, start_key=start_key,
     )
     session.add(bargain)
-    session.flush()
+    session.flush()  # claims the start key first, so a concurrent retry replays instead of hitting the limit
+    if not repo.take_start(session, merchant_id, act.id, member_id, act.per_member_limit):
+        raise DomainError("bargain_limit_reached", limit=act.per_member_limit)
     enqueue(
         session, merchant_id, "bargains.expire", {"bargain_id": bargain.id}, run_at=expires_at,
         dedupe_key=f"bargain:{bargain.id}:expire",
