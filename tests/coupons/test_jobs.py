@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -114,15 +115,15 @@ def test_bulk_issue_by_conditions_is_idempotent_per_batch(
     r = client.post(url, json={"batch_key": "b1", "province": "浙江省", "gender": "female"},
                     headers=tenant.admin_headers)
     assert r.status_code == 200, r.text
-    assert r.json() == {"matched": 2, "issued": 2, "already": 0, "refused": {}}  # members 0 and 2
+    assert r.json() == {"matched": 2, "issued": 2, "already": 0, "refused": {}, "queued": False}  # members 0, 2
     r = client.post(url, json={"batch_key": "b1", "province": "浙江省", "gender": "female"},
                     headers=tenant.admin_headers)
-    assert r.json() == {"matched": 2, "issued": 0, "already": 2, "refused": {}}
+    assert r.json() == {"matched": 2, "issued": 0, "already": 2, "refused": {}, "queued": False}
     # In id order: member 0 is refused by the limit (a unit was free), member 1 takes the last
     # unit, then everyone is refused as sold out (the total is checked before the limit).
     r = client.post(url, json={"batch_key": "b2", "member_ids": members}, headers=tenant.admin_headers)
     assert r.json() == {"matched": 5, "issued": 1, "already": 0,
-                        "refused": {"coupon_limit_reached": 1, "coupon_sold_out": 3}}
+                        "refused": {"coupon_limit_reached": 1, "coupon_sold_out": 3}, "queued": False}
     r = client.post(url, json={"batch_key": "b3"}, headers=tenant.admin_headers)
     assert r.status_code == 422 and r.json()["fields"][0]["code"] == "audience_required"
     assert template(session_factory, tenant.id, tpl).issued == 3
@@ -132,3 +133,26 @@ def test_bulk_issue_by_conditions_is_idempotent_per_batch(
     r = client.post(f"{ADMIN}/coupon-templates/{tagged}/issue", json={"batch_key": "t", "tag_id": 77},
                     headers=tenant.admin_headers)
     assert r.json()["issued"] == 1 and [c.template_id for c in wallet(session_factory, tenant.id, members[4])][-1] == tagged
+
+
+def test_large_audience_is_issued_by_chunked_jobs(
+    client: TestClient, session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(service, "BULK_SYNC_LIMIT", 3)
+    monkeypatch.setattr(service, "BULK_CHUNK", 2)
+    members = [make_member(session_factory, tenant.id) for _ in range(7)]
+    tpl = make_template(session_factory, tenant.id, "fixed", amount=500, total_quantity=6)
+    r = client.post(f"{ADMIN}/coupon-templates/{tpl}/issue", json={"batch_key": "big", "member_ids": members},
+                    headers=tenant.admin_headers)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"matched": 7, "issued": 0, "already": 0, "refused": {}, "queued": True}
+    assert template(session_factory, tenant.id, tpl).issued == 0
+    _drain(session_factory, settings, tenant)
+    got = {m: len(wallet(session_factory, tenant.id, m)) for m in members}
+    assert list(got.values()) == [1, 1, 1, 1, 1, 1, 0]  # sold out after six, in member order
+    assert f.job_count(session_factory, tenant.id, "coupons.bulk_issue") == 4
+    # Re-sending the batch queues nothing new: the first chunk's job key is taken.
+    client.post(f"{ADMIN}/coupon-templates/{tpl}/issue", json={"batch_key": "big", "member_ids": members},
+                headers=tenant.admin_headers)
+    assert f.job_count(session_factory, tenant.id, "coupons.bulk_issue") == 4

@@ -316,17 +316,10 @@ def code_counts(session: Session, merchant_id: int, template_id: int) -> tuple[i
 # -- audiences and stats -----------------------------------------------------------------------------
 
 
-def matching_members(
-    session: Session,
-    merchant_id: int,
-    *,
-    member_ids: list[int] | None,
-    province: str | None,
-    city: str | None,
-    gender: str | None,
-    tag_id: int | None,
-    limit: int,
-) -> list[int]:
+def _matching(
+    merchant_id: int, *, member_ids: list[int] | None, province: str | None, city: str | None,
+    gender: str | None, tag_id: int | None,
+) -> Select[Any]:
     stmt = select(Member.id).where(Member.merchant_id == merchant_id, Member.status == "active")
     if member_ids is not None:
         stmt = stmt.where(Member.id.in_(sorted(set(member_ids))))
@@ -342,7 +335,18 @@ def matching_members(
                 MemberTag.merchant_id == merchant_id, MemberTag.member_id == Member.id, MemberTag.tag_id == tag_id
             ).exists()
         )
+    return stmt
+
+
+def matching_members(session: Session, merchant_id: int, *, limit: int, after_id: int = 0, **conditions: Any) -> list[int]:
+    """Active members matching every condition, by id, after ``after_id`` (keyset pages)."""
+    stmt = _matching(merchant_id, **conditions).where(Member.id > after_id)
     return [int(i) for i in session.scalars(stmt.order_by(Member.id).limit(limit))]
+
+
+def count_matching(session: Session, merchant_id: int, **conditions: Any) -> int:
+    stmt = _matching(merchant_id, **conditions)
+    return int(session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
 
 
 def member_exists(session: Session, merchant_id: int, member_id: int) -> bool:

@@ -165,6 +165,7 @@ class IssueOut(BaseModel):
     issued: int
     already: int
     refused: dict[str, int]
+    queued: bool = Field(default=False, description="large audiences are issued by a background job")
 
 
 class TemplateStatsOut(BaseModel):

@@ -74,6 +74,7 @@ from siyu.kit import audit
 from siyu.kit.errors import DomainError, FieldError, catalogue, not_found, register_messages
 from siyu.kit.events import emit
 from siyu.kit.money import percent_of, yuan
+from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
 from siyu.orders.pricing import COUPONS, PricedLine, PricingContext
 
@@ -114,7 +115,8 @@ register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
 Actor = tuple[str, int | None]
 RESERVATION = "coupons"
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
-MAX_BULK = 50_000
+BULK_SYNC_LIMIT = 1000  # a larger audience is issued by background jobs
+BULK_CHUNK = 500
 MAX_DAYS = 3650
 
 # Reason codes a wallet coupon does not apply (notes) and the error an explicit choice raises.
@@ -484,8 +486,47 @@ def bulk_issue(
     check_issuable(t, now or utcnow())
     members = repo.matching_members(
         session, merchant_id, member_ids=body.member_ids, province=body.province, city=body.city, gender=body.gender,
-        tag_id=body.tag_id, limit=MAX_BULK,
+        tag_id=body.tag_id, limit=BULK_SYNC_LIMIT + 1,
     )
+    if len(members) > BULK_SYNC_LIMIT:
+        # A large audience: issued in chunks by ``coupons.bulk_issue`` jobs, one transaction each.
+        enqueue(session, merchant_id, "coupons.bulk_issue",
+                {"template_id": template_id, "body": body.model_dump(mode="json"), "after_id": 0},
+                dedupe_key=f"coupons.bulk:{template_id}:{body.batch_key}:0")
+        audit.record(session, merchant_id, "coupon_template", t.id, "bulk_issue_queued", actor=actor,
+                     data={"batch_key": body.batch_key})
+        matched = repo.count_matching(
+            session, merchant_id, member_ids=body.member_ids, province=body.province, city=body.city,
+            gender=body.gender, tag_id=body.tag_id,
+        )
+        return IssueOut(matched=matched, issued=0, already=0, refused={}, queued=True)
+    out = _issue_members(session, merchant_id, template_id, body, members, now=now)
+    audit.record(session, merchant_id, "coupon_template", t.id, "bulk_issued", actor=actor,
+                 data={"batch_key": body.batch_key, "matched": out.matched, "issued": out.issued,
+                       "refused": out.refused})
+    return out
+
+
+def bulk_issue_chunk(session: Session, merchant_id: int, payload: dict[str, Any], now: dt.datetime | None = None) -> IssueOut:
+    """One chunk of a queued bulk issue (members after ``after_id``); enqueues the next chunk."""
+    template_id, after_id = int(payload["template_id"]), int(payload.get("after_id") or 0)
+    body = IssueIn.model_validate(payload["body"])
+    members = repo.matching_members(
+        session, merchant_id, member_ids=body.member_ids, province=body.province, city=body.city, gender=body.gender,
+        tag_id=body.tag_id, limit=BULK_CHUNK, after_id=after_id,
+    )
+    out = _issue_members(session, merchant_id, template_id, body, members, now=now)
+    if len(members) == BULK_CHUNK and not out.refused.get("coupon_sold_out"):
+        last = members[-1]
+        enqueue(session, merchant_id, "coupons.bulk_issue", {**payload, "after_id": last},
+                dedupe_key=f"coupons.bulk:{template_id}:{body.batch_key}:{last}")
+    return out
+
+
+def _issue_members(
+    session: Session, merchant_id: int, template_id: int, body: IssueIn, members: list[int], *,
+    now: dt.datetime | None = None,
+) -> IssueOut:
     issued = already = 0
     refused: dict[str, int] = {}
     for member_id in members:
@@ -498,8 +539,6 @@ def bulk_issue(
             issued += 1
         except DomainError as exc:
             refused[exc.code] = refused.get(exc.code, 0) + 1
-    audit.record(session, merchant_id, "coupon_template", t.id, "bulk_issued", actor=actor,
-                 data={"batch_key": body.batch_key, "matched": len(members), "issued": issued, "refused": refused})
     return IssueOut(matched=len(members), issued=issued, already=already, refused=refused)
 
 

@@ -6,6 +6,8 @@
   (``expired`` if past their validity).
 - ``order.refunded`` (``full``) → ``coupons.order_refunded``: used coupons back likewise.
 - ``member.registered`` → ``coupons.member_registered``: registration coupons.
+- ``coupons.bulk_issue``: an operator's issue to a large audience, 500 members per job (each
+  job enqueues the next chunk; keys make a re-run issue nothing twice).
 - ``coupons.expire`` (schedule every 30 minutes per merchant, created with the first active
   template): unused coupons past validity → expired; ``coupon.expiring`` once per coupon
   ``expiry_reminder_days`` before it expires.
@@ -56,6 +58,11 @@ def order_refunded(ctx: JobContext) -> None:
 @subscribe("member.registered", "coupons.member_registered")
 def member_registered(ctx: JobContext) -> None:
     service.issue_on_registration(ctx.session, ctx.merchant_id, int(ctx.payload["member_id"]), _job_clock(ctx))
+
+
+@job_handler("coupons.bulk_issue")
+def bulk_issue(ctx: JobContext) -> None:
+    service.bulk_issue_chunk(ctx.session, ctx.merchant_id, ctx.payload, _job_clock(ctx))
 
 
 @job_handler("coupons.expire")
