@@ -78,3 +78,63 @@ def test_one_member_racing_into_a_team_twice_gets_one_seat(
     outcomes = Counter("order" if r.startswith("order:") else r for r in results)
     assert outcomes == Counter({"order": 1, "group_team_already_joined": 5}), results
     assert h.team(session_factory, team_id).filled == 2
+
+
+def test_last_payment_racing_the_deadline_job_ends_in_success_either_way(
+    session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    """The order.paid job and the deadline job both lock the team row first; whichever runs first,
+    the paid last seat is counted once and the team succeeds with nobody refunded."""
+    if settings.is_sqlite:
+        pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL")
+    import datetime as dt
+
+    from siyu.db.session import unit_of_work
+    from siyu.group_buys import service
+    from siyu.orders import service as orders_service
+
+    sku = make_sku(session_factory, tenant.id, price=10000, stock=50)
+    for _ in range(3):
+        gb = h.make_group_buy(session_factory, tenant.id, sku, team_size=2)
+        first = h.submit(session_factory, tenant.id, buyer(session_factory, tenant.id), sku, gb)
+        team_id = h.team_of(session_factory, tenant.id, first).id
+        second = h.submit(session_factory, tenant.id, buyer(session_factory, tenant.id), sku, gb, team_id)
+        with unit_of_work(session_factory) as s:
+            for order_id in (first, second):
+                order = s.get(Order, order_id)
+                assert order is not None
+                orders_service.mark_paid(s, tenant.id, order_id, amount=order.payable_amount,
+                                         paid_at=dt.datetime.now(dt.UTC), actor=("system", None))
+        with unit_of_work(session_factory) as s:
+            service.on_order_paid(s, tenant.id, first)
+        deadline = h.team(session_factory, team_id).expires_at + dt.timedelta(seconds=1)
+
+        def run(i: int, team_id: int = team_id, second: int = second, deadline: dt.datetime = deadline) -> str:
+            with unit_of_work(session_factory) as s:
+                if i == 0:
+                    service.on_order_paid(s, tenant.id, second, now=deadline)
+                    return "paid"
+                return str(service.expire_team(s, tenant.id, team_id, deadline))
+
+        results = _race(2, run)
+        assert not any(r.startswith("crash") for r in results), results
+        team = h.team(session_factory, team_id)
+        assert team.status == "success" and team.paid_count == 2, results
+        assert sorted(s.status for s in h.seats(session_factory, tenant.id, team_id)) == ["paid", "paid"]
+        assert f.refunds(session_factory, tenant.id) == []
+
+
+def test_one_member_opening_teams_in_parallel_stays_within_the_limit(
+    session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL")
+    sku = make_sku(session_factory, tenant.id, price=10000, stock=50)
+    gb = h.make_group_buy(session_factory, tenant.id, sku, team_size=2, per_member_limit=2)
+    member = buyer(session_factory, tenant.id)
+
+    results = _race(8, lambda i: f"order:{h.submit(session_factory, tenant.id, member, sku, gb)}")
+
+    outcomes = Counter("order" if r.startswith("order:") else r for r in results)
+    assert outcomes == Counter({"order": 2, "group_buy_limit_reached": 6}), results
+    assert sku_stock(session_factory, sku) == 48
