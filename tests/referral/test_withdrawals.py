@@ -173,3 +173,18 @@ def test_parallel_approvals_approve_once(
     acct = h.account(session_factory, tenant.id, distributor["id"])
     assert (acct["available"], acct["withdrawing"]) == (8000, 2000)
     assert h.ledger_sums(session_factory, tenant.id, distributor["id"]) == acct
+
+
+def test_a_movement_applies_once_per_key(
+    tenant: Tenant, session_factory: sessionmaker[Session], distributor: dict[str, Any]
+) -> None:
+    """A retried movement (same ledger key) is a no-op on both databases."""
+    results = []
+    for _ in range(3):
+        with unit_of_work(session_factory) as s:
+            results.append(repo.move(s, tenant.id, distributor["id"], key="retry-me", entry="accrued", amount=700,
+                                     deltas={"pending": 700}))
+    assert results == [True, False, False]
+    acct = h.account(session_factory, tenant.id, distributor["id"])
+    assert acct["pending"] == 700
+    assert h.ledger_sums(session_factory, tenant.id, distributor["id"]) == acct

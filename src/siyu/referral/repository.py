@@ -16,7 +16,7 @@ from sqlalchemy import Select, and_, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.aftersales.models import OPEN_STATUSES, AfterSale
-from siyu.db.dialect import for_update, insert_ignore
+from siyu.db.dialect import for_update, insert_ignore_many
 from siyu.kit.timeutil import utcnow
 from siyu.members.models import Member
 from siyu.orders.models import Order, OrderLine
@@ -39,6 +39,16 @@ from siyu.referral.models import (
 
 class InsufficientBalance(Exception):
     """A conditional update found a bucket smaller than what it takes."""
+
+
+def insert_once(session: Session, table: Any, values: dict[str, Any], conflict_cols: list[str]) -> bool:
+    """``INSERT ... ON CONFLICT DO NOTHING``; True when this call inserted the row.
+
+    Decided by ``RETURNING id`` rather than the row count: ``db.dialect.insert_ignore`` reports
+    True on PostgreSQL even when the row conflicted (psycopg's rowcount with implicit RETURNING),
+    and every idempotency check here depends on the answer.
+    """
+    return bool(insert_ignore_many(session, table, [values], conflict_cols, returning="id"))
 
 
 # -- settings and profiles ---------------------------------------------------------------------
@@ -75,7 +85,7 @@ def profile_by_code(session: Session, merchant_id: int, code: str) -> ReferralPr
 
 def insert_profile(session: Session, merchant_id: int, member_id: int, code: str) -> bool:
     now = utcnow()
-    return insert_ignore(
+    return insert_once(
         session, ReferralProfile.__table__,  # type: ignore[arg-type]
         {"merchant_id": merchant_id, "member_id": member_id, "code": code, "created_at": now, "updated_at": now},
         ["merchant_id", "member_id"],
@@ -98,20 +108,18 @@ def inviter_of(session: Session, merchant_id: int, member_id: int) -> int | None
     )
 
 
-def set_first_paid(session: Session, merchant_id: int, member_id: int, order_id: int) -> bool:
-    """Mark ``order_id`` as the member's first paid order, once (conditional update)."""
+def lock_binding(session: Session, merchant_id: int, member_id: int, first_order_id: int | None) -> None:
+    """Lock the member's binding (first paid order seen) and record ``first_order_id`` if given."""
     now = utcnow()
-    result = session.execute(
+    values: dict[str, Any] = {"locked_at": func.coalesce(ReferralProfile.locked_at, now), "updated_at": now}
+    if first_order_id is not None:
+        values["first_paid_order_id"] = func.coalesce(ReferralProfile.first_paid_order_id, first_order_id)
+    session.execute(
         update(ReferralProfile)
-        .where(
-            ReferralProfile.merchant_id == merchant_id,
-            ReferralProfile.member_id == member_id,
-            ReferralProfile.first_paid_order_id.is_(None),
-        )
-        .values(first_paid_order_id=order_id, locked_at=now, updated_at=now)
+        .where(ReferralProfile.merchant_id == merchant_id, ReferralProfile.member_id == member_id)
+        .values(values)
         .execution_options(synchronize_session=False)
     )
-    return bool(getattr(result, "rowcount", 0))
 
 
 def member(session: Session, merchant_id: int, member_id: int) -> Member | None:
@@ -185,7 +193,7 @@ def has_open_aftersale(session: Session, merchant_id: int, order_id: int) -> boo
 
 def insert_reward(session: Session, values: dict[str, Any]) -> bool:
     now = utcnow()
-    return insert_ignore(
+    return insert_once(
         session, ReferralReward.__table__,  # type: ignore[arg-type]
         {**values, "created_at": now, "updated_at": now},
         ["merchant_id", "invitee_member_id", "role", "reward_index"],
@@ -318,7 +326,7 @@ def commission_lines(session: Session, merchant_id: int, commission_id: int) -> 
 def insert_commission(session: Session, values: dict[str, Any]) -> int | None:
     """Insert once per (order, tier); returns the new id, or None when it already exists."""
     now = utcnow()
-    inserted = insert_ignore(
+    inserted = insert_once(
         session, Commission.__table__,  # type: ignore[arg-type]
         {**values, "created_at": now, "updated_at": now}, ["merchant_id", "order_id", "tier"],
     )
@@ -333,7 +341,7 @@ def insert_commission(session: Session, values: dict[str, Any]) -> int | None:
 
 
 def mark_refund_applied(session: Session, merchant_id: int, commission_id: int, refund_id: int, amount: int) -> bool:
-    return insert_ignore(
+    return insert_once(
         session, CommissionRefund.__table__,  # type: ignore[arg-type]
         {"merchant_id": merchant_id, "commission_id": commission_id, "refund_id": refund_id, "amount": amount,
          "at": utcnow()},
@@ -401,7 +409,7 @@ def move(
         "commission_id": commission_id, "withdrawal_id": withdrawal_id, "order_id": order_id, "amount": amount,
         "at": utcnow(), **{f"d_{b}": deltas.get(b, 0) for b in BUCKETS},
     }
-    if not insert_ignore(session, CommissionLedger.__table__, ledger_values, ["merchant_id", "key"]):  # type: ignore[arg-type]
+    if not insert_once(session, CommissionLedger.__table__, ledger_values, ["merchant_id", "key"]):  # type: ignore[arg-type]
         return False
     if not deltas:
         return True

@@ -14,8 +14,8 @@ Binding
   (``referral_window_closed``). Binding the same inviter again is a no-op.
 
 Rewards (old brings new)
-- On the invitee's first paid order (``order.paid``; "first" is claimed once by a conditional
-  update) each configured reward for the inviter and for the invitee gets one row, unique per
+- On the invitee's first paid order (``order.paid``; the earliest paid order of the member,
+  whichever job runs first) each configured reward for the inviter and for the invitee gets one row, unique per
   (invitee, role, position): idempotent per invitee. Points go through
   ``siyu.loyalty.service.award`` and coupons through ``siyu.coupons.service.issue_to_member``,
   imported lazily; when a module or function is missing (or refuses) the row stays ``pending``
@@ -356,21 +356,30 @@ def invitees(session: Session, merchant_id: int, inviter_member_id: int, rows: S
 # -- first paid order: rewards -----------------------------------------------------------------
 
 
-def on_order_paid(session: Session, merchant_id: int, order_id: int) -> None:
-    """``order.paid``: lock the binding, reward a referred first order, accrue commissions."""
+def on_order_paid(session: Session, merchant_id: int, order_id: int, settings: Settings | None = None) -> None:
+    """``order.paid``: lock the binding, reward a referred first order, accrue commissions.
+
+    An order already completed by the time this runs (the job was retried late) is frozen at
+    once, so its commission does not wait for an ``order.completed`` that already passed."""
     order = repo.order(session, merchant_id, order_id)
     if order is None or order.paid_at is None:
         return
     cfg = config(session, merchant_id)
     ensure_profile(session, merchant_id, order.member_id)
-    earlier = repo.has_paid_order(session, merchant_id, order.member_id, other_than=order.id, before=order.paid_at)
-    first = repo.set_first_paid(session, merchant_id, order.member_id, order.id) and not earlier
+    # The member's first paid order is the earliest by ``paid_at`` (whichever job runs first);
+    # the reward rows' unique key makes granting it once safe under retries and races.
+    first = not repo.has_paid_order(
+        session, merchant_id, order.member_id, other_than=order.id, before=order.paid_at
+    )
+    repo.lock_binding(session, merchant_id, order.member_id, order.id if first else None)
     prof = repo.profile(session, merchant_id, order.member_id, lock=True)
     assert prof is not None
     if first and cfg.enabled and prof.inviter_member_id is not None:
         _create_rewards(session, merchant_id, cfg, order.member_id, prof.inviter_member_id, order.id)
     if cfg.enabled:
         accrue_commissions(session, merchant_id, order_id, cfg=cfg)
+        if order.completed_at is not None and settings is not None:
+            freeze_for_order(session, merchant_id, order_id, settings)
 
 
 def _create_rewards(

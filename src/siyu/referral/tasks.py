@@ -33,7 +33,7 @@ def _job_clock(ctx: JobContext) -> dt.datetime:
 
 @subscribe("order.paid", "referral.order_paid")
 def order_paid(ctx: JobContext) -> None:
-    service.on_order_paid(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]))
+    service.on_order_paid(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), ctx.settings)
 
 
 @subscribe("order.completed", "referral.order_completed")
