@@ -1,0 +1,150 @@
+"""Points ledger on PostgreSQL: award + spend throughput and the statement page latency.
+
+    .venv/bin/python bench/bench_points.py [--clients 32] [--seconds 15] [--members 2000] [--entries 10000]
+
+Creates a fresh database (SIYU_BENCH_PG_URL server), a merchant and ``--members`` members.
+Part 1: ``--clients`` threads, each with its own sessions (one transaction per operation),
+alternate ``loyalty.service.award`` and ``spend`` on random members for ``--seconds`` and the
+script prints operations/s (target >= 2,000) and the p50/p99 of one operation. Each award
+opens a lot; each spend takes lots soonest-expiry first and records the lot uses, as in
+production. Part 2: one member gets ``--entries`` ledger entries (written through ``award``
+in batches), then the script reads statement pages of 20 (first page and random deeper pages
+by keyset) and prints p50/p99 (target <= 20 ms). The load generator shares the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import fresh_pg_database, machine, percentile, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--members", type=int, default=2000)
+    parser.add_argument("--entries", type=int, default=10000)
+    args = parser.parse_args()
+
+    from sqlalchemy import select, text
+
+    from siyu.api.routes import import_all_models
+    from siyu.db.base import Base
+    from siyu.db.engine import make_engine
+    from siyu.db.session import make_session_factory, unit_of_work
+    from siyu.kit.errors import DomainError
+    from siyu.kit.events import subscribers
+    from siyu.loyalty import service
+    from siyu.members.models import Member
+    from siyu.tenancy import service as tenancy
+
+    url = fresh_pg_database("siyu_bench_points")
+    import_all_models()
+    engine = make_engine(url, pool_size=args.clients + 2, max_overflow=0)
+    Base.metadata.create_all(engine)
+    factory = make_session_factory(engine)
+    subscribers("points.earned")  # load every subscriber once, outside the timed part
+    with unit_of_work(factory) as s:
+        merchant_id = tenancy.create_merchant(s, code="bench", name="Bench store").id
+        s.add_all(Member(merchant_id=merchant_id, openid=f"bench-{i}") for i in range(args.members + 1))
+    with factory() as s:
+        members = list(s.scalars(select(Member.id).where(Member.merchant_id == merchant_id).order_by(Member.id)))
+    heavy, members = members[0], members[1:]
+    with unit_of_work(factory) as s:  # everyone starts with some points
+        for m in members:
+            service.award(s, merchant_id, m, 1000, reason="seed", idempotency_key=f"seed:{m}")
+
+    print(f"machine: {machine()}")
+    print(f"part 1: award + spend, {args.clients} clients (threads, own sessions), {args.seconds:.0f} s, "
+          f"{len(members)} members")
+    stop = time.perf_counter() + args.seconds
+    latencies: list[float] = []
+    counts = {"award": 0, "spend": 0, "refused": 0}
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        rng = random.Random(n)
+        mine: list[float] = []
+        done = {"award": 0, "spend": 0, "refused": 0}
+        i = 0
+        while time.perf_counter() < stop:
+            member = rng.choice(members)
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                with unit_of_work(factory) as s:
+                    if i % 2:
+                        service.award(s, merchant_id, member, rng.randint(1, 50), reason="bench",
+                                      idempotency_key=f"a:{n}:{i}")
+                        done["award"] += 1
+                    else:
+                        service.spend(s, merchant_id, member, rng.randint(1, 50), reason="bench",
+                                      idempotency_key=f"s:{n}:{i}")
+                        done["spend"] += 1
+            except DomainError:
+                done["refused"] += 1
+            mine.append((time.perf_counter() - t0) * 1000)
+        with lock:
+            latencies.extend(mine)
+            for k, v in done.items():
+                counts[k] += v
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    ops = counts["award"] + counts["spend"] + counts["refused"]
+    print(f"  {ops} operations in {elapsed:.1f} s = {ops / elapsed:,.0f} ops/s "
+          f"(awards {counts['award']}, spends {counts['spend']}, refused {counts['refused']}); {summary(latencies)}")
+    with factory() as s:
+        mismatched = s.execute(text(
+            "SELECT count(*) FROM points_accounts a WHERE a.merchant_id = :m AND a.balance <> "
+            "(SELECT coalesce(sum(delta), 0) FROM points_entries e WHERE e.merchant_id = a.merchant_id "
+            "AND e.member_id = a.member_id)"), {"m": merchant_id}).scalar_one()
+    print(f"  accounts whose balance differs from the sum of their entries: {mismatched}")
+
+    print(f"part 2: statement page of 20 for a member with {args.entries} entries")
+    batch = 1000
+    for start in range(0, args.entries, batch):
+        with unit_of_work(factory) as s:
+            for k in range(start, min(args.entries, start + batch)):
+                service.award(s, merchant_id, heavy, 1 + k % 7, reason="bench", idempotency_key=f"h:{k}")
+    with factory() as s:
+        s.execute(text("ANALYZE points_entries"))
+        ids = list(s.scalars(text("SELECT id FROM points_entries WHERE merchant_id = :m AND member_id = :h"),
+                             {"m": merchant_id, "h": heavy}))
+    rng = random.Random(7)
+    first: list[float] = []
+    deep: list[float] = []
+    with factory() as s:
+        for i in range(400):
+            before = None if i % 2 == 0 else rng.choice(ids)
+            t0 = time.perf_counter()
+            rows, _ = service.statement(s, merchant_id, heavy, before=before, limit=20)
+            took = (time.perf_counter() - t0) * 1000
+            assert len(rows) == 20 or before is not None
+            (first if before is None else deep).append(took)
+            s.rollback()
+        plan = "\n    ".join(s.scalars(text(
+            "EXPLAIN ANALYZE SELECT * FROM points_entries WHERE merchant_id = :m AND member_id = :h AND id < :b "
+            "ORDER BY id DESC LIMIT 21"), {"m": merchant_id, "h": heavy, "b": ids[len(ids) // 2]}))
+    print(f"  first page : {summary(first)}")
+    print(f"  deeper page: {summary(deep)} (keyset ?before=<id>)")
+    print(f"  p99 overall: {percentile(first + deep, 99):.2f} ms")
+    print(f"  plan:\n    {plan}")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
