@@ -178,6 +178,23 @@ def test_foreign_member_is_404(client: TestClient, tenant: Tenant, session_facto
         foreign = member.id
     r = client.get(f"{h.ADMIN}/members/{foreign}/invitees", headers=tenant.admin_headers)
     assert r.status_code == 404
+    r = client.get(f"{h.ADMIN}/members/{foreign}", headers=tenant.admin_headers)
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+
+
+def test_admin_sees_a_members_referral(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    (sku,) = af.make_product(session_factory, tenant.id, [1500])
+    a_id, a = h.login(client, tenant)
+    b_id, b = h.login(client, tenant, inviter=h.code_of(client, a))
+    order = af.paid_order(client, tenant, session_factory, b, [(sku, 1)])
+    h.drain(session_factory, settings, tenant)
+    r = client.get(f"{h.ADMIN}/members/{b_id}", headers=tenant.admin_headers).json()
+    assert (r["inviter_member_id"], r["bind_source"], r["first_paid_order_id"]) == (a_id, "register", order["id"])
+    assert r["locked_at"] is not None and r["distributor_id"] is None
+    r = client.get(f"{h.ADMIN}/members/{a_id}", headers=tenant.admin_headers).json()
+    assert (r["invitee_count"], r["code"]) == (1, h.code_of(client, a))
 
 
 def test_concurrent_cross_bindings_never_make_a_loop(

@@ -36,6 +36,7 @@ from siyu.referral.schemas import (
     LevelOut,
     LevelUpdate,
     MarkPaidIn,
+    MemberReferralOut,
     MyReferralOut,
     RetryOut,
     ReviewIn,
@@ -127,6 +128,20 @@ def list_rewards(
 def retry_rewards(session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))) -> RetryOut:
     granted, pending = service.retry_pending_rewards(session, p.merchant_id)
     return RetryOut(granted=granted, still_pending=pending)
+
+
+@admin.get("/members/{member_id}", response_model=MemberReferralOut, summary="A member's code, inviter and lock")
+def member_referral(
+    member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:read"))
+) -> MemberReferralOut:
+    prof = service.ensure_profile(session, p.merchant_id, member_id)
+    dist = repo.distributor_of_member(session, p.merchant_id, member_id)
+    return MemberReferralOut(
+        member_id=member_id, code=prof.code, inviter_member_id=prof.inviter_member_id, bound_at=prof.bound_at,
+        bind_source=prof.bind_source, first_paid_order_id=prof.first_paid_order_id, locked_at=prof.locked_at,
+        invitee_count=repo.count_invitees(session, p.merchant_id, member_id),
+        distributor_id=dist.id if dist else None, distributor_status=dist.status if dist else None,
+    )
 
 
 @admin.get("/members/{member_id}/invitees", response_model=Page[InviteeOut], summary="Who a member invited, who bought")

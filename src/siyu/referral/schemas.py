@@ -65,6 +65,19 @@ class MyReferralOut(BaseModel):
     invitee_count: int
 
 
+class MemberReferralOut(BaseModel):
+    member_id: int
+    code: str
+    inviter_member_id: int | None
+    bound_at: dt.datetime | None
+    bind_source: str | None
+    first_paid_order_id: int | None
+    locked_at: dt.datetime | None
+    invitee_count: int
+    distributor_id: int | None
+    distributor_status: str | None
+
+
 class BindOut(BaseModel):
     member_id: int
     inviter_member_id: int
