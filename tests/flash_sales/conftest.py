@@ -1,6 +1,6 @@
-"""Flash-sale fixtures: a Redis client with a prefix of its own per test (several test runs share
-one Redis database, and merchant ids repeat across the SQLite and PostgreSQL halves), and an
-HTTP client whose app uses that Redis for the gate."""
+"""Flash-sale fixtures: a Redis client with a key prefix of its own per test (several test runs
+share one Redis database, and merchant ids repeat across the SQLite and PostgreSQL halves), and
+the test engine bound to it (services and workers use the Redis gate)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from tests.flash_sales.helpers import bound
@@ -35,11 +34,3 @@ def redis_bound(engine: Engine, rclient: redis.Redis, fs_prefix: str) -> Iterato
     """Sessions of the test engine (services, workers) use the Redis gate."""
     with bound(engine, rclient, fs_prefix):
         yield rclient
-
-
-@pytest.fixture
-def redis_client_http(app, rclient: redis.Redis, fs_prefix: str) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
-    """A TestClient on the shared app with its engine bound to the test's Redis and prefix."""
-    with TestClient(app) as c:
-        with bound(app.state.engine, rclient, fs_prefix):
-            yield c

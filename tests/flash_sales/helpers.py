@@ -27,7 +27,7 @@ STORE = "/api/store/v1"
 SYSTEM = ("system", None)
 
 
-def window(start: dt.timedelta = dt.timedelta(hours=-1), end: dt.timedelta = dt.timedelta(days=1)) -> dict[str, str]:
+def window(start: dt.timedelta = dt.timedelta(hours=-1), end: dt.timedelta = dt.timedelta(days=1)) -> dict[str, Any]:
     now = utcnow()
     return {"starts_at": (now + start).isoformat(), "ends_at": (now + end).isoformat()}
 

@@ -228,3 +228,29 @@ def test_store_lists_current_and_upcoming_sessions_in_the_merchants_zone(
     r = client.get(f"{STORE}/flash-sales/items/{item_id}", headers=tenant.store_headers)
     assert r.status_code == 200 and r.json()["status"] == "current", r.text
     assert dt.datetime.fromisoformat(r.json()["session_ends_at"]) == end.astimezone(dt.UTC)
+
+
+def test_an_item_with_ledger_history_cannot_be_deleted(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    """Even after its only purchase was released (sold back to 0) the item stays: the ledger names it."""
+    from tests.flash_sales.helpers import login, submit
+
+    sku = make_sku(session_factory, tenant.id, price=10000, stock=50)
+    sale = create_sale(client, tenant, [{"sku_id": sku, "flash_price": 5000, "activity_stock": 10}])
+    item_id = sale["items"][0]["id"]
+    headers, _ = login(client, tenant)
+    order = submit(client, headers, sku, item_id).json()
+    url = f"{ADMIN}/flash-sales/{sale['id']}/items/{item_id}"
+    r = client.delete(url, headers=tenant.admin_headers)
+    assert r.status_code == 422 and ("item_id", "item_has_sales") in _fields(r), r.text
+    assert client.post(f"{STORE}/orders/{order['id']}/cancel", headers=headers).status_code == 200
+    from siyu.db.session import unit_of_work
+    from siyu.flash_sales import service
+
+    with unit_of_work(session_factory) as s:
+        assert service.release_order(s, tenant.id, order["id"]) == 1
+    r = client.delete(url, headers=tenant.admin_headers)
+    assert r.status_code == 422 and ("item_id", "item_has_sales") in _fields(r), r.text
+    assert _counts(session_factory, tenant) == (1, 1)
+    assert sku_stock(session_factory, sku) == 40

@@ -139,7 +139,7 @@ def test_free_shipping_when_the_sale_says_so(
 ) -> None:
     g = gate_mode
     template = make_freight_template(session_factory, tenant.id)  # 8.00 for the first unit
-    sku_opts = {"sku": {"freight_template_id": template}}
+    sku_opts: dict[str, Any] = {"sku": {"freight_template_id": template}}
     paid_sku, paid_item = _sale(g, tenant, session_factory, **sku_opts)
     free_sku, free_item = _sale(g, tenant, session_factory, free_shipping=True, **sku_opts)
     headers, _ = login(g.client, tenant)

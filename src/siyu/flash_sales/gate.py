@@ -10,18 +10,20 @@ Two interchangeable implementations of one interface::
 **DatabaseGate** (the truth). Two conditional updates in the caller's transaction, no read
 before the write::
 
-    UPDATE flash_sale_items SET sold = sold + :q
-     WHERE merchant_id = :m AND id = :id AND NOT closed AND sold + :q <= activity_stock
     INSERT INTO flash_sale_member_counters ... ON CONFLICT DO NOTHING   -- bought = 0
     UPDATE flash_sale_member_counters SET bought = bought + :q
      WHERE merchant_id = :m AND item_id = :id AND member_id = :u AND bought + :q <= :limit
+    UPDATE flash_sale_items SET sold = sold + :q
+     WHERE merchant_id = :m AND id = :id AND NOT closed AND sold + :q <= activity_stock
 
 On PostgreSQL (READ COMMITTED) a second updater of the same row waits for the first to end and
 re-evaluates the ``WHERE`` on the committed row, so the condition is checked against the latest
 ``sold``: no oversell under any concurrency; ``CHECK (sold <= activity_stock)`` backs it up.
-SQLite serialises writers with ``BEGIN IMMEDIATE``. The item row is updated first by everyone,
-so two buyers never wait on each other in opposite orders (no deadlock). A refusal undoes what
-this call changed, so ``Refused`` leaves the transaction as it found it.
+SQLite serialises writers with ``BEGIN IMMEDIATE``. Everyone (acquire and release) takes the
+member's own counter row first and the shared item row second, so two transactions never wait
+on each other in opposite orders (no deadlock), and a member already at the limit is refused
+without touching the hot item row. A refusal undoes what this call changed, so ``Refused``
+leaves the transaction as it found it.
 
 **RedisGate** (the bouncer). One Lua script (``register_script``) checks the remaining units
 and the member's count and moves both, atomically (Redis runs a script alone)::
@@ -68,7 +70,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import redis
-from sqlalchemy import Engine, case, event, update
+from sqlalchemy import Engine, case, event, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from siyu.db.dialect import insert_ignore
@@ -119,18 +121,18 @@ class DatabaseGate:
     def try_acquire(self, merchant_id: int, item_id: int, member_id: int, qty: int, limit: int) -> Outcome:
         _check_args(qty, limit)
         s = self.session
-        taken = s.execute(
-            update(FlashSaleItem)
-            .where(
+        # A filter, not the guard: a committed read that says "sold out" refuses at once, so the
+        # crowd that arrives after the last unit costs one indexed read and no write. The
+        # conditional update below is still what decides.
+        open_units = s.execute(
+            select(FlashSaleItem.id).where(
                 FlashSaleItem.merchant_id == merchant_id,
                 FlashSaleItem.id == item_id,
                 FlashSaleItem.closed.is_(False),
                 FlashSaleItem.sold + qty <= FlashSaleItem.activity_stock,
             )
-            .values(sold=FlashSaleItem.sold + qty)
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(taken, "rowcount", 0) != 1:
+        ).first()
+        if open_units is None:
             return Refused(SOLD_OUT)
         insert_ignore(
             s, FlashSaleMemberCounter.__table__,  # type: ignore[arg-type]
@@ -149,14 +151,31 @@ class DatabaseGate:
             .execution_options(synchronize_session=False)
         )
         if getattr(counted, "rowcount", 0) != 1:
-            # Undo our own increment (we hold the row lock since our update above).
+            return Refused(LIMIT_REACHED)
+        taken = s.execute(
+            update(FlashSaleItem)
+            .where(
+                FlashSaleItem.merchant_id == merchant_id,
+                FlashSaleItem.id == item_id,
+                FlashSaleItem.closed.is_(False),
+                FlashSaleItem.sold + qty <= FlashSaleItem.activity_stock,
+            )
+            .values(sold=FlashSaleItem.sold + qty)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(taken, "rowcount", 0) != 1:
+            # Undo our own count (we hold the member's row lock since our update above).
             s.execute(
-                update(FlashSaleItem)
-                .where(FlashSaleItem.merchant_id == merchant_id, FlashSaleItem.id == item_id)
-                .values(sold=FlashSaleItem.sold - qty)
+                update(FlashSaleMemberCounter)
+                .where(
+                    FlashSaleMemberCounter.merchant_id == merchant_id,
+                    FlashSaleMemberCounter.item_id == item_id,
+                    FlashSaleMemberCounter.member_id == member_id,
+                )
+                .values(bought=FlashSaleMemberCounter.bought - qty)
                 .execution_options(synchronize_session=False)
             )
-            return Refused(LIMIT_REACHED)
+            return Refused(SOLD_OUT)
         return Acquired()
 
     def release(self, merchant_id: int, item_id: int, member_id: int, qty: int) -> None:
@@ -172,6 +191,18 @@ class DatabaseGate:
         if qty <= 0:
             raise ValueError("qty must be positive")
         s = self.session
+        # The member's row first, the item's second: the order every acquire takes them in.
+        s.execute(
+            update(FlashSaleMemberCounter)
+            .where(
+                FlashSaleMemberCounter.merchant_id == merchant_id,
+                FlashSaleMemberCounter.item_id == item_id,
+                FlashSaleMemberCounter.member_id == member_id,
+                FlashSaleMemberCounter.bought >= qty,
+            )
+            .values(bought=FlashSaleMemberCounter.bought - qty)
+            .execution_options(synchronize_session=False)
+        )
         row = s.execute(
             update(FlashSaleItem)
             .where(
@@ -193,17 +224,6 @@ class DatabaseGate:
             .returning(FlashSaleItem.sku_id, FlashSaleItem.closed)
             .execution_options(synchronize_session=False)
         ).first()
-        s.execute(
-            update(FlashSaleMemberCounter)
-            .where(
-                FlashSaleMemberCounter.merchant_id == merchant_id,
-                FlashSaleMemberCounter.item_id == item_id,
-                FlashSaleMemberCounter.member_id == member_id,
-                FlashSaleMemberCounter.bought >= qty,
-            )
-            .values(bought=FlashSaleMemberCounter.bought - qty)
-            .execution_options(synchronize_session=False)
-        )
         if row is None:
             return None
         return int(row[0]), bool(row[1])
@@ -243,6 +263,15 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
 
+# Count units the database gate granted although Redis had refused them for the member's limit
+# (a retry racing its own first try, see ``service.take_units``): Redis mirrors the truth.
+MIRROR_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local qty = tonumber(ARGV[2])
+redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
+return redis.call('DECRBY', KEYS[1], qty)
+"""
+
 # Raise or lower the remaining units of a loaded item (activity stock changed by an operator).
 ADJUST_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -271,6 +300,7 @@ class RedisGate:
         self._release = client.register_script(RELEASE_LUA)
         self._load = client.register_script(LOAD_LUA)
         self._adjust = client.register_script(ADJUST_LUA)
+        self._mirror = client.register_script(MIRROR_LUA)
 
     def keys(self, merchant_id: int, item_id: int) -> list[str]:
         base = f"{self.prefix}:{{{merchant_id}:{item_id}}}"
@@ -313,6 +343,12 @@ class RedisGate:
         if qty <= 0:
             raise ValueError("qty must be positive")
         self._release(keys=self.keys(merchant_id, item_id), args=[member_id, qty])
+
+    def mirror(self, merchant_id: int, item_id: int, member_id: int, qty: int) -> None:
+        """Count ``qty`` units the database granted, unconditionally (only onto loaded keys)."""
+        if qty <= 0:
+            raise ValueError("qty must be positive")
+        self._mirror(keys=self.keys(merchant_id, item_id), args=[member_id, qty])
 
     def load(self, merchant_id: int, item_id: int, remaining: int, members: Mapping[int, int], *, force: bool = False) -> bool:
         """Put the database snapshot into Redis; without ``force`` only if absent (idempotent)."""

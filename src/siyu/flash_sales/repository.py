@@ -141,14 +141,23 @@ def close_items(session: Session, merchant_id: int, sale_id: int) -> list[tuple[
 
 
 def delete_item(session: Session, merchant_id: int, item_id: int) -> FlashSaleItem | None:
-    """Delete an item nobody bought; returns it (for its stock), or None if it has sales."""
+    """Delete an item nobody ever bought; returns it (for its stock), or None if it has sales or
+    any ledger history (a released purchase still names the item: the ledger is kept)."""
     found = item(session, merchant_id, item_id)
     if found is None:
         return None
-    # Conditional: zero the stock only while nothing is sold, then remove the row.
+    has_history = (
+        select(FlashSalePurchase.id)
+        .where(FlashSalePurchase.merchant_id == merchant_id, FlashSalePurchase.item_id == item_id)
+        .exists()
+    )
+    # Conditional: zero the stock only while nothing is sold and nothing was, then remove the row.
     result = session.execute(
         update(FlashSaleItem)
-        .where(FlashSaleItem.merchant_id == merchant_id, FlashSaleItem.id == item_id, FlashSaleItem.sold == 0)
+        .where(
+            FlashSaleItem.merchant_id == merchant_id, FlashSaleItem.id == item_id, FlashSaleItem.sold == 0,
+            ~has_history,
+        )
         .values(activity_stock=0)
         .returning(FlashSaleItem.sku_id)
         .execution_options(synchronize_session=False)

@@ -675,6 +675,19 @@ def acquire_redis(
     return True
 
 
+def _mirror_redis(session: Session, merchant_id: int, item_id: int, member_id: int, qty: int) -> None:
+    """Redis counts the units the database granted over its refusal (given back on rollback)."""
+    rg = redis_gate(session)
+    if rg is None:
+        return
+    try:
+        rg.mirror(merchant_id, item_id, member_id, qty)
+    except redis.RedisError:
+        log.warning("flash-sale Redis mirror failed; reconcile will repair Redis", exc_info=True)
+        return
+    gate.on_rollback(session, lambda: rg.release(merchant_id, item_id, member_id, qty))
+
+
 def take_units(ctx: PricingContext, order_id: int) -> None:
     """The submit hook: acquire through the gate(s) and write the ledger row."""
     res = ctx.reservations.get(RESERVATION)
@@ -684,11 +697,22 @@ def take_units(ctx: PricingContext, order_id: int) -> None:
     assert member_id is not None
     item_id, qty, limit = int(res["item_id"]), int(res["quantity"]), int(res["limit"])
     pre = session.info.pop(PREACQUIRED, None)
+    mirror = False
     if pre != (merchant_id, item_id, member_id, qty):
-        acquire_redis(session, merchant_id, item_id, member_id, qty, limit)
+        try:
+            acquire_redis(session, merchant_id, item_id, member_id, qty, limit)
+        except DomainError as exc:
+            # Redis's "limit reached" may count a retry of this very request still in flight
+            # (it waits behind our idempotency key and will replay our order): the database's
+            # counter only holds committed or locked units, so it decides. "Sold out" is final.
+            if exc.code != "flash_sale_limit_reached":
+                raise
+            mirror = True
     outcome = gate.DatabaseGate(session).try_acquire(merchant_id, item_id, member_id, qty, limit)
     if isinstance(outcome, gate.Refused):
         raise _refused(outcome, limit)
+    if mirror:
+        _mirror_redis(session, merchant_id, item_id, member_id, qty)
     repo.add_purchase(
         session,
         FlashSalePurchase(
@@ -868,17 +892,33 @@ def buy(
     )
     key = checkout.check_idempotency_key(idempotency_key)
     fresh = orders_service.order_by_idempotency_key(session, merchant_id, member_id, key) is None
+    pre = (merchant_id, item.id, member_id, body.quantity)
+    acquired = False
     if fresh:
         check_open(sale, _timezone(session, merchant_id), now)
         limit = item_limit(item, sale)
         if body.quantity > limit:
             raise DomainError("flash_sale_limit_reached", limit=limit)
-        if acquire_redis(session, merchant_id, item.id, member_id, body.quantity, limit):
-            session.info[PREACQUIRED] = (merchant_id, item.id, member_id, body.quantity)
+        try:
+            acquired = acquire_redis(session, merchant_id, item.id, member_id, body.quantity, limit)
+        except DomainError as exc:
+            # "Limit reached" may be this very request retried while its first try is still
+            # in flight (its unit is counted in Redis, its order not committed yet): let the
+            # submit decide, it waits on the idempotency key and replays the first order, or
+            # refuses in its hook. "Sold out" is final and costs no database write.
+            if exc.code != "flash_sale_limit_reached":
+                raise
+        if acquired:
+            session.info[PREACQUIRED] = pre
     try:
-        return checkout.submit(
+        order, created = checkout.submit(
             session, merchant_id, member_id, checkout_body, idempotency_key=key,
             payment_timeout=payment_timeout, now=now,
         )
     finally:
         session.info.pop(PREACQUIRED, None)
+    if acquired and not created:
+        # A concurrent retry made the order: the units this attempt took in Redis are not
+        # held by any order, give them back when this transaction ends (commit or not).
+        _after_commit_redis(session, _redis_release(*pre))
+    return order, created
