@@ -22,7 +22,7 @@ from siyu.audience.models import (
     StageTransition,
 )
 from siyu.audience.schemas import LifecycleConfig
-from siyu.db.dialect import bulk_update, insert_ignore_rows
+from siyu.db.dialect import bulk_update, for_update, insert_ignore_rows
 from siyu.members.models import Member
 
 
@@ -123,13 +123,11 @@ def apply_activity(
     )
 
 
-def apply_activity_of_events(
-    session: Session, merchant_id: int, event_ids: list[str], only_members: set[int] | None = None
-) -> set[int]:
+def apply_activity_of_events(session: Session, merchant_id: int, event_ids: list[str]) -> set[int]:
     """Add these stored events (just inserted) to their members' counters and last visit: one
     grouped ``UPDATE ... FROM (SELECT ... FROM events WHERE event_id IN ...) RETURNING member_id``
-    per batch instead of one UPDATE per member. Returns the members whose row was updated (a
-    member without a stats row yet is not; see ``service.record_activity``)."""
+    per batch instead of one UPDATE per member. The members need their stats row already
+    (``ensure_rows``); returns the members whose row was updated."""
     if not event_ids:
         return set()
     from siyu.events.models import Event
@@ -147,17 +145,29 @@ def apply_activity_of_events(
             count_of("share").label("shares"),
         )
         .where(
-            Event.merchant_id == merchant_id, Event.event_id.in_(event_ids), Event.member_id.is_not(None),
-            *([Event.member_id.in_(only_members)] if only_members is not None else []),
+            Event.merchant_id == merchant_id, Event.event_id.in_(event_ids), Event.member_id.is_not(None)
         )
         .group_by(Event.member_id)
         .subquery()
     )
     s = MemberStats
+    # The rows are locked by a sub-select in member order (on PostgreSQL) inside the UPDATE
+    # itself: an UPDATE ... FROM visits rows in plan order, and two concurrent batches sharing
+    # members must not lock them in opposite orders (deadlock). One statement, one snapshot, so
+    # no row can appear between the locking and the update.
+    members = select(Event.member_id).where(
+        Event.merchant_id == merchant_id, Event.event_id.in_(event_ids), Event.member_id.is_not(None)
+    )
+    locked = for_update(
+        select(s.id.label("id"), s.member_id.label("member_id"))
+        .where(s.merchant_id == merchant_id, s.member_id.in_(members))
+        .order_by(s.member_id),
+        session,
+    ).subquery()
     seen = per_member.c.last_seen
     result = session.execute(
         update(s)
-        .where(s.merchant_id == merchant_id, s.member_id == per_member.c.member_id)
+        .where(s.id == locked.c.id, per_member.c.member_id == locked.c.member_id)
         .values(
             last_visit_at=case((s.last_visit_at.is_(None), seen), (s.last_visit_at < seen, seen), else_=s.last_visit_at),
             product_views=s.product_views + per_member.c.views,

@@ -63,18 +63,15 @@ def record_activity(session: Session, merchant_id: int, rows: list[dict[str, Any
         per_member[member_id] = (max(last, row["occurred_at"]), counts)
     if not per_member:
         return
+    # Missing stats rows first (inserted in member order), then the update, which locks the rows
+    # in member order too: two concurrent batches never wait for each other in a cycle.
+    repo.ensure_rows(session, merchant_id, set(per_member))
     if len(rows) == 1:
-        repo.ensure_rows(session, merchant_id, set(per_member))
         last, counts = next(iter(per_member.values()))
         repo.apply_activity(session, merchant_id, next(iter(per_member)), last, dict(counts))
         return
-    # A batch: one set-based UPDATE from the events just stored; members who had no stats row
-    # yet get one (idempotent under concurrency) and then the same UPDATE, for them only.
-    event_ids = [r["event_id"] for r in rows if r.get("member_id") is not None]
-    missing = set(per_member) - repo.apply_activity_of_events(session, merchant_id, event_ids)
-    if missing:
-        repo.ensure_rows(session, merchant_id, missing)
-        repo.apply_activity_of_events(session, merchant_id, event_ids, only_members=missing)
+    # a batch: one set-based UPDATE from the events just stored
+    repo.apply_activity_of_events(session, merchant_id, [r["event_id"] for r in rows if r.get("member_id") is not None])
 
 
 def recompute_lifecycle(session: Session, merchant_id: int, *, now: dt.datetime | None = None) -> int:
