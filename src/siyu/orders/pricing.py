@@ -55,6 +55,7 @@ class PricedLine:
     coupons_allowed: bool
     bonus_points: int
     freight_template_id: int | None = None
+    stock: int | None = None  # normal stock on hand when loaded (advisory; ``catalog.stock.reserve`` binds)
     discounts: dict[str, int] = field(default_factory=dict)
     # Set by stages: e.g. {"activity": "flash_sale:12", "no_coupon": True, "no_points": True,
     # "no_order_promotions": True, "free_shipping": True}
