@@ -60,7 +60,7 @@ def _expected(batches: list[list[dict]]) -> dict[int, tuple[int, int, int, int, 
     }
 
 
-def _stored(factory: sessionmaker[Session], merchant_id: int) -> dict[int, tuple[int, int, int, int, dt.datetime]]:
+def _stored(factory: sessionmaker[Session], merchant_id: int) -> dict[int, tuple[int, int, int, int, dt.datetime | None]]:
     with factory() as s:
         rows = s.execute(
             select(MemberStats.member_id, MemberStats.product_views, MemberStats.cart_adds, MemberStats.favorites,
@@ -105,7 +105,7 @@ def test_concurrent_batches_on_the_same_members_count_every_event_once(
             start.wait()
             with unit_of_work(session_factory) as s:
                 assert service.ingest(s, caller, batch, now=now).accepted == len(batch)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=send, args=(b,)) for b in batches]
