@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu.coupons.models import (
@@ -150,22 +150,38 @@ def templates_by_id(session: Session, merchant_id: int, ids: Iterable[int]) -> d
     return {t.id: t for t in session.scalars(stmt)}
 
 
-def pricing_coupons(
-    session: Session, merchant_id: int, member_id: int, coupon_ids: list[int] | None
-) -> list[tuple[MemberCoupon, CouponTemplate]]:
-    """One query for the pricing stage: the member's unused coupons with their templates, or
-    (explicit choice) the given ids in any state and of any member — the stage reports why."""
+def _pricing_stmt(explicit: bool) -> Select[MemberCoupon, CouponTemplate]:
     stmt = (
         select(MemberCoupon, CouponTemplate)
         .join(CouponTemplate, and_(CouponTemplate.id == MemberCoupon.template_id,
                                    CouponTemplate.merchant_id == MemberCoupon.merchant_id))
-        .where(MemberCoupon.merchant_id == merchant_id)
+        .where(MemberCoupon.merchant_id == bindparam("merchant_id"))
     )
-    if coupon_ids is None:
-        stmt = stmt.where(MemberCoupon.member_id == member_id, MemberCoupon.status.in_((UNUSED, LOCKED)))
+    if explicit:
+        stmt = stmt.where(MemberCoupon.id.in_(bindparam("ids", expanding=True)))
     else:
-        stmt = stmt.where(MemberCoupon.id.in_(sorted(set(coupon_ids))))
-    return [(c, t) for c, t in session.execute(stmt.order_by(MemberCoupon.valid_until, MemberCoupon.id)).all()]
+        stmt = stmt.where(MemberCoupon.member_id == bindparam("member_id"),
+                          MemberCoupon.status.in_((UNUSED, LOCKED)))
+    return stmt.order_by(MemberCoupon.valid_until, MemberCoupon.id)
+
+
+# Built once: the preview runs this on every checkout, and building the statement costs more
+# than running it on a small wallet.
+_WALLET_STMT = _pricing_stmt(explicit=False)
+_CHOSEN_STMT = _pricing_stmt(explicit=True)
+
+
+def pricing_coupons(
+    session: Session, merchant_id: int, member_id: int, coupon_ids: list[int] | None
+) -> list[tuple[MemberCoupon, CouponTemplate]]:
+    """One query for the pricing stage: the member's unused (and locked, to say so) coupons with
+    their templates, or (explicit choice) the given ids in any state and of any member of the
+    merchant — the stage reports why one does not apply."""
+    if coupon_ids is None:
+        result = session.execute(_WALLET_STMT, {"merchant_id": merchant_id, "member_id": member_id})
+    else:
+        result = session.execute(_CHOSEN_STMT, {"merchant_id": merchant_id, "ids": sorted(set(coupon_ids))})
+    return [(c, t) for c, t in result.all()]
 
 
 def lock_coupon(
