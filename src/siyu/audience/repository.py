@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, insert, literal, or_, select, update
+from sqlalchemy import and_, case, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -158,16 +158,12 @@ def apply_activity_of_events(session: Session, merchant_id: int, event_ids: list
     members = select(Event.member_id).where(
         Event.merchant_id == merchant_id, Event.event_id.in_(event_ids), Event.member_id.is_not(None)
     )
-    in_order: Select[Any] = (
-        select(s.id.label("id"), s.member_id.label("member_id"))
-        .where(s.merchant_id == merchant_id, s.member_id.in_(members))
-        .order_by(s.member_id)
-    )
+    in_order = select(s.id.label("id")).where(s.merchant_id == merchant_id, s.member_id.in_(members)).order_by(s.member_id)
     locked = for_update(in_order, session).subquery()
     seen = per_member.c.last_seen
     result = session.execute(
         update(s)
-        .where(s.id == locked.c.id, per_member.c.member_id == locked.c.member_id)
+        .where(s.id == locked.c.id, per_member.c.member_id == s.member_id)
         .values(
             last_visit_at=case((s.last_visit_at.is_(None), seen), (s.last_visit_at < seen, seen), else_=s.last_visit_at),
             product_views=s.product_views + per_member.c.views,
