@@ -166,7 +166,7 @@ def test_settled_commission_clawed_back_into_debt_then_recovered(
     assert acct["available"] == 0 and acct["debt"] == c1.amount - keep
     assert acct["withdrawing"] == c1.amount - keep
     c1 = h.commissions(session_factory, tenant.id, first["id"])[0]
-    assert c1.reversed_amount == c1.amount
+    assert (c1.reversed_amount, c1.status) == (c1.amount, "reversed")
 
     # The next settled commission pays the debt first.
     second = af.paid_order(client, tenant, session_factory, shop["buyer"], [(shop["a"], 3), (shop["b"], 3)],
@@ -192,3 +192,33 @@ def test_open_aftersale_postpones_settlement(
     assert c.settle_at is not None
     h.drain(session_factory, settings, tenant, now=c.settle_at + dt.timedelta(seconds=1))
     assert h.commissions(session_factory, tenant.id, order["id"])[0].status == "frozen"
+
+
+def test_amount_only_refund_counts_goods_in_proportion_to_the_paid_amount(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session], settings: Settings,
+    shop: dict[str, Any],
+) -> None:
+    """Freight is not a commission basis: a refund given as an amount reverses commission on
+    the goods' share of it only."""
+    from tests.factories.orders import make_freight_template, make_sku
+
+    make_freight_template(session_factory, tenant.id, default=True)
+    skus = [make_sku(session_factory, tenant.id, price=p) for p in (2999, 4567)]
+    order = af.paid_order(client, tenant, session_factory, shop["buyer"], [(skus[0], 2), (skus[1], 1)])
+    h.drain(session_factory, settings, tenant)
+    goods = sum(ln.payable_amount for ln in order_lines(session_factory, tenant.id, order["id"]))
+    paid = order["paid_amount"]
+    assert paid > goods  # freight was paid
+    refund_amount = paid // 3
+    _refund(client, tenant, order["id"], {"amount": refund_amount})
+    h.drain(session_factory, settings, tenant)
+    share = refund_amount * goods // paid
+    for c in h.commissions(session_factory, tenant.id, order["id"]):
+        clines = h.commission_lines(session_factory, tenant.id, c.id)
+        assert sum(cl.refunded_base for cl in clines) == share
+        assert [cl.reversed_amount for cl in clines] == [
+            _half_up(Fraction(cl.amount * cl.refunded_base, cl.base_amount)) for cl in clines
+        ]
+        assert abs(Fraction(c.reversed_amount) - Fraction(c.amount * refund_amount, paid)) <= len(clines)
+        assert c.status == "pending"
+    _check_ledger(session_factory, tenant, shop["dist_a"], shop["dist_z"])

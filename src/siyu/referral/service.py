@@ -38,7 +38,9 @@ Commissions
 - ``order.refunded`` reverses in proportion, per line: a line's reversed total is
   ``round(commission × refunded / payable)`` of that line's cumulative refunded amount, so
   several partial refunds add up exactly; ``full`` reverses all that is left. A refund without
-  lines is spread over the lines by remaining payable (largest remainder). Money already
+  lines counts for goods in proportion to what was paid (``goods_share``: freight is no
+  commission basis) and is spread over the lines by remaining payable (largest remainder).
+  A commission fully reversed, even after settlement, becomes ``reversed``. Money already
   settled is clawed back from ``available``; what ``available`` cannot cover becomes ``debt``
   (never a negative balance), recovered first from later settlements and returned
   withdrawals.
@@ -857,11 +859,21 @@ def reversal_target(amount: int, base: int, refunded: int) -> int:
     return (2 * amount * refunded + base) // (2 * base)
 
 
+def goods_share(amount: int, goods: int, paid: int) -> int:
+    """The part of a refund ``amount`` (given without lines) that refunds goods rather than
+    freight: ``amount × goods / paid``, rounded down (never more than the goods)."""
+    if paid <= 0:
+        return min(amount, goods)
+    return min(goods, amount * goods // paid)
+
+
 def reverse_for_refund(
     session: Session, merchant_id: int, order_id: int, refund_id: int, *, amount: int,
     lines: Sequence[dict[str, Any]] | None, full: bool,
 ) -> int:
     """``order.refunded``: reverse commission in proportion (per line), once per refund. Returns the total reversed."""
+    order = repo.order(session, merchant_id, order_id)
+    paid_amount = order.paid_amount if order is not None else 0
     by_line: dict[int, int] = defaultdict(int)
     for ln in lines or []:
         by_line[int(ln["order_line_id"])] += int(ln.get("amount", 0))
@@ -875,9 +887,10 @@ def reverse_for_refund(
             new_refunded = [cl.base_amount for cl in clines]
         elif by_line:
             new_refunded = [min(cl.base_amount, cl.refunded_base + by_line.get(cl.order_line_id, 0)) for cl in clines]
-        else:
+        else:  # an amount without lines: the goods' share of it, in proportion to what was paid
             remaining = [cl.base_amount - cl.refunded_base for cl in clines]
-            spread = allocate(min(amount, sum(remaining)), remaining) if sum(remaining) else [0] * len(clines)
+            goods = goods_share(amount, c.base_amount, paid_amount)
+            spread = allocate(min(goods, sum(remaining)), remaining) if sum(remaining) else [0] * len(clines)
             new_refunded = [cl.refunded_base + s for cl, s in zip(clines, spread, strict=True)]
         targets = [
             cl.amount if full else reversal_target(cl.amount, cl.base_amount, r)
@@ -909,7 +922,7 @@ def reverse_for_refund(
                       deltas={"available": -take, "debt": r - take}, **refs)
         was = c.status
         c.reversed_amount += r
-        if c.reversed_amount >= c.amount and c.status in (COMM_PENDING, COMM_FROZEN):
+        if c.reversed_amount >= c.amount:
             c.status = COMM_REVERSED
         session.flush()
         audit.record(session, merchant_id, "commission", c.id, "reversed", from_state=was, to_state=c.status,
