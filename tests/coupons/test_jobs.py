@@ -156,3 +156,17 @@ def test_large_audience_is_issued_by_chunked_jobs(
     client.post(f"{ADMIN}/coupon-templates/{tpl}/issue", json={"batch_key": "big", "member_ids": members},
                 headers=tenant.admin_headers)
     assert f.job_count(session_factory, tenant.id, "coupons.bulk_issue") == 4
+
+
+def test_reminder_days_are_per_template_and_zero_turns_them_off(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    member = make_member(session_factory, tenant.id)
+    now = utcnow()
+    off = make_template(session_factory, tenant.id, "fixed", amount=100, valid_days=30, expiry_reminder_days=0)
+    week = make_template(session_factory, tenant.id, "fixed", amount=100, valid_days=30, expiry_reminder_days=7)
+    give(session_factory, tenant.id, off, member, now=now - dt.timedelta(days=29))  # 1 day left, reminders off
+    six_days = give(session_factory, tenant.id, week, member, now=now - dt.timedelta(days=24))  # 6 days left
+    with unit_of_work(session_factory) as s:
+        assert service.expire_and_remind(s, tenant.id, now) == (0, 1)
+    assert [j.payload["coupon_id"] for j in f.jobs(session_factory, tenant.id, "test.coupons.expiring")] == [six_days]

@@ -74,3 +74,19 @@ def test_claim_with_idempotency_key_returns_the_same_coupon(
     other = client.post(url, headers={**headers, "Idempotency-Key": "tap-2"}).json()
     assert first["id"] == again["id"] != other["id"]
     assert template(session_factory, tenant.id, tpl).issued == 2
+
+
+def test_stopping_a_template_keeps_issued_coupons_usable(
+    client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    member, headers = f.paying_customer(session_factory, tenant.id)
+    sku, _, _ = make_product_sku(session_factory, tenant.id, price=3000)
+    tpl = make_template(session_factory, tenant.id, "fixed", amount=300)
+    c = give(session_factory, tenant.id, tpl, member)
+    r = client.patch(f"/api/admin/v1/coupon-templates/{tpl}", json={"status": "stopped"}, headers=tenant.admin_headers)
+    assert r.status_code == 200
+    r = client.post(f"{STORE}/coupons/templates/{tpl}/claim", headers=headers)
+    assert r.status_code == 409 and r.json()["code"] == "coupon_template_inactive"
+    preview = client.post(f"{STORE}/checkout/preview", json={"items": [{"sku_id": sku, "quantity": 1}]},
+                          headers=headers).json()
+    assert [b["code"] for b in preview["breakdown"] if b["stage"] == "coupons"] == [f"coupon:{c}"]
