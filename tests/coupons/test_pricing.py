@@ -223,6 +223,9 @@ def test_free_shipping_stacks_only_when_both_are_stackable(
                                    payment_timeout=TIMEOUT)
     assert order.freight_amount == 0 and order.payable_amount == 4700
     assert {coupon(session_factory, tenant.id, c).status for c in (ship, stack)} == {"locked"}
+    # The free-shipping coupon records the freight it saved (stats count it as discount given).
+    assert coupon(session_factory, tenant.id, ship).discount_amount == 800
+    assert coupon(session_factory, tenant.id, stack).discount_amount == 300
     assert coupon(session_factory, tenant.id, plain).status == "unused"
 
 

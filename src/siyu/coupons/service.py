@@ -842,12 +842,15 @@ def apply_rows(ctx: PricingContext, rows: list[tuple[MemberCoupon, CouponTemplat
     for cand in sorted(chosen, key=lambda c: c.is_shipping):
         t, c = cand.template, cand.coupon
         if cand.is_shipping:
+            # The freight it saves (weighed already when the pipeline chose it), kept on the
+            # coupon at submit so the stats count it as discount given.
+            saved = cand.value or _shipping_value(ctx, cand)
             for i in cand.lines:
                 ctx.lines[i].flags["free_shipping"] = True
             if len(cand.lines) == len(ctx.lines):
                 ctx.free_shipping = True
-            ctx.entries.append(_shipping_entry(c, t))
-            reserved.append({"coupon_id": c.id, "discount": 0})
+            ctx.entries.append(_shipping_entry(c, t, saved))
+            reserved.append({"coupon_id": c.id, "discount": saved})
             continue
         base = sum(ctx.lines[i].amount for i in cand.lines)
         value = discount_value(t, base)
@@ -868,12 +871,13 @@ def apply_rows(ctx: PricingContext, rows: list[tuple[MemberCoupon, CouponTemplat
                  message=REASON_MESSAGES.get(reason, reason), **cand.details)
 
 
-def _shipping_entry(c: MemberCoupon, t: CouponTemplate) -> Any:
+def _shipping_entry(c: MemberCoupon, t: CouponTemplate, saved: int) -> Any:
     from siyu.orders.pricing import StageEntry
 
     # Zero-amount entry: the saving shows in the freight line; the entry says which coupon did it.
     return StageEntry(COUPONS, f"coupon:{c.id}", _label(t), 0,
-                      {"coupon_id": c.id, "template_id": t.id, "code": c.code, "kind": t.kind})
+                      {"coupon_id": c.id, "template_id": t.id, "code": c.code, "kind": t.kind,
+                       "freight_saved": saved})
 
 
 def lock_for_order(ctx: PricingContext, order_id: int) -> None:
