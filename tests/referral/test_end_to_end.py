@@ -14,14 +14,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.config import Settings
+from siyu.coupons.models import CouponTemplate, MemberCoupon
 from siyu.db.session import unit_of_work
 from siyu.kit.events import subscribe
 from siyu.kit.money import percent_of
 from siyu.kit.timeutil import utcnow
 from siyu.loyalty.models import PointsEntry
+from siyu.referral import service
 from siyu.tenancy import service as tenancy_service
 from siyu.worker.registry import JobContext
 from tests.conftest import Tenant
+from tests.coupons.helpers import make_template
 from tests.factories import aftersales as af
 from tests.factories.payments import job_count, order_lines
 from tests.referral import helpers as h
@@ -47,10 +50,11 @@ def finance_headers(session_factory: sessionmaker[Session], tenant: Tenant) -> d
 def test_invite_reward_commission_withdrawal_flow(
     client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
+    coupon_template = make_template(session_factory, tenant.id)
     h.configure(
         client, tenant,
         inviter_rewards=[{"kind": "points", "points": 100}],
-        invitee_rewards=[{"kind": "points", "points": 50}, {"kind": "coupon", "template_id": 987654321}],
+        invitee_rewards=[{"kind": "points", "points": 50}, {"kind": "coupon", "template_id": coupon_template}],
     )
     rate = 1000  # 10%
     h.create_level(client, tenant, tier1=rate, tier2=0)
@@ -72,8 +76,11 @@ def test_invite_reward_commission_withdrawal_flow(
     h.drain(session_factory, settings, tenant)
     rewards = h.rewards(session_factory, tenant.id)
     assert sorted((r.role, r.kind, r.status) for r in rewards) == [
-        ("invitee", "coupon", "pending"), ("invitee", "points", "granted"), ("inviter", "points", "granted"),
+        ("invitee", "coupon", "granted"), ("invitee", "points", "granted"), ("inviter", "points", "granted"),
     ]
+    with session_factory() as s:
+        wallet = s.scalars(select(MemberCoupon).where(MemberCoupon.merchant_id == tenant.id)).all()
+    assert [(c.member_id, c.template_id, c.source) for c in wallet] == [(b_id, coupon_template, "referral")]
     assert {r.order_id for r in rewards} == {first["id"]}
     with session_factory() as s:
         points = {
@@ -98,7 +105,10 @@ def test_invite_reward_commission_withdrawal_flow(
     assert len(h.rewards(session_factory, tenant.id)) == 3
     assert job_count(session_factory, tenant.id, "test.referral.rewarded") == 1
     (c2,) = h.commissions(session_factory, tenant.id, second["id"])
-    assert c2.amount == percent_of(5000, rate)
+    # (B's referral coupon applied to this order: commission is on what was paid after discounts)
+    assert c2.amount == sum(percent_of(ln.payable_amount, rate) for ln in order_lines(session_factory, tenant.id,
+                                                                                      second["id"]))
+    assert c2.base_amount == second["paid_amount"]
     assert h.account(session_factory, tenant.id, dist_a)["pending"] == c1.amount + c2.amount
     invitees = client.get(f"{h.STORE}/invitees", headers=a_headers).json()["items"]
     assert invitees[0]["has_bought"] is True and invitees[0]["paid_orders"] == 2
@@ -168,20 +178,38 @@ def test_operator_cannot_review_withdrawals(
     assert r.status_code == 403 and r.json()["code"] == "forbidden"
 
 
-def test_refused_reward_stays_pending_and_retry_reports_it(
+def test_refused_reward_stays_pending_until_a_retry_can_grant_it(
     client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
-    """A coupon reward whose template does not exist stays pending with its reason (nothing
-    lost); the retry endpoint tries it again and reports it still pending."""
-    h.configure(client, tenant, invitee_rewards=[{"kind": "coupon", "template_id": 555555555}])
+    """A coupon reward the coupons module refuses (the template is a draft) stays pending with
+    its reason: nothing is lost. Once the template is active again a retry grants it, once."""
+    template_id = make_template(session_factory, tenant.id, status="draft")
+    r = client.put(f"{h.ADMIN}/settings", json={"invitee_rewards": [{"kind": "coupon", "template_id": 987654321}]},
+                   headers=tenant.admin_headers)
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    h.configure(client, tenant, invitee_rewards=[{"kind": "coupon", "template_id": template_id}])
     (sku,) = af.make_product(session_factory, tenant.id, [2000])
     _, a_headers = h.login(client, tenant)
     b_id, b_headers = h.login(client, tenant, inviter=h.code_of(client, a_headers))
     af.paid_order(client, tenant, session_factory, b_headers, [(sku, 1)])
     h.drain(session_factory, settings, tenant)
     (reward,) = h.rewards(session_factory, tenant.id)
-    assert reward.status == "pending" and reward.beneficiary_member_id == b_id and reward.detail
+    assert reward.status == "pending" and reward.beneficiary_member_id == b_id
+    assert reward.detail is not None and reward.detail.startswith("refused: coupon_")
     r = client.post(f"{h.ADMIN}/rewards/retry", headers=tenant.admin_headers)
     assert r.json() == {"granted": 0, "still_pending": 1}
     listed = client.get(f"{h.ADMIN}/rewards", params={"status": "pending"}, headers=tenant.admin_headers).json()
     assert [x["id"] for x in listed["items"]] == [reward.id]
+
+    with unit_of_work(session_factory) as s:
+        template = s.get(CouponTemplate, template_id)
+        assert template is not None
+        template.status = "active"
+    for _ in range(2):
+        with unit_of_work(session_factory) as s:
+            service.retry_pending_rewards(s, tenant.id)
+    (reward,) = h.rewards(session_factory, tenant.id)
+    assert reward.status == "granted" and reward.detail is None
+    with session_factory() as s:
+        wallet = s.scalars(select(MemberCoupon).where(MemberCoupon.merchant_id == tenant.id)).all()
+    assert [(c.member_id, c.template_id) for c in wallet] == [(b_id, template_id)]

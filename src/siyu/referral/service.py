@@ -110,6 +110,7 @@ from siyu.referral.models import (
 )
 from siyu.referral.schemas import (
     ApplyIn,
+    CouponReward,
     LevelIn,
     LevelUpdate,
     RuleIn,
@@ -186,9 +187,25 @@ def config(session: Session, merchant_id: int) -> SettingsIn:
     )
 
 
+def _check_coupon_templates(session: Session, merchant_id: int, data: SettingsIn) -> None:
+    """A coupon reward must name one of the merchant's templates (checked when the coupons
+    module is installed; its issuing rules still apply when the reward is granted)."""
+    ids = {r.template_id for r in [*data.inviter_rewards, *data.invitee_rewards] if isinstance(r, CouponReward)}
+    if not ids:
+        return
+    try:
+        coupons_repo = importlib.import_module("siyu.coupons.repository")
+    except ImportError:
+        return
+    for template_id in sorted(ids):
+        if coupons_repo.template(session, merchant_id, template_id) is None:
+            raise not_found("优惠券模板", "Coupon template")
+
+
 def put_config(session: Session, merchant_id: int, data: SettingsIn, *, actor: Actor) -> SettingsIn:
     if payout.get(data.payout_provider) is None:
         raise DomainError("payout_provider_unknown", name=data.payout_provider)
+    _check_coupon_templates(session, merchant_id, data)
     values = data.model_dump(mode="json")
     row = repo.settings(session, merchant_id)
     if row is None:
