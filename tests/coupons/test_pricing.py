@@ -251,3 +251,21 @@ def test_preview_with_ten_wallet_coupons_runs_one_coupon_query(
             event.remove(s.get_bind(), "before_cursor_execute", _count)
     assert _coupon_entries(out)[0]["amount"] == -1000
     assert len([q for q in statements if "member_coupons" in q]) == 1, statements
+
+
+def test_free_shipping_coupon_that_saves_nothing_is_not_used(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    make_freight_template(session_factory, tenant.id, default=True, free_threshold=20000)  # free from 200.00
+    member = buyer(session_factory, tenant.id)
+    big, _, _ = make_product_sku(session_factory, tenant.id, price=25000)
+    free, _, _ = make_product_sku(session_factory, tenant.id, price=1000, free_shipping=True)
+    ship = give(session_factory, tenant.id, make_template(session_factory, tenant.id, "free_shipping"), member)
+    out = _preview(session_factory, tenant, member, [(big, 1)])
+    assert _coupon_entries(out) == [] and _reasons(out) == {ship: "no_discount"}
+    out = _preview(session_factory, tenant, member, [(free, 1)])
+    assert _coupon_entries(out) == [] and _reasons(out) == {ship: "already_free_shipping"}
+    for items in ([(big, 1)], [(free, 1)]):
+        with pytest.raises(DomainError) as err:
+            _preview(session_factory, tenant, member, items, coupon_ids=[ship])
+        assert err.value.code == "coupon_no_discount"

@@ -772,6 +772,9 @@ def choose(ctx: PricingContext, candidates: list[Candidate]) -> list[Candidate]:
     ship.value = _shipping_value(ctx, ship)
     if stack_s is not None and stack_s is not ship:
         stack_s.value = ship.value if len(stack_s.lines) == len(ship.lines) else _shipping_value(ctx, stack_s)
+    for cand in (ship, stack_s):
+        if cand is not None and cand.value <= 0:
+            cand.reason = "no_discount"  # nothing to ship for a fee
     options: list[list[Candidate]] = []
     if best_d is not None:
         options.append([best_d])
@@ -830,6 +833,10 @@ def apply_rows(ctx: PricingContext, rows: list[tuple[MemberCoupon, CouponTemplat
             cand = by_id.get(cid)
             if cand is None:
                 raise _coupon_not_found()
+            if cand.reason is None and cand.is_shipping:
+                cand.value = _shipping_value(ctx, cand)
+                if cand.value <= 0:
+                    cand.reason = "no_discount"
             if cand.reason is not None:
                 _raise_for(cand)
             chosen.append(cand)
