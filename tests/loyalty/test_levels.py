@@ -108,9 +108,7 @@ def test_yearly_retention_moves_down_one_step_when_growth_falls_short(
     kept, dropped = make_member(session_factory, tenant.id), make_member(session_factory, tenant.id)
     long_ago = utcnow() - dt.timedelta(days=400)
     for member in (kept, dropped):
-        h.award(session_factory, tenant.id, member, 2000, f"up{member}")
-        with unit_of_work(session_factory) as s:
-            service.evaluate_level(s, tenant.id, member, now=long_ago)
+        h.award(session_factory, tenant.id, member, 2000, f"up{member}", now=long_ago)  # upgrades then
     with unit_of_work(session_factory) as s:
         service.add_growth(s, tenant.id, kept, 100, action="test", ref=None, key="g-kept")
         service.add_growth(s, tenant.id, dropped, 99, action="test", ref=None, key="g-dropped")
@@ -177,9 +175,10 @@ def test_paid_card_grants_its_level_for_the_term_and_a_full_refund_in_time_revok
         history = s.scalars(select(LevelHistory).where(LevelHistory.merchant_id == tenant.id,
                                                        LevelHistory.member_id == member).order_by(LevelHistory.id)).all()
     assert card.status == "revoked"
-    # The card is granted first (order.paid), then the rules level is evaluated; the refund revokes.
+    # On order.paid the growth moves the member onto the ladder, then the card lifts the level;
+    # the refund revokes the card and the member falls back to the rules level.
     assert [(x.reason, x.to_level_id) for x in history] == [
-        ("card", levels["高级会员"]), ("upgrade", levels["普通会员"]), ("card_revoked", levels["普通会员"])
+        ("upgrade", levels["普通会员"]), ("card", levels["高级会员"]), ("card_revoked", levels["普通会员"])
     ]
     assert h.level_of(session_factory, tenant.id, member) == "普通会员"
 

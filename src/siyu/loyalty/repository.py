@@ -244,6 +244,11 @@ def ensure_order_points(session: Session, merchant_id: int, order_id: int, membe
 
 
 def member_state(session: Session, merchant_id: int, member_id: int, *, lock: bool = False) -> MemberLoyalty:
+    """The member's loyalty row (created on first use). ``lock=True`` locks the points account
+    first: every path takes the account lock before the member-state lock, so two paths
+    touching one member can never deadlock."""
+    if lock:
+        lock_account(session, merchant_id, member_id)
     if lock or member_state_or_none(session, merchant_id, member_id) is None:
         insert_ignore(
             session, MemberLoyalty.__table__,  # type: ignore[arg-type]

@@ -239,6 +239,8 @@ def award(
     ))
     session.flush()
     _emit_points(session, merchant_id, "points.earned", entry, points)
+    if _ladder_uses(session, merchant_id, "min_points"):
+        evaluate_level(session, merchant_id, member_id, now)
     return entry
 
 
@@ -542,6 +544,8 @@ def add_growth(
     except IntegrityError:
         session.refresh(state)
         return repo.growth_entry_by_key(session, merchant_id, key)
+    if delta > 0 and _ladder_uses(session, merchant_id, "min_growth"):
+        evaluate_level(session, merchant_id, member_id, now)
     return entry
 
 
@@ -550,6 +554,17 @@ def add_growth(
 
 def list_levels(session: Session, merchant_id: int) -> list[Level]:
     return repo.levels(session, merchant_id)
+
+
+def _ladder_uses(session: Session, merchant_id: int, threshold: str) -> bool:
+    """Does any level of the merchant have ``threshold`` set? (read once per session)"""
+    cache = session.info.setdefault("loyalty_ladder", {})
+    if merchant_id not in cache:
+        cache[merchant_id] = {
+            name for lv in repo.levels(session, merchant_id)
+            for name in ("min_spend", "min_points", "min_growth", "min_orders") if getattr(lv, name) is not None
+        }
+    return threshold in cache[merchant_id]
 
 
 def _level_or_404(session: Session, merchant_id: int, level_id: int) -> Level:
@@ -571,6 +586,7 @@ def save_level(session: Session, merchant_id: int, data: LevelIn, *, level_id: i
         for k, v in data.model_dump().items():
             setattr(found, k, v)
     session.flush()
+    session.info.get("loyalty_ladder", {}).pop(merchant_id, None)
     audit.record(session, merchant_id, "loyalty_level", found.id, "saved", actor=actor, data=data.model_dump())
     ensure_schedules(session, merchant_id)
     return found
