@@ -25,7 +25,7 @@ from siyu.referral.models import (
     Withdrawal,
 )
 from siyu.worker.runner import Worker
-from tests.conftest import Tenant
+from tests.conftest import Tenant, unique
 
 ADMIN = "/api/admin/v1/referral"
 STORE = "/api/store/v1/referral"
@@ -142,3 +142,18 @@ def refused(resp: Any, status: int, code: str, before: dict[str, Any], after: di
     assert resp.status_code == status, resp.text
     assert resp.json()["code"] == code, resp.text
     assert after == before
+
+
+def other_tenant(session_factory: sessionmaker[Session]) -> Tenant:
+    """A second merchant with its owner, to check that foreign ids are 404."""
+    from siyu.db.session import unit_of_work
+    from siyu.tenancy import service
+
+    code = unique("m")
+    with unit_of_work(session_factory) as s:
+        merchant = service.create_merchant(s, code=code, name=f"Other {code}")
+        owner = service.create_staff(s, merchant.id, username="owner", password="owner-pass-1", role="owner")
+        token, _ = service.login_staff(
+            s, merchant_code=code, username="owner", password="owner-pass-1", ttl=dt.timedelta(hours=1)
+        )
+        return Tenant(id=merchant.id, code=code, owner_id=owner.id, owner_token=token)

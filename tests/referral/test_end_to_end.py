@@ -165,6 +165,17 @@ def test_invite_reward_commission_withdrawal_flow(
     listed = client.get(f"{h.ADMIN}/commissions", params={"order_id": first["id"]}, headers=fin).json()
     assert [c["id"] for c in listed["items"]] == [c1.id]
 
+    # Program figures and each side's rewards.
+    stats = client.get(f"{h.ADMIN}/stats", headers=tenant.admin_headers).json()
+    assert (stats["bound_members"], stats["converted_members"]) == (1, 1)
+    assert stats["rewards"] == {"granted": 3} and stats["distributors"] == {"approved": 1}
+    assert stats["commissions"] == {"settled": {"count": 1, "amount": c1.amount},
+                                    "pending": {"count": 1, "amount": c2.amount}}
+    assert stats["withdrawals"] == {"paid": {"count": 1, "amount": c1.amount}}
+    mine = client.get(f"{h.STORE}/rewards", headers=a_headers).json()["items"]
+    assert [(x["role"], x["points"], x["status"]) for x in mine] == [("inviter", 100, "granted")]
+    assert len(client.get(f"{h.STORE}/rewards", headers=b_headers).json()["items"]) == 2
+
 
 def test_operator_cannot_review_withdrawals(
     client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]

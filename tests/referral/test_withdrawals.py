@@ -188,3 +188,24 @@ def test_a_movement_applies_once_per_key(
     acct = h.account(session_factory, tenant.id, distributor["id"])
     assert acct["pending"] == 700
     assert h.ledger_sums(session_factory, tenant.id, distributor["id"]) == acct
+
+
+def test_another_merchants_ids_are_404(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session], distributor: dict[str, Any]
+) -> None:
+    wd = _request(client, distributor["headers"], 500).json()
+    other = h.other_tenant(session_factory)
+    before = h.snapshot(session_factory, tenant.id)
+    for method, path, body in (
+        ("post", f"/withdrawals/{wd['id']}/approve", {}),
+        ("post", f"/withdrawals/{wd['id']}/mark-paid", {"reference": "x"}),
+        ("post", f"/distributors/{distributor['id']}/approve", {}),
+        ("get", f"/distributors/{distributor['id']}", None),
+        ("get", f"/distributors/{distributor['id']}/statement", None),
+        ("get", f"/members/{distributor['member_id']}", None),
+    ):
+        r = client.request(method.upper(), f"{h.ADMIN}{path}", json=body, headers=other.admin_headers)
+        assert r.status_code == 404, (path, r.text)
+    assert h.snapshot(session_factory, tenant.id) == before
+    listed = client.get(f"{h.ADMIN}/withdrawals", headers=other.admin_headers).json()
+    assert listed["total"] == 0

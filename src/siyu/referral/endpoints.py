@@ -46,6 +46,7 @@ from siyu.referral.schemas import (
     RuleUpdate,
     SettingsIn,
     SettingsOut,
+    StatsOut,
     WithdrawalIn,
     WithdrawalOut,
 )
@@ -107,6 +108,11 @@ def put_settings(
     body: SettingsIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
 ) -> SettingsOut:
     return SettingsOut.model_validate(service.put_config(session, p.merchant_id, body, actor=p.actor).model_dump())
+
+
+@admin.get("/stats", response_model=StatsOut, summary="Bindings, conversions, rewards, commissions, withdrawals")
+def stats(session: DbSession, p: StaffPrincipal = Depends(require("promotions:read"))) -> StatsOut:
+    return StatsOut.model_validate(repo.stats(session, p.merchant_id))
 
 
 @admin.get("/rewards", response_model=Page[RewardOut])
@@ -349,6 +355,14 @@ def bind(body: BindIn, customer: Customer, session: DbSession) -> BindOut:
     assert prof.inviter_member_id is not None and prof.bound_at is not None
     return BindOut(member_id=prof.member_id, inviter_member_id=prof.inviter_member_id, bound_at=prof.bound_at,
                    changed=changed)
+
+
+@store.get("/rewards", response_model=Page[RewardOut], summary="My referral rewards (as inviter or invitee)")
+def my_rewards(customer: Customer, session: DbSession, params: PageParams = Depends(page_params)) -> Page[RewardOut]:
+    stmt = repo.search_rewards(customer.merchant_id, None, customer.member_id).order_by(ReferralReward.id.desc())
+    rows, total = paginate(session, stmt, params)
+    return Page(items=[RewardOut.model_validate(r) for r in rows], total=total, page=params.page,
+                page_size=params.page_size)
 
 
 @store.get("/invitees", response_model=Page[InviteeOut], summary="Who I invited, and who bought")

@@ -472,3 +472,53 @@ def search_withdrawals(merchant_id: int, *, status: str | None = None, distribut
     if distributor_id is not None:
         stmt = stmt.where(Withdrawal.distributor_id == distributor_id)
     return stmt
+
+
+# -- stats -------------------------------------------------------------------------------------
+
+
+def stats(session: Session, merchant_id: int) -> dict[str, Any]:
+    """Program figures for the operator: bindings, converted invitees, money by status."""
+    bound = session.scalar(
+        select(func.count()).where(ReferralProfile.merchant_id == merchant_id,
+                                   ReferralProfile.inviter_member_id.is_not(None))
+    ) or 0
+    converted = session.scalar(
+        select(func.count()).where(ReferralProfile.merchant_id == merchant_id,
+                                   ReferralProfile.inviter_member_id.is_not(None),
+                                   ReferralProfile.first_paid_order_id.is_not(None))
+    ) or 0
+    rewards = dict(
+        session.execute(
+            select(ReferralReward.status, func.count()).where(ReferralReward.merchant_id == merchant_id)
+            .group_by(ReferralReward.status)
+        ).all()
+    )
+    net = Commission.amount - Commission.reversed_amount
+    commissions = {
+        str(st): (int(n), int(total or 0))
+        for st, n, total in session.execute(
+            select(Commission.status, func.count(), func.sum(net)).where(Commission.merchant_id == merchant_id)
+            .group_by(Commission.status)
+        ).all()
+    }
+    withdrawals = {
+        str(st): (int(n), int(total or 0))
+        for st, n, total in session.execute(
+            select(Withdrawal.status, func.count(), func.sum(Withdrawal.amount))
+            .where(Withdrawal.merchant_id == merchant_id).group_by(Withdrawal.status)
+        ).all()
+    }
+    distributors = dict(
+        session.execute(
+            select(Distributor.status, func.count()).where(Distributor.merchant_id == merchant_id)
+            .group_by(Distributor.status)
+        ).all()
+    )
+    return {
+        "bound_members": int(bound), "converted_members": int(converted),
+        "rewards": {str(k): int(v) for k, v in rewards.items()},
+        "distributors": {str(k): int(v) for k, v in distributors.items()},
+        "commissions": {k: {"count": n, "amount": a} for k, (n, a) in commissions.items()},
+        "withdrawals": {k: {"count": n, "amount": a} for k, (n, a) in withdrawals.items()},
+    }

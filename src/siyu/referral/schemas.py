@@ -291,3 +291,17 @@ class WithdrawalOut(BaseModel):
 class RetryOut(BaseModel):
     granted: int
     still_pending: int
+
+
+class CountAmount(BaseModel):
+    count: int
+    amount: int
+
+
+class StatsOut(BaseModel):
+    bound_members: int = Field(description="members bound to an inviter")
+    converted_members: int = Field(description="bound members who paid an order")
+    rewards: dict[str, int] = Field(description="reward rows by status")
+    distributors: dict[str, int] = Field(description="distributors by status")
+    commissions: dict[str, CountAmount] = Field(description="by status; amount net of reversals, fen")
+    withdrawals: dict[str, CountAmount] = Field(description="by status, fen")
