@@ -138,13 +138,20 @@ class Compiler:
             *self._window(Event.occurred_at, node.within_days, node.since, node.until),
             *(_property(f) for f in node.where),
         ]
-        grouped = select(Event.member_id).where(*conds).group_by(Event.member_id)
         n = node.count
+        # "at least once" / "never" are (NOT) EXISTS on the member's own events: PostgreSQL plans
+        # them as a semi/anti join and picks a hash join or per-member index probes
+        # (merchant_id, member_id, name, occurred_at) by the estimates, so a selective segment
+        # does not aggregate every event of the window.
+        if (node.op == "gte" and n == 1) or (node.op in ("eq", "lte") and n == 0):
+            mine = exists().where(*conds, Event.member_id == Member.id)
+            return mine if node.op == "gte" else not_(mine)
+        grouped = select(Event.member_id).where(*conds).group_by(Event.member_id)
         if node.op == "gte":
             return true() if n == 0 else Member.id.in_(grouped.having(func.count() >= n))
         if node.op == "lte":
             return not_(Member.id.in_(grouped.having(func.count() > n)))
-        return not_(Member.id.in_(grouped)) if n == 0 else Member.id.in_(grouped.having(func.count() == n))
+        return Member.id.in_(grouped.having(func.count() == n))
 
     def _purchase(self, node: PurchaseNode) -> ColumnElement[bool]:
         o = om.Order
@@ -168,6 +175,9 @@ class Compiler:
             stmt = select(o.member_id).select_from(o)
             amount = func.sum(o.paid_amount - o.refunded_amount)
             count = func.count()
+        if node.min_orders <= 1 and node.min_amount is None:
+            # "bought at least once": EXISTS on the member's orders (see _behavior)
+            return stmt.where(*conds, o.member_id == Member.id).exists()
         having = [count >= node.min_orders]
         if node.min_amount is not None:
             having.append(amount >= node.min_amount)

@@ -57,7 +57,13 @@ class Preview:
 def preview(session: Session, merchant_id: int, definition: SegmentDefinition, *, sample: int = 20, now: dt.datetime | None = None) -> Preview:
     compiler = Compiler(session, merchant_id, now or utcnow())
     ids = compiler.members(definition.root).subquery()
-    count = session.scalar(select(func.count()).select_from(ids)) or 0
+    # One evaluation of the definition gives both the count (a window count over all matches)
+    # and the first ids of the sample; the details are then read for those ids only.
+    first = session.execute(
+        select(ids.c.id, func.count().over()).order_by(ids.c.id).limit(max(sample, 1))
+    ).all()
+    count = int(first[0][1]) if first else 0
+    sample_ids = [int(r[0]) for r in first[:sample]]
     rows = session.execute(
         select(
             Member.id, Member.nickname, Member.gender, Member.city, Member.registered_at,
@@ -65,9 +71,8 @@ def preview(session: Session, merchant_id: int, definition: SegmentDefinition, *
             MemberStats.last_order_at,
         )
         .outerjoin(MemberStats, and_(MemberStats.merchant_id == Member.merchant_id, MemberStats.member_id == Member.id))
-        .where(Member.merchant_id == merchant_id, Member.id.in_(select(ids.c.id)))
+        .where(Member.merchant_id == merchant_id, Member.id.in_(sample_ids))
         .order_by(Member.id)
-        .limit(sample)
     ).all()
     keys = ("member_id", "nickname", "gender", "city", "registered_at", "lifecycle_stage", "paid_orders", "paid_total", "last_order_at")
     return Preview(count=int(count), sample=[dict(zip(keys, r, strict=True)) for r in rows])
