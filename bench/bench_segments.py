@@ -100,6 +100,8 @@ def main() -> None:
         orders = s.scalar(select(func.count()).select_from(Order).where(Order.merchant_id == mid)) or 0
         events = s.scalar(select(func.count()).select_from(Event).where(Event.merchant_id == mid)) or 0
         now = s.scalar(select(func.max(Event.occurred_at)).where(Event.merchant_id == mid))
+    if now is None:
+        raise SystemExit(f"merchant {args.merchant!r} has no events: run bench/gen_data.py first")
     print(f"machine: {machine()}")
     print(f"scale: {members:,} members, {orders:,} orders, {events:,} events (merchant {args.merchant}, as of {now:%Y-%m-%d %H:%M} UTC)")
 
