@@ -245,3 +245,23 @@ def test_refund_handler_runs_once_per_refund(session_factory: sessionmaker[Sessi
         with unit_of_work(session_factory) as s:
             service.on_order_refunded(s, tenant.id, order.id, 777, 5000, full=False, now=utcnow() + dt.timedelta(hours=1))
     assert h.balance(session_factory, tenant.id, member) == 50
+
+
+def test_a_refund_handled_before_the_paid_job_is_netted_when_the_order_is_counted(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    from tests.factories.orders import submit_order
+
+    member = f.buyer(session_factory, tenant.id)
+    sku = make_sku(session_factory, tenant.id, price=10000, free_shipping=True)
+    order = submit_order(session_factory, tenant.id, member, [(sku, 1)])
+    with unit_of_work(session_factory) as s:
+        orders_service.mark_paid(s, tenant.id, order.id, amount=10000, paid_at=utcnow(), actor=h.SYSTEM)
+        service.on_order_refunded(s, tenant.id, order.id, 991, 2500, full=False)  # the refund job ran first
+    with unit_of_work(session_factory) as s:
+        service.on_order_paid(s, tenant.id, order.id)
+    with session_factory() as s:
+        summary = service.summary(s, tenant.id, member)
+    assert summary.paid_spend == 7500
+    assert h.balance(session_factory, tenant.id, member) == 100 - 100 * 2500 // 10000
+    assert summary.growth == 100 - 100 * 2500 // 10000

@@ -840,7 +840,7 @@ def on_order_paid(session: Session, merchant_id: int, order_id: int, now: dt.dat
         op.paid_counted = True
         op.paid_amount = order.paid_amount
         state = repo.member_state(session, merchant_id, order.member_id, lock=True)
-        state.paid_spend += order.paid_amount
+        state.paid_spend += max(0, order.paid_amount - op.refunded_amount)  # a refund seen first is netted here
         state.paid_orders += 1
         goods_paid = max(0, order.paid_amount - order.freight_amount)
         growth = goods_paid * rules.earn.growth_per_yuan // 100
@@ -911,8 +911,9 @@ def on_order_refunded(
     if not op.paid_amount:
         op.paid_amount = order.paid_amount
     op.refunded_amount = min(op.paid_amount, op.refunded_amount + amount)
-    state = repo.member_state(session, merchant_id, order.member_id, lock=True)
-    state.paid_spend = max(0, state.paid_spend - amount)
+    if op.paid_counted:  # otherwise the paid handler nets this refund when it counts the order
+        state = repo.member_state(session, merchant_id, order.member_id, lock=True)
+        state.paid_spend = max(0, state.paid_spend - amount)
     session.flush()
     _sync_refunds(session, merchant_id, op, full=full, now=now, refund_id=refund_id)
     if full:
