@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.coupons import service
 from siyu.db.session import unit_of_work
 from siyu.kit.audit import AuditEvent
+from siyu.kit.errors import DomainError
 from siyu.orders import checkout
 from siyu.orders.schemas import CheckoutIn
 from tests.conftest import Tenant
 from tests.coupons.helpers import STORE, coupon, give, make_product_sku, make_template, template
 from tests.factories import payments as f
-from tests.factories.orders import buyer
+from tests.factories.orders import buyer, make_member
 
 TIMEOUT = dt.timedelta(minutes=30)
 
@@ -90,3 +92,19 @@ def test_stopping_a_template_keeps_issued_coupons_usable(
     preview = client.post(f"{STORE}/checkout/preview", json={"items": [{"sku_id": sku, "quantity": 1}]},
                           headers=headers).json()
     assert [b["code"] for b in preview["breakdown"] if b["stage"] == "coupons"] == [f"coupon:{c}"]
+
+
+def test_issue_key_reused_for_another_member_or_template_is_refused(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    a, b = make_member(session_factory, tenant.id), make_member(session_factory, tenant.id)
+    t1 = make_template(session_factory, tenant.id, "fixed", amount=100)
+    t2 = make_template(session_factory, tenant.id, "fixed", amount=200)
+    with unit_of_work(session_factory) as s:
+        first = service.issue_to_member(s, tenant.id, t1, a, source="api:lottery", idempotency_key="prize-1")
+        assert service.issue_to_member(s, tenant.id, t1, a, source="api:lottery", idempotency_key="prize-1") is first
+    for template_id, member_id in ((t1, b), (t2, a)):
+        with pytest.raises(DomainError) as err, unit_of_work(session_factory) as s:
+            service.issue_to_member(s, tenant.id, template_id, member_id, source="api", idempotency_key="prize-1")
+        assert err.value.code == "idempotency_key_reused"
+    assert template(session_factory, tenant.id, t1).issued == 1 and template(session_factory, tenant.id, t2).issued == 0

@@ -378,7 +378,7 @@ def issue_to_member(
         raise DomainError("idempotency_key_required")
     existing = repo.coupon_by_key(session, merchant_id, key)
     if existing is not None:
-        return existing
+        return _replay(existing, template_id, member_id)
     now = now or utcnow()
     t = repo.template(session, merchant_id, template_id)
     if t is None:
@@ -405,19 +405,26 @@ def issue_to_member(
         winner = repo.coupon_by_key(session, merchant_id, key)
         if winner is None:
             raise
-        return winner
+        return _replay(winner, template_id, member_id)
     except DomainError:
         # A concurrent call with the same key may have taken the last unit or slot and committed
         # while we waited on the row lock: that is a retry of ours, so answer with its coupon.
         winner = repo.coupon_by_key(session, merchant_id, key)
         if winner is None:
             raise
-        return winner
+        return _replay(winner, template_id, member_id)
     session.expire(t, ["issued"])
     emit(session, merchant_id, "coupon.issued",
          {"coupon_id": coupon.id, "template_id": t.id, "member_id": member_id, "source": coupon.source},
          key=f"coupon:{coupon.id}")
     return coupon
+
+
+def _replay(existing: MemberCoupon, template_id: int, member_id: int) -> MemberCoupon:
+    """A retry returns the first coupon; the same key for another member or template is a mistake."""
+    if existing.member_id != member_id or existing.template_id != template_id:
+        raise DomainError("idempotency_key_reused")
+    return existing
 
 
 def claim(
