@@ -18,6 +18,16 @@ Wallet lifecycle::
       └── order.cancelled / full refund ◄────┴─────────────────────┘   (expired if past validity)
     unused ──expiry job──► expired        unused ──operator──► voided
 
+Pricing (the COUPONS stage, ``apply_to_pricing``): one query loads the member's wallet with
+the templates. A coupon applies to the lines in its scope (all / categories / products, minus
+excluded products) whose product allows coupons and that no earlier activity flagged
+``no_coupon``, on what the earlier stages left (``line.amount``); its threshold is checked
+against those lines. Stacking: one coupon per order, except that a *stackable* discount coupon
+(fixed / percent / threshold) and a *stackable* free-shipping coupon may be used together. With
+no explicit choice the combination that takes the most off (freight included) is picked — ties
+go to the coupon that expires first — and every other wallet coupon gets a note with its
+reason; an explicit choice that does not apply is an error with a specific code.
+
 Services never commit.
 """
 
