@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import random
 import sys
 import tempfile
@@ -137,6 +138,8 @@ def main() -> None:
 
     for body in bodies[:50]:  # warm-up (imports, stage loading, connection pool)
         one(body)
+    stage_ms = _time_stages()
+    load_before = os.getloadavg()[0]
     latencies, with_coupon, refused = [], 0, 0
     for i in range(args.previews):
         ms, stages, coupons_used = one(bodies[i % len(bodies)])
@@ -148,6 +151,30 @@ def main() -> None:
           f"10 wallet coupons; {args.previews} previews (1-4 lines, half asking for the add-on)")
     print(f"checkout preview: {summary(latencies)}, max {max(latencies):.1f} ms, p99.9 {percentile(latencies, 99.9):.1f} ms")
     print(f"previews with a coupon applied: {with_coupon}; add-on refused under threshold: {refused}")
+    print("per stage (mean ms): " + ", ".join(
+        f"{name} {sum(v) / len(v):.2f}" for name, v in sorted(stage_ms.items(), key=lambda kv: -sum(kv[1])) if v))
+    print(f"load average (1 min) before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
+def _time_stages() -> dict[str, list[float]]:
+    """Wrap every registered stage to time it (the registry is the pipeline's own list)."""
+    from siyu.orders import pricing
+
+    pricing.load_stage_modules()
+    times: dict[str, list[float]] = {}
+    for stage, fns in pricing._REGISTRY.items():
+        wrapped = []
+        for name, fn in fns:
+            samples = times.setdefault(name, [])
+
+            def timed(ctx: pricing.PricingContext, fn: pricing.StageFn = fn, samples: list[float] = samples) -> None:
+                start = time.perf_counter()
+                fn(ctx)
+                samples.append((time.perf_counter() - start) * 1000)
+
+            wrapped.append((name, timed))
+        pricing._REGISTRY[stage] = wrapped
+    return times
 
 
 if __name__ == "__main__":

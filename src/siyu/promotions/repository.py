@@ -8,9 +8,23 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, Table, delete, exists, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    Table,
+    cast,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from siyu.catalog.models import Product, Sku
@@ -90,17 +104,62 @@ def has_paid_order(session: Session, merchant_id: int, member_id: int) -> bool:
     return bool(session.scalar(stmt))
 
 
-def has_first_order_claim(session: Session, merchant_id: int, member_id: int) -> bool:
-    stmt = select(exists().where(FirstOrderClaim.merchant_id == merchant_id, FirstOrderClaim.member_id == member_id))
-    return bool(session.scalar(stmt))
 
 
-def first_order_eligible(session: Session, merchant_id: int, member_id: int) -> bool:
-    """No paid order and no first-order claim (pending first-order special), in one round trip."""
-    paid = exists().where(Order.merchant_id == merchant_id, Order.member_id == member_id, Order.paid_at.is_not(None))
-    claimed = exists().where(FirstOrderClaim.merchant_id == merchant_id, FirstOrderClaim.member_id == member_id)
-    row = session.execute(select(paid, claimed)).one()
-    return not row[0] and not row[1]
+
+
+@dataclass
+class PricingFacts:
+    first_order_eligible: bool = False
+    member_units: dict[int, int] = field(default_factory=dict)
+    add_on_sold: dict[tuple[int, int], int] = field(default_factory=dict)
+
+
+def pricing_facts(
+    session: Session, merchant_id: int, member_id: int | None, *, limited_ids: Iterable[int],
+    add_on_ids: Iterable[int], first_order: bool,
+) -> PricingFacts:
+    """Everything the promotion stages need about the member and the add-on stock, in one round
+    trip (``UNION ALL`` of tagged rows): units held per limited promotion, add-on units sold,
+    and whether the member has a paid order or a first-order claim."""
+    limited, add_ons = sorted(set(limited_ids)), sorted(set(add_on_ids))
+    zero = literal(0, BigInteger)
+    parts: list[Any] = []
+    if member_id is not None and limited:
+        parts.append(
+            select(literal("units"), PromotionMemberCounter.promotion_id, zero,
+                   cast(PromotionMemberCounter.units, BigInteger)).where(
+                PromotionMemberCounter.merchant_id == merchant_id,
+                PromotionMemberCounter.member_id == member_id,
+                PromotionMemberCounter.promotion_id.in_(limited),
+            )
+        )
+    if add_ons:
+        parts.append(
+            select(literal("sold"), PromotionSkuCounter.promotion_id, PromotionSkuCounter.sku_id,
+                   cast(PromotionSkuCounter.sold, BigInteger)).where(
+                PromotionSkuCounter.merchant_id == merchant_id, PromotionSkuCounter.promotion_id.in_(add_ons)
+            )
+        )
+    if member_id is not None and first_order:
+        paid = exists().where(Order.merchant_id == merchant_id, Order.member_id == member_id, Order.paid_at.is_not(None))
+        claimed = exists().where(FirstOrderClaim.merchant_id == merchant_id, FirstOrderClaim.member_id == member_id)
+        parts.append(select(literal("used"), zero, zero, zero).where(or_(paid, claimed)))
+        parts.append(select(literal("first"), zero, zero, zero))
+    facts = PricingFacts()
+    if not parts:
+        return facts
+    stmt: Any = parts[0] if len(parts) == 1 else union_all(*parts)
+    used = False
+    for tag, a, b, value in session.execute(stmt).all():
+        if tag == "units":
+            facts.member_units[int(a)] = int(value)
+        elif tag == "sold":
+            facts.add_on_sold[(int(a), int(b))] = int(value)
+        elif tag == "used":
+            used = True
+    facts.first_order_eligible = member_id is not None and first_order and not used
+    return facts
 
 
 def member_units(session: Session, merchant_id: int, member_id: int, promotion_ids: Iterable[int]) -> dict[int, int]:
@@ -115,14 +174,6 @@ def member_units(session: Session, merchant_id: int, member_id: int, promotion_i
     return {int(pid): int(units) for pid, units in session.execute(stmt).all()}
 
 
-def add_on_sold(session: Session, merchant_id: int, promotion_ids: Iterable[int]) -> dict[tuple[int, int], int]:
-    ids = sorted(set(promotion_ids))
-    if not ids:
-        return {}
-    stmt = select(PromotionSkuCounter.promotion_id, PromotionSkuCounter.sku_id, PromotionSkuCounter.sold).where(
-        PromotionSkuCounter.merchant_id == merchant_id, PromotionSkuCounter.promotion_id.in_(ids)
-    )
-    return {(int(p), int(s)): int(sold) for p, s, sold in session.execute(stmt).all()}
 
 
 # -- guards (conditional updates) ------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
@@ -535,7 +535,7 @@ def apply_item_promotions(
 
 
 _LIVE = "siyu.promotions.live"
-_UNITS = "siyu.promotions.member_units"
+_FACTS = "siyu.promotions.facts"
 
 
 def live_promotions(ctx: PricingContext) -> list[Promotion]:
@@ -547,22 +547,29 @@ def live_promotions(ctx: PricingContext) -> list[Promotion]:
         return list(cached[1])
     promos = repo.live(ctx.session, ctx.merchant_id, ITEM_KINDS + ORDER_KINDS, ctx.now)
     ctx.session.info[_LIVE] = (key, promos)
-    ctx.session.info.pop(_UNITS, None)
     return list(promos)
 
 
-def member_units(ctx: PricingContext, promos: list[Promotion]) -> dict[int, int]:
-    """The member's units of every live promotion with a per-member limit (one query per run)."""
-    if ctx.member_id is None:
-        return {}
+def pricing_facts(ctx: PricingContext) -> repo.PricingFacts:
+    """Member units, add-on stock sold and first-order eligibility: one query per pricing run,
+    made by the first stage that needs any of it (for every live promotion, so the second stage
+    finds it ready)."""
     key = (id(ctx), ctx.merchant_id, ctx.member_id, ctx.now)
-    cached = ctx.session.info.get(_UNITS)
+    cached = ctx.session.info.get(_FACTS)
     if cached is not None and cached[0] == key:
-        return dict(cached[1])
-    limited = [p.id for p in live_promotions(ctx) if p.per_member_limit is not None]
-    units = repo.member_units(ctx.session, ctx.merchant_id, ctx.member_id, limited) if limited else {}
-    ctx.session.info[_UNITS] = (key, units)
-    return dict(units)
+        return cast(repo.PricingFacts, cached[1])
+    promos = live_promotions(ctx)
+    skus = {ln.sku_id for ln in ctx.lines}
+    facts = repo.pricing_facts(
+        ctx.session, ctx.merchant_id, ctx.member_id,
+        limited_ids=[p.id for p in promos if p.per_member_limit is not None],
+        add_on_ids=[p.id for p in promos if p.kind == ADD_ON],
+        first_order=any(
+            p.kind == FIRST_ORDER and any(it.get("sku_id") in skus for it in p.rules.get("items", [])) for p in promos
+        ),
+    )
+    ctx.session.info[_FACTS] = (key, facts)
+    return facts
 
 
 def item_stage(ctx: PricingContext) -> None:
@@ -581,11 +588,9 @@ def item_stage(ctx: PricingContext) -> None:
     if not relevant:
         return
     facts = ItemFacts()
-    if ctx.member_id is not None:
-        if any(p.kind == FIRST_ORDER for p in relevant):
-            facts.first_order_eligible = repo.first_order_eligible(ctx.session, ctx.merchant_id, ctx.member_id)
-        if any(p.per_member_limit is not None for p in relevant):
-            facts.member_units = member_units(ctx, promos)
+    if ctx.member_id is not None and any(p.kind == FIRST_ORDER or p.per_member_limit is not None for p in relevant):
+        found = pricing_facts(ctx)
+        facts.first_order_eligible, facts.member_units = found.first_order_eligible, found.member_units
     apply_item_promotions(ctx, relevant, facts, requested)
 
 
@@ -842,19 +847,23 @@ def order_stage(ctx: PricingContext) -> None:
         return
     facts = OrderFacts()
     session, merchant_id = ctx.session, ctx.merchant_id
-    if any(p.per_member_limit is not None for p in promos):
-        facts.member_units = member_units(ctx, promos)
-    add_ons = [p.id for p in promos if p.kind == ADD_ON]
-    facts.add_on_sold = repo.add_on_sold(session, merchant_id, add_ons) if add_ons else {}
-    # Every SKU this stage may add (gifts, requested add-ons) in one query.
+    if any(p.per_member_limit is not None or p.kind == ADD_ON for p in promos):
+        known = pricing_facts(ctx)
+        facts.member_units, facts.add_on_sold = known.member_units, known.add_on_sold
+    # Every SKU this stage may add (gifts, requested add-ons), in one query on first need.
     sku_ids = {r.sku_id for r in requests}
     for p in promos:
         if p.kind == SPEND_GIFT:
             sku_ids |= {int(t["gift_sku_id"]) for t in p.rules.get("tiers", [])}
-    found = repo.skus_with_products(session, merchant_id, sku_ids) if sku_ids else {}
+    loaded: dict[int, tuple[Any, Any]] = {}
+
+    def found_pair(sku_id: int) -> tuple[Any, Any] | None:
+        if not loaded and sku_ids:
+            loaded.update(repo.skus_with_products(session, merchant_id, sku_ids))
+        return loaded.get(sku_id)
 
     def load_line(sku_id: int, quantity: int) -> PricedLine:
-        pair = found.get(sku_id)
+        pair = found_pair(sku_id)
         if pair is None:
             raise DomainError("sku_not_found", sku_id=sku_id)
         sku, product = pair
@@ -870,7 +879,7 @@ def order_stage(ctx: PricingContext) -> None:
         )
 
     def stock_of(sku_id: int) -> int:
-        pair = found.get(sku_id)
+        pair = found_pair(sku_id)
         return pair[0].stock if pair is not None else 0
 
     facts.load_line, facts.stock_of = load_line, stock_of
