@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from siyu.catalog.models import Sku
 from siyu.config import Settings
 from siyu.orders.models import Order
 from siyu.promotions.models import (
@@ -330,3 +331,48 @@ def test_usage_stats_count_paid_orders_and_reverse_cancelled_ones(
     assert stats["discount"] == 2000 and stats["gmv"] == paid["payable_amount"] == 28000
     assert stats["gmv_per_discount"] == 14.0
     assert pending["payable_amount"] == 18000
+
+
+def test_order_promotion_limit_counts_orders_per_member(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    sku = _sku(session_factory, tenant, 10000)
+    create_promotion(client, tenant, "spend_save", {"tiers": [{"threshold": 20000, "discount": 2000}]},
+                     per_member_limit=1)
+    headers = shopper(client, tenant)
+    first = submit(client, headers, [(sku, 2)])
+    assert first.json()["payable_amount"] == 18000
+    out = preview(client, headers, [(sku, 2)]).json()
+    assert out["payable_amount"] == 20000
+    assert [n["code"] for n in out["notes"]["order_promotions"]] == ["promotion_limit_reached"]
+    assert preview(client, shopper(client, tenant), [(sku, 2)]).json()["payable_amount"] == 18000
+    client.post(f"{STORE}/orders/{first.json()['id']}/cancel", headers=headers)
+    drain(session_factory, settings, tenant)
+    assert preview(client, headers, [(sku, 2)]).json()["payable_amount"] == 18000
+
+
+def test_scope_counts_only_the_lines_of_its_categories(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    from siyu.catalog.models import Category, Product
+    from siyu.db.session import unit_of_work
+
+    frames, lenses = _sku(session_factory, tenant, 20000), _sku(session_factory, tenant, 20000)
+    with unit_of_work(session_factory) as s:
+        category = Category(merchant_id=tenant.id, name="镜框")
+        s.add(category)
+        s.flush()
+        sku_row = s.get(Sku, frames)
+        assert sku_row is not None
+        product = s.get(Product, sku_row.product_id)
+        assert product is not None
+        product.category_id = category.id
+        category_id = category.id
+    create_promotion(client, tenant, "spend_save", {"scope": {"type": "categories", "ids": [category_id]},
+                                                    "tiers": [{"threshold": 30000, "discount": 3000}]})
+    headers = shopper(client, tenant)
+    out = preview(client, headers, [(frames, 1), (lenses, 1)]).json()  # only ¥200 in the category
+    assert entries(out, "order_promotions") == []
+    out = preview(client, headers, [(frames, 2), (lenses, 1)]).json()
+    assert entries(out, "order_promotions")[0]["amount"] == -3000
+    assert "order_promotions" not in out["lines"][1]["discounts"]  # the lens line takes no part
