@@ -195,8 +195,14 @@ def buy(
     if not created:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
-    return OrderDetailOut(
+    out = OrderDetailOut(
         **OrderOut.model_validate(order).model_dump(),
         lines=[OrderLineOut.model_validate(ln) for ln in orders_service.order_lines(session, order.merchant_id, order.id)],
         shipments=[],
     )
+    # Commit here, in the endpoint's worker thread, rather than in the session dependency's exit:
+    # this transaction holds the hot item row, and the dependency's exit needs a second hop into
+    # the (40-thread) threadpool, whose threads may all be taken by buyers waiting on that very
+    # row: a stall until the pool times out. The dependency's own commit then has nothing to do.
+    session.commit()
+    return out
