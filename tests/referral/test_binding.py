@@ -32,7 +32,11 @@ def test_self_invite_is_refused(client: TestClient, tenant: Tenant, session_fact
     _, a = h.login(client, tenant)
     code = h.code_of(client, a)
     before = h.snapshot(session_factory, tenant.id)
-    h.refused(h.bind(client, a, code), 422, "referral_self_invite", before, h.snapshot(session_factory, tenant.id))
+    r = h.bind(client, a, code)
+    h.refused(r, 422, "referral_self_invite", before, h.snapshot(session_factory, tenant.id))
+    assert r.json()["message"] == "不能邀请自己"
+    r = client.post(f"{h.STORE}/bind", json={"code": code}, headers={**a, "Accept-Language": "en"})
+    assert r.json()["message"] == "You cannot invite yourself"
 
 
 def test_unknown_code_is_refused(client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]) -> None:
