@@ -7,6 +7,7 @@ conditional on the current status, so each happens exactly once.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Select,
     Table,
+    bindparam,
     cast,
     delete,
     exists,
@@ -61,28 +63,47 @@ def search(merchant_id: int, kind: str | None = None, status: str | None = None)
     return stmt
 
 
+# The pricing-path queries are built once with bound parameters: building SQLAlchemy expressions
+# is most of their cost on every checkout preview, and a prebuilt statement also reuses its
+# compiled form (its cache key is memoised).
+
+
+@functools.cache
+def _live_stmt() -> Any:
+    return (
+        select(Promotion)
+        .where(
+            Promotion.merchant_id == bindparam("merchant_id"),
+            Promotion.status == ACTIVE,
+            Promotion.kind.in_(bindparam("kinds", expanding=True)),
+            Promotion.starts_at <= bindparam("now"),
+            Promotion.ends_at > bindparam("now"),
+        )
+        .order_by(Promotion.id)
+    )
+
+
 def live(session: Session, merchant_id: int, kinds: Iterable[str], now: dt.datetime) -> list[Promotion]:
     """Activated promotions of these kinds whose window contains ``now``, oldest first."""
-    stmt = select(Promotion).where(
-        Promotion.merchant_id == merchant_id,
-        Promotion.status == ACTIVE,
-        Promotion.kind.in_(list(kinds)),
-        Promotion.starts_at <= now,
-        Promotion.ends_at > now,
+    params = {"merchant_id": merchant_id, "kinds": list(kinds), "now": now}
+    return list(session.scalars(_live_stmt(), params))
+
+
+@functools.cache
+def _skus_stmt() -> Any:
+    return (
+        select(Sku, Product)
+        .join(Product, (Product.id == Sku.product_id) & (Product.merchant_id == Sku.merchant_id))
+        .where(Sku.merchant_id == bindparam("merchant_id"), Sku.id.in_(bindparam("ids", expanding=True)))
     )
-    return list(session.scalars(stmt.order_by(Promotion.id)))
 
 
 def skus_with_products(session: Session, merchant_id: int, sku_ids: Iterable[int]) -> dict[int, tuple[Sku, Product]]:
     ids = sorted(set(sku_ids))
     if not ids:
         return {}
-    stmt = (
-        select(Sku, Product)
-        .join(Product, (Product.id == Sku.product_id) & (Product.merchant_id == Sku.merchant_id))
-        .where(Sku.merchant_id == merchant_id, Sku.id.in_(ids))
-    )
-    return {sku.id: (sku, product) for sku, product in session.execute(stmt).all()}
+    rows = session.execute(_skus_stmt(), {"merchant_id": merchant_id, "ids": ids}).all()
+    return {sku.id: (sku, product) for sku, product in rows}
 
 
 def product_sku_ids(session: Session, merchant_id: int, product_id: int) -> list[int]:
@@ -115,6 +136,39 @@ class PricingFacts:
     add_on_sold: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
+@functools.cache
+def _facts_stmt(units: bool, sold: bool, first_order: bool) -> Any:
+    zero = literal(0, BigInteger)
+    parts: list[Any] = []
+    if units:
+        parts.append(
+            select(literal("units"), PromotionMemberCounter.promotion_id, zero,
+                   cast(PromotionMemberCounter.units, BigInteger)).where(
+                PromotionMemberCounter.merchant_id == bindparam("merchant_id"),
+                PromotionMemberCounter.member_id == bindparam("member_id"),
+                PromotionMemberCounter.promotion_id.in_(bindparam("limited", expanding=True)),
+            )
+        )
+    if sold:
+        parts.append(
+            select(literal("sold"), PromotionSkuCounter.promotion_id, PromotionSkuCounter.sku_id,
+                   cast(PromotionSkuCounter.sold, BigInteger)).where(
+                PromotionSkuCounter.merchant_id == bindparam("merchant_id"),
+                PromotionSkuCounter.promotion_id.in_(bindparam("add_ons", expanding=True)),
+            )
+        )
+    if first_order:
+        paid = exists().where(
+            Order.merchant_id == bindparam("merchant_id"), Order.member_id == bindparam("member_id"),
+            Order.paid_at.is_not(None),
+        )
+        claimed = exists().where(
+            FirstOrderClaim.merchant_id == bindparam("merchant_id"), FirstOrderClaim.member_id == bindparam("member_id")
+        )
+        parts.append(select(literal("used"), zero, zero, zero).where(or_(paid, claimed)))
+    return parts[0] if len(parts) == 1 else union_all(*parts)
+
+
 def pricing_facts(
     session: Session, merchant_id: int, member_id: int | None, *, limited_ids: Iterable[int],
     add_on_ids: Iterable[int], first_order: bool,
@@ -123,42 +177,21 @@ def pricing_facts(
     trip (``UNION ALL`` of tagged rows): units held per limited promotion, add-on units sold,
     and whether the member has a paid order or a first-order claim."""
     limited, add_ons = sorted(set(limited_ids)), sorted(set(add_on_ids))
-    zero = literal(0, BigInteger)
-    parts: list[Any] = []
-    if member_id is not None and limited:
-        parts.append(
-            select(literal("units"), PromotionMemberCounter.promotion_id, zero,
-                   cast(PromotionMemberCounter.units, BigInteger)).where(
-                PromotionMemberCounter.merchant_id == merchant_id,
-                PromotionMemberCounter.member_id == member_id,
-                PromotionMemberCounter.promotion_id.in_(limited),
-            )
-        )
-    if add_ons:
-        parts.append(
-            select(literal("sold"), PromotionSkuCounter.promotion_id, PromotionSkuCounter.sku_id,
-                   cast(PromotionSkuCounter.sold, BigInteger)).where(
-                PromotionSkuCounter.merchant_id == merchant_id, PromotionSkuCounter.promotion_id.in_(add_ons)
-            )
-        )
-    if member_id is not None and first_order:
-        paid = exists().where(Order.merchant_id == merchant_id, Order.member_id == member_id, Order.paid_at.is_not(None))
-        claimed = exists().where(FirstOrderClaim.merchant_id == merchant_id, FirstOrderClaim.member_id == member_id)
-        parts.append(select(literal("used"), zero, zero, zero).where(or_(paid, claimed)))
-        parts.append(select(literal("first"), zero, zero, zero))
+    units = member_id is not None and bool(limited)
+    first_order = member_id is not None and first_order
     facts = PricingFacts()
-    if not parts:
+    if not (units or add_ons or first_order):
         return facts
-    stmt: Any = parts[0] if len(parts) == 1 else union_all(*parts)
+    params = {"merchant_id": merchant_id, "member_id": member_id, "limited": limited, "add_ons": add_ons}
     used = False
-    for tag, a, b, value in session.execute(stmt).all():
+    for tag, a, b, value in session.execute(_facts_stmt(units, bool(add_ons), first_order), params).all():
         if tag == "units":
             facts.member_units[int(a)] = int(value)
         elif tag == "sold":
             facts.add_on_sold[(int(a), int(b))] = int(value)
         elif tag == "used":
             used = True
-    facts.first_order_eligible = member_id is not None and first_order and not used
+    facts.first_order_eligible = first_order and not used
     return facts
 
 
