@@ -108,3 +108,17 @@ def test_issue_key_reused_for_another_member_or_template_is_refused(
             service.issue_to_member(s, tenant.id, template_id, member_id, source="api", idempotency_key="prize-1")
         assert err.value.code == "idempotency_key_reused"
     assert template(session_factory, tenant.id, t1).issued == 1 and template(session_factory, tenant.id, t2).issued == 0
+
+
+def test_wallet_shows_a_coupon_past_validity_as_expired_before_the_job_runs(
+    client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    member, headers = f.paying_customer(session_factory, tenant.id)
+    tpl = make_template(session_factory, tenant.id, "fixed", amount=100, valid_days=1, per_member_limit=2)
+    stale = give(session_factory, tenant.id, tpl, member, now=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    fresh = give(session_factory, tenant.id, tpl, member)
+    assert coupon(session_factory, tenant.id, stale).status == "unused"  # the job has not run
+    unused = client.get(f"{STORE}/coupons/mine?status=unused", headers=headers).json()
+    expired = client.get(f"{STORE}/coupons/mine?status=expired", headers=headers).json()
+    assert [c["id"] for c in unused["items"]] == [fresh]
+    assert [(c["id"], c["status"]) for c in expired["items"]] == [(stale, "expired")]
