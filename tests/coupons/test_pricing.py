@@ -229,28 +229,50 @@ def test_free_shipping_stacks_only_when_both_are_stackable(
     assert coupon(session_factory, tenant.id, plain).status == "unused"
 
 
-def test_preview_with_ten_wallet_coupons_runs_one_coupon_query(
-    session_factory: sessionmaker[Session], tenant: Tenant
+@pytest.mark.parametrize(("with_shipping", "most"), [(False, 1), (True, 2)], ids=["discounts", "with_free_shipping"])
+def test_coupon_stage_runs_at_most_two_queries_for_ten_wallet_coupons(
+    session_factory: sessionmaker[Session], tenant: Tenant, monkeypatch: pytest.MonkeyPatch,
+    with_shipping: bool, most: int,
 ) -> None:
     from sqlalchemy import event
 
+    from siyu.coupons import service
+
+    make_freight_template(session_factory, tenant.id, default=True)
     member = buyer(session_factory, tenant.id)
     sku, _, _ = make_product_sku(session_factory, tenant.id, price=20000)
-    for i in range(10):
-        give(session_factory, tenant.id, make_template(session_factory, tenant.id, "fixed", amount=100 * (i + 1)),
-             member)
+    for i in range(8 if with_shipping else 10):
+        give(session_factory, tenant.id, make_template(session_factory, tenant.id, "fixed", amount=100 * (i + 1),
+                                                       stackable=i % 2 == 0), member)
+    if with_shipping:
+        for stackable in (True, False):
+            give(session_factory, tenant.id, make_template(session_factory, tenant.id, "free_shipping",
+                                                           stackable=stackable), member)
+    inside = {"on": False}
     statements: list[str] = []
+    original = service.apply_to_pricing
+
+    def traced(ctx: PricingContext) -> None:
+        inside["on"] = True
+        try:
+            original(ctx)
+        finally:
+            inside["on"] = False
+
+    monkeypatch.setattr(service, "apply_to_pricing", traced)
     with session_factory() as s:
         def _count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            statements.append(statement)
+            if inside["on"]:
+                statements.append(statement)
 
         event.listen(s.get_bind(), "before_cursor_execute", _count)
         try:
             out = checkout.preview(s, tenant.id, member, _body([(sku, 1)]))
         finally:
             event.remove(s.get_bind(), "before_cursor_execute", _count)
-    assert _coupon_entries(out)[0]["amount"] == -1000
-    assert len([q for q in statements if "member_coupons" in q]) == 1, statements
+    assert len(statements) <= most, statements
+    assert len([q for q in statements if "member_coupons" in q]) == 1
+    assert len(out.notes["coupons"]) + len(_coupon_entries(out)) == 10
 
 
 def test_free_shipping_coupon_that_saves_nothing_is_not_used(
