@@ -20,12 +20,12 @@ from tests.factories.orders import make_member
 from tests.loyalty import helpers as h
 
 PG_ONLY = "SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL"
-RACE_CONNECTIONS = 24  # the PostgreSQL server allows 100 clients, shared with other test runs
+RACE_CONNECTIONS = 16  # the PostgreSQL server allows 100 clients, shared with other test runs
 
 
 @pytest.fixture
 def race_factory(db_url: str, engine: Engine) -> Iterator[sessionmaker[Session]]:
-    """Sessions over a bounded pool: every thread has its own session; at most 24 hold a
+    """Sessions over a bounded pool: every thread has its own session; at most 16 hold a
     connection at a time and the rest queue for one (the spends still interleave freely)."""
     eng = make_engine(db_url, pool_size=RACE_CONNECTIONS, max_overflow=0)
     try:

@@ -42,7 +42,7 @@ import logging
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from siyu.db.dialect import insert_ignore, insert_ignore_many
 from siyu.kit import audit
@@ -185,14 +185,20 @@ def _new_entry(
     balance: int, now: dt.datetime,
 ) -> PointsEntry | None:
     """Insert the ledger row unless the key exists (``ON CONFLICT DO NOTHING``); None on a conflict."""
+    values: dict[str, Any] = {
+        "merchant_id": merchant_id, "member_id": member_id, "delta": delta, "kind": kind, "reason": reason[:64],
+        "ref": ref, "idempotency_key": key, "balance_after": balance, "shortfall": 0, "reverses_entry_id": None,
+        "created_at": now,
+    }
     ids = insert_ignore_many(
-        session, PointsEntry.__table__,  # type: ignore[arg-type]
-        [{"merchant_id": merchant_id, "member_id": member_id, "delta": delta, "kind": kind, "reason": reason[:64],
-          "ref": ref, "idempotency_key": key, "balance_after": balance, "shortfall": 0, "reverses_entry_id": None,
-          "created_at": now}],
-        ["merchant_id", "idempotency_key"], "id",
+        session, PointsEntry.__table__, [values], ["merchant_id", "idempotency_key"], "id"  # type: ignore[arg-type]
     )
-    return session.get(PointsEntry, ids[0]) if ids else None
+    if not ids:
+        return None
+    entry = PointsEntry(id=ids[0], **values)
+    make_transient_to_detached(entry)  # the row is written: attach it as persistent, no re-read
+    session.add(entry)
+    return entry
 
 
 def _winner(session: Session, merchant_id: int, member_id: int, key: str) -> PointsEntry:
