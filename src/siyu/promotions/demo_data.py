@@ -4,7 +4,7 @@
 - 首单特价: one SKU at ¥9.90 for new customers.
 - 满减: 满300减30 / 满500减60 on the whole store (exclusive).
 - 满赠: spend ¥399, get a cheap SKU as a gift.
-- 加价购: with ¥199 of goods, add an accessory for ¥9.90 (2 per order, 100 in all).
+- 加价购: with ¥199 of goods, add an accessory for ¥9.90 or half its price (2 per order, 100 in all).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def seed(session: Session, merchant_id: int) -> None:
             {"tiers": [{"threshold": 30000, "discount": 3000}, {"threshold": 50000, "discount": 6000}]})
     _create(session, merchant_id, "满 399 送好礼", "spend_gift",
             {"tiers": [{"threshold": 39900, "gift_sku_id": cheap.id, "quantity": 1}]})
-    if accessory.sale_price > 990:
-        _create(session, merchant_id, "满 199 加 9.9 元换购", "add_on",
-                {"threshold": 19900, "items": [{"sku_id": accessory.id, "price": 990, "per_order_limit": 2,
-                                                "stock": 100}]})
+    price = 990 if accessory.sale_price > 990 else accessory.sale_price // 2
+    _create(session, merchant_id, f"满 199 加 {price / 100:g} 元换购", "add_on",
+            {"threshold": 19900, "items": [{"sku_id": accessory.id, "price": price, "per_order_limit": 2,
+                                            "stock": 100}]})
