@@ -120,3 +120,29 @@ def test_parallel_check_ins_on_one_day_make_one(
     assert outcomes == Counter({"ok": 1, "checkin_already": 11}), results
     assert h.count(session_factory, CheckIn, tenant.id) == 1
     assert h.balance(session_factory, tenant.id, member) == 5  # the default check-in points, once
+
+
+def test_expiry_racing_spends_keeps_the_ledger_consistent(
+    session_factory: sessionmaker[Session], race_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    if settings.is_sqlite:
+        pytest.skip(PG_ONLY)
+    member = make_member(session_factory, tenant.id)
+    t0 = dt.datetime.now(dt.UTC)
+    h.award(session_factory, tenant.id, member, 500, "due", now=t0 - dt.timedelta(days=2), expires_at=t0 - dt.timedelta(days=1))
+    h.award(session_factory, tenant.id, member, 300, "later", expires_at=t0 + dt.timedelta(days=30))
+
+    def act(i: int) -> str:
+        with unit_of_work(race_factory) as s:
+            if i % 10 == 0:
+                return f"expired:{service.expire_due(s, tenant.id, t0)}"
+            return f"entry:{service.spend(s, tenant.id, member, 20, reason='race', idempotency_key=f'x{i}').id}"
+
+    results = h.race(60, act)
+    assert not [r for r in results if r.startswith("crash")], results
+    spent = 20 * sum(r.startswith("entry:") for r in results)
+    assert sum(int(r.split(":")[1]) for r in results if r.startswith("expired:")) == 1  # the lot expired once
+    expired = -sum(e.delta for e in h.entries(session_factory, tenant.id, member) if e.kind == "expire")
+    assert spent + expired + h.balance(session_factory, tenant.id, member) == 800
+    assert h.balance(session_factory, tenant.id, member) == h.entries_sum(session_factory, tenant.id, member)
+    assert h.balance(session_factory, tenant.id, member) == h.open_lots_sum(session_factory, tenant.id, member)
