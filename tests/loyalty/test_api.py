@@ -122,3 +122,50 @@ def test_member_360_carries_the_loyalty_section(session_factory: sessionmaker[Se
     with session_factory() as s:
         view = profile.member_360(s, tenant.id, member)
     assert view["loyalty"]["points_balance"] == 42 and view["loyalty"]["check_in_streak"] == 0
+
+
+def test_card_plan_for_another_merchants_product_is_refused(
+    client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    from siyu.catalog.models import Sku
+    from tests.factories.orders import make_sku
+
+    with unit_of_work(session_factory) as s:
+        foreign_merchant = tenancy_service.create_merchant(s, code=unique("m"), name="other").id
+    foreign_sku = make_sku(session_factory, foreign_merchant, price=9900)
+    with session_factory() as s:
+        product_id = s.get(Sku, foreign_sku).product_id  # type: ignore[union-attr]
+    r = client.post(f"{ADMIN}/cards", json={"name": "年卡", "product_id": product_id}, headers=tenant.admin_headers)
+    assert r.status_code == 422 and r.json()["fields"][0]["path"] == "product_id"
+    assert client.get(f"{ADMIN}/cards", headers=tenant.admin_headers).json() == []
+
+
+def test_store_makeup_over_http(client: TestClient, tenant: Tenant) -> None:
+    import datetime as dt
+
+    from siyu.kit.timeutil import local_date, utcnow
+
+    r = client.put(f"{ADMIN}/rules", json={"check_in": {"makeup": {"enabled": True, "cost_points": 0, "within_days": 3}}},
+                   headers=tenant.admin_headers)
+    assert r.status_code == 200, r.text
+    headers = customer_login(client, tenant)
+    today = local_date(utcnow(), "Asia/Shanghai")
+    assert client.post(f"{STORE}/me/check-in", headers=headers).status_code == 201
+    r = client.post(f"{STORE}/me/check-in/makeup", json={"day": (today - dt.timedelta(days=1)).isoformat()}, headers=headers)
+    assert r.status_code == 201 and r.json()["makeup"] is True
+    r = client.post(f"{STORE}/me/check-in/makeup", json={"day": (today - dt.timedelta(days=9)).isoformat()}, headers=headers)
+    assert r.status_code == 422 and r.json()["code"] == "makeup_not_allowed"
+    assert client.get(f"{STORE}/me", headers=headers).json()["check_in_streak"] == 2
+
+
+def test_level_update_keeps_ranks_unique(client: TestClient, tenant: Tenant) -> None:
+    a = client.post(f"{ADMIN}/levels", json={"rank": 0, "name": "A"}, headers=tenant.admin_headers).json()
+    client.post(f"{ADMIN}/levels", json={"rank": 1, "name": "B"}, headers=tenant.admin_headers)
+    r = client.put(f"{ADMIN}/levels/{a['id']}", json={"rank": 1, "name": "A"}, headers=tenant.admin_headers)
+    assert r.status_code == 409
+    r = client.put(f"{ADMIN}/levels/{a['id']}", json={"rank": 0, "name": "A+", "member_price_percent": 0},
+                   headers=tenant.admin_headers)
+    assert r.status_code == 422
+    r = client.put(f"{ADMIN}/levels/{a['id']}", json={"rank": 0, "name": "A+"}, headers=tenant.admin_headers)
+    assert r.status_code == 200 and r.json()["name"] == "A+"
+    assert client.put(f"{ADMIN}/levels/999999", json={"rank": 5, "name": "x"}, headers=tenant.admin_headers).status_code == 404
