@@ -129,3 +129,84 @@ def test_account_stays_non_negative_and_equal_to_its_ledger(
         held = after["pending"] + after["frozen"] + after["available"] + after["withdrawing"] + after["withdrawn"]
         assert held - after["debt"] == earned
         assert not (after["available"] and after["debt"])  # debt is paid before anything becomes available
+
+
+@st.composite
+def refunded_orders(draw: st.DrawFn) -> tuple[int, list[int], list[tuple[int, int]], bool]:
+    """(rate, line payables, refund steps (line index, amount), finish with a full refund)."""
+    rate = draw(st.integers(min_value=1, max_value=10000))
+    payables = draw(st.lists(st.integers(min_value=10_000, max_value=10**6), min_size=1, max_size=3))  # >= 1 fen at 1 bp
+    left = list(payables)
+    steps: list[tuple[int, int]] = []
+    for _ in range(draw(st.integers(min_value=1, max_value=6))):
+        open_lines = [i for i, x in enumerate(left) if x > 0]
+        if not open_lines:
+            break
+        i = draw(st.sampled_from(open_lines))
+        amount = draw(st.integers(min_value=1, max_value=left[i]))
+        left[i] -= amount
+        steps.append((i, amount))
+    return rate, payables, steps, draw(st.booleans())
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=refunded_orders())
+def test_refunds_in_any_order_reverse_exactly_through_the_service(
+    session_factory: sessionmaker[Session], case: tuple[int, list[int], list[tuple[int, int]], bool]
+) -> None:
+    from siyu.orders.models import PAID, Order, OrderLine
+    from siyu.referral.models import DistributorLevel
+
+    rate, payables, steps, finish_full = case
+    with unit_of_work(session_factory) as s:
+        merchant = tenancy_service.create_merchant(s, code=unique("m"), name="prop")
+        mid = merchant.id
+        inviter = Member(merchant_id=mid, openid=unique("o"), registered_at=utcnow())
+        buyer = Member(merchant_id=mid, openid=unique("o"), registered_at=utcnow())
+        s.add_all([inviter, buyer])
+        s.flush()
+        level = DistributorLevel(merchant_id=mid, name="L", tier1_rate_bp=rate, tier2_rate_bp=0, is_default=True)
+        s.add(level)
+        s.flush()
+        dist = Distributor(merchant_id=mid, member_id=inviter.id, status="approved", level_id=level.id,
+                           applied_at=utcnow())
+        s.add(dist)
+        service.ensure_profile(s, mid, inviter.id)
+        prof = service.ensure_profile(s, mid, buyer.id)
+        prof.inviter_member_id = inviter.id
+        total = sum(payables)
+        order = Order(merchant_id=mid, order_no=unique("n")[:32], member_id=buyer.id, status=PAID,
+                      idempotency_key=unique("k"), request_hash="x", goods_amount=total, payable_amount=total,
+                      paid_amount=total, paid_at=utcnow())
+        s.add(order)
+        s.flush()
+        lines = [
+            OrderLine(merchant_id=mid, order_id=order.id, product_id=1, sku_id=1, title="t", quantity=1,
+                      list_price=p, sale_price=p, goods_amount=p, payable_amount=p)
+            for p in payables
+        ]
+        s.add_all(lines)
+        s.flush()
+        (commission,) = service.accrue_commissions(s, mid, order.id)
+        oid, cid, did, line_ids = order.id, commission.id, dist.id, [ln.id for ln in lines]
+    refunded = dict.fromkeys(line_ids, 0)
+    for refund_id, (i, amount) in enumerate(steps, start=1):
+        for _ in range(2):  # a retried event changes nothing
+            with unit_of_work(session_factory) as s:
+                service.reverse_for_refund(s, mid, oid, refund_id, amount=amount,
+                                           lines=[{"order_line_id": line_ids[i], "amount": amount}], full=False)
+        refunded[line_ids[i]] += amount
+        clines = h.commission_lines(session_factory, mid, cid)
+        for cl in clines:
+            exact = Fraction(cl.amount * refunded[cl.order_line_id], cl.base_amount)
+            assert cl.reversed_amount == int(exact + Fraction(1, 2))  # half up, per line, cumulative
+        (c,) = h.commissions(session_factory, mid, oid)
+        assert c.reversed_amount == sum(cl.reversed_amount for cl in clines) <= c.amount
+        assert h.account(session_factory, mid, did)["pending"] == c.amount - c.reversed_amount
+    if finish_full:
+        with unit_of_work(session_factory) as s:
+            service.reverse_for_refund(s, mid, oid, 999, amount=0, lines=None, full=True)
+    (c,) = h.commissions(session_factory, mid, oid)
+    if finish_full or all(refunded[x] == p for x, p in zip(line_ids, payables, strict=True)):
+        assert c.reversed_amount == c.amount and h.account(session_factory, mid, did)["pending"] == 0
+    assert h.ledger_sums(session_factory, mid, did) == h.account(session_factory, mid, did)
