@@ -194,3 +194,47 @@ def test_parallel_retries_of_one_buy_key_make_one_order_and_hold_one_unit_in_red
     assert len(set(outcomes)) == 1 and outcomes[0].startswith("order:"), outcomes
     assert item_row(session_factory, item).sold == 1 and counters(session_factory, item) == {member: 1}
     assert redis_state(rclient, fs_prefix, tenant.id, item) == (9, {member: 1})
+
+
+def test_42_parallel_http_buyers_queued_on_the_item_row_do_not_stall(
+    app: Any, engine: Any, session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant,
+    rclient: redis.Redis, fs_prefix: str,
+) -> None:
+    """Through HTTP on one app (one event loop, one 40-thread pool), more buyers than threads at
+    once, all queueing on the item row: buy-now commits in its own thread, so the holder of the
+    hot row never waits for a thread that a buyer queued behind that row is holding."""
+    if settings.is_sqlite:
+        pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL")
+    import time
+    import uuid
+
+    from fastapi.testclient import TestClient
+
+    from siyu.tenancy import service as tenancy
+    from tests.flash_sales.helpers import STORE, bound
+
+    buyers = 42  # just past the 40 threads; not more: the PostgreSQL server is shared (max_connections=100)
+    sku = make_sku(session_factory, tenant.id, price=10000, stock=100)
+    # More units than buyers: every buyer passes Redis and queues on the item row in the database.
+    _, (item,) = make_sale(session_factory, tenant.id, [{"sku_id": sku, "flash_price": 990, "activity_stock": 50}])
+    members = many_buyers(session_factory, tenant.id, buyers)
+    with unit_of_work(session_factory) as s:
+        tokens = [tenancy.issue_customer_token(s, tenant.id, m, dt.timedelta(hours=1))[0] for m in members]
+    barrier = threading.Barrier(buyers)
+    engine.pool.dispose()  # leave the shared server's connections to this test's buyers
+    with TestClient(app) as client, bound(app.state.engine, rclient, fs_prefix):
+        def post(i: int) -> str:
+            barrier.wait()
+            r = client.post(f"{STORE}/flash-sales/{item}/buy", json={"quantity": 1},
+                            headers={"Authorization": f"Bearer {tokens[i]}", "Idempotency-Key": uuid.uuid4().hex})
+            return "order" if r.status_code == 201 else str(r.json().get("code"))
+
+        began = time.perf_counter()
+        with ThreadPoolExecutor(buyers) as pool:
+            outcomes = Counter(pool.map(post, range(buyers), timeout=120))
+        elapsed = time.perf_counter() - began
+    app.state.engine.pool.dispose()
+    assert outcomes == Counter({"order": buyers}), outcomes
+    assert elapsed < 60, f"{elapsed:.0f} s: the buyers stalled"
+    assert item_row(session_factory, item).sold == buyers
+    assert redis_state(rclient, fs_prefix, tenant.id, item) == (50 - buyers, counters(session_factory, item))
