@@ -39,7 +39,7 @@ class Model:
 
     def acquire(self, member: int, qty: int) -> tuple[bool, set[str]]:
         """(granted, acceptable refusal reasons): when both rules refuse, either reason is right."""
-        reasons = set()
+        reasons: set[str] = set()
         if self.held.get(member, 0) + qty > self.limit:
             reasons.add(gate.LIMIT_REACHED)
         if qty > self.remaining:
