@@ -55,6 +55,12 @@ these ways, each handled:
    for one period. Overstating is safe: the extra attempts reach the database gate, which
    refuses them (``sold_out``); the next reconcile converges.
 
+5. *Redis says "limit reached" but the database does not* (a retry of the same buy request is
+   still in flight and its unit is counted in Redis; or a stranded unit from case 2). Only
+   "sold out" from Redis is final: a "limit reached" is confirmed by the database gate, and
+   when the database grants the units Redis counts them too (``mirror``, given back on
+   rollback), so the retry replays one order instead of refusing.
+
 So every disagreement is either "Redis is stricter than the truth" (fixed by the next
 reconcile, no unit lost for good) or "Redis lets a few more attempts through to the database"
 (the database refuses): a unit is never sold twice and never lost permanently. If Redis is

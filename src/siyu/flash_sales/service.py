@@ -19,7 +19,8 @@ Buying (``checkout.submit`` with ``options={"flash_sale": {"item_id": N}}``, or 
    then the database conditional updates in the order transaction — and writes the
    ``FlashSalePurchase`` ledger row. A refusal raises 409 ``flash_sale_sold_out`` /
    ``flash_sale_limit_reached`` and the whole submit rolls back (Redis units are given back by
-   the rollback compensation, see ``gate.py``).
+   the rollback compensation, see ``gate.py``). Between two session slots of a running
+   activity the stage refuses with ``flash_sale_outside_session`` (with the next start).
 3. ``order.cancelled`` (customer, operator, payment timeout) → ``release_order``: the ledger
    row goes reserved → released exactly once and the units return to the activity (or to the
    SKU if the activity already ended). ``order.paid`` → the row becomes paid.
