@@ -28,13 +28,31 @@ def for_update(stmt: Select[Any], session: Session, *, skip_locked: bool = False
 
 
 def insert_ignore(session: Session, table: Table, values: dict[str, Any], conflict_cols: list[str]) -> bool:
-    """``INSERT ... ON CONFLICT DO NOTHING``; returns True when a row was inserted."""
-    if is_postgres(session):
-        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_cols)
-    else:
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_cols)
-    result = session.execute(stmt)
-    return bool(getattr(result, "rowcount", 0))
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING``; returns True when a row was inserted.
+
+    Decided by the returned row, not ``rowcount``: on PostgreSQL SQLAlchemy adds its own
+    RETURNING for the primary key and the driver then reports ``rowcount`` -1 for a conflict,
+    which read as "inserted".
+    """
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    stmt: Any = (
+        insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_cols)
+        .returning(table.c[conflict_cols[0]])
+    )
+    return session.execute(stmt).first() is not None
+
+
+def insert_entity_or_nothing(session: Session, entity: type[Any], values: dict[str, Any]) -> Any | None:
+    """ORM ``INSERT ... ON CONFLICT DO NOTHING RETURNING <every column>`` of one row, in one round trip.
+
+    Returns the new instance (in the session's identity map, every column loaded) or None when
+    any unique constraint refused the row. On PostgreSQL a conflicting row of a transaction still
+    in flight makes the statement wait for that transaction, like a plain INSERT would; a caller
+    that gets None can then read the committed winner. No savepoint is needed: nothing failed.
+    """
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    stmt: Any = insert(entity).values(**values).on_conflict_do_nothing().returning(entity)
+    return session.scalars(stmt).first()
 
 
 def insert_ignore_many(
