@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import random
 import sys
 import time
@@ -142,6 +143,33 @@ async def run_load(base: str, key: str, batches: Batches, clients: int, seconds:
     return accepted, duplicates, failed, latencies, time.perf_counter() - began
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU seconds of these processes so far (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def pg_backends(url: str) -> list[int]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    engine = create_engine(parsed.set(drivername="postgresql+psycopg"))
+    with engine.connect() as conn:
+        pids = [int(p) for p in conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": parsed.database}
+        ).scalars()]
+    engine.dispose()
+    return pids
+
+
 def stored_events(url: str) -> int:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -173,7 +201,11 @@ def main() -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         w_acc, _, _, _, _ = asyncio.run(run_load(base, key, warm, args.clients, 60))
+        api_pids = list(process_tree_rss_mb(server.pid))
+        db_pids = pg_backends(url)
+        cpu_before = cpu_seconds(api_pids), cpu_seconds(db_pids)
         accepted, dups, failed, latencies, elapsed = asyncio.run(run_load(base, key, batches, args.clients, args.seconds))
+        cpu_api, cpu_db = cpu_seconds(api_pids) - cpu_before[0], cpu_seconds(db_pids) - cpu_before[1]
         # a replayed batch is harmless: every event comes back as a duplicate
         replay_acc, replay_dups, _, _, _ = asyncio.run(run_load(base, key, Batches(templates, 1, first=10**6), 1, 60))
         rss = process_tree_rss_mb(server.pid)
@@ -190,6 +222,12 @@ def main() -> None:
     print(f"batch latency: {summary(latencies)} ({len(latencies)} batches)")
     print(f"stored events: {stored:,} (expected {w_acc + accepted:,}: {'ok' if stored == w_acc + accepted else 'MISMATCH'}); "
           f"replayed batch: {replay_acc} accepted, {replay_dups} duplicates")
+    if accepted:
+        per_cpu = accepted / max(cpu_api + cpu_db, 1e-9)
+        print(f"CPU used: API processes {cpu_api:.1f} s, PostgreSQL backends {cpu_db:.1f} s over {elapsed:.1f} s "
+              f"({cpu_api / accepted * 1e6:.0f} + {cpu_db / accepted * 1e6:.0f} µs per event): {per_cpu:,.0f} events per "
+              f"CPU-second, so about {per_cpu * (os.cpu_count() or 1):,.0f} events/s if these {os.cpu_count()} cores "
+              "served only this (load generator excluded)")
     print("RSS per process (MB): " + ", ".join(f"{pid}: {mb:.0f}" for pid, mb in sorted(rss.items())))
 
 
