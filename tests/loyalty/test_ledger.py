@@ -184,3 +184,18 @@ def test_adjust_negative_never_goes_below_zero(session_factory: sessionmaker[Ses
         kinds = [e.kind for e in s.scalars(select(PointsEntry).where(PointsEntry.merchant_id == tenant.id))]
     assert kinds == ["adjust"]
     assert _invariant(session_factory, tenant, member) == 50
+
+
+def test_a_spend_across_more_lots_than_one_batch_takes_them_in_expiry_order(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    member = make_member(session_factory, tenant.id)
+    t0 = dt.datetime.now(dt.UTC)
+    with unit_of_work(session_factory) as s:
+        for i in range(120):  # lot i expires after 120 - i days: the newest lot expires first
+            service.award(s, tenant.id, member, 1, reason="t", idempotency_key=f"many{i}",
+                          expires_at=t0 + dt.timedelta(days=120 - i))
+    h.spend(session_factory, tenant.id, member, 110, "big")
+    left = sorted(lt.expires_at for lt in h.lots(session_factory, tenant.id, member) if lt.remaining)
+    assert len(left) == 10 and left[0] == t0 + dt.timedelta(days=111)
+    assert _invariant(session_factory, tenant, member) == 10

@@ -135,7 +135,7 @@ def entries_sum(session: Session, merchant_id: int, member_id: int) -> int:
     )
 
 
-def open_lots(session: Session, merchant_id: int, member_id: int) -> list[PointsLot]:
+def open_lots(session: Session, merchant_id: int, member_id: int, limit: int | None = None) -> list[PointsLot]:
     """Lots with points left, soonest expiry first (never-expiring last), then oldest."""
     stmt = (
         select(PointsLot)
@@ -144,6 +144,8 @@ def open_lots(session: Session, merchant_id: int, member_id: int) -> list[Points
         .order_by(PointsLot.expires_at.is_(None), PointsLot.expires_at, PointsLot.id)
         .execution_options(populate_existing=True)
     )
+    if limit is not None:
+        stmt = stmt.limit(limit)
     return list(session.scalars(stmt))
 
 

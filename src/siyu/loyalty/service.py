@@ -107,6 +107,7 @@ register_messages(
 
 Actor = tuple[str, int | None]
 EXPIRY_BATCH = 500
+LOT_BATCH = 50
 
 
 # -- rules --------------------------------------------------------------------------------------------
@@ -262,19 +263,32 @@ def _take_from_lots(
 ) -> int:
     """Take ``points`` from the member's open lots (``first_lot`` first, then soonest expiry); returns what was taken."""
     left = points
-    lots = repo.open_lots(session, merchant_id, member_id)
-    if first_lot is not None:
-        lots.sort(key=lambda lt: lt.id != first_lot.id)  # stable: the rest keep their expiry order
-    for lt in lots:
-        if left <= 0:
-            break
+
+    def take_from(lt: PointsLot) -> None:
+        nonlocal left
         take = min(left, lt.remaining)
-        if take <= 0:
-            continue
-        lt.remaining -= take
-        session.add(PointsLotUse(merchant_id=merchant_id, entry_id=entry_id, lot_id=lt.id, points=take, returned=0))
-        left -= take
-    session.flush()
+        if take > 0:
+            lt.remaining -= take
+            session.add(PointsLotUse(merchant_id=merchant_id, entry_id=entry_id, lot_id=lt.id, points=take,
+                                     returned=0))
+            left -= take
+
+    if first_lot is not None:
+        session.refresh(first_lot)
+        if first_lot.expired_at is None:
+            take_from(first_lot)
+            session.flush()
+    # Soonest-expiring lots in batches: a member with thousands of open lots loads only what
+    # this take needs (lots emptied by a batch drop out of the next query).
+    while left > 0:
+        batch = repo.open_lots(session, merchant_id, member_id, limit=LOT_BATCH)
+        for lt in batch:
+            if left <= 0:
+                break
+            take_from(lt)
+        session.flush()
+        if len(batch) < LOT_BATCH:
+            break
     if left:
         log.warning("points lots short by %s for member %s (entry %s)", left, member_id, entry_id)
     return points - left
