@@ -215,7 +215,9 @@ def member_units(session: Session, merchant_id: int, member_id: int, promotion_i
 def _insert_ignore(session: Session, table: Table, values: dict[str, Any], conflict_cols: list[str]) -> bool:
     """``INSERT ... ON CONFLICT DO NOTHING RETURNING id``: True when the row was inserted.
 
-    Decided by RETURNING, not by the cursor's rowcount: psycopg reports -1 for these inserts.
+    Decided by the RETURNING row rather than the cursor's rowcount, which a DBAPI may report as
+    -1 (seen with a bare psycopg connection): the claim that guards a first-order special must not
+    depend on it.
     """
     return bool(insert_ignore_many(session, table, [values], conflict_cols, returning="id"))
 
