@@ -32,7 +32,7 @@ def db_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def settings_dep(request: Request) -> Settings:
+async def settings_dep(request: Request) -> Settings:  # async: no threadpool hop for a plain read
     settings: Settings = request.app.state.settings
     return settings
 

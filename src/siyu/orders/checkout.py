@@ -5,12 +5,16 @@ recomputes everything on the server (the request schema accepts no price at all)
 
 Submit is idempotent per ``(merchant, member, Idempotency-Key)``:
 
-1. An order already holding the key is returned if the request hash (SHA-256 of the canonical
-   JSON body) matches, else 409 ``idempotency_key_reused``.
-2. Otherwise the order row is inserted first, in a savepoint, to claim the key. A concurrent
-   retry blocks on the unique index (PostgreSQL) or on ``BEGIN IMMEDIATE`` (SQLite) until the
-   first transaction ends; on ``IntegrityError`` it reads the winner back and answers as in 1,
-   without touching stock.
+1. The selection is priced (no writes). If pricing refuses it and an order already holds the
+   key, that order is returned (a retry after success may no longer price: the cart was
+   emptied, the coupon is locked, the stock is gone).
+2. The order row is written with ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (one round
+   trip, ``db.dialect.insert_entity_or_nothing``), which claims the key. A concurrent retry
+   waits on the unique index (PostgreSQL) or on ``BEGIN IMMEDIATE`` (SQLite) until the first
+   transaction ends; when its row is refused it reads the winner back and returns it if the
+   request hash (SHA-256 of the canonical JSON body) matches, else 409
+   ``idempotency_key_reused``, without touching stock. (A refused row with no winner is an
+   order_no collision: another number is drawn.)
 3. Then, in the same transaction: the lines are written with their per-stage discounts (and
    ``activity``), the submit hooks run (coupons, points, activity stock...), the ordered SKUs
    leave the cart (cart checkouts only; "buy now" leaves the cart alone), the auto-cancel job is
@@ -34,10 +38,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from siyu.catalog import stock
+from siyu.db.dialect import insert_entity_or_nothing
 from siyu.kit import audit
 from siyu.kit.errors import DomainError, catalogue, invalid, register_messages
 from siyu.kit.events import emit
@@ -58,6 +62,7 @@ register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
 
 IDEMPOTENCY_KEY_MAX = 80
 ORDER_NO_ATTEMPTS = 5
+_NEW_LINES = "siyu.orders.checkout.new_lines"  # session.info: order id -> the lines this submit wrote
 
 
 @dataclass
@@ -216,6 +221,14 @@ def _replay(existing: Order, digest: str) -> Order:
     return existing
 
 
+def new_order_lines(session: Session, order: Order) -> list[OrderLine]:
+    """The lines of an order, without a round trip when this session's submit just wrote them."""
+    written = session.info.get(_NEW_LINES, {}).get(order.id)
+    if written is not None:
+        return sorted(written, key=lambda ln: ln.id)
+    return repo.order_lines(session, order.merchant_id, order.id)
+
+
 def check_idempotency_key(key: str | None) -> str:
     if key is None or not key.strip():
         raise DomainError("idempotency_key_required")
@@ -239,45 +252,48 @@ def submit(
     """Create the order (or return the one this key already made). Returns ``(order, created)``."""
     key = check_idempotency_key(idempotency_key)
     digest = request_hash(body)
-    existing = repo.order_by_idempotency_key(session, merchant_id, member_id, key)
-    if existing is not None:
-        return _replay(existing, digest), False
-
     now = now or utcnow()
-    priced = price(session, merchant_id, member_id, body, now=now, address_required=True)
+    try:
+        priced = price(session, merchant_id, member_id, body, now=now, address_required=True)
+    except DomainError:
+        # A retry of a key that already made its order may no longer price (the cart was
+        # emptied, the coupon is locked, the stock is gone): it gets that order back.
+        existing = repo.order_by_idempotency_key(session, merchant_id, member_id, key)
+        if existing is not None:
+            return _replay(existing, digest), False
+        raise
     ctx, address = priced.ctx, priced.address
     assert address is not None
     actor = ("customer", member_id)
 
+    values = {
+        "merchant_id": merchant_id, "member_id": member_id, "status": PENDING_PAYMENT, "idempotency_key": key,
+        "request_hash": digest, "goods_amount": ctx.goods_amount, "discount_amount": ctx.discount_amount,
+        "points_used": ctx.points_to_use if any(ln.discounts.get("points") for ln in ctx.lines) else 0,
+        "freight_amount": ctx.freight, "payable_amount": ctx.payable, "paid_amount": 0, "refunded_amount": 0,
+        "pricing": ctx.breakdown(), "address": service.address_snapshot(address), "remark": body.remark,
+        "channel": channel, "pay_deadline": now + payment_timeout, "created_at": now, "updated_at": now,
+    }
     order: Order | None = None
     for _ in range(ORDER_NO_ATTEMPTS):
-        candidate = Order(
-            merchant_id=merchant_id, order_no=new_order_no(now, ctx.timezone), member_id=member_id,
-            status=PENDING_PAYMENT, idempotency_key=key, request_hash=digest,
-            goods_amount=ctx.goods_amount, discount_amount=ctx.discount_amount,
-            points_used=ctx.points_to_use if any(ln.discounts.get("points") for ln in ctx.lines) else 0,
-            freight_amount=ctx.freight, payable_amount=ctx.payable, paid_amount=0, refunded_amount=0,
-            pricing=ctx.breakdown(), address=service.address_snapshot(address), remark=body.remark,
-            channel=channel, pay_deadline=now + payment_timeout, created_at=now, updated_at=now,
+        # One round trip claims the key and writes the order. Refused by a unique constraint:
+        # either a retry with this key won (a concurrent one is waited for), or, rarely, the
+        # order_no collided and another one is drawn.
+        order = insert_entity_or_nothing(
+            session, Order, {**values, "order_no": new_order_no(now, ctx.timezone)}
         )
-        try:
-            with session.begin_nested():  # add inside: begin_nested() flushes what is pending first
-                session.add(candidate)
-                session.flush()
-        except IntegrityError:
-            # Either a concurrent retry with this key won, or (rarely) the order_no collided.
-            winner = repo.order_by_idempotency_key(session, merchant_id, member_id, key)
-            if winner is not None:
-                return _replay(winner, digest), False
-            continue
-        order = candidate
-        break
+        if order is not None:
+            break
+        winner = repo.order_by_idempotency_key(session, merchant_id, member_id, key)
+        if winner is not None:
+            return _replay(winner, digest), False
     if order is None:
         raise DomainError("conflict")
 
+    lines: list[OrderLine] = []
     for line in ctx.lines:
         discounts = {stage: amount for stage, amount in line.discounts.items() if amount}
-        session.add(
+        lines.append(
             OrderLine(
                 merchant_id=merchant_id, order_id=order.id, product_id=line.product_id, sku_id=line.sku_id,
                 title=line.title[:120], spec_text=line.spec_text[:120], image_url=line.image_url,
@@ -288,7 +304,9 @@ def submit(
                 activity=(str(line.flags["activity"])[:40] if line.flags.get("activity") else None),
             )
         )
+    session.add_all(lines)
     session.flush()
+    session.info.setdefault(_NEW_LINES, {})[order.id] = lines
     audit.record(
         session, merchant_id, "order", order.id, "submitted", from_state=None, to_state=PENDING_PAYMENT,
         actor=actor, data={"payable_amount": order.payable_amount, "order_no": order.order_no},

@@ -47,7 +47,11 @@ def _detail(session: DbSession, order: Order, *, new: bool = False) -> OrderDeta
     shipments = [] if new else repo.shipments(session, order.merchant_id, order.id)
     return OrderDetailOut(
         **OrderOut.model_validate(order).model_dump(),
-        lines=[OrderLineOut.model_validate(ln) for ln in repo.order_lines(session, order.merchant_id, order.id)],
+        lines=[
+            OrderLineOut.model_validate(ln)
+            for ln in (checkout.new_order_lines(session, order) if new
+                       else repo.order_lines(session, order.merchant_id, order.id))
+        ],
         shipments=[ShipmentOut.model_validate(s) for s in shipments],
     )
 

@@ -38,6 +38,17 @@ def token_by_hash(session: Session, token_hash: str) -> AuthToken | None:
     return session.scalar(select(AuthToken).where(AuthToken.token_hash == token_hash))
 
 
+def token_with_merchant(session: Session, token_hash: str) -> tuple[AuthToken, Merchant | None] | None:
+    """The token and its merchant in one round trip (the merchant lands in the identity map)."""
+    stmt = (
+        select(AuthToken, Merchant)
+        .outerjoin(Merchant, Merchant.id == AuthToken.merchant_id)
+        .where(AuthToken.token_hash == token_hash)
+    )
+    row = session.execute(stmt).first()
+    return None if row is None else (row[0], row[1])
+
+
 def api_keys(session: Session, merchant_id: int) -> list[AuthToken]:
     stmt = select(AuthToken).where(
         AuthToken.merchant_id == merchant_id, AuthToken.kind == "api_key", AuthToken.revoked_at.is_(None)

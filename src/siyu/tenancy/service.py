@@ -253,7 +253,13 @@ def revoke(session: Session, token_id: int) -> None:
 
 
 def authenticate(session: Session, plaintext: str, *, kinds: tuple[str, ...]) -> AuthToken:
-    token = repo.token_by_hash(session, token_digest(plaintext))
+    found = repo.token_with_merchant(session, token_digest(plaintext))
+    token = found[0] if found is not None else None
+    if found is not None and found[1] is not None:
+        # The request goes on to use its merchant (time zone, settings): keep the row loaded with
+        # the token referenced for the session's life, so ``get_merchant`` (``session.get``) finds
+        # it in the identity map instead of a second round trip.
+        session.info.setdefault("siyu.tenancy.merchants", {})[found[1].id] = found[1]
     if token is None or token.kind not in kinds or token.revoked_at is not None:
         raise DomainError("invalid_token")
     if token.expires_at is not None and token.expires_at <= utcnow():
