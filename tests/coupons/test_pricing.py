@@ -291,3 +291,19 @@ def test_free_shipping_coupon_that_saves_nothing_is_not_used(
         with pytest.raises(DomainError) as err:
             _preview(session_factory, tenant, member, items, coupon_ids=[ship])
         assert err.value.code == "coupon_no_discount"
+
+
+def test_the_free_shipping_coupon_that_saves_most_is_picked_not_the_first_to_expire(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    make_freight_template(session_factory, tenant.id, default=True)  # 8.00 first unit, 2.00 each further
+    member = buyer(session_factory, tenant.id)
+    in_cat, _, cat = make_product_sku(session_factory, tenant.id, price=5000, category=True)
+    other, _, _ = make_product_sku(session_factory, tenant.id, price=5000)
+    narrow = give(session_factory, tenant.id, make_template(
+        session_factory, tenant.id, "free_shipping", scope="categories", scope_ids=[cat], valid_days=2), member)
+    wide = give(session_factory, tenant.id, make_template(session_factory, tenant.id, "free_shipping"), member)
+    out = _preview(session_factory, tenant, member, [(in_cat, 1), (other, 1)])
+    assert [e["code"] for e in _coupon_entries(out)] == [f"coupon:{wide}"] and out.freight_amount == 0
+    assert _coupon_entries(out)[0]["details"]["freight_saved"] == 1000
+    assert _reasons(out) == {narrow: "not_best"}

@@ -134,3 +134,68 @@ def test_explicit_choice_applies_or_refuses_without_touching_lines(
         assert [line.amount for line in ctx.lines] == before and not ctx.entries
         return
     _check_allocation(ctx, rows, before)
+
+
+def _fake_freight(session: Any, merchant_id: int, lines: Any, province: Any, *, free_shipping: bool = False) -> Any:
+    """5.00 per chargeable line (a stand-in for the freight templates: no database)."""
+    from siyu.orders.freight import FreightResult
+
+    if free_shipping:
+        return FreightResult(0, [])
+    return FreightResult(500 * sum(1 for ln in lines if not ln.free_shipping and not ln.flags.get("free_shipping")),
+                         [])
+
+
+@st.composite
+def shipping_wallets(draw: st.DrawFn) -> list[tuple[MemberCoupon, CouponTemplate]]:
+    rows = draw(wallets())
+    for j in range(draw(st.integers(min_value=0, max_value=3))):
+        scope = draw(st.sampled_from(["all", "categories"]))
+        t = CouponTemplate(
+            id=100 + j, merchant_id=1, name=f"s{j}", kind="free_shipping", amount=0,
+            threshold=draw(st.integers(min_value=0, max_value=300_000)), percent_off_bp=0, max_discount=None,
+            scope=scope, scope_ids=[] if scope == "all" else [draw(st.integers(min_value=1, max_value=3))],
+            excluded_product_ids=[], stackable=draw(st.booleans()),
+        )
+        c = MemberCoupon(id=2000 + j, merchant_id=1, template_id=t.id, member_id=MEMBER, code=f"S{j}",
+                         status="unused", valid_from=NOW - dt.timedelta(days=1),
+                         valid_until=NOW + dt.timedelta(days=draw(st.integers(1, 30))))
+        rows.append((c, t))
+    return rows
+
+
+def _copy(lines: list[PricedLine]) -> list[PricedLine]:
+    return [PricedLine(**{**ln.__dict__, "discounts": dict(ln.discounts), "flags": dict(ln.flags)}) for ln in lines]
+
+
+def _combo_value(lines: list[PricedLine], combo: list[tuple[MemberCoupon, CouponTemplate]]) -> int | None:
+    """What an explicit choice of ``combo`` takes off (discount + freight saved); None if refused."""
+    ctx = _ctx(_copy(lines), [c.id for c, _ in combo])
+    try:
+        apply_rows(ctx, combo)
+    except DomainError:
+        return None
+    return sum(e.amount + int(e.details.get("freight_saved", 0)) for e in ctx.entries if e.stage == COUPONS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(carts(), shipping_wallets())
+def test_auto_choice_is_the_best_allowed_combination_with_free_shipping(
+    lines: list[PricedLine], rows: list[tuple[MemberCoupon, CouponTemplate]]
+) -> None:
+    """Brute force over every single coupon and every discount + free-shipping pair: the stage's
+    own pick takes off at least as much as any combination an explicit choice would accept."""
+    from unittest import mock
+
+    with mock.patch("siyu.orders.freight.compute", _fake_freight):
+        best = 0
+        for i, row in enumerate(rows):
+            best = max(best, _combo_value(lines, [row]) or 0)
+            for other in rows[i + 1:]:
+                if (row[1].kind == "free_shipping") != (other[1].kind == "free_shipping"):
+                    best = max(best, _combo_value(lines, [row, other]) or 0)
+        ctx = _ctx(_copy(lines))
+        apply_rows(ctx, rows)
+    got = sum(e.amount + int(e.details.get("freight_saved", 0)) for e in ctx.entries if e.stage == COUPONS)
+    assert got == best
+    assert all(line.amount >= 0 for line in ctx.lines)

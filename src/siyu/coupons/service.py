@@ -748,25 +748,39 @@ def evaluate(ctx: PricingContext, c: MemberCoupon, t: CouponTemplate) -> Candida
     return cand
 
 
-def _shipping_value(ctx: PricingContext, cand: Candidate) -> int:
-    """Freight saved by a free-shipping coupon (computed only when a choice depends on it)."""
+def _freight(ctx: PricingContext, free_lines: tuple[int, ...] = ()) -> int:
+    """Freight of the order as it stands, or as it would be with ``free_lines`` shipping free."""
     from siyu.orders import freight
 
-    before = freight.compute(ctx.session, ctx.merchant_id, ctx.lines, ctx.province, free_shipping=ctx.free_shipping)
-    if len(cand.lines) == len(ctx.lines):
-        return before.amount
-    saved = {i: ctx.lines[i].flags.get("free_shipping") for i in cand.lines}
+    saved = {i: ctx.lines[i].flags.get("free_shipping") for i in free_lines}
     try:
-        for i in cand.lines:
+        for i in free_lines:
             ctx.lines[i].flags["free_shipping"] = True
-        after = freight.compute(ctx.session, ctx.merchant_id, ctx.lines, ctx.province, free_shipping=ctx.free_shipping)
+        return freight.compute(ctx.session, ctx.merchant_id, ctx.lines, ctx.province,
+                               free_shipping=ctx.free_shipping).amount
     finally:
         for i, old in saved.items():
             if old is None:
                 ctx.lines[i].flags.pop("free_shipping", None)
             else:
                 ctx.lines[i].flags["free_shipping"] = old
-    return max(0, before.amount - after.amount)
+
+
+def _shipping_values(ctx: PricingContext, shipping: list[Candidate]) -> None:
+    """Freight each free-shipping coupon would save; one freight computation per distinct set
+    of eligible lines (a wallet's free-shipping coupons usually share one: the whole order). A
+    coupon that saves nothing gets the reason ``no_discount``."""
+    before: int | None = None
+    by_lines: dict[tuple[int, ...], int] = {}
+    for cand in shipping:
+        key = tuple(cand.lines)
+        if key not in by_lines:
+            if before is None:
+                before = _freight(ctx)
+            by_lines[key] = before if len(key) == len(ctx.lines) else max(0, before - _freight(ctx, key))
+        cand.value = by_lines[key]
+        if cand.value <= 0:
+            cand.reason = "no_discount"  # nothing left to ship for a fee
 
 
 def _order_key(cand: Candidate) -> tuple[int, dt.datetime, int]:
@@ -779,28 +793,23 @@ def choose(ctx: PricingContext, candidates: list[Candidate]) -> list[Candidate]:
     stackable free-shipping coupon."""
     usable = [c for c in candidates if c.reason is None]
     discounts = sorted([c for c in usable if not c.is_shipping], key=_order_key)
-    shipping = sorted([c for c in usable if c.is_shipping], key=lambda c: (c.coupon.valid_until, c.coupon.id))
+    shipping = [c for c in usable if c.is_shipping]
+    if not shipping:
+        return discounts[:1]
+    _shipping_values(ctx, shipping)
+    shipping = sorted([s for s in shipping if s.reason is None], key=_order_key)
     if not shipping:
         return discounts[:1]
     best_d = discounts[0] if discounts else None
     stack_d = next((d for d in discounts if d.template.stackable), None)
     stack_s = next((s for s in shipping if s.template.stackable), None)
     ship = shipping[0]
-    ship.value = _shipping_value(ctx, ship)
-    if stack_s is not None and stack_s is not ship:
-        stack_s.value = ship.value if len(stack_s.lines) == len(ship.lines) else _shipping_value(ctx, stack_s)
-    for cand in (ship, stack_s):
-        if cand is not None and cand.value <= 0:
-            cand.reason = "no_discount"  # nothing to ship for a fee
     options: list[list[Candidate]] = []
     if best_d is not None:
         options.append([best_d])
-    if ship.value > 0:
-        options.append([ship])
-    if stack_d is not None and stack_s is not None and stack_s.value > 0:
+    options.append([ship])
+    if stack_d is not None and stack_s is not None:
         options.append([stack_d, stack_s])
-    if not options:
-        return []
     return max(options, key=lambda combo: (sum(c.value for c in combo), -len(combo)))
 
 
@@ -851,9 +860,7 @@ def apply_rows(ctx: PricingContext, rows: list[tuple[MemberCoupon, CouponTemplat
             if cand is None:
                 raise _coupon_not_found()
             if cand.reason is None and cand.is_shipping:
-                cand.value = _shipping_value(ctx, cand)
-                if cand.value <= 0:
-                    cand.reason = "no_discount"
+                _shipping_values(ctx, [cand])
             if cand.reason is not None:
                 _raise_for(cand)
             chosen.append(cand)
@@ -868,7 +875,7 @@ def apply_rows(ctx: PricingContext, rows: list[tuple[MemberCoupon, CouponTemplat
         if cand.is_shipping:
             # The freight it saves (weighed already when the pipeline chose it), kept on the
             # coupon at submit so the stats count it as discount given.
-            saved = cand.value or _shipping_value(ctx, cand)
+            saved = cand.value
             for i in cand.lines:
                 ctx.lines[i].flags["free_shipping"] = True
             if len(cand.lines) == len(ctx.lines):
