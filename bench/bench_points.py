@@ -1,13 +1,15 @@
 """Points ledger on PostgreSQL: award + spend throughput and the statement page latency.
 
-    .venv/bin/python bench/bench_points.py [--clients 32] [--seconds 15] [--members 2000] [--entries 10000]
+    .venv/bin/python bench/bench_points.py [--clients 32] [--processes 1] [--seconds 15] [--members 2000]
+                                           [--entries 10000]
 
 Creates a fresh database (SIYU_BENCH_PG_URL server), a merchant and ``--members`` members.
 Part 1: ``--clients`` threads, each with its own sessions (one transaction per operation),
 alternate ``loyalty.service.award`` and ``spend`` on random members for ``--seconds`` and the
 script prints operations/s (target >= 2,000) and the p50/p99 of one operation. Each award
 opens a lot; each spend takes lots soonest-expiry first and records the lot uses, as in
-production. Part 2: one member gets ``--entries`` ledger entries (written through ``award``
+production. ``--processes N`` spreads the clients over N processes (each with its own engine)
+to show what one Python process's GIL costs. Part 2: one member gets ``--entries`` ledger entries (written through ``award``
 in batches), then the script reads statement pages of 20 (first page and random deeper pages
 by keyset) and prints p50/p99 (target <= 20 ms). The load generator shares the machine.
 """
@@ -29,6 +31,7 @@ from bench.common import fresh_pg_database, machine, percentile, summary
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--members", type=int, default=2000)
     parser.add_argument("--entries", type=int, default=10000)
@@ -40,7 +43,6 @@ def main() -> None:
     from siyu.db.base import Base
     from siyu.db.engine import make_engine
     from siyu.db.session import make_session_factory, unit_of_work
-    from siyu.kit.errors import DomainError
     from siyu.kit.events import subscribers
     from siyu.loyalty import service
     from siyu.members.models import Member
@@ -48,7 +50,7 @@ def main() -> None:
 
     url = fresh_pg_database("siyu_bench_points")
     import_all_models()
-    engine = make_engine(url, pool_size=args.clients + 2, max_overflow=0)
+    engine = make_engine(url, pool_size=4, max_overflow=0)
     Base.metadata.create_all(engine)
     factory = make_session_factory(engine)
     subscribers("points.earned")  # load every subscriber once, outside the timed part
@@ -63,47 +65,21 @@ def main() -> None:
             service.award(s, merchant_id, m, 1000, reason="seed", idempotency_key=f"seed:{m}")
 
     print(f"machine: {machine()}")
-    print(f"part 1: award + spend, {args.clients} clients (threads, own sessions), {args.seconds:.0f} s, "
-          f"{len(members)} members")
-    stop = time.perf_counter() + args.seconds
-    latencies: list[float] = []
-    counts = {"award": 0, "spend": 0, "refused": 0}
-    lock = threading.Lock()
+    print(f"part 1: award + spend, {args.clients} clients (threads, own sessions) in {args.processes} process(es), "
+          f"{args.seconds:.0f} s, {len(members)} members")
+    if args.processes <= 1:
+        counts, latencies, elapsed = _throughput(url, merchant_id, members, 0, args.clients, args.seconds)
+    else:
+        import multiprocessing as mp
 
-    def client(n: int) -> None:
-        rng = random.Random(n)
-        mine: list[float] = []
-        done = {"award": 0, "spend": 0, "refused": 0}
-        i = 0
-        while time.perf_counter() < stop:
-            member = rng.choice(members)
-            i += 1
-            t0 = time.perf_counter()
-            try:
-                with unit_of_work(factory) as s:
-                    if i % 2:
-                        service.award(s, merchant_id, member, rng.randint(1, 50), reason="bench",
-                                      idempotency_key=f"a:{n}:{i}")
-                        done["award"] += 1
-                    else:
-                        service.spend(s, merchant_id, member, rng.randint(1, 50), reason="bench",
-                                      idempotency_key=f"s:{n}:{i}")
-                        done["spend"] += 1
-            except DomainError:
-                done["refused"] += 1
-            mine.append((time.perf_counter() - t0) * 1000)
-        with lock:
-            latencies.extend(mine)
-            for k, v in done.items():
-                counts[k] += v
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(args.clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
+        per = [args.clients // args.processes + (1 if p < args.clients % args.processes else 0)
+               for p in range(args.processes)]
+        with mp.get_context("spawn").Pool(args.processes) as pool:
+            parts = pool.starmap(_throughput, [(url, merchant_id, members, p, n, args.seconds)
+                                               for p, n in enumerate(per)])
+        counts = {k: sum(c[k] for c, _, _ in parts) for k in ("award", "spend", "refused")}
+        latencies = [x for _, lat, _ in parts for x in lat]
+        elapsed = max(e for _, _, e in parts)
     ops = counts["award"] + counts["spend"] + counts["refused"]
     print(f"  {ops} operations in {elapsed:.1f} s = {ops / elapsed:,.0f} ops/s "
           f"(awards {counts['award']}, spends {counts['spend']}, refused {counts['refused']}); {summary(latencies)}")
@@ -144,6 +120,66 @@ def main() -> None:
     print(f"  p99 overall: {percentile(first + deep, 99):.2f} ms")
     print(f"  plan:\n    {plan}")
     engine.dispose()
+
+
+def _throughput(
+    url: str, merchant_id: int, members: list[int], proc: int, clients: int, seconds: float
+) -> tuple[dict[str, int], list[float], float]:
+    """``clients`` threads alternating award and spend on random members for ``seconds``;
+    returns the counts, the latencies (ms) and the measured wall time."""
+    from siyu.api.routes import import_all_models
+    from siyu.db.engine import make_engine
+    from siyu.db.session import make_session_factory, unit_of_work
+    from siyu.kit.errors import DomainError
+    from siyu.kit.events import subscribers
+    from siyu.loyalty import service
+
+    import_all_models()
+    subscribers("points.earned")
+    engine = make_engine(url, pool_size=clients + 1, max_overflow=0)
+    factory = make_session_factory(engine)
+    latencies: list[float] = []
+    counts = {"award": 0, "spend": 0, "refused": 0}
+    lock = threading.Lock()
+
+    stop = time.perf_counter() + seconds
+
+    def client(n: int) -> None:
+        rng = random.Random(proc * 1000 + n)
+        mine: list[float] = []
+        done = {"award": 0, "spend": 0, "refused": 0}
+        i = 0
+        while time.perf_counter() < stop:
+            member = rng.choice(members)
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                with unit_of_work(factory) as s:
+                    if i % 2:
+                        service.award(s, merchant_id, member, rng.randint(1, 50), reason="bench",
+                                      idempotency_key=f"a:{proc}:{n}:{i}")
+                        done["award"] += 1
+                    else:
+                        service.spend(s, merchant_id, member, rng.randint(1, 50), reason="bench",
+                                      idempotency_key=f"s:{proc}:{n}:{i}")
+                        done["spend"] += 1
+            except DomainError:
+                done["refused"] += 1
+            mine.append((time.perf_counter() - t0) * 1000)
+        with lock:
+            latencies.extend(mine)
+            for k, v in done.items():
+                counts[k] += v
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return counts, latencies, elapsed
 
 
 if __name__ == "__main__":
