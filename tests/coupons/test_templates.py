@@ -14,7 +14,17 @@ from siyu.db.session import unit_of_work
 from siyu.kit.timeutil import utcnow
 from siyu.tenancy import service as tenancy_service
 from tests.conftest import Tenant, unique
-from tests.coupons.helpers import ADMIN, STORE, give, make_template, template, template_body, wallet
+from tests.coupons.helpers import (
+    ADMIN,
+    STORE,
+    coupon,
+    give,
+    make_product_sku,
+    make_template,
+    template,
+    template_body,
+    wallet,
+)
 from tests.factories import payments as f
 
 URL = f"{ADMIN}/coupon-templates"
@@ -151,7 +161,17 @@ def test_foreign_template_and_coupon_are_404(
     assert client.get(f"{URL}/{foreign_tpl}/stats", headers=tenant.admin_headers).status_code == 404
     assert client.post(f"{STORE}/coupons/templates/{foreign_tpl}/claim", headers=headers).status_code == 404
     assert client.post(f"{ADMIN}/coupons/{foreign_coupon}/void", headers=tenant.admin_headers).status_code == 404
+    sku, _, _ = make_product_sku(session_factory, tenant.id, price=3000)
+    r = client.post(f"{STORE}/checkout/preview", json={"items": [{"sku_id": sku, "quantity": 1}],
+                                                      "coupon_ids": [foreign_coupon]}, headers=headers)
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    r = client.post(f"{STORE}/checkout/submit", json={"items": [{"sku_id": sku, "quantity": 1}],
+                                                     "coupon_ids": [foreign_coupon]},
+                    headers={**headers, "Idempotency-Key": "foreign"})
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    assert client.get(f"{STORE}/orders", headers=headers).json()["total"] == 0
     assert template(session_factory, other_id, foreign_tpl).issued == 1
+    assert coupon(session_factory, other_id, foreign_coupon).status == "unused"
 
 
 def test_void_only_unused(client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant) -> None:
