@@ -169,3 +169,17 @@ def test_level_update_keeps_ranks_unique(client: TestClient, tenant: Tenant) -> 
     r = client.put(f"{ADMIN}/levels/{a['id']}", json={"rank": 0, "name": "A+"}, headers=tenant.admin_headers)
     assert r.status_code == 200 and r.json()["name"] == "A+"
     assert client.put(f"{ADMIN}/levels/999999", json={"rank": 5, "name": "x"}, headers=tenant.admin_headers).status_code == 404
+
+
+def test_the_member_data_export_carries_the_loyalty_ledger(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    from siyu.members import privacy
+
+    member = make_member(session_factory, tenant.id)
+    h.award(session_factory, tenant.id, member, 30, "x1")
+    h.spend(session_factory, tenant.id, member, 10, "x2")
+    with session_factory() as s:
+        doc = privacy.export(s, tenant.id, member)
+    assert [e["delta"] for e in doc["loyalty"]["points_entries"]] == [30, -10]
+    assert doc["loyalty"]["summary"]["points_balance"] == 20
