@@ -28,6 +28,7 @@ from tests.factories.orders import buyer, make_member
 THREADS = 240
 MEMBERS = 160
 TOTAL = 100
+POOL = 20
 
 
 @pytest.fixture
@@ -36,8 +37,13 @@ def race_factory(settings: Settings, db_url: str) -> Iterator[sessionmaker[Sessi
         pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL")
     # Our own pool of 20: enough real connections to race, well under the server's max_connections
     # (other suites share it); threads beyond the pool queue for a connection.
-    engine: Engine = make_engine(db_url, pool_size=20, max_overflow=0)
+    engine: Engine = make_engine(db_url, pool_size=POOL, max_overflow=0)
     engine.pool._timeout = 120  # type: ignore[attr-defined]
+    # Open the pool's connections before the race, so a busy shared server fails the setup
+    # loudly instead of turning racing threads into connection errors.
+    held = [engine.connect() for _ in range(POOL)]
+    for conn in held:
+        conn.close()
     yield make_session_factory(engine)
     engine.dispose()
 
