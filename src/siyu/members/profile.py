@@ -10,7 +10,7 @@ The 360 view collects sections; modules that are not installed are skipped. Othe
 a section with ``register_section(name, fn)`` where ``fn(session, merchant_id, member_id)``
 returns a JSON-able value (or ``None`` to leave it out). Built-in sections: profile, stats
 (``siyu.audience``), loyalty (``siyu.loyalty.service.member_summary`` when it exists), coupons
-(``siyu.promotions.service.member_coupon_count`` when it exists), recent orders, tags, staff
+(``siyu.coupons.service.member_coupon_count``), recent orders, tags, staff
 owner, latest records, consent, merges.
 """
 
@@ -230,7 +230,7 @@ def member_360(session: Session, merchant_id: int, member_id: int) -> dict[str, 
     loyalty = _optional("siyu.loyalty.service", "member_summary")
     if loyalty is not None:
         out["loyalty"] = loyalty(session, merchant_id, member_id)
-    coupons = _optional("siyu.promotions.service", "member_coupon_count")
+    coupons = _optional("siyu.coupons.service", "member_coupon_count")
     if coupons is not None:
         out["coupons"] = {"count": coupons(session, merchant_id, member_id)}
     out["recent_orders"] = _recent_orders(session, merchant_id, member_id)
