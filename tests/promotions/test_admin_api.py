@@ -169,3 +169,33 @@ def test_store_lists_live_promotions_of_a_product(
     assert r.status_code == 404
     r = client.get(f"{STORE}/promotions", headers=tenant.store_headers)
     assert r.status_code == 422
+
+
+def test_add_on_stock_follows_the_rules_until_the_start(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    from siyu.promotions.models import PromotionSkuCounter
+
+    extra = make_sku(session_factory, tenant.id, price=5000)
+    rules = {"threshold": 100, "items": [{"sku_id": extra, "price": 100, "stock": 5}]}
+    promo = create_promotion(client, tenant, "add_on", rules, **window(1, 3))
+    rules["items"][0]["stock"] = 8
+    r = client.patch(f"{ADMIN}/promotions/{promo['id']}", json={"rules": rules}, headers=tenant.admin_headers)
+    assert r.status_code == 200, r.text
+    with session_factory() as s:
+        counter = s.scalar(select(PromotionSkuCounter).where(PromotionSkuCounter.promotion_id == promo["id"]))
+        assert counter is not None and (counter.stock, counter.sold) == (8, 0)
+
+
+def test_list_filters_by_kind_and_status(client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]) -> None:
+    sku = make_sku(session_factory, tenant.id, price=10000)
+    active = create_promotion(client, tenant, "first_order", {"items": [{"sku_id": sku, "price": 100}]})
+    draft = create_promotion(client, tenant, "spend_save", {"tiers": [{"threshold": 100, "discount": 10}]},
+                             activate=False)
+    r = client.get(f"{ADMIN}/promotions", params={"status": "draft"}, headers=tenant.admin_headers)
+    assert [p["id"] for p in r.json()["items"]] == [draft["id"]]
+    r = client.get(f"{ADMIN}/promotions", params={"kind": "first_order", "status": "active"},
+                   headers=tenant.admin_headers)
+    assert [p["id"] for p in r.json()["items"]] == [active["id"]] and r.json()["total"] == 1
+    r = client.get(f"{ADMIN}/promotions", params={"kind": "bogus"}, headers=tenant.admin_headers)
+    assert r.status_code == 422
