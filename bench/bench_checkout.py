@@ -1,11 +1,14 @@
 """Checkout submit over HTTP on PostgreSQL: orders/s, p50/p99, RSS per API process.
 
-    .venv/bin/python bench/bench_checkout.py [--clients 32] [--seconds 20] [--workers 2]
+    .venv/bin/python bench/bench_checkout.py [--clients 32] [--seconds 20] [--workers 2] [--load auto|wrk|httpx]
 
 Creates a fresh database (SIYU_BENCH_PG_URL server), a merchant with 20 SKUs of ample stock
 and 400 customers with addresses and tokens, starts `uvicorn siyu.asgi:app --workers N`, then
 runs N concurrent clients that each submit orders (unique Idempotency-Key, 1-3 lines) for the
-duration. The load generator runs on the same machine and competes for its cores.
+duration. The load generator runs on the same machine and competes for its cores: with
+``--load auto`` (default) it is ``wrk`` when installed (``apt-get install wrk``; a C event loop,
+a small fraction of the CPU of the Python one) driven by a Lua script that sends a unique
+Idempotency-Key per request, else Python httpx. The figures say which one ran.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import argparse
 import asyncio
 import datetime as dt
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -100,13 +106,89 @@ async def run_load(base: str, tokens: list[str], sku_ids: list[int], clients: in
     return ok, failed, latencies, time.perf_counter() - began
 
 
+WRK_SCRIPT = r"""
+local tokens, skus, threads = {}, {}, {}
+counter, created, failed = 0, 0, 0  -- globals: done() reads them with thread:get()
+
+function setup(thread)
+  thread:set("id", #threads + 1)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  for line in io.lines(args[1]) do table.insert(tokens, line) end
+  for s in string.gmatch(args[2], "%d+") do table.insert(skus, tonumber(s)) end
+  nonce = args[3]
+  math.randomseed(os.time() + id * 7919)
+end
+
+function request()
+  counter = counter + 1
+  local n, picked, items = math.random(1, 3), {}, {}
+  while #items < n do
+    local sid = skus[math.random(#skus)]
+    if not picked[sid] then
+      picked[sid] = true
+      table.insert(items, string.format('{"sku_id":%d,"quantity":%d}', sid, math.random(1, 2)))
+    end
+  end
+  local headers = {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. tokens[math.random(#tokens)],
+    ["Idempotency-Key"] = string.format("wrk-%s-%d-%d", nonce, id, counter),
+  }
+  return wrk.format("POST", "/api/store/v1/checkout/submit", headers, '{"items":[' .. table.concat(items, ",") .. ']}')
+end
+
+function response(status, headers, body)
+  if status == 201 then
+    created = created + 1
+  else
+    failed = failed + 1
+    if failed <= 3 then io.stderr:write("failure: " .. status .. " " .. string.sub(body, 1, 300) .. "\n") end
+  end
+end
+
+function done(summary, latency, requests)
+  local c, f = 0, 0
+  for _, t in ipairs(threads) do c = c + t:get("created"); f = f + t:get("failed") end
+  local e = summary.errors
+  io.write(string.format("WRK_RESULT %d %d %d %.3f %.3f %.3f %.3f\n", c, f, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.mean / 1000, summary.duration / 1e6))
+end
+"""
+
+
+def run_wrk(base: str, tokens: list[str], sku_ids: list[int], clients: int, seconds: float, threads: int) -> tuple[int, int, str, float]:
+    """Orders created, failures, the latency summary and the elapsed seconds, measured by wrk."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script, token_file = Path(tmp, "submit.lua"), Path(tmp, "tokens.txt")
+        script.write_text(WRK_SCRIPT)
+        token_file.write_text("\n".join(tokens) + "\n")
+        cmd = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
+               "-s", str(script), base, "--", str(token_file), ",".join(map(str, sku_ids)), uuid.uuid4().hex[:12]]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    if out.stderr.strip():
+        print(out.stderr.strip()[:1000])
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("WRK_RESULT"))
+    created, failed, socket_errors, p50, p99, mean, elapsed = line.split()[1:]
+    latency = f"p50 {float(p50):.1f} ms, p99 {float(p99):.1f} ms, mean {float(mean):.1f} ms"
+    return int(created), int(failed) + int(socket_errors), latency, float(elapsed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--customers", type=int, default=400)
+    parser.add_argument("--load", choices=("auto", "wrk", "httpx"), default="auto",
+                        help="load generator: wrk when installed (auto), or Python httpx")
+    parser.add_argument("--wrk-threads", type=int, default=2)
     args = parser.parse_args()
+    use_wrk = args.load == "wrk" or (args.load == "auto" and shutil.which("wrk") is not None)
+    if use_wrk and shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk), use --load httpx")
 
     url = fresh_pg_database("siyu_bench_checkout")
     _code, tokens, sku_ids = prepare(url, args.customers)
@@ -116,15 +198,22 @@ def main() -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         asyncio.run(run_load(base, tokens, sku_ids, 4, 2))  # warm-up
-        ok, failed, latencies, elapsed = asyncio.run(run_load(base, tokens, sku_ids, args.clients, args.seconds))
+        if use_wrk:
+            generator = f"wrk ({args.wrk_threads} threads, Lua script, unique Idempotency-Key per request)"
+            ok, failed, latency, elapsed = run_wrk(base, tokens, sku_ids, args.clients, args.seconds, args.wrk_threads)
+        else:
+            generator = "Python httpx (asyncio, one process)"
+            ok, failed, latencies, elapsed = asyncio.run(run_load(base, tokens, sku_ids, args.clients, args.seconds))
+            latency = summary(latencies)
         rss = process_tree_rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=20)
     print(f"machine: {machine()}")
     print(f"checkout submit over HTTP, PostgreSQL, {args.workers} API processes, {args.clients} concurrent clients, {elapsed:.1f} s")
+    print(f"load generator: {generator}")
     print(f"orders created: {ok} ({ok / elapsed:.0f} orders/s), failed: {failed}")
-    print(f"latency: {summary(latencies)}")
+    print(f"latency: {latency}")
     print("RSS per process (MB): " + ", ".join(f"{pid}: {mb:.0f}" for pid, mb in sorted(rss.items())))
 
 

@@ -54,7 +54,7 @@ class RequestContextMiddleware:
             route = _route_template(scope)
             REQUESTS.labels(scope["method"], route, str(status_holder["status"])).inc()
             LATENCY.labels(scope["method"], route).observe(elapsed)
-            if self.log_requests:
+            if self.log_requests and _would_log():  # no JSON built for a line nobody would write
                 log.info(
                     json.dumps(
                         {
@@ -68,6 +68,16 @@ class RequestContextMiddleware:
                         }
                     )
                 )
+
+
+def _would_log() -> bool:
+    """Whether ``log.info`` would reach a handler (without one, ``logging.lastResort`` drops INFO)."""
+    if not log.isEnabledFor(logging.INFO):
+        return False
+    if log.hasHandlers():
+        return True
+    last = logging.lastResort
+    return last is not None and last.level <= logging.INFO
 
 
 def _route_template(scope: Scope) -> str:

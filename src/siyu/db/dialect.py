@@ -50,9 +50,16 @@ def insert_entity_or_nothing(session: Session, entity: type[Any], values: dict[s
     in flight makes the statement wait for that transaction, like a plain INSERT would; a caller
     that gets None can then read the committed winner. No savepoint is needed: nothing failed.
     """
-    insert = postgresql.insert if is_postgres(session) else sqlite.insert
-    stmt: Any = insert(entity).values(**values).on_conflict_do_nothing().returning(entity)
-    return session.scalars(stmt).first()
+    postgres = is_postgres(session)
+    stmt = _INSERT_OR_NOTHING.get((entity, postgres))
+    if stmt is None:  # built once per entity and dialect; the row comes as parameters
+        insert = postgresql.insert if postgres else sqlite.insert
+        stmt = insert(entity).on_conflict_do_nothing().returning(entity)
+        _INSERT_OR_NOTHING[(entity, postgres)] = stmt
+    return session.scalars(stmt, [values]).first()
+
+
+_INSERT_OR_NOTHING: dict[tuple[type[Any], bool], Any] = {}
 
 
 def insert_ignore_many(

@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Select, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from siyu.catalog.models import Product, Sku
@@ -20,16 +20,25 @@ from siyu.orders.models import Address, CartItem, FreightTemplate, Order, OrderL
 # -- catalog reads (SKU with its product) -----------------------------------------------------------
 
 
+# Hot-path statements are built once with bound parameters: building a SELECT with its WHERE
+# clause costs more Python than SQLAlchemy's compiled-statement cache saves.
+_SKUS_WITH_PRODUCTS = (
+    select(Sku, Product)
+    .join(Product, Product.id == Sku.product_id)
+    .where(
+        Sku.merchant_id == bindparam("merchant_id"),
+        Product.merchant_id == bindparam("merchant_id"),
+        Sku.id.in_(bindparam("ids", expanding=True)),
+    )
+)
+
+
 def skus_with_products(session: Session, merchant_id: int, sku_ids: Iterable[int]) -> dict[int, tuple[Sku, Product]]:
     ids = sorted(set(sku_ids))
     if not ids:
         return {}
-    stmt = (
-        select(Sku, Product)
-        .join(Product, Product.id == Sku.product_id)
-        .where(Sku.merchant_id == merchant_id, Product.merchant_id == merchant_id, Sku.id.in_(ids))
-    )
-    return {sku.id: (sku, product) for sku, product in session.execute(stmt).all()}
+    rows = session.execute(_SKUS_WITH_PRODUCTS, {"merchant_id": merchant_id, "ids": ids}).all()
+    return {sku.id: (sku, product) for sku, product in rows}
 
 
 # -- cart ---------------------------------------------------------------------------------------------
@@ -90,29 +99,32 @@ def addresses(session: Session, merchant_id: int, member_id: int) -> list[Addres
     return list(session.scalars(stmt.order_by(Address.is_default.desc(), Address.id.desc())))
 
 
-def address(session: Session, merchant_id: int, member_id: int, address_id: int) -> Address | None:
-    return session.scalar(
-        select(Address).where(
-            Address.merchant_id == merchant_id,
-            Address.member_id == member_id,
-            Address.id == address_id,
-            Address.deleted.is_(False),
-        )
+_ADDRESS = select(Address).where(
+    Address.merchant_id == bindparam("merchant_id"),
+    Address.member_id == bindparam("member_id"),
+    Address.id == bindparam("address_id"),
+    Address.deleted.is_(False),
+)
+_DEFAULT_ADDRESS = (
+    select(Address)
+    .where(
+        Address.merchant_id == bindparam("merchant_id"),
+        Address.member_id == bindparam("member_id"),
+        Address.deleted.is_(False),
+        Address.is_default.is_(True),
     )
+    .order_by(Address.id.desc())
+    .limit(1)
+)
+
+
+def address(session: Session, merchant_id: int, member_id: int, address_id: int) -> Address | None:
+    params = {"merchant_id": merchant_id, "member_id": member_id, "address_id": address_id}
+    return session.scalar(_ADDRESS, params)
 
 
 def default_address(session: Session, merchant_id: int, member_id: int) -> Address | None:
-    return session.scalar(
-        select(Address)
-        .where(
-            Address.merchant_id == merchant_id,
-            Address.member_id == member_id,
-            Address.deleted.is_(False),
-            Address.is_default.is_(True),
-        )
-        .order_by(Address.id.desc())
-        .limit(1)
-    )
+    return session.scalar(_DEFAULT_ADDRESS, {"merchant_id": merchant_id, "member_id": member_id})
 
 
 def clear_default_address(session: Session, merchant_id: int, member_id: int, except_id: int | None) -> None:

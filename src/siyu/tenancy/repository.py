@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from siyu.tenancy.models import AuthToken, Merchant, Staff
@@ -38,14 +38,16 @@ def token_by_hash(session: Session, token_hash: str) -> AuthToken | None:
     return session.scalar(select(AuthToken).where(AuthToken.token_hash == token_hash))
 
 
+_TOKEN_WITH_MERCHANT = (
+    select(AuthToken, Merchant)
+    .outerjoin(Merchant, Merchant.id == AuthToken.merchant_id)
+    .where(AuthToken.token_hash == bindparam("token_hash"))
+)  # built once: it runs on every authenticated request
+
+
 def token_with_merchant(session: Session, token_hash: str) -> tuple[AuthToken, Merchant | None] | None:
     """The token and its merchant in one round trip (the merchant lands in the identity map)."""
-    stmt = (
-        select(AuthToken, Merchant)
-        .outerjoin(Merchant, Merchant.id == AuthToken.merchant_id)
-        .where(AuthToken.token_hash == token_hash)
-    )
-    row = session.execute(stmt).first()
+    row = session.execute(_TOKEN_WITH_MERCHANT, {"token_hash": token_hash}).first()
     return None if row is None else (row[0], row[1])
 
 
