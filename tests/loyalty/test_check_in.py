@@ -158,3 +158,18 @@ def test_task_rewards_respect_the_daily_cap_and_refs(session_factory: sessionmak
     with pytest.raises(DomainError) as exc, unit_of_work(session_factory) as s:
         service.complete_task(s, tenant.id, member, "dance", ref="x", now=now)
     assert exc.value.code == "task_unknown"
+
+
+def test_total_check_in_rewards_come_once_even_with_broken_streaks(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    h.set_rules(session_factory, tenant.id, check_in={
+        "points": 1, "growth": 0, "streak_rewards": [], "total_rewards": [{"day": 3, "points": 100}],
+    })
+    member = make_member(session_factory, tenant.id)
+    start = h.utc(2026, 6, 1, 4, 0)
+    rows = [_check(session_factory, tenant, member, start + dt.timedelta(days=d)) for d in (0, 2, 4, 5)]
+    assert [r.streak for r in rows] == [1, 1, 1, 2]
+    assert [r.points for r in rows] == [1, 1, 101, 1]
+    assert rows[2].rewards == [{"kind": "total", "day": 3, "points": 100}]
+    assert h.balance(session_factory, tenant.id, member) == 104

@@ -56,7 +56,7 @@ def test_a_streak_reward_coupon_is_issued_once(session_factory: sessionmaker[Ses
         service.check_in(s, tenant.id, member, start)
     with unit_of_work(session_factory) as s:
         row = service.check_in(s, tenant.id, member, start + dt.timedelta(days=1))
-        assert row.rewards == [{"day": 2, "coupon_template_id": template, "coupon_issued": True}]
+        assert row.rewards == [{"kind": "streak", "day": 2, "coupon_template_id": template, "coupon_issued": True}]
     (coupon,) = _coupons(session_factory, tenant, member)
     assert (coupon.template_id, coupon.source) == (template, "check_in")
 

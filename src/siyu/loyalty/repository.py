@@ -358,6 +358,16 @@ def check_in(session: Session, merchant_id: int, member_id: int, day: dt.date) -
     )
 
 
+def check_in_count(session: Session, merchant_id: int, member_id: int) -> int:
+    return int(
+        session.scalar(
+            select(func.count()).select_from(CheckIn).where(CheckIn.merchant_id == merchant_id,
+                                                             CheckIn.member_id == member_id)
+        )
+        or 0
+    )
+
+
 def check_ins_between(session: Session, merchant_id: int, member_id: int, first: dt.date, last: dt.date) -> list[CheckIn]:
     return list(
         session.scalars(

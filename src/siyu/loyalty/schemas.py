@@ -72,13 +72,17 @@ class CheckInRules(Strict):
     streak_rewards: list[StreakReward] = Field(
         default_factory=lambda: [StreakReward(day=7, points=50), StreakReward(day=30, points=300)]
     )
+    total_rewards: list[StreakReward] = Field(
+        default_factory=list, description="rewards for the Nth check-in in total (once per member), e.g. day 100"
+    )
     makeup: MakeupRules = Field(default_factory=MakeupRules)
 
     @model_validator(mode="after")
     def _unique_days(self) -> CheckInRules:
-        days = [r.day for r in self.streak_rewards]
-        if len(days) != len(set(days)):
-            raise ValueError("streak_rewards: one reward per day")
+        for name, rewards in (("streak_rewards", self.streak_rewards), ("total_rewards", self.total_rewards)):
+            days = [r.day for r in rewards]
+            if len(days) != len(set(days)):
+                raise ValueError(f"{name}: one reward per day")
         return self
 
 

@@ -998,13 +998,15 @@ def check_in(session: Session, merchant_id: int, member_id: int, now: dt.datetim
     points = _earn(session, merchant_id, member_id, rules.points, reason="check_in", ref=base, key=base, now=now)
     growth = rules.growth
     rewards: list[dict[str, Any]] = []
-    for reward in rules.streak_rewards:
-        if reward.day != streak:
-            continue
-        key = f"{base}:streak:{reward.day}"
-        got: dict[str, Any] = {"day": reward.day}
+    milestones = [("streak", r, f"{base}:streak:{r.day}") for r in rules.streak_rewards if r.day == streak]
+    if rules.total_rewards:
+        total = repo.check_in_count(session, merchant_id, member_id)
+        # once per member and milestone, whatever the day it is reached on
+        milestones += [("total", r, f"checkin:{member_id}:total:{r.day}") for r in rules.total_rewards if r.day == total]
+    for kind, reward, key in milestones:
+        got: dict[str, Any] = {"kind": kind, "day": reward.day}
         if reward.points:
-            got["points"] = _earn(session, merchant_id, member_id, reward.points, reason="check_in_streak", ref=base,
+            got["points"] = _earn(session, merchant_id, member_id, reward.points, reason=f"check_in_{kind}", ref=base,
                                   key=key, now=now)
             points += got["points"]
         if reward.growth:
