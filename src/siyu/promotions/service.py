@@ -27,7 +27,11 @@ Submit (``take``, a submit hook in the order transaction): the first-order claim
 member), the per-member counters and the add-on stock move by conditional updates, and one
 ``PromotionUsage`` row per promotion records discount and GMV. A refusal aborts the whole submit.
 ``order.paid`` marks the rows paid; ``order.cancelled`` releases them and gives everything back,
-exactly once.
+exactly once; ``order.refunded`` adds each refund once to the rows (net GMV in the stats).
+
+Gift and add-on lines take normal SKU stock through the checkout's own reservation, so a gift
+whose last unit goes to a concurrent order between the pricing and the reservation makes that
+submit fail with ``insufficient_stock`` (retrying prices it again and notes "赠品已赠完").
 
 Services never commit.
 """
