@@ -4,6 +4,7 @@ lists, at its own template, and still answers 405 (not 404) for a known path's o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Any
 
@@ -36,10 +37,8 @@ def _matched_template(app: Any, method: str, path: str) -> str | None:
     async def send(message: dict[str, Any]) -> None:
         return None
 
-    try:
+    with contextlib.suppress(Exception):  # only the routing decision matters here
         asyncio.run(app(scope, receive, send))
-    except Exception:  # only the routing decision matters here
-        pass
     route = scope.get("route")
     return getattr(route, "path", None)
 
