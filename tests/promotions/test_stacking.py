@@ -113,3 +113,63 @@ def test_replayed_submit_and_repeated_release_count_once(
     with unit_of_work(session_factory) as s:
         assert service.release_order(s, tenant.id, order_id) == 0  # the job running twice gives back once
     assert ledger() == (1, 0)
+
+
+def test_a_gift_taken_by_a_concurrent_order_fails_the_submit_cleanly_and_a_retry_goes_without_it(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session], monkeypatch: Any
+) -> None:
+    """The documented race: the gift's stock is taken by the checkout's binding reservation; if
+    another order took the last unit since the pricing, the submit is refused as a whole (nothing
+    written) and the retry prices again: no gift, a note."""
+    from sqlalchemy import update
+
+    from siyu.catalog.models import Sku
+    from siyu.orders.models import Order
+    from siyu.orders.pricing import PricingContext
+    from tests.factories.orders import sku_stock
+    from tests.factories.promotions import submit
+
+    sku = make_sku(session_factory, tenant.id, price=20000, free_shipping=True)
+    gift = make_sku(session_factory, tenant.id, price=1500, stock=1, free_shipping=True)
+    create_promotion(client, tenant, "spend_gift", {"tiers": [{"threshold": 30000, "gift_sku_id": gift}]})
+    headers = shopper(client, tenant)
+    real_take = service.take
+
+    def raced(ctx: PricingContext, order_id: int) -> None:
+        # another order takes the last gift between this order's pricing and its stock reservation
+        ctx.session.execute(update(Sku).where(Sku.id == gift).values(stock=0))
+        real_take(ctx, order_id)
+
+    monkeypatch.setattr(service, "take", raced)
+    r = submit(client, headers, [(sku, 2)])
+    assert r.status_code == 409 and r.json()["code"] == "insufficient_stock", r.text
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(Order).where(Order.merchant_id == tenant.id)) == 0
+        assert s.scalar(select(func.count()).select_from(PromotionUsage).where(
+            PromotionUsage.merchant_id == tenant.id)) == 0
+    assert sku_stock(session_factory, gift) == 1  # the simulated competitor rolled back with it
+    monkeypatch.setattr(service, "take", real_take)
+    with unit_of_work(session_factory) as s:  # the competitor really takes the last unit
+        s.execute(update(Sku).where(Sku.id == gift).values(stock=0))
+    r = submit(client, headers, [(sku, 2)])
+    assert r.status_code == 201, r.text
+    assert [ln["sku_id"] for ln in r.json()["lines"]] == [sku]
+
+
+def test_a_cancel_returns_the_gift_unit(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    from tests.factories.orders import sku_stock
+    from tests.factories.promotions import submit
+
+    sku = make_sku(session_factory, tenant.id, price=20000, free_shipping=True)
+    gift = make_sku(session_factory, tenant.id, price=1500, stock=3, free_shipping=True)
+    create_promotion(client, tenant, "spend_gift", {"tiers": [{"threshold": 30000, "gift_sku_id": gift,
+                                                               "quantity": 2}]})
+    headers = shopper(client, tenant)
+    order = submit(client, headers, [(sku, 2)]).json()
+    assert [ln["sku_id"] for ln in order["lines"]] == [sku, gift]
+    assert sku_stock(session_factory, gift) == 1
+    r = client.post(f"{STORE}/orders/{order['id']}/cancel", headers=headers)
+    assert r.status_code == 200, r.text
+    assert sku_stock(session_factory, gift) == 3
