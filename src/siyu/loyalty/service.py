@@ -32,6 +32,20 @@ merchant setting) once per order; every refund reverses earned points, returns s
 and takes back growth in proportion to the amount refunded over the amount paid, computed on
 the running total (``floor(x * refunded / paid)``), so partial refunds never drift and a full
 refund reverses exactly everything.
+
+Expiry runs in the hourly job (``loyalty.hourly``): a lot past its expiry can still be spent
+until that job has written its ``expire`` entry (spends take the soonest-expiring lots first,
+so they take those). ``points.expiring`` is emitted once per lot, ``notice_days`` before.
+
+Levels: a member reaches a level when ANY of its set thresholds is met (cumulative paid spend
+net of refunds, points earned, growth value, paid orders), at exactly the threshold. Upgrades
+are evaluated whenever one of those changes; levels only go down through the yearly retention
+review (``retain_growth`` growth in the last 365 days, one step down) in the daily job. A paid
+card holds its level for its term; the benefits applied are those of the higher of the two.
+
+Check-in: one per member and local day in the merchant's zone (unique key). Streak rewards pay
+on the day the streak reaches N, total rewards on the Nth check-in ever (once). A make-up
+check-in (cost in points, within N days) mends the streak but earns nothing itself.
 """
 
 from __future__ import annotations
