@@ -8,7 +8,9 @@ concurrent clients that each post batches of ``--batch`` (500) events to
 ``POST /api/events/v1/batch`` for the duration: a server-to-server feed naming members
 (API key), a mix of page_view / product_view / add_to_cart / search / favorite with a unique
 ``event_id`` each, timestamps in the last hour. Afterwards it checks that the database holds
-exactly the events the server accepted, and that a replayed batch is all duplicates.
+exactly the events the server accepted, and that a replayed batch is all duplicates. Members
+start with their statistics rows (steady state); ``--new-members`` starts without them, so the
+first events of each member also create its row.
 
 The load generator runs on the same machine and competes for its cores (bodies are
 pre-serialised before the clock starts so it costs as little as possible).
@@ -38,7 +40,7 @@ TARGET_EVENTS_PER_S = 20_000
 MARK = "@@@@@@@@@@"  # replaced by the batch number, so a few templates give any number of unique batches
 
 
-def prepare(url: str, members: int) -> tuple[str, list[int], list[tuple[int, int]]]:
+def prepare(url: str, members: int, with_stats: bool) -> tuple[str, list[int], list[tuple[int, int]]]:
     from siyu.api.routes import import_all_models
     from siyu.db.base import Base
     from siyu.db.engine import make_engine
@@ -59,6 +61,10 @@ def prepare(url: str, members: int) -> tuple[str, list[int], list[tuple[int, int
         from sqlalchemy import select
 
         member_ids = list(s.scalars(select(Member.id).where(Member.merchant_id == merchant.id)))
+        if with_stats:  # steady state: every member already has a statistics row
+            from siyu.audience.repository import backfill_rows
+
+            backfill_rows(s, merchant.id)
     engine.dispose()
     products = [(1000 + p, 5000 + p * 3) for p in range(60)]
     return key, member_ids, products
@@ -164,10 +170,25 @@ def pg_backends(url: str) -> list[int]:
     engine = create_engine(parsed.set(drivername="postgresql+psycopg"))
     with engine.connect() as conn:
         pids = [int(p) for p in conn.execute(
-            text("SELECT pid FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": parsed.database}
+            text("SELECT pid FROM pg_stat_activity WHERE datname = :d AND backend_type = 'client backend' "
+                 "AND pid <> pg_backend_pid()"), {"d": parsed.database}
         ).scalars()]
     engine.dispose()
     return pids
+
+
+def analyze(url: str) -> None:
+    """Planner statistics, as a live database has them (autovacuum's first ANALYZE of a table that
+    grew from empty would only come after the run; without it PostgreSQL plans for an empty
+    events table and scans the merchant's events on every batch)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        for table in ("events", "member_stats", "members", "auth_tokens"):
+            conn.exec_driver_sql(f"VACUUM (ANALYZE) {table}")
+    engine.dispose()
 
 
 def stored_events(url: str) -> int:
@@ -188,24 +209,29 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--members", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--new-members", action="store_true",
+                        help="members start without statistics rows (each first event creates one)")
     args = parser.parse_args()
 
     url = fresh_pg_database("siyu_bench_events")
-    key, member_ids, products = prepare(url, args.members)
+    key, member_ids, products = prepare(url, args.members, not args.new_members)
     templates = make_batches(32, args.batch, member_ids, products, seed=1)
-    warm = Batches(templates, 2 * args.clients)
+    warm = Batches(templates, 40)  # 20,000 events before the clock starts, then ANALYZE
     batches = Batches(templates, 10**9, first=10**6)
     port = free_port()
     server = start_server({"SIYU_DATABASE_URL": url, "SIYU_ENV": "bench", "SIYU_DB_POOL_SIZE": "20"},
                           workers=args.workers, port=port)
     try:
         base = f"http://127.0.0.1:{port}"
-        w_acc, _, _, _, _ = asyncio.run(run_load(base, key, warm, args.clients, 60))
+        w_acc, _, _, _, _ = asyncio.run(run_load(base, key, warm, args.clients, 120))
+        analyze(url)
         api_pids = list(process_tree_rss_mb(server.pid))
-        db_pids = pg_backends(url)
-        cpu_before = cpu_seconds(api_pids), cpu_seconds(db_pids)
+        db_before = {pid: cpu_seconds([pid]) for pid in pg_backends(url)}
+        api_before = cpu_seconds(api_pids)
         accepted, dups, failed, latencies, elapsed = asyncio.run(run_load(base, key, batches, args.clients, args.seconds))
-        cpu_api, cpu_db = cpu_seconds(api_pids) - cpu_before[0], cpu_seconds(db_pids) - cpu_before[1]
+        cpu_api = cpu_seconds(api_pids) - api_before
+        # backends that connected during the run count from zero
+        cpu_db = sum(cpu_seconds([pid]) - db_before.get(pid, 0.0) for pid in set(pg_backends(url)) | set(db_before))
         # a replayed batch is harmless: every event comes back as a duplicate
         replay_acc, replay_dups, _, _, _ = asyncio.run(run_load(base, key, Batches(templates, 1, first=10**6), 1, 60))
         rss = process_tree_rss_mb(server.pid)
@@ -216,7 +242,8 @@ def main() -> None:
     rate = accepted / elapsed
     print(f"machine: {machine()}")
     print(f"event ingestion over HTTP, PostgreSQL, {args.workers} API processes, {args.clients} concurrent clients, "
-          f"batches of {args.batch}, {elapsed:.1f} s, {args.members:,} members")
+          f"batches of {args.batch}, {elapsed:.1f} s, {args.members:,} members "
+          f"({'without' if args.new_members else 'with'} statistics rows at the start)")
     print(f"events accepted: {accepted:,} ({rate:,.0f} events/s, target >= {TARGET_EVENTS_PER_S:,}: "
           f"{'met' if rate >= TARGET_EVENTS_PER_S else 'NOT met'}), duplicates {dups}, rejected/failed {failed}")
     print(f"batch latency: {summary(latencies)} ({len(latencies)} batches)")
