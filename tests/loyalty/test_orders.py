@@ -265,3 +265,18 @@ def test_a_refund_handled_before_the_paid_job_is_netted_when_the_order_is_counte
     assert summary.paid_spend == 7500
     assert h.balance(session_factory, tenant.id, member) == 100 - 100 * 2500 // 10000
     assert summary.growth == 100 - 100 * 2500 // 10000
+
+
+def test_a_retried_submit_with_points_spends_them_once(
+    client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    member, headers = f.paying_customer(session_factory, tenant.id)
+    h.award(session_factory, tenant.id, member, 1000, "gift")
+    sku = make_sku(session_factory, tenant.id, price=10000, free_shipping=True)
+    body = {"items": [{"sku_id": sku, "quantity": 1}], "points_to_use": 400}
+    first = client.post(f"{STORE}/checkout/submit", json=body, headers={**headers, "Idempotency-Key": "same"})
+    again = client.post(f"{STORE}/checkout/submit", json=body, headers={**headers, "Idempotency-Key": "same"})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"] and first.json()["points_used"] == 400
+    assert h.balance(session_factory, tenant.id, member) == 600
+    assert [e.kind for e in h.entries(session_factory, tenant.id, member)] == ["earn", "spend"]
