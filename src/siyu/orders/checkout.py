@@ -290,22 +290,19 @@ def submit(
     if order is None:
         raise DomainError("conflict")
 
-    lines: list[OrderLine] = []
+    rows = []
     for line in ctx.lines:
         discounts = {stage: amount for stage, amount in line.discounts.items() if amount}
-        lines.append(
-            OrderLine(
-                merchant_id=merchant_id, order_id=order.id, product_id=line.product_id, sku_id=line.sku_id,
-                title=line.title[:120], spec_text=line.spec_text[:120], image_url=line.image_url,
-                quantity=line.quantity, list_price=line.list_price, sale_price=line.sale_price,
-                cost_price=line.cost_price, goods_amount=line.goods_amount, discounts=discounts,
-                discount_amount=sum(discounts.values()), payable_amount=line.amount,
-                bonus_points=line.bonus_points * line.quantity, refunded_quantity=0, refunded_amount=0,
-                activity=(str(line.flags["activity"])[:40] if line.flags.get("activity") else None),
-            )
-        )
-    session.add_all(lines)
-    session.flush()
+        rows.append({
+            "merchant_id": merchant_id, "order_id": order.id, "product_id": line.product_id, "sku_id": line.sku_id,
+            "title": line.title[:120], "spec_text": line.spec_text[:120], "image_url": line.image_url,
+            "quantity": line.quantity, "list_price": line.list_price, "sale_price": line.sale_price,
+            "cost_price": line.cost_price, "goods_amount": line.goods_amount, "discounts": discounts,
+            "discount_amount": sum(discounts.values()), "payable_amount": line.amount,
+            "bonus_points": line.bonus_points * line.quantity, "refunded_quantity": 0, "refunded_amount": 0,
+            "activity": (str(line.flags["activity"])[:40] if line.flags.get("activity") else None),
+        })
+    lines = repo.insert_order_lines(session, rows)
     session.info.setdefault(_NEW_LINES, {})[order.id] = lines
     audit.record(
         session, merchant_id, "order", order.id, "submitted", from_state=None, to_state=PENDING_PAYMENT,

@@ -150,17 +150,22 @@ def checkout_submit(
     customer: Customer,
     session: DbSession,
     settings: AppSettings,
-    response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> OrderDetailOut:
+) -> Response:
     order, created = checkout.submit(
         session, customer.merchant_id, customer.member_id, body, idempotency_key=idempotency_key,
         payment_timeout=dt.timedelta(minutes=settings.order_payment_timeout_minutes),
     )
+    detail = _detail(session, order, new=created)
+    # Serialised once, here: a returned Response spares FastAPI validating the model it was just
+    # built as (and a threadpool hop); ``response_model`` still documents it.
+    response = Response(
+        content=detail.model_dump_json(), media_type="application/json",
+        status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+    )
     if not created:
-        response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
-    return _detail(session, order, new=created)
+    return response
 
 
 # -- store: my orders ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, select, update
+from sqlalchemy import Select, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from siyu.catalog.models import Product, Sku
@@ -199,6 +199,16 @@ def order_by_idempotency_key(session: Session, merchant_id: int, member_id: int,
         Order.merchant_id == merchant_id, Order.member_id == member_id, Order.idempotency_key == key
     )
     return session.scalar(stmt.execution_options(populate_existing=True))
+
+
+_INSERT_ORDER_LINES = insert(OrderLine).returning(OrderLine, sort_by_parameter_order=True)
+
+
+def insert_order_lines(session: Session, rows: list[dict[str, Any]]) -> list[OrderLine]:
+    """Write an order's lines in one statement; the instances come back in ``rows`` order, every column loaded."""
+    if not rows:
+        return []
+    return list(session.scalars(_INSERT_ORDER_LINES, rows))
 
 
 def order_lines(session: Session, merchant_id: int, order_id: int, *, lock: bool = False) -> list[OrderLine]:
