@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.config import Settings
-from siyu.db.engine import make_engine
 from siyu.db.session import make_session_factory, unit_of_work
 from siyu.loyalty import service
 from siyu.loyalty.models import CheckIn
@@ -23,11 +25,38 @@ PG_ONLY = "SQLite serialises every writer with BEGIN IMMEDIATE; the race is only
 RACE_CONNECTIONS = 16  # the PostgreSQL server allows 100 clients, shared with other test runs
 
 
+def _connect_patiently(url: str) -> Callable[[], Any]:
+    """A DB-API connect that waits (up to 60 s) while the shared server is at max_connections."""
+    import psycopg
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def connect() -> Any:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return psycopg.connect(dsn)
+            except psycopg.OperationalError as exc:
+                if "too many clients" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    return connect
+
+
 @pytest.fixture
 def race_factory(db_url: str, engine: Engine) -> Iterator[sessionmaker[Session]]:
     """Sessions over a bounded pool: every thread has its own session; at most 16 hold a
-    connection at a time and the rest queue for one (the spends still interleave freely)."""
-    eng = make_engine(db_url, pool_size=RACE_CONNECTIONS, max_overflow=0)
+    connection at a time and the rest queue for one (the spends still interleave freely).
+    The pool is filled before the race, waiting while other test runs hold every server slot."""
+    if make_url(db_url).get_backend_name() != "postgresql":
+        yield make_session_factory(engine)
+        return
+    eng = create_engine("postgresql+psycopg://", creator=_connect_patiently(db_url), pool_size=RACE_CONNECTIONS,
+                        max_overflow=0, pool_timeout=120)
+    held = [eng.connect() for _ in range(RACE_CONNECTIONS)]
+    for conn in held:
+        conn.close()
     try:
         yield make_session_factory(eng)
     finally:
