@@ -22,6 +22,7 @@ from siyu.audience.models import (
     StageTransition,
 )
 from siyu.audience.schemas import LifecycleConfig
+from siyu.db.arrays import in_values
 from siyu.db.dialect import bulk_update, for_update, insert_ignore_rows
 from siyu.members.models import Member
 
@@ -43,7 +44,7 @@ def ensure_rows(session: Session, merchant_id: int, member_ids: set[int]) -> Non
     existing = set(
         session.scalars(
             select(MemberStats.member_id).where(
-                MemberStats.merchant_id == merchant_id, MemberStats.member_id.in_(member_ids)
+                MemberStats.merchant_id == merchant_id, in_values(session, MemberStats.member_id, member_ids)
             )
         )
     )
@@ -52,7 +53,9 @@ def ensure_rows(session: Session, merchant_id: int, member_ids: set[int]) -> Non
         return
     registered = dict(
         session.execute(
-            select(Member.id, Member.registered_at).where(Member.merchant_id == merchant_id, Member.id.in_(missing))
+            select(Member.id, Member.registered_at).where(
+                Member.merchant_id == merchant_id, in_values(session, Member.id, missing)
+            )
         ).all()
     )
     rows = [
@@ -145,7 +148,7 @@ def apply_activity_of_events(session: Session, merchant_id: int, event_ids: list
             count_of("share").label("shares"),
         )
         .where(
-            Event.merchant_id == merchant_id, Event.event_id.in_(event_ids), Event.member_id.is_not(None)
+            Event.merchant_id == merchant_id, in_values(session, Event.event_id, event_ids), Event.member_id.is_not(None)
         )
         .group_by(Event.member_id)
         .subquery()
@@ -156,7 +159,7 @@ def apply_activity_of_events(session: Session, merchant_id: int, event_ids: list
     # members must not lock them in opposite orders (deadlock). One statement, one snapshot, so
     # no row can appear between the locking and the update.
     members = select(Event.member_id).where(
-        Event.merchant_id == merchant_id, Event.event_id.in_(event_ids), Event.member_id.is_not(None)
+        Event.merchant_id == merchant_id, in_values(session, Event.event_id, event_ids), Event.member_id.is_not(None)
     )
     in_order = select(s.id.label("id")).where(s.merchant_id == merchant_id, s.member_id.in_(members)).order_by(s.member_id)
     locked = for_update(in_order, session).subquery()
