@@ -111,6 +111,35 @@ def _inline_threadpool() -> None:
         module.run_in_threadpool = inline  # type: ignore[attr-defined]
 
 
+class BackendCpu:
+    """CPU of this engine's PostgreSQL backend processes, from /proc (a server on this machine only)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.pids: set[int] = set()
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+        def on_connect(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("SELECT pg_backend_pid()")
+            self.pids.add(int(cur.fetchone()[0]))
+            cur.close()
+
+        from sqlalchemy import event
+
+        event.listen(engine, "connect", on_connect)
+        engine.dispose()  # connections made from now on report their backend
+
+    def seconds(self) -> float | None:
+        total = 0.0
+        for pid in self.pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return None  # not on this machine, or not readable
+            total += (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
+        return total
+
+
 def _pg_exec_ms(url: str) -> float | None:
     """Sum of ``total_exec_time`` over this database's statements, or None without pg_stat_statements."""
     from sqlalchemy import create_engine, text
@@ -157,6 +186,7 @@ def main() -> None:
     app = create_app(Settings())
     counter = StatementCounter()
     event.listen(app.state.engine, "before_cursor_execute", counter)
+    backends = BackendCpu(app.state.engine)
     rng = random.Random(7)
 
     def payload() -> dict[str, Any]:
@@ -199,6 +229,7 @@ def main() -> None:
         counter.recording = None
 
     pg_before = _pg_exec_ms(url)
+    backend_before = backends.seconds()
     profiler = cProfile.Profile(time.process_time) if args.profile else None  # CPU, not wall time
     counter.count = 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -215,6 +246,7 @@ def main() -> None:
         profiler.disable()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     pg_after = _pg_exec_ms(url)
+    backend_after = backends.seconds()
 
     n = args.orders
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
@@ -230,6 +262,11 @@ def main() -> None:
         print("PostgreSQL exec time per order: skipped (pg_stat_statements not available)")
     else:
         print(f"PostgreSQL exec time per order: {(pg_after - pg_before) / n:.2f} ms (pg_stat_statements)")
+    if backend_before is None or backend_after is None or not backends.pids:
+        print("PostgreSQL backend CPU per order: skipped (server not on this machine or /proc not readable)")
+    else:
+        print(f"PostgreSQL backend CPU per order: {(backend_after - backend_before) / n * 1000:.2f} ms "
+              f"({len(backends.pids)} backend processes, /proc; clock-tick resolution)")
     print(f"wall per order: {wall / n * 1000:.2f} ms (sensitive to machine load)")
     if profiler:
         calls = pstats.Stats(profiler).total_calls  # type: ignore[attr-defined]
