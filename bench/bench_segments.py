@@ -36,7 +36,7 @@ MAIN = {
     ],
 }
 OTHERS: dict[str, dict[str, Any]] = {
-    "attributes only: female, 25-34 registered channel, in 上海市": {
+    "attributes only: female, in 上海市, registered via community group or staff QR": {
         "type": "and", "nodes": [
             {"type": "attribute", "field": "gender", "op": "eq", "value": "female"},
             {"type": "attribute", "field": "city", "op": "eq", "value": "上海市"},
