@@ -167,3 +167,33 @@ def test_an_address_of_another_member_still_refused(session_factory: sessionmake
     with pytest.raises(DomainError) as err:
         _submit(session_factory, tenant, member, body, "foreign")
     assert err.value.code == "validation_error" and _orders(session_factory, tenant.id) == 0
+
+
+def test_racing_retries_of_the_key_that_takes_the_last_unit_all_get_its_order(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    """Real parallel connections: eight retries of one key for the last unit. Whichever way each
+    one goes (waits on the key's unique index, or prices after the winner committed and finds no
+    stock), every one answers with the one order, and the unit is taken once."""
+    import threading
+
+    sku = make_sku(session_factory, tenant.id, stock=1)
+    member = buyer(session_factory, tenant.id)
+    barrier = threading.Barrier(8)
+    results: list[str] = [""] * 8
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            order, _ = _submit(session_factory, tenant, member, _body([(sku, 1)]), "last-unit-race")
+            results[i] = f"order:{order.id}"
+        except Exception as exc:  # surfaced in the assertion message
+            results[i] = f"error: {type(exc).__name__}: {exc}"
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and results[0].startswith("order:"), results
+    assert _orders(session_factory, tenant.id) == 1 and sku_stock(session_factory, sku) == 0
