@@ -4,8 +4,10 @@ A batch of up to 500 events is validated event by event: a bad event is rejected
 reason (stable code, field paths) while the rest are stored. Registered names
 (``catalog.REGISTERED``) have their properties validated; unknown names are stored as they are
 and reported back so the integrator sees them. Events more than ``FUTURE_TOLERANCE`` ahead of
-the server clock are refused. Storage is one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` per
-batch, idempotent by the client's ``event_id``.
+the server clock are refused. Storage is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per
+batch (``db.dialect.insert_ignore_rows``: the rows as one JSON document on PostgreSQL),
+idempotent by the client's ``event_id``; the members' counters then take one set-based UPDATE
+per batch (``audience.repository.apply_activity_of_events``).
 
 Who the event is about: a customer token decides the member (a different ``member_id`` in the
 body is rejected); an API key (server-to-server) may name any member of its merchant; an
