@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/gen_data.py --members 100000 --url postgresql://postgres@127.0.0.1:5432/siyu_bench
     .venv/bin/python bench/gen_data.py --members 1000000 --fresh siyu_bench      # the 1M / 5M / 20M scale
-    .venv/bin/python bench/gen_data.py --members 2000 --url sqlite:///data/big-demo.sqlite
+    .venv/bin/python bench/gen_data.py --members 20000 --url sqlite:///data/big-demo.sqlite --owner-password demo-owner-123
 
 ``--fresh NAME`` drops and creates database NAME on the SIYU_BENCH_PG_URL server first;
 ``--url`` writes into an existing database (tables are created when missing). The merchant
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders-per-member", type=float, default=5.0)
     parser.add_argument("--events-per-member", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=20261123)
+    parser.add_argument("--owner-password", help="also create staff 'owner' with this password (to browse it as a demo)")
     args = parser.parse_args(argv)
 
     from siyu.api.routes import import_all_models
@@ -55,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         events_per_member=args.events_per_member, seed=args.seed, log=lambda msg: print("  " + msg, flush=True),
     )
     elapsed = time.perf_counter() - started
+    if args.owner_password:
+        from siyu.db.session import unit_of_work
+        from siyu.tenancy import service as tenancy
+
+        with unit_of_work(factory) as s:
+            tenancy.create_staff(s, result.merchant_id, username="owner", password=args.owner_password, role="owner")
+        print(f"staff login: merchant {args.merchant!r}, username 'owner'")
     print(result)
     with factory() as s:
         for step, (events, members) in generator.funnel_counts(s, result.merchant_id).items():
