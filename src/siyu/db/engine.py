@@ -10,11 +10,13 @@ done with conditional updates, row locks and ``FOR UPDATE SKIP LOCKED``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import NullPool
 
 
@@ -24,14 +26,43 @@ def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 20, echo: 
         return _sqlite_engine(url, echo=echo)
     if parsed.drivername in ("postgresql", "postgres"):
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
         pool_recycle=1800,
         echo=echo,
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+IDLE_PING_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """``pool_pre_ping``, only for a connection that sat in the pool for more than a few seconds.
+
+    ``pool_pre_ping`` costs a ``SELECT 1`` round trip on every checkout, i.e. on every request;
+    a connection handed back a moment ago is not worth it. One idle for longer (the server may
+    have restarted, a proxy may have dropped it) is pinged, and a dead one is replaced before
+    use (``DisconnectionError`` makes the pool retry with a fresh connection), as with
+    ``pool_pre_ping``.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["siyu_checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        checked_in = record.info.get("siyu_checked_in")
+        if checked_in is None or time.monotonic() - checked_in <= IDLE_PING_SECONDS:
+            return  # new (just connected) or recently used
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # a connection that cannot answer SELECT 1 is not worth keeping
+            raise DisconnectionError() from exc
 
 
 def _sqlite_engine(url: str, *, echo: bool) -> Engine:
