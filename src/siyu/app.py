@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from siyu import __version__
 from siyu.api import problems
+from siyu.api.deps import commit_in_endpoint_threads
 from siyu.api.middleware import RequestContextMiddleware
 from siyu.api.routes import import_all_models, include_all
 from siyu.config import Settings, get_settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, worker_in_process: bool = Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        commit_in_endpoint_threads(app.routes)  # here: every route is known, added late or not
         runner = None
         if worker_in_process:
             from siyu.worker.runner import BackgroundWorker

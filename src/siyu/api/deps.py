@@ -6,11 +6,18 @@ and rolls back when it raises, so a failed request leaves nothing half-written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import functools
+import inspect
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Header, Request
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
 from siyu.config import Settings
@@ -19,17 +26,81 @@ from siyu.tenancy import service as tenancy_service
 from siyu.tenancy.models import Merchant
 from siyu.tenancy.permissions import role_allows
 
+_END_LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+END_THREADS = 40
 
-def db_session(request: Request) -> Iterator[Session]:
+
+def _end_limiter() -> anyio.CapacityLimiter:
+    """Threads that only commit, roll back and close: never the endpoints' own pool (one per loop)."""
+    loop = asyncio.get_running_loop()
+    limiter = _END_LIMITERS.get(loop)
+    if limiter is None:
+        limiter = _END_LIMITERS[loop] = anyio.CapacityLimiter(END_THREADS)
+    return limiter
+
+
+def _end(session: Session, ok: bool) -> None:
+    try:
+        if ok:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
+def _committing(call: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(call)
+    def endpoint(**kwargs: Any) -> Any:
+        result = call(**kwargs)
+        for value in kwargs.values():
+            if isinstance(value, Session) and value.in_transaction():
+                value.commit()
+        return result
+
+    return endpoint
+
+
+def commit_in_endpoint_threads(routes: Sequence[Any]) -> None:
+    """Make every sync endpoint commit its request session in its own thread, as it returns.
+
+    FastAPI validates a sync endpoint's response on the shared thread pool *before* the
+    dependency's exit runs. With the commit there, a request holding a hot row (a SKU, a
+    flash-sale item) needs a pool thread to get to its commit, while every pool thread may be
+    waiting for that very row: the process stalls. Committing at the end of the endpoint's own
+    thread releases the row first. The dependency's exit then commits nothing, or rolls back if
+    the endpoint raised (nothing was committed then).
+    """
+    for route in routes:
+        if isinstance(route, APIRoute):
+            call = route.dependant.call
+            if call is not None and not getattr(call, "siyu_commits", False) and not (
+                inspect.iscoroutinefunction(route.endpoint) or inspect.isgeneratorfunction(route.endpoint)
+                or inspect.isasyncgenfunction(route.endpoint)
+            ):
+                wrapped = _committing(call)
+                wrapped.siyu_commits = True  # type: ignore[attr-defined]
+                route.dependant.call = wrapped
+        elif isinstance(getattr(route, "routes", None), list):
+            commit_in_endpoint_threads(route.routes)
+
+
+async def db_session(request: Request) -> AsyncIterator[Session]:
+    """The request's unit of work: commit when the endpoint returns, roll back when it raises.
+
+    Two things matter here. The dependency is declared with ``scope="function"`` (below), so
+    the commit happens *before* the response is sent: a commit that fails is the client's 500,
+    never a 201 for an order that was rolled back. And the commit runs on its own small thread
+    pool: committing on the endpoints' pool deadlocks when every endpoint thread waits for a
+    row lock (a hot SKU, a flash-sale item) that only a pending commit would release.
+    """
     session: Session = request.app.state.session_factory()
     try:
         yield session
-        session.commit()
     except BaseException:
-        session.rollback()
+        await anyio.to_thread.run_sync(_end, session, False, limiter=_end_limiter())
         raise
-    finally:
-        session.close()
+    await anyio.to_thread.run_sync(_end, session, True, limiter=_end_limiter())
 
 
 async def settings_dep(request: Request) -> Settings:  # async: no threadpool hop for a plain read
@@ -37,7 +108,7 @@ async def settings_dep(request: Request) -> Settings:  # async: no threadpool ho
     return settings
 
 
-DbSession = Annotated[Session, Depends(db_session)]
+DbSession = Annotated[Session, Depends(db_session, scope="function")]
 AppSettings = Annotated[Settings, Depends(settings_dep)]
 
 
