@@ -5,6 +5,7 @@ Repositories call these helpers instead of branching on the dialect themselves.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sqlalchemy import Select, Table
@@ -106,8 +107,10 @@ def bulk_update(session: Session, table: Table, key_cols: list[str], rows: list[
     if is_postgres(session):
         conn = session.connection().connection.driver_connection
         assert conn is not None
-        tmp = f"tmp_bulk_{table.name}"
         cols = key_cols + value_cols
+        # One temporary table per column set: a second bulk update of the same table with
+        # other columns in the same transaction must not find the first one's table.
+        tmp = f"tmp_bulk_{table.name}_{hashlib.sha1(','.join(cols).encode()).hexdigest()[:8]}"
         types = ", ".join(f"{c} {table.c[c].type.compile(dialect=session.get_bind().dialect)}" for c in cols)
         with conn.cursor() as cur:
             cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} ({types}) ON COMMIT DROP")
