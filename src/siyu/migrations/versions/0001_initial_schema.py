@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 17:42:57.756654
+Create Date: 2026-11-23 19:31:28.450775
 """
 
 from __future__ import annotations
@@ -132,6 +132,37 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "card_plans",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("product_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("level_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("term_days", sa.Integer(), nullable=False),
+        sa.Column("refund_days", sa.Integer(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("term_days > 0 AND refund_days >= 0", name=op.f("ck_card_plans_terms_valid")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_card_plans")),
+        sa.UniqueConstraint("merchant_id", "product_id", name=op.f("uq_card_plans_merchant_id_product_id")),
+    )
+    with op.batch_alter_table("card_plans", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_card_plans_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
         "categories",
         sa.Column("parent_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("name", sa.String(length=64), nullable=False),
@@ -217,6 +248,276 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_channel_scans_merchant_id"), ["merchant_id"], unique=False)
 
     op.create_table(
+        "check_ins",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("streak", sa.Integer(), nullable=False),
+        sa.Column("makeup", sa.Boolean(), nullable=False),
+        sa.Column("points", sa.Integer(), nullable=False),
+        sa.Column("growth", sa.Integer(), nullable=False),
+        sa.Column(
+            "rewards",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("created_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_check_ins")),
+        sa.UniqueConstraint(
+            "merchant_id", "member_id", "day", name=op.f("uq_check_ins_merchant_id_member_id_day")
+        ),
+    )
+    with op.batch_alter_table("check_ins", schema=None) as batch_op:
+        batch_op.create_index("ix_check_ins_member", ["merchant_id", "member_id", "day"], unique=False)
+        batch_op.create_index(batch_op.f("ix_check_ins_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "commission_ledger",
+        sa.Column("distributor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("key", sa.String(length=120), nullable=False),
+        sa.Column("entry", sa.String(length=24), nullable=False),
+        sa.Column("commission_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("withdrawal_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("d_pending", sa.Integer(), nullable=False),
+        sa.Column("d_frozen", sa.Integer(), nullable=False),
+        sa.Column("d_available", sa.Integer(), nullable=False),
+        sa.Column("d_withdrawing", sa.Integer(), nullable=False),
+        sa.Column("d_withdrawn", sa.Integer(), nullable=False),
+        sa.Column("d_debt", sa.Integer(), nullable=False),
+        sa.Column("at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_commission_ledger")),
+        sa.UniqueConstraint("merchant_id", "key", name=op.f("uq_commission_ledger_merchant_id_key")),
+    )
+    with op.batch_alter_table("commission_ledger", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_commission_ledger_distributor", ["merchant_id", "distributor_id", "id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_commission_ledger_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "commission_lines",
+        sa.Column("commission_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("order_line_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("product_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("base_amount", sa.Integer(), nullable=False),
+        sa.Column("rate_bp", sa.Integer(), nullable=False),
+        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("refunded_base", sa.Integer(), nullable=False),
+        sa.Column("reversed_amount", sa.Integer(), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.CheckConstraint(
+            "refunded_base >= 0 AND refunded_base <= base_amount",
+            name=op.f("ck_commission_lines_refunded_within"),
+        ),
+        sa.CheckConstraint(
+            "reversed_amount >= 0 AND reversed_amount <= amount",
+            name=op.f("ck_commission_lines_reversed_within"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_commission_lines")),
+        sa.UniqueConstraint(
+            "merchant_id",
+            "commission_id",
+            "order_line_id",
+            name=op.f("uq_commission_lines_merchant_id_commission_id_order_line_id"),
+        ),
+    )
+    with op.batch_alter_table("commission_lines", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_commission_lines_commission_id"), ["commission_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_commission_lines_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "commission_refunds",
+        sa.Column("commission_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("refund_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_commission_refunds")),
+        sa.UniqueConstraint(
+            "merchant_id",
+            "commission_id",
+            "refund_id",
+            name=op.f("uq_commission_refunds_merchant_id_commission_id_refund_id"),
+        ),
+    )
+    with op.batch_alter_table("commission_refunds", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_commission_refunds_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "commission_rules",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("product_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("level_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("distributor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("tier1_rate_bp", sa.Integer(), nullable=False),
+        sa.Column("tier2_rate_bp", sa.Integer(), nullable=True),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "tier1_rate_bp >= 0 AND tier1_rate_bp <= 10000", name=op.f("ck_commission_rules_tier1_rate_valid")
+        ),
+        sa.CheckConstraint(
+            "tier2_rate_bp IS NULL OR (tier2_rate_bp >= 0 AND tier2_rate_bp <= 10000)",
+            name=op.f("ck_commission_rules_tier2_rate_valid"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_commission_rules")),
+    )
+    with op.batch_alter_table("commission_rules", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_commission_rules_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index("ix_commission_rules_product", ["merchant_id", "product_id"], unique=False)
+
+    op.create_table(
+        "commissions",
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("buyer_member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("distributor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("tier", sa.Integer(), nullable=False),
+        sa.Column("base_amount", sa.Integer(), nullable=False),
+        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("reversed_amount", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("settle_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("frozen_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("settled_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("amount >= 0", name=op.f("ck_commissions_amount_nonneg")),
+        sa.CheckConstraint(
+            "reversed_amount >= 0 AND reversed_amount <= amount", name=op.f("ck_commissions_reversed_within")
+        ),
+        sa.CheckConstraint("tier IN (1, 2)", name=op.f("ck_commissions_tier_valid")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_commissions")),
+        sa.UniqueConstraint(
+            "merchant_id", "order_id", "tier", name=op.f("uq_commissions_merchant_id_order_id_tier")
+        ),
+    )
+    with op.batch_alter_table("commissions", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_commissions_distributor", ["merchant_id", "distributor_id", "id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_commissions_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index("ix_commissions_order", ["merchant_id", "order_id"], unique=False)
+
+    op.create_table(
+        "coupon_templates",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("description", sa.String(length=500), nullable=True),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("threshold", sa.Integer(), nullable=False),
+        sa.Column("percent_off_bp", sa.Integer(), nullable=False),
+        sa.Column("max_discount", sa.Integer(), nullable=True),
+        sa.Column("scope", sa.String(length=16), nullable=False),
+        sa.Column(
+            "scope_ids",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "excluded_product_ids",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("stackable", sa.Boolean(), nullable=False),
+        sa.Column("validity_mode", sa.String(length=16), nullable=False),
+        sa.Column("valid_from", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("valid_until", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("valid_days", sa.Integer(), nullable=True),
+        sa.Column("issue_starts_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("issue_ends_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("total_quantity", sa.Integer(), nullable=True),
+        sa.Column("issued", sa.Integer(), nullable=False),
+        sa.Column("per_member_limit", sa.Integer(), nullable=False),
+        sa.Column(
+            "channels",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("after_payment_min_amount", sa.Integer(), nullable=False),
+        sa.Column("expiry_reminder_days", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("amount >= 0 AND threshold >= 0", name=op.f("ck_coupon_templates_amounts_nonneg")),
+        sa.CheckConstraint("issued >= 0", name=op.f("ck_coupon_templates_issued_nonneg")),
+        sa.CheckConstraint(
+            "max_discount IS NULL OR max_discount >= 0", name=op.f("ck_coupon_templates_cap_nonneg")
+        ),
+        sa.CheckConstraint("per_member_limit >= 1", name=op.f("ck_coupon_templates_limit_pos")),
+        sa.CheckConstraint(
+            "percent_off_bp >= 0 AND percent_off_bp <= 10000", name=op.f("ck_coupon_templates_percent_valid")
+        ),
+        sa.CheckConstraint(
+            "total_quantity IS NULL OR issued <= total_quantity",
+            name=op.f("ck_coupon_templates_issued_within_total"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_coupon_templates")),
+    )
+    with op.batch_alter_table("coupon_templates", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_coupon_templates_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index("ix_coupon_templates_status", ["merchant_id", "status"], unique=False)
+
+    op.create_table(
         "custom_field_defs",
         sa.Column("key", sa.String(length=40), nullable=False),
         sa.Column("label", sa.String(length=64), nullable=False),
@@ -254,6 +555,89 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("custom_field_defs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_custom_field_defs_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "distributor_levels",
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("rank", sa.Integer(), nullable=False),
+        sa.Column("tier1_rate_bp", sa.Integer(), nullable=False),
+        sa.Column("tier2_rate_bp", sa.Integer(), nullable=False),
+        sa.Column("is_default", sa.Boolean(), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "tier1_rate_bp >= 0 AND tier1_rate_bp <= 10000",
+            name=op.f("ck_distributor_levels_tier1_rate_valid"),
+        ),
+        sa.CheckConstraint(
+            "tier2_rate_bp >= 0 AND tier2_rate_bp <= 10000",
+            name=op.f("ck_distributor_levels_tier2_rate_valid"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_distributor_levels")),
+        sa.UniqueConstraint("merchant_id", "name", name=op.f("uq_distributor_levels_merchant_id_name")),
+    )
+    with op.batch_alter_table("distributor_levels", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_distributor_levels_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "distributors",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("level_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("real_name", sa.String(length=32), nullable=True),
+        sa.Column("phone", sa.String(length=20), nullable=True),
+        sa.Column("note", sa.String(length=200), nullable=True),
+        sa.Column("review_note", sa.String(length=200), nullable=True),
+        sa.Column("applied_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("reviewed_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("pending", sa.Integer(), nullable=False),
+        sa.Column("frozen", sa.Integer(), nullable=False),
+        sa.Column("available", sa.Integer(), nullable=False),
+        sa.Column("withdrawing", sa.Integer(), nullable=False),
+        sa.Column("withdrawn", sa.Integer(), nullable=False),
+        sa.Column("debt", sa.Integer(), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("available >= 0", name=op.f("ck_distributors_available_nonneg")),
+        sa.CheckConstraint("debt >= 0", name=op.f("ck_distributors_debt_nonneg")),
+        sa.CheckConstraint("frozen >= 0", name=op.f("ck_distributors_frozen_nonneg")),
+        sa.CheckConstraint("pending >= 0", name=op.f("ck_distributors_pending_nonneg")),
+        sa.CheckConstraint("withdrawing >= 0", name=op.f("ck_distributors_withdrawing_nonneg")),
+        sa.CheckConstraint("withdrawn >= 0", name=op.f("ck_distributors_withdrawn_nonneg")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_distributors")),
+        sa.UniqueConstraint("merchant_id", "member_id", name=op.f("uq_distributors_merchant_id_member_id")),
+    )
+    with op.batch_alter_table("distributors", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_distributors_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index("ix_distributors_status", ["merchant_id", "status"], unique=False)
 
     op.create_table(
         "event_anonymous_links",
@@ -301,7 +685,9 @@ def upgrade() -> None:
             "ix_events_member_name_time", ["merchant_id", "member_id", "name", "occurred_at"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_events_merchant_id"), ["merchant_id"], unique=False)
-        batch_op.create_index("ix_events_name_time", ["merchant_id", "name", "occurred_at"], unique=False)
+        batch_op.create_index(
+            "ix_events_name_time_member", ["merchant_id", "name", "occurred_at", "member_id"], unique=False
+        )
 
     op.create_table(
         "flash_sales",
@@ -381,6 +767,29 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("freight_templates", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_freight_templates_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "growth_entries",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("delta", sa.Integer(), nullable=False),
+        sa.Column("action", sa.String(length=32), nullable=False),
+        sa.Column("ref", sa.String(length=64), nullable=True),
+        sa.Column("idempotency_key", sa.String(length=120), nullable=False),
+        sa.Column("created_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_growth_entries")),
+        sa.UniqueConstraint(
+            "merchant_id", "idempotency_key", name=op.f("uq_growth_entries_merchant_id_idempotency_key")
+        ),
+    )
+    with op.batch_alter_table("growth_entries", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_growth_entries_member", ["merchant_id", "member_id", "created_at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_growth_entries_merchant_id"), ["merchant_id"], unique=False)
 
     op.create_table(
         "home_slots",
@@ -502,6 +911,23 @@ def upgrade() -> None:
         batch_op.create_index("ix_jobs_claim", ["status", "run_at"], unique=False)
 
     op.create_table(
+        "level_history",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("from_level_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("to_level_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("reason", sa.String(length=32), nullable=False),
+        sa.Column("created_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_level_history")),
+    )
+    with op.batch_alter_table("level_history", schema=None) as batch_op:
+        batch_op.create_index("ix_level_history_member", ["merchant_id", "member_id", "id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_level_history_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
         "lifecycle_daily",
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("stage", sa.String(length=20), nullable=False),
@@ -537,6 +963,178 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_lifecycle_transitions_merchant_id"), ["merchant_id"], unique=False
         )
+
+    op.create_table(
+        "loyalty_levels",
+        sa.Column("rank", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("min_spend", sa.Integer(), nullable=True),
+        sa.Column("min_points", sa.Integer(), nullable=True),
+        sa.Column("min_growth", sa.Integer(), nullable=True),
+        sa.Column("min_orders", sa.Integer(), nullable=True),
+        sa.Column("retain_growth", sa.Integer(), nullable=True),
+        sa.Column("member_price_percent", sa.Integer(), nullable=False),
+        sa.Column("free_shipping", sa.Boolean(), nullable=False),
+        sa.Column("points_multiplier_percent", sa.Integer(), nullable=False),
+        sa.Column(
+            "birthday_coupon_template_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column(
+            "coupon_template_ids",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "rank >= 0 AND member_price_percent BETWEEN 1 AND 100 AND points_multiplier_percent >= 0",
+            name=op.f("ck_loyalty_levels_values_valid"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_levels")),
+        sa.UniqueConstraint("merchant_id", "rank", name=op.f("uq_loyalty_levels_merchant_id_rank")),
+    )
+    with op.batch_alter_table("loyalty_levels", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_loyalty_levels_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "loyalty_order_points",
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("spent", sa.Integer(), nullable=False),
+        sa.Column("spent_returned", sa.Integer(), nullable=False),
+        sa.Column("earned", sa.Integer(), nullable=False),
+        sa.Column("earn_reversed", sa.Integer(), nullable=False),
+        sa.Column("growth", sa.Integer(), nullable=False),
+        sa.Column("growth_reversed", sa.Integer(), nullable=False),
+        sa.Column("paid_counted", sa.Boolean(), nullable=False),
+        sa.Column("paid_amount", sa.Integer(), nullable=False),
+        sa.Column("refunded_amount", sa.Integer(), nullable=False),
+        sa.Column("earned_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.CheckConstraint(
+            "earn_reversed <= earned AND spent_returned <= spent",
+            name=op.f("ck_loyalty_order_points_reversals_valid"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_order_points")),
+        sa.UniqueConstraint(
+            "merchant_id", "order_id", name=op.f("uq_loyalty_order_points_merchant_id_order_id")
+        ),
+    )
+    with op.batch_alter_table("loyalty_order_points", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_loyalty_order_points_merchant_id"), ["merchant_id"], unique=False
+        )
+
+    op.create_table(
+        "loyalty_pending_rewards",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("template_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("source", sa.String(length=40), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=120), nullable=False),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("created_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_pending_rewards")),
+        sa.UniqueConstraint(
+            "merchant_id",
+            "idempotency_key",
+            name=op.f("uq_loyalty_pending_rewards_merchant_id_idempotency_key"),
+        ),
+    )
+    with op.batch_alter_table("loyalty_pending_rewards", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_loyalty_pending_rewards_merchant_id"), ["merchant_id"], unique=False
+        )
+
+    op.create_table(
+        "loyalty_refunds",
+        sa.Column("refund_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("created_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_refunds")),
+        sa.UniqueConstraint(
+            "merchant_id", "refund_id", name=op.f("uq_loyalty_refunds_merchant_id_refund_id")
+        ),
+    )
+    with op.batch_alter_table("loyalty_refunds", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_loyalty_refunds_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "loyalty_settings",
+        sa.Column(
+            "rules",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_settings")),
+        sa.UniqueConstraint("merchant_id", name=op.f("uq_loyalty_settings_merchant_id")),
+    )
+    with op.batch_alter_table("loyalty_settings", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_loyalty_settings_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "member_cards",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("plan_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("level_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("starts_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("ends_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("revoked_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_member_cards")),
+        sa.UniqueConstraint(
+            "merchant_id", "order_id", "plan_id", name=op.f("uq_member_cards_merchant_id_order_id_plan_id")
+        ),
+    )
+    with op.batch_alter_table("member_cards", schema=None) as batch_op:
+        batch_op.create_index("ix_member_cards_member", ["merchant_id", "member_id", "ends_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_member_cards_merchant_id"), ["merchant_id"], unique=False)
 
     op.create_table(
         "member_consent_log",
@@ -580,6 +1178,31 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("member_consents", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_member_consents_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "member_loyalty",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("level_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("level_since", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("level_reviewed_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("growth", sa.Integer(), nullable=False),
+        sa.Column("paid_spend", sa.Integer(), nullable=False),
+        sa.Column("paid_orders", sa.Integer(), nullable=False),
+        sa.Column("updated_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.CheckConstraint(
+            "growth >= 0 AND paid_spend >= 0 AND paid_orders >= 0",
+            name=op.f("ck_member_loyalty_counters_nonneg"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_member_loyalty")),
+        sa.UniqueConstraint("merchant_id", "member_id", name=op.f("uq_member_loyalty_merchant_id_member_id")),
+    )
+    with op.batch_alter_table("member_loyalty", schema=None) as batch_op:
+        batch_op.create_index("ix_member_loyalty_level", ["merchant_id", "level_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_member_loyalty_merchant_id"), ["merchant_id"], unique=False)
 
     op.create_table(
         "member_merges",
@@ -923,6 +1546,100 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "points_accounts",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("balance", sa.Integer(), nullable=False),
+        sa.Column("earned_total", sa.Integer(), nullable=False),
+        sa.Column("spent_total", sa.Integer(), nullable=False),
+        sa.Column("updated_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.CheckConstraint("balance >= 0", name=op.f("ck_points_accounts_balance_nonneg")),
+        sa.CheckConstraint(
+            "earned_total >= 0 AND spent_total >= 0", name=op.f("ck_points_accounts_totals_nonneg")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_points_accounts")),
+        sa.UniqueConstraint(
+            "merchant_id", "member_id", name=op.f("uq_points_accounts_merchant_id_member_id")
+        ),
+    )
+    with op.batch_alter_table("points_accounts", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_points_accounts_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "points_entries",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("delta", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("reason", sa.String(length=64), nullable=False),
+        sa.Column("ref", sa.String(length=64), nullable=True),
+        sa.Column("idempotency_key", sa.String(length=120), nullable=False),
+        sa.Column("balance_after", sa.Integer(), nullable=False),
+        sa.Column("shortfall", sa.Integer(), nullable=False),
+        sa.Column("reverses_entry_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("created_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_points_entries")),
+        sa.UniqueConstraint(
+            "merchant_id", "idempotency_key", name=op.f("uq_points_entries_merchant_id_idempotency_key")
+        ),
+    )
+    with op.batch_alter_table("points_entries", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_points_entries_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index("ix_points_entries_statement", ["merchant_id", "member_id", "id"], unique=False)
+
+    op.create_table(
+        "points_lot_uses",
+        sa.Column("entry_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("lot_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("points", sa.Integer(), nullable=False),
+        sa.Column("returned", sa.Integer(), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.CheckConstraint(
+            "points > 0 AND returned >= 0 AND returned <= points",
+            name=op.f("ck_points_lot_uses_returned_valid"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_points_lot_uses")),
+    )
+    with op.batch_alter_table("points_lot_uses", schema=None) as batch_op:
+        batch_op.create_index("ix_points_lot_uses_entry", ["merchant_id", "entry_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_points_lot_uses_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "points_lots",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("entry_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("points", sa.Integer(), nullable=False),
+        sa.Column("remaining", sa.Integer(), nullable=False),
+        sa.Column("expires_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("notified_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("expired_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.CheckConstraint(
+            "remaining >= 0 AND remaining <= points", name=op.f("ck_points_lots_remaining_valid")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_points_lots")),
+    )
+    with op.batch_alter_table("points_lots", schema=None) as batch_op:
+        batch_op.create_index("ix_points_lots_due", ["merchant_id", "expires_at"], unique=False)
+        batch_op.create_index(
+            "ix_points_lots_member", ["merchant_id", "member_id", "expires_at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_points_lots_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
         "prediction_models",
         sa.Column("fitted_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("period_days", sa.Integer(), nullable=False),
@@ -943,6 +1660,85 @@ def upgrade() -> None:
     with op.batch_alter_table("prediction_models", schema=None) as batch_op:
         batch_op.create_index("ix_prediction_models_fitted", ["merchant_id", "fitted_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_prediction_models_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "promotion_first_order_claims",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("promotion_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_promotion_first_order_claims")),
+        sa.UniqueConstraint(
+            "merchant_id", "member_id", name=op.f("uq_promotion_first_order_claims_merchant_id_member_id")
+        ),
+    )
+    with op.batch_alter_table("promotion_first_order_claims", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_promotion_first_order_claims_merchant_id"), ["merchant_id"], unique=False
+        )
+
+    op.create_table(
+        "promotions",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("starts_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("ends_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "rules",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("allows_coupons", sa.Boolean(), nullable=False),
+        sa.Column("allows_points", sa.Boolean(), nullable=False),
+        sa.Column("allows_order_promotions", sa.Boolean(), nullable=False),
+        sa.Column("free_shipping", sa.Boolean(), nullable=False),
+        sa.Column("per_member_limit", sa.Integer(), nullable=True),
+        sa.Column("exclusive", sa.Boolean(), nullable=False),
+        sa.Column("activated_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("stopped_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("ends_at > starts_at", name=op.f("ck_promotions_window_valid")),
+        sa.CheckConstraint(
+            "per_member_limit IS NULL OR per_member_limit >= 1", name=op.f("ck_promotions_limit_pos")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_promotions")),
+    )
+    with op.batch_alter_table("promotions", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_promotions_live", ["merchant_id", "status", "kind", "ends_at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_promotions_merchant_id"), ["merchant_id"], unique=False)
 
     op.create_table(
         "record_types",
@@ -976,6 +1772,159 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("record_types", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_record_types_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "referral_binding_log",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("inviter_member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("previous_inviter_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("source", sa.String(length=16), nullable=False),
+        sa.Column("at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_referral_binding_log")),
+    )
+    with op.batch_alter_table("referral_binding_log", schema=None) as batch_op:
+        batch_op.create_index("ix_referral_binding_log_member", ["merchant_id", "member_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_referral_binding_log_merchant_id"), ["merchant_id"], unique=False
+        )
+
+    op.create_table(
+        "referral_profiles",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("code", sa.String(length=16), nullable=False),
+        sa.Column("inviter_member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("bound_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("bind_source", sa.String(length=16), nullable=True),
+        sa.Column("first_paid_order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("locked_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "inviter_member_id IS NULL OR inviter_member_id <> member_id",
+            name=op.f("ck_referral_profiles_no_self_invite"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_referral_profiles")),
+        sa.UniqueConstraint("merchant_id", "code", name=op.f("uq_referral_profiles_merchant_id_code")),
+        sa.UniqueConstraint(
+            "merchant_id", "member_id", name=op.f("uq_referral_profiles_merchant_id_member_id")
+        ),
+    )
+    with op.batch_alter_table("referral_profiles", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_referral_profiles_inviter", ["merchant_id", "inviter_member_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_referral_profiles_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "referral_rewards",
+        sa.Column("invitee_member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "beneficiary_member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("role", sa.String(length=8), nullable=False),
+        sa.Column("reward_index", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=8), nullable=False),
+        sa.Column("points", sa.Integer(), nullable=False),
+        sa.Column("coupon_template_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("detail", sa.String(length=200), nullable=True),
+        sa.Column("granted_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("points >= 0", name=op.f("ck_referral_rewards_points_nonneg")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_referral_rewards")),
+        sa.UniqueConstraint(
+            "merchant_id",
+            "invitee_member_id",
+            "role",
+            "reward_index",
+            name=op.f("uq_referral_rewards_merchant_id_invitee_member_id_role_reward_index"),
+        ),
+    )
+    with op.batch_alter_table("referral_rewards", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_referral_rewards_beneficiary", ["merchant_id", "beneficiary_member_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_referral_rewards_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "referral_settings",
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("binding_rule", sa.String(length=16), nullable=False),
+        sa.Column("window_days", sa.Integer(), nullable=False),
+        sa.Column("share_path", sa.String(length=200), nullable=False),
+        sa.Column(
+            "inviter_rewards",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "invitee_rewards",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("tiers", sa.Integer(), nullable=False),
+        sa.Column("auto_approve_distributors", sa.Boolean(), nullable=False),
+        sa.Column("min_withdrawal", sa.Integer(), nullable=False),
+        sa.Column("payout_provider", sa.String(length=32), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("min_withdrawal >= 0", name=op.f("ck_referral_settings_min_withdrawal_nonneg")),
+        sa.CheckConstraint("tiers IN (1, 2)", name=op.f("ck_referral_settings_tiers_valid")),
+        sa.CheckConstraint("window_days >= 0", name=op.f("ck_referral_settings_window_nonneg")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_referral_settings")),
+        sa.UniqueConstraint("merchant_id", name=op.f("uq_referral_settings_merchant_id")),
+    )
+    with op.batch_alter_table("referral_settings", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_referral_settings_merchant_id"), ["merchant_id"], unique=False)
 
     op.create_table(
         "segment_changes",
@@ -1160,6 +2109,71 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_tags_merchant_id"), ["merchant_id"], unique=False)
 
     op.create_table(
+        "task_counters",
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("task", sa.String(length=32), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.CheckConstraint("count >= 0", name=op.f("ck_task_counters_count_nonneg")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_task_counters")),
+        sa.UniqueConstraint(
+            "merchant_id",
+            "member_id",
+            "task",
+            "day",
+            name=op.f("uq_task_counters_merchant_id_member_id_task_day"),
+        ),
+    )
+    with op.batch_alter_table("task_counters", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_task_counters_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "withdrawals",
+        sa.Column("distributor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("request_key", sa.String(length=80), nullable=False),
+        sa.Column("provider", sa.String(length=32), nullable=False),
+        sa.Column("provider_reference", sa.String(length=80), nullable=True),
+        sa.Column("review_note", sa.String(length=200), nullable=True),
+        sa.Column("reviewed_by", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("reviewed_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("paid_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("amount > 0", name=op.f("ck_withdrawals_amount_pos")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_withdrawals")),
+        sa.UniqueConstraint(
+            "merchant_id",
+            "distributor_id",
+            "request_key",
+            name=op.f("uq_withdrawals_merchant_id_distributor_id_request_key"),
+        ),
+    )
+    with op.batch_alter_table("withdrawals", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_withdrawals_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index("ix_withdrawals_status", ["merchant_id", "status", "id"], unique=False)
+
+    op.create_table(
         "aftersales",
         sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -1254,6 +2268,139 @@ def upgrade() -> None:
     with op.batch_alter_table("auth_tokens", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_auth_tokens_merchant_id"), ["merchant_id"], unique=False)
         batch_op.create_index("ix_auth_tokens_subject", ["merchant_id", "kind", "subject_id"], unique=False)
+
+    op.create_table(
+        "coupon_codes",
+        sa.Column("template_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("code", sa.String(length=32), nullable=False),
+        sa.Column("redeemed_by", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("redeemed_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("member_coupon_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["template_id"],
+            ["coupon_templates.id"],
+            name=op.f("fk_coupon_codes_template_id_coupon_templates"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_coupon_codes")),
+        sa.UniqueConstraint("merchant_id", "code", name=op.f("uq_coupon_codes_merchant_id_code")),
+    )
+    with op.batch_alter_table("coupon_codes", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_coupon_codes_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index("ix_coupon_codes_template", ["merchant_id", "template_id"], unique=False)
+
+    op.create_table(
+        "coupon_member_counters",
+        sa.Column("template_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("received", sa.Integer(), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.CheckConstraint("received >= 0", name=op.f("ck_coupon_member_counters_received_nonneg")),
+        sa.ForeignKeyConstraint(
+            ["template_id"],
+            ["coupon_templates.id"],
+            name=op.f("fk_coupon_member_counters_template_id_coupon_templates"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_coupon_member_counters")),
+        sa.UniqueConstraint(
+            "merchant_id",
+            "template_id",
+            "member_id",
+            name=op.f("uq_coupon_member_counters_merchant_id_template_id_member_id"),
+        ),
+    )
+    with op.batch_alter_table("coupon_member_counters", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_coupon_member_counters_merchant_id"), ["merchant_id"], unique=False
+        )
+
+    op.create_table(
+        "member_coupons",
+        sa.Column("template_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("code", sa.String(length=20), nullable=False),
+        sa.Column("status", sa.String(length=12), nullable=False),
+        sa.Column("source", sa.String(length=40), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=120), nullable=False),
+        sa.Column("valid_from", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("valid_until", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("remind_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("reminded_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("discount_amount", sa.Integer(), nullable=False),
+        sa.Column("order_amount", sa.Integer(), nullable=False),
+        sa.Column("locked_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("used_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("returned_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("expired_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("voided_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "details",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "discount_amount >= 0 AND order_amount >= 0", name=op.f("ck_member_coupons_amounts_nonneg")
+        ),
+        sa.CheckConstraint("valid_until > valid_from", name=op.f("ck_member_coupons_validity_valid")),
+        sa.ForeignKeyConstraint(
+            ["template_id"],
+            ["coupon_templates.id"],
+            name=op.f("fk_member_coupons_template_id_coupon_templates"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_member_coupons")),
+        sa.UniqueConstraint("merchant_id", "code", name=op.f("uq_member_coupons_merchant_id_code")),
+        sa.UniqueConstraint(
+            "merchant_id", "idempotency_key", name=op.f("uq_member_coupons_merchant_id_idempotency_key")
+        ),
+    )
+    with op.batch_alter_table("member_coupons", schema=None) as batch_op:
+        batch_op.create_index("ix_member_coupons_due", ["merchant_id", "status", "valid_until"], unique=False)
+        batch_op.create_index(batch_op.f("ix_member_coupons_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index("ix_member_coupons_order", ["merchant_id", "order_id"], unique=False)
+        batch_op.create_index(
+            "ix_member_coupons_remind", ["merchant_id", "status", "remind_at"], unique=False
+        )
+        batch_op.create_index(
+            "ix_member_coupons_template", ["merchant_id", "template_id", "status"], unique=False
+        )
+        batch_op.create_index(
+            "ix_member_coupons_wallet", ["merchant_id", "member_id", "status"], unique=False
+        )
 
     op.create_table(
         "order_lines",
@@ -1399,6 +2546,121 @@ def upgrade() -> None:
     with op.batch_alter_table("products", schema=None) as batch_op:
         batch_op.create_index("ix_products_listing", ["merchant_id", "status", "category_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_products_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "promotion_member_counters",
+        sa.Column("promotion_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("units", sa.Integer(), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.CheckConstraint("units >= 0", name=op.f("ck_promotion_member_counters_units_nonneg")),
+        sa.ForeignKeyConstraint(
+            ["promotion_id"],
+            ["promotions.id"],
+            name=op.f("fk_promotion_member_counters_promotion_id_promotions"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_promotion_member_counters")),
+        sa.UniqueConstraint(
+            "promotion_id", "member_id", name=op.f("uq_promotion_member_counters_promotion_id_member_id")
+        ),
+    )
+    with op.batch_alter_table("promotion_member_counters", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_promotion_member_counters_merchant_id"), ["merchant_id"], unique=False
+        )
+
+    op.create_table(
+        "promotion_sku_counters",
+        sa.Column("promotion_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("sku_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("stock", sa.Integer(), nullable=False),
+        sa.Column("sold", sa.Integer(), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.CheckConstraint(
+            "sold >= 0 AND sold <= stock", name=op.f("ck_promotion_sku_counters_sold_within_stock")
+        ),
+        sa.ForeignKeyConstraint(
+            ["promotion_id"],
+            ["promotions.id"],
+            name=op.f("fk_promotion_sku_counters_promotion_id_promotions"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_promotion_sku_counters")),
+        sa.UniqueConstraint(
+            "promotion_id", "sku_id", name=op.f("uq_promotion_sku_counters_promotion_id_sku_id")
+        ),
+    )
+    with op.batch_alter_table("promotion_sku_counters", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_promotion_sku_counters_merchant_id"), ["merchant_id"], unique=False
+        )
+
+    op.create_table(
+        "promotion_usages",
+        sa.Column("promotion_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("units", sa.Integer(), nullable=False),
+        sa.Column("discount", sa.Integer(), nullable=False),
+        sa.Column("gmv", sa.Integer(), nullable=False),
+        sa.Column("refunded", sa.Integer(), nullable=False),
+        sa.Column(
+            "refund_ids",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "add_on",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("first_order", sa.Boolean(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("paid_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("released_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "discount >= 0 AND gmv >= 0 AND units >= 0 AND refunded >= 0 AND refunded <= gmv",
+            name=op.f("ck_promotion_usages_amounts_valid"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["promotion_id"], ["promotions.id"], name=op.f("fk_promotion_usages_promotion_id_promotions")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_promotion_usages")),
+        sa.UniqueConstraint(
+            "merchant_id",
+            "promotion_id",
+            "order_id",
+            name=op.f("uq_promotion_usages_merchant_id_promotion_id_order_id"),
+        ),
+    )
+    with op.batch_alter_table("promotion_usages", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_promotion_usages_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index("ix_promotion_usages_order", ["merchant_id", "order_id"], unique=False)
+        batch_op.create_index(
+            "ix_promotion_usages_promotion", ["merchant_id", "promotion_id", "status"], unique=False
+        )
 
     op.create_table(
         "shipments",
@@ -1579,6 +2841,56 @@ def upgrade() -> None:
         batch_op.create_index("ix_skus_product", ["merchant_id", "product_id"], unique=False)
 
     op.create_table(
+        "bargain_activities",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("product_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("sku_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("start_price", sa.Integer(), nullable=False),
+        sa.Column("floor_price", sa.Integer(), nullable=False),
+        sa.Column("helpers_needed", sa.Integer(), nullable=False),
+        sa.Column("valid_hours", sa.Integer(), nullable=False),
+        sa.Column("new_users_only", sa.Boolean(), nullable=False),
+        sa.Column("per_member_limit", sa.Integer(), nullable=False),
+        sa.Column("allows_coupons", sa.Boolean(), nullable=False),
+        sa.Column("allows_points", sa.Boolean(), nullable=False),
+        sa.Column("free_shipping", sa.Boolean(), nullable=False),
+        sa.Column("starts_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("ends_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("ends_at > starts_at", name=op.f("ck_bargain_activities_window_valid")),
+        sa.CheckConstraint("floor_price >= 0", name=op.f("ck_bargain_activities_floor_nonneg")),
+        sa.CheckConstraint("helpers_needed >= 1", name=op.f("ck_bargain_activities_helpers_pos")),
+        sa.CheckConstraint("per_member_limit >= 1", name=op.f("ck_bargain_activities_limit_pos")),
+        sa.CheckConstraint(
+            "start_price - floor_price >= helpers_needed", name=op.f("ck_bargain_activities_cut_per_helper")
+        ),
+        sa.CheckConstraint("valid_hours >= 1", name=op.f("ck_bargain_activities_valid_hours_pos")),
+        sa.ForeignKeyConstraint(["sku_id"], ["skus.id"], name=op.f("fk_bargain_activities_sku_id_skus")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_bargain_activities")),
+    )
+    with op.batch_alter_table("bargain_activities", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_bargain_activities_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index(
+            "ix_bargain_activities_status", ["merchant_id", "status", "ends_at"], unique=False
+        )
+
+    op.create_table(
         "cart_items",
         sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("sku_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -1663,6 +2975,144 @@ def upgrade() -> None:
         batch_op.create_index("ix_flash_sale_items_sale", ["merchant_id", "flash_sale_id"], unique=False)
 
     op.create_table(
+        "group_buys",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("product_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("sku_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("team_size", sa.Integer(), nullable=False),
+        sa.Column("valid_hours", sa.Integer(), nullable=False),
+        sa.Column("group_price", sa.Integer(), nullable=False),
+        sa.Column("leader_price", sa.Integer(), nullable=True),
+        sa.Column("per_member_limit", sa.Integer(), nullable=False),
+        sa.Column("allows_coupons", sa.Boolean(), nullable=False),
+        sa.Column("allows_points", sa.Boolean(), nullable=False),
+        sa.Column("free_shipping", sa.Boolean(), nullable=False),
+        sa.Column("virtual_min_paid", sa.Integer(), nullable=True),
+        sa.Column("starts_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("ends_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("ends_at > starts_at", name=op.f("ck_group_buys_window_valid")),
+        sa.CheckConstraint("group_price >= 0", name=op.f("ck_group_buys_price_nonneg")),
+        sa.CheckConstraint(
+            "leader_price IS NULL OR leader_price >= 0", name=op.f("ck_group_buys_leader_price_nonneg")
+        ),
+        sa.CheckConstraint("per_member_limit >= 1", name=op.f("ck_group_buys_limit_pos")),
+        sa.CheckConstraint("team_size >= 2", name=op.f("ck_group_buys_team_size_min")),
+        sa.CheckConstraint("valid_hours >= 1", name=op.f("ck_group_buys_valid_hours_pos")),
+        sa.CheckConstraint(
+            "virtual_min_paid IS NULL OR (virtual_min_paid >= 1 AND virtual_min_paid < team_size)",
+            name=op.f("ck_group_buys_virtual_min_valid"),
+        ),
+        sa.ForeignKeyConstraint(["sku_id"], ["skus.id"], name=op.f("fk_group_buys_sku_id_skus")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_group_buys")),
+    )
+    with op.batch_alter_table("group_buys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_group_buys_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index("ix_group_buys_status", ["merchant_id", "status", "ends_at"], unique=False)
+
+    op.create_table(
+        "bargain_member_counters",
+        sa.Column("activity_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("started", sa.Integer(), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.CheckConstraint("started >= 0", name=op.f("ck_bargain_member_counters_started_nonneg")),
+        sa.ForeignKeyConstraint(
+            ["activity_id"],
+            ["bargain_activities.id"],
+            name=op.f("fk_bargain_member_counters_activity_id_bargain_activities"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_bargain_member_counters")),
+        sa.UniqueConstraint(
+            "activity_id", "member_id", name=op.f("uq_bargain_member_counters_activity_id_member_id")
+        ),
+    )
+    with op.batch_alter_table("bargain_member_counters", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_bargain_member_counters_merchant_id"), ["merchant_id"], unique=False
+        )
+
+    op.create_table(
+        "bargains",
+        sa.Column("activity_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("sku_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("start_price", sa.Integer(), nullable=False),
+        sa.Column("floor_price", sa.Integer(), nullable=False),
+        sa.Column("helpers_needed", sa.Integer(), nullable=False),
+        sa.Column("helped_count", sa.Integer(), nullable=False),
+        sa.Column("cut_total", sa.Integer(), nullable=False),
+        sa.Column("seed", sa.BigInteger(), nullable=False),
+        sa.Column(
+            "cuts",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("expires_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("floor_reached_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("ordered_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("start_key", sa.String(length=80), nullable=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "cut_total >= 0 AND cut_total <= start_price - floor_price",
+            name=op.f("ck_bargains_cut_within_range"),
+        ),
+        sa.CheckConstraint(
+            "helped_count >= 0 AND helped_count <= helpers_needed",
+            name=op.f("ck_bargains_helped_within_needed"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["activity_id"],
+            ["bargain_activities.id"],
+            name=op.f("fk_bargains_activity_id_bargain_activities"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_bargains")),
+        sa.UniqueConstraint(
+            "merchant_id", "member_id", "start_key", name=op.f("uq_bargains_merchant_id_member_id_start_key")
+        ),
+    )
+    with op.batch_alter_table("bargains", schema=None) as batch_op:
+        batch_op.create_index("ix_bargains_activity", ["merchant_id", "activity_id", "status"], unique=False)
+        batch_op.create_index("ix_bargains_member", ["merchant_id", "member_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_bargains_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
         "flash_sale_member_counters",
         sa.Column("item_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -1741,11 +3191,170 @@ def upgrade() -> None:
             batch_op.f("ix_flash_sale_purchases_merchant_id"), ["merchant_id"], unique=False
         )
 
+    op.create_table(
+        "group_buy_member_counters",
+        sa.Column("group_buy_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("units", sa.Integer(), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.CheckConstraint("units >= 0", name=op.f("ck_group_buy_member_counters_units_nonneg")),
+        sa.ForeignKeyConstraint(
+            ["group_buy_id"],
+            ["group_buys.id"],
+            name=op.f("fk_group_buy_member_counters_group_buy_id_group_buys"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_group_buy_member_counters")),
+        sa.UniqueConstraint(
+            "group_buy_id", "member_id", name=op.f("uq_group_buy_member_counters_group_buy_id_member_id")
+        ),
+    )
+    with op.batch_alter_table("group_buy_member_counters", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_group_buy_member_counters_merchant_id"), ["merchant_id"], unique=False
+        )
+
+    op.create_table(
+        "group_teams",
+        sa.Column("group_buy_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("leader_member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column("filled", sa.Integer(), nullable=False),
+        sa.Column("paid_count", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("expires_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("virtual", sa.Boolean(), nullable=False),
+        sa.Column("succeeded_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("failed_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("filled >= 0 AND filled <= size", name=op.f("ck_group_teams_filled_within_size")),
+        sa.CheckConstraint(
+            "paid_count >= 0 AND paid_count <= size", name=op.f("ck_group_teams_paid_within_size")
+        ),
+        sa.ForeignKeyConstraint(
+            ["group_buy_id"], ["group_buys.id"], name=op.f("fk_group_teams_group_buy_id_group_buys")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_group_teams")),
+    )
+    with op.batch_alter_table("group_teams", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_group_teams_activity", ["merchant_id", "group_buy_id", "status"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_group_teams_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "bargain_helps",
+        sa.Column("bargain_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("helper_member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("created_at", siyu.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.CheckConstraint("amount >= 1", name=op.f("ck_bargain_helps_amount_pos")),
+        sa.ForeignKeyConstraint(
+            ["bargain_id"], ["bargains.id"], name=op.f("fk_bargain_helps_bargain_id_bargains")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_bargain_helps")),
+        sa.UniqueConstraint(
+            "bargain_id", "helper_member_id", name=op.f("uq_bargain_helps_bargain_id_helper_member_id")
+        ),
+        sa.UniqueConstraint("bargain_id", "seq", name=op.f("uq_bargain_helps_bargain_id_seq")),
+    )
+    with op.batch_alter_table("bargain_helps", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_bargain_helps_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
+        "group_seats",
+        sa.Column("group_buy_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("team_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("holder_member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("sku_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("seat_no", sa.Integer(), nullable=False),
+        sa.Column("is_leader", sa.Boolean(), nullable=False),
+        sa.Column("quantity", sa.Integer(), nullable=False),
+        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("paid_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("released_at", siyu.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("refund_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("merchant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "created_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            siyu.db.types.UTCDateTime(timezone=True),
+            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            nullable=False,
+        ),
+        sa.CheckConstraint("quantity > 0", name=op.f("ck_group_seats_quantity_pos")),
+        sa.ForeignKeyConstraint(
+            ["group_buy_id"], ["group_buys.id"], name=op.f("fk_group_seats_group_buy_id_group_buys")
+        ),
+        sa.ForeignKeyConstraint(
+            ["team_id"], ["group_teams.id"], name=op.f("fk_group_seats_team_id_group_teams")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_group_seats")),
+        sa.UniqueConstraint("merchant_id", "order_id", name=op.f("uq_group_seats_merchant_id_order_id")),
+        sa.UniqueConstraint(
+            "team_id", "holder_member_id", name=op.f("uq_group_seats_team_id_holder_member_id")
+        ),
+    )
+    with op.batch_alter_table("group_seats", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_group_seats_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index("ix_group_seats_team", ["merchant_id", "team_id", "status"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("group_seats", schema=None) as batch_op:
+        batch_op.drop_index("ix_group_seats_team")
+        batch_op.drop_index(batch_op.f("ix_group_seats_merchant_id"))
+
+    op.drop_table("group_seats")
+    with op.batch_alter_table("bargain_helps", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_bargain_helps_merchant_id"))
+
+    op.drop_table("bargain_helps")
+    with op.batch_alter_table("group_teams", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_group_teams_merchant_id"))
+        batch_op.drop_index("ix_group_teams_activity")
+
+    op.drop_table("group_teams")
+    with op.batch_alter_table("group_buy_member_counters", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_group_buy_member_counters_merchant_id"))
+
+    op.drop_table("group_buy_member_counters")
     with op.batch_alter_table("flash_sale_purchases", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_flash_sale_purchases_merchant_id"))
         batch_op.drop_index("ix_flash_sale_purchases_item")
@@ -1755,6 +3364,21 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_flash_sale_member_counters_merchant_id"))
 
     op.drop_table("flash_sale_member_counters")
+    with op.batch_alter_table("bargains", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_bargains_merchant_id"))
+        batch_op.drop_index("ix_bargains_member")
+        batch_op.drop_index("ix_bargains_activity")
+
+    op.drop_table("bargains")
+    with op.batch_alter_table("bargain_member_counters", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_bargain_member_counters_merchant_id"))
+
+    op.drop_table("bargain_member_counters")
+    with op.batch_alter_table("group_buys", schema=None) as batch_op:
+        batch_op.drop_index("ix_group_buys_status")
+        batch_op.drop_index(batch_op.f("ix_group_buys_merchant_id"))
+
+    op.drop_table("group_buys")
     with op.batch_alter_table("flash_sale_items", schema=None) as batch_op:
         batch_op.drop_index("ix_flash_sale_items_sale")
         batch_op.drop_index(batch_op.f("ix_flash_sale_items_merchant_id"))
@@ -1764,6 +3388,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_cart_items_merchant_id"))
 
     op.drop_table("cart_items")
+    with op.batch_alter_table("bargain_activities", schema=None) as batch_op:
+        batch_op.drop_index("ix_bargain_activities_status")
+        batch_op.drop_index(batch_op.f("ix_bargain_activities_merchant_id"))
+
+    op.drop_table("bargain_activities")
     with op.batch_alter_table("skus", schema=None) as batch_op:
         batch_op.drop_index("ix_skus_product")
         batch_op.drop_index(batch_op.f("ix_skus_merchant_id"))
@@ -1785,6 +3414,20 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_shipments_merchant_id"))
 
     op.drop_table("shipments")
+    with op.batch_alter_table("promotion_usages", schema=None) as batch_op:
+        batch_op.drop_index("ix_promotion_usages_promotion")
+        batch_op.drop_index("ix_promotion_usages_order")
+        batch_op.drop_index(batch_op.f("ix_promotion_usages_merchant_id"))
+
+    op.drop_table("promotion_usages")
+    with op.batch_alter_table("promotion_sku_counters", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_promotion_sku_counters_merchant_id"))
+
+    op.drop_table("promotion_sku_counters")
+    with op.batch_alter_table("promotion_member_counters", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_promotion_member_counters_merchant_id"))
+
+    op.drop_table("promotion_member_counters")
     with op.batch_alter_table("products", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_products_merchant_id"))
         batch_op.drop_index("ix_products_listing")
@@ -1801,6 +3444,24 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_order_lines_merchant_id"))
 
     op.drop_table("order_lines")
+    with op.batch_alter_table("member_coupons", schema=None) as batch_op:
+        batch_op.drop_index("ix_member_coupons_wallet")
+        batch_op.drop_index("ix_member_coupons_template")
+        batch_op.drop_index("ix_member_coupons_remind")
+        batch_op.drop_index("ix_member_coupons_order")
+        batch_op.drop_index(batch_op.f("ix_member_coupons_merchant_id"))
+        batch_op.drop_index("ix_member_coupons_due")
+
+    op.drop_table("member_coupons")
+    with op.batch_alter_table("coupon_member_counters", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_coupon_member_counters_merchant_id"))
+
+    op.drop_table("coupon_member_counters")
+    with op.batch_alter_table("coupon_codes", schema=None) as batch_op:
+        batch_op.drop_index("ix_coupon_codes_template")
+        batch_op.drop_index(batch_op.f("ix_coupon_codes_merchant_id"))
+
+    op.drop_table("coupon_codes")
     with op.batch_alter_table("auth_tokens", schema=None) as batch_op:
         batch_op.drop_index("ix_auth_tokens_subject")
         batch_op.drop_index(batch_op.f("ix_auth_tokens_merchant_id"))
@@ -1814,6 +3475,15 @@ def downgrade() -> None:
         batch_op.drop_index("ix_aftersales_member")
 
     op.drop_table("aftersales")
+    with op.batch_alter_table("withdrawals", schema=None) as batch_op:
+        batch_op.drop_index("ix_withdrawals_status")
+        batch_op.drop_index(batch_op.f("ix_withdrawals_merchant_id"))
+
+    op.drop_table("withdrawals")
+    with op.batch_alter_table("task_counters", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_task_counters_merchant_id"))
+
+    op.drop_table("task_counters")
     with op.batch_alter_table("tags", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tags_merchant_id"))
 
@@ -1845,15 +3515,63 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_segment_changes_merchant_id"))
 
     op.drop_table("segment_changes")
+    with op.batch_alter_table("referral_settings", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_referral_settings_merchant_id"))
+
+    op.drop_table("referral_settings")
+    with op.batch_alter_table("referral_rewards", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_referral_rewards_merchant_id"))
+        batch_op.drop_index("ix_referral_rewards_beneficiary")
+
+    op.drop_table("referral_rewards")
+    with op.batch_alter_table("referral_profiles", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_referral_profiles_merchant_id"))
+        batch_op.drop_index("ix_referral_profiles_inviter")
+
+    op.drop_table("referral_profiles")
+    with op.batch_alter_table("referral_binding_log", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_referral_binding_log_merchant_id"))
+        batch_op.drop_index("ix_referral_binding_log_member")
+
+    op.drop_table("referral_binding_log")
     with op.batch_alter_table("record_types", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_record_types_merchant_id"))
 
     op.drop_table("record_types")
+    with op.batch_alter_table("promotions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_promotions_merchant_id"))
+        batch_op.drop_index("ix_promotions_live")
+
+    op.drop_table("promotions")
+    with op.batch_alter_table("promotion_first_order_claims", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_promotion_first_order_claims_merchant_id"))
+
+    op.drop_table("promotion_first_order_claims")
     with op.batch_alter_table("prediction_models", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_prediction_models_merchant_id"))
         batch_op.drop_index("ix_prediction_models_fitted")
 
     op.drop_table("prediction_models")
+    with op.batch_alter_table("points_lots", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_points_lots_merchant_id"))
+        batch_op.drop_index("ix_points_lots_member")
+        batch_op.drop_index("ix_points_lots_due")
+
+    op.drop_table("points_lots")
+    with op.batch_alter_table("points_lot_uses", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_points_lot_uses_merchant_id"))
+        batch_op.drop_index("ix_points_lot_uses_entry")
+
+    op.drop_table("points_lot_uses")
+    with op.batch_alter_table("points_entries", schema=None) as batch_op:
+        batch_op.drop_index("ix_points_entries_statement")
+        batch_op.drop_index(batch_op.f("ix_points_entries_merchant_id"))
+
+    op.drop_table("points_entries")
+    with op.batch_alter_table("points_accounts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_points_accounts_merchant_id"))
+
+    op.drop_table("points_accounts")
     with op.batch_alter_table("payment_notifications", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_payment_notifications_merchant_id"))
         batch_op.drop_index("ix_payment_notifications_id")
@@ -1905,6 +3623,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_member_merges_kept_member_id"))
 
     op.drop_table("member_merges")
+    with op.batch_alter_table("member_loyalty", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_member_loyalty_merchant_id"))
+        batch_op.drop_index("ix_member_loyalty_level")
+
+    op.drop_table("member_loyalty")
     with op.batch_alter_table("member_consents", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_member_consents_merchant_id"))
 
@@ -1914,6 +3637,31 @@ def downgrade() -> None:
         batch_op.drop_index("ix_member_consent_log_member")
 
     op.drop_table("member_consent_log")
+    with op.batch_alter_table("member_cards", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_member_cards_merchant_id"))
+        batch_op.drop_index("ix_member_cards_member")
+
+    op.drop_table("member_cards")
+    with op.batch_alter_table("loyalty_settings", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_loyalty_settings_merchant_id"))
+
+    op.drop_table("loyalty_settings")
+    with op.batch_alter_table("loyalty_refunds", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_loyalty_refunds_merchant_id"))
+
+    op.drop_table("loyalty_refunds")
+    with op.batch_alter_table("loyalty_pending_rewards", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_loyalty_pending_rewards_merchant_id"))
+
+    op.drop_table("loyalty_pending_rewards")
+    with op.batch_alter_table("loyalty_order_points", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_loyalty_order_points_merchant_id"))
+
+    op.drop_table("loyalty_order_points")
+    with op.batch_alter_table("loyalty_levels", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_loyalty_levels_merchant_id"))
+
+    op.drop_table("loyalty_levels")
     with op.batch_alter_table("lifecycle_transitions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_lifecycle_transitions_merchant_id"))
         batch_op.drop_index("ix_lifecycle_transitions_member")
@@ -1923,6 +3671,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_lifecycle_daily_merchant_id"))
 
     op.drop_table("lifecycle_daily")
+    with op.batch_alter_table("level_history", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_level_history_merchant_id"))
+        batch_op.drop_index("ix_level_history_member")
+
+    op.drop_table("level_history")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_jobs_claim")
 
@@ -1944,6 +3697,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_home_slots_kind")
 
     op.drop_table("home_slots")
+    with op.batch_alter_table("growth_entries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_growth_entries_merchant_id"))
+        batch_op.drop_index("ix_growth_entries_member")
+
+    op.drop_table("growth_entries")
     with op.batch_alter_table("freight_templates", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_freight_templates_merchant_id"))
 
@@ -1954,7 +3712,7 @@ def downgrade() -> None:
 
     op.drop_table("flash_sales")
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.drop_index("ix_events_name_time")
+        batch_op.drop_index("ix_events_name_time_member")
         batch_op.drop_index(batch_op.f("ix_events_merchant_id"))
         batch_op.drop_index("ix_events_member_name_time")
         batch_op.drop_index("ix_events_anonymous")
@@ -1964,10 +3722,54 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_event_anonymous_links_merchant_id"))
 
     op.drop_table("event_anonymous_links")
+    with op.batch_alter_table("distributors", schema=None) as batch_op:
+        batch_op.drop_index("ix_distributors_status")
+        batch_op.drop_index(batch_op.f("ix_distributors_merchant_id"))
+
+    op.drop_table("distributors")
+    with op.batch_alter_table("distributor_levels", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_distributor_levels_merchant_id"))
+
+    op.drop_table("distributor_levels")
     with op.batch_alter_table("custom_field_defs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_custom_field_defs_merchant_id"))
 
     op.drop_table("custom_field_defs")
+    with op.batch_alter_table("coupon_templates", schema=None) as batch_op:
+        batch_op.drop_index("ix_coupon_templates_status")
+        batch_op.drop_index(batch_op.f("ix_coupon_templates_merchant_id"))
+
+    op.drop_table("coupon_templates")
+    with op.batch_alter_table("commissions", schema=None) as batch_op:
+        batch_op.drop_index("ix_commissions_order")
+        batch_op.drop_index(batch_op.f("ix_commissions_merchant_id"))
+        batch_op.drop_index("ix_commissions_distributor")
+
+    op.drop_table("commissions")
+    with op.batch_alter_table("commission_rules", schema=None) as batch_op:
+        batch_op.drop_index("ix_commission_rules_product")
+        batch_op.drop_index(batch_op.f("ix_commission_rules_merchant_id"))
+
+    op.drop_table("commission_rules")
+    with op.batch_alter_table("commission_refunds", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_commission_refunds_merchant_id"))
+
+    op.drop_table("commission_refunds")
+    with op.batch_alter_table("commission_lines", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_commission_lines_merchant_id"))
+        batch_op.drop_index(batch_op.f("ix_commission_lines_commission_id"))
+
+    op.drop_table("commission_lines")
+    with op.batch_alter_table("commission_ledger", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_commission_ledger_merchant_id"))
+        batch_op.drop_index("ix_commission_ledger_distributor")
+
+    op.drop_table("commission_ledger")
+    with op.batch_alter_table("check_ins", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_check_ins_merchant_id"))
+        batch_op.drop_index("ix_check_ins_member")
+
+    op.drop_table("check_ins")
     with op.batch_alter_table("channel_scans", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_channel_scans_merchant_id"))
         batch_op.drop_index("ix_channel_scans_code")
@@ -1981,6 +3783,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_categories_merchant_id"))
 
     op.drop_table("categories")
+    with op.batch_alter_table("card_plans", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_card_plans_merchant_id"))
+
+    op.drop_table("card_plans")
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_events_subject")
 
