@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, status
+from fastapi import APIRouter, Body, Depends, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -196,8 +196,13 @@ def segment_changes(
 
 
 @admin.get("/segments/{segment_id}/export.csv", summary="The segment's members as CSV")
-def export_segment(segment_id: int, session: DbSession, p: StaffPrincipal = Depends(require("audience:read"))) -> StreamingResponse:
-    result = segments.export_rows(session, p.merchant_id, segment_id)
+def export_segment(
+    segment_id: int, request: Request, session: DbSession, p: StaffPrincipal = Depends(require("audience:read"))
+) -> StreamingResponse:
+    """Streams the rows from a read transaction of its own: the request's transaction ends
+    before the response is sent, the stream after it."""
+    segments.get_segment(session, p.merchant_id, segment_id)  # a 404 before anything streams
+    factory = request.app.state.session_factory
     header = ["member_id", "nickname", "phone", "gender", "province", "city", "lifecycle_stage", "paid_orders",
               "paid_total_fen", "last_order_at", "entered_at"]
 
@@ -205,12 +210,13 @@ def export_segment(segment_id: int, session: DbSession, p: StaffPrincipal = Depe
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(header)
-        for row in result:
-            writer.writerow(["" if v is None else (v.isoformat() if isinstance(v, dt.datetime) else v) for v in row])
-            if buf.tell() > 64_000:
-                yield buf.getvalue()
-                buf.seek(0)
-                buf.truncate()
+        with factory() as read:
+            for row in segments.export_rows(read, p.merchant_id, segment_id):
+                writer.writerow(["" if v is None else (v.isoformat() if isinstance(v, dt.datetime) else v) for v in row])
+                if buf.tell() > 64_000:
+                    yield buf.getvalue()
+                    buf.seek(0)
+                    buf.truncate()
         yield buf.getvalue()
 
     return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
