@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.audience import demo_data
-from siyu.audience.models import MemberStats, Segment
+from siyu.audience.models import MemberStats, PredictionModel, Segment
 from siyu.db.session import unit_of_work
 from siyu.kit.timeutil import utcnow
 from siyu.orders import service as orders_service
@@ -29,6 +29,8 @@ def test_demo_seed_computes_stages_and_saves_segments(session_factory: sessionma
         stats = s.scalars(select(MemberStats).where(MemberStats.merchant_id == tenant.id, MemberStats.member_id == member)).one()
         assert stats.paid_orders == 1 and stats.paid_total == 120000 and stats.lifecycle_stage == "active"
         assert stats.rfm_tier is not None
+        model = s.scalars(select(PredictionModel).where(PredictionModel.merchant_id == tenant.id)).first()
+        assert model is not None and (model.status == "fitted" or model.reason)  # thin history: skipped, with why
         saved = s.scalars(select(Segment).where(Segment.merchant_id == tenant.id)).all()
         assert sorted(seg.name for seg in saved) == sorted(name for name, _, _ in demo_data.SEGMENTS)
         high_value = next(seg for seg in saved if seg.name == "高价值活跃会员")

@@ -136,6 +136,7 @@ def refresh_predictions(
     return result
 
 
+@np.errstate(invalid="ignore", over="ignore", divide="ignore")  # non-finite results are checked below
 def _fit_and_write(
     session: Session, merchant_id: int, summary: Any, period_days: int, horizon_days: int, annual_discount: float
 ) -> PredictionResult:
@@ -154,7 +155,13 @@ def _fit_and_write(
     periods = horizon_days / period_days
     rate = (1 + annual_discount) ** (period_days / 365.0) - 1
     value = clv.customer_lifetime_value(bg, gg, x, t_x, big_t, m, horizon_periods=periods, discount_rate_per_period=rate, step=4)
-    value = np.nan_to_num(value, nan=0.0, posinf=0.0)
+    if not (np.all(np.isfinite(p_alive)) and np.all(np.isfinite(expected_90)) and np.all(np.isfinite(value))):
+        # A history with no sign of dropout drives a and b to the edge of the parameter space,
+        # where the 2F1 of the expectations cannot be evaluated: say so rather than write zeros.
+        return PredictionResult(
+            "skipped", "the fit reached the edge of the parameter space (no sign of dropout in the history); "
+            "predictions not written", {"bgnbd": {"r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b}}, len(x),
+        )
     percentile = (rankdata(value, method="average") - 0.5) / len(value) * 100.0
     rows = [
         {"merchant_id": merchant_id, "member_id": int(mid), "p_alive": float(pa),
