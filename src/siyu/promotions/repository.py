@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Select,
-    Table,
     bindparam,
     cast,
     delete,
@@ -30,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from siyu.catalog.models import Product, Sku
-from siyu.db.dialect import for_update, insert_ignore_many
+from siyu.db.dialect import for_update, insert_ignore
 from siyu.orders.models import Order
 from siyu.promotions.models import (
     ACTIVE,
@@ -212,20 +211,10 @@ def member_units(session: Session, merchant_id: int, member_id: int, promotion_i
 # -- guards (conditional updates) ------------------------------------------------------------------------
 
 
-def _insert_ignore(session: Session, table: Table, values: dict[str, Any], conflict_cols: list[str]) -> bool:
-    """``INSERT ... ON CONFLICT DO NOTHING RETURNING id``: True when the row was inserted.
-
-    Decided by the RETURNING row rather than the cursor's rowcount, which a DBAPI may report as
-    -1 (seen with a bare psycopg connection): the claim that guards a first-order special must not
-    depend on it.
-    """
-    return bool(insert_ignore_many(session, table, [values], conflict_cols, returning="id"))
-
-
 def claim_first_order(session: Session, merchant_id: int, member_id: int, order_id: int, promotion_id: int) -> bool:
     """Insert the member's claim; False when another order holds it (unique constraint)."""
     values = {"merchant_id": merchant_id, "member_id": member_id, "order_id": order_id, "promotion_id": promotion_id}
-    return bool(_insert_ignore(session, FirstOrderClaim.__table__, values, ["merchant_id", "member_id"]))  # type: ignore[arg-type]
+    return insert_ignore(session, FirstOrderClaim.__table__, values, ["merchant_id", "member_id"])  # type: ignore[arg-type]
 
 
 def drop_first_order_claim(session: Session, merchant_id: int, order_id: int) -> int:
@@ -239,7 +228,7 @@ def take_member_units(
     session: Session, merchant_id: int, promotion_id: int, member_id: int, units: int, limit: int
 ) -> bool:
     """``units += q`` only while it stays within ``limit``; the row is created on first use."""
-    _insert_ignore(
+    insert_ignore(
         session, PromotionMemberCounter.__table__,  # type: ignore[arg-type]
         {"merchant_id": merchant_id, "promotion_id": promotion_id, "member_id": member_id, "units": 0},
         ["promotion_id", "member_id"],
@@ -274,7 +263,7 @@ def give_member_units(session: Session, merchant_id: int, promotion_id: int, mem
 
 def ensure_sku_counter(session: Session, merchant_id: int, promotion_id: int, sku_id: int, stock: int) -> None:
     """Create the add-on counter, or set its stock (never below what is sold)."""
-    inserted = _insert_ignore(
+    inserted = insert_ignore(
         session, PromotionSkuCounter.__table__,  # type: ignore[arg-type]
         {"merchant_id": merchant_id, "promotion_id": promotion_id, "sku_id": sku_id, "stock": stock, "sold": 0},
         ["promotion_id", "sku_id"],
