@@ -20,14 +20,17 @@ import pytest
 from siyu.audience import clv
 from siyu.audience.summary import Summary, summarize_transactions
 
-CDNOW_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cdnow"
+# The shared data set sits next to the repository (../shared); SIYU_CDNOW_DIR points elsewhere.
+CDNOW_DIR = Path(
+    os.environ.get("SIYU_CDNOW_DIR") or Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cdnow"
+)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CALIBRATION_END = np.datetime64("1997-09-30")
 
 
 def _need(path: Path) -> Path:
     if not path.is_file():
-        message = f"CDNOW data not found at {path} (expected /work/shared/data/cdnow next to the repo)"
+        message = f"CDNOW data not found at {path} (expected ../shared/data/cdnow next to the repo, or set SIYU_CDNOW_DIR)"
         if IN_CI:
             pytest.fail(f"{message}; CI=true makes it mandatory")
         print(message)
