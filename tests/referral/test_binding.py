@@ -240,3 +240,71 @@ def test_concurrent_cross_bindings_never_make_a_loop(
                 prof = service.repo.profile(s, tenant.id, m)
                 assert prof is not None
                 prof.inviter_member_id = None
+
+
+def test_four_member_ring_is_refused_when_closing(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    """A→B→C→D bound one after another (each member's inviter is the next); D→A closes the
+    ring and is refused, whatever the rule."""
+    h.configure(client, tenant, binding_rule="latest")
+    members = [h.login(client, tenant) for _ in range(4)]
+    for (_, lower), (_, upper) in itertools.pairwise(members):
+        assert h.bind(client, lower, h.code_of(client, upper)).status_code == 200
+    d, a = members[3][1], members[0][1]
+    before = h.snapshot(session_factory, tenant.id)
+    h.refused(h.bind(client, d, h.code_of(client, a)), 422, "referral_loop", before, h.snapshot(session_factory, tenant.id))
+    assert _inviter(client, d) is None
+
+
+def test_concurrent_binds_never_close_a_four_member_ring(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    """B→C and D→A are bound; then A→B and C→D are bound in parallel. Each alone is fine, but
+    together they close A→B→C→D→A: exactly one wins, the other is ``referral_loop``. Their
+    first locked rows are disjoint ({A, B} and {C, D}), so this needs the chain locking."""
+    with session_factory() as s:
+        if not is_postgres(s):
+            pytest.skip("SQLite serialises writers; the row-lock race needs PostgreSQL")
+    h.configure(client, tenant, binding_rule="latest")
+    ids: list[int] = []
+    codes: list[str] = []
+    for _ in range(4):
+        member_id, headers = h.login(client, tenant)
+        ids.append(member_id)
+        codes.append(h.code_of(client, headers))
+    a, b, c, d = ids
+    for round_ in range(5):
+        with unit_of_work(session_factory) as s:
+            for m in ids:
+                prof = service.repo.profile(s, tenant.id, m)
+                assert prof is not None
+                prof.inviter_member_id = None
+        with unit_of_work(session_factory) as s:
+            service.bind(s, tenant.id, b, codes[2])  # B → C
+            service.bind(s, tenant.id, d, codes[0])  # D → A
+        outcomes: list[Any] = []
+        barrier = threading.Barrier(2)
+
+        def attempt(member: int, code: str, out: list[Any] = outcomes, br: threading.Barrier = barrier) -> None:
+            br.wait()
+            try:
+                with unit_of_work(session_factory) as s:
+                    service.bind(s, tenant.id, member, code)
+                    out.append("ok")
+            except DomainError as exc:
+                out.append(exc.code)
+            except Exception as exc:  # pragma: no cover - reported by the assertion below
+                out.append(type(exc).__name__)
+
+        pairs = [(a, codes[1]), (c, codes[3])] if round_ % 2 == 0 else [(c, codes[3]), (a, codes[1])]
+        threads = [threading.Thread(target=attempt, args=pair) for pair in pairs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes) == ["ok", "referral_loop"], outcomes
+        with session_factory() as s:
+            inviters = {m: service.repo.inviter_of(s, tenant.id, m) for m in ids}
+        assert None in inviters.values(), inviters  # no ring: someone is a root
+        assert sum(v is not None for v in inviters.values()) == 3

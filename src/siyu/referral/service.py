@@ -9,7 +9,8 @@ Binding
   at the member's first paid order, and a member who already bought cannot be bound
   (``referral_locked``): referral is for *new* customers.
 - Refused: a self-invite (``referral_self_invite``), a loop — the inviter, or anyone up the
-  inviter's chain, is the member (``referral_loop``) — a second, different inviter under
+  inviter's chain, is the member, a ring of any length, also when parallel binds would close it
+  together (``referral_loop``) — a second, different inviter under
   ``first`` / ``window`` (``referral_already_bound``), a late bind under ``window``
   (``referral_window_closed``). Binding the same inviter again is a no-op.
 
@@ -273,18 +274,42 @@ def my_referral(session: Session, merchant_id: int, member_id: int) -> dict[str,
     }
 
 
-def _would_loop(session: Session, merchant_id: int, member_id: int, inviter_id: int) -> bool:
-    """True when ``member_id`` is ``inviter_id`` or appears up ``inviter_id``'s inviter chain."""
+def _chain(session: Session, merchant_id: int, start_id: int) -> tuple[list[int], bool]:
+    """``start_id`` and its inviters up to the root, read fresh; (chain, cyclic)."""
+    chain: list[int] = []
     seen: set[int] = set()
-    current: int | None = inviter_id
+    current: int | None = start_id
     while current is not None:
-        if current == member_id:
-            return True
-        if current in seen or len(seen) > MAX_CHAIN:
-            return True
+        if current in seen or len(chain) > MAX_CHAIN:
+            return chain, True
         seen.add(current)
+        chain.append(current)
         current = repo.inviter_of(session, merchant_id, current)
-    return False
+    return chain, False
+
+
+def _lock_chain_and_check_loop(
+    session: Session, merchant_id: int, member_id: int, inviter_id: int, locked: set[int]
+) -> bool:
+    """True when binding ``member_id`` to ``inviter_id`` would close a ring of any length.
+
+    Concurrency: the ring test reads ``inviter_id``'s whole inviter chain, and an inviter only
+    changes while its own profile row is locked (``bind`` locks the member it binds). So the
+    chain is locked too (``locked`` holds what the caller already locked, in id order in one
+    statement), then read again: if it grew meanwhile (a parallel bind committed), the new
+    members are locked and it is read again, until every member on it is locked. Two parallel
+    binds that would each close half of a ring (A→B while C→D, with B→C and D→A already bound)
+    then share a locked member, the second waits for the first and sees its binding.
+    """
+    while True:
+        chain, cyclic = _chain(session, merchant_id, inviter_id)
+        if cyclic or member_id in chain:
+            return True
+        missing = set(chain) - locked
+        if not missing:
+            return False
+        repo.lock_profiles(session, merchant_id, missing)
+        locked |= missing
 
 
 def bind(
@@ -303,7 +328,11 @@ def bind(
     if inviter_id == member_id:
         raise DomainError("referral_self_invite")
     ensure_profile(session, merchant_id, member_id)
-    repo.lock_profiles(session, merchant_id, [member_id, inviter_id])
+    # Lock the member, the inviter and the inviter's chain as read now, in id order in one
+    # statement (parallel binds then wait on each other instead of deadlocking).
+    ancestors, _ = _chain(session, merchant_id, inviter_id)
+    locked = {member_id, inviter_id, *ancestors}
+    repo.lock_profiles(session, merchant_id, locked)
     prof = repo.profile(session, merchant_id, member_id, lock=True)
     assert prof is not None
     if prof.inviter_member_id == inviter_id:
@@ -317,7 +346,7 @@ def bind(
         assert member is not None
         if now > member.registered_at + dt.timedelta(days=cfg.window_days):
             raise DomainError("referral_window_closed", days=cfg.window_days)
-    if _would_loop(session, merchant_id, member_id, inviter_id):
+    if _lock_chain_and_check_loop(session, merchant_id, member_id, inviter_id, locked):
         raise DomainError("referral_loop")
     assert cfg.binding_rule in (RULE_FIRST, RULE_WINDOW, RULE_LATEST)
     previous = prof.inviter_member_id
