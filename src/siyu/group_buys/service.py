@@ -14,7 +14,8 @@ A customer opens a team (leader) or joins one through the checkout::
    cancellation leaves its stock to this module, which gives it back with the seat.
 2. The submit hook (``take_seat``) repeats the checks where they bind: the member's units by a
    conditional update of ``GroupBuyMemberCounter``; a new team is inserted with the leader's
-   seat (``filled = 1``) and its deadline job; a seat in an existing team is taken by
+   seat (``filled = 1``) and its deadline job (``team_deadline``: opened + validity hours, capped at
+   the activity's end); a seat in an existing team is taken by
    ``UPDATE group_teams SET filled = filled + 1 WHERE id = ? AND status = 'open' AND
    filled < size AND expires_at > now`` (the last seat cannot be taken twice) and the seat row's
    ``UNIQUE (team_id, holder_member_id)`` refuses a member twice. Any refusal aborts the submit.
@@ -385,7 +386,15 @@ def apply_to_pricing(ctx: PricingContext) -> None:
     ctx.reservations[RESERVATION] = {
         "group_buy_id": gb.id, "team_id": team_id, "line_index": idx, "quantity": line.quantity,
         "limit": gb.per_member_limit, "sku_id": gb.sku_id, "size": gb.team_size, "valid_hours": gb.valid_hours,
+        "ends_at": gb.ends_at.isoformat(),
     }
+
+
+def team_deadline(opened_at: dt.datetime, valid_hours: int, activity_ends_at: dt.datetime | str) -> dt.datetime:
+    """A team's deadline: ``valid_hours`` after it opens, but never after the activity's end (a team
+    opened near the end expires with the activity, and the timeout flow refunds its members)."""
+    ends_at = dt.datetime.fromisoformat(activity_ends_at) if isinstance(activity_ends_at, str) else activity_ends_at
+    return min(opened_at + dt.timedelta(hours=valid_hours), ends_at)
 
 
 def take_seat(ctx: PricingContext, order_id: int) -> None:
@@ -402,7 +411,8 @@ def take_seat(ctx: PricingContext, order_id: int) -> None:
     if team_id is None:
         team = GroupTeam(
             merchant_id=merchant_id, group_buy_id=gb_id, leader_member_id=member_id, size=int(res["size"]), filled=1,
-            paid_count=0, status=OPEN, expires_at=now + dt.timedelta(hours=int(res["valid_hours"])), virtual=False,
+            paid_count=0, status=OPEN, expires_at=team_deadline(now, int(res["valid_hours"]), res["ends_at"]),
+            virtual=False,
         )
         session.add(team)
         session.flush()
