@@ -15,6 +15,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("var"), description="Folder for the embedded SQLite database and files.")
     database_url: str = Field(default="", description="SQLAlchemy URL; empty means a SQLite file in data_dir.")
     redis_url: str = Field(default="", description="Optional Redis URL (flash-sale gate, rate limits, caches).")
+    flash_sale_redis_prefix: str = Field(
+        default="siyu:fs",
+        min_length=1,
+        description="Key prefix of the flash-sale gate in Redis; give each deployment sharing one Redis its own.",
+    )
     secret_key: str = Field(
         default="siyu-dev-secret-change-me",
         description="Secret for deriving encryption keys of merchant credentials. Set it in production.",

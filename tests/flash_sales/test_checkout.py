@@ -322,3 +322,66 @@ def test_ending_returns_unsold_units_and_a_later_cancel_returns_its_unit_to_norm
     assert (row.sold, row.activity_stock, row.returned_stock) == (0, 0, 5)
     if g.redis is not None:
         assert g.snapshot(tenant, item) is None
+
+
+def _refund_in_full(g: Gate, tenant: Tenant, order_id: int, key: str) -> None:
+    detail = g.client.get(f"{ADMIN}/orders/{order_id}", headers=tenant.admin_headers).json()
+    r = g.client.post(f"{ADMIN}/orders/{order_id}/refunds", json={"amount": detail["paid_amount"]},
+                      headers={**tenant.admin_headers, "Idempotency-Key": key})
+    assert r.status_code == 201, r.text
+
+
+def test_a_full_refund_before_shipping_returns_the_unit_to_the_activity_and_redis_once(
+    gate_mode: Gate, tenant: Tenant, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    g = gate_mode
+    sku, item = _sale(g, tenant, session_factory, stock=1, per_member_limit=1)
+    a, member_a = login(g.client, tenant)
+    b, member_b = login(g.client, tenant)
+    order = submit(g.client, a, sku, item).json()
+    pay(g.client, a, order["id"])
+    drain(session_factory, settings, tenant, g)
+    assert ledger(session_factory, item) == {"paid": 1}
+    assert submit(g.client, b, sku, item).json()["code"] == "flash_sale_sold_out"
+
+    _refund_in_full(g, tenant, order["id"], f"fs-refund-{order['id']}")
+    drain(session_factory, settings, tenant, g)
+    assert state(session_factory, tenant.id, item) == {
+        "sold": 0, "activity_stock": 1, "counters": {}, "ledger": {"refunded": 1}, "orders": 1}
+    if g.redis is not None:
+        assert g.snapshot(tenant, item) == (1, {})
+    assert sku_stock(session_factory, sku) == 20  # back to the activity, not to normal stock
+    sale_id = item_row(session_factory, item).flash_sale_id
+    stats = g.client.get(f"{ADMIN}/flash-sales/{sale_id}/stats", headers=tenant.admin_headers).json()
+    assert (stats["sold"], stats["paid_units"], stats["released_units"], stats["gmv"]) == (0, 0, 1, 0)
+    # The event delivered again moves nothing.
+    with unit_of_work(session_factory) as s:
+        assert service.refund_order(s, tenant.id, order["id"]) == 0
+    assert item_row(session_factory, item).sold == 0
+
+    again = submit(g.client, b, sku, item)  # the returned unit sells again
+    assert again.status_code == 201, again.text
+    assert item_row(session_factory, item).sold == 1
+    if g.redis is not None:
+        assert g.snapshot(tenant, item) == (0, {member_b: 1})
+    assert member_a != member_b
+
+
+def test_a_full_refund_after_shipping_leaves_the_unit_sold(
+    gate_mode: Gate, tenant: Tenant, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    g = gate_mode
+    sku, item = _sale(g, tenant, session_factory, stock=2)
+    headers, member = login(g.client, tenant)
+    order = submit(g.client, headers, sku, item).json()
+    pay(g.client, headers, order["id"])
+    r = g.client.post(f"{ADMIN}/orders/{order['id']}/ship", json={"carrier": "SF", "tracking_no": "SF1"},
+                      headers=tenant.admin_headers)
+    assert r.status_code == 200, r.text
+    drain(session_factory, settings, tenant, g)
+    _refund_in_full(g, tenant, order["id"], f"fs-refund-{order['id']}")
+    drain(session_factory, settings, tenant, g)
+    assert state(session_factory, tenant.id, item) == {
+        "sold": 1, "activity_stock": 2, "counters": {member: 1}, "ledger": {"paid": 1}, "orders": 1}
+    if g.redis is not None:
+        assert g.snapshot(tenant, item) == (1, {member: 1})

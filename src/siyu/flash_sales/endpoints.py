@@ -41,7 +41,7 @@ from siyu.orders.schemas import OrderDetailOut, OrderLineOut, OrderOut
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = getattr(app.state, "engine", None)
     if engine is not None:
-        gate.bind_engine(engine, getattr(app.state, "redis", None))
+        gate.bind_engine(engine, getattr(app.state, "redis", None), prefix=_prefix(app))
     try:
         yield
     finally:
@@ -49,11 +49,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             gate.unbind_engine(engine)
 
 
+def _prefix(app: FastAPI) -> str:
+    settings = getattr(app.state, "settings", None)
+    return str(getattr(settings, "flash_sale_redis_prefix", None) or gate.DEFAULT_PREFIX)
+
+
 def _bind(request: Request) -> None:
     """Bind on first use too, should the app run without its lifespan."""
     engine = getattr(request.app.state, "engine", None)
     if engine is not None and not gate.is_bound(engine):
-        gate.bind_engine(engine, getattr(request.app.state, "redis", None))
+        gate.bind_engine(engine, getattr(request.app.state, "redis", None), prefix=_prefix(request.app))
 
 
 admin = APIRouter(tags=["admin: flash sales"], lifespan=lifespan, dependencies=[Depends(_bind)])

@@ -10,7 +10,8 @@
 - ``FlashSaleMemberCounter``: units a member holds of an item (reserved or paid), moved only by
   conditional updates (``bought + q <= limit``); the database half of the per-member limit.
 - ``FlashSalePurchase``: the durable ledger, one row per order and item; ``reserved`` →
-  ``paid`` or ``released`` (exactly once, by conditional update). Redis is rebuilt from it.
+  ``paid`` or ``released`` (cancelled unpaid), ``paid`` → ``refunded`` (a full refund before
+  shipping), each exactly once by conditional update. Redis is rebuilt from it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ STATUSES = (DRAFT, SCHEDULED, ACTIVE, ENDED)
 RESERVED = "reserved"
 PAID = "paid"
 RELEASED = "released"
+REFUNDED = "refunded"
 
 
 class FlashSale(IdMixin, TenantMixin, TimestampMixin, Base):

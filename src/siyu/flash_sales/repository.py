@@ -20,6 +20,7 @@ from siyu.flash_sales.models import (
     DRAFT,
     ENDED,
     PAID,
+    REFUNDED,
     RELEASED,
     RESERVED,
     SCHEDULED,
@@ -192,6 +193,24 @@ def release_order_purchases(session: Session, merchant_id: int, order_id: int, n
     return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
 
 
+def refund_order_purchases(session: Session, merchant_id: int, order_id: int, now: dt.datetime) -> list[tuple[int, int, int]]:
+    """reserved or paid → refunded for a fully refunded order's purchases (a ``reserved`` row is
+    one whose ``order.paid`` job has not run yet); returns ``(item_id, member_id, quantity)`` of
+    the rows that moved, once."""
+    rows = session.execute(
+        update(FlashSalePurchase)
+        .where(
+            FlashSalePurchase.merchant_id == merchant_id,
+            FlashSalePurchase.order_id == order_id,
+            FlashSalePurchase.status.in_((RESERVED, PAID)),
+        )
+        .values(status=REFUNDED, released_at=now, updated_at=now)
+        .returning(FlashSalePurchase.item_id, FlashSalePurchase.member_id, FlashSalePurchase.quantity)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+
 def mark_order_paid(session: Session, merchant_id: int, order_id: int, now: dt.datetime) -> int:
     result = session.execute(
         update(FlashSalePurchase)
@@ -213,7 +232,7 @@ def member_units(session: Session, merchant_id: int, item_id: int) -> dict[int, 
         .where(
             FlashSalePurchase.merchant_id == merchant_id,
             FlashSalePurchase.item_id == item_id,
-            FlashSalePurchase.status != RELEASED,
+            FlashSalePurchase.status.not_in((RELEASED, REFUNDED)),
         )
         .group_by(FlashSalePurchase.member_id)
     )

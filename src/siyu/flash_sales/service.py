@@ -49,6 +49,7 @@ from siyu.flash_sales.models import (
     DRAFT,
     ENDED,
     PAID,
+    REFUNDED,
     RELEASED,
     RESERVED,
     SCHEDULED,
@@ -567,7 +568,7 @@ def stats(session: Session, merchant_id: int, sale_id: int) -> FlashSaleStatsOut
             ItemStatsOut(
                 item_id=it.id, sku_id=it.sku_id, activity_stock=it.activity_stock + it.returned_stock, sold=it.sold,
                 reserved_units=units(RESERVED), paid_units=units(PAID), paid_orders=paid.get("orders", 0),
-                released_units=units(RELEASED), gmv=paid.get("amount", 0),
+                released_units=units(RELEASED) + units(REFUNDED), gmv=paid.get("amount", 0),
             )
         )
     return FlashSaleStatsOut(
@@ -733,10 +734,9 @@ def _redis_release(merchant_id: int, item_id: int, member_id: int, qty: int) -> 
     return _release
 
 
-def release_order(session: Session, merchant_id: int, order_id: int, *, now: dt.datetime | None = None) -> int:
-    """Give back the units of a cancelled order's purchases, exactly once; returns units released."""
-    now = now or utcnow()
-    moved = repo.release_order_purchases(session, merchant_id, order_id, now)
+def _give_back(session: Session, merchant_id: int, moved: list[tuple[int, int, int]]) -> int:
+    """Return ledger rows' units to their activities (Redis after commit), or to the SKUs' normal
+    stock for an activity that already ended; returns the units moved."""
     db = gate.DatabaseGate(session)
     back: dict[int, int] = {}
     total = 0
@@ -753,6 +753,24 @@ def release_order(session: Session, merchant_id: int, order_id: int, *, now: dt.
     stock.release(session, merchant_id, back)
     session.flush()
     return total
+
+
+def release_order(session: Session, merchant_id: int, order_id: int, *, now: dt.datetime | None = None) -> int:
+    """Give back the units of a cancelled order's purchases, exactly once; returns units released."""
+    now = now or utcnow()
+    return _give_back(session, merchant_id, repo.release_order_purchases(session, merchant_id, order_id, now))
+
+
+def refund_order(session: Session, merchant_id: int, order_id: int, *, now: dt.datetime | None = None) -> int:
+    """A full refund of a flash-sale order that never shipped: its units go back to the activity
+    stock (and Redis, and the member's count), exactly once, as for a cancelled order; returns
+    the units. Once shipped the goods have left the activity: the purchase stays as it is, and
+    goods sent back reach the SKU's normal stock through the after-sale's restock."""
+    now = now or utcnow()
+    order = orders_service.get_order(session, merchant_id, order_id)
+    if order.shipped_at is not None:
+        return 0
+    return _give_back(session, merchant_id, repo.refund_order_purchases(session, merchant_id, order_id, now))
 
 
 def mark_paid(session: Session, merchant_id: int, order_id: int, *, now: dt.datetime | None = None) -> int:

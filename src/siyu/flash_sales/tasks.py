@@ -6,6 +6,7 @@
   ledger, so a crash between the Lua gate and the database loses no unit for long (``gate.py``).
 - ``order.cancelled`` → ``flash_sales.release_order``: units of the cancelled order back, once.
 - ``order.paid`` → ``flash_sales.mark_paid``: the ledger rows become paid.
+- ``order.refunded`` (full, before shipping) → ``flash_sales.refund_order``: units back, once.
 
 Each is idempotent: a job run twice finds nothing left to do.
 """
@@ -30,7 +31,7 @@ def _job_clock(ctx: JobContext) -> dt.datetime:
 
 def _redis(ctx: JobContext) -> None:
     if ctx.redis is not None and gate.redis_for(ctx.session) is None:
-        gate.use_redis(ctx.session, ctx.redis)
+        gate.use_redis(ctx.session, ctx.redis, prefix=ctx.settings.flash_sale_redis_prefix)
 
 
 @job_handler("flash_sales.activate")
@@ -60,6 +61,13 @@ def reconcile(ctx: JobContext) -> None:
 def release_order(ctx: JobContext) -> None:
     _redis(ctx)
     service.release_order(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]))
+
+
+@subscribe("order.refunded", "flash_sales.refund_order")
+def refund_order(ctx: JobContext) -> None:
+    if ctx.payload.get("full"):
+        _redis(ctx)
+        service.refund_order(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]))
 
 
 @subscribe("order.paid", "flash_sales.mark_paid")
