@@ -141,7 +141,7 @@ def test_each_refusal_has_its_code_and_changes_nothing(session_factory: sessionm
     act = h.make_activity(session_factory, tenant.id, sku, helpers_needed=3, new_users_only=True, valid_hours=2)
     initiator, friend, old_customer = (buyer(session_factory, tenant.id) for _ in range(3))
     bargain_id = h.start(session_factory, tenant.id, initiator, act)
-    h.help_(session_factory, tenant.id, bargain_id, friend)
+    first_cut = h.help_(session_factory, tenant.id, bargain_id, friend)
     order = submit_order(session_factory, tenant.id, old_customer, [(sku, 1)])
     with unit_of_work(session_factory) as s:
         orders_service.mark_paid(s, tenant.id, order.id, amount=order.payable_amount, paid_at=dt.datetime.now(dt.UTC),
@@ -153,7 +153,7 @@ def test_each_refusal_has_its_code_and_changes_nothing(session_factory: sessionm
 
     before = state()
     assert _refused(lambda: h.help_(session_factory, tenant.id, bargain_id, initiator)) == "bargain_help_own"
-    assert _refused(lambda: h.help_(session_factory, tenant.id, bargain_id, friend)) == "bargain_already_helped"
+    assert h.help_(session_factory, tenant.id, bargain_id, friend) == first_cut  # a repeat: the first result
     assert _refused(lambda: h.help_(session_factory, tenant.id, bargain_id, old_customer)) == "bargain_new_users_only"
     expired_at = h.bargain(session_factory, bargain_id).expires_at + dt.timedelta(seconds=1)
     newcomer = buyer(session_factory, tenant.id)

@@ -158,9 +158,13 @@ def store_bargain(bargain_id: int, customer: Customer, session: DbSession) -> St
     return service.store_bargain(session, customer.merchant_id, bargain_id, customer.member_id)
 
 
-@store.post("/bargains/{bargain_id}/help", response_model=HelpResultOut, summary="Help a friend's bargain (once)")
-def help_bargain(bargain_id: int, customer: Customer, session: DbSession) -> HelpResultOut:
-    return service.help_bargain(session, customer.merchant_id, bargain_id, customer.member_id)
+@store.post("/bargains/{bargain_id}/help", response_model=HelpResultOut,
+            summary="Help a friend's bargain (once; a repeat answers with the first help's result)")
+def help_bargain(bargain_id: int, customer: Customer, session: DbSession, response: Response) -> HelpResultOut:
+    result, created = service.help_bargain_once(session, customer.merchant_id, bargain_id, customer.member_id)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return result
 
 
 @store.post("/bargains/{bargain_id}/buy", response_model=OrderDetailOut, status_code=status.HTTP_201_CREATED,

@@ -87,6 +87,14 @@ def helps(session: Session, merchant_id: int, bargain_id: int) -> list[BargainHe
     return list(session.scalars(stmt.order_by(BargainHelp.seq)))
 
 
+def help_of(session: Session, merchant_id: int, bargain_id: int, helper_id: int) -> BargainHelp | None:
+    stmt = select(BargainHelp).where(
+        BargainHelp.merchant_id == merchant_id, BargainHelp.bargain_id == bargain_id,
+        BargainHelp.helper_member_id == helper_id,
+    )
+    return session.scalar(stmt)
+
+
 def members(session: Session, merchant_id: int, member_ids: Iterable[int]) -> dict[int, Member]:
     ids = sorted(set(member_ids))
     if not ids:

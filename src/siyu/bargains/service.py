@@ -6,12 +6,14 @@ are generated at once from a stored random seed (``generate_cuts``) so they sum 
 ``start_price - floor_price`` with every cut ≥ 1 fen, and stored; the deadline job is enqueued
 (``run_at = expires_at``, never after the activity's end). ``bargain.started``.
 
-Help (``help``): a friend (not the initiator — ``bargain_help_own``; once — ``bargain_already_helped``;
-a member without a paid order when the activity is new-users-only — ``bargain_new_users_only``)
+Help (``help``): a friend (not the initiator — ``bargain_help_own``; once: a repeat of the same
+friend, e.g. a network retry, changes nothing and answers with the first help's result; a member
+without a paid order when the activity is new-users-only — ``bargain_new_users_only``)
 takes the next cut: ``UPDATE bargains SET helped_count = helped_count + 1 WHERE helped_count <
 helpers_needed AND status = 'active' AND expires_at > now RETURNING helped_count`` gives the
 help's sequence number i, the help row takes ``cuts[i-1]`` and ``UNIQUE (bargain_id,
-helper_member_id)`` refuses a second help of the same friend even under concurrency. The last
+helper_member_id)`` refuses a second help of the same friend even under concurrency (the loser's
+slot is undone with its savepoint and it answers with the winner's result). The last
 help reaches the floor (``floor_reached``; ``bargain.floor_reached``). ``bargain.helped`` each time.
 A finished bargain is ``bargain_finished``, an expired one ``bargain_expired``.
 
@@ -326,36 +328,65 @@ def _finished_or_expired(bargain: Bargain | None, now: dt.datetime) -> DomainErr
     return DomainError("bargain_finished")
 
 
+def _help_result(bargain: Bargain, help_row: BargainHelp) -> HelpResultOut:
+    """The result a help gave when it was made: its cut and the price right after it (the cuts are
+    taken in order, so the price after the i-th help is the start price less the first i cuts)."""
+    seq = help_row.seq
+    return HelpResultOut(
+        bargain_id=bargain.id, seq=seq, cut=help_row.amount,
+        current_price=bargain.start_price - sum(int(c) for c in bargain.cuts[:seq]), helped_count=seq,
+        helpers_needed=bargain.helpers_needed, floor_reached=seq == bargain.helpers_needed,
+    )
+
+
 def help_bargain(
     session: Session, merchant_id: int, bargain_id: int, helper_id: int, *, now: dt.datetime | None = None
 ) -> HelpResultOut:
+    return help_bargain_once(session, merchant_id, bargain_id, helper_id, now=now)[0]
+
+
+def help_bargain_once(
+    session: Session, merchant_id: int, bargain_id: int, helper_id: int, *, now: dt.datetime | None = None
+) -> tuple[HelpResultOut, bool]:
+    """One help per helper: ``(result, created)``. A repeat of the same helper (a network retry,
+    or two taps racing) changes nothing and returns the first help's result (``created`` False),
+    whatever the bargain's state now. Helping one's own bargain stays ``bargain_help_own``."""
     now = now or utcnow()
     bargain = repo.bargain(session, merchant_id, bargain_id)
     if bargain is None:
         raise _bargain_not_found()
     if bargain.member_id == helper_id:
         raise DomainError("bargain_help_own")
-    if any(h.helper_member_id == helper_id for h in repo.helps(session, merchant_id, bargain.id)):
-        raise DomainError("bargain_already_helped")
+    earlier = repo.help_of(session, merchant_id, bargain.id, helper_id)
+    if earlier is not None:
+        return _help_result(bargain, earlier), False
     if bargain.status != ACTIVE or bargain.expires_at <= now:
         raise _finished_or_expired(bargain, now)
     act = repo.activity(session, merchant_id, bargain.activity_id)
     assert act is not None
     if act.new_users_only and repo.has_paid_order(session, merchant_id, helper_id):
         raise DomainError("bargain_new_users_only")
-    seq = repo.take_help_slot(session, merchant_id, bargain.id, now)
-    if seq is None:
-        raise _finished_or_expired(repo.bargain(session, merchant_id, bargain.id), now)
-    amount = int(bargain.cuts[seq - 1])
     try:
+        # The slot and the help row together: a concurrent help of the same helper that loses on
+        # ``UNIQUE (bargain_id, helper_member_id)`` gives its slot back with the savepoint.
         with session.begin_nested():
+            seq = repo.take_help_slot(session, merchant_id, bargain.id, now)
+            if seq is None:  # no slot left: the same helper's concurrent first help may have taken the last
+                winner = repo.help_of(session, merchant_id, bargain.id, helper_id)
+                if winner is not None:
+                    return _help_result(bargain, winner), False
+                raise _finished_or_expired(repo.bargain(session, merchant_id, bargain.id), now)
+            amount = int(bargain.cuts[seq - 1])
             session.add(BargainHelp(
                 merchant_id=merchant_id, bargain_id=bargain.id, helper_member_id=helper_id, seq=seq, amount=amount,
                 created_at=now,
             ))
             session.flush()
     except IntegrityError:
-        raise DomainError("bargain_already_helped") from None
+        winner = repo.help_of(session, merchant_id, bargain.id, helper_id)
+        if winner is None:
+            raise
+        return _help_result(bargain, winner), False
     floor = seq == bargain.helpers_needed
     repo.add_cut(session, merchant_id, bargain.id, amount, floor=floor, now=now)
     bargain = repo.bargain(session, merchant_id, bargain.id)
@@ -376,7 +407,7 @@ def help_bargain(
     return HelpResultOut(
         bargain_id=bargain.id, seq=seq, cut=amount, current_price=bargain.current_price, helped_count=seq,
         helpers_needed=bargain.helpers_needed, floor_reached=floor,
-    )
+    ), True
 
 
 def expire(session: Session, merchant_id: int, bargain_id: int, now: dt.datetime) -> bool:
