@@ -15,6 +15,7 @@ from siyu.kit.crypto import SecretBox, new_token, token_digest
 from siyu.kit.errors import DomainError, not_found, register_messages
 from siyu.kit.timeutil import utcnow
 from siyu.tenancy import repository as repo
+from siyu.tenancy import token_cache
 from siyu.tenancy.models import AuthToken, Merchant, Staff
 from siyu.tenancy.permissions import Role
 from siyu.tenancy.schemas import MerchantUpdate
@@ -253,14 +254,27 @@ def revoke(session: Session, token_id: int) -> None:
 
 
 def authenticate(session: Session, plaintext: str, *, kinds: tuple[str, ...]) -> AuthToken:
-    found = repo.token_with_merchant(session, token_digest(plaintext))
+    """The valid token of ``kinds`` for ``plaintext``, else ``invalid_token``.
+
+    A token seen valid in the last ``token_cache.TTL_SECONDS`` comes from the per-process cache
+    with no database read (see ``token_cache`` for the revocation bound); the result is then a
+    detached ``AuthToken``: read it, never add it to a session.
+    """
+    digest = token_digest(plaintext)
+    cached = token_cache.get(session, digest)
+    if cached is not None:
+        if cached.kind not in kinds or (cached.expires_at is not None and cached.expires_at <= utcnow()):
+            raise DomainError("invalid_token")
+        return cached.as_token(digest)
+    generation = token_cache.generation()
+    found = repo.token_with_merchant(session, digest)
     token = found[0] if found is not None else None
     if found is not None and found[1] is not None:
         # The request goes on to use its merchant (time zone, settings): keep the row loaded with
         # the token referenced for the session's life, so ``get_merchant`` (``session.get``) finds
         # it in the identity map instead of a second round trip.
         session.info.setdefault("siyu.tenancy.merchants", {})[found[1].id] = found[1]
-    if token is None or token.kind not in kinds or token.revoked_at is not None:
+    if token is None or token.revoked_at is not None:
         raise DomainError("invalid_token")
     if token.expires_at is not None and token.expires_at <= utcnow():
         raise DomainError("invalid_token")
@@ -269,5 +283,7 @@ def authenticate(session: Session, plaintext: str, *, kinds: tuple[str, ...]) ->
         staff = repo.staff_by_id(session, token.merchant_id, token.subject_id)
         if staff is None or not staff.active:
             raise DomainError("invalid_token")
+    token_cache.put(session, digest, token, generation)
+    if token.kind not in kinds:
+        raise DomainError("invalid_token")
     return token
-
