@@ -24,6 +24,12 @@ behaviour events and anonymous-id links, channel scans, consents (the most recen
 channel wins), customer login tokens; empty profile fields of the kept member are filled from
 the merged one, and its staff owner is taken when the kept member has none.
 
+Referral (``siyu.referral.service.merge_members``): invitees, binding history, rewards,
+withdrawals and the distributor account move to the kept member; one binding remains (a locked
+one wins, else the merchant's binding rule; never a self-invite or a ring); the dropped
+member's invite code keeps working for the kept member; two distributor accounts are folded
+into one (ledger, commissions, withdrawals and buckets together).
+
 Not moved (they stay under the merged member id, which the ``MemberMerge`` row links):
 orders, order lines, payments, refunds, after-sales, points and coupons (ledgers are
 append-only and audited), cart items, member statistics and segment memberships (recomputed).
@@ -199,6 +205,9 @@ def merge_members(session: Session, merchant_id: int, a: Member, b: Member, *, r
     moved: dict[str, Any] = {}
     session.flush()
     moved.update(repo.move_member_rows(session, merchant_id, drop.id, keep.id))
+    from siyu.referral import service as referral
+
+    moved.update(referral.merge_members(session, merchant_id, drop.id, keep.id))
     for name in _PROFILE_FILL:
         if getattr(keep, name) in (None, "") and getattr(drop, name) not in (None, ""):
             setattr(keep, name, getattr(drop, name))

@@ -30,6 +30,7 @@ from siyu.referral.models import (
     CommissionRule,
     Distributor,
     DistributorLevel,
+    ReferralBindingLog,
     ReferralProfile,
     ReferralReward,
     ReferralSettings,
@@ -522,3 +523,152 @@ def stats(session: Session, merchant_id: int) -> dict[str, Any]:
         "commissions": {k: {"count": n, "amount": a} for k, (n, a) in commissions.items()},
         "withdrawals": {k: {"count": n, "amount": a} for k, (n, a) in withdrawals.items()},
     }
+
+
+# -- member merge ------------------------------------------------------------------------------
+
+
+def merged_into(session: Session, merchant_id: int, member_id: int) -> int:
+    """The member ``member_id`` was folded into (following a chain of merges), else itself."""
+    current = member_id
+    for _ in range(10):
+        row = session.execute(
+            select(Member.status, Member.merged_into).where(Member.merchant_id == merchant_id, Member.id == current)
+        ).first()
+        if row is None or row[0] != "merged" or row[1] is None:
+            break
+        current = int(row[1])
+    return current
+
+
+def repoint_invitees(session: Session, merchant_id: int, drop_id: int, keep_id: int) -> int:
+    """Members invited by ``drop_id`` are now invited by ``keep_id`` (``keep_id``'s own profile
+    is left to the caller: it must not point at itself)."""
+    result = session.execute(
+        update(ReferralProfile)
+        .where(
+            ReferralProfile.merchant_id == merchant_id,
+            ReferralProfile.inviter_member_id == drop_id,
+            ReferralProfile.member_id != keep_id,
+        )
+        .values(inviter_member_id=keep_id, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def repoint_binding_log(session: Session, merchant_id: int, drop_id: int, keep_id: int) -> int:
+    Log = ReferralBindingLog
+    n = 0
+    for col in (Log.member_id, Log.inviter_member_id, Log.previous_inviter_id):
+        result = session.execute(
+            update(Log)
+            .where(Log.merchant_id == merchant_id, col == drop_id)
+            .values({col.key: keep_id})
+            .execution_options(synchronize_session=False)
+        )
+        n += int(getattr(result, "rowcount", 0) or 0)
+    return n
+
+
+def repoint_rewards(session: Session, merchant_id: int, drop_id: int, keep_id: int) -> tuple[int, int]:
+    """Rewards the dropped member received or caused follow the kept member; (moved, left).
+
+    ``(invitee, role, position)`` is unique: when both members were rewarded as invitees, the
+    dropped member's rows keep their invitee (both first orders really happened) and only
+    their beneficiary moves."""
+    result = session.execute(
+        update(ReferralReward)
+        .where(ReferralReward.merchant_id == merchant_id, ReferralReward.beneficiary_member_id == drop_id)
+        .values(beneficiary_member_id=keep_id, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    moved = int(getattr(result, "rowcount", 0) or 0)
+    taken = {
+        (r, i)
+        for r, i in session.execute(
+            select(ReferralReward.role, ReferralReward.reward_index).where(
+                ReferralReward.merchant_id == merchant_id, ReferralReward.invitee_member_id == keep_id
+            )
+        ).all()
+    }
+    left = 0
+    for reward in session.scalars(
+        select(ReferralReward).where(
+            ReferralReward.merchant_id == merchant_id, ReferralReward.invitee_member_id == drop_id
+        )
+    ):
+        if (reward.role, reward.reward_index) in taken:
+            left += 1
+            continue
+        reward.invitee_member_id = keep_id
+        moved += 1
+    session.flush()
+    return moved, left
+
+
+def lock_distributors(session: Session, merchant_id: int, member_ids: Iterable[int]) -> list[Distributor]:
+    stmt = (
+        select(Distributor)
+        .where(Distributor.merchant_id == merchant_id, Distributor.member_id.in_(list(member_ids)))
+        .order_by(Distributor.id)
+    )
+    return list(session.scalars(for_update(stmt, session).execution_options(populate_existing=True)))
+
+
+def fold_distributor(session: Session, merchant_id: int, drop: Distributor, keep: Distributor) -> dict[str, int]:
+    """Move everything of distributor ``drop`` to ``keep``: ledger rows, commissions, withdrawals,
+    rate rules, and the buckets (added as they are, so each bucket still equals its ledger sum)."""
+    counts: dict[str, int] = {}
+    for name, model in (
+        ("ledger", CommissionLedger), ("commissions", Commission), ("commission_rules", CommissionRule),
+    ):
+        result = session.execute(
+            update(model)
+            .where(model.merchant_id == merchant_id, model.distributor_id == drop.id)
+            .values(distributor_id=keep.id)
+            .execution_options(synchronize_session=False)
+        )
+        counts[name] = int(getattr(result, "rowcount", 0) or 0)
+    # withdrawals: request keys are unique per distributor; a clashing key gets a merge suffix
+    keep_keys = set(
+        session.scalars(
+            select(Withdrawal.request_key).where(
+                Withdrawal.merchant_id == merchant_id, Withdrawal.distributor_id == keep.id
+            )
+        )
+    )
+    n = 0
+    for w in session.scalars(
+        select(Withdrawal).where(Withdrawal.merchant_id == merchant_id, Withdrawal.distributor_id == drop.id)
+    ):
+        if w.request_key in keep_keys:
+            w.request_key = f"merged-{drop.id}-{w.id}"
+        w.distributor_id = keep.id
+        n += 1
+    counts["withdrawals"] = n
+    table: Any = Distributor.__table__
+    session.execute(
+        update(table)
+        .where(table.c.merchant_id == merchant_id, table.c.id == keep.id)
+        .values({b: table.c[b] + getattr(drop, b) for b in BUCKETS} | {"updated_at": utcnow()})
+    )
+    session.execute(
+        update(table)
+        .where(table.c.merchant_id == merchant_id, table.c.id == drop.id)
+        .values({b: 0 for b in BUCKETS} | {"updated_at": utcnow()})
+    )
+    session.flush()
+    session.expire(keep)
+    session.expire(drop)
+    return counts
+
+
+def repoint_withdrawal_member(session: Session, merchant_id: int, drop_id: int, keep_id: int) -> int:
+    result = session.execute(
+        update(Withdrawal)
+        .where(Withdrawal.merchant_id == merchant_id, Withdrawal.member_id == drop_id)
+        .values(member_id=keep_id)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -324,7 +324,8 @@ def bind(
     inviter_profile = repo.profile_by_code(session, merchant_id, code.strip().upper())
     if inviter_profile is None:
         raise DomainError("invite_code_invalid")
-    inviter_id = inviter_profile.member_id
+    # a code of a member merged into another invites for the kept member
+    inviter_id = repo.merged_into(session, merchant_id, inviter_profile.member_id)
     if inviter_id == member_id:
         raise DomainError("referral_self_invite")
     ensure_profile(session, merchant_id, member_id)
@@ -1118,3 +1119,105 @@ def run_payout(session: Session, merchant_id: int, withdrawal_id: int) -> None:
         mark_withdrawal_paid(session, merchant_id, w.id, result.reference or "", actor=SYSTEM)
     elif result.status == "processing":
         raise RuntimeError("payout still processing")  # the worker retries with backoff
+
+
+# -- member merge ------------------------------------------------------------------------------
+
+
+def _binding_rank(cfg: SettingsIn, prof: ReferralProfile) -> tuple[int, float]:
+    """Sort key of a candidate binding (smallest wins): a locked binding (its first paid order
+    already rewarded and paid commissions to that inviter) before an open one, the earlier
+    lock first; then the merchant's rule — ``latest``: the later binding, else the earlier."""
+    if prof.locked_at is not None:
+        return 0, prof.locked_at.timestamp()
+    bound = prof.bound_at.timestamp() if prof.bound_at is not None else 0.0
+    return 1, -bound if cfg.binding_rule == RULE_LATEST else bound
+
+
+def merge_members(session: Session, merchant_id: int, drop_id: int, keep_id: int) -> dict[str, int]:
+    """Fold the referral side of member ``drop_id`` into ``keep_id`` (``members.service.merge_members``).
+
+    - Members invited by the dropped member are invited by the kept one; the binding log follows.
+    - The kept member's own binding: of the two members' bindings, a locked one wins (the
+      earlier lock), else the merchant's rule decides (``latest``: the later binding; ``first``
+      / ``window``: the earlier). A candidate that is one of the two members or would close a
+      ring is dropped. A change is logged with source ``merge``. One profile remains bound.
+    - The invite code: when only the dropped member had a profile, it becomes the kept
+      member's; when both had one, the dropped member's row stays as an alias of its code (its
+      binding cleared) and ``bind`` follows the merge to the kept member, so shared links work.
+    - Rewards (as beneficiary, and as invitee unless both were rewarded invitees), withdrawals.
+    - Distributor: a dropped member's distributor becomes the kept member's; when both were
+      distributors, ledger, commissions, withdrawals and rate rules move to the kept one and the
+      buckets are added (each bucket still equals its ledger sum); the emptied one is
+      ``disabled``, and the kept one takes the approval (and level) if only the dropped had it.
+    """
+    cfg = config(session, merchant_id)
+    session.flush()
+    moved: dict[str, int] = {}
+    repo.lock_profiles(session, merchant_id, [keep_id, drop_id])
+    kp = repo.profile(session, merchant_id, keep_id, lock=True)
+    dp = repo.profile(session, merchant_id, drop_id, lock=True)
+    moved["referral_invitees"] = repo.repoint_invitees(session, merchant_id, drop_id, keep_id)
+    moved["referral_binding_log"] = repo.repoint_binding_log(session, merchant_id, drop_id, keep_id)
+    if kp is not None or dp is not None:
+        candidates = [
+            p for p in (kp, dp)
+            if p is not None and p.inviter_member_id is not None
+            and p.inviter_member_id not in (keep_id, drop_id)
+        ]
+        candidates = [
+            p for p in candidates
+            if keep_id not in _chain(session, merchant_id, int(p.inviter_member_id or 0))[0]
+        ]
+        chosen = min(candidates, key=lambda p: _binding_rank(cfg, p)) if candidates else None
+        before = kp.inviter_member_id if kp is not None else None
+        inviter, bound_at, source = (
+            (chosen.inviter_member_id, chosen.bound_at, chosen.bind_source) if chosen else (None, None, None)
+        )
+        locks = [p for p in (kp, dp) if p is not None and p.locked_at is not None]
+        first_locked = min(locks, key=lambda p: p.locked_at or utcnow()) if locks else None
+        if kp is None:
+            assert dp is not None
+            dp.inviter_member_id = None
+            session.flush()
+            dp.member_id = keep_id
+            prof = dp
+            moved["referral_code"] = 1
+        else:
+            prof = kp
+            if dp is not None:
+                dp.inviter_member_id = None
+                dp.updated_at = utcnow()
+        prof.inviter_member_id, prof.bound_at, prof.bind_source = inviter, bound_at, source
+        if first_locked is not None:
+            prof.locked_at = first_locked.locked_at
+            prof.first_paid_order_id = first_locked.first_paid_order_id
+        session.flush()
+        if inviter is not None and inviter != before:
+            session.add(
+                ReferralBindingLog(
+                    merchant_id=merchant_id, member_id=keep_id, inviter_member_id=inviter,
+                    previous_inviter_id=before, source="merge", at=utcnow(),
+                )
+            )
+            session.flush()
+    moved["referral_rewards"], moved["referral_rewards_left"] = repo.repoint_rewards(
+        session, merchant_id, drop_id, keep_id
+    )
+    dists = {d.member_id: d for d in repo.lock_distributors(session, merchant_id, [keep_id, drop_id])}
+    kd, dd = dists.get(keep_id), dists.get(drop_id)
+    if dd is not None and kd is None:
+        dd.member_id = keep_id
+        moved["distributor"] = 1
+    elif dd is not None and kd is not None:
+        if kd.status != DIST_APPROVED and dd.status == DIST_APPROVED:
+            kd.status, kd.level_id, kd.reviewed_at = dd.status, dd.level_id, dd.reviewed_at
+        dd.status = DIST_DISABLED
+        dd.note = f"merged into distributor {kd.id}"
+        session.flush()
+        for name, n in repo.fold_distributor(session, merchant_id, dd, kd).items():
+            moved[f"distributor_{name}"] = n
+        moved["distributor"] = 1
+    moved["withdrawals"] = repo.repoint_withdrawal_member(session, merchant_id, drop_id, keep_id)
+    session.flush()
+    return {k: v for k, v in moved.items() if v}
