@@ -68,6 +68,8 @@ TRADE_STATE_DESC: Final = {
     "CLOSED": "订单已关闭",
     "REFUND": "转入退款",
 }
+OUT_BILL_NO_RE: Final = re.compile(r"^[0-9A-Za-z]{1,32}$")
+TRANSFER_FINAL_STATES: Final = frozenset({"SUCCESS", "FAIL", "CANCELLED"})
 REFUND_EVENTS: Final = {"SUCCESS": "REFUND.SUCCESS", "ABNORMAL": "REFUND.ABNORMAL", "CLOSED": "REFUND.CLOSED"}
 REFUND_SUMMARIES: Final = {"SUCCESS": "退款成功", "ABNORMAL": "退款异常", "CLOSED": "退款关闭"}
 
@@ -231,6 +233,27 @@ class _Refund:
 
 
 @dataclass
+class _TransferBill:
+    mchid: str
+    appid: str
+    out_bill_no: str
+    transfer_bill_no: str
+    openid: str
+    amount: int
+    remark: str
+    request: dict[str, Any]
+    create_time: str
+    state: str = "WAIT_USER_CONFIRM"
+    fail_reason: str | None = None
+    update_time: str | None = None
+
+    @property
+    def notify_url(self) -> str | None:
+        url = self.request.get("notify_url")
+        return str(url) if url else None
+
+
+@dataclass
 class _Code:
     openid: str
     unionid: str | None
@@ -308,6 +331,7 @@ class FakeWechat:
         self._merchant_keys: dict[str, rsa.RSAPublicKey] = {}
         self._transactions: dict[tuple[str, str], _Transaction] = {}
         self._refunds: dict[tuple[str, str], _Refund] = {}
+        self._transfers: dict[tuple[str, str], _TransferBill] = {}
         self._injected: list[_InjectedError] = []
         self.requests: list[RecordedRequest] = []
         self._base_url = "http://testserver"
@@ -526,8 +550,12 @@ class FakeWechat:
         The APIv3 key is ``apiv3_key`` or that of the merchant ``resource["mchid"]``. Override
         ``timestamp``/``serial``/``sign_with`` (a private key or PEM) to forge bad deliveries.
         """
-        key = apiv3_key or self._merchants[str(resource["mchid"])].apiv3_key
-        original_type = "refund" if event_type.startswith("REFUND.") else "transaction"
+        key = apiv3_key or self._merchants[str(resource.get("mchid") or resource["mch_id"])].apiv3_key
+        original_type = (
+            "refund" if event_type.startswith("REFUND.")
+            else "mch_payment" if event_type.startswith("MCHTRANSFER.")
+            else "transaction"
+        )
         nonce = secrets.token_hex(6)
         ciphertext = AESGCM(key.encode()).encrypt(nonce.encode(), _dumps(resource), original_type.encode())
         envelope = {
@@ -639,6 +667,7 @@ class FakeWechat:
 
         self._mount_miniprogram(app)
         self._mount_pay(app)
+        self._mount_transfer(app)
         return app
 
     def _mount_miniprogram(self, app: FastAPI) -> None:
@@ -704,6 +733,157 @@ class FakeWechat:
                 if refund is None:
                     raise _PayError(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
                 return self._signed_response(200, self._refund_view(refund))
+
+    # -- merchant transfer to balance (商家转账, transfer bills) -----------------------------------
+
+    def transfer(self, out_bill_no: str, mchid: str | None = None) -> dict[str, Any]:
+        """The transfer bill as the query API would answer it."""
+        with self._lock:
+            return self._transfer_view(self._find_transfer(out_bill_no, mchid))
+
+    def finish_transfer(
+        self, out_bill_no: str, *, mchid: str | None = None, state: str = "SUCCESS", fail_reason: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """The user confirmed (``SUCCESS``), or the transfer failed (``FAIL``) or was cancelled
+        (``CANCELLED``); a final bill keeps its state. Returns the signed, encrypted
+        ``MCHTRANSFER.BILL.FINISHED`` notification."""
+        if state not in TRANSFER_FINAL_STATES:
+            raise ValueError(f"state must be one of {sorted(TRANSFER_FINAL_STATES)}")
+        with self._lock:
+            bill = self._find_transfer(out_bill_no, mchid)
+            if bill.state not in TRANSFER_FINAL_STATES:
+                bill.state = state
+                bill.fail_reason = fail_reason or ("TRANSFER_RISK" if state == "FAIL" else None)
+                bill.update_time = _china_now()
+            resource = self._transfer_resource(bill)
+            apiv3_key = self._merchants[bill.mchid].apiv3_key
+        return self.make_notification(
+            "MCHTRANSFER.BILL.FINISHED", resource, apiv3_key=apiv3_key, summary="商家转账单据终态通知"
+        )
+
+    def finish_transfer_and_notify(
+        self, out_bill_no: str, *, mchid: str | None = None, state: str = "SUCCESS"
+    ) -> int:
+        """``finish_transfer`` then POST it to the bill's notify_url; the HTTP status."""
+        headers, body = self.finish_transfer(out_bill_no, mchid=mchid, state=state)
+        with self._lock:
+            url = self._find_transfer(out_bill_no, mchid).notify_url
+        if not url:
+            raise ValueError(f"transfer {out_bill_no} has no notify_url")
+        return self.deliver(url, headers, body)
+
+    def _find_transfer(self, out_bill_no: str, mchid: str | None) -> _TransferBill:
+        for (m, no), bill in self._transfers.items():
+            if no == out_bill_no and (mchid is None or m == mchid):
+                return bill
+        raise KeyError(out_bill_no)
+
+    def _create_transfer(self, merchant: FakeMerchant, body: dict[str, Any]) -> dict[str, Any]:
+        appid = _require_string(body, "appid", 32)
+        out_bill_no = _require_string(body, "out_bill_no", 32)
+        if not OUT_BILL_NO_RE.match(out_bill_no):
+            raise _param_error("out_bill_no 只能由数字、大小写字母组成")
+        _require_string(body, "transfer_scene_id", 36)
+        openid = _require_string(body, "openid", 64)
+        remark = _require_string(body, "transfer_remark", 96)
+        if len(remark) > 32:
+            raise _param_error("transfer_remark 超过 32 个字符")
+        amount = body.get("transfer_amount")
+        if not _is_fen(amount):
+            raise _param_error("transfer_amount 必须为正整数（分）")
+        if amount >= 200_000 and not body.get("user_name"):
+            raise _param_error("转账金额 >= 2000 元时 user_name 必填")
+        infos = body.get("transfer_scene_report_infos")
+        if not isinstance(infos, list) or not infos or not all(
+            isinstance(i, dict) and isinstance(i.get("info_type"), str) and isinstance(i.get("info_content"), str)
+            and i["info_type"] and i["info_content"]
+            for i in infos
+        ):
+            raise _param_error("transfer_scene_report_infos 必填，且每项需有 info_type 与 info_content")
+        if appid != merchant.appid:
+            raise _PayError(400, "APPID_MCHID_NOT_MATCH", "appid 与商户号不匹配")
+        with self._lock:
+            existing = self._transfers.get((merchant.mchid, out_bill_no))
+            if existing is not None:
+                if existing.request != body:
+                    raise _PayError(400, "INVALID_REQUEST", "商户单号重复，与之前请求参数不一致")
+                return self._transfer_answer(existing)
+            bill = _TransferBill(
+                mchid=merchant.mchid, appid=appid, out_bill_no=out_bill_no,
+                transfer_bill_no=f"1330{_digits(28)}", openid=openid, amount=int(amount), remark=remark,
+                request=body, create_time=_china_now(),
+            )
+            self._transfers[(merchant.mchid, out_bill_no)] = bill
+            return self._transfer_answer(bill)
+
+    def _transfer_answer(self, bill: _TransferBill) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "out_bill_no": bill.out_bill_no,
+            "transfer_bill_no": bill.transfer_bill_no,
+            "create_time": bill.create_time,
+            "state": bill.state,
+        }
+        if bill.state == "WAIT_USER_CONFIRM":
+            answer["package_info"] = "ABBQO+oYAAABAAAAAAAk" + base64.b64encode(bill.transfer_bill_no.encode()).decode()
+        if bill.fail_reason:
+            answer["fail_reason"] = bill.fail_reason
+        return answer
+
+    def _transfer_view(self, bill: _TransferBill) -> dict[str, Any]:
+        view: dict[str, Any] = {
+            "mch_id": bill.mchid,
+            "out_bill_no": bill.out_bill_no,
+            "transfer_bill_no": bill.transfer_bill_no,
+            "appid": bill.appid,
+            "state": bill.state,
+            "transfer_amount": bill.amount,
+            "transfer_remark": bill.remark,
+            "openid": bill.openid,
+            "create_time": bill.create_time,
+            "update_time": bill.update_time or bill.create_time,
+        }
+        if bill.fail_reason:
+            view["fail_reason"] = bill.fail_reason
+        return view
+
+    def _transfer_resource(self, bill: _TransferBill) -> dict[str, Any]:
+        """The resource of a MCHTRANSFER.BILL.FINISHED notification."""
+        view = self._transfer_view(bill)
+        return {k: view[k] for k in (
+            "mch_id", "out_bill_no", "transfer_bill_no", "state", "transfer_amount", "openid", "create_time",
+            "update_time",
+        )} | ({"fail_reason": bill.fail_reason} if bill.fail_reason else {})
+
+    def _mount_transfer(self, app: FastAPI) -> None:
+        @app.post("/v3/fund-app/mch-transfer/transfer-bills")
+        async def create_transfer(request: Request) -> Response:
+            merchant, body = await self._pay_request(request)
+            return self._signed_response(200, self._create_transfer(merchant, _pay_body(body)))
+
+        @app.get("/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}")
+        async def query_transfer(request: Request, out_bill_no: str) -> Response:
+            merchant, _ = await self._pay_request(request)
+            with self._lock:
+                bill = self._transfers.get((merchant.mchid, out_bill_no))
+                if bill is None:
+                    raise _PayError(404, "NOT_FOUND", "记录不存在")
+                return self._signed_response(200, self._transfer_view(bill))
+
+        @app.post("/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}/cancel")
+        async def cancel_transfer(request: Request, out_bill_no: str) -> Response:
+            merchant, _ = await self._pay_request(request)
+            with self._lock:
+                bill = self._transfers.get((merchant.mchid, out_bill_no))
+                if bill is None:
+                    raise _PayError(404, "NOT_FOUND", "记录不存在")
+                if bill.state not in ("ACCEPTED", "WAIT_USER_CONFIRM", "TRANSFERING"):
+                    raise _PayError(400, "INVALID_REQUEST", f"当前单据状态 {bill.state} 不可撤销")
+                bill.state, bill.update_time = "CANCELLED", _china_now()
+                return self._signed_response(
+                    200,
+                    {"out_bill_no": bill.out_bill_no, "transfer_bill_no": bill.transfer_bill_no,
+                     "state": "CANCELING", "update_time": bill.update_time},
+                )
 
     async def _pay_request(self, request: Request) -> tuple[FakeMerchant, bytes]:
         body = await request.body()
