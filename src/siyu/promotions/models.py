@@ -6,7 +6,8 @@
 - ``PromotionUsage``: the ROI ledger, one row per promotion and order: ``reserved`` at submit,
   ``paid`` on ``order.paid``, ``released`` on ``order.cancelled`` (each transition exactly once,
   by conditional update); refunds of the order are added to ``refunded`` (each refund once) so
-  the stats can show the net GMV.
+  the stats can show the net GMV, and free the refunded units of the member's limit
+  (``units_freed``: a full refund all of them, a partial one the refunded quantity of its lines).
 - ``PromotionMemberCounter``: units (item kinds) or orders (order kinds) a member holds of a
   promotion, reserved or paid; moved only by conditional updates (``units + q <= limit``).
 - ``PromotionSkuCounter``: add-on units sold of a promotion's item, against its total stock
@@ -77,6 +78,7 @@ class PromotionUsage(IdMixin, TenantMixin, TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("merchant_id", "promotion_id", "order_id"),
         CheckConstraint("discount >= 0 AND gmv >= 0 AND units >= 0 AND refunded >= 0 AND refunded <= gmv", name="amounts_valid"),
+        CheckConstraint("units_freed >= 0 AND units_freed <= units", name="units_freed_valid"),
         Index("ix_promotion_usages_order", "merchant_id", "order_id"),
         Index("ix_promotion_usages_promotion", "merchant_id", "promotion_id", "status"),
     )
@@ -92,6 +94,11 @@ class PromotionUsage(IdMixin, TenantMixin, TimestampMixin, Base):
     refund_ids: Mapped[list[int]] = mapped_column(JSONDoc, default=list)  # refunds counted, once each
     add_on: Mapped[list[list[int]]] = mapped_column(JSONDoc, default=list)  # [[sku_id, qty]] taken
     first_order: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Item kinds: the order lines the units sit on, ``[[line_index, sku_id, units, freed]]`` (the
+    # line's position in the order, which is its rank by id), so a refund of those lines frees
+    # exactly their units. ``units_freed``: units already given back to the member by refunds.
+    lines: Mapped[list[list[int]]] = mapped_column(JSONDoc, default=list)
+    units_freed: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16), default=RESERVED)
     paid_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     released_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

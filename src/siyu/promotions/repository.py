@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from siyu.catalog.models import Product, Sku
 from siyu.db.dialect import for_update, insert_ignore
-from siyu.orders.models import Order
+from siyu.orders.models import Order, OrderLine
 from siyu.promotions.models import (
     ACTIVE,
     PAID,
@@ -328,6 +328,12 @@ def usages_of_order_locked(session: Session, merchant_id: int, order_id: int) ->
     stmt = select(PromotionUsage).where(PromotionUsage.merchant_id == merchant_id, PromotionUsage.order_id == order_id)
     stmt = for_update(stmt.order_by(PromotionUsage.id), session).execution_options(populate_existing=True)
     return list(session.scalars(stmt))
+
+
+def order_line_ids(session: Session, merchant_id: int, order_id: int) -> list[int]:
+    """The order's line ids in their order (a line's rank is its position in the checkout)."""
+    stmt = select(OrderLine.id).where(OrderLine.merchant_id == merchant_id, OrderLine.order_id == order_id)
+    return [int(i) for i in session.scalars(stmt.order_by(OrderLine.id))]
 
 
 def release_usage(session: Session, merchant_id: int, usage_id: int, now: dt.datetime) -> bool:

@@ -27,7 +27,9 @@ Submit (``take``, a submit hook in the order transaction): the first-order claim
 member), the per-member counters and the add-on stock move by conditional updates, and one
 ``PromotionUsage`` row per promotion records discount and GMV. A refusal aborts the whole submit.
 ``order.paid`` marks the rows paid; ``order.cancelled`` releases them and gives everything back,
-exactly once; ``order.refunded`` adds each refund once to the rows (net GMV in the stats).
+exactly once; ``order.refunded`` adds each refund once to the rows (net GMV in the stats) and
+frees the refunded units of the member's purchase limit (all on a full refund, the refunded
+quantity of the promotion's lines on a partial one).
 
 Gift and add-on lines take normal SKU stock through the checkout's own reservation, so a gift
 whose last unit goes to a concurrent order between the pricing and the reservation makes that
@@ -422,11 +424,13 @@ class Applied:
     limit: int | None = None
     first_order: bool = False
     add_on: list[list[int]] = field(default_factory=list)
+    lines: list[list[int]] = field(default_factory=list)  # item kinds: [[line_index, sku_id, units]]
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "promotion_id": self.promotion_id, "kind": self.kind, "units": self.units, "discount": self.discount,
             "limit": self.limit, "first_order": self.first_order, "add_on": [list(p) for p in self.add_on],
+            "lines": [list(p) for p in self.lines],
         }
 
 
@@ -529,7 +533,8 @@ def apply_item_promotions(
         _restrict(line, promo, item=True)
         is_first = promo.kind == FIRST_ORDER
         first_order_applied = first_order_applied or is_first
-        _reserve(ctx, Applied(promo.id, promo.kind, units=units, discount=applied, limit=limit, first_order=is_first))
+        _reserve(ctx, Applied(promo.id, promo.kind, units=units, discount=applied, limit=limit, first_order=is_first,
+                              lines=[[idx, line.sku_id, units]]))
     if requested_first_order is not None and not first_order_applied:
         if not facts.first_order_eligible:
             raise DomainError("first_order_not_eligible")
@@ -908,6 +913,7 @@ def take(ctx: PricingContext, order_id: int) -> None:
         entry.discount += int(raw["discount"])
         entry.first_order = entry.first_order or bool(raw.get("first_order"))
         entry.add_on += [list(p) for p in raw.get("add_on", [])]
+        entry.lines += [[int(i), int(sku), int(units), 0] for i, sku, units in raw.get("lines", [])]
     for pid in sorted(merged):
         entry = merged[pid]
         if entry.first_order:
@@ -928,7 +934,7 @@ def take(ctx: PricingContext, order_id: int) -> None:
             PromotionUsage(
                 merchant_id=merchant_id, promotion_id=pid, order_id=order_id, member_id=member_id, kind=entry.kind,
                 units=entry.units, discount=entry.discount, gmv=ctx.payable, add_on=entry.add_on,
-                first_order=entry.first_order, status=RESERVED,
+                first_order=entry.first_order, lines=entry.lines, units_freed=0, status=RESERVED,
             ),
         )
 
@@ -937,14 +943,56 @@ def mark_paid(session: Session, merchant_id: int, order_id: int, *, now: dt.date
     return repo.mark_order_paid(session, merchant_id, order_id, now or utcnow())
 
 
-def record_refund(session: Session, merchant_id: int, order_id: int, refund_id: int, amount: int) -> int:
-    """Add a succeeded refund of the order to its paid usage rows, once per refund; returns rows changed."""
+def _units_to_free(usage: PromotionUsage, refunded_qty: dict[int, int], line_ids: list[int], *, full: bool) -> int:
+    """Units of ``usage`` this refund frees (and the per-line ``freed`` marks moved with them).
+
+    A full refund frees every unit still held. Otherwise an item kind frees, per order line it
+    sits on, the refunded quantity up to the units on that line; an order kind (one use per
+    order) is freed only by the full refund."""
+    left = usage.units - usage.units_freed
+    if left <= 0:
+        return 0
+    if full:
+        usage.lines = [[i, sku, units, units] for i, sku, units, _freed in usage.lines]
+        return left
+    free = 0
+    marks = []
+    for i, sku, units, freed in usage.lines:
+        qty = refunded_qty.get(line_ids[i], 0) if i < len(line_ids) else 0
+        step = max(0, min(qty, units - freed, left - free))
+        free += step
+        marks.append([i, sku, units, freed + step])
+    usage.lines = marks
+    return free
+
+
+def record_refund(
+    session: Session, merchant_id: int, order_id: int, refund_id: int, amount: int, *,
+    lines: list[dict[str, Any]] | None = None, full: bool = False,
+) -> int:
+    """A succeeded refund of the order, once per refund (``refund_ids``): its amount is added to the
+    order's paid usage rows (net GMV in the stats), and the refunded units go back to the member's
+    purchase limit (``lines``: the refund's ``{"order_line_id", "quantity"}``; ``full``: the order
+    is now refunded in full, which frees everything). Add-on stock and the first-order claim stay
+    taken: the goods left the store, and a member with a paid order is no longer a first-time
+    buyer. Returns the rows changed."""
+    refunded_qty: dict[int, int] = {}
+    for row in lines or []:
+        line_id = int(row["order_line_id"])
+        refunded_qty[line_id] = refunded_qty.get(line_id, 0) + int(row.get("quantity") or 0)
+    line_ids: list[int] | None = None
     changed = 0
     for usage in repo.usages_of_order_locked(session, merchant_id, order_id):
         if usage.status != PAID or refund_id in (usage.refund_ids or []):
             continue
         usage.refunded = min(usage.gmv, usage.refunded + max(0, amount))
         usage.refund_ids = [*(usage.refund_ids or []), refund_id]
+        if line_ids is None and refunded_qty and usage.lines and not full:
+            line_ids = repo.order_line_ids(session, merchant_id, order_id)
+        free = _units_to_free(usage, refunded_qty, line_ids or [], full=full)
+        if free > 0:
+            usage.units_freed += free
+            repo.give_member_units(session, merchant_id, usage.promotion_id, usage.member_id, free)
         changed += 1
     session.flush()
     return changed

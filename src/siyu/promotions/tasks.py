@@ -4,8 +4,9 @@
 - ``order.cancelled`` → ``promotions.release_order``: usage rows released; per-member counters,
   add-on stock and the first-order claim given back, exactly once.
 - ``order.refunded`` → ``promotions.record_refund``: the refund is added to the order's paid usage
-  rows (once per refund id), for the net GMV in the stats. Counters are not given back: the
-  purchase limit counts paid orders, refunded or not.
+  rows (once per refund id), for the net GMV in the stats, and the refunded units go back to the
+  member's purchase limit: a full refund frees all of them, a partial refund the refunded quantity
+  of the promotion's lines (an order kind, one use per order, only with the full refund).
 """
 
 from __future__ import annotations
@@ -28,4 +29,7 @@ def release_order(ctx: JobContext) -> None:
 @subscribe("order.refunded", "promotions.record_refund")
 def record_refund(ctx: JobContext) -> None:
     p = ctx.payload
-    service.record_refund(ctx.session, ctx.merchant_id, int(p["order_id"]), int(p["refund_id"]), int(p["amount"]))
+    service.record_refund(
+        ctx.session, ctx.merchant_id, int(p["order_id"]), int(p["refund_id"]), int(p["amount"]),
+        lines=list(p.get("lines") or []), full=bool(p.get("full")),
+    )
