@@ -3,39 +3,16 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.config import Settings
-from siyu.kit.errors import DomainError
 from tests.bargains import helpers as h
 from tests.conftest import Tenant
+from tests.factories.concurrency import race
 from tests.factories.orders import buyer, make_sku
-
-
-def _race(n: int, fn: Callable[[int], str]) -> list[str]:
-    barrier = threading.Barrier(n)
-    results: list[str] = [""] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = fn(i)
-        except DomainError as exc:
-            results[i] = exc.code
-        except Exception as exc:  # surfaced in the assertion message
-            results[i] = f"crash: {type(exc).__name__}: {exc}"
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 def test_twelve_friends_race_for_three_helps(session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant) -> None:
@@ -46,7 +23,7 @@ def test_twelve_friends_race_for_three_helps(session_factory: sessionmaker[Sessi
     bargain_id = h.start(session_factory, tenant.id, buyer(session_factory, tenant.id), act)
     friends = [buyer(session_factory, tenant.id) for _ in range(12)]
 
-    results = _race(12, lambda i: f"cut:{h.help_(session_factory, tenant.id, bargain_id, friends[i])}")
+    results = race(12, lambda i: f"cut:{h.help_(session_factory, tenant.id, bargain_id, friends[i])}")
 
     outcomes = Counter("cut" if r.startswith("cut:") else r for r in results)
     assert outcomes == Counter({"cut": 3, "bargain_finished": 9}), results
@@ -67,7 +44,7 @@ def test_one_friend_helping_six_times_at_once_helps_once(
     bargain_id = h.start(session_factory, tenant.id, buyer(session_factory, tenant.id), act)
     friend = buyer(session_factory, tenant.id)
 
-    results = _race(6, lambda i: f"cut:{h.help_(session_factory, tenant.id, bargain_id, friend)}")
+    results = race(6, lambda i: f"cut:{h.help_(session_factory, tenant.id, bargain_id, friend)}")
 
     b = h.bargain(session_factory, bargain_id)
     assert results == [f"cut:{b.cuts[0]}"] * 6, results  # one help; the five repeats answer with its cut
@@ -92,5 +69,5 @@ def test_six_parallel_retries_of_one_start_key_make_one_bargain(
             bargain, _created = service.start_with_key(s, tenant.id, member, act, "start-1")
             return f"bargain:{bargain.id}"
 
-    results = _race(6, start)
+    results = race(6, start)
     assert len(set(results)) == 1 and results[0].startswith("bargain:"), results

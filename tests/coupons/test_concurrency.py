@@ -4,9 +4,8 @@ a stampede of claims; a coupon is locked by one pending order only."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -17,12 +16,12 @@ from siyu.coupons import service
 from siyu.coupons.models import CouponMemberCounter, MemberCoupon
 from siyu.db.engine import make_engine
 from siyu.db.session import make_session_factory, unit_of_work
-from siyu.kit.errors import DomainError
 from siyu.orders import checkout
 from siyu.orders.models import Order
 from siyu.orders.schemas import CheckoutIn
 from tests.conftest import Tenant
 from tests.coupons.helpers import give, make_product_sku, make_template, template
+from tests.factories.concurrency import race
 from tests.factories.orders import buyer, make_member
 
 THREADS = 240
@@ -48,27 +47,6 @@ def race_factory(settings: Settings, db_url: str) -> Iterator[sessionmaker[Sessi
     engine.dispose()
 
 
-def _race(n: int, fn: Callable[[int], str]) -> list[str]:
-    barrier = threading.Barrier(n)
-    results = [""] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = fn(i)
-        except DomainError as exc:
-            results[i] = exc.code
-        except Exception as exc:  # surfaced in the assertion message
-            results[i] = f"crash: {type(exc).__name__}: {exc}"
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
-
-
 def test_240_concurrent_claims_issue_exactly_the_total_and_nobody_gets_two(
     race_factory: sessionmaker[Session], session_factory: sessionmaker[Session], tenant: Tenant
 ) -> None:
@@ -82,7 +60,7 @@ def test_240_concurrent_claims_issue_exactly_the_total_and_nobody_gets_two(
                                         idempotency_key=f"race:{i}")
             return f"coupon:{c.id}"
 
-    results = _race(THREADS, claim)
+    results = race(THREADS, claim)
     outcomes = Counter("ok" if r.startswith("coupon:") else r for r in results)
     assert not [r for r in results if r.startswith("crash")], results
     assert outcomes["ok"] == TOTAL, outcomes
@@ -109,7 +87,7 @@ def test_a_member_tapping_claim_twenty_times_at_once_gets_one_coupon(
         with unit_of_work(race_factory) as s:
             return f"coupon:{service.claim(s, tenant.id, member, tpl).id}"
 
-    results = _race(20, tap)
+    results = race(20, tap)
     assert len(set(results)) == 1 and results[0].startswith("coupon:"), results  # every tap: the same coupon
     assert template(session_factory, tenant.id, tpl).issued == 1
 
@@ -128,7 +106,7 @@ def test_two_orders_racing_for_one_coupon_only_one_locks_it(
                                        payment_timeout=dt.timedelta(minutes=30))
             return f"order:{order.id}"
 
-    results = _race(8, submit)
+    results = race(8, submit)
     orders = [r for r in results if r.startswith("order:")]
     assert len(orders) == 1 and Counter(results)["coupon_locked"] == 7, results
     with session_factory() as s:

@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.config import Settings
-from siyu.kit.errors import DomainError
 from siyu.orders.models import Order
 from tests.conftest import Tenant
 from tests.factories import payments as f
+from tests.factories.concurrency import race
 from tests.factories.orders import buyer, make_sku, sku_stock
 from tests.group_buys import helpers as h
-
-
-def _race(n: int, fn: Callable[[int], str]) -> list[str]:
-    barrier = threading.Barrier(n)
-    results: list[str] = [""] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = fn(i)
-        except DomainError as exc:
-            results[i] = exc.code
-        except Exception as exc:  # surfaced in the assertion message
-            results[i] = f"crash: {type(exc).__name__}: {exc}"
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 def test_ten_members_race_for_the_last_seat_exactly_one_wins(
@@ -52,7 +29,7 @@ def test_ten_members_race_for_the_last_seat_exactly_one_wins(
     racers = [buyer(session_factory, tenant.id) for _ in range(10)]
     orders_before = f.count(session_factory, Order, tenant.id)
 
-    results = _race(10, lambda i: f"order:{h.submit(session_factory, tenant.id, racers[i], sku, gb, team_id)}")
+    results = race(10, lambda i: f"order:{h.submit(session_factory, tenant.id, racers[i], sku, gb, team_id)}")
 
     outcomes = Counter("order" if r.startswith("order:") else r for r in results)
     assert outcomes == Counter({"order": 1, "group_team_full": 9}), results
@@ -73,7 +50,7 @@ def test_one_member_racing_into_a_team_twice_gets_one_seat(
     leader, member = buyer(session_factory, tenant.id), buyer(session_factory, tenant.id)
     team_id = h.team_of(session_factory, tenant.id, h.submit(session_factory, tenant.id, leader, sku, gb)).id
 
-    results = _race(6, lambda i: f"order:{h.submit(session_factory, tenant.id, member, sku, gb, team_id)}")
+    results = race(6, lambda i: f"order:{h.submit(session_factory, tenant.id, member, sku, gb, team_id)}")
 
     outcomes = Counter("order" if r.startswith("order:") else r for r in results)
     assert outcomes == Counter({"order": 1, "group_team_already_joined": 5}), results
@@ -116,7 +93,7 @@ def test_last_payment_racing_the_deadline_job_ends_in_success_either_way(
                     return "paid"
                 return str(service.expire_team(s, tenant.id, team_id, deadline))
 
-        results = _race(2, run)
+        results = race(2, run)
         assert not any(r.startswith("crash") for r in results), results
         team = h.team(session_factory, team_id)
         assert team.status == "success" and team.paid_count == 2, results
@@ -133,7 +110,7 @@ def test_one_member_opening_teams_in_parallel_stays_within_the_limit(
     gb = h.make_group_buy(session_factory, tenant.id, sku, team_size=2, per_member_limit=2)
     member = buyer(session_factory, tenant.id)
 
-    results = _race(8, lambda i: f"order:{h.submit(session_factory, tenant.id, member, sku, gb)}")
+    results = race(8, lambda i: f"order:{h.submit(session_factory, tenant.id, member, sku, gb)}")
 
     outcomes = Counter("order" if r.startswith("order:") else r for r in results)
     assert outcomes == Counter({"order": 2, "group_buy_limit_reached": 6}), results

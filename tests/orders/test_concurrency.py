@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
@@ -13,34 +11,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.config import Settings
 from siyu.db.session import unit_of_work
-from siyu.kit.errors import DomainError
 from siyu.orders import checkout
 from siyu.orders.models import Order
 from siyu.orders.schemas import CheckoutIn
 from tests.conftest import Tenant
+from tests.factories.concurrency import race
 from tests.factories.orders import buyer, make_sku, sku_stock
-
-
-def _race(n: int, fn: Callable[[int], str]) -> list[str]:
-    """Run ``fn(i)`` in ``n`` threads released together; returns each outcome."""
-    barrier = threading.Barrier(n)
-    results: list[str] = [""] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = fn(i)
-        except DomainError as exc:
-            results[i] = exc.code
-        except Exception as exc:  # surfaced in the assertion message
-            results[i] = f"crash: {type(exc).__name__}: {exc}"
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 def _submit(factory: sessionmaker[Session], tenant: Tenant, member: int, sku: int, key: str) -> str:
@@ -53,7 +29,7 @@ def _submit(factory: sessionmaker[Session], tenant: Tenant, member: int, sku: in
 def test_eight_retries_of_one_key_make_one_order(session_factory: sessionmaker[Session], tenant: Tenant) -> None:
     sku = make_sku(session_factory, tenant.id, stock=50)
     member = buyer(session_factory, tenant.id)
-    results = _race(8, lambda i: _submit(session_factory, tenant, member, sku, "retry-key"))
+    results = race(8, lambda i: _submit(session_factory, tenant, member, sku, "retry-key"))
     assert len(set(results)) == 1 and results[0].startswith("order:"), results
     with session_factory() as s:
         count = s.scalar(select(func.count()).select_from(Order).where(Order.merchant_id == tenant.id))
@@ -66,7 +42,7 @@ def test_hot_sku_never_oversells(session_factory: sessionmaker[Session], setting
         pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL")
     sku = make_sku(session_factory, tenant.id, stock=20)
     members = [buyer(session_factory, tenant.id) for _ in range(64)]
-    results = _race(64, lambda i: _submit(session_factory, tenant, members[i], sku, f"buy-{i}"))
+    results = race(64, lambda i: _submit(session_factory, tenant, members[i], sku, f"buy-{i}"))
     outcomes = Counter("order" if r.startswith("order:") else r for r in results)
     assert outcomes == Counter({"order": 20, "insufficient_stock": 44}), results
     assert sku_stock(session_factory, sku) == 0

@@ -4,9 +4,7 @@ add-on stock hold under racing submits (exact counts)."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,7 +13,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.config import Settings
 from siyu.db.session import unit_of_work
-from siyu.kit.errors import DomainError
 from siyu.orders import checkout
 from siyu.orders.models import Order
 from siyu.orders.schemas import CheckoutIn
@@ -26,6 +23,7 @@ from siyu.promotions.models import (
     PromotionUsage,
 )
 from tests.conftest import Tenant
+from tests.factories.concurrency import race
 from tests.factories.orders import buyer, make_sku, sku_stock
 from tests.factories.promotions import make_promotion
 
@@ -33,27 +31,6 @@ from tests.factories.promotions import make_promotion
 def _postgres_only(settings: Settings) -> None:
     if settings.is_sqlite:
         pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE; the race is only meaningful on PostgreSQL")
-
-
-def _race(n: int, fn: Callable[[int], str]) -> list[str]:
-    barrier = threading.Barrier(n)
-    results = [""] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = fn(i)
-        except DomainError as exc:
-            results[i] = exc.code
-        except Exception as exc:  # surfaced in the assertion message
-            results[i] = f"crash: {type(exc).__name__}: {exc}"
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 def _submit(factory: sessionmaker[Session], tenant: Tenant, member: int, items: list[tuple[int, int]],
@@ -78,7 +55,7 @@ def test_twenty_racing_first_orders_of_one_member_get_the_price_once(
     pid = make_promotion(session_factory, tenant.id, "first_order", {"items": [{"sku_id": sku, "price": 990}]})
     member = buyer(session_factory, tenant.id)
     options = {"first_order": {"promotion_id": pid}}
-    results = _race(20, lambda i: _submit(session_factory, tenant, member, [(sku, 1)], options, f"first-{i}"))
+    results = race(20, lambda i: _submit(session_factory, tenant, member, [(sku, 1)], options, f"first-{i}"))
     outcomes = Counter("first_order_refused" if r in ("first_order_used", "first_order_not_eligible") else r
                        for r in results)
     assert outcomes == Counter({"order:990": 1, "first_order_refused": 19}), results
@@ -96,7 +73,7 @@ def test_racing_orders_never_pass_the_per_member_limit(
     pid = make_promotion(session_factory, tenant.id, "limited_discount", {"items": [{"sku_id": sku, "price": 5000}]},
                          per_member_limit=5)
     member = buyer(session_factory, tenant.id)
-    results = _race(16, lambda i: _submit(session_factory, tenant, member, [(sku, 1)], {}, f"limit-{i}"))
+    results = race(16, lambda i: _submit(session_factory, tenant, member, [(sku, 1)], {}, f"limit-{i}"))
     outcomes = Counter(results)
     assert outcomes == Counter({"order:5000": 5, "promotion_limit_reached": 11}), results
     with session_factory() as s:
@@ -116,7 +93,7 @@ def test_racing_add_ons_never_oversell_the_add_on_stock(
     })
     members = [buyer(session_factory, tenant.id) for _ in range(20)]
     options = {"add_on": [{"promotion_id": pid, "sku_id": extra}]}
-    results = _race(20, lambda i: _submit(session_factory, tenant, members[i], [(sku, 1)], options, f"add-{i}"))
+    results = race(20, lambda i: _submit(session_factory, tenant, members[i], [(sku, 1)], options, f"add-{i}"))
     assert Counter(results) == Counter({"order:30100": 7, "add_on_sold_out": 13}), results
     with session_factory() as s:
         sold = s.scalar(select(PromotionSkuCounter.sold).where(PromotionSkuCounter.promotion_id == pid))
