@@ -14,8 +14,9 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, status
+from sqlalchemy.orm import Session
 
-from siyu.api.deps import AppSettings, Customer, DbSession, StaffPrincipal, StoreMerchant, require
+from siyu.api.deps import AppSettings, DbSession, StaffPrincipal, StoreMerchant, require
 from siyu.flash_sales import gate, service
 from siyu.flash_sales import repository as repo
 from siyu.flash_sales.models import FlashSale
@@ -32,9 +33,11 @@ from siyu.flash_sales.schemas import (
     SessionOut,
     StoreItemDetailOut,
 )
+from siyu.kit.errors import DomainError
 from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
 from siyu.orders import service as orders_service
 from siyu.orders.schemas import OrderDetailOut, OrderLineOut, OrderOut
+from siyu.tenancy import service as tenancy_service
 
 
 @asynccontextmanager
@@ -178,6 +181,15 @@ def get_item(item_id: int, session: DbSession, merchant: StoreMerchant) -> Store
     return service.store_item(session, merchant.id, item_id)
 
 
+def _bearer(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if not authorization:
+        raise DomainError("unauthenticated")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise DomainError("unauthenticated")
+    return token.strip()
+
+
 @store.post(
     "/flash-sales/{item_id}/buy",
     response_model=OrderDetailOut,
@@ -187,27 +199,38 @@ def get_item(item_id: int, session: DbSession, merchant: StoreMerchant) -> Store
 def buy(
     item_id: int,
     body: BuyIn,
-    customer: Customer,
-    session: DbSession,
+    request: Request,
     settings: AppSettings,
     response: Response,
+    authorization: Annotated[str | None, Header()] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> OrderDetailOut:
-    order, created = service.buy(
-        session, customer.merchant_id, customer.member_id, item_id, body, idempotency_key=idempotency_key,
-        payment_timeout=dt.timedelta(minutes=settings.order_payment_timeout_minutes),
-    )
-    if not created:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
-    out = OrderDetailOut(
-        **OrderOut.model_validate(order).model_dump(),
-        lines=[OrderLineOut.model_validate(ln) for ln in orders_service.order_lines(session, order.merchant_id, order.id)],
-        shipments=[],
-    )
-    # Commit here, in the endpoint's worker thread, rather than in the session dependency's exit:
-    # this transaction holds the hot item row, and the dependency's exit needs a second hop into
-    # the (40-thread) threadpool, whose threads may all be taken by buyers waiting on that very
-    # row: a stall until the pool times out. The dependency's own commit then has nothing to do.
-    session.commit()
-    return out
+    """The hot path of a flash sale: most attempts lose, so this endpoint owns its session rather
+    than taking the request's unit of work. A losing attempt (token from the token cache, item from
+    the flash-sale cache, "sold out" from Redis) never connects to the database and costs one
+    thread hop; a winning one commits here, in this thread, as it returns (before the response is
+    built, so a failed commit is the client's 500), and rolls back on any error."""
+    session: Session = request.app.state.session_factory()
+    try:
+        token = tenancy_service.authenticate(session, _bearer(authorization), kinds=("customer",))
+        assert token.subject_id is not None
+        order, created = service.buy(
+            session, token.merchant_id, token.subject_id, item_id, body, idempotency_key=idempotency_key,
+            payment_timeout=dt.timedelta(minutes=settings.order_payment_timeout_minutes),
+        )
+        if not created:
+            response.status_code = status.HTTP_200_OK
+            response.headers["Idempotent-Replayed"] = "true"
+        out = OrderDetailOut(
+            **OrderOut.model_validate(order).model_dump(),
+            lines=[OrderLineOut.model_validate(ln)
+                   for ln in orders_service.order_lines(session, order.merchant_id, order.id)],
+            shipments=[],
+        )
+        session.commit()
+        return out
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

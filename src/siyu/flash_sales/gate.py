@@ -69,6 +69,7 @@ unreachable the gate falls back to the database alone (slower, same answers).
 
 from __future__ import annotations
 
+import copy
 import logging
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -97,6 +98,9 @@ class Acquired:
 @dataclass(frozen=True)
 class Refused:
     reason: Literal["sold_out", "limit_reached"]
+    # Sold out while the member holds units of the item (Redis gate only): a retry of a request
+    # that was granted may be among these, so the caller checks its idempotency key.
+    holds_units: bool = False
 
 
 Outcome = Acquired | Refused
@@ -238,7 +242,9 @@ class DatabaseGate:
 # -- redis ------------------------------------------------------------------------------------------
 
 # KEYS[1] stock, KEYS[2] members hash; ARGV: member, qty, limit.
-# Returns remaining units (>= 0) on success, -1 not loaded, -2 limit reached, -3 sold out.
+# Returns remaining units (>= 0) on success, -1 not loaded, -2 limit reached, -3 sold out,
+# -4 sold out to a member who holds units of the item (a retry of a granted request may be
+# among those: the caller looks its order up; everyone else's "sold out" needs no database).
 ACQUIRE_LUA = """
 local stock = redis.call('GET', KEYS[1])
 if not stock then return -1 end
@@ -246,7 +252,10 @@ local qty = tonumber(ARGV[2])
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if held + qty > tonumber(ARGV[3]) then return -2 end
 stock = tonumber(stock)
-if stock < qty then return -3 end
+if stock < qty then
+  if held > 0 then return -4 end
+  return -3
+end
 redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
 return redis.call('DECRBY', KEYS[1], qty)
 """
@@ -318,7 +327,15 @@ class RedisGate:
             return Refused(LIMIT_REACHED)
         if code == -3:
             return Refused(SOLD_OUT)
+        if code == -4:
+            return Refused(SOLD_OUT, holds_units=True)
         return Acquired(remaining=code)
+
+    def with_loader(self, loader: Loader | None) -> RedisGate:
+        """This gate (its registered scripts) with another loader: no script registration again."""
+        other = copy.copy(self)
+        other.loader = loader
+        return other
 
     def try_acquire(self, merchant_id: int, item_id: int, member_id: int, qty: int, limit: int) -> Outcome:
         _check_args(qty, limit)
@@ -399,6 +416,20 @@ class RedisGate:
         if stock is None:
             return None
         return int(stock), {int(k): int(v) for k, v in members.items()}
+
+
+_GATES: weakref.WeakKeyDictionary[redis.Redis, dict[str, RedisGate]] = weakref.WeakKeyDictionary()
+
+
+def gate_for(client: redis.Redis, prefix: str) -> RedisGate:
+    """One ``RedisGate`` (its registered scripts) per client and prefix, reused by every request."""
+    by_prefix = _GATES.get(client)
+    if by_prefix is None:
+        by_prefix = _GATES[client] = {}
+    found = by_prefix.get(prefix)
+    if found is None:
+        found = by_prefix[prefix] = RedisGate(client, prefix=prefix)
+    return found
 
 
 # -- which Redis, and compensation tied to the transaction -----------------------------------------

@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from siyu.catalog import stock
 from siyu.catalog.models import Product, Sku
-from siyu.flash_sales import gate
+from siyu.flash_sales import cache, gate
 from siyu.flash_sales import repository as repo
 from siyu.flash_sales.models import (
     ACTIVE,
@@ -231,9 +231,7 @@ def redis_gate(session: Session, client: redis.Redis | None = None) -> gate.Redi
     client = client if client is not None else gate.redis_for(session)
     if client is None:
         return None
-    return gate.RedisGate(
-        client, prefix=gate.prefix_for(session), loader=lambda m, i: db_snapshot(session, m, i)
-    )
+    return gate.gate_for(client, gate.prefix_for(session)).with_loader(lambda m, i: db_snapshot(session, m, i))
 
 
 def _after_commit_redis(session: Session, fn: Callable[[gate.RedisGate], None]) -> None:
@@ -879,6 +877,16 @@ def store_item(session: Session, merchant_id: int, item_id: int, *, now: dt.date
     )
 
 
+def _buy_target(session: Session, merchant_id: int, item_id: int) -> tuple[FlashSaleItem, FlashSale, str] | None:
+    def load() -> tuple[FlashSaleItem, FlashSale, str] | None:
+        found = repo.item_with_sale(session, merchant_id, item_id)
+        if found is None:
+            return None
+        return found[0], found[1], _timezone(session, merchant_id)
+
+    return cache.item_with_sale(session, merchant_id, item_id, load)
+
+
 def buy(
     session: Session,
     merchant_id: int,
@@ -892,15 +900,25 @@ def buy(
 ) -> tuple[Order, bool]:
     """Buy now: the checkout submit with the flash-sale option for this item.
 
-    With Redis, the Lua gate runs *before* the order is built, so the many attempts that lose
-    are refused without a single database write; the submit hook then skips Redis and runs the
-    database gate in the order transaction. A retry with the same key replays the order.
+    The losing crowd is answered without the database: the item and its activity come from the
+    per-process ``cache`` (checked: in a session, quantity within the limit), then the Redis Lua
+    gate runs *before* any order work, and its "sold out" is the 409 (``session`` never connects).
+    Only a member who holds units of the item gets the database on "sold out" (a retry of a
+    granted request replays its order); Redis's "limit reached" is left to the submit too (it
+    replays the first order of a retry, or its hook refuses). A granted attempt goes on to the
+    submit, whose hook skips Redis and runs the database gate in the order transaction.
+
+    A refusal as ended or between sessions first looks the idempotency key up (a retry after the
+    session closed gets its order); "not started" cannot have an order and needs no look-up.
+    One difference from a strict replay: a retry whose order was cancelled meanwhile and whose
+    item then sold out is answered ``flash_sale_sold_out`` instead of the cancelled order.
     """
     now = now or utcnow()
-    found = repo.item_with_sale(session, merchant_id, item_id)
-    if found is None or found[1].status == DRAFT:
+    target = _buy_target(session, merchant_id, item_id)
+    if target is None or target[1].status == DRAFT:
         raise _item_not_found()
-    item, sale = found
+    item, sale, tz = target
+    key = checkout.check_idempotency_key(idempotency_key)
     checkout_body = CheckoutIn.model_validate(
         {
             "items": [{"sku_id": item.sku_id, "quantity": body.quantity}],
@@ -909,26 +927,25 @@ def buy(
             "options": {FLAG: {"item_id": item.id}},
         }
     )
-    key = checkout.check_idempotency_key(idempotency_key)
-    fresh = orders_service.order_by_idempotency_key(session, merchant_id, member_id, key) is None
     pre = (merchant_id, item.id, member_id, body.quantity)
+    limit = item_limit(item, sale)
     acquired = False
-    if fresh:
-        check_open(sale, _timezone(session, merchant_id), now)
-        limit = item_limit(item, sale)
+    try:
+        check_open(sale, tz, now)
+        if item.closed:
+            raise DomainError("flash_sale_ended")
         if body.quantity > limit:
             raise DomainError("flash_sale_limit_reached", limit=limit)
-        try:
-            acquired = acquire_redis(session, merchant_id, item.id, member_id, body.quantity, limit)
-        except DomainError as exc:
-            # "Limit reached" may be this very request retried while its first try is still
-            # in flight (its unit is counted in Redis, its order not committed yet): let the
-            # submit decide, it waits on the idempotency key and replays the first order, or
-            # refuses in its hook. "Sold out" is final and costs no database write.
-            if exc.code != "flash_sale_limit_reached":
-                raise
-        if acquired:
-            session.info[PREACQUIRED] = pre
+    except DomainError as exc:
+        if exc.code == "flash_sale_not_started" or orders_service.order_by_idempotency_key(
+            session, merchant_id, member_id, key
+        ) is None:
+            raise
+        # A retry of an order made while the sale was open: the submit replays it.
+    else:
+        acquired = _acquire_before_submit(session, merchant_id, item.id, member_id, body.quantity, limit)
+    if acquired:
+        session.info[PREACQUIRED] = pre
     try:
         order, created = checkout.submit(
             session, merchant_id, member_id, checkout_body, idempotency_key=key,
@@ -941,3 +958,26 @@ def buy(
         # held by any order, give them back when this transaction ends (commit or not).
         _after_commit_redis(session, _redis_release(*pre))
     return order, created
+
+
+def _acquire_before_submit(
+    session: Session, merchant_id: int, item_id: int, member_id: int, qty: int, limit: int
+) -> bool:
+    """The Redis gate ahead of the order: True when it took the units (given back if the
+    transaction does not commit); False when the database must decide (no Redis, Redis
+    unreachable, "limit reached", or "sold out" to a member holding units). Raises the final
+    "sold out"."""
+    rg = redis_gate(session)
+    if rg is None:
+        return False
+    try:
+        outcome = rg.try_acquire(merchant_id, item_id, member_id, qty, limit)
+    except redis.RedisError:
+        log.warning("flash-sale Redis gate unavailable; the database gate decides alone", exc_info=True)
+        return False
+    if isinstance(outcome, gate.Refused):
+        if outcome.reason == gate.SOLD_OUT and not outcome.holds_units:
+            raise DomainError("flash_sale_sold_out")
+        return False
+    gate.on_rollback(session, lambda: rg.release(merchant_id, item_id, member_id, qty))
+    return True
