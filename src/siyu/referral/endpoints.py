@@ -11,10 +11,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.api.deps import Customer, DbSession, StaffPrincipal, require
-from siyu.kit.errors import not_found
+from siyu.db.session import unit_of_work
+from siyu.kit.crypto import SecretBox
+from siyu.kit.errors import DomainError, not_found
 from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
 from siyu.referral import repository as repo
 from siyu.referral import service
@@ -55,7 +60,7 @@ admin = APIRouter(prefix="/referral", tags=["admin: referral and distribution"])
 store = APIRouter(prefix="/referral", tags=["store: referral and distribution"])
 
 CommissionStatus = Literal["pending", "frozen", "settled", "reversed"]
-WithdrawalStatus = Literal["requested", "approved", "rejected", "paid"]
+WithdrawalStatus = Literal["requested", "approved", "rejected", "paid", "failed"]
 DistributorStatus = Literal["applied", "approved", "rejected", "disabled"]
 
 
@@ -425,3 +430,72 @@ def request_withdrawal(
 def my_withdrawals(customer: Customer, session: DbSession, params: PageParams = Depends(page_params)) -> Page[WithdrawalOut]:
     dist = service.my_distributor(session, customer.merchant_id, customer.member_id)
     return _withdrawal_page(session, repo.search_withdrawals(customer.merchant_id, distributor_id=dist.id), params)
+
+
+# -- provider callback: WeChat Pay transfer bills ----------------------------------------------
+
+provider = APIRouter(tags=["provider callbacks"])
+
+_SIGNATURE_REASONS = ("bad_signature", "unknown_serial", "stale_timestamp", "missing_headers")
+
+
+def process_transfer_notification(
+    session_factory: sessionmaker[Session], box: SecretBox, merchant_code: str, headers: dict[str, str], body: bytes
+) -> tuple[int, str | None]:
+    """Verify a ``MCHTRANSFER.BILL.FINISHED`` notification and move its withdrawal; (status,
+    failure reason or None). Credentials are read in a short transaction, the signature and
+    decryption checked with none open, then the withdrawal moved in its own unit of work
+    (idempotent: a repeated delivery finds it already paid or failed)."""
+    from siyu.integrations.wechat.errors import WechatApiError
+    from siyu.integrations.wechat.transfer import NOTIFICATION_EVENT, bill_from_resource
+    from siyu.payments import providers
+    from siyu.referral import payout
+    from siyu.tenancy import repository as tenancy_repo
+
+    with session_factory() as s:
+        merchant = tenancy_repo.merchant_by_code(s, merchant_code)
+        if merchant is None:
+            return 404, "unknown_merchant"
+        merchant_id = merchant.id
+        try:
+            creds = providers.wechatpay_credentials(merchant, box)
+        except DomainError:
+            return 404, "not_configured"
+        s.rollback()
+    try:
+        verified = providers.verify_wechat_notification(creds, headers, body)
+    except providers.NotificationRejected as exc:
+        return (401 if exc.reason in _SIGNATURE_REASONS else 400), exc.reason
+    if verified.event_type != NOTIFICATION_EVENT:
+        return 400, "unexpected_event_type"
+    try:
+        bill = bill_from_resource(verified.resource)
+    except WechatApiError:
+        return 400, "malformed_resource"
+    if bill.mch_id != creds.mchid:
+        return 400, "mchid_mismatch"
+    withdrawal_id = payout.withdrawal_id_of(bill.out_bill_no)
+    with unit_of_work(session_factory) as s:
+        w = repo.withdrawal(s, merchant_id, withdrawal_id) if withdrawal_id is not None else None
+        if w is None or w.provider != payout.WechatTransferProvider.name:
+            return 404, "unknown_out_bill_no"
+        if bill.transfer_amount is not None and bill.transfer_amount != w.amount:
+            return 400, "amount_mismatch"
+        service.apply_payout_result(s, merchant_id, w.id, payout.result_of(bill), source="notification")
+    return 204, None
+
+
+@provider.post(
+    "/wechat/transfer-notify/{merchant_code}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+    summary="WeChat Pay transfer-bill notification (MCHTRANSFER.BILL.FINISHED)",
+)
+async def wechat_transfer_notify(merchant_code: str, request: Request) -> Response:
+    body = await request.body()
+    app = request.app
+    code, reason = await run_in_threadpool(
+        process_transfer_notification, app.state.session_factory, app.state.secret_box, merchant_code,
+        dict(request.headers), body,
+    )
+    if reason is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return JSONResponse({"code": "FAIL", "message": f"rejected: {reason}"}, status_code=code)

@@ -15,7 +15,8 @@
 - ``commission_refunds``: which refunds were already applied to a commission (idempotency).
 - ``commission_ledger``: append-only; each row carries the deltas it made to each bucket, so
   the buckets always equal the sums of the ledger.
-- ``withdrawals``: requests of the available balance, reviewed by finance, paid by a provider.
+- ``withdrawals``: requests of the available balance, reviewed by finance, paid by a provider
+  (``failed`` when an automatic payout failed or was cancelled: the amount returned).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ WD_REQUESTED = "requested"
 WD_APPROVED = "approved"
 WD_REJECTED = "rejected"
 WD_PAID = "paid"
+WD_FAILED = "failed"  # the payout provider failed it (or it was cancelled): the amount returned
 
 BUCKETS = ("pending", "frozen", "available", "withdrawing", "withdrawn", "debt")
 
@@ -298,3 +300,8 @@ class Withdrawal(IdMixin, TenantMixin, TimestampMixin, Base):
     reviewed_by: Mapped[int | None] = mapped_column(BigId, nullable=True)
     reviewed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     paid_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # an automatic payout in flight: the provider's state (e.g. WAIT_USER_CONFIRM) and what the
+    # client needs from it (e.g. WeChat's ``package_info`` for wx.requestMerchantTransfer)
+    provider_state: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    provider_data: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
+    failed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -2,16 +2,37 @@
 
 A provider is looked up by name (``ReferralSettings.payout_provider``). ``manual`` sends
 nothing: finance transfers the money outside the system and marks the withdrawal paid with a
-reference. An automatic provider (e.g. WeChat Pay's transfer to balance, 商家转账) implements
-``send``; it is called by the ``referral.payout`` job after the approval committed, never inside
-a request's transaction, with the withdrawal id as its idempotency key (``out_batch_no``), and
-returns ``paid`` with the provider's reference, or ``processing`` to be asked again later.
+reference. An automatic provider implements ``send``; it is called by the ``referral.payout``
+job after the approval committed, never inside a transaction, and returns ``paid`` with the
+provider's reference, ``processing`` (asked again later through ``query`` when it has one) or
+``failed`` (the amount returns to the distributor's available balance).
+
+Optional hooks, looked up with ``getattr`` so a provider may leave them out:
+``prepare(session, merchant_id, settings, member_id)`` reads what ``send`` / ``query`` need (credentials,
+the member's openid) while the job's transaction is open and returns it as ``context``;
+``query(request)`` asks about a ``processing`` payout.
+
+``wechat_transfer``: WeChat Pay's merchant transfer to the user's balance (商家转账, see
+``siyu.integrations.wechat.transfer``), with the merchant's WeChat Pay credentials (encrypted
+merchant settings, as for payments). ``out_bill_no`` is ``WD<withdrawal id>``: a retried send
+returns the same bill and never pays twice. The bill usually waits for the user to confirm in
+the mini-program (``WAIT_USER_CONFIRM``, its ``package_info`` is shown on the withdrawal); the
+``MCHTRANSFER.BILL.FINISHED`` notification or a status query then moves the withdrawal.
+Scene ``1005`` (佣金报酬) with its report infos; transfers from 2,000 yuan (which need the
+encrypted real name) are refused as ``failed`` before anything is sent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from siyu.config import Settings
 
 
 @dataclass(frozen=True)
@@ -21,6 +42,7 @@ class PayoutRequest:
     member_id: int
     amount: int  # fen
     idempotency_key: str
+    context: Any = None  # what the provider's ``prepare`` returned
 
 
 @dataclass(frozen=True)
@@ -28,6 +50,19 @@ class PayoutResult:
     status: str  # paid | processing | failed
     reference: str | None = None
     detail: str | None = None
+    state: str | None = None  # the provider's own state, e.g. WAIT_USER_CONFIRM
+    data: dict[str, Any] = field(default_factory=dict)  # e.g. {"package_info": ...}
+
+
+class PayoutError(Exception):
+    """A send or query that did not get an answer we can act on. ``retryable``: the outcome is
+    unknown or temporary (network, 5xx, rate limit) — try again with the same idempotency key."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retryable = retryable
 
 
 class PayoutProvider(Protocol):
@@ -47,7 +82,139 @@ class ManualProvider:
         raise NotImplementedError("manual payouts are marked paid by hand")
 
 
-_PROVIDERS: dict[str, PayoutProvider] = {"manual": ManualProvider()}
+def out_bill_no(withdrawal_id: int) -> str:
+    return f"WD{withdrawal_id}"
+
+
+def withdrawal_id_of(out_bill_no_: str) -> int | None:
+    if out_bill_no_.startswith("WD") and out_bill_no_[2:].isdigit():
+        return int(out_bill_no_[2:])
+    return None
+
+
+@dataclass(frozen=True)
+class WechatTransferContext:
+    config: Any  # siyu.integrations.wechat.pay_v3.WechatPayConfig
+    openid: str | None
+    notify_url: str
+
+
+# WeChat Pay states → payout status
+_TRANSFER_STATUS = {"SUCCESS": "paid", "FAIL": "failed", "CANCELLED": "failed"}
+# refusals that are final (no bill was created): anything else is retried with the same out_bill_no
+_RETRYABLE_CODES = frozenset({"SYSTEM_ERROR", "FREQUENCY_LIMITED", "FREQ_LIMITED", "RATELIMIT_EXCEEDED"})
+
+
+class WechatTransferProvider:
+    name = "wechat_transfer"
+    automatic = True
+    scene_id = "1005"  # 佣金报酬
+    report_infos = (("岗位类型", "分销员"), ("报酬说明", "分销佣金提现"))
+    user_recv_perception = "劳务报酬"
+    remark = "分销佣金提现"
+
+    def prepare(
+        self, session: Session, merchant_id: int, settings: Settings, member_id: int
+    ) -> WechatTransferContext:
+        from sqlalchemy import select
+
+        from siyu.kit.crypto import SecretBox
+        from siyu.kit.errors import DomainError
+        from siyu.members.models import Member
+        from siyu.payments import providers
+        from siyu.tenancy import service as tenancy_service
+
+        merchant = tenancy_service.get_merchant(session, merchant_id)
+        try:
+            creds = providers.wechatpay_credentials(merchant, SecretBox(settings.secret_key))
+        except DomainError as exc:
+            raise PayoutError("NOT_CONFIGURED", "WeChat Pay is not configured", retryable=False) from exc
+        base = settings.public_base_url.rstrip("/")
+        notify_url = f"{base}/api/pay/wechat/transfer-notify/{merchant.code}"
+        try:
+            config = providers.client_config(
+                creds, base_url=settings.wechatpay_api_base, notify_url=notify_url
+            )
+        except ValueError as exc:
+            raise PayoutError("NOT_CONFIGURED", str(exc), retryable=False) from exc
+        member = session.scalar(
+            select(Member).where(Member.merchant_id == merchant_id, Member.id == member_id)
+        )
+        openid = member.openid if member is not None else None
+        return WechatTransferContext(config=config, openid=openid, notify_url=notify_url)
+
+    def _client(self, request: PayoutRequest) -> Any:
+        from siyu.integrations.wechat.transfer import WechatTransferClient
+
+        ctx = request.context
+        if not isinstance(ctx, WechatTransferContext):
+            raise PayoutError("NOT_CONFIGURED", "no WeChat Pay context", retryable=False)
+        return WechatTransferClient(ctx.config)
+
+    def send(self, request: PayoutRequest) -> PayoutResult:
+        from siyu.integrations.wechat.transfer import MAX_WITHOUT_NAME
+
+        ctx = request.context
+        if not isinstance(ctx, WechatTransferContext) or not ctx.openid:
+            return PayoutResult(status="failed", detail="no openid for the member")
+        if request.amount > MAX_WITHOUT_NAME:
+            return PayoutResult(status="failed", detail="transfers from 2,000 yuan need the real name")
+        with self._client(request) as client, _mapped_errors():
+            bill = client.create_transfer_bill(
+                out_bill_no(request.withdrawal_id),
+                ctx.openid,
+                request.amount,
+                self.remark,
+                scene_id=self.scene_id,
+                report_infos=self.report_infos,
+                notify_url=ctx.notify_url,
+                user_recv_perception=self.user_recv_perception,
+            )
+        return result_of(bill)
+
+    def query(self, request: PayoutRequest) -> PayoutResult:
+        with self._client(request) as client, _mapped_errors():
+            bill = client.query_transfer_bill(out_bill_no(request.withdrawal_id))
+        return result_of(bill)
+
+
+def result_of(bill: Any) -> PayoutResult:
+    """A transfer bill (``siyu.integrations.wechat.transfer.TransferBill``) as a payout result."""
+    data = {k: v for k, v in (("package_info", bill.package_info), ("fail_reason", bill.fail_reason)) if v}
+    return PayoutResult(
+        status=_TRANSFER_STATUS.get(bill.state, "processing"),
+        reference=bill.transfer_bill_no,
+        detail=bill.fail_reason,
+        state=bill.state,
+        data=data,
+    )
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """Client exceptions → ``PayoutError``; a refusal (4xx other than rate limits) is final."""
+    import httpx
+
+    from siyu.integrations.wechat.errors import ResponseSignatureError, WechatApiError
+
+    try:
+        yield
+    except PayoutError:
+        raise
+    except ResponseSignatureError as exc:  # an answer we cannot trust: the outcome is unknown
+        raise PayoutError(str(exc.errcode), exc.errmsg, retryable=True) from exc
+    except WechatApiError as exc:
+        status = exc.http_status
+        retryable = status is None or status >= 500 or status == 429 or str(exc.errcode) in _RETRYABLE_CODES
+        raise PayoutError(str(exc.errcode), exc.errmsg, retryable=retryable) from exc
+    except httpx.HTTPError as exc:
+        raise PayoutError("NETWORK", str(exc), retryable=True) from exc
+
+
+_PROVIDERS: dict[str, PayoutProvider] = {
+    "manual": ManualProvider(),
+    "wechat_transfer": WechatTransferProvider(),
+}
 
 
 def register(provider: PayoutProvider) -> None:

@@ -8,7 +8,7 @@ rate above 100% gets its own stable error code.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -282,9 +282,12 @@ class WithdrawalOut(BaseModel):
     status: str
     provider: str
     provider_reference: str | None
+    provider_state: str | None = None  # an automatic payout in flight, e.g. WAIT_USER_CONFIRM
+    provider_data: dict[str, Any] | None = None  # e.g. {"package_info": ...} for wx.requestMerchantTransfer
     review_note: str | None
     reviewed_at: dt.datetime | None
     paid_at: dt.datetime | None
+    failed_at: dt.datetime | None = None
     created_at: dt.datetime
 
 

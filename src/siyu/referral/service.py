@@ -65,6 +65,7 @@ import logging
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -95,6 +96,7 @@ from siyu.referral.models import (
     RULE_LATEST,
     RULE_WINDOW,
     WD_APPROVED,
+    WD_FAILED,
     WD_PAID,
     WD_REJECTED,
     WD_REQUESTED,
@@ -1067,8 +1069,12 @@ def approve_withdrawal(session: Session, merchant_id: int, withdrawal_id: int, n
 
 
 def reject_withdrawal(session: Session, merchant_id: int, withdrawal_id: int, note: str | None, *, actor: Actor) -> Withdrawal:
+    found = repo.withdrawal(session, merchant_id, withdrawal_id)
+    provider = payout.get(found.provider) if found is not None else None
+    # an approved automatic payout may already be on its way: only its provider can fail it
+    from_states = (WD_REQUESTED,) if provider is not None and provider.automatic else (WD_REQUESTED, WD_APPROVED)
     w = _transition(
-        session, merchant_id, withdrawal_id, (WD_REQUESTED, WD_APPROVED), WD_REJECTED,
+        session, merchant_id, withdrawal_id, from_states, WD_REJECTED,
         {"review_note": note, "reviewed_by": actor[1], "reviewed_at": utcnow()}, "withdrawal_not_pending",
     )
     _credit_available(
@@ -1103,22 +1109,129 @@ def mark_withdrawal_paid(
     return w
 
 
-def run_payout(session: Session, merchant_id: int, withdrawal_id: int) -> None:
-    """``referral.payout`` job: an automatic provider pays an approved withdrawal."""
+@dataclass(frozen=True)
+class PayoutSubmission:
+    provider: Any
+    request: payout.PayoutRequest
+
+
+def payout_submission(
+    session: Session, merchant_id: int, withdrawal_id: int, settings: Settings | None
+) -> PayoutSubmission | None:
+    """What the ``referral.payout`` / ``referral.payout_query`` jobs send: None when the
+    withdrawal is no longer approved or its provider is not automatic. Reads credentials through
+    the provider's ``prepare`` (in the job's transaction; the job commits before sending)."""
     w = repo.withdrawal(session, merchant_id, withdrawal_id)
     if w is None or w.status != WD_APPROVED:
-        return
+        return None
     provider = payout.get(w.provider)
     if provider is None or not provider.automatic:
-        return
-    result = provider.send(
-        payout.PayoutRequest(merchant_id=merchant_id, withdrawal_id=w.id, member_id=w.member_id, amount=w.amount,
-                             idempotency_key=f"withdrawal-{w.id}")
+        return None
+    prepare = getattr(provider, "prepare", None)
+    context = prepare(session, merchant_id, settings, w.member_id) if prepare is not None else None
+    return PayoutSubmission(
+        provider=provider,
+        request=payout.PayoutRequest(
+            merchant_id=merchant_id, withdrawal_id=w.id, member_id=w.member_id, amount=w.amount,
+            idempotency_key=f"withdrawal-{w.id}", context=context,
+        ),
     )
+
+
+def run_payout(session: Session, merchant_id: int, withdrawal_id: int, settings: Settings | None = None) -> None:
+    """``referral.payout`` job: an automatic provider pays an approved withdrawal.
+
+    Nothing is sent with a transaction open: the job's reads commit first. A send whose outcome
+    is unknown (network, 5xx) raises, and the worker retries with the same idempotency key
+    (WeChat's ``out_bill_no``), which returns the same transfer instead of paying twice."""
+    sub = payout_submission(session, merchant_id, withdrawal_id, settings)
+    if sub is None:
+        return
+    session.commit()
+    try:
+        result = sub.provider.send(sub.request)
+    except payout.PayoutError as exc:
+        if exc.retryable:
+            raise
+        result = payout.PayoutResult(status="failed", detail=f"{exc.code}: {exc.message}"[:200])
+    apply_payout_result(session, merchant_id, withdrawal_id, result, source="send")
+
+
+def query_payout(session: Session, merchant_id: int, withdrawal_id: int, poll: int, settings: Settings | None) -> None:
+    """``referral.payout_query`` job: ask the provider about a payout still in flight."""
+    sub = payout_submission(session, merchant_id, withdrawal_id, settings)
+    if sub is None or getattr(sub.provider, "query", None) is None:
+        return
+    session.commit()
+    result = sub.provider.query(sub.request)  # PayoutError: the worker retries
+    apply_payout_result(session, merchant_id, withdrawal_id, result, source="query", poll=poll)
+
+
+PAYOUT_POLL_MINUTES = (5, 15, 60, 180, 360, 720, 720, 720)  # then finance follows up by hand
+
+
+def apply_payout_result(
+    session: Session, merchant_id: int, withdrawal_id: int, result: payout.PayoutResult, *, source: str,
+    poll: int = -1,
+) -> Withdrawal | None:
+    """Move a withdrawal by a provider's answer (send, query or notification). Idempotent: a
+    withdrawal already paid or failed stays as it is; each move happens once (conditional
+    transition + ledger keys)."""
+    w = repo.withdrawal(session, merchant_id, withdrawal_id)
+    if w is None:
+        return None
+    if w.status != WD_APPROVED:
+        if result.status == "paid" and w.status == WD_FAILED:
+            log.error("withdrawal %s: provider reports paid after it failed (%s)", w.id, source)
+        return w
     if result.status == "paid":
-        mark_withdrawal_paid(session, merchant_id, w.id, result.reference or "", actor=SYSTEM)
-    elif result.status == "processing":
-        raise RuntimeError("payout still processing")  # the worker retries with backoff
+        w = mark_withdrawal_paid(session, merchant_id, w.id, result.reference or "", actor=SYSTEM)
+        repo.set_withdrawal_status(session, merchant_id, w.id, (WD_PAID,), {"provider_state": result.state})
+        return w
+    if result.status == "failed":
+        return fail_withdrawal(session, merchant_id, w.id, result, source=source)
+    values: dict[str, Any] = {"provider_state": result.state, "provider_data": result.data or None}
+    if result.reference:
+        values["provider_reference"] = result.reference
+    repo.set_withdrawal_status(session, merchant_id, w.id, (WD_APPROVED,), values)
+    session.refresh(w)
+    provider = payout.get(w.provider)
+    nxt = poll + 1
+    if provider is not None and getattr(provider, "query", None) is not None and nxt < len(PAYOUT_POLL_MINUTES):
+        enqueue(
+            session, merchant_id, "referral.payout_query", {"withdrawal_id": w.id, "poll": nxt},
+            run_at=utcnow() + dt.timedelta(minutes=PAYOUT_POLL_MINUTES[nxt]),
+            dedupe_key=f"withdrawal:{w.id}:query:{nxt}",
+        )
+    elif provider is not None and getattr(provider, "query", None) is None and source == "send":
+        raise RuntimeError("payout still processing")  # a provider without query: the worker asks again
+    return w
+
+
+def fail_withdrawal(
+    session: Session, merchant_id: int, withdrawal_id: int, result: payout.PayoutResult, *, source: str
+) -> Withdrawal:
+    """approved → failed: the amount returns to available (once, by its ledger key)."""
+    w = _transition(
+        session, merchant_id, withdrawal_id, (WD_APPROVED,), WD_FAILED,
+        {"provider_state": result.state, "provider_data": result.data or None, "failed_at": utcnow(),
+         "review_note": (result.detail or "payout failed")[:200],
+         **({"provider_reference": result.reference} if result.reference else {})},
+        "withdrawal_not_approved",
+    )
+    _credit_available(
+        session, merchant_id, w.distributor_id, w.amount, key=f"withdrawal:{w.id}:failed",
+        entry="withdrawal_returned", extra={"withdrawing": -w.amount}, withdrawal_id=w.id,
+    )
+    audit.record(session, merchant_id, "withdrawal", w.id, "failed", from_state=WD_APPROVED, to_state=WD_FAILED,
+                 actor=SYSTEM, data={"detail": result.detail, "state": result.state, "source": source})
+    emit(
+        session, merchant_id, "withdrawal.failed",
+        {"withdrawal_id": w.id, "distributor_id": w.distributor_id, "member_id": w.member_id, "amount": w.amount,
+         "detail": result.detail},
+        key=f"withdrawal:{w.id}:failed",
+    )
+    return w
 
 
 # -- member merge ------------------------------------------------------------------------------

@@ -8,7 +8,10 @@
 - ``order.refunded`` → ``referral.order_refunded``: commissions reversed in proportion (once per
   refund); a full refund of a rewarded first order within the window revokes the rewards.
 - ``referral.retry_rewards``: grant rewards left pending (loyalty / coupons were unavailable).
-- ``referral.payout``: an automatic payout provider pays an approved withdrawal.
+- ``referral.payout``: an automatic payout provider pays an approved withdrawal (reads commit
+  first; nothing is sent inside a transaction); a payout still in flight is asked about by
+  ``referral.payout_query`` (5 minutes, then less and less often), or moved by the provider's
+  notification (``POST /api/pay/wechat/transfer-notify/{merchant}``).
 
 Each is idempotent: a job run twice finds nothing left to do.
 """
@@ -65,4 +68,11 @@ def retry_rewards(ctx: JobContext) -> None:
 
 @job_handler("referral.payout")
 def run_payout(ctx: JobContext) -> None:
-    service.run_payout(ctx.session, ctx.merchant_id, int(ctx.payload["withdrawal_id"]))
+    service.run_payout(ctx.session, ctx.merchant_id, int(ctx.payload["withdrawal_id"]), ctx.settings)
+
+
+@job_handler("referral.payout_query")
+def payout_query(ctx: JobContext) -> None:
+    service.query_payout(
+        ctx.session, ctx.merchant_id, int(ctx.payload["withdrawal_id"]), int(ctx.payload.get("poll", 0)), ctx.settings
+    )

@@ -788,9 +788,10 @@ class FakeWechat:
         remark = _require_string(body, "transfer_remark", 96)
         if len(remark) > 32:
             raise _param_error("transfer_remark 超过 32 个字符")
-        amount = body.get("transfer_amount")
-        if not _is_fen(amount):
+        raw_amount = body.get("transfer_amount")
+        if not _is_fen(raw_amount):
             raise _param_error("transfer_amount 必须为正整数（分）")
+        amount = int(raw_amount)  # type: ignore[arg-type]
         if amount >= 200_000 and not body.get("user_name"):
             raise _param_error("转账金额 >= 2000 元时 user_name 必填")
         infos = body.get("transfer_scene_report_infos")
