@@ -17,7 +17,9 @@ by keyset) and prints p50/p99 (target <= 20 ms). The load generator shares the m
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import resource
 import sys
 import threading
 import time
@@ -64,7 +66,7 @@ def main() -> None:
         for m in members:
             service.award(s, merchant_id, m, 1000, reason="seed", idempotency_key=f"seed:{m}")
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average {_load()}")
     print(f"part 1: award + spend, {args.clients} clients (threads, own sessions) in {args.processes} process(es), "
           f"{args.seconds:.0f} s, {len(members)} members")
     if args.processes <= 1:
@@ -77,18 +79,26 @@ def main() -> None:
         with mp.get_context("spawn").Pool(args.processes) as pool:
             parts = pool.starmap(_throughput, [(url, merchant_id, members, p, n, args.seconds)
                                                for p, n in enumerate(per)])
-        counts = {k: sum(c[k] for c, _, _ in parts) for k in ("award", "spend", "refused")}
+        counts = {k: sum(c[k] for c, _, _ in parts) for k in parts[0][0]}
         latencies = [x for _, lat, _ in parts for x in lat]
         elapsed = max(e for _, _, e in parts)
     ops = counts["award"] + counts["spend"] + counts["refused"]
     print(f"  {ops} operations in {elapsed:.1f} s = {ops / elapsed:,.0f} ops/s "
           f"(awards {counts['award']}, spends {counts['spend']}, refused {counts['refused']}); {summary(latencies)}")
+    print(f"  per operation: Python CPU {counts['python_cpu_ms'] / max(ops, 1):.3f} ms (all bench processes), "
+          f"PostgreSQL backend CPU {counts['pg_cpu_ms'] / max(ops, 1):.3f} ms, "
+          f"{counts['executes'] / max(ops, 1):.2f} statements (+ BEGIN and COMMIT); load average {_load()}")
     with factory() as s:
         mismatched = s.execute(text(
             "SELECT count(*) FROM points_accounts a WHERE a.merchant_id = :m AND a.balance <> "
             "(SELECT coalesce(sum(delta), 0) FROM points_entries e WHERE e.merchant_id = a.merchant_id "
             "AND e.member_id = a.member_id)"), {"m": merchant_id}).scalar_one()
-    print(f"  accounts whose balance differs from the sum of their entries: {mismatched}")
+        lots_off = s.execute(text(
+            "SELECT count(*) FROM points_accounts a WHERE a.merchant_id = :m AND a.balance <> "
+            "(SELECT coalesce(sum(remaining), 0) FROM points_lots l WHERE l.merchant_id = a.merchant_id "
+            "AND l.member_id = a.member_id AND l.expired_at IS NULL)"), {"m": merchant_id}).scalar_one()
+    print(f"  accounts whose balance differs from the sum of their entries: {mismatched}; "
+          f"from the points left in their lots: {lots_off}")
 
     print(f"part 2: statement page of 20 for a member with {args.entries} entries")
     batch = 1000
@@ -127,6 +137,8 @@ def _throughput(
 ) -> tuple[dict[str, int], list[float], float]:
     """``clients`` threads alternating award and spend on random members for ``seconds``;
     returns the counts, the latencies (ms) and the measured wall time."""
+    from sqlalchemy import event
+
     from siyu.api.routes import import_all_models
     from siyu.db.engine import make_engine
     from siyu.db.session import make_session_factory, unit_of_work
@@ -141,6 +153,32 @@ def _throughput(
     latencies: list[float] = []
     counts = {"award": 0, "spend": 0, "refused": 0}
     lock = threading.Lock()
+    executes = [0]
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _count(*_: object) -> None:
+        executes[0] += 1  # statements sent through SQLAlchemy (BEGIN / COMMIT are not among them)
+
+    # Open every pooled connection before the clock starts and note their server processes, so
+    # the PostgreSQL CPU of exactly this run can be read from /proc (the server is local).
+    backends: set[int] = set()
+    gate = threading.Barrier(clients)
+
+    def warm() -> None:
+        with engine.connect() as conn:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with lock:
+                backends.add(int(pid))
+            gate.wait()
+
+    warmers = [threading.Thread(target=warm) for _ in range(clients)]
+    for t in warmers:
+        t.start()
+    for t in warmers:
+        t.join()
+    executes[0] = 0
+    pg_cpu0 = _backend_cpu(backends)
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
 
     stop = time.perf_counter() + seconds
 
@@ -178,8 +216,30 @@ def _throughput(
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    pg_cpu = _backend_cpu(backends) - pg_cpu0
     engine.dispose()
+    counts["python_cpu_ms"] = round(1000 * (usage1.ru_utime + usage1.ru_stime - usage0.ru_utime - usage0.ru_stime))
+    counts["pg_cpu_ms"] = round(1000 * pg_cpu)
+    counts["executes"] = executes[0]
     return counts, latencies, elapsed
+
+
+def _backend_cpu(pids: set[int]) -> float:
+    """CPU seconds (user + system) the given local server processes have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / tick
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

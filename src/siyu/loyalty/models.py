@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, Date, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, CheckConstraint, Date, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.db.base import Base, IdMixin, TenantMixin, TimestampMixin
@@ -89,7 +89,14 @@ class PointsLot(IdMixin, TenantMixin, Base):
     __tablename__ = "points_lots"
     __table_args__ = (
         CheckConstraint("remaining >= 0 AND remaining <= points", name="remaining_valid"),
-        Index("ix_points_lots_member", "merchant_id", "member_id", "expires_at"),
+        # A member's open lots in the order spends take them (soonest expiry, never-expiring
+        # last, then oldest); emptied and expired lots drop out of the index.
+        Index(
+            "ix_points_lots_open", "merchant_id", "member_id", "expires_at", "id",
+            postgresql_where=text("remaining > 0 AND expired_at IS NULL"),
+            sqlite_where=text("remaining > 0 AND expired_at IS NULL"),
+        ),
+        Index("ix_points_lots_entry", "merchant_id", "entry_id"),
         Index("ix_points_lots_due", "merchant_id", "expires_at"),
     )
 

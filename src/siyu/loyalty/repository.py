@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import extract, func, select, update
+from sqlalchemy import bindparam, extract, func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.db.dialect import for_update, insert_ignore
@@ -74,22 +74,38 @@ def credit(session: Session, merchant_id: int, member_id: int, points: int, *, e
     return int(new)
 
 
+_ACCOUNTS = PointsAccount.__table__
+# Built once: the spend hot path runs it thousands of times a second (a Core statement with bind
+# parameters, not an ORM bulk update rebuilt and evaluated against the identity map each call).
+_DEBIT = (
+    update(_ACCOUNTS)
+    .where(
+        _ACCOUNTS.c.merchant_id == bindparam("m"), _ACCOUNTS.c.member_id == bindparam("member"),
+        _ACCOUNTS.c.balance >= bindparam("points"),
+    )
+    .values(balance=_ACCOUNTS.c.balance - bindparam("points"), spent_total=_ACCOUNTS.c.spent_total + bindparam("spent"),
+            earned_total=_ACCOUNTS.c.earned_total - bindparam("unearned"), updated_at=bindparam("now"))
+    .returning(_ACCOUNTS.c.id, _ACCOUNTS.c.balance)
+)
+
+
 def debit(
     session: Session, merchant_id: int, member_id: int, points: int, *, spent: int = 0, unearned: int = 0
 ) -> int | None:
-    """balance -= points only if the balance covers it; the new balance, or None when it does not."""
-    stmt = (
-        update(PointsAccount)
-        .where(
-            PointsAccount.merchant_id == merchant_id, PointsAccount.member_id == member_id,
-            PointsAccount.balance >= points,
-        )
-        .values(balance=PointsAccount.balance - points, spent_total=PointsAccount.spent_total + spent,
-                earned_total=PointsAccount.earned_total - unearned, updated_at=dt.datetime.now(dt.UTC))
-        .returning(PointsAccount.balance)
-    )
-    new = session.execute(stmt).scalar_one_or_none()
-    return None if new is None else int(new)
+    """balance -= points only if the balance covers it; the new balance, or None when it does not.
+
+    A copy of the account loaded in the session is expired (it reloads on next access)."""
+    session.flush()  # as an ORM statement would autoflush
+    row = session.connection().execute(_DEBIT, {
+        "m": merchant_id, "member": member_id, "points": points, "spent": spent, "unearned": unearned,
+        "now": dt.datetime.now(dt.UTC),
+    }).first()
+    if row is None:
+        return None
+    loaded = session.identity_map.get(session.identity_key(PointsAccount, (row[0],)))
+    if loaded is not None:
+        session.expire(loaded)
+    return int(row[1])
 
 
 def lock_account(session: Session, merchant_id: int, member_id: int) -> PointsAccount:
@@ -150,11 +166,26 @@ def open_lots(session: Session, merchant_id: int, member_id: int, limit: int | N
 
 
 def lot(session: Session, merchant_id: int, lot_id: int) -> PointsLot | None:
-    return session.scalar(select(PointsLot).where(PointsLot.merchant_id == merchant_id, PointsLot.id == lot_id))
+    """Always the row as stored now (``populate_existing``): on PostgreSQL spends move lots with
+    statements outside the ORM, so a copy loaded earlier in the session may be stale."""
+    return session.scalar(
+        select(PointsLot).where(PointsLot.merchant_id == merchant_id, PointsLot.id == lot_id)
+        .execution_options(populate_existing=True)
+    )
+
+
+def set_lot_expiry(session: Session, merchant_id: int, entry_id: int, expires_at: dt.datetime | None) -> None:
+    session.execute(
+        update(PointsLot).where(PointsLot.merchant_id == merchant_id, PointsLot.entry_id == entry_id)
+        .values(expires_at=expires_at)
+    )
 
 
 def lot_of_entry(session: Session, merchant_id: int, entry_id: int) -> PointsLot | None:
-    return session.scalar(select(PointsLot).where(PointsLot.merchant_id == merchant_id, PointsLot.entry_id == entry_id))
+    return session.scalar(
+        select(PointsLot).where(PointsLot.merchant_id == merchant_id, PointsLot.entry_id == entry_id)
+        .execution_options(populate_existing=True)
+    )
 
 
 def lot_uses(session: Session, merchant_id: int, entry_id: int) -> list[PointsLotUse]:
@@ -175,6 +206,7 @@ def due_lots(session: Session, merchant_id: int, now: dt.datetime, limit: int = 
                    PointsLot.expired_at.is_(None))
             .order_by(PointsLot.expires_at, PointsLot.id)
             .limit(limit)
+            .execution_options(populate_existing=True)
         )
     )
 
@@ -187,6 +219,7 @@ def lots_to_notify(session: Session, merchant_id: int, until: dt.datetime, limit
                    PointsLot.expired_at.is_(None), PointsLot.notified_at.is_(None))
             .order_by(PointsLot.expires_at, PointsLot.id)
             .limit(limit)
+            .execution_options(populate_existing=True)
         )
     )
 

@@ -53,12 +53,13 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from siyu.db.dialect import insert_ignore, insert_ignore_many
+from siyu.db import ledger
+from siyu.db.dialect import insert_ignore, insert_ignore_many, is_postgres
 from siyu.kit import audit
 from siyu.kit.errors import DomainError, invalid, not_found, register_messages
 from siyu.kit.events import emit, subscribers
@@ -81,6 +82,7 @@ from siyu.loyalty.models import (
     LoyaltySettings,
     MemberCard,
     PendingReward,
+    PointsAccount,
     PointsEntry,
     PointsLot,
     PointsLotUse,
@@ -145,6 +147,7 @@ def put_rules(session: Session, merchant_id: int, rules: LoyaltyRules, *, actor:
         session.add(row)
     else:
         row.rules = doc
+        row.updated_at = utcnow()  # the version ``award`` checks its cached rules against
     session.flush()
     session.info.setdefault("loyalty_rules", {})[merchant_id] = rules
     audit.record(session, merchant_id, "loyalty_settings", row.id, "updated", actor=actor, data={"rules": doc})
@@ -240,10 +243,16 @@ def award(
     The balance moves first (conditional update, row lock), then the entry is inserted with
     ``ON CONFLICT DO NOTHING``; if the key already exists (a retry, or a concurrent one that
     committed first) the credit is taken back in the same transaction and the first entry is
-    returned. No savepoint, no pre-read: four statements in the common case.
+    returned. PostgreSQL: one statement (``db.ledger.award_points``) in the common case, the
+    rules and zone from a per-process cache that the statement itself validates; elsewhere
+    four statements.
     """
     _check_points(points)
     now = now or utcnow()
+    fast = _award_one_statement(session, merchant_id, member_id, points, reason=reason, ref=ref,
+                                key=idempotency_key, kind=kind, now=now, expires_at=expires_at)
+    if fast is not None:
+        return fast
     if expires_at is True:
         expires = expiry_for(get_rules(session, merchant_id), _tz(session, merchant_id), now)
     else:
@@ -263,6 +272,92 @@ def award(
     if _ladder_uses(session, merchant_id, "min_points"):
         evaluate_level(session, merchant_id, member_id, now)
     return entry
+
+
+class _ExpiryInputs(NamedTuple):
+    version: dt.datetime | None  # loyalty_settings.updated_at the rules were read with
+    tz: str | None
+    rules: LoyaltyRules
+
+
+# (database URL, merchant id) -> the rules and zone last read in this process. Never trusted
+# blindly: the award statement returns the current settings version and zone, and an award that
+# finds them changed re-reads them and corrects its lot's expiry in the same transaction.
+_EXPIRY_CACHE: dict[tuple[Any, int], _ExpiryInputs] = {}
+
+
+def _load_expiry_inputs(session: Session, merchant_id: int, cache_key: tuple[Any, int]) -> _ExpiryInputs:
+    from sqlalchemy import select
+
+    from siyu.tenancy.models import Merchant
+
+    row = session.execute(
+        select(LoyaltySettings.updated_at, LoyaltySettings.rules).where(LoyaltySettings.merchant_id == merchant_id)
+    ).first()
+    tz = session.scalar(select(Merchant.timezone).where(Merchant.id == merchant_id))
+    if tz is None:
+        _tz(session, merchant_id)  # no such merchant: the same 404 as everywhere else
+    rules = LoyaltyRules.model_validate(row[1]) if row is not None else LoyaltyRules()
+    found = _EXPIRY_CACHE[cache_key] = _ExpiryInputs(row[0] if row is not None else None, tz, rules)
+    return found
+
+
+def _award_one_statement(
+    session: Session, merchant_id: int, member_id: int, points: int, *, reason: str, ref: str | None, key: str,
+    kind: str, now: dt.datetime, expires_at: dt.datetime | bool | None,
+) -> PointsEntry | None:
+    """The PostgreSQL award (see ``db.ledger``); None on another database."""
+    cache_key = (session.get_bind().url, merchant_id)
+    inputs = _EXPIRY_CACHE.get(cache_key)
+    if expires_at is True:
+        if inputs is None:
+            if not is_postgres(session):
+                return None
+            inputs = _load_expiry_inputs(session, merchant_id, cache_key)
+        expires = expiry_for(inputs.rules, inputs.tz or "UTC", now)
+    else:
+        expires = expires_at if isinstance(expires_at, dt.datetime) else None
+    done = ledger.award_points(
+        session, merchant_id=merchant_id, member_id=member_id, points=points, earned=points, kind=kind,
+        reason=reason[:64], ref=ref, key=key, expires_at=expires, now=now,
+    )
+    if done is None:
+        return None
+    _forget_account(session, done.account_id)
+    if done.entry_id is None:  # the key exists: take the credit back, return the first entry
+        back = repo.debit(session, merchant_id, member_id, points, unearned=points)
+        assert back is not None  # we hold the row lock and just added them
+        return _winner(session, merchant_id, member_id, key)
+    if inputs is None or (done.rules_version, done.timezone) != (inputs.version, inputs.tz):
+        fresh = _load_expiry_inputs(session, merchant_id, cache_key)
+        if expires_at is True:
+            right = expiry_for(fresh.rules, fresh.tz or "UTC", now)
+            if right != expires:
+                repo.set_lot_expiry(session, merchant_id, done.entry_id, right)
+    entry = _persistent_entry(session, done.entry_id, {
+        "merchant_id": merchant_id, "member_id": member_id, "delta": points, "kind": kind, "reason": reason[:64],
+        "ref": ref, "idempotency_key": key, "balance_after": done.balance, "shortfall": 0, "reverses_entry_id": None,
+        "created_at": now,
+    })
+    _emit_points(session, merchant_id, "points.earned", entry, points)
+    if done.ladder_uses_points:
+        evaluate_level(session, merchant_id, member_id, now)
+    return entry
+
+
+def _persistent_entry(session: Session, entry_id: int, values: dict[str, Any]) -> PointsEntry:
+    """The entry just written, attached to the session as persistent (no re-read)."""
+    entry = PointsEntry(id=entry_id, **values)
+    make_transient_to_detached(entry)
+    session.add(entry)
+    return entry
+
+
+def _forget_account(session: Session, account_id: int) -> None:
+    """A statement outside the ORM moved the account: drop a loaded copy's stale values."""
+    loaded = session.identity_map.get(session.identity_key(PointsAccount, (account_id,)))
+    if loaded is not None:
+        session.expire(loaded)
 
 
 def _emit_points(session: Session, merchant_id: int, event: str, entry: PointsEntry, points: int) -> None:
@@ -335,11 +430,27 @@ def spend(
             return _replay(found, member_id)
         acct = repo.account(session, merchant_id, member_id)
         raise DomainError("points_insufficient", balance=acct.balance if acct else 0, needed=points)
-    entry = _new_entry(session, merchant_id, member_id, -points, kind, reason, ref, idempotency_key, balance, now)
+    done = ledger.spend_points(
+        session, merchant_id=merchant_id, member_id=member_id, points=points, kind=kind, reason=reason[:64], ref=ref,
+        key=idempotency_key, balance=balance, now=now,
+    )
+    if done is None:  # not PostgreSQL: the portable statements
+        entry = _new_entry(session, merchant_id, member_id, -points, kind, reason, ref, idempotency_key, balance, now)
+        if entry is not None:
+            _take_from_lots(session, merchant_id, member_id, entry.id, points)
+    elif done.entry_id is None:
+        entry = None
+    else:
+        entry = _persistent_entry(session, done.entry_id, {
+            "merchant_id": merchant_id, "member_id": member_id, "delta": -points, "kind": kind, "reason": reason[:64],
+            "ref": ref, "idempotency_key": idempotency_key, "balance_after": balance, "shortfall": 0,
+            "reverses_entry_id": None, "created_at": now,
+        })
+        if done.taken != points:
+            log.warning("points lots short by %s for member %s (entry %s)", points - done.taken, member_id, entry.id)
     if entry is None:
         repo.credit(session, merchant_id, member_id, points, earned=0, unspent=points if kind == SPEND else 0)
         return _winner(session, merchant_id, member_id, idempotency_key)
-    _take_from_lots(session, merchant_id, member_id, entry.id, points)
     _emit_points(session, merchant_id, "points.spent", entry, points)
     return entry
 
