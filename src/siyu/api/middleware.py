@@ -13,6 +13,8 @@ import uuid
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from siyu.api.routes import PREFIXES
+
 log = logging.getLogger("siyu.request")
 
 REQUESTS = Counter("siyu_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -81,6 +83,24 @@ def _would_log() -> bool:
 
 
 def _route_template(scope: Scope) -> str:
+    """The matched route's full path template, API prefix included (``/api/store/v1/orders/{order_id}``).
+
+    Routers are included into prefixed routers, so ``scope["route"].path`` is the path within the
+    innermost router only (the store's and the admin's ``/orders/{order_id}`` would share a label).
+    FastAPI records the route's effective (prefixed) path in its per-request context; without it,
+    the API prefix the request path starts with is put back in front.
+    """
+    fastapi_scope = scope.get("fastapi")
+    effective = fastapi_scope.get("effective_route_context") if isinstance(fastapi_scope, dict) else None
+    full = getattr(effective, "path_format", None) or getattr(effective, "path", None)
+    if isinstance(full, str) and full:
+        return full
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return str(path) if path else "unmatched"
+    if not path:
+        return "unmatched"
+    request_path = str(scope.get("path", ""))
+    for prefix in PREFIXES.values():
+        if request_path.startswith(prefix + "/") and not str(path).startswith(prefix + "/"):
+            return prefix + str(path)
+    return str(path)

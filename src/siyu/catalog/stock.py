@@ -1,9 +1,10 @@
 """Atomic stock reservation.
 
-``reserve`` decrements each SKU with one conditional ``UPDATE ... SET stock = stock - :q WHERE
-id = :id AND stock >= :q`` in primary-key order (so two carts never deadlock on each other); a
-SKU that cannot cover its quantity raises ``insufficient_stock`` and the caller's transaction
-rolls back every decrement made before it. No read-then-write, so no oversell under any
+``reserve`` decrements each SKU conditionally (``stock = stock - :q ... WHERE stock >= :q``),
+locking the rows in primary-key order (so two carts never deadlock on each other) — on
+PostgreSQL all SKUs of an order in one statement (``db.dialect.take_many``); a SKU that cannot
+cover its quantity raises ``insufficient_stock`` and the caller's transaction rolls back every
+decrement made. No read-then-write, so no oversell under any
 concurrency, on PostgreSQL and SQLite alike; ``CHECK (stock >= 0)`` backs it up.
 """
 
@@ -11,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import update
+from sqlalchemy import Table, update
 from sqlalchemy.orm import Session
 
 from siyu.catalog.models import Sku
+from siyu.db.dialect import take_many
 from siyu.kit.errors import DomainError, register_messages
+
+SKUS: Table = Sku.__table__  # type: ignore[assignment]
 
 register_messages(
     {
@@ -29,19 +33,19 @@ register_messages(
 
 
 def reserve(session: Session, merchant_id: int, quantities: Mapping[int, int]) -> None:
-    """Take ``quantities`` (sku_id -> units) out of stock, all or nothing (within the transaction)."""
-    for sku_id in sorted(quantities):
-        qty = quantities[sku_id]
-        if qty <= 0:
-            raise ValueError("quantities must be positive")
-        result = session.execute(
-            update(Sku)
-            .where(Sku.merchant_id == merchant_id, Sku.id == sku_id, Sku.stock >= qty)
-            .values(stock=Sku.stock - qty)
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(result, "rowcount", 0) != 1:
-            raise DomainError("insufficient_stock", sku_id=sku_id, requested=qty)
+    """Take ``quantities`` (sku_id -> units) out of stock, all or nothing (within the transaction).
+
+    On PostgreSQL every SKU of the order in one statement (``db.dialect.take_many``: rows locked
+    in id order, each decremented only if it covers its quantity); the first SKU in id order
+    that could not is reported, as the per-SKU loop reported it.
+    """
+    wanted = dict(quantities)
+    if any(qty <= 0 for qty in wanted.values()):
+        raise ValueError("quantities must be positive")
+    taken = take_many(session, SKUS, "stock", merchant_id, wanted, touch="updated_at")
+    if len(taken) != len(wanted):
+        sku_id = min(set(wanted) - taken)
+        raise DomainError("insufficient_stock", sku_id=sku_id, requested=wanted[sku_id])
 
 
 def release(session: Session, merchant_id: int, quantities: Mapping[int, int]) -> None:

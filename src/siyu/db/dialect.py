@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import Select, Table
+from sqlalchemy import ClauseElement, Select, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -35,12 +35,27 @@ def insert_ignore(session: Session, table: Table, values: dict[str, Any], confli
     RETURNING for the primary key and the driver then reports ``rowcount`` -1 for a conflict,
     which read as "inserted".
     """
-    insert = postgresql.insert if is_postgres(session) else sqlite.insert
-    stmt: Any = (
-        insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_cols)
-        .returning(table.c[conflict_cols[0]])
-    )
-    return session.execute(stmt).first() is not None
+    postgres = is_postgres(session)
+    if any(isinstance(v, ClauseElement) for v in values.values()):  # SQL expressions: built per call
+        insert = postgresql.insert if postgres else sqlite.insert
+        stmt: Any = (
+            insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_cols)
+            .returning(table.c[conflict_cols[0]])
+        )
+        return session.execute(stmt).first() is not None
+    # Plain values travel as parameters of a statement built once per table, column set and
+    # dialect: building and cache-keying a fresh INSERT per call cost more than running it.
+    key = (table.name, tuple(values), tuple(conflict_cols), postgres)
+    stmt = _INSERT_IGNORE.get(key)
+    if stmt is None:
+        insert = postgresql.insert if postgres else sqlite.insert
+        stmt = _INSERT_IGNORE[key] = (
+            insert(table).on_conflict_do_nothing(index_elements=conflict_cols).returning(table.c[conflict_cols[0]])
+        )
+    return session.execute(stmt, values).first() is not None
+
+
+_INSERT_IGNORE: dict[tuple[str, tuple[str, ...], tuple[str, ...], bool], Any] = {}
 
 
 def insert_entity_or_nothing(session: Session, entity: type[Any], values: dict[str, Any]) -> Any | None:
@@ -169,3 +184,66 @@ def insert_ignore_rows(
     )
     doc = json.dumps(rows, default=iso, ensure_ascii=False, separators=(",", ":"))
     return list(session.execute(stmt, {"rows": doc}).scalars())
+
+
+_TAKE_MANY: dict[tuple[str, str, str], Any] = {}
+
+
+def take_many(
+    session: Session, table: Table, column: str, merchant_id: int, amounts: dict[int, int], *, touch: str | None = None
+) -> set[int]:
+    """``column -= amount`` on every row ``id`` of ``amounts`` whose ``column >= amount``; the ids updated.
+
+    All-or-nothing is the caller's: fewer ids back than asked means some row could not cover its
+    amount, and the caller raises (its transaction then rolls back the decrements that were made).
+    ``touch`` names a timestamp column set to now (UTC). Rows are row-locked in ``id`` order, as one
+    conditional ``UPDATE`` per row in sorted order would, so two transactions never deadlock.
+
+    PostgreSQL: ONE statement — a ``SELECT ... ORDER BY id FOR UPDATE`` (materialised CTE: the
+    locks are taken in id order whatever join the planner picks for the update) joined with the
+    amounts as two arrays. SQLite: one conditional UPDATE per row (``BEGIN IMMEDIATE`` already
+    serialises writers; there a round trip is a function call).
+    """
+    from sqlalchemy import bindparam, text, update
+
+    from siyu.kit.timeutil import utcnow
+
+    ids = sorted(amounts)
+    now = utcnow()
+    if not ids:
+        return set()
+    if is_postgres(session):
+        key = (table.name, column, touch or "")
+        stmt = _TAKE_MANY.get(key)
+        if stmt is None:
+            sets = f"{column} = {table.name}.{column} - v.amount" + (
+                f", {touch} = CAST(:touched AS TIMESTAMPTZ)" if touch else ""
+            )
+            stmt = _TAKE_MANY[key] = text(
+                f"WITH locked AS MATERIALIZED (SELECT id FROM {table.name} WHERE merchant_id = :merchant_id "
+                f"AND id = ANY(CAST(:ids AS BIGINT[])) ORDER BY id FOR UPDATE) "
+                f"UPDATE {table.name} SET {sets} "
+                f"FROM locked JOIN unnest(CAST(:ids AS BIGINT[]), CAST(:amounts AS BIGINT[])) AS v(id, amount) "
+                f"ON v.id = locked.id "
+                f"WHERE {table.name}.merchant_id = :merchant_id AND {table.name}.id = v.id "
+                f"AND {table.name}.{column} >= v.amount RETURNING {table.name}.id"
+            )
+        params = {"merchant_id": merchant_id, "ids": ids, "amounts": [amounts[i] for i in ids], "touched": now}
+        result = session.execute(stmt, params)
+        return {int(row[0]) for row in result}
+    done: set[int] = set()
+    col = table.c[column]
+    values: dict[str, Any] = {column: col - bindparam("amount")}
+    if touch:
+        values[touch] = bindparam("touched", type_=table.c[touch].type)
+    one = (
+        update(table)
+        .where(table.c.merchant_id == bindparam("m"), table.c.id == bindparam("i"), col >= bindparam("amount"))
+        .values(values)
+    )
+    for sku_id in ids:
+        result = session.execute(one, {"m": merchant_id, "i": sku_id, "amount": amounts[sku_id], "touched": now})
+        if getattr(result, "rowcount", 0) != 1:
+            break  # the caller raises for the first id missing: no need to lock the rest
+        done.add(sku_id)
+    return done

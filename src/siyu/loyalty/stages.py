@@ -13,16 +13,44 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import BindParameter, ColumnElement, bindparam, exists, or_
+
 from siyu.loyalty import repository as repo
 from siyu.loyalty import service
-from siyu.orders.pricing import MEMBER_PRICE, POINTS, PricingContext, register_stage, register_submit_hook
+from siyu.loyalty.models import CARD_ACTIVE, MemberCard, MemberLoyalty
+from siyu.orders.pricing import (
+    MEMBER_PRICE,
+    POINTS,
+    PricingContext,
+    register_probe,
+    register_stage,
+    register_submit_hook,
+)
 
 RESERVATION = "loyalty_points"
+PROBE_LEVEL = "loyalty_level"
+
+
+@register_probe(PROBE_LEVEL)
+def level_probe() -> ColumnElement[bool]:
+    """Could the member have a level? A rules level on their state row, or an active card
+    (what ``service.effective_level`` reads; without either it returns no level)."""
+    merchant_id: BindParameter[Any] = bindparam("merchant_id")
+    member_id: BindParameter[Any] = bindparam("member_id")
+    now: BindParameter[Any] = bindparam("now")
+    return or_(
+        exists().where(MemberLoyalty.merchant_id == merchant_id, MemberLoyalty.member_id == member_id,
+                       MemberLoyalty.level_id.is_not(None)),
+        exists().where(MemberCard.merchant_id == merchant_id, MemberCard.member_id == member_id,
+                       MemberCard.status == CARD_ACTIVE, MemberCard.starts_at <= now, MemberCard.ends_at > now),
+    )
 
 
 @register_stage(MEMBER_PRICE, "loyalty_member_price")
 def member_price_stage(ctx: PricingContext) -> None:
-    if ctx.member_id is None:
+    if ctx.member_id is None or not ctx.may_apply(PROBE_LEVEL):
         return
     level, source, _ = service.effective_level(ctx.session, ctx.merchant_id, ctx.member_id, ctx.now)
     if level is None:

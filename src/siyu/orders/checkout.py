@@ -42,7 +42,6 @@ from sqlalchemy.orm import Session
 
 from siyu.catalog import stock
 from siyu.db.dialect import insert_entity_or_nothing
-from siyu.kit import audit
 from siyu.kit.errors import DomainError, catalogue, invalid, register_messages
 from siyu.kit.events import emit
 from siyu.kit.outbox import enqueue
@@ -52,7 +51,6 @@ from siyu.orders import service
 from siyu.orders.models import PENDING_PAYMENT, Address, Order, OrderLine
 from siyu.orders.pricing import PricedLine, PricingContext, run_pipeline, run_submit_hooks
 from siyu.orders.schemas import AddressOut, CheckoutIn, CheckoutOut, PricedLineOut
-from siyu.tenancy import service as tenancy_service
 
 _MESSAGES = {
     "checkout_empty": (422, "没有要结算的商品", "Nothing to check out"),
@@ -105,29 +103,37 @@ def build_lines(
     ``check_stock=False`` leaves the normal-stock check to ``check_normal_stock`` after the
     pipeline, which knows which lines an activity sells from its own stock.
     """
-    found = repo.skus_with_products(session, merchant_id, [sku_id for sku_id, _ in pairs])
+    return _load_lines(session, merchant_id, pairs, check_stock=check_stock)[0]
+
+
+def _load_lines(
+    session: Session, merchant_id: int, pairs: list[tuple[int, int]], *, check_stock: bool
+) -> tuple[list[PricedLine], str]:
+    """``build_lines`` and the merchant's time zone, read in the same query."""
+    found = repo.checkout_skus(session, merchant_id, [sku_id for sku_id, _ in pairs])
     lines = []
+    timezone = ""
     for sku_id, quantity in pairs:
-        pair = found.get(sku_id)
-        if pair is None:
+        row = found.get(sku_id)
+        if row is None:
             raise DomainError("sku_not_found", sku_id=sku_id)
-        sku, product = pair
-        if not service.sellable(sku, product):
+        if not service.sellable_status(row.active, row.status):
             raise DomainError("product_not_on_sale", sku_id=sku_id)
-        if check_stock and quantity > sku.stock:
+        if check_stock and quantity > row.stock:
             raise DomainError("insufficient_stock", sku_id=sku_id, requested=quantity)
+        timezone = row.merchant_timezone
         lines.append(
             PricedLine(
-                sku_id=sku.id, product_id=product.id, category_id=product.category_id, title=product.title,
-                spec_text=service.spec_text(product, sku),
-                image_url=sku.image_url or (product.images[0] if product.images else None),
-                quantity=quantity, list_price=sku.list_price, sale_price=sku.sale_price, cost_price=sku.cost_price,
-                weight_g=sku.weight_g, free_shipping=product.free_shipping, coupons_allowed=product.coupons_allowed,
-                bonus_points=product.bonus_points, freight_template_id=product.freight_template_id,
-                stock=sku.stock,
+                sku_id=row.id, product_id=row.product_id, category_id=row.category_id, title=row.title,
+                spec_text=service.spec_text_of(row.spec_names, row.specs),
+                image_url=row.image_url or (row.images[0] if row.images else None),
+                quantity=quantity, list_price=row.list_price, sale_price=row.sale_price, cost_price=row.cost_price,
+                weight_g=row.weight_g, free_shipping=row.free_shipping, coupons_allowed=row.coupons_allowed,
+                bonus_points=row.bonus_points, freight_template_id=row.freight_template_id,
+                stock=row.stock,
             )
         )
-    return lines
+    return lines, timezone
 
 
 def takes_normal_stock(line: PricedLine) -> bool:
@@ -171,12 +177,11 @@ def price(
 ) -> Priced:
     """Run the pricing pipeline over the selection (no writes)."""
     pairs = _selection(session, merchant_id, member_id, body)
-    lines = build_lines(session, merchant_id, pairs, check_stock=False)
+    lines, timezone = _load_lines(session, merchant_id, pairs, check_stock=False)
     address = _address(session, merchant_id, member_id, body, required=address_required)
-    merchant = tenancy_service.get_merchant(session, merchant_id)
     ctx = PricingContext(
         session=session, merchant_id=merchant_id, member_id=member_id, lines=lines, now=now or utcnow(),
-        timezone=merchant.timezone, province=address.province if address else None,
+        timezone=timezone, province=address.province if address else None,
         coupon_ids=list(body.coupon_ids) if body.coupon_ids is not None else None,
         points_to_use=body.points_to_use, options=dict(body.options),
     )
@@ -304,10 +309,11 @@ def submit(
         })
     lines = repo.insert_order_lines(session, rows)
     session.info.setdefault(_NEW_LINES, {})[order.id] = lines
-    audit.record(
-        session, merchant_id, "order", order.id, "submitted", from_state=None, to_state=PENDING_PAYMENT,
-        actor=actor, data={"payable_amount": order.payable_amount, "order_no": order.order_no},
-    )
+    repo.insert_audit_event(session, {  # what kit.audit.record writes, without an ORM flush
+        "merchant_id": merchant_id, "subject_type": "order", "subject_id": order.id, "action": "submitted",
+        "from_state": None, "to_state": PENDING_PAYMENT, "actor_type": actor[0], "actor_id": actor[1],
+        "data": {"payable_amount": order.payable_amount, "order_no": order.order_no}, "created_at": utcnow(),
+    })
     run_submit_hooks(ctx, order.id)
     if priced.from_cart:
         repo.remove_cart_skus(session, merchant_id, member_id, {line.sku_id for line in ctx.lines})

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from siyu.kit.money import allocate
@@ -103,6 +104,13 @@ class PricingContext:
     notes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # Anything a stage wants to carry to submit (coupons to lock, points to spend...).
     reservations: dict[str, Any] = field(default_factory=dict)
+    # Answers of the registered probes (``register_probe``), filled by ``run_pipeline``.
+    probes: dict[str, bool] = field(default_factory=dict)
+
+    def may_apply(self, probe: str) -> bool:
+        """False only when the probe ran and found nothing that stage could use; an unknown or
+        unrun probe answers True, so a stage that asks never skips by mistake."""
+        return self.probes.get(probe, True)
 
     @property
     def goods_amount(self) -> int:
@@ -211,8 +219,47 @@ def load_stage_modules() -> None:
     _stages_loaded = True
 
 
+# -- probes ------------------------------------------------------------------------------------------
+# Most checkouts meet no member level, card, live promotion or coupon. Each such stage would
+# spend a query to find that out; instead a stage registers a *probe*: an SQL boolean ("does this
+# member/merchant have anything I could use?") over the bind parameters ``merchant_id``,
+# ``member_id`` (NULL for an anonymous preview) and ``now``. ``run_pipeline`` asks every probe in
+# ONE ``SELECT probe_1, probe_2, ...`` before the stages run, and a stage whose probe answered
+# False (``ctx.may_apply(name)``) returns at once. A probe must be a superset of what its stage
+# would load (True whenever the stage might change anything), so skipping never changes a price.
+# Nothing is cached between requests: each answer is as fresh as the stage's own query.
+ProbeFn = Callable[[], ColumnElement[bool]]
+_PROBES: list[tuple[str, ProbeFn]] = []
+_PROBE_STMT: list[Any] = []  # the combined statement, built once on first use
+
+
+def register_probe(name: str) -> Callable[[ProbeFn], ProbeFn]:
+    """Decorator: ``fn()`` returns the probe's boolean SQL expression (built once, bound per run)."""
+
+    def _register(fn: ProbeFn) -> ProbeFn:
+        _PROBES[:] = [(n, f) for n, f in _PROBES if n != name]
+        _PROBES.append((name, fn))
+        _PROBE_STMT.clear()
+        return fn
+
+    return _register
+
+
+def run_probes(ctx: PricingContext) -> None:
+    """Answer every registered probe for this context in one query (none registered: no query)."""
+    if not _PROBES:
+        return
+    if not _PROBE_STMT:
+        _PROBE_STMT.append(select(*(fn().label(f"probe_{i}") for i, (_, fn) in enumerate(_PROBES))))
+    row = ctx.session.execute(
+        _PROBE_STMT[0], {"merchant_id": ctx.merchant_id, "member_id": ctx.member_id, "now": ctx.now}
+    ).one()
+    ctx.probes = {name: bool(value) for (name, _), value in zip(_PROBES, row, strict=True)}
+
+
 def run_pipeline(ctx: PricingContext) -> PricingContext:
     load_stage_modules()
+    run_probes(ctx)
     for stage in STAGES:
         for _, fn in _REGISTRY[stage]:
             fn(ctx)

@@ -113,15 +113,22 @@ def check_quantity(path: str, quantity: int) -> None:
 
 
 def spec_text(product: Product, sku: Sku) -> str:
-    specs = sku.specs or {}
-    names = [n for n in (product.spec_names or []) if n in specs] + [
-        n for n in specs if n not in (product.spec_names or [])
-    ]
+    return spec_text_of(product.spec_names, sku.specs)
+
+
+def spec_text_of(spec_names: list[str] | None, specs: dict[str, Any] | None) -> str:
+    """The SKU's spec values in the product's spec order (others after), e.g. "黑 / 1.60"."""
+    specs = specs or {}
+    names = [n for n in (spec_names or []) if n in specs] + [n for n in specs if n not in (spec_names or [])]
     return " / ".join(str(specs[n]) for n in names)[:120]
 
 
 def sellable(sku: Sku, product: Product) -> bool:
-    return bool(sku.active) and product.status == PRODUCT_ON_SALE
+    return sellable_status(sku.active, product.status)
+
+
+def sellable_status(sku_active: bool | None, product_status: str) -> bool:
+    return bool(sku_active) and product_status == PRODUCT_ON_SALE
 
 
 # -- cart ------------------------------------------------------------------------------------------
