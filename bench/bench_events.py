@@ -1,6 +1,6 @@
 """Event ingestion over HTTP on PostgreSQL: sustained events/s with batches of 500.
 
-    .venv/bin/python bench/bench_events.py [--clients 8] [--seconds 20] [--workers 2] [--members 20000]
+    .venv/bin/python bench/bench_events.py [--clients 8] [--seconds 20] [--workers 2] [--job-workers 1] [--members 20000]
 
 Creates a fresh database (SIYU_BENCH_PG_URL server), a merchant with ``--members`` members and
 an API key, starts ``uvicorn siyu.asgi:app --workers N`` on 127.0.0.1, then runs ``--clients``
@@ -11,6 +11,11 @@ concurrent clients that each post batches of ``--batch`` (500) events to
 exactly the events the server accepted, and that a replayed batch is all duplicates. Members
 start with their statistics rows (steady state); ``--new-members`` starts without them, so the
 first events of each member also create its row.
+
+Member counters (last visit, views, cart adds, favourites) are added by one worker job per
+batch: ``--job-workers`` ``siyu worker`` processes run beside the API, their CPU counts in the
+total, the run waits for the backlog to drain afterwards (reported), and the counters are then
+checked against the stored events (every member's sums equal).
 
 The load generator runs on the same machine and competes for its cores (bodies are
 pre-serialised before the clock starts so it costs as little as possible).
@@ -25,6 +30,7 @@ import datetime as dt
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 import uuid
@@ -191,6 +197,43 @@ def analyze(url: str) -> None:
     engine.dispose()
 
 
+def start_job_workers(url: str, n: int) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "SIYU_DATABASE_URL": url, "SIYU_ENV": "bench", "SIYU_WORKER_POLL_SECONDS": "0.05"}
+    return [subprocess.Popen([sys.executable, "-m", "siyu.cli", "worker"], env=env, stdout=subprocess.DEVNULL)
+            for _ in range(n)]
+
+
+def pending_jobs(url: str) -> int:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
+    with engine.connect() as conn:
+        n = int(conn.execute(text("SELECT count(*) FROM jobs WHERE status IN ('pending', 'running')")).scalar_one())
+    engine.dispose()
+    return n
+
+
+def counters_match_events(url: str) -> str:
+    """Each member's counters against its stored events (the statistics must be exact)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
+    with engine.connect() as conn:
+        bad = conn.execute(text("""
+            SELECT count(*) FROM member_stats s FULL JOIN (
+                SELECT member_id, count(*) FILTER (WHERE name = 'product_view') AS v,
+                       count(*) FILTER (WHERE name = 'add_to_cart') AS c,
+                       count(*) FILTER (WHERE name = 'favorite') AS f, max(occurred_at) AS last
+                FROM events GROUP BY member_id) e ON e.member_id = s.member_id
+            WHERE s.product_views IS DISTINCT FROM coalesce(e.v, 0) OR s.cart_adds IS DISTINCT FROM coalesce(e.c, 0)
+               OR s.favorites IS DISTINCT FROM coalesce(e.f, 0) OR s.last_visit_at IS DISTINCT FROM e.last""")).scalar_one()
+        members = conn.execute(text("SELECT count(*) FROM member_stats")).scalar_one()
+    engine.dispose()
+    return f"{members - bad:,} of {members:,} members exact" + ("" if bad == 0 else f": {bad} MISMATCH")
+
+
 def stored_events(url: str) -> int:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -206,7 +249,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="API processes")
+    parser.add_argument("--job-workers", type=int, default=1, help="siyu worker processes (member counters)")
     parser.add_argument("--members", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--new-members", action="store_true",
@@ -221,16 +265,27 @@ def main() -> None:
     port = free_port()
     server = start_server({"SIYU_DATABASE_URL": url, "SIYU_ENV": "bench", "SIYU_DB_POOL_SIZE": "20"},
                           workers=args.workers, port=port)
+    job_workers = start_job_workers(url, args.job_workers)
+    worker_pids = [w.pid for w in job_workers]
     try:
         base = f"http://127.0.0.1:{port}"
         w_acc, _, _, _, _ = asyncio.run(run_load(base, key, warm, args.clients, 120))
+        while pending_jobs(url):  # the warm-up's counters first
+            time.sleep(0.2)
         analyze(url)
         api_pids = list(process_tree_rss_mb(server.pid))
         db_before = {pid: cpu_seconds([pid]) for pid in pg_backends(url)}
-        api_before = cpu_seconds(api_pids)
+        api_before, jobs_before = cpu_seconds(api_pids), cpu_seconds(worker_pids)
         accepted, dups, failed, latencies, elapsed = asyncio.run(run_load(base, key, batches, args.clients, args.seconds))
+        backlog = pending_jobs(url)
         cpu_api = cpu_seconds(api_pids) - api_before
-        # backends that connected during the run count from zero
+        cpu_jobs_during = cpu_seconds(worker_pids) - jobs_before
+        drain_began = time.perf_counter()
+        while pending_jobs(url):
+            time.sleep(0.1)
+        drain = time.perf_counter() - drain_began
+        cpu_jobs = cpu_seconds(worker_pids) - jobs_before
+        # backends that connected during the run count from zero (API and job workers' both)
         cpu_db = sum(cpu_seconds([pid]) - db_before.get(pid, 0.0) for pid in set(pg_backends(url)) | set(db_before))
         # a replayed batch is harmless: every event comes back as a duplicate
         replay_acc, replay_dups, _, _, _ = asyncio.run(run_load(base, key, Batches(templates, 1, first=10**6), 1, 60))
@@ -238,10 +293,15 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=20)
+        for w in job_workers:
+            w.terminate()
+            w.wait(timeout=20)
     stored = stored_events(url)
+    exact = counters_match_events(url)
     rate = accepted / elapsed
     print(f"machine: {machine()}")
-    print(f"event ingestion over HTTP, PostgreSQL, {args.workers} API processes, {args.clients} concurrent clients, "
+    print(f"event ingestion over HTTP, PostgreSQL, {args.workers} API processes + {args.job_workers} job worker(s), "
+          f"{args.clients} concurrent clients, "
           f"batches of {args.batch}, {elapsed:.1f} s, {args.members:,} members "
           f"({'without' if args.new_members else 'with'} statistics rows at the start)")
     print(f"events accepted: {accepted:,} ({rate:,.0f} events/s, target >= {TARGET_EVENTS_PER_S:,}: "
@@ -249,12 +309,17 @@ def main() -> None:
     print(f"batch latency: {summary(latencies)} ({len(latencies)} batches)")
     print(f"stored events: {stored:,} (expected {w_acc + accepted:,}: {'ok' if stored == w_acc + accepted else 'MISMATCH'}); "
           f"replayed batch: {replay_acc} accepted, {replay_dups} duplicates")
+    print(f"member counters: {backlog} batch jobs pending when the load stopped, drained {drain:.1f} s later "
+          f"(job workers' CPU {cpu_jobs_during:.1f} s during the load); {exact}")
     if accepted:
-        per_cpu = accepted / max(cpu_api + cpu_db, 1e-9)
-        print(f"CPU used: API processes {cpu_api:.1f} s, PostgreSQL backends {cpu_db:.1f} s over {elapsed:.1f} s "
-              f"({cpu_api / accepted * 1e6:.0f} + {cpu_db / accepted * 1e6:.0f} µs per event): {per_cpu:,.0f} events per "
+        total = cpu_api + cpu_jobs + cpu_db
+        per_cpu = accepted / max(total, 1e-9)
+        print(f"CPU used: API processes {cpu_api:.1f} s, job workers {cpu_jobs:.1f} s, PostgreSQL backends {cpu_db:.1f} s "
+              f"(load + drain) = {cpu_api / accepted * 1e6:.0f} + {cpu_jobs / accepted * 1e6:.0f} + "
+              f"{cpu_db / accepted * 1e6:.0f} = {total / accepted * 1e6:.0f} µs per event: {per_cpu:,.0f} events per "
               f"CPU-second, so about {per_cpu * (os.cpu_count() or 1):,.0f} events/s if these {os.cpu_count()} cores "
               "served only this (load generator excluded)")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("RSS per process (MB): " + ", ".join(f"{pid}: {mb:.0f}" for pid, mb in sorted(rss.items())))
 
 

@@ -98,7 +98,9 @@ def test_refunds_reduce_spend(session_factory: sessionmaker[Session], tenant: Te
         assert row is not None and (row.paid_total, row.refunded_total, row.paid_orders) == (0, 10000, 0)
 
 
-def test_behaviour_events_update_activity_counters(session_factory: sessionmaker[Session], tenant: Tenant) -> None:
+def test_behaviour_events_update_activity_counters(
+    session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
     (member_id,) = make_members(session_factory, tenant.id, 1)
     now = utcnow()
     batch = [
@@ -110,6 +112,8 @@ def test_behaviour_events_update_activity_counters(session_factory: sessionmaker
     ]
     with unit_of_work(session_factory) as s:
         events_service.ingest(s, events_service.Caller(tenant.id, member_id), batch, now=now)
+    # a batch's counters are added by one worker job, after the request
+    assert Worker(session_factory, settings, merchant_id=tenant.id).drain() == 1
     with session_factory() as s:
         row = repo.stats_row(s, tenant.id, member_id)
         assert row is not None

@@ -71,6 +71,22 @@ class MemberStats(IdMixin, TenantMixin, Base):
         return self.paid_total // self.paid_orders if self.paid_orders else 0
 
 
+class ActivityBatch(IdMixin, TenantMixin, Base):
+    """A batch of behaviour events whose counters were added to ``MemberStats``.
+
+    The counters of an ingested batch are added by a worker job; the job first inserts this
+    row (unique by merchant and batch key), so a job that runs twice, e.g. after its lease
+    expired while the first run was still going, adds them once.
+    """
+
+    __tablename__ = "member_activity_batches"
+    __table_args__ = (UniqueConstraint("merchant_id", "batch_key"),)
+
+    batch_key: Mapped[str] = mapped_column(String(80))
+    events: Mapped[int] = mapped_column(Integer)
+    applied_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
 class AudienceSettings(IdMixin, TenantMixin, Base):
     """Per-merchant thresholds (industries differ), validated by ``schemas.LifecycleConfig``."""
 

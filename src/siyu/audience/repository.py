@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, literal, or_, select, update
+from sqlalchemy import BigInteger, Integer, and_, case, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeEngine
 
 from siyu.audience.models import (
     STAGE_ACTIVE,
@@ -16,6 +17,7 @@ from siyu.audience.models import (
     STAGE_PRE_CHURN,
     STAGE_SILENT,
     STAGE_SLEEPING,
+    ActivityBatch,
     AudienceSettings,
     MemberStats,
     StageDaily,
@@ -23,7 +25,9 @@ from siyu.audience.models import (
 )
 from siyu.audience.schemas import LifecycleConfig
 from siyu.db.arrays import in_values
-from siyu.db.dialect import bulk_update, for_update, insert_ignore_rows
+from siyu.db.bulk import json_rows
+from siyu.db.dialect import bulk_update, for_update, insert_ignore, insert_ignore_rows
+from siyu.db.types import UTCDateTime
 from siyu.members.models import Member
 
 
@@ -178,6 +182,53 @@ def apply_activity_of_events(session: Session, merchant_id: int, event_ids: list
         .execution_options(synchronize_session=False)
     )
     return {int(m) for m in result.scalars()}
+
+
+def claim_activity_batch(session: Session, merchant_id: int, batch_key: str, events: int, now: dt.datetime) -> bool:
+    """Record that this batch's counters are being added; False when they already were (or
+    another transaction holding the same key commits first: it waits for that one)."""
+    return insert_ignore(
+        session, ActivityBatch.__table__,  # type: ignore[arg-type]
+        {"merchant_id": merchant_id, "batch_key": batch_key, "events": events, "applied_at": now},
+        ["merchant_id", "batch_key"],
+    )
+
+
+_ACTIVITY_COLUMNS: dict[str, TypeEngine[Any]] = {
+    "member_id": BigInteger(), "last_seen": UTCDateTime(), "views": Integer(), "carts": Integer(),
+    "favs": Integer(), "shares": Integer(),
+}
+
+
+def apply_activity_rows(session: Session, merchant_id: int, rows: list[dict[str, Any]]) -> int:
+    """Add per-member activity (``member_id, last_seen, views, carts, favs, shares``, one row per
+    member) to the members' counters in ONE ``UPDATE ... FROM <rows as one JSON document>``.
+
+    The members need their stats row already (``ensure_rows``). The rows are locked by a
+    sub-select in member order (on PostgreSQL) inside the UPDATE itself: two concurrent jobs
+    sharing members never lock them in opposite orders. Returns the rows updated."""
+    if not rows:
+        return 0
+    src = json_rows(session, rows, _ACTIVITY_COLUMNS)
+    s = MemberStats
+    in_order = select(s.id.label("id")).where(
+        s.merchant_id == merchant_id, s.member_id.in_(select(src.c.member_id))
+    ).order_by(s.member_id)
+    locked = for_update(in_order, session).subquery()
+    seen = src.c.last_seen
+    result = session.execute(
+        update(s)
+        .where(s.id == locked.c.id, src.c.member_id == s.member_id)
+        .values(
+            last_visit_at=case((s.last_visit_at.is_(None), seen), (s.last_visit_at < seen, seen), else_=s.last_visit_at),
+            product_views=s.product_views + src.c.views,
+            cart_adds=s.cart_adds + src.c.carts,
+            favorites=s.favorites + src.c.favs,
+            shares=s.shares + src.c.shares,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def stage_expression(cfg: LifecycleConfig, now: dt.datetime) -> ColumnElement[str]:

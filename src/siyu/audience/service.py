@@ -3,7 +3,8 @@
 - ``record_payment`` / ``record_refund`` run from the ``order.paid`` / ``order.refunded`` events
   (see tasks.py) and update the member's row with single atomic UPDATEs, then re-evaluate that
   member's stage at once (a payment makes a sleeping member active the moment it is recorded).
-- Behaviour events update last visit and counters through the events module's hook.
+- Behaviour events update last visit and counters through the events module's hook: a batch
+  from the ingestion API through one worker job per batch (``record_activity``).
 - ``recompute_lifecycle`` re-evaluates every member of a merchant with two set-based statements
   (transitions INSERT ... SELECT, then UPDATE), run daily at the merchant's midnight.
 """
@@ -11,7 +12,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -21,6 +21,7 @@ from siyu.audience.models import STAGE_LABELS, STAGES, AudienceSettings, MemberS
 from siyu.audience.schemas import LifecycleConfig, StageCount
 from siyu.events import hooks
 from siyu.kit.errors import not_found
+from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
 
 
@@ -51,27 +52,74 @@ def record_refund(session: Session, merchant_id: int, member_id: int, amount: in
     repo.apply_refund(session, merchant_id, member_id, amount, full, utcnow())
 
 
+ACTIVITY_JOB = "audience.apply_event_activity"
+
+
 @hooks.on_events
 def record_activity(session: Session, merchant_id: int, rows: list[dict[str, Any]]) -> None:
-    per_member: dict[int, tuple[dt.datetime, Counter[str]]] = {}
+    """Last visit and counters from stored events.
+
+    One event (a server event, already inside a worker job): its member's row at once. A batch
+    from the ingestion API: the per-member sums go to ONE job in the same transaction
+    (outbox), so the request neither waits for nor locks ~500 statistics rows, and two
+    concurrent batches of the same members never queue behind each other's row locks. The job
+    (``apply_activity_batch``) adds them exactly once.
+    """
+    per_member: dict[int, list[Any]] = {}
     for row in rows:
         member_id = row.get("member_id")
         if member_id is None:
             continue
-        last, counts = per_member.get(member_id, (row["occurred_at"], Counter()))
-        counts[row["name"]] += 1
-        per_member[member_id] = (max(last, row["occurred_at"]), counts)
+        acc = per_member.get(member_id)
+        at = row["occurred_at"]
+        if acc is None:
+            acc = per_member[member_id] = [at, 0, 0, 0, 0]
+        elif at > acc[0]:
+            acc[0] = at
+        slot = _COUNTED.get(row["name"])
+        if slot:
+            acc[slot] += 1
     if not per_member:
         return
-    # Missing stats rows first (inserted in member order), then the update, which locks the rows
-    # in member order too: two concurrent batches never wait for each other in a cycle.
-    repo.ensure_rows(session, merchant_id, set(per_member))
     if len(rows) == 1:
-        last, counts = next(iter(per_member.values()))
-        repo.apply_activity(session, merchant_id, next(iter(per_member)), last, dict(counts))
+        member_id, (last, views, carts, favs, shares) = next(iter(per_member.items()))
+        repo.ensure_rows(session, merchant_id, {member_id})
+        counts = {"product_view": views, "add_to_cart": carts, "favorite": favs, "share": shares}
+        repo.apply_activity(session, merchant_id, member_id, last, counts)
         return
-    # a batch: one set-based UPDATE from the events just stored
-    repo.apply_activity_of_events(session, merchant_id, [r["event_id"] for r in rows if r.get("member_id") is not None])
+    members = sorted(per_member)
+    payload = {
+        # the first stored event id names the batch: unique per merchant, like the events
+        "batch": rows[0]["event_id"],
+        "events": len(rows),
+        "member_id": members,
+        "last_seen": [per_member[m][0].isoformat() for m in members],
+        "views": [per_member[m][1] for m in members],
+        "carts": [per_member[m][2] for m in members],
+        "favs": [per_member[m][3] for m in members],
+        "shares": [per_member[m][4] for m in members],
+    }
+    enqueue(session, merchant_id, ACTIVITY_JOB, payload, dedupe_key=f"activity:{payload['batch']}")
+
+
+_COUNTED = {"product_view": 1, "add_to_cart": 2, "favorite": 3, "share": 4}
+
+
+def apply_activity_batch(session: Session, merchant_id: int, payload: dict[str, Any]) -> int:
+    """Add one ingested batch's per-member sums (``record_activity``'s job); exactly once per
+    batch even if the job runs twice. Returns the members updated (0 when already applied)."""
+    if not repo.claim_activity_batch(session, merchant_id, str(payload["batch"]), int(payload["events"]), utcnow()):
+        return 0
+    members = [int(m) for m in payload["member_id"]]
+    repo.ensure_rows(session, merchant_id, set(members))
+    rows = [
+        {"member_id": m, "last_seen": dt.datetime.fromisoformat(t), "views": v, "carts": c, "favs": f, "shares": sh}
+        for m, t, v, c, f, sh in zip(
+            members, payload["last_seen"], payload["views"], payload["carts"], payload["favs"], payload["shares"],
+            strict=True,
+        )
+    ]
+    return repo.apply_activity_rows(session, merchant_id, rows)
 
 
 def recompute_lifecycle(session: Session, merchant_id: int, *, now: dt.datetime | None = None) -> int:

@@ -29,6 +29,12 @@ def on_order_refunded(ctx: JobContext) -> None:
     )
 
 
+@job_handler(service.ACTIVITY_JOB)
+def apply_event_activity(ctx: JobContext) -> None:
+    """Counters and last visit from one batch of ingested events (enqueued by ``record_activity``)."""
+    service.apply_activity_batch(ctx.session, ctx.merchant_id, ctx.payload)
+
+
 @job_handler("audience.daily_recompute")
 def daily_recompute(ctx: JobContext) -> None:
     """Lifecycle stages for every member, then the day's stage counts for trend charts."""

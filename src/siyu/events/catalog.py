@@ -6,6 +6,9 @@ an integrator can send new events before they are registered here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -85,3 +88,16 @@ REGISTERED: dict[str, type[_Props]] = {
     "check_in": CheckIn,
     "message_clicked": MessageClicked,
 }
+
+
+def _checker(schema: type[_Props]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    validate, dump = schema.model_validate, schema.model_dump
+
+    def check(properties: dict[str, Any]) -> dict[str, Any]:
+        return dump(validate(properties), exclude_none=True)
+
+    return check
+
+
+#: name -> properties as stored (validated and coerced, ``None`` left out); raises ValidationError
+PROPERTIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {n: _checker(s) for n, s in REGISTERED.items()}

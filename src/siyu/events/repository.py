@@ -9,7 +9,8 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.db.arrays import in_values
-from siyu.db.dialect import insert_ignore, insert_ignore_rows
+from siyu.db.bulk import insert_ignore_json
+from siyu.db.dialect import insert_ignore
 from siyu.events.models import AnonymousLink, Event
 from siyu.members.models import Member
 
@@ -32,7 +33,7 @@ def linked_members(session: Session, merchant_id: int, anonymous_ids: set[str]) 
 
 def insert_events(session: Session, rows: list[dict[str, Any]]) -> list[str]:
     """Insert, skipping event ids already stored; returns the event ids actually inserted."""
-    return insert_ignore_rows(session, Event.__table__, rows, ["merchant_id", "event_id"], "event_id")  # type: ignore[arg-type]
+    return insert_ignore_json(session, Event.__table__, rows, ["merchant_id", "event_id"], "event_id")  # type: ignore[arg-type]
 
 
 def link_anonymous(session: Session, merchant_id: int, anonymous_id: str, member_id: int, at: dt.datetime) -> int:
