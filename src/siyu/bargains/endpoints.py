@@ -4,10 +4,11 @@ Store API: activity detail, start a bargain, a bargain's share page, help, buy."
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Response, status
 
+from siyu.activities.routes import AdminRoutes, ChildList, add_admin_routes, mark_replayed, order_detail
 from siyu.api.deps import AppSettings, Customer, DbSession, StaffPrincipal, StoreMerchant, require
 from siyu.bargains import repository as repo
 from siyu.bargains import service
@@ -24,9 +25,7 @@ from siyu.bargains.schemas import (
     StoreActivityOut,
     StoreBargainOut,
 )
-from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
-from siyu.orders import service as orders_service
-from siyu.orders.schemas import OrderDetailOut, OrderLineOut, OrderOut
+from siyu.orders.schemas import OrderDetailOut
 
 admin = APIRouter(tags=["admin: bargains"])
 store = APIRouter(tags=["store: bargains"])
@@ -41,78 +40,26 @@ class BargainDetailOut(BargainAdminOut):
 # -- admin ----------------------------------------------------------------------------------------------
 
 
-@admin.get("/bargain-activities", response_model=Page[BargainActivityAdminOut])
-def list_activities(
-    session: DbSession,
-    act_status: Literal["active", "disabled"] | None = Query(None, alias="status"),
-    params: PageParams = Depends(page_params),
-    p: StaffPrincipal = Depends(require("promotions:read")),
-) -> Page[BargainActivityAdminOut]:
-    stmt = repo.search_activities(p.merchant_id, act_status)
-    sortable: dict[str, Any] = {"id": BargainActivity.id, "starts_at": BargainActivity.starts_at}
-    rows, total = paginate(session, apply_sort(stmt, params.sort, sortable, BargainActivity.id.desc()), params)
-    return Page(
-        items=[service.admin_out(session, p.merchant_id, r) for r in rows], total=total, page=params.page,
-        page_size=params.page_size,
-    )
-
-
-@admin.post("/bargain-activities", response_model=BargainActivityAdminOut, status_code=status.HTTP_201_CREATED,
-            summary="Create a bargain activity on one SKU")
-def create_activity(
-    body: BargainActivityIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
-) -> BargainActivityAdminOut:
-    return service.admin_out(session, p.merchant_id, service.create_activity(session, p.merchant_id, body, actor=p.actor))
-
-
-@admin.get("/bargain-activities/{activity_id}", response_model=BargainActivityAdminOut)
-def get_activity(
-    activity_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:read"))
-) -> BargainActivityAdminOut:
-    return service.admin_out(session, p.merchant_id, service.get_activity(session, p.merchant_id, activity_id))
-
-
-@admin.patch("/bargain-activities/{activity_id}", response_model=BargainActivityAdminOut)
-def update_activity(
-    activity_id: int, body: BargainActivityUpdate, session: DbSession,
-    p: StaffPrincipal = Depends(require("promotions:write")),
-) -> BargainActivityAdminOut:
-    act = service.update_activity(session, p.merchant_id, activity_id, body, actor=p.actor)
-    return service.admin_out(session, p.merchant_id, act)
-
-
-@admin.post("/bargain-activities/{activity_id}/disable", response_model=BargainActivityAdminOut,
-            summary="Stop new bargains; started ones run to their deadline")
-def disable_activity(
-    activity_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
-) -> BargainActivityAdminOut:
-    return service.admin_out(session, p.merchant_id, service.disable(session, p.merchant_id, activity_id, actor=p.actor))
-
-
-@admin.delete("/bargain-activities/{activity_id}", status_code=status.HTTP_204_NO_CONTENT,
-              summary="Delete an activity nobody started a bargain in (else 409: disable it instead)")
-def delete_activity(
-    activity_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
-) -> None:
-    service.delete_activity(session, p.merchant_id, activity_id, actor=p.actor)
-
-
-@admin.get("/bargain-activities/{activity_id}/bargains", response_model=Page[BargainOut],
-           summary="Bargains started in the activity, with their state")
-def list_bargains(
-    activity_id: int,
-    session: DbSession,
-    b_status: BargainStatus | None = Query(None, alias="status"),
-    params: PageParams = Depends(page_params),
-    p: StaffPrincipal = Depends(require("promotions:read")),
-) -> Page[BargainOut]:
-    service.get_activity(session, p.merchant_id, activity_id)
-    stmt = repo.search_bargains(p.merchant_id, activity_id, b_status)
-    sortable: dict[str, Any] = {"id": Bargain.id, "expires_at": Bargain.expires_at}
-    rows, total = paginate(session, apply_sort(stmt, params.sort, sortable, Bargain.id.desc()), params)
-    return Page(
-        items=[BargainOut.model_validate(r) for r in rows], total=total, page=params.page, page_size=params.page_size
-    )
+add_admin_routes(admin, AdminRoutes(
+    path="/bargain-activities", id_param="activity_id", model=BargainActivity, search=repo.search_activities,
+    sortable=("id", "starts_at"), create_in=BargainActivityIn, update_in=BargainActivityUpdate,
+    admin_out=BargainActivityAdminOut, create=service.create_activity, get=service.get_activity,
+    update=service.update_activity, disable=service.disable, delete=service.delete_activity, out=service.admin_out,
+    names={"list": "list_activities", "create": "create_activity", "get": "get_activity",
+           "update": "update_activity", "disable": "disable_activity", "delete": "delete_activity"},
+    summaries={
+        "create": "Create a bargain activity on one SKU",
+        "disable": "Stop new bargains; started ones run to their deadline",
+        "delete": "Delete an activity nobody started a bargain in (else 409: disable it instead)",
+    },
+    status_param="act_status",
+    children=ChildList(
+        segment="bargains", name="list_bargains", summary="Bargains started in the activity, with their state",
+        model=Bargain, search=repo.search_bargains, statuses=BargainStatus, status_param="b_status",
+        sortable=("id", "expires_at"), item=BargainOut,
+        items=lambda _session, _merchant_id, rows: [BargainOut.model_validate(r) for r in rows],
+    ),
+))
 
 
 @admin.get("/bargains/{bargain_id}", response_model=BargainDetailOut, summary="A bargain with its cuts and helps")
@@ -146,9 +93,7 @@ def start_bargain(
     bargain, created = service.start_with_key(
         session, customer.merchant_id, customer.member_id, activity_id, idempotency_key
     )
-    if not created:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
+    mark_replayed(response, created)
     return BargainOut.model_validate(bargain)
 
 
@@ -182,11 +127,5 @@ def buy(
         session, customer.merchant_id, customer.member_id, bargain_id, body, idempotency_key=idempotency_key,
         payment_timeout=dt.timedelta(minutes=settings.order_payment_timeout_minutes),
     )
-    if not created:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
-    return OrderDetailOut(
-        **OrderOut.model_validate(order).model_dump(),
-        lines=[OrderLineOut.model_validate(ln) for ln in orders_service.order_lines(session, order.merchant_id, order.id)],
-        shipments=[],
-    )
+    mark_replayed(response, created)
+    return order_detail(session, order)

@@ -4,12 +4,12 @@ conditional updates (the ``WHERE`` carries the rule, the row count says whether 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from siyu.activities.repository import ActivityTables, rowcount
 from siyu.bargains.models import (
     ACTIVE,
     EXPIRED,
@@ -20,47 +20,20 @@ from siyu.bargains.models import (
     BargainHelp,
     BargainMemberCounter,
 )
-from siyu.catalog.models import Product, Sku
-from siyu.db.dialect import for_update, insert_ignore
-from siyu.members.models import Member
+from siyu.db.dialect import for_update
 from siyu.orders.models import Order
 
+TABLES = ActivityTables(
+    activity=BargainActivity, child=Bargain, child_fk="activity_id", counter=BargainMemberCounter,
+    counter_fk="activity_id", counter_value="started",
+)
 
-def _count(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
-def activity(session: Session, merchant_id: int, activity_id: int, *, lock: bool = False) -> BargainActivity | None:
-    stmt = select(BargainActivity).where(BargainActivity.merchant_id == merchant_id, BargainActivity.id == activity_id)
-    if lock:
-        stmt = for_update(stmt, session).execution_options(populate_existing=True)
-    return session.scalar(stmt)
-
-
-def search_activities(merchant_id: int, status: str | None = None) -> Select[Any]:
-    stmt = select(BargainActivity).where(BargainActivity.merchant_id == merchant_id)
-    if status:
-        stmt = stmt.where(BargainActivity.status == status)
-    return stmt
-
-
-def bargain_counts(session: Session, merchant_id: int, activity_id: int) -> dict[str, int]:
-    stmt = (
-        select(Bargain.status, func.count())
-        .where(Bargain.merchant_id == merchant_id, Bargain.activity_id == activity_id)
-        .group_by(Bargain.status)
-    )
-    return {str(s): int(n) for s, n in session.execute(stmt).all()}
-
-
-def sku_with_product(session: Session, merchant_id: int, sku_id: int) -> tuple[Sku, Product] | None:
-    stmt = (
-        select(Sku, Product)
-        .join(Product, Product.id == Sku.product_id)
-        .where(Sku.merchant_id == merchant_id, Product.merchant_id == merchant_id, Sku.id == sku_id)
-    )
-    row = session.execute(stmt).first()
-    return (row[0], row[1]) if row else None
+activity = TABLES.get
+search_activities = TABLES.search
+bargain_counts = TABLES.child_counts
+search_bargains = TABLES.search_children
+has_bargains = TABLES.has_children
+delete_counters = TABLES.delete_counters
 
 
 def bargain(session: Session, merchant_id: int, bargain_id: int, *, lock: bool = False) -> Bargain | None:
@@ -73,13 +46,6 @@ def bargain(session: Session, merchant_id: int, bargain_id: int, *, lock: bool =
 def bargain_of_order(session: Session, merchant_id: int, order_id: int) -> Bargain | None:
     stmt = select(Bargain).where(Bargain.merchant_id == merchant_id, Bargain.order_id == order_id)
     return session.scalar(stmt.execution_options(populate_existing=True))
-
-
-def search_bargains(merchant_id: int, activity_id: int, status: str | None = None) -> Select[Any]:
-    stmt = select(Bargain).where(Bargain.merchant_id == merchant_id, Bargain.activity_id == activity_id)
-    if status:
-        stmt = stmt.where(Bargain.status == status)
-    return stmt
 
 
 def helps(session: Session, merchant_id: int, bargain_id: int) -> list[BargainHelp]:
@@ -95,14 +61,6 @@ def help_of(session: Session, merchant_id: int, bargain_id: int, helper_id: int)
     return session.scalar(stmt)
 
 
-def members(session: Session, merchant_id: int, member_ids: Iterable[int]) -> dict[int, Member]:
-    ids = sorted(set(member_ids))
-    if not ids:
-        return {}
-    stmt = select(Member).where(Member.merchant_id == merchant_id, Member.id.in_(ids))
-    return {m.id: m for m in session.scalars(stmt)}
-
-
 def has_paid_order(session: Session, merchant_id: int, member_id: int) -> bool:
     stmt = select(Order.id).where(
         Order.merchant_id == merchant_id, Order.member_id == member_id, Order.paid_at.is_not(None)
@@ -111,23 +69,8 @@ def has_paid_order(session: Session, merchant_id: int, member_id: int) -> bool:
 
 
 def take_start(session: Session, merchant_id: int, activity_id: int, member_id: int, limit: int) -> bool:
-    insert_ignore(
-        session, BargainMemberCounter.__table__,  # type: ignore[arg-type]
-        {"merchant_id": merchant_id, "activity_id": activity_id, "member_id": member_id, "started": 0},
-        ["activity_id", "member_id"],
-    )
-    result = session.execute(
-        update(BargainMemberCounter)
-        .where(
-            BargainMemberCounter.merchant_id == merchant_id,
-            BargainMemberCounter.activity_id == activity_id,
-            BargainMemberCounter.member_id == member_id,
-            BargainMemberCounter.started < limit,
-        )
-        .values(started=BargainMemberCounter.started + 1)
-        .execution_options(synchronize_session=False)
-    )
-    return _count(result) == 1
+    """``started += 1`` while below the member's limit."""
+    return TABLES.take_counter(session, merchant_id, activity_id, member_id, 1, limit)
 
 
 def take_help_slot(session: Session, merchant_id: int, bargain_id: int, now: dt.datetime) -> int | None:
@@ -175,7 +118,7 @@ def mark_ordered(session: Session, merchant_id: int, bargain_id: int, order_id: 
         .values(status=ORDERED, order_id=order_id, ordered_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return _count(result) == 1
+    return rowcount(result) == 1
 
 
 def reopen(session: Session, merchant_id: int, order_id: int, now: dt.datetime) -> bool:
@@ -193,7 +136,7 @@ def reopen(session: Session, merchant_id: int, order_id: int, now: dt.datetime) 
         .values(status=back, order_id=None, ordered_at=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return _count(result) == 1
+    return rowcount(result) == 1
 
 
 def expire(session: Session, merchant_id: int, bargain_id: int, now: dt.datetime) -> bool:
@@ -208,7 +151,7 @@ def expire(session: Session, merchant_id: int, bargain_id: int, now: dt.datetime
         .values(status=EXPIRED, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return _count(result) == 1
+    return rowcount(result) == 1
 
 
 def due_bargains(session: Session, merchant_id: int, now: dt.datetime) -> list[int]:
@@ -218,19 +161,6 @@ def due_bargains(session: Session, merchant_id: int, now: dt.datetime) -> list[i
         Bargain.expires_at <= now,
     )
     return list(session.scalars(stmt.order_by(Bargain.id)))
-
-
-def has_bargains(session: Session, merchant_id: int, activity_id: int) -> bool:
-    stmt = select(Bargain.id).where(Bargain.merchant_id == merchant_id, Bargain.activity_id == activity_id)
-    return session.scalar(stmt.limit(1)) is not None
-
-
-def delete_counters(session: Session, merchant_id: int, activity_id: int) -> None:
-    session.execute(
-        delete(BargainMemberCounter).where(
-            BargainMemberCounter.merchant_id == merchant_id, BargainMemberCounter.activity_id == activity_id
-        )
-    )
 
 
 def bargain_by_start_key(session: Session, merchant_id: int, member_id: int, key: str) -> Bargain | None:

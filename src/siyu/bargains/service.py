@@ -34,6 +34,8 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from siyu.activities import service as activities
+from siyu.activities.repository import members
 from siyu.bargains import repository as repo
 from siyu.bargains.models import (
     ACTIVE,
@@ -57,10 +59,8 @@ from siyu.bargains.schemas import (
     StoreHelpOut,
 )
 from siyu.catalog import stock
-from siyu.catalog.models import Product, Sku
-from siyu.group_buys.service import mask_nickname
 from siyu.kit import audit
-from siyu.kit.errors import DomainError, catalogue, invalid, not_found, register_messages
+from siyu.kit.errors import DomainError, invalid, not_found
 from siyu.kit.events import emit
 from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
@@ -68,11 +68,8 @@ from siyu.orders import checkout
 from siyu.orders import service as orders_service
 from siyu.orders.models import Order
 from siyu.orders.pricing import ITEM_PROMOTIONS, PricingContext
-from siyu.orders.schemas import CheckoutIn
 
 _MESSAGES = {
-    "bargain_not_started": (409, "砍价活动尚未开始", "The bargain activity has not started yet"),
-    "bargain_ended": (409, "砍价活动已结束", "The bargain activity has ended"),
     "bargain_limit_reached": (
         409,
         "该砍价活动每人最多发起 {limit} 次",
@@ -84,32 +81,20 @@ _MESSAGES = {
     "bargain_expired": (409, "该砍价已过期", "This bargain has expired"),
     "bargain_new_users_only": (409, "仅限新用户帮砍", "Only new customers can help this bargain"),
     "bargain_already_ordered": (409, "该砍价已下单", "This bargain was already ordered"),
-    "bargain_state_invalid": (
-        409,
-        "砍价活动当前状态（{status}）不允许此操作",
-        "The bargain activity cannot do this in its state ({status})",
-    ),
 }
-register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
+KIND = activities.ActivityKind(
+    code="bargain", entity="bargain_activity", zh="砍价活动", en="bargain activity", in_use="has_bargains",
+    tables=repo.TABLES,
+)
+KIND.register(_MESSAGES)
 
 OPTION = "bargain"
 RESERVATION = "bargain"
 SEED_BITS = 62
-Actor = tuple[str, int | None]
-
-
-def _activity_not_found() -> DomainError:
-    return not_found("砍价活动", "Bargain activity")
 
 
 def _bargain_not_found() -> DomainError:
     return not_found("砍价", "Bargain")
-
-
-def _aware(value: dt.datetime, path: str) -> dt.datetime:
-    if value.tzinfo is None:
-        raise invalid(path, "timezone_required", "give the time with its UTC offset")
-    return value.astimezone(dt.UTC)
 
 
 def generate_cuts(total: int, helpers: int, seed: int) -> list[int]:
@@ -127,46 +112,20 @@ def generate_cuts(total: int, helpers: int, seed: int) -> list[int]:
     return parts
 
 
-def effective_status(act: BargainActivity, now: dt.datetime) -> str:
-    if act.status == DISABLED:
-        return DISABLED
-    if now < act.starts_at:
-        return "scheduled"
-    if now >= act.ends_at:
-        return "ended"
-    return ACTIVE
-
-
-def check_running(act: BargainActivity, now: dt.datetime) -> None:
-    state = effective_status(act, now)
-    if state == "scheduled":
-        raise DomainError("bargain_not_started")
-    if state != ACTIVE:
-        raise DomainError("bargain_ended")
+check_running = KIND.check_running
 
 
 # -- admin -------------------------------------------------------------------------------------------
 
 
-def _sku(session: Session, merchant_id: int, sku_id: int) -> tuple[Sku, Product]:
-    found = repo.sku_with_product(session, merchant_id, sku_id)
-    if found is None:
-        raise DomainError("sku_not_found", sku_id=sku_id)
-    return found
+get_activity = KIND.get
 
 
-def get_activity(session: Session, merchant_id: int, activity_id: int, *, lock: bool = False) -> BargainActivity:
-    found = repo.activity(session, merchant_id, activity_id, lock=lock)
-    if found is None:
-        raise _activity_not_found()
-    return found
-
-
-def create_activity(session: Session, merchant_id: int, data: BargainActivityIn, *, actor: Actor) -> BargainActivity:
-    starts_at, ends_at = _aware(data.starts_at, "starts_at"), _aware(data.ends_at, "ends_at")
+def create_activity(session: Session, merchant_id: int, data: BargainActivityIn, *, actor: activities.Actor) -> BargainActivity:
+    starts_at, ends_at = activities.aware(data.starts_at, "starts_at"), activities.aware(data.ends_at, "ends_at")
     if ends_at <= starts_at:
         raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at")
-    sku, product = _sku(session, merchant_id, data.sku_id)
+    sku, product = activities.sku_and_product(session, merchant_id, data.sku_id)
     start_price = data.start_price if data.start_price is not None else sku.sale_price
     if data.floor_price >= start_price:
         raise invalid("floor_price", "floor_not_below_start", f"must be below the start price {start_price}")
@@ -189,7 +148,7 @@ def create_activity(session: Session, merchant_id: int, data: BargainActivityIn,
 
 
 def update_activity(
-    session: Session, merchant_id: int, activity_id: int, data: BargainActivityUpdate, *, actor: Actor
+    session: Session, merchant_id: int, activity_id: int, data: BargainActivityUpdate, *, actor: activities.Actor
 ) -> BargainActivity:
     """Prices and H are fixed once created (bargains already started carry their own copy)."""
     act = get_activity(session, merchant_id, activity_id, lock=True)
@@ -200,7 +159,7 @@ def update_activity(
         if value is None:
             raise invalid(key, "required", f"{key} cannot be null")
     if data.ends_at is not None:
-        ends_at = _aware(data.ends_at, "ends_at")
+        ends_at = activities.aware(data.ends_at, "ends_at")
         if ends_at <= act.starts_at:
             raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at")
         act.ends_at = ends_at
@@ -215,32 +174,15 @@ def update_activity(
     return act
 
 
-def disable(session: Session, merchant_id: int, activity_id: int, *, actor: Actor) -> BargainActivity:
-    """No new bargains; started ones can still be helped and bought until they expire."""
-    act = get_activity(session, merchant_id, activity_id, lock=True)
-    if act.status == DISABLED:
-        raise DomainError("bargain_state_invalid", status=DISABLED)
-    act.status = DISABLED
-    session.flush()
-    audit.record(session, merchant_id, "bargain_activity", act.id, "disabled", from_state=ACTIVE,
-                 to_state=DISABLED, actor=actor)
-    return act
-
-
-def delete_activity(session: Session, merchant_id: int, activity_id: int, *, actor: Actor) -> None:
-    """Remove an activity nobody started a bargain in (else disable it: its history stays)."""
-    act = get_activity(session, merchant_id, activity_id, lock=True)
-    if repo.has_bargains(session, merchant_id, act.id):
-        raise DomainError("bargain_state_invalid", status="has_bargains")
-    repo.delete_counters(session, merchant_id, act.id)
-    session.delete(act)
-    session.flush()
-    audit.record(session, merchant_id, "bargain_activity", activity_id, "deleted", actor=actor)
+# No new bargains; started ones can still be helped and bought until they expire.
+disable = KIND.disable
+# Remove an activity nobody started a bargain in (else disable it: its history stays).
+delete_activity = KIND.delete
 
 
 def admin_out(session: Session, merchant_id: int, act: BargainActivity) -> BargainActivityAdminOut:
     return BargainActivityAdminOut(
-        **BargainActivityOut.model_validate(act).model_dump(), effective_status=effective_status(act, utcnow()),
+        **BargainActivityOut.model_validate(act).model_dump(), effective_status=activities.effective_status(act, utcnow()),
         bargains=repo.bargain_counts(session, merchant_id, act.id),
     )
 
@@ -290,9 +232,7 @@ def start(
     seed: int | None = None, start_key: str | None = None,
 ) -> Bargain:
     now = now or utcnow()
-    act = repo.activity(session, merchant_id, activity_id)
-    if act is None or act.status == DISABLED:
-        raise _activity_not_found()
+    act = KIND.visible(session, merchant_id, activity_id)
     check_running(act, now)
     seed = seed if seed is not None else secrets.randbits(SEED_BITS)
     cuts = generate_cuts(act.start_price - act.floor_price, act.helpers_needed, seed)
@@ -453,32 +393,17 @@ def apply_to_pricing(ctx: PricingContext) -> None:
         raise DomainError("bargain_expired")
     act = repo.activity(ctx.session, ctx.merchant_id, bargain.activity_id)
     assert act is not None
-    idx = next((i for i, ln in enumerate(ctx.lines) if ln.sku_id == bargain.sku_id), None)
-    if idx is None:
-        raise invalid("options.bargain.bargain_id", "item_not_in_order", "the bargain's SKU is not in this order")
+    idx = activities.activity_line(ctx, bargain.sku_id, "options.bargain.bargain_id", "the bargain's SKU is not in this order")
     line = ctx.lines[idx]
     if line.quantity != 1:
         raise invalid(f"items.{idx}.quantity", "bargain_quantity_one", "a bargain buys exactly one unit")
-    if line.flags.get("activity"):
-        raise invalid("options.bargain", "activity_conflict", "the line already takes part in another activity")
+    activities.check_no_other_activity(line, OPTION)
     price = bargain.current_price
     ctx.discount(
         ITEM_PROMOTIONS, f"bargain:{bargain.id}", "砍价", max(0, line.amount - price), [idx],
         details={"bargain_id": bargain.id, "price": price, "helped_count": bargain.helped_count},
     )
-    line.flags.update(
-        {
-            "activity": f"bargain:{bargain.id}",
-            "bargain_id": bargain.id,
-            "no_coupon": not act.allows_coupons,
-            "no_points": not act.allows_points,
-            "no_order_promotions": True,
-        }
-    )
-    if not act.allows_coupons:
-        line.coupons_allowed = False
-    if act.free_shipping:
-        line.flags["free_shipping"] = True
+    activities.flag_activity_line(line, act, f"bargain:{bargain.id}", {"bargain_id": bargain.id})
     ctx.reservations[RESERVATION] = {"bargain_id": bargain.id}
 
 
@@ -501,14 +426,12 @@ def mark_ordered(ctx: PricingContext, order_id: int) -> None:
 
 
 def store_activity(session: Session, merchant_id: int, activity_id: int) -> StoreActivityOut:
-    act = repo.activity(session, merchant_id, activity_id)
-    if act is None or act.status == DISABLED:
-        raise _activity_not_found()
-    sku, product = _sku(session, merchant_id, act.sku_id)
+    act = KIND.visible(session, merchant_id, activity_id)
+    sku, product = activities.sku_and_product(session, merchant_id, act.sku_id)
     return StoreActivityOut(
-        id=act.id, name=act.name, status=effective_status(act, utcnow()), product_id=product.id, sku_id=sku.id,
+        id=act.id, name=act.name, status=activities.effective_status(act, utcnow()), product_id=product.id, sku_id=sku.id,
         title=product.title, spec_text=orders_service.spec_text(product, sku),
-        image_url=sku.image_url or (product.images[0] if product.images else None), start_price=act.start_price,
+        image_url=activities.image_url(sku, product), start_price=act.start_price,
         floor_price=act.floor_price, helpers_needed=act.helpers_needed, valid_hours=act.valid_hours,
         new_users_only=act.new_users_only, free_shipping=act.free_shipping, starts_at=act.starts_at,
         ends_at=act.ends_at,
@@ -517,16 +440,16 @@ def store_activity(session: Session, merchant_id: int, activity_id: int) -> Stor
 
 def store_bargain(session: Session, merchant_id: int, bargain_id: int, viewer_id: int) -> StoreBargainOut:
     bargain = get_bargain(session, merchant_id, bargain_id)
-    sku, product = _sku(session, merchant_id, bargain.sku_id)
+    sku, product = activities.sku_and_product(session, merchant_id, bargain.sku_id)
     helps = repo.helps(session, merchant_id, bargain.id)
-    people = repo.members(session, merchant_id, [bargain.member_id, *(h.helper_member_id for h in helps)])
+    people = members(session, merchant_id, [bargain.member_id, *(h.helper_member_id for h in helps)])
 
     def nick(member_id: int) -> str:
-        return mask_nickname(people[member_id].nickname if member_id in people else None)
+        return activities.mask_nickname(people[member_id].nickname if member_id in people else None)
 
     return StoreBargainOut(
         bargain_id=bargain.id, activity_id=bargain.activity_id, title=product.title,
-        image_url=sku.image_url or (product.images[0] if product.images else None),
+        image_url=activities.image_url(sku, product),
         initiator_nickname=nick(bargain.member_id), start_price=bargain.start_price, floor_price=bargain.floor_price,
         current_price=bargain.current_price, helpers_needed=bargain.helpers_needed, helped_count=bargain.helped_count,
         status=bargain.status, expires_at=bargain.expires_at, mine=bargain.member_id == viewer_id,
@@ -548,15 +471,12 @@ def buy(
     bargain = repo.bargain(session, merchant_id, bargain_id)
     if bargain is None or bargain.member_id != member_id:
         raise _bargain_not_found()
-    checkout_body = CheckoutIn.model_validate(
-        {
-            "items": [{"sku_id": bargain.sku_id, "quantity": 1}],
-            "address_id": body.address_id,
-            "remark": body.remark,
-            "options": {OPTION: {"bargain_id": bargain.id}},
-        }
-    )
-    return checkout.submit(
-        session, merchant_id, member_id, checkout_body, idempotency_key=idempotency_key,
+    return activities.submit_order(
+        session, merchant_id, member_id, sku_id=bargain.sku_id, quantity=1, address_id=body.address_id,
+        remark=body.remark, option=OPTION, value={"bargain_id": bargain.id}, idempotency_key=idempotency_key,
         payment_timeout=payment_timeout, now=now,
     )
+
+
+# Kept importable from here (tests, callers).
+effective_status = activities.effective_status

@@ -4,10 +4,11 @@ Store API: activity detail with open teams, open a team, join a team, the team's
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Response, status
 
+from siyu.activities.routes import AdminRoutes, ChildList, add_admin_routes, mark_replayed, order_detail
 from siyu.api.deps import AppSettings, Customer, DbSession, StaffPrincipal, StoreMerchant, require
 from siyu.group_buys import repository as repo
 from siyu.group_buys import service
@@ -21,10 +22,7 @@ from siyu.group_buys.schemas import (
     StoreTeamOut,
     TeamAdminOut,
 )
-from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
-from siyu.orders import service as orders_service
-from siyu.orders.models import Order
-from siyu.orders.schemas import OrderDetailOut, OrderLineOut, OrderOut
+from siyu.orders.schemas import OrderDetailOut
 
 admin = APIRouter(tags=["admin: group buys"])
 store = APIRouter(tags=["store: group buys"])
@@ -35,79 +33,26 @@ TeamStatus = Literal["open", "success", "failed"]
 # -- admin ----------------------------------------------------------------------------------------------
 
 
-@admin.get("/group-buys", response_model=Page[GroupBuyAdminOut])
-def list_group_buys(
-    session: DbSession,
-    gb_status: Literal["active", "disabled"] | None = Query(None, alias="status"),
-    params: PageParams = Depends(page_params),
-    p: StaffPrincipal = Depends(require("promotions:read")),
-) -> Page[GroupBuyAdminOut]:
-    stmt = repo.search_group_buys(p.merchant_id, gb_status)
-    sortable: dict[str, Any] = {"id": GroupBuy.id, "starts_at": GroupBuy.starts_at, "created_at": GroupBuy.created_at}
-    rows, total = paginate(session, apply_sort(stmt, params.sort, sortable, GroupBuy.id.desc()), params)
-    return Page(
-        items=[service.admin_out(session, p.merchant_id, r) for r in rows], total=total, page=params.page,
-        page_size=params.page_size,
-    )
-
-
-@admin.post("/group-buys", response_model=GroupBuyAdminOut, status_code=status.HTTP_201_CREATED,
-            summary="Create a group-buy activity on one SKU")
-def create_group_buy(
-    body: GroupBuyIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
-) -> GroupBuyAdminOut:
-    return service.admin_out(session, p.merchant_id, service.create_group_buy(session, p.merchant_id, body, actor=p.actor))
-
-
-@admin.get("/group-buys/{group_buy_id}", response_model=GroupBuyAdminOut)
-def get_group_buy(
-    group_buy_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:read"))
-) -> GroupBuyAdminOut:
-    return service.admin_out(session, p.merchant_id, service.get_group_buy(session, p.merchant_id, group_buy_id))
-
-
-@admin.patch("/group-buys/{group_buy_id}", response_model=GroupBuyAdminOut,
-             summary="Change the rules (prices and stacking only before the start)")
-def update_group_buy(
-    group_buy_id: int, body: GroupBuyUpdate, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
-) -> GroupBuyAdminOut:
-    gb = service.update_group_buy(session, p.merchant_id, group_buy_id, body, actor=p.actor)
-    return service.admin_out(session, p.merchant_id, gb)
-
-
-@admin.post("/group-buys/{group_buy_id}/disable", response_model=GroupBuyAdminOut,
-            summary="Stop now: no new teams or joins; open teams run to their deadline")
-def disable_group_buy(
-    group_buy_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
-) -> GroupBuyAdminOut:
-    return service.admin_out(session, p.merchant_id, service.disable(session, p.merchant_id, group_buy_id, actor=p.actor))
-
-
-@admin.delete("/group-buys/{group_buy_id}", status_code=status.HTTP_204_NO_CONTENT,
-              summary="Delete an activity nobody joined (else 409: disable it instead)")
-def delete_group_buy(
-    group_buy_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
-) -> None:
-    service.delete_group_buy(session, p.merchant_id, group_buy_id, actor=p.actor)
-
-
-@admin.get("/group-buys/{group_buy_id}/teams", response_model=Page[TeamAdminOut],
-           summary="Teams of the activity with their seats and state")
-def list_teams(
-    group_buy_id: int,
-    session: DbSession,
-    team_status: TeamStatus | None = Query(None, alias="status"),
-    params: PageParams = Depends(page_params),
-    p: StaffPrincipal = Depends(require("promotions:read")),
-) -> Page[TeamAdminOut]:
-    service.get_group_buy(session, p.merchant_id, group_buy_id)
-    stmt = repo.search_teams(p.merchant_id, group_buy_id, team_status)
-    sortable: dict[str, Any] = {"id": GroupTeam.id, "expires_at": GroupTeam.expires_at}
-    rows, total = paginate(session, apply_sort(stmt, params.sort, sortable, GroupTeam.id.desc()), params)
-    return Page(
-        items=service.teams_with_seats(session, p.merchant_id, list(rows)), total=total, page=params.page,
-        page_size=params.page_size,
-    )
+add_admin_routes(admin, AdminRoutes(
+    path="/group-buys", id_param="group_buy_id", model=GroupBuy, search=repo.search_group_buys,
+    sortable=("id", "starts_at", "created_at"), create_in=GroupBuyIn, update_in=GroupBuyUpdate,
+    admin_out=GroupBuyAdminOut, create=service.create_group_buy, get=service.get_group_buy,
+    update=service.update_group_buy, disable=service.disable, delete=service.delete_group_buy, out=service.admin_out,
+    names={"list": "list_group_buys", "create": "create_group_buy", "get": "get_group_buy",
+           "update": "update_group_buy", "disable": "disable_group_buy", "delete": "delete_group_buy"},
+    summaries={
+        "create": "Create a group-buy activity on one SKU",
+        "update": "Change the rules (prices and stacking only before the start)",
+        "disable": "Stop now: no new teams or joins; open teams run to their deadline",
+        "delete": "Delete an activity nobody joined (else 409: disable it instead)",
+    },
+    status_param="gb_status",
+    children=ChildList(
+        segment="teams", name="list_teams", summary="Teams of the activity with their seats and state",
+        model=GroupTeam, search=repo.search_teams, statuses=TeamStatus, status_param="team_status",
+        sortable=("id", "expires_at"), item=TeamAdminOut, items=service.teams_with_seats,
+    ),
+))
 
 
 @admin.get("/group-buys/teams/{team_id}", response_model=TeamAdminOut)
@@ -116,14 +61,6 @@ def get_team(team_id: int, session: DbSession, p: StaffPrincipal = Depends(requi
 
 
 # -- store ----------------------------------------------------------------------------------------------
-
-
-def _order_out(session: DbSession, order: Order) -> OrderDetailOut:
-    return OrderDetailOut(
-        **OrderOut.model_validate(order).model_dump(),
-        lines=[OrderLineOut.model_validate(ln) for ln in orders_service.order_lines(session, order.merchant_id, order.id)],
-        shipments=[],
-    )
 
 
 @store.get("/group-buys/{group_buy_id}", response_model=StoreGroupBuyOut,
@@ -146,10 +83,8 @@ def _place(
         session, customer.merchant_id, customer.member_id, group_buy_id, team_id, body,
         idempotency_key=idempotency_key, payment_timeout=dt.timedelta(minutes=settings.order_payment_timeout_minutes),
     )
-    if not created:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
-    return _order_out(session, order)
+    mark_replayed(response, created)
+    return order_detail(session, order)
 
 
 @store.post("/group-buys/{group_buy_id}/teams", response_model=OrderDetailOut, status_code=status.HTTP_201_CREATED,

@@ -12,11 +12,11 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from siyu.catalog.models import Product, Sku
-from siyu.db.dialect import for_update, insert_ignore
+from siyu.activities.repository import ActivityTables, rowcount
+from siyu.db.dialect import for_update
 from siyu.group_buys.models import (
     FAILED,
     OPEN,
@@ -30,47 +30,19 @@ from siyu.group_buys.models import (
     GroupSeat,
     GroupTeam,
 )
-from siyu.members.models import Member
 
-
-def _count(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
-
+TABLES = ActivityTables(
+    activity=GroupBuy, child=GroupTeam, child_fk="group_buy_id", counter=GroupBuyMemberCounter,
+    counter_fk="group_buy_id", counter_value="units",
+)
 
 # -- activities --------------------------------------------------------------------------------------
 
-
-def group_buy(session: Session, merchant_id: int, group_buy_id: int, *, lock: bool = False) -> GroupBuy | None:
-    stmt = select(GroupBuy).where(GroupBuy.merchant_id == merchant_id, GroupBuy.id == group_buy_id)
-    if lock:
-        stmt = for_update(stmt, session).execution_options(populate_existing=True)
-    return session.scalar(stmt)
-
-
-def search_group_buys(merchant_id: int, status: str | None = None) -> Select[Any]:
-    stmt = select(GroupBuy).where(GroupBuy.merchant_id == merchant_id)
-    if status:
-        stmt = stmt.where(GroupBuy.status == status)
-    return stmt
-
-
-def sku_with_product(session: Session, merchant_id: int, sku_id: int) -> tuple[Sku, Product] | None:
-    stmt = (
-        select(Sku, Product)
-        .join(Product, Product.id == Sku.product_id)
-        .where(Sku.merchant_id == merchant_id, Product.merchant_id == merchant_id, Sku.id == sku_id)
-    )
-    row = session.execute(stmt).first()
-    return (row[0], row[1]) if row else None
-
-
-def team_counts(session: Session, merchant_id: int, group_buy_id: int) -> dict[str, int]:
-    stmt = (
-        select(GroupTeam.status, func.count())
-        .where(GroupTeam.merchant_id == merchant_id, GroupTeam.group_buy_id == group_buy_id)
-        .group_by(GroupTeam.status)
-    )
-    return {str(s): int(n) for s, n in session.execute(stmt).all()}
+group_buy = TABLES.get
+search_group_buys = TABLES.search
+team_counts = TABLES.child_counts
+has_teams = TABLES.has_children
+delete_counters = TABLES.delete_counters
 
 
 # -- teams -------------------------------------------------------------------------------------------
@@ -83,11 +55,7 @@ def team(session: Session, merchant_id: int, team_id: int, *, lock: bool = False
     return session.scalar(stmt.execution_options(populate_existing=True))
 
 
-def search_teams(merchant_id: int, group_buy_id: int, status: str | None = None) -> Select[Any]:
-    stmt = select(GroupTeam).where(GroupTeam.merchant_id == merchant_id, GroupTeam.group_buy_id == group_buy_id)
-    if status:
-        stmt = stmt.where(GroupTeam.status == status)
-    return stmt
+search_teams = TABLES.search_children
 
 
 def joinable_teams(
@@ -164,7 +132,7 @@ def finish_team(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    return _count(result) == 1
+    return rowcount(result) == 1
 
 
 def due_teams(session: Session, merchant_id: int, now: dt.datetime) -> list[int]:
@@ -213,61 +181,18 @@ def move_seat(
         .values(status=to_status, updated_at=now, **extra)
         .execution_options(synchronize_session=False)
     )
-    return _count(result) == 1
-
-
-def members(session: Session, merchant_id: int, member_ids: Iterable[int]) -> dict[int, Member]:
-    ids = sorted(set(member_ids))
-    if not ids:
-        return {}
-    stmt = select(Member).where(Member.merchant_id == merchant_id, Member.id.in_(ids))
-    return {m.id: m for m in session.scalars(stmt)}
+    return rowcount(result) == 1
 
 
 # -- per-member counter ------------------------------------------------------------------------------
 
 
 def take_units(session: Session, merchant_id: int, group_buy_id: int, member_id: int, qty: int, limit: int) -> bool:
-    insert_ignore(
-        session, GroupBuyMemberCounter.__table__,  # type: ignore[arg-type]
-        {"merchant_id": merchant_id, "group_buy_id": group_buy_id, "member_id": member_id, "units": 0},
-        ["group_buy_id", "member_id"],
-    )
-    result = session.execute(
-        update(GroupBuyMemberCounter)
-        .where(
-            GroupBuyMemberCounter.merchant_id == merchant_id,
-            GroupBuyMemberCounter.group_buy_id == group_buy_id,
-            GroupBuyMemberCounter.member_id == member_id,
-            GroupBuyMemberCounter.units + qty <= limit,
-        )
-        .values(units=GroupBuyMemberCounter.units + qty)
-        .execution_options(synchronize_session=False)
-    )
-    return _count(result) == 1
+    return TABLES.take_counter(session, merchant_id, group_buy_id, member_id, qty, limit)
 
 
-def give_back_units(session: Session, merchant_id: int, group_buy_id: int, member_id: int, qty: int) -> None:
-    session.execute(
-        update(GroupBuyMemberCounter)
-        .where(
-            GroupBuyMemberCounter.merchant_id == merchant_id,
-            GroupBuyMemberCounter.group_buy_id == group_buy_id,
-            GroupBuyMemberCounter.member_id == member_id,
-            GroupBuyMemberCounter.units >= qty,
-        )
-        .values(units=GroupBuyMemberCounter.units - qty)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def member_units(session: Session, merchant_id: int, group_buy_id: int, member_id: int) -> int:
-    stmt = select(GroupBuyMemberCounter.units).where(
-        GroupBuyMemberCounter.merchant_id == merchant_id,
-        GroupBuyMemberCounter.group_buy_id == group_buy_id,
-        GroupBuyMemberCounter.member_id == member_id,
-    )
-    return int(session.scalar(stmt) or 0)
+give_back_units = TABLES.give_back_counter
+member_units = TABLES.counter_value_of
 
 
 __all__ = ["PENDING"]
@@ -289,14 +214,3 @@ def uncount_paid_seat(session: Session, merchant_id: int, team_id: int, now: dt.
     )
 
 
-def has_teams(session: Session, merchant_id: int, group_buy_id: int) -> bool:
-    stmt = select(GroupTeam.id).where(GroupTeam.merchant_id == merchant_id, GroupTeam.group_buy_id == group_buy_id)
-    return session.scalar(stmt.limit(1)) is not None
-
-
-def delete_counters(session: Session, merchant_id: int, group_buy_id: int) -> None:
-    session.execute(
-        delete(GroupBuyMemberCounter).where(
-            GroupBuyMemberCounter.merchant_id == merchant_id, GroupBuyMemberCounter.group_buy_id == group_buy_id
-        )
-    )

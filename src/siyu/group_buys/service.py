@@ -43,8 +43,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from siyu.activities import service as activities
+from siyu.activities.repository import members
 from siyu.catalog import stock
-from siyu.catalog.models import Product, Sku
+from siyu.catalog.models import Sku
 from siyu.group_buys import repository as repo
 from siyu.group_buys.models import (
     ACTIVE,
@@ -75,23 +77,19 @@ from siyu.group_buys.schemas import (
     TeamOut,
 )
 from siyu.kit import audit
-from siyu.kit.errors import DomainError, catalogue, invalid, not_found, register_messages
+from siyu.kit.errors import DomainError, invalid, not_found
 from siyu.kit.events import emit
 from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
-from siyu.orders import checkout
 from siyu.orders import repository as orders_repo
 from siyu.orders import service as orders_service
 from siyu.orders.models import PENDING_PAYMENT, Order
 from siyu.orders.pricing import ITEM_PROMOTIONS, PricingContext
-from siyu.orders.schemas import CheckoutIn
 from siyu.payments import service as payments_service
 from siyu.tenancy import service as tenancy_service
 from siyu.worker.runner import add_schedule
 
 _MESSAGES = {
-    "group_buy_not_started": (409, "拼团活动尚未开始", "The group buy has not started yet"),
-    "group_buy_ended": (409, "拼团活动已结束", "The group buy has ended"),
     "group_buy_limit_reached": (
         409,
         "该拼团商品每人限购 {limit} 件",
@@ -105,70 +103,26 @@ _MESSAGES = {
         "拼团尚未成团，暂不能发货",
         "The group buy has not succeeded yet; the order cannot ship",
     ),
-    "group_buy_state_invalid": (
-        409,
-        "拼团活动当前状态（{status}）不允许此操作",
-        "The group buy cannot do this in its state ({status})",
-    ),
 }
-register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
+KIND = activities.ActivityKind(
+    code="group_buy", entity="group_buy", zh="拼团活动", en="group buy", in_use="has_teams", tables=repo.TABLES
+)
+KIND.register(_MESSAGES)
 
 OPTION = "group_buy"
 RESERVATION = "group_buy"
 SYSTEM: tuple[str, int | None] = ("system", None)
 REFUND_REASON = "拼团失败自动退款"
-Actor = tuple[str, int | None]
-
-
-def _activity_not_found() -> DomainError:
-    return not_found("拼团活动", "Group buy")
 
 
 def _team_not_found() -> DomainError:
     return not_found("拼团", "Group-buy team")
 
 
-def _aware(value: dt.datetime, path: str) -> dt.datetime:
-    if value.tzinfo is None:
-        raise invalid(path, "timezone_required", "give the time with its UTC offset")
-    return value.astimezone(dt.UTC)
-
-
-def effective_status(gb: GroupBuy, now: dt.datetime) -> str:
-    if gb.status == DISABLED:
-        return DISABLED
-    if now < gb.starts_at:
-        return "scheduled"
-    if now >= gb.ends_at:
-        return "ended"
-    return ACTIVE
-
-
-def mask_nickname(nickname: str | None) -> str:
-    """``张三丰`` → ``张**丰``, ``张三`` → ``张*``; no nickname → ``微信用户``."""
-    name = (nickname or "").strip()
-    if not name:
-        return "微信用户"
-    if len(name) <= 2:
-        return name[0] + "*"
-    return name[0] + "**" + name[-1]
-
-
 # -- admin -------------------------------------------------------------------------------------------
 
 
-def get_group_buy(session: Session, merchant_id: int, group_buy_id: int, *, lock: bool = False) -> GroupBuy:
-    found = repo.group_buy(session, merchant_id, group_buy_id, lock=lock)
-    if found is None:
-        raise _activity_not_found()
-    return found
-
-
-def _sku(session: Session, merchant_id: int, sku_id: int) -> tuple[Sku, Product]:
-    found = repo.sku_with_product(session, merchant_id, sku_id)
-    if found is None:
-        raise DomainError("sku_not_found", sku_id=sku_id)
-    return found
+get_group_buy = KIND.get
 
 
 def _check_rules(
@@ -185,9 +139,9 @@ def _check_rules(
         raise invalid("virtual_min_paid", "virtual_min_too_large", "must be below the team size")
 
 
-def create_group_buy(session: Session, merchant_id: int, data: GroupBuyIn, *, actor: Actor) -> GroupBuy:
-    starts_at, ends_at = _aware(data.starts_at, "starts_at"), _aware(data.ends_at, "ends_at")
-    sku, product = _sku(session, merchant_id, data.sku_id)
+def create_group_buy(session: Session, merchant_id: int, data: GroupBuyIn, *, actor: activities.Actor) -> GroupBuy:
+    starts_at, ends_at = activities.aware(data.starts_at, "starts_at"), activities.aware(data.ends_at, "ends_at")
+    sku, product = activities.sku_and_product(session, merchant_id, data.sku_id)
     _check_rules(
         sku, group_price=data.group_price, leader_price=data.leader_price, team_size=data.team_size,
         virtual_min_paid=data.virtual_min_paid, starts_at=starts_at, ends_at=ends_at,
@@ -213,14 +167,14 @@ PRICE_FIELDS = ("group_price", "leader_price", "virtual_min_paid", "allows_coupo
 
 
 def update_group_buy(
-    session: Session, merchant_id: int, group_buy_id: int, data: GroupBuyUpdate, *, actor: Actor,
+    session: Session, merchant_id: int, group_buy_id: int, data: GroupBuyUpdate, *, actor: activities.Actor,
     now: dt.datetime | None = None,
 ) -> GroupBuy:
     """Name, limit, validity and the end can change any time; prices and stacking rules only
     before the start (a customer who already joined keeps what was announced)."""
     now = now or utcnow()
     gb = get_group_buy(session, merchant_id, group_buy_id, lock=True)
-    state = effective_status(gb, now)
+    state = activities.effective_status(gb, now)
     if state in (DISABLED, "ended"):
         raise DomainError("group_buy_state_invalid", status=state)
     changes = data.model_dump(exclude_unset=True)
@@ -229,9 +183,9 @@ def update_group_buy(
             raise invalid(key, "required", f"{key} cannot be null")
     if state == ACTIVE and any(k in changes for k in (*PRICE_FIELDS, "starts_at")):
         raise DomainError("group_buy_state_invalid", status=state)
-    starts_at = _aware(data.starts_at, "starts_at") if data.starts_at is not None else gb.starts_at
-    ends_at = _aware(data.ends_at, "ends_at") if data.ends_at is not None else gb.ends_at
-    sku, _ = _sku(session, merchant_id, gb.sku_id)
+    starts_at = activities.aware(data.starts_at, "starts_at") if data.starts_at is not None else gb.starts_at
+    ends_at = activities.aware(data.ends_at, "ends_at") if data.ends_at is not None else gb.ends_at
+    sku, _ = activities.sku_and_product(session, merchant_id, gb.sku_id)
     merged = {k: changes.get(k, getattr(gb, k)) for k in PRICE_FIELDS}
     _check_rules(
         sku, group_price=merged["group_price"], leader_price=merged["leader_price"], team_size=gb.team_size,
@@ -248,32 +202,16 @@ def update_group_buy(
     return gb
 
 
-def disable(session: Session, merchant_id: int, group_buy_id: int, *, actor: Actor) -> GroupBuy:
-    """Stop the activity now: no new teams or joins; open teams run to their deadline."""
-    gb = get_group_buy(session, merchant_id, group_buy_id, lock=True)
-    if gb.status == DISABLED:
-        raise DomainError("group_buy_state_invalid", status=DISABLED)
-    gb.status = DISABLED
-    session.flush()
-    audit.record(session, merchant_id, "group_buy", gb.id, "disabled", from_state=ACTIVE, to_state=DISABLED, actor=actor)
-    return gb
-
-
-def delete_group_buy(session: Session, merchant_id: int, group_buy_id: int, *, actor: Actor) -> None:
-    """Remove an activity nobody joined (one with teams is disabled instead: its history stays)."""
-    gb = get_group_buy(session, merchant_id, group_buy_id, lock=True)
-    if repo.has_teams(session, merchant_id, gb.id):
-        raise DomainError("group_buy_state_invalid", status="has_teams")
-    repo.delete_counters(session, merchant_id, gb.id)
-    session.delete(gb)
-    session.flush()
-    audit.record(session, merchant_id, "group_buy", group_buy_id, "deleted", actor=actor)
+# Stop the activity now: no new teams or joins; open teams run to their deadline.
+disable = KIND.disable
+# Remove an activity nobody joined (one with teams is disabled instead: its history stays).
+delete_group_buy = KIND.delete
 
 
 def admin_out(session: Session, merchant_id: int, gb: GroupBuy, now: dt.datetime | None = None) -> GroupBuyAdminOut:
     counts = repo.team_counts(session, merchant_id, gb.id)
     return GroupBuyAdminOut(
-        **GroupBuyOut.model_validate(gb).model_dump(), effective_status=effective_status(gb, now or utcnow()),
+        **GroupBuyOut.model_validate(gb).model_dump(), effective_status=activities.effective_status(gb, now or utcnow()),
         teams_open=counts.get(OPEN, 0), teams_succeeded=counts.get(SUCCESS, 0), teams_failed=counts.get(FAILED, 0),
     )
 
@@ -316,12 +254,7 @@ def _options(options: dict[str, Any]) -> tuple[int, int | None]:
     return activity_id, team_id
 
 
-def check_running(gb: GroupBuy, now: dt.datetime) -> None:
-    state = effective_status(gb, now)
-    if state == "scheduled":
-        raise DomainError("group_buy_not_started")
-    if state != ACTIVE:
-        raise DomainError("group_buy_ended")
+check_running = KIND.check_running
 
 
 def _team_refusal(team: GroupTeam | None, now: dt.datetime) -> DomainError:
@@ -345,16 +278,11 @@ def apply_to_pricing(ctx: PricingContext) -> None:
     if OPTION not in ctx.options:
         return
     activity_id, team_id = _options(ctx.options)
-    gb = repo.group_buy(ctx.session, ctx.merchant_id, activity_id)
-    if gb is None:
-        raise _activity_not_found()
+    gb = get_group_buy(ctx.session, ctx.merchant_id, activity_id)
     check_running(gb, ctx.now)
-    idx = next((i for i, ln in enumerate(ctx.lines) if ln.sku_id == gb.sku_id), None)
-    if idx is None:
-        raise invalid("options.group_buy.activity_id", "item_not_in_order", "the group-buy SKU is not in this order")
+    idx = activities.activity_line(ctx, gb.sku_id, "options.group_buy.activity_id", "the group-buy SKU is not in this order")
     line = ctx.lines[idx]
-    if line.flags.get("activity"):
-        raise invalid("options.group_buy", "activity_conflict", "the line already takes part in another activity")
+    activities.check_no_other_activity(line, OPTION)
     if team_id is not None:
         team = repo.team(ctx.session, ctx.merchant_id, team_id)
         if team is None or team.group_buy_id != gb.id:
@@ -370,19 +298,7 @@ def apply_to_pricing(ctx: PricingContext) -> None:
         ITEM_PROMOTIONS, f"group_buy:{gb.id}", "团长价" if leader and gb.leader_price is not None else "拼团价",
         amount, [idx], details={"group_buy_id": gb.id, "team_id": team_id, "unit_price": unit_price, "leader": leader},
     )
-    line.flags.update(
-        {
-            "activity": f"group_buy:{gb.id}",
-            "group_buy_id": gb.id,
-            "no_coupon": not gb.allows_coupons,
-            "no_points": not gb.allows_points,
-            "no_order_promotions": True,
-        }
-    )
-    if not gb.allows_coupons:
-        line.coupons_allowed = False
-    if gb.free_shipping:
-        line.flags["free_shipping"] = True
+    activities.flag_activity_line(line, gb, f"group_buy:{gb.id}", {"group_buy_id": gb.id})
     ctx.reservations[RESERVATION] = {
         "group_buy_id": gb.id, "team_id": team_id, "line_index": idx, "quantity": line.quantity,
         "limit": gb.per_member_limit, "sku_id": gb.sku_id, "size": gb.team_size, "valid_hours": gb.valid_hours,
@@ -637,30 +553,23 @@ def refund_seat(session: Session, merchant_id: int, seat_id: int, *, now: dt.dat
 # -- store -------------------------------------------------------------------------------------------------
 
 
-def _visible(session: Session, merchant_id: int, group_buy_id: int) -> GroupBuy:
-    gb = repo.group_buy(session, merchant_id, group_buy_id)
-    if gb is None or gb.status == DISABLED:
-        raise _activity_not_found()
-    return gb
-
-
 def store_detail(session: Session, merchant_id: int, group_buy_id: int, *, now: dt.datetime | None = None) -> StoreGroupBuyOut:
     now = now or utcnow()
-    gb = _visible(session, merchant_id, group_buy_id)
-    sku, product = _sku(session, merchant_id, gb.sku_id)
-    teams = repo.joinable_teams(session, merchant_id, gb.id, now) if effective_status(gb, now) == ACTIVE else []
-    leaders = repo.members(session, merchant_id, [t.leader_member_id for t in teams])
+    gb = KIND.visible(session, merchant_id, group_buy_id)
+    sku, product = activities.sku_and_product(session, merchant_id, gb.sku_id)
+    teams = repo.joinable_teams(session, merchant_id, gb.id, now) if activities.effective_status(gb, now) == ACTIVE else []
+    leaders = members(session, merchant_id, [t.leader_member_id for t in teams])
     return StoreGroupBuyOut(
-        id=gb.id, name=gb.name, status=effective_status(gb, now), product_id=product.id, sku_id=sku.id,
+        id=gb.id, name=gb.name, status=activities.effective_status(gb, now), product_id=product.id, sku_id=sku.id,
         title=product.title, spec_text=orders_service.spec_text(product, sku),
-        image_url=sku.image_url or (product.images[0] if product.images else None), list_price=sku.list_price,
+        image_url=activities.image_url(sku, product), list_price=sku.list_price,
         sale_price=sku.sale_price, group_price=gb.group_price, leader_price=gb.leader_price, team_size=gb.team_size,
         valid_hours=gb.valid_hours, per_member_limit=gb.per_member_limit, free_shipping=gb.free_shipping,
         allows_coupons=gb.allows_coupons, allows_points=gb.allows_points, starts_at=gb.starts_at, ends_at=gb.ends_at,
         open_teams=[
             StoreTeamCard(
                 team_id=t.id,
-                leader_nickname=mask_nickname(leaders[t.leader_member_id].nickname if t.leader_member_id in leaders else None),
+                leader_nickname=activities.mask_nickname(leaders[t.leader_member_id].nickname if t.leader_member_id in leaders else None),
                 remaining_seats=t.size - t.filled, expires_at=t.expires_at,
             )
             for t in teams
@@ -671,20 +580,20 @@ def store_detail(session: Session, merchant_id: int, group_buy_id: int, *, now: 
 def store_team(session: Session, merchant_id: int, team_id: int) -> StoreTeamOut:
     team = get_team(session, merchant_id, team_id)
     gb = get_group_buy(session, merchant_id, team.group_buy_id)
-    sku, product = _sku(session, merchant_id, gb.sku_id)
+    sku, product = activities.sku_and_product(session, merchant_id, gb.sku_id)
     held = [s for s in repo.seats(session, merchant_id, [team.id]) if s.status in (PENDING, PAID, REFUNDED)]
     if team.status != FAILED:
         held = [s for s in held if s.status != REFUNDED]
-    people = repo.members(session, merchant_id, [s.member_id for s in held])
+    people = members(session, merchant_id, [s.member_id for s in held])
     return StoreTeamOut(
         team_id=team.id, group_buy_id=gb.id, name=gb.name, title=product.title,
-        image_url=sku.image_url or (product.images[0] if product.images else None), group_price=gb.group_price,
+        image_url=activities.image_url(sku, product), group_price=gb.group_price,
         sale_price=sku.sale_price, status=team.status, size=team.size, filled=team.filled,
         remaining_seats=max(0, team.size - team.filled) if team.status == OPEN else 0, expires_at=team.expires_at,
         seats=[
             StoreSeatOut(
                 seat_no=s.seat_no,
-                nickname=mask_nickname(people[s.member_id].nickname if s.member_id in people else None),
+                nickname=activities.mask_nickname(people[s.member_id].nickname if s.member_id in people else None),
                 avatar_url=people[s.member_id].avatar_url if s.member_id in people else None,
                 is_leader=s.is_leader, paid=s.status in (PAID, REFUNDED),
             )
@@ -706,22 +615,18 @@ def order(
     now: dt.datetime | None = None,
 ) -> tuple[Order, bool]:
     """Open a team (``team_id`` None) or join one: the checkout submit with the group-buy option."""
-    gb = _visible(session, merchant_id, group_buy_id)
+    gb = KIND.visible(session, merchant_id, group_buy_id)
     option: dict[str, Any] = {"activity_id": gb.id}
     if team_id is not None:
         option["team_id"] = team_id
-    checkout_body = CheckoutIn.model_validate(
-        {
-            "items": [{"sku_id": gb.sku_id, "quantity": body.quantity}],
-            "address_id": body.address_id,
-            "remark": body.remark,
-            "options": {OPTION: option},
-        }
-    )
-    return checkout.submit(
-        session, merchant_id, member_id, checkout_body, idempotency_key=idempotency_key,
+    return activities.submit_order(
+        session, merchant_id, member_id, sku_id=gb.sku_id, quantity=body.quantity, address_id=body.address_id,
+        remark=body.remark, option=OPTION, value=option, idempotency_key=idempotency_key,
         payment_timeout=payment_timeout, now=now,
     )
 
 
+# Kept importable from here (tests, callers).
+effective_status = activities.effective_status
+mask_nickname = activities.mask_nickname
 __all__ = ["REFUNDED", "RELEASED"]

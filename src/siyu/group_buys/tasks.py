@@ -13,47 +13,37 @@ Each is idempotent: the state moves are conditional, a job run twice finds nothi
 
 from __future__ import annotations
 
-import datetime as dt
-
+from siyu.activities.service import job_clock
 from siyu.group_buys import service
 from siyu.kit.events import subscribe
-from siyu.kit.outbox import Job
-from siyu.kit.timeutil import utcnow
 from siyu.worker.registry import JobContext, job_handler
-
-
-def _job_clock(ctx: JobContext) -> dt.datetime:
-    """Now as the worker sees it; never before the job's ``run_at`` (see ``orders.tasks``)."""
-    job = ctx.session.get(Job, ctx.job_id)
-    now = utcnow()
-    return max(now, job.run_at) if job is not None else now
 
 
 @job_handler("group_buys.expire_team")
 def expire_team(ctx: JobContext) -> None:
-    service.expire_team(ctx.session, ctx.merchant_id, int(ctx.payload["team_id"]), _job_clock(ctx))
+    service.expire_team(ctx.session, ctx.merchant_id, int(ctx.payload["team_id"]), job_clock(ctx))
 
 
 @job_handler("group_buys.refund_seat")
 def refund_seat(ctx: JobContext) -> None:
-    service.refund_seat(ctx.session, ctx.merchant_id, int(ctx.payload["seat_id"]), now=_job_clock(ctx))
+    service.refund_seat(ctx.session, ctx.merchant_id, int(ctx.payload["seat_id"]), now=job_clock(ctx))
 
 
 @job_handler("group_buys.reconcile")
 def reconcile(ctx: JobContext) -> None:
-    service.expire_due(ctx.session, ctx.merchant_id, _job_clock(ctx))
+    service.expire_due(ctx.session, ctx.merchant_id, job_clock(ctx))
 
 
 @subscribe("order.paid", "group_buys.seat_paid")
 def seat_paid(ctx: JobContext) -> None:
-    service.on_order_paid(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), now=_job_clock(ctx))
+    service.on_order_paid(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), now=job_clock(ctx))
 
 
 @subscribe("order.cancelled", "group_buys.seat_released")
 def seat_released(ctx: JobContext) -> None:
-    service.on_order_cancelled(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), now=_job_clock(ctx))
+    service.on_order_cancelled(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), now=job_clock(ctx))
 
 
 @subscribe("order.refunded", "group_buys.seat_refunded")
 def seat_refunded(ctx: JobContext) -> None:
-    service.on_order_refunded(ctx.session, ctx.merchant_id, ctx.payload, now=_job_clock(ctx))
+    service.on_order_refunded(ctx.session, ctx.merchant_id, ctx.payload, now=job_clock(ctx))
