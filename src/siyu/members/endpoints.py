@@ -1,4 +1,4 @@
-"""Store API: WeChat login, phone binding, profile. Admin API: member list and detail."""
+"""Store API: WeChat login, phone binding, profile. Admin API: member list, detail and profile."""
 
 from __future__ import annotations
 
@@ -10,10 +10,18 @@ from siyu.api.deps import AppSettings, Customer, DbSession, StaffPrincipal, requ
 from siyu.db.session import unit_of_work
 from siyu.kit.errors import DomainError
 from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
+from siyu.members import profile, service
 from siyu.members import repository as repo
-from siyu.members import service
 from siyu.members.models import Member
-from siyu.members.schemas import CustomerTokenOut, MemberAdminOut, MemberOut, PhoneBindIn, WechatLoginIn
+from siyu.members.schemas import (
+    CustomerTokenOut,
+    MemberAdminOut,
+    MemberOut,
+    PhoneBindIn,
+    ProfileOut,
+    ProfilePatch,
+    WechatLoginIn,
+)
 from siyu.tenancy import service as tenancy_service
 
 store = APIRouter(tags=["store: account"])
@@ -82,3 +90,28 @@ def list_members(
 @admin.get("/members/{member_id}", response_model=MemberAdminOut)
 def get_member(member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:read"))) -> MemberAdminOut:
     return MemberAdminOut.model_validate(service.get_member(session, p.merchant_id, member_id))
+
+
+@store.get("/me/profile", response_model=ProfileOut)
+def my_profile(customer: Customer, session: DbSession) -> ProfileOut:
+    return profile.get_profile(session, customer.merchant_id, customer.member_id)
+
+
+@store.patch("/me/profile", response_model=ProfileOut,
+             summary="Change my profile (a complete profile earns the loyalty task complete_profile once)")
+def patch_my_profile(body: ProfilePatch, customer: Customer, session: DbSession) -> ProfileOut:
+    return profile.patch_profile(session, customer.merchant_id, customer.member_id, body)
+
+
+@admin.get("/members/{member_id}/profile", response_model=ProfileOut)
+def get_member_profile(
+    member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:read"))
+) -> ProfileOut:
+    return profile.get_profile(session, p.merchant_id, member_id)
+
+
+@admin.patch("/members/{member_id}/profile", response_model=ProfileOut)
+def patch_member_profile(
+    member_id: int, body: ProfilePatch, session: DbSession, p: StaffPrincipal = Depends(require("members:write"))
+) -> ProfileOut:
+    return profile.patch_profile(session, p.merchant_id, member_id, body)

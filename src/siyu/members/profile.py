@@ -6,6 +6,10 @@ and are validated by type on every write (``custom_field_invalid`` with the fiel
 ``custom_fields``, so members created before a field became required can still change their
 other attributes. The age band is derived from the birthday in the merchant's time zone.
 
+A profile is **complete** when gender (male / female), birthday, city and phone are set
+(``is_complete``); the first time it is, the loyalty task ``complete_profile`` is rewarded
+(``note_completion`` → ``member.profile_completed`` → job → ``loyalty.complete_task``).
+
 The 360 view collects sections; modules that are not installed are skipped. Other modules add
 a section with ``register_section(name, fn)`` where ``fn(session, merchant_id, member_id)``
 returns a JSON-able value (or ``None`` to leave it out). Built-in sections: profile, stats
@@ -173,7 +177,47 @@ def patch_profile(session: Session, merchant_id: int, member_id: int, patch: Pro
         member.custom_fields = new_custom
     session.flush()
     enqueue(session, merchant_id, "members.reevaluate_member", {"member_id": member.id})
+    note_completion(session, merchant_id, member)
     return profile_out(member, _merchant_today(session, merchant_id))
+
+
+# -- profile completion --------------------------------------------------------------------------
+
+
+def is_complete(member: Member) -> bool:
+    """A complete profile: gender (male or female, not "unknown"), birthday, city and phone set."""
+    return member.gender in ("male", "female") and member.birthday is not None and bool(member.city) and bool(
+        member.phone
+    )
+
+
+def note_completion(session: Session, merchant_id: int, member: Member) -> bool:
+    """Emit ``member.profile_completed`` when the profile is complete (once per member: the
+    event's job key is per member), whose job completes the loyalty task ``complete_profile``.
+    Called from every path that fills the profile: profile update, phone binding, merge."""
+    if not is_complete(member):
+        return False
+    from siyu.kit.events import emit
+
+    emit(session, merchant_id, "member.profile_completed", {"member_id": member.id}, key=f"member:{member.id}")
+    return True
+
+
+def complete_profile_task(session: Session, merchant_id: int, member_id: int) -> Any:
+    """The loyalty task ``complete_profile`` (ref ``profile``: once per member), if the profile is
+    still complete; nothing for a merchant whose loyalty rules lack the task."""
+    from siyu.loyalty import service as loyalty
+
+    member = repo.by_id(session, merchant_id, member_id)
+    if member is None or not is_complete(member):
+        return None
+    try:
+        with session.begin_nested():
+            return loyalty.complete_task(session, merchant_id, member_id, "complete_profile", ref="profile")
+    except DomainError as exc:
+        if exc.code != "task_unknown":
+            raise
+        return None
 
 
 # -- member 360 --------------------------------------------------------------------------------------

@@ -234,6 +234,9 @@ def merge_members(session: Session, merchant_id: int, a: Member, b: Member, *, r
                             reason=reason, moved=moved, at=utcnow()))
     session.flush()
     enqueue(session, merchant_id, "members.reevaluate_member", {"member_id": keep.id})
+    from siyu.members import profile
+
+    profile.note_completion(session, merchant_id, keep)
     return keep
 
 
@@ -273,6 +276,10 @@ def bind_phone(session: Session, merchant_id: int, member_id: int, phone: str) -
     other = repo.active_by_phone(session, merchant_id, phone, exclude_id=member.id)
     if other is not None:
         member = merge_members(session, merchant_id, member, other, reason="phone")
+    from siyu.members import profile
+
+    session.flush()
+    profile.note_completion(session, merchant_id, member)
     return member
 
 

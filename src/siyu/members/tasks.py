@@ -1,9 +1,10 @@
-"""Member jobs: rule tags and tag templates (daily, and after a member changes)."""
+"""Member jobs: rule tags and tag templates (daily, and after a member changes); the loyalty
+task ``complete_profile`` when a profile becomes complete."""
 
 from __future__ import annotations
 
 from siyu.kit.events import subscribe
-from siyu.members import tags
+from siyu.members import profile, tags
 from siyu.worker.registry import JobContext, job_handler
 
 
@@ -22,3 +23,8 @@ def on_order_paid(ctx: JobContext) -> None:
     member_id = ctx.payload.get("member_id")
     if member_id is not None:
         tags.reevaluate_member(ctx.session, ctx.merchant_id, int(member_id))
+
+
+@subscribe("member.profile_completed", "members.complete_profile_task")
+def complete_profile_task(ctx: JobContext) -> None:
+    profile.complete_profile_task(ctx.session, ctx.merchant_id, int(ctx.payload["member_id"]))

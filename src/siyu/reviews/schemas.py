@@ -1,0 +1,84 @@
+"""Review payloads."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+ReviewStatus = Literal["visible", "hidden"]
+
+MAX_IMAGES = 9
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    order_line_id: int = Field(gt=0)
+    rating: int = Field(ge=1, le=5)
+    content: str = Field(default="", max_length=1000)
+    images: list[ImageUrl] = Field(default_factory=list, max_length=MAX_IMAGES)
+
+    @field_validator("content")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("images")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("https://", "http://")):
+                raise ValueError("image URLs must be http(s) URLs")
+        return value
+
+
+class ReplyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reply: str = Field(min_length=1, max_length=500)
+
+
+class ReviewOut(BaseModel):
+    """A review as the store shows it (no moderation details)."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    member_id: int
+    product_id: int
+    sku_id: int
+    spec_text: str
+    rating: int
+    content: str
+    images: list[str]
+    reply: str | None
+    replied_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class MyReviewOut(ReviewOut):
+    order_id: int
+    order_line_id: int
+    status: ReviewStatus
+
+
+class AdminReviewOut(MyReviewOut):
+    replied_by: int | None
+    moderated_at: dt.datetime | None
+    moderated_by: int | None
+    updated_at: dt.datetime
+
+
+class RatingSummary(BaseModel):
+    count: int
+    average_rating: float | None  # over visible reviews, two decimals; None without reviews
+    counts: dict[str, int]  # "1".."5" -> visible reviews with that rating
+
+
+class ProductReviewsOut(BaseModel):
+    product_id: int
+    summary: RatingSummary
+    items: list[ReviewOut]
+    total: int
+    page: int
+    page_size: int
