@@ -12,9 +12,10 @@ and buy-now end to end over HTTP on PostgreSQL + Redis. Prints each figure with 
    one transaction (``DatabaseGate.try_acquire`` + commit, or rollback when refused) on an
    item with 1,000 units, 20,000 members, limit 1, 32,000 attempts. Afterwards ``sold`` must equal the units
    granted and never exceed the stock.
-3. **End to end**: ``uvicorn siyu.asgi:app --workers N`` (default 1 process with a 40-connection
-   pool: the PostgreSQL server here is shared, max_connections=100) with ``SIYU_REDIS_URL`` set,
-   64 concurrent clients posting ``/api/store/v1/flash-sales/{item}/buy`` (each attempt a new
+3. **End to end**: ``uvicorn siyu.asgi:app --workers N`` (default 2 processes with a 20-connection
+   pool each: the PostgreSQL server here is shared, max_connections=100) with ``SIYU_REDIS_URL`` set
+   (and ``SIYU_FLASH_SALE_REDIS_PREFIX`` to this benchmark's prefix), load from ``wrk`` when installed
+   (else httpx; ``--loader``), 64 concurrent clients posting ``/api/store/v1/flash-sales/{item}/buy`` (each attempt a new
    Idempotency-Key, a random member of 2,000, limit 1) for an item with 200 units. Then the
    database must show exactly 200 units sold in 200 orders and Redis 0 remaining.
 
@@ -260,7 +261,109 @@ async def _http_load(base: str, tokens: list[str], item_id: int, clients: int, s
     return {"codes": codes, "latencies": latencies, "elapsed": time.perf_counter() - began}
 
 
-def bench_http(clients: int, seconds: float, workers: int, units: int, pool: int) -> list[str]:
+WRK_LUA = """
+local tokens = {%s}
+counter = 0
+codes = {}  -- globals: done() reads each thread's with thread:get
+threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+
+function init(args)
+  math.randomseed(os.time() * 100 + id)
+  codes = {}
+end
+
+function request()
+  counter = counter + 1
+  local token = tokens[math.random(#tokens)]
+  local key = string.format("%%08x%%08x%%d", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff), counter)
+  return wrk.format("POST", wrk.path, {["Authorization"] = "Bearer " .. token, ["Idempotency-Key"] = key,
+    ["Content-Type"] = "application/json"}, '{"quantity": 1}')
+end
+
+function response(status, headers, body)
+  local code = tostring(status)
+  if status == 409 then
+    code = body:match('"code":"([%%w_]+)"') or code
+  elseif status == 201 then
+    code = "order"
+  end
+  codes[code] = (codes[code] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local total = {}
+  for _, t in ipairs(threads) do
+    local c = t:get("codes")
+    for k, v in pairs(c) do total[k] = (total[k] or 0) + v end
+  end
+  for k, v in pairs(total) do io.write(string.format("CODE %%s %%d\\n", k, v)) end
+  io.write(string.format("P50 %%f\\nP99 %%f\\n", latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def _wrk_load(base: str, tokens: list[str], item_id: int, clients: int, seconds: float, threads: int) -> dict[str, Any]:
+    """wrk (C, event loop) with a Lua script: each request a random token and a new Idempotency-Key."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    wrk = shutil.which("wrk")
+    assert wrk is not None
+    script = WRK_LUA % ", ".join(f'"{t}"' for t in tokens)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    cmd = [wrk, "-t", str(threads), "-c", str(clients), "-d", f"{int(seconds)}s", "--timeout", "30s", "-s", f.name,
+           f"{base}/api/store/v1/flash-sales/{item_id}/buy"]
+    began = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed: {proc.stderr or proc.stdout}")
+    out = proc.stdout
+    elapsed = time.perf_counter() - began
+    codes: dict[str, int] = {}
+    p50 = p99 = float("nan")
+    for line in out.splitlines():
+        parts = line.split()
+        if parts[:1] == ["CODE"]:
+            codes[parts[1]] = int(parts[2])
+        elif parts[:1] == ["P50"]:
+            p50 = float(parts[1])
+        elif parts[:1] == ["P99"]:
+            p99 = float(parts[1])
+    req = next((ln for ln in out.splitlines() if "requests in" in ln), "")
+    os.unlink(f.name)
+    return {"codes": codes, "elapsed": min(elapsed, seconds + 0.5), "p50": p50, "p99": p99, "raw": req.strip()}
+
+
+def _server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children still alive (uvicorn and its workers)."""
+    from pathlib import Path as P
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    try:
+        pids += [int(c) for c in P(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = P(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            continue
+    return total
+
+
+def bench_http(clients: int, seconds: float, workers: int, units: int, pool: int, loader: str) -> list[str]:
+    import shutil
+
     from sqlalchemy import create_engine, func, select
 
     from siyu.flash_sales.gate import RedisGate
@@ -270,16 +373,25 @@ def bench_http(clients: int, seconds: float, workers: int, units: int, pool: int
     members, limit = 2_000, 1
     url = fresh_pg_database("siyu_bench_flash_http")
     rclient = redis.Redis.from_url(REDIS_URL)
-    stale = RedisGate(rclient, prefix="siyu:fs")
+    stale = RedisGate(rclient, prefix=PREFIX)
     for item_id in range(1, 4):  # a fresh database reuses ids: drop what an earlier run left
         stale.clear(1, item_id)
     ids = _setup(url, units=units, members=members, limit=limit, tokens=True)
     stale.clear(ids["merchant_id"], ids["item_id"])  # loaded lazily from the database by the first attempt
     port = free_port()
     server = start_server({"SIYU_DATABASE_URL": url, "SIYU_REDIS_URL": REDIS_URL, "SIYU_ENV": "bench",
+                           "SIYU_FLASH_SALE_REDIS_PREFIX": PREFIX,
                            "SIYU_DB_POOL_SIZE": str(pool), "SIYU_DB_MAX_OVERFLOW": "0"}, workers=workers, port=port)
+    use_wrk = loader == "wrk" or (loader == "auto" and shutil.which("wrk") is not None)
     try:
-        run = asyncio.run(_http_load(f"http://127.0.0.1:{port}", ids["tokens"], ids["item_id"], clients, seconds))
+        cpu0 = _server_cpu(server.pid)
+        if use_wrk:
+            run = _wrk_load(f"http://127.0.0.1:{port}", ids["tokens"], ids["item_id"], clients, seconds,
+                            threads=2)
+        else:
+            run = asyncio.run(_http_load(f"http://127.0.0.1:{port}", ids["tokens"], ids["item_id"], clients, seconds))
+        cpu = _server_cpu(server.pid) - cpu0
+        load = os.getloadavg()
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -293,11 +405,15 @@ def bench_http(clients: int, seconds: float, workers: int, units: int, pool: int
     rclient.close()
     attempts = sum(run["codes"].values())
     exact = sold == units == orders == run["codes"].get("order", 0) and snapshot is not None and snapshot[0] == 0
+    latency = (f"p50 {run['p50']:.1f} ms, p99 {run['p99']:.1f} ms" if use_wrk else summary(run["latencies"]))
     return [
-        f"End to end over HTTP (PostgreSQL + Redis): {workers} uvicorn workers, {clients} concurrent clients, "
-        f"{run['elapsed']:.1f} s, {attempts:,} buy attempts",
+        f"End to end over HTTP (PostgreSQL + Redis): {workers} uvicorn worker processes, {clients} concurrent "
+        f"clients ({'wrk, 2 threads' if use_wrk else 'httpx asyncio, 1 process'}), {run['elapsed']:.1f} s, "
+        f"{attempts:,} buy attempts; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
         _line("  buy-now", attempts / run["elapsed"], "attempts/s", 1_500),
-        f"  latency: {summary(run['latencies'])}",
+        f"  server CPU: {cpu:.1f} s for {attempts:,} attempts = {cpu / max(attempts, 1) * 1e6:,.0f} µs per attempt "
+        f"(load-insensitive: {1 / max(cpu / max(attempts, 1), 1e-9):,.0f} attempts per CPU-second)",
+        f"  latency: {latency}",
         f"  answers: {dict(sorted(run['codes'].items()))}",
         f"  check: {units} units, database sold {sold} in {orders} orders, Redis remaining "
         f"{snapshot[0] if snapshot else 'absent'}: {'exactly the stock sold' if exact else 'MISMATCH'}",
@@ -314,9 +430,11 @@ def main() -> None:
     parser.add_argument("--db-units", type=int, default=1_000)
     parser.add_argument("--http-clients", type=int, default=64)
     parser.add_argument("--http-seconds", type=float, default=30)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--loader", choices=["auto", "wrk", "httpx"], default="auto",
+                        help="HTTP load generator: wrk when installed (Debian package wrk), else httpx")
     parser.add_argument("--http-units", type=int, default=200)
-    parser.add_argument("--pool", type=int, default=40,
+    parser.add_argument("--pool", type=int, default=20,
                         help="connections per API process; keep workers x pool under the server's max_connections")
     parser.add_argument("--only", choices=["redis", "db", "http"], default=None)
     args = parser.parse_args()
@@ -324,7 +442,7 @@ def main() -> None:
     parts: list[tuple[str, Callable[[], list[str]]]] = [
         ("redis", lambda: bench_redis_gate(args.gate_seconds, args.redis_processes, args.redis_batch)),
         ("db", lambda: bench_db_gate(args.db_connections, args.db_attempts, args.db_units)),
-        ("http", lambda: bench_http(args.http_clients, args.http_seconds, args.workers, args.http_units, args.pool)),
+        ("http", lambda: bench_http(args.http_clients, args.http_seconds, args.workers, args.http_units, args.pool, args.loader)),
     ]
     print(f"machine: {machine()}")
     for name, fn in parts:

@@ -72,6 +72,16 @@ def _detached_sale(sale: FlashSale) -> FlashSale:
     )
 
 
+def peek(session: Session, merchant_id: int, item_id: int) -> Entry | None:
+    """The cached entry if fresh, else None (never reads the database)."""
+    engine = _engine(session)
+    cache = _caches.get(engine) if engine is not None else None
+    if cache is None:
+        return None
+    hit = cache.get((merchant_id, item_id))
+    return hit[1] if hit is not None and _clock() < hit[0] else None
+
+
 def item_with_sale(
     session: Session, merchant_id: int, item_id: int,
     load: Callable[[], tuple[FlashSaleItem, FlashSale, str] | None],

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
@@ -57,7 +58,7 @@ def _prefix(app: FastAPI) -> str:
     return str(getattr(settings, "flash_sale_redis_prefix", None) or gate.DEFAULT_PREFIX)
 
 
-def _bind(request: Request) -> None:
+async def _bind(request: Request) -> None:  # async: no thread hop for a dictionary look-up
     """Bind on first use too, should the app run without its lifespan."""
     engine = getattr(request.app.state, "engine", None)
     if engine is not None and not gate.is_bound(engine):
@@ -196,7 +197,7 @@ def _bearer(authorization: str | None) -> str:
     status_code=status.HTTP_201_CREATED,
     summary="Buy now at the flash price (Idempotency-Key required; a retry returns the same order with 200)",
 )
-def buy(
+async def buy(
     item_id: int,
     body: BuyIn,
     request: Request,
@@ -205,32 +206,56 @@ def buy(
     authorization: Annotated[str | None, Header()] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> OrderDetailOut:
-    """The hot path of a flash sale: most attempts lose, so this endpoint owns its session rather
-    than taking the request's unit of work. A losing attempt (token from the token cache, item from
-    the flash-sale cache, "sold out" from Redis) never connects to the database and costs one
-    thread hop; a winning one commits here, in this thread, as it returns (before the response is
-    built, so a failed commit is the client's 500), and rolls back on any error."""
+    """The hot path of a flash sale, where most attempts lose. This endpoint owns its session
+    rather than taking the request's unit of work, and decides on the event loop what memory and
+    Redis can decide: with the token and the item cached, a losing attempt is the 409 of one Lua
+    script, with no thread hop and no database connection. Everything else (a cache miss, a
+    granted attempt, a retry that may replay) goes to a worker thread, which commits there as it
+    returns (so a failed commit is the client's 500) and rolls back on any error."""
     session: Session = request.app.state.session_factory()
+    payment_timeout = dt.timedelta(minutes=settings.order_payment_timeout_minutes)
     try:
-        token = tenancy_service.authenticate(session, _bearer(authorization), kinds=("customer",))
-        assert token.subject_id is not None
-        order, created = service.buy(
-            session, token.merchant_id, token.subject_id, item_id, body, idempotency_key=idempotency_key,
-            payment_timeout=dt.timedelta(minutes=settings.order_payment_timeout_minutes),
-        )
-        if not created:
-            response.status_code = status.HTTP_200_OK
-            response.headers["Idempotent-Replayed"] = "true"
-        out = OrderDetailOut(
-            **OrderOut.model_validate(order).model_dump(),
-            lines=[OrderLineOut.model_validate(ln)
-                   for ln in orders_service.order_lines(session, order.merchant_id, order.id)],
-            shipments=[],
-        )
-        session.commit()
-        return out
+        plaintext = _bearer(authorization)
+        token = tenancy_service.authenticate_cached(session, plaintext, kinds=("customer",))
+        plan: service.BuyPlan | service.NeedsDatabase = service.NEEDS_DATABASE
+        if token is not None:
+            assert token.subject_id is not None
+            plan = service.prepare_buy(
+                session, token.merchant_id, token.subject_id, item_id, body, idempotency_key=idempotency_key,
+                cached_only=True,
+            )
     except BaseException:
-        session.rollback()
+        session.close()  # a refusal decided in memory: nothing began, or Redis's units go back now
         raise
-    finally:
-        session.close()
+
+    def in_thread() -> tuple[OrderDetailOut, bool]:
+        try:
+            nonlocal plan
+            if isinstance(plan, service.NeedsDatabase):
+                customer = tenancy_service.authenticate(session, plaintext, kinds=("customer",))
+                assert customer.subject_id is not None
+                plan = service.prepare_buy(
+                    session, customer.merchant_id, customer.subject_id, item_id, body,
+                    idempotency_key=idempotency_key,
+                )
+                assert isinstance(plan, service.BuyPlan)
+            order, created = service.finish_buy(session, plan, payment_timeout=payment_timeout)
+            out = OrderDetailOut(
+                **OrderOut.model_validate(order).model_dump(),
+                lines=[OrderLineOut.model_validate(ln)
+                       for ln in orders_service.order_lines(session, order.merchant_id, order.id)],
+                shipments=[],
+            )
+            session.commit()
+            return out, created
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    out, created = await anyio.to_thread.run_sync(in_thread)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    return out

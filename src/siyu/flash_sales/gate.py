@@ -519,8 +519,12 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
 
 
 def on_rollback(session: Session, fn: Callable[[], None]) -> None:
-    """Run ``fn`` if the session's current transaction ends without committing."""
+    """Run ``fn`` if the session's current transaction ends without committing. A session with no
+    transaction yet begins one (no connection until a statement runs), so closing it also counts
+    as ending without a commit."""
     _ensure_listening(session)
+    if not session.in_transaction():
+        session.begin()
     session.info.setdefault(_ROLLBACK, []).append(fn)
 
 

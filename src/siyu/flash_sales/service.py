@@ -34,6 +34,7 @@ import datetime as dt
 import itertools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -877,14 +878,108 @@ def store_item(session: Session, merchant_id: int, item_id: int, *, now: dt.date
     )
 
 
-def _buy_target(session: Session, merchant_id: int, item_id: int) -> tuple[FlashSaleItem, FlashSale, str] | None:
+def _buy_target(
+    session: Session, merchant_id: int, item_id: int, *, cached_only: bool = False
+) -> tuple[FlashSaleItem, FlashSale, str] | NeedsDatabase | None:
     def load() -> tuple[FlashSaleItem, FlashSale, str] | None:
         found = repo.item_with_sale(session, merchant_id, item_id)
         if found is None:
             return None
         return found[0], found[1], _timezone(session, merchant_id)
 
+    if cached_only:
+        hit = cache.peek(session, merchant_id, item_id)
+        return NEEDS_DATABASE if hit is None else hit
     return cache.item_with_sale(session, merchant_id, item_id, load)
+
+
+class NeedsDatabase:
+    """``prepare_buy(cached_only=True)`` could not decide from memory and Redis alone."""
+
+
+NEEDS_DATABASE = NeedsDatabase()
+
+
+@dataclass
+class BuyPlan:
+    merchant_id: int
+    member_id: int
+    key: str
+    checkout_body: CheckoutIn
+    pre: tuple[int, int, int, int]
+    acquired: bool
+
+
+def prepare_buy(
+    session: Session, merchant_id: int, member_id: int, item_id: int, body: BuyIn, *,
+    idempotency_key: str | None, now: dt.datetime | None = None, cached_only: bool = False,
+) -> BuyPlan | NeedsDatabase:
+    """The part of ``buy`` before the order: every check, and the Redis gate. Raises the refusals.
+
+    ``cached_only``: touch no database (the caller runs on the event loop): returns
+    ``NEEDS_DATABASE`` when the item is not cached, Redis has not loaded it, or a refusal needs
+    the idempotency look-up; the caller then runs it again without ``cached_only``, in a thread.
+    """
+    now = now or utcnow()
+    target = _buy_target(session, merchant_id, item_id, cached_only=cached_only)
+    if isinstance(target, NeedsDatabase):
+        return target
+    if target is None or target[1].status == DRAFT:
+        raise _item_not_found()
+    item, sale, tz = target
+    key = checkout.check_idempotency_key(idempotency_key)
+    checkout_body = CheckoutIn.model_validate(
+        {
+            "items": [{"sku_id": item.sku_id, "quantity": body.quantity}],
+            "address_id": body.address_id,
+            "remark": body.remark,
+            "options": {FLAG: {"item_id": item.id}},
+        }
+    )
+    pre = (merchant_id, item.id, member_id, body.quantity)
+    limit = item_limit(item, sale)
+    acquired = False
+    try:
+        check_open(sale, tz, now)
+        if item.closed:
+            raise DomainError("flash_sale_ended")
+        if body.quantity > limit:
+            raise DomainError("flash_sale_limit_reached", limit=limit)
+    except DomainError as exc:
+        if exc.code == "flash_sale_not_started":
+            raise
+        if cached_only:
+            return NEEDS_DATABASE
+        if orders_service.order_by_idempotency_key(session, merchant_id, member_id, key) is None:
+            raise
+        # A retry of an order made while the sale was open: the submit replays it.
+    else:
+        outcome = _acquire_before_submit(session, merchant_id, item.id, member_id, body.quantity, limit,
+                                         cached_only=cached_only)
+        if isinstance(outcome, NeedsDatabase):
+            return outcome
+        acquired = outcome
+    return BuyPlan(merchant_id, member_id, key, checkout_body, pre, acquired)
+
+
+def finish_buy(
+    session: Session, plan: BuyPlan, *, payment_timeout: dt.timedelta, now: dt.datetime | None = None
+) -> tuple[Order, bool]:
+    """The order of a prepared buy (the database part)."""
+    if plan.acquired:
+        session.info[PREACQUIRED] = plan.pre
+    try:
+        order, created = checkout.submit(
+            session, plan.merchant_id, plan.member_id, plan.checkout_body, idempotency_key=plan.key,
+            payment_timeout=payment_timeout, now=now or utcnow(),
+        )
+    finally:
+        session.info.pop(PREACQUIRED, None)
+    if plan.acquired and not created:
+        # A concurrent retry made the order: the units this attempt took in Redis are not
+        # held by any order, give them back when this transaction ends (commit or not).
+        _after_commit_redis(session, _redis_release(*plan.pre))
+    return order, created
 
 
 def buy(
@@ -914,64 +1009,28 @@ def buy(
     item then sold out is answered ``flash_sale_sold_out`` instead of the cancelled order.
     """
     now = now or utcnow()
-    target = _buy_target(session, merchant_id, item_id)
-    if target is None or target[1].status == DRAFT:
-        raise _item_not_found()
-    item, sale, tz = target
-    key = checkout.check_idempotency_key(idempotency_key)
-    checkout_body = CheckoutIn.model_validate(
-        {
-            "items": [{"sku_id": item.sku_id, "quantity": body.quantity}],
-            "address_id": body.address_id,
-            "remark": body.remark,
-            "options": {FLAG: {"item_id": item.id}},
-        }
-    )
-    pre = (merchant_id, item.id, member_id, body.quantity)
-    limit = item_limit(item, sale)
-    acquired = False
-    try:
-        check_open(sale, tz, now)
-        if item.closed:
-            raise DomainError("flash_sale_ended")
-        if body.quantity > limit:
-            raise DomainError("flash_sale_limit_reached", limit=limit)
-    except DomainError as exc:
-        if exc.code == "flash_sale_not_started" or orders_service.order_by_idempotency_key(
-            session, merchant_id, member_id, key
-        ) is None:
-            raise
-        # A retry of an order made while the sale was open: the submit replays it.
-    else:
-        acquired = _acquire_before_submit(session, merchant_id, item.id, member_id, body.quantity, limit)
-    if acquired:
-        session.info[PREACQUIRED] = pre
-    try:
-        order, created = checkout.submit(
-            session, merchant_id, member_id, checkout_body, idempotency_key=key,
-            payment_timeout=payment_timeout, now=now,
-        )
-    finally:
-        session.info.pop(PREACQUIRED, None)
-    if acquired and not created:
-        # A concurrent retry made the order: the units this attempt took in Redis are not
-        # held by any order, give them back when this transaction ends (commit or not).
-        _after_commit_redis(session, _redis_release(*pre))
-    return order, created
+    plan = prepare_buy(session, merchant_id, member_id, item_id, body, idempotency_key=idempotency_key, now=now)
+    assert isinstance(plan, BuyPlan)
+    return finish_buy(session, plan, payment_timeout=payment_timeout, now=now)
 
 
 def _acquire_before_submit(
-    session: Session, merchant_id: int, item_id: int, member_id: int, qty: int, limit: int
-) -> bool:
+    session: Session, merchant_id: int, item_id: int, member_id: int, qty: int, limit: int, *,
+    cached_only: bool = False,
+) -> bool | NeedsDatabase:
     """The Redis gate ahead of the order: True when it took the units (given back if the
     transaction does not commit); False when the database must decide (no Redis, Redis
     unreachable, "limit reached", or "sold out" to a member holding units). Raises the final
-    "sold out"."""
+    "sold out". ``cached_only``: keys not loaded are ``NEEDS_DATABASE`` (loading reads the database)."""
     rg = redis_gate(session)
     if rg is None:
         return False
+    if cached_only:
+        rg = rg.with_loader(None)
     try:
         outcome = rg.try_acquire(merchant_id, item_id, member_id, qty, limit)
+    except gate.GateNotLoaded:
+        return NEEDS_DATABASE
     except redis.RedisError:
         log.warning("flash-sale Redis gate unavailable; the database gate decides alone", exc_info=True)
         return False

@@ -253,6 +253,18 @@ def revoke(session: Session, token_id: int) -> None:
         token.revoked_at = utcnow()
 
 
+def authenticate_cached(session: Session, plaintext: str, *, kinds: tuple[str, ...]) -> AuthToken | None:
+    """``authenticate`` from the per-process cache only: None when the token is not cached (the
+    caller then authenticates where it may read the database); never touches the database."""
+    digest = token_digest(plaintext)
+    cached = token_cache.get(session, digest)
+    if cached is None:
+        return None
+    if cached.kind not in kinds or (cached.expires_at is not None and cached.expires_at <= utcnow()):
+        raise DomainError("invalid_token")
+    return cached.as_token(digest)
+
+
 def authenticate(session: Session, plaintext: str, *, kinds: tuple[str, ...]) -> AuthToken:
     """The valid token of ``kinds`` for ``plaintext``, else ``invalid_token``.
 
@@ -260,12 +272,10 @@ def authenticate(session: Session, plaintext: str, *, kinds: tuple[str, ...]) ->
     with no database read (see ``token_cache`` for the revocation bound); the result is then a
     detached ``AuthToken``: read it, never add it to a session.
     """
+    hit = authenticate_cached(session, plaintext, kinds=kinds)
+    if hit is not None:
+        return hit
     digest = token_digest(plaintext)
-    cached = token_cache.get(session, digest)
-    if cached is not None:
-        if cached.kind not in kinds or (cached.expires_at is not None and cached.expires_at <= utcnow()):
-            raise DomainError("invalid_token")
-        return cached.as_token(digest)
     generation = token_cache.generation()
     found = repo.token_with_merchant(session, digest)
     token = found[0] if found is not None else None
