@@ -58,6 +58,10 @@ class PointsAccount(IdMixin, TenantMixin, Base):
         CheckConstraint("earned_total >= 0 AND spent_total >= 0", name="totals_nonneg"),
     )
 
+    # The (merchant_id, ...) indexes above serve every query: no single-column merchant_id index
+    # (TenantMixin's) to maintain on each write of this hot table.
+    merchant_id: Mapped[int] = mapped_column(BigId, nullable=False)
+
     member_id: Mapped[int] = mapped_column(BigId)
     balance: Mapped[int] = mapped_column(Integer, default=0)
     earned_total: Mapped[int] = mapped_column(Integer, default=0)  # earn + positive adjust - reversed earn
@@ -71,6 +75,10 @@ class PointsEntry(IdMixin, TenantMixin, Base):
         UniqueConstraint("merchant_id", "idempotency_key"),
         Index("ix_points_entries_statement", "merchant_id", "member_id", "id"),
     )
+
+    # The (merchant_id, ...) indexes above serve every query: no single-column merchant_id index
+    # (TenantMixin's) to maintain on each write of this hot table.
+    merchant_id: Mapped[int] = mapped_column(BigId, nullable=False)
 
     member_id: Mapped[int] = mapped_column(BigId)
     delta: Mapped[int] = mapped_column(Integer)  # signed
@@ -97,8 +105,16 @@ class PointsLot(IdMixin, TenantMixin, Base):
             sqlite_where=text("remaining > 0 AND expired_at IS NULL"),
         ),
         Index("ix_points_lots_entry", "merchant_id", "entry_id"),
-        Index("ix_points_lots_due", "merchant_id", "expires_at"),
+        Index(
+            "ix_points_lots_due", "merchant_id", "expires_at",
+            postgresql_where=text("remaining > 0 AND expired_at IS NULL"),
+            sqlite_where=text("remaining > 0 AND expired_at IS NULL"),
+        ),
     )
+
+    # The (merchant_id, ...) indexes above serve every query: no single-column merchant_id index
+    # (TenantMixin's) to maintain on each write of this hot table.
+    merchant_id: Mapped[int] = mapped_column(BigId, nullable=False)
 
     member_id: Mapped[int] = mapped_column(BigId)
     entry_id: Mapped[int] = mapped_column(BigId)  # the entry that created the lot
@@ -118,6 +134,10 @@ class PointsLotUse(IdMixin, TenantMixin, Base):
         Index("ix_points_lot_uses_entry", "merchant_id", "entry_id"),
         CheckConstraint("points > 0 AND returned >= 0 AND returned <= points", name="returned_valid"),
     )
+
+    # The (merchant_id, ...) indexes above serve every query: no single-column merchant_id index
+    # (TenantMixin's) to maintain on each write of this hot table.
+    merchant_id: Mapped[int] = mapped_column(BigId, nullable=False)
 
     entry_id: Mapped[int] = mapped_column(BigId)
     lot_id: Mapped[int] = mapped_column(BigId)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, extract, func, select, update
+from sqlalchemy import Table, bindparam, extract, func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.db.dialect import for_update, insert_ignore
@@ -74,7 +74,7 @@ def credit(session: Session, merchant_id: int, member_id: int, points: int, *, e
     return int(new)
 
 
-_ACCOUNTS = PointsAccount.__table__
+_ACCOUNTS: Table = PointsAccount.__table__  # type: ignore[assignment]
 # Built once: the spend hot path runs it thousands of times a second (a Core statement with bind
 # parameters, not an ORM bulk update rebuilt and evaluated against the identity map each call).
 _DEBIT = (

@@ -307,7 +307,7 @@ def _award_one_statement(
     kind: str, now: dt.datetime, expires_at: dt.datetime | bool | None,
 ) -> PointsEntry | None:
     """The PostgreSQL award (see ``db.ledger``); None on another database."""
-    cache_key = (session.get_bind().url, merchant_id)
+    cache_key = (session.get_bind().engine.url, merchant_id)
     inputs = _EXPIRY_CACHE.get(cache_key)
     if expires_at is True:
         if inputs is None:
