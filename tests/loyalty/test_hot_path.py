@@ -1,0 +1,99 @@
+"""The award/spend hot path: rules and zone changes reach the next award (the per-process rules
+cache is validated by the award statement itself), a key reused inside one transaction returns
+the first entry, and on PostgreSQL an award is one statement and a spend two."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.db.session import unit_of_work
+from siyu.loyalty import service
+from tests.conftest import Tenant
+from tests.factories.orders import make_member
+from tests.loyalty import helpers as h
+
+
+def _lot_expiry(factory: sessionmaker[Session], tenant: Tenant, member: int, entry_id: int) -> object:
+    (lot,) = [lt for lt in h.lots(factory, tenant.id, member) if lt.entry_id == entry_id]
+    return lot.expires_at
+
+
+def test_changed_expiry_rules_apply_to_the_next_award(session_factory: sessionmaker[Session], tenant: Tenant) -> None:
+    member = make_member(session_factory, tenant.id)
+    earned = h.utc(2026, 5, 1, 12, 0)
+    h.set_rules(session_factory, tenant.id, expiry={"mode": "days", "days": 30})
+    first = h.award(session_factory, tenant.id, member, 10, "r1", now=earned)  # caches the 30-day rules
+    assert _lot_expiry(session_factory, tenant, member, first) == earned + (h.utc(2026, 1, 31) - h.utc(2026, 1, 1))
+    h.set_rules(session_factory, tenant.id, expiry={"mode": "days", "days": 10})
+    second = h.award(session_factory, tenant.id, member, 10, "r2", now=earned)
+    assert _lot_expiry(session_factory, tenant, member, second) == earned + (h.utc(2026, 1, 11) - h.utc(2026, 1, 1))
+    h.set_rules(session_factory, tenant.id, expiry={"mode": "never"})
+    third = h.award(session_factory, tenant.id, member, 10, "r3", now=earned)
+    assert _lot_expiry(session_factory, tenant, member, third) is None
+
+
+def test_changed_time_zone_applies_to_the_next_award(session_factory: sessionmaker[Session], tenant: Tenant) -> None:
+    member = make_member(session_factory, tenant.id)
+    earned = h.utc(2026, 12, 31, 17, 0)  # 2027 in Shanghai, still 2026 in UTC
+    first = h.award(session_factory, tenant.id, member, 5, "z1", now=earned)
+    assert _lot_expiry(session_factory, tenant, member, first) == h.utc(2028, 12, 31, 16, 0)
+    h.set_timezone(session_factory, tenant.id, "UTC")
+    second = h.award(session_factory, tenant.id, member, 5, "z2", now=earned)
+    assert _lot_expiry(session_factory, tenant, member, second) == h.utc(2028, 1, 1, 0, 0)
+
+
+def test_rules_changed_in_the_same_transaction_apply(session_factory: sessionmaker[Session], tenant: Tenant) -> None:
+    member = make_member(session_factory, tenant.id)
+    earned = h.utc(2026, 5, 1, 12, 0)
+    h.award(session_factory, tenant.id, member, 1, "warm", now=earned)  # default rules cached
+    with unit_of_work(session_factory) as s:
+        rules = service.get_rules(s, tenant.id).model_copy(deep=True)
+        rules.expiry.mode = "days"
+        rules.expiry.days = 3
+        service.put_rules(s, tenant.id, rules, actor=h.SYSTEM)
+        entry_id = service.award(s, tenant.id, member, 7, reason="t", idempotency_key="same-tx", now=earned).id
+    assert _lot_expiry(session_factory, tenant, member, entry_id) == earned + (h.utc(2026, 1, 4) - h.utc(2026, 1, 1))
+
+
+def test_a_key_reused_in_one_transaction_returns_the_first_entry(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    member = make_member(session_factory, tenant.id)
+    with unit_of_work(session_factory) as s:
+        a = service.award(s, tenant.id, member, 40, reason="t", idempotency_key="one")
+        b = service.award(s, tenant.id, member, 40, reason="t", idempotency_key="one")
+        c = service.spend(s, tenant.id, member, 15, reason="t", idempotency_key="two")
+        d = service.spend(s, tenant.id, member, 15, reason="t", idempotency_key="two")
+        assert (a.id, c.id) == (b.id, d.id)
+        assert service.points_summary(s, tenant.id, member).balance == 25
+    assert h.balance(session_factory, tenant.id, member) == 25
+    assert h.open_lots_sum(session_factory, tenant.id, member) == 25
+    assert len(h.entries(session_factory, tenant.id, member)) == 2
+
+
+def test_postgres_award_is_one_statement_and_spend_two(
+    engine: Engine, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the single-statement path is PostgreSQL's; SQLite runs the portable statements")
+    member = make_member(session_factory, tenant.id)
+    h.award(session_factory, tenant.id, member, 100, "warm-a")  # rules cached, statements prepared
+    h.spend(session_factory, tenant.id, member, 1, "warm-s")
+    sent: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        h.award(session_factory, tenant.id, member, 30, "hot-a")
+        awards = len(sent)
+        h.spend(session_factory, tenant.id, member, 50, "hot-s")
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert awards == 1
+    assert len(sent) - awards == 2
+    assert h.balance(session_factory, tenant.id, member) == 79
+    assert h.entries_sum(session_factory, tenant.id, member) == h.open_lots_sum(session_factory, tenant.id, member) == 79
