@@ -65,3 +65,29 @@ def test_team_opened_near_the_end_expires_at_the_end_and_refunds_its_members(
         (refund,) = f.refunds(session_factory, tenant.id, order_id)
         assert refund.status == "succeeded" and refund.amount == order.paid_amount == order.refunded_amount > 0
     assert sorted(s.status for s in h.seats(session_factory, tenant.id, team_id)) == ["refunded", "refunded"]
+
+
+def test_an_earlier_activity_end_brings_open_teams_deadlines_to_it(
+    client: TestClient, session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    sku = make_sku(session_factory, tenant.id, price=10000, stock=10)
+    gb = h.make_group_buy(session_factory, tenant.id, sku, team_size=2, valid_hours=24)
+    leader, leader_h = f.paying_customer(session_factory, tenant.id)
+    order_id = h.submit(session_factory, tenant.id, leader, sku, gb)
+    h.pay(client, order_id, leader_h)
+    h.drain(session_factory, settings, tenant.id)
+    team_id = h.team_of(session_factory, tenant.id, order_id).id
+    assert h.team(session_factory, team_id).expires_at > utcnow() + dt.timedelta(hours=23)
+
+    new_end = utcnow() + dt.timedelta(hours=1)
+    r = client.patch(f"/api/admin/v1/group-buys/{gb}", json={"ends_at": new_end.isoformat()},
+                     headers=tenant.admin_headers)
+    assert r.status_code == 200, r.text
+    ends_at = _ends_at(session_factory, gb)
+    assert h.team(session_factory, team_id).expires_at == ends_at
+    assert ends_at in {j.run_at for j in f.jobs(session_factory, tenant.id, "group_buys.expire_team", team_id=team_id)}
+
+    h.drain(session_factory, settings, tenant.id, now=ends_at + dt.timedelta(seconds=1))
+    assert h.team(session_factory, team_id).status == "failed"
+    (refund,) = f.refunds(session_factory, tenant.id, order_id)
+    assert refund.status == "succeeded" and refund.amount == f.order(session_factory, tenant.id, order_id).paid_amount

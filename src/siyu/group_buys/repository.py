@@ -135,6 +135,25 @@ def finish_team(
     return rowcount(result) == 1
 
 
+def cap_open_teams(
+    session: Session, merchant_id: int, group_buy_id: int, ends_at: dt.datetime, now: dt.datetime
+) -> list[int]:
+    """Open teams of the activity whose deadline is after ``ends_at`` get ``ends_at``; their ids."""
+    rows = session.execute(
+        update(GroupTeam)
+        .where(
+            GroupTeam.merchant_id == merchant_id,
+            GroupTeam.group_buy_id == group_buy_id,
+            GroupTeam.status == OPEN,
+            GroupTeam.expires_at > ends_at,
+        )
+        .values(expires_at=ends_at, updated_at=now)
+        .returning(GroupTeam.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted(int(r[0]) for r in rows)
+
+
 def due_teams(session: Session, merchant_id: int, now: dt.datetime) -> list[int]:
     stmt = select(GroupTeam.id).where(
         GroupTeam.merchant_id == merchant_id, GroupTeam.status == OPEN, GroupTeam.expires_at <= now

@@ -171,7 +171,9 @@ def update_group_buy(
     now: dt.datetime | None = None,
 ) -> GroupBuy:
     """Name, limit, validity and the end can change any time; prices and stacking rules only
-    before the start (a customer who already joined keeps what was announced)."""
+    before the start (a customer who already joined keeps what was announced). An end moved
+    before an open team's deadline brings that deadline to the new end (a team never outlives
+    its activity), with a deadline job at that time."""
     now = now or utcnow()
     gb = get_group_buy(session, merchant_id, group_buy_id, lock=True)
     state = activities.effective_status(gb, now)
@@ -198,6 +200,11 @@ def update_group_buy(
         gb.name = data.name.strip()
     gb.starts_at, gb.ends_at = starts_at, ends_at
     session.flush()
+    for team_id in repo.cap_open_teams(session, merchant_id, gb.id, ends_at, now):  # an earlier end: teams end with it
+        enqueue(
+            session, merchant_id, "group_buys.expire_team", {"team_id": team_id}, run_at=ends_at,
+            dedupe_key=f"group_team:{team_id}:expire:{ends_at.isoformat()}",
+        )
     audit.record(session, merchant_id, "group_buy", gb.id, "updated", actor=actor, data={"fields": sorted(changes)})
     return gb
 
