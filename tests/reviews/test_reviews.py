@@ -155,3 +155,21 @@ def test_first_review_completes_the_loyalty_task_once(
     h.drain(session_factory, settings, tenant)
     h.drain(session_factory, settings, tenant)
     assert _task_entries(session_factory, tenant.id, member_id, "first_review") == 1
+
+
+def test_demo_data_reviews_completed_orders_once(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    from siyu.db.session import unit_of_work
+    from siyu.reviews import demo_data
+
+    (sku,) = af.make_product(session_factory, tenant.id, [3000])
+    buyers = [h.login(client, tenant)[1] for _ in range(3)]
+    for headers in buyers:
+        af.paid_order(client, tenant, session_factory, headers, [(sku, 1)], completed=True)
+    af.paid_order(client, tenant, session_factory, buyers[0], [(sku, 1)])  # not completed: not reviewed
+    for _ in range(2):
+        with unit_of_work(session_factory) as s:
+            demo_data.seed(s, tenant.id)
+    rows = _reviews(session_factory, tenant.id)
+    assert [r[2] for r in rows] == [5, 5, 5]
