@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
+import os
 import random
 import shutil
 import subprocess
@@ -176,6 +178,22 @@ def run_wrk(base: str, tokens: list[str], sku_ids: list[int], clients: int, seco
     return int(created), int(failed) + int(socket_errors), latency, float(elapsed)
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its children (uvicorn's master and workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    total = 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=32)
@@ -198,6 +216,8 @@ def main() -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         asyncio.run(run_load(base, tokens, sku_ids, 4, 2))  # warm-up
+        load_before = os.getloadavg()[0]
+        api_cpu_before = process_tree_cpu_seconds(server.pid)
         if use_wrk:
             generator = f"wrk ({args.wrk_threads} threads, Lua script, unique Idempotency-Key per request)"
             ok, failed, latency, elapsed = run_wrk(base, tokens, sku_ids, args.clients, args.seconds, args.wrk_threads)
@@ -205,6 +225,8 @@ def main() -> None:
             generator = "Python httpx (asyncio, one process)"
             ok, failed, latencies, elapsed = asyncio.run(run_load(base, tokens, sku_ids, args.clients, args.seconds))
             latency = summary(latencies)
+        api_cpu = process_tree_cpu_seconds(server.pid) - api_cpu_before
+        load_after = os.getloadavg()[0]
         rss = process_tree_rss_mb(server.pid)
     finally:
         server.terminate()
@@ -214,6 +236,11 @@ def main() -> None:
     print(f"load generator: {generator}")
     print(f"orders created: {ok} ({ok / elapsed:.0f} orders/s), failed: {failed}")
     print(f"latency: {latency}")
+    if ok:
+        print(f"API processes' CPU per order: {api_cpu / ok * 1000:.2f} ms (utime+stime of the uvicorn tree, /proc; "
+              "load-insensitive, unlike orders/s)")
+    print(f"load average (1 min) before / after the run: {load_before:.1f} / {load_after:.1f} (2 cores: above 2 the "
+          "machine was shared, the throughput is not the code's)")
     print("RSS per process (MB): " + ", ".join(f"{pid}: {mb:.0f}" for pid, mb in sorted(rss.items())))
 
 

@@ -166,10 +166,18 @@ def require(permission: str) -> Callable[..., StaffPrincipal]:
     return _dep
 
 
-def current_customer(
+async def current_customer(
     session: DbSession, authorization: Annotated[str | None, Header()] = None
 ) -> CustomerPrincipal:
-    token = tenancy_service.authenticate(session, _bearer(authorization), kinds=("customer",))
+    """Async, so that a token in the per-process cache (nearly every request of a shopping
+    session) costs no thread hop; a token not cached is checked against the database on a
+    worker thread, never on the event loop."""
+    plaintext = _bearer(authorization)
+    token = tenancy_service.authenticate_cached(session, plaintext, kinds=("customer",))
+    if token is None:
+        token = await anyio.to_thread.run_sync(
+            functools.partial(tenancy_service.authenticate, session, plaintext, kinds=("customer",))
+        )
     assert token.subject_id is not None
     return CustomerPrincipal(merchant_id=token.merchant_id, member_id=token.subject_id, token_id=token.id)
 

@@ -36,6 +36,7 @@ import json
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
@@ -48,7 +49,7 @@ from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
 from siyu.orders import repository as repo
 from siyu.orders import service
-from siyu.orders.models import PENDING_PAYMENT, Address, Order, OrderLine
+from siyu.orders.models import PENDING_PAYMENT, Address, Order
 from siyu.orders.pricing import PricedLine, PricingContext, run_pipeline, run_submit_hooks
 from siyu.orders.schemas import AddressOut, CheckoutIn, CheckoutOut, PricedLineOut
 
@@ -226,8 +227,9 @@ def _replay(existing: Order, digest: str) -> Order:
     return existing
 
 
-def new_order_lines(session: Session, order: Order) -> list[OrderLine]:
-    """The lines of an order, without a round trip when this session's submit just wrote them."""
+def new_order_lines(session: Session, order: Order) -> list[Any]:
+    """The lines of an order, without a round trip when this session's submit just wrote them
+    (then as the read-only records ``repository.insert_order_lines`` returned, every column set)."""
     written = session.info.get(_NEW_LINES, {}).get(order.id)
     if written is not None:
         return sorted(written, key=lambda ln: ln.id)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, insert, select, update
+from sqlalchemy import Select, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from siyu.catalog.models import Product, Sku
@@ -231,14 +232,20 @@ def order_by_idempotency_key(session: Session, merchant_id: int, member_id: int,
     return session.scalar(stmt.execution_options(populate_existing=True))
 
 
-_INSERT_ORDER_LINES = insert(OrderLine).returning(OrderLine, sort_by_parameter_order=True)
+_ORDER_LINES: Table = OrderLine.__table__  # type: ignore[assignment]
+_INSERT_ORDER_LINES = insert(_ORDER_LINES).returning(_ORDER_LINES.c.id, sort_by_parameter_order=True)
 
 
-def insert_order_lines(session: Session, rows: list[dict[str, Any]]) -> list[OrderLine]:
-    """Write an order's lines in one statement; the instances come back in ``rows`` order, every column loaded."""
+def insert_order_lines(session: Session, rows: list[dict[str, Any]]) -> list[SimpleNamespace]:
+    """Write an order's lines in one statement (Core: no ORM instances to build and track).
+
+    Each row must carry every column but ``id``; what comes back, in ``rows`` order, is each row
+    with its new ``id`` as a plain read-only record (for the response), not a session instance.
+    """
     if not rows:
         return []
-    return list(session.scalars(_INSERT_ORDER_LINES, rows))
+    ids = session.execute(_INSERT_ORDER_LINES, rows).scalars().all()
+    return [SimpleNamespace(**row, id=line_id) for row, line_id in zip(rows, ids, strict=True)]
 
 
 _INSERT_AUDIT_EVENT = insert(AuditEvent.__table__)  # type: ignore[arg-type]
