@@ -14,7 +14,8 @@
   while letting a member come back after a cancelled order. ``pending → paid → refunded`` or
   ``pending → released``, each step a conditional update.
 - ``GroupBuyMemberCounter``: units a member holds in an activity (the per-member limit), moved
-  only by conditional updates (``units + q <= limit``).
+  only by conditional updates (``units + q <= limit``). A refund gives units back: the seat's
+  ``units_freed`` (never above its quantity) says how many already went back.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class GroupSeat(IdMixin, TenantMixin, TimestampMixin, Base):
         UniqueConstraint("merchant_id", "order_id"),
         UniqueConstraint("team_id", "holder_member_id"),
         CheckConstraint("quantity > 0", name="quantity_pos"),
+        CheckConstraint("units_freed >= 0 AND units_freed <= quantity", name="units_freed_valid"),
         Index("ix_group_seats_team", "merchant_id", "team_id", "status"),
     )
 
@@ -112,6 +114,7 @@ class GroupSeat(IdMixin, TenantMixin, TimestampMixin, Base):
     seat_no: Mapped[int] = mapped_column(Integer)  # 1 = the leader; informational
     is_leader: Mapped[bool] = mapped_column(Boolean, default=False)
     quantity: Mapped[int] = mapped_column(Integer, default=1)
+    units_freed: Mapped[int] = mapped_column(Integer, default=0)  # units refunded and back in the member's limit
     amount: Mapped[int] = mapped_column(Integer, default=0)  # the line's payable, fen
     status: Mapped[str] = mapped_column(String(16), default=PENDING)
     paid_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -184,6 +184,20 @@ def held_seat(session: Session, merchant_id: int, team_id: int, member_id: int) 
     return session.scalar(stmt)
 
 
+def free_seat_units(session: Session, merchant_id: int, seat_id: int, qty: int) -> bool:
+    """``units_freed += qty`` while it stays within the seat's quantity."""
+    result = session.execute(
+        update(GroupSeat)
+        .where(
+            GroupSeat.merchant_id == merchant_id, GroupSeat.id == seat_id,
+            GroupSeat.units_freed + qty <= GroupSeat.quantity,
+        )
+        .values(units_freed=GroupSeat.units_freed + qty)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result) == 1
+
+
 def move_seat(
     session: Session, merchant_id: int, seat_id: int, from_status: str, to_status: str, now: dt.datetime,
     **values: Any,

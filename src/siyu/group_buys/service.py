@@ -446,22 +446,37 @@ def on_order_cancelled(session: Session, merchant_id: int, order_id: int, *, now
         _fail(session, team, now, reason="empty")
 
 
+def _free_units(session: Session, seat: GroupSeat, qty: int) -> None:
+    """Give ``qty`` of the seat's units back to the member's limit, never more than it holds."""
+    qty = min(qty, seat.quantity - seat.units_freed)
+    if qty > 0 and repo.free_seat_units(session, seat.merchant_id, seat.id, qty):
+        repo.give_back_units(session, seat.merchant_id, seat.group_buy_id, seat.member_id, qty)
+
+
 def on_order_refunded(session: Session, merchant_id: int, payload: dict[str, Any], *, now: dt.datetime | None = None) -> None:
-    """A paid member of an open team refunded in full (after-sales): the seat is given up, so the
-    team cannot succeed with a member who no longer pays."""
-    if not payload.get("full"):
-        return
+    """A paid member refunded (after-sales). In an open team, a full refund gives the seat up, so
+    the team cannot succeed with a member who no longer pays. In any team not failed (a failed
+    team's refunds are ``refund_seat``'s), the refunded units go back to the member's limit: all
+    of them on a full refund, else the refunded quantity of the group-buy line."""
     now = now or utcnow()
     seat = repo.seat_of_order(session, merchant_id, int(payload["order_id"]))
     if seat is None or seat.status != PAID:
         return
     team = repo.team(session, merchant_id, seat.team_id, lock=True)
-    if team is None or team.status != OPEN:
+    if team is None or team.status == FAILED:
         return
-    if repo.move_seat(session, merchant_id, seat.id, PAID, REFUNDED, now, refund_id=payload.get("refund_id")):
-        repo.uncount_paid_seat(session, merchant_id, team.id, now)
-        repo.give_back_seat(session, merchant_id, team.id, now)
-        repo.give_back_units(session, merchant_id, seat.group_buy_id, seat.member_id, seat.quantity)
+    if payload.get("full") and team.status == OPEN:
+        if repo.move_seat(session, merchant_id, seat.id, PAID, REFUNDED, now, refund_id=payload.get("refund_id")):
+            repo.uncount_paid_seat(session, merchant_id, team.id, now)
+            repo.give_back_seat(session, merchant_id, team.id, now)
+            _free_units(session, seat, seat.quantity)
+        return
+    if payload.get("full"):
+        _free_units(session, seat, seat.quantity)
+        return
+    lines = {ln.id for ln in orders_repo.order_lines(session, merchant_id, seat.order_id) if ln.sku_id == seat.sku_id}
+    refunded = sum(int(r.get("quantity") or 0) for r in payload.get("lines") or [] if int(r["order_line_id"]) in lines)
+    _free_units(session, seat, refunded)
 
 
 def _enqueue_refund(session: Session, seat: GroupSeat) -> None:
@@ -550,7 +565,7 @@ def refund_seat(session: Session, merchant_id: int, seat_id: int, *, now: dt.dat
         )
         refund_id = refund.id
     if repo.move_seat(session, merchant_id, seat.id, PAID, REFUNDED, now, refund_id=refund_id):
-        repo.give_back_units(session, merchant_id, seat.group_buy_id, seat.member_id, seat.quantity)
+        _free_units(session, seat, seat.quantity)
         stock.release(session, merchant_id, {seat.sku_id: seat.quantity})
     audit.record(session, merchant_id, "group_team", team.id, "member_refunded",
                  data={"seat_id": seat.id, "order_id": order.id, "amount": refundable, "refund_id": refund_id})
