@@ -38,6 +38,10 @@ class MemberStats(IdMixin, TenantMixin, Base):
         UniqueConstraint("merchant_id", "member_id"),
         Index("ix_member_stats_stage", "merchant_id", "lifecycle_stage"),
         Index("ix_member_stats_last_order", "merchant_id", "last_order_at"),
+        # Room on each page for the rows' next versions: the activity counters (not indexed)
+        # change with every batch of events, and an update that fits on its page is HOT (no
+        # new entry in any of the five indexes). At 100% fill only ~8% of them were.
+        {"postgresql_with": {"fillfactor": 70}},
     )
 
     member_id: Mapped[int] = mapped_column(BigId)

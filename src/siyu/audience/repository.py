@@ -24,9 +24,8 @@ from siyu.audience.models import (
     StageTransition,
 )
 from siyu.audience.schemas import LifecycleConfig
-from siyu.db.arrays import in_values
-from siyu.db.bulk import json_rows
-from siyu.db.dialect import bulk_update, for_update, insert_ignore, insert_ignore_rows
+from siyu.db.bulk import in_ints, json_rows
+from siyu.db.dialect import bulk_update, insert_ignore, insert_ignore_rows
 from siyu.db.types import UTCDateTime
 from siyu.members.models import Member
 
@@ -48,7 +47,7 @@ def ensure_rows(session: Session, merchant_id: int, member_ids: set[int]) -> Non
     existing = set(
         session.scalars(
             select(MemberStats.member_id).where(
-                MemberStats.merchant_id == merchant_id, in_values(session, MemberStats.member_id, member_ids)
+                MemberStats.merchant_id == merchant_id, in_ints(session, MemberStats.member_id, member_ids)
             )
         )
     )
@@ -58,7 +57,7 @@ def ensure_rows(session: Session, merchant_id: int, member_ids: set[int]) -> Non
     registered = dict(
         session.execute(
             select(Member.id, Member.registered_at).where(
-                Member.merchant_id == merchant_id, in_values(session, Member.id, missing)
+                Member.merchant_id == merchant_id, in_ints(session, Member.id, missing)
             )
         ).all()
     )
@@ -130,60 +129,6 @@ def apply_activity(
     )
 
 
-def apply_activity_of_events(session: Session, merchant_id: int, event_ids: list[str]) -> set[int]:
-    """Add these stored events (just inserted) to their members' counters and last visit: one
-    grouped ``UPDATE ... FROM (SELECT ... FROM events WHERE event_id IN ...) RETURNING member_id``
-    per batch instead of one UPDATE per member. The members need their stats row already
-    (``ensure_rows``); returns the members whose row was updated."""
-    if not event_ids:
-        return set()
-    from siyu.events.models import Event
-
-    def count_of(name: str) -> Any:
-        return func.sum(case((Event.name == name, 1), else_=0))
-
-    per_member = (
-        select(
-            Event.member_id.label("member_id"),
-            func.max(Event.occurred_at).label("last_seen"),
-            count_of("product_view").label("views"),
-            count_of("add_to_cart").label("carts"),
-            count_of("favorite").label("favs"),
-            count_of("share").label("shares"),
-        )
-        .where(
-            Event.merchant_id == merchant_id, in_values(session, Event.event_id, event_ids), Event.member_id.is_not(None)
-        )
-        .group_by(Event.member_id)
-        .subquery()
-    )
-    s = MemberStats
-    # The rows are locked by a sub-select in member order (on PostgreSQL) inside the UPDATE
-    # itself: an UPDATE ... FROM visits rows in plan order, and two concurrent batches sharing
-    # members must not lock them in opposite orders (deadlock). One statement, one snapshot, so
-    # no row can appear between the locking and the update.
-    members = select(Event.member_id).where(
-        Event.merchant_id == merchant_id, in_values(session, Event.event_id, event_ids), Event.member_id.is_not(None)
-    )
-    in_order = select(s.id.label("id")).where(s.merchant_id == merchant_id, s.member_id.in_(members)).order_by(s.member_id)
-    locked = for_update(in_order, session).subquery()
-    seen = per_member.c.last_seen
-    result = session.execute(
-        update(s)
-        .where(s.id == locked.c.id, per_member.c.member_id == s.member_id)
-        .values(
-            last_visit_at=case((s.last_visit_at.is_(None), seen), (s.last_visit_at < seen, seen), else_=s.last_visit_at),
-            product_views=s.product_views + per_member.c.views,
-            cart_adds=s.cart_adds + per_member.c.carts,
-            favorites=s.favorites + per_member.c.favs,
-            shares=s.shares + per_member.c.shares,
-        )
-        .returning(s.member_id)
-        .execution_options(synchronize_session=False)
-    )
-    return {int(m) for m in result.scalars()}
-
-
 def claim_activity_batch(session: Session, merchant_id: int, batch_key: str, events: int, now: dt.datetime) -> bool:
     """Record that this batch's counters are being added; False when they already were (or
     another transaction holding the same key commits first: it waits for that one)."""
@@ -204,21 +149,23 @@ def apply_activity_rows(session: Session, merchant_id: int, rows: list[dict[str,
     """Add per-member activity (``member_id, last_seen, views, carts, favs, shares``, one row per
     member) to the members' counters in ONE ``UPDATE ... FROM <rows as one JSON document>``.
 
-    The members need their stats row already (``ensure_rows``). The rows are locked by a
-    sub-select in member order (on PostgreSQL) inside the UPDATE itself: two concurrent jobs
-    sharing members never lock them in opposite orders. Returns the rows updated."""
+    The members need their stats row already (``ensure_rows``). Callers hold the merchant's
+    activity lock (``service.apply_activity_batch``): two of these UPDATEs sharing members would
+    otherwise lock them in plan order and could deadlock; the lock costs one statement, where
+    locking ~500 rows in member order first cost a second write of every row. Returns the rows
+    updated."""
     if not rows:
         return 0
     src = json_rows(session, rows, _ACTIVITY_COLUMNS)
     s = MemberStats
-    in_order = select(s.id.label("id")).where(
-        s.merchant_id == merchant_id, s.member_id.in_(select(src.c.member_id))
-    ).order_by(s.member_id)
-    locked = for_update(in_order, session).subquery()
     seen = src.c.last_seen
     result = session.execute(
         update(s)
-        .where(s.id == locked.c.id, src.c.member_id == s.member_id)
+        # the ids again as an array: the planner then looks the rows up by the unique index
+        # instead of scanning the merchant's rows into a hash join (it guesses 100 rows for
+        # the JSON side)
+        .where(s.merchant_id == merchant_id, in_ints(session, s.member_id, [r["member_id"] for r in rows]))
+        .where(s.member_id == src.c.member_id)
         .values(
             last_visit_at=case((s.last_visit_at.is_(None), seen), (s.last_visit_at < seen, seen), else_=s.last_visit_at),
             product_views=s.product_views + src.c.views,

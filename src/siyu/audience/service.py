@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from siyu.audience import repository as repo
 from siyu.audience.models import STAGE_LABELS, STAGES, AudienceSettings, MemberStats
 from siyu.audience.schemas import LifecycleConfig, StageCount
+from siyu.db.locks import xact_lock
 from siyu.events import hooks
 from siyu.kit.errors import not_found
 from siyu.kit.outbox import enqueue
@@ -108,6 +109,9 @@ _COUNTED = {"product_view": 1, "add_to_cart": 2, "favorite": 3, "share": 4}
 def apply_activity_batch(session: Session, merchant_id: int, payload: dict[str, Any]) -> int:
     """Add one ingested batch's per-member sums (``record_activity``'s job); exactly once per
     batch even if the job runs twice. Returns the members updated (0 when already applied)."""
+    # One batch at a time per merchant (see ``repository.apply_activity_rows``); a second run of
+    # the same job waits here, then finds the batch claimed.
+    xact_lock(session, ACTIVITY_JOB, merchant_id)
     if not repo.claim_activity_batch(session, merchant_id, str(payload["batch"]), int(payload["events"]), utcnow()):
         return 0
     members = [int(m) for m in payload["member_id"]]

@@ -15,11 +15,14 @@ driver builds an SQL text with thousands of placeholders.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import pydantic_core
-from sqlalchemy import Table, bindparam, text
+from sqlalchemy import BigInteger, Table, Text, any_, bindparam, cast, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Subquery
 from sqlalchemy.types import TypeEngine
 
@@ -94,3 +97,16 @@ def insert_ignore_json(
         _INSERT_SQL[key] = sql
     doc = _document(session, rows, {c: table.c[c].type for c in cols})
     return list(session.execute(text(sql), {"doc": doc}).scalars())
+
+
+def in_ints(session: Session, column: Any, values: Collection[int]) -> ColumnElement[bool]:
+    """``column IN values`` for integer ids. PostgreSQL: ``column = ANY(CAST(:p AS BIGINT[]))``
+    with the array as ONE text literal ``{1,2,3}`` (psycopg dumps a Python list element by
+    element: ~2 ms for 500 ids; the text costs ~50 µs), which also steers the planner to the
+    index on the column; SQLite: an expanding IN."""
+    if is_postgres(session):
+        literal = "{" + ",".join(str(int(v)) for v in values) + "}"
+        array = cast(bindparam(None, literal, type_=Text()), ARRAY(BigInteger()))
+        result: ColumnElement[bool] = column == any_(array)
+        return result
+    return column.in_(list(values))

@@ -8,8 +8,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
-from siyu.db.arrays import in_values
-from siyu.db.bulk import insert_ignore_json
+from siyu.db.bulk import in_ints, insert_ignore_json
 from siyu.db.dialect import insert_ignore
 from siyu.events.models import AnonymousLink, Event
 from siyu.members.models import Member
@@ -18,7 +17,7 @@ from siyu.members.models import Member
 def existing_members(session: Session, merchant_id: int, member_ids: set[int]) -> set[int]:
     if not member_ids:
         return set()
-    stmt = select(Member.id).where(Member.merchant_id == merchant_id, in_values(session, Member.id, member_ids))
+    stmt = select(Member.id).where(Member.merchant_id == merchant_id, in_ints(session, Member.id, member_ids))
     return set(session.scalars(stmt))
 
 

@@ -4,10 +4,13 @@ A batch of up to 500 events is validated event by event: a bad event is rejected
 reason (stable code, field paths) while the rest are stored. Registered names
 (``catalog.REGISTERED``) have their properties validated; unknown names are stored as they are
 and reported back so the integrator sees them. Events more than ``FUTURE_TOLERANCE`` ahead of
-the server clock are refused. Storage is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per
-batch (``db.dialect.insert_ignore_rows``: the rows as one JSON document on PostgreSQL),
-idempotent by the client's ``event_id``; the members' counters then take one set-based UPDATE
-per batch (``audience.repository.apply_activity_of_events``).
+the server clock are refused. The body is parsed once (pydantic-core, ``endpoints.raw_events``)
+and the batch's envelopes validated in one call of the compiled validator (event by event only
+when one is bad). Storage is one ``INSERT ... SELECT FROM <rows as one JSON document> ON CONFLICT
+DO NOTHING RETURNING`` per batch (``db.bulk.insert_ignore_json``), idempotent by the client's
+``event_id``. The members' counters (last visit, views, cart adds ...) are not touched by the
+request: the audience listener enqueues one job per batch in the same transaction, which adds
+the batch's per-member sums exactly once (``audience.service.apply_activity_batch``).
 
 Who the event is about: a customer token decides the member (a different ``member_id`` in the
 body is rejected); an API key (server-to-server) may name any member of its merchant; an
