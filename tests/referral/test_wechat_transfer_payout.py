@@ -211,3 +211,12 @@ def test_refused_send_fails_the_withdrawal_and_bad_notifications_change_nothing(
     assert h.snapshot(session_factory, wx.tenant.id) == before
     assert wx.notify(headers, body).status_code == 204
     assert wx.withdrawal(wd["id"])["status"] == "paid"
+
+
+def test_choosing_wechat_transfer_needs_wechat_pay_credentials(client: TestClient, tenant: Tenant) -> None:
+    before = client.get(f"{h.ADMIN}/settings", headers=tenant.admin_headers).json()
+    r = client.put(
+        f"{h.ADMIN}/settings", json={"payout_provider": "wechat_transfer"}, headers=tenant.admin_headers
+    )
+    assert r.status_code == 409 and r.json()["code"] == "payout_provider_not_configured", r.text
+    assert client.get(f"{h.ADMIN}/settings", headers=tenant.admin_headers).json() == before

@@ -173,3 +173,18 @@ def test_demo_data_reviews_completed_orders_once(
             demo_data.seed(s, tenant.id)
     rows = _reviews(session_factory, tenant.id)
     assert [r[2] for r in rows] == [5, 5, 5]
+
+
+def test_a_merged_member_reviews_the_orders_of_the_member_folded_into_it(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    (sku,) = af.make_product(session_factory, tenant.id, [4000])
+    keep_id, keep = h.login(client, tenant)
+    _, drop = h.login(client, tenant)
+    order = af.paid_order(client, tenant, session_factory, drop, [(sku, 1)], shipped=True)
+    code = "sandbox-77001234"
+    assert client.post(f"{STORE}/me/phone", json={"code": code}, headers=drop).status_code == 200
+    assert client.post(f"{STORE}/me/phone", json={"code": code}, headers=keep).json()["id"] == keep_id
+    r = _post(client, keep, af.line_id(order, sku))
+    assert r.status_code == 201, r.text
+    assert r.json()["member_id"] == keep_id

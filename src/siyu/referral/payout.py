@@ -10,7 +10,8 @@ provider's reference, ``processing`` (asked again later through ``query`` when i
 Optional hooks, looked up with ``getattr`` so a provider may leave them out:
 ``prepare(session, merchant_id, settings, member_id)`` reads what ``send`` / ``query`` need (credentials,
 the member's openid) while the job's transaction is open and returns it as ``context``;
-``query(request)`` asks about a ``processing`` payout.
+``query(request)`` asks about a ``processing`` payout; ``configured(session, merchant_id)``
+says whether the merchant can use the provider (checked when the settings choose it).
 
 ``wechat_transfer``: WeChat Pay's merchant transfer to the user's balance (商家转账, see
 ``siyu.integrations.wechat.transfer``), with the merchant's WeChat Pay credentials (encrypted
@@ -112,6 +113,17 @@ class WechatTransferProvider:
     report_infos = (("岗位类型", "分销员"), ("报酬说明", "分销佣金提现"))
     user_recv_perception = "劳务报酬"
     remark = "分销佣金提现"
+
+    def configured(self, session: Session, merchant_id: int) -> bool:
+        """The merchant pays with WeChat Pay and its credentials are all there (checked when the
+        provider is chosen; a key that turns out unreadable fails the payout later)."""
+        from siyu.tenancy import service as tenancy_service
+
+        m = tenancy_service.get_merchant(session, merchant_id)
+        return bool(
+            m.pay_provider == "wechatpay" and m.pay_mchid and m.wechat_appid and m.pay_serial_no
+            and m.pay_private_key_enc and m.pay_apiv3_key_enc and m.pay_platform_keys_enc
+        )
 
     def prepare(
         self, session: Session, merchant_id: int, settings: Settings, member_id: int

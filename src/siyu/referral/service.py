@@ -168,6 +168,10 @@ register_messages(
             "Only an approved withdrawal can be marked paid ({status})",
         ),
         "payout_provider_unknown": (422, "未知的打款方式：{name}", "Unknown payout provider: {name}"),
+        "payout_provider_not_configured": (
+            409, "打款方式 {name} 需要先配置微信支付商户号与密钥",
+            "The payout provider {name} needs the merchant's WeChat Pay credentials first",
+        ),
     }
 )
 
@@ -206,8 +210,12 @@ def _check_coupon_templates(session: Session, merchant_id: int, data: SettingsIn
 
 
 def put_config(session: Session, merchant_id: int, data: SettingsIn, *, actor: Actor) -> SettingsIn:
-    if payout.get(data.payout_provider) is None:
+    chosen = payout.get(data.payout_provider)
+    if chosen is None:
         raise DomainError("payout_provider_unknown", name=data.payout_provider)
+    configured = getattr(chosen, "configured", None)
+    if configured is not None and not configured(session, merchant_id):
+        raise DomainError("payout_provider_not_configured", name=data.payout_provider)
     _check_coupon_templates(session, merchant_id, data)
     values = data.model_dump(mode="json")
     row = repo.settings(session, merchant_id)
@@ -1144,7 +1152,14 @@ def run_payout(session: Session, merchant_id: int, withdrawal_id: int, settings:
     Nothing is sent with a transaction open: the job's reads commit first. A send whose outcome
     is unknown (network, 5xx) raises, and the worker retries with the same idempotency key
     (WeChat's ``out_bill_no``), which returns the same transfer instead of paying twice."""
-    sub = payout_submission(session, merchant_id, withdrawal_id, settings)
+    try:
+        sub = payout_submission(session, merchant_id, withdrawal_id, settings)
+    except payout.PayoutError as exc:  # e.g. the merchant's keys became unreadable
+        if exc.retryable:
+            raise
+        failed = payout.PayoutResult(status="failed", detail=f"{exc.code}: {exc.message}"[:200])
+        apply_payout_result(session, merchant_id, withdrawal_id, failed, source="send")
+        return
     if sub is None:
         return
     session.commit()

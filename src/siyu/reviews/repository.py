@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from siyu.members.models import MEMBER_MERGED, Member
 from siyu.orders.models import Order, OrderLine
 from siyu.reviews.models import REVIEW_VISIBLE, ProductReview
 
@@ -90,3 +91,16 @@ def search(
     if replied is not None:
         stmt = stmt.where(ProductReview.reply.is_not(None) if replied else ProductReview.reply.is_(None))
     return stmt
+
+
+def current_member(session: Session, merchant_id: int, member_id: int) -> int:
+    """``member_id``, or the member it was merged into (following a chain of merges)."""
+    current = member_id
+    for _ in range(10):
+        row = session.execute(
+            select(Member.status, Member.merged_into).where(Member.merchant_id == merchant_id, Member.id == current)
+        ).first()
+        if row is None or row[0] != MEMBER_MERGED or row[1] is None:
+            break
+        current = int(row[1])
+    return current

@@ -1,6 +1,7 @@
 """Product reviews.
 
-- A customer reviews an item (order line) of **their own** order once the order is ``shipped``
+- A customer reviews an item (order line) of **their own** order (or of a member merged into
+  them) once the order is ``shipped``
   or ``completed`` (``review_not_allowed`` before that, or for a line refunded in full), once
   per line (``review_exists``; sending the identical review again returns the first one, so a
   retried submit is harmless). Rating 1-5, text up to 1,000 characters, up to 9 image URLs.
@@ -51,7 +52,8 @@ def create_review(
 ) -> tuple[ProductReview, bool]:
     """Review an order line of the member's own order; returns (review, created)."""
     found = repo.line_with_order(session, merchant_id, data.order_line_id)
-    if found is None or found[1].member_id != member_id:
+    # orders stay under a member merged into this one (see ``members.service``): theirs too
+    if found is None or repo.current_member(session, merchant_id, found[1].member_id) != member_id:
         raise not_found("订单商品", "Order item")
     line, order = found
     existing = repo.review_of_line(session, merchant_id, line.id)
