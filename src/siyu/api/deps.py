@@ -100,6 +100,12 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
     except BaseException:
         await anyio.to_thread.run_sync(_end, session, False, limiter=_end_limiter())
         raise
+    if not session.in_transaction():
+        # The endpoint's thread committed already (``commit_in_endpoint_threads``) and the
+        # connection went back to the pool with it: closing only forgets the session's objects,
+        # no I/O, so it is done here rather than paying a thread hop on every request.
+        session.close()
+        return
     await anyio.to_thread.run_sync(_end, session, True, limiter=_end_limiter())
 
 
@@ -173,7 +179,7 @@ async def current_customer(
     session) costs no thread hop; a token not cached is checked against the database on a
     worker thread, never on the event loop."""
     plaintext = _bearer(authorization)
-    token = tenancy_service.authenticate_cached(session, plaintext, kinds=("customer",))
+    token: Any = tenancy_service.authenticate_cached(session, plaintext, kinds=("customer",))
     if token is None:
         token = await anyio.to_thread.run_sync(
             functools.partial(tenancy_service.authenticate, session, plaintext, kinds=("customer",))

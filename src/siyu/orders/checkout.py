@@ -49,7 +49,7 @@ from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
 from siyu.orders import repository as repo
 from siyu.orders import service
-from siyu.orders.models import PENDING_PAYMENT, Address, Order
+from siyu.orders.models import PENDING_PAYMENT, Order
 from siyu.orders.pricing import PricedLine, PricingContext, run_pipeline, run_submit_hooks
 from siyu.orders.schemas import AddressOut, CheckoutIn, CheckoutOut, PricedLineOut
 
@@ -67,7 +67,7 @@ _NEW_LINES = "siyu.orders.checkout.new_lines"  # session.info: order id -> the l
 @dataclass
 class Priced:
     ctx: PricingContext
-    address: Address | None
+    address: Any | None  # a read-only row with ``Address``'s columns (``repository.checkout_address``)
     from_cart: bool
 
 
@@ -155,13 +155,12 @@ def check_normal_stock(session: Session, merchant_id: int, lines: list[PricedLin
 
 def _address(
     session: Session, merchant_id: int, member_id: int, body: CheckoutIn, *, required: bool
-) -> Address | None:
+) -> Any | None:
+    found = repo.checkout_address(session, merchant_id, member_id, body.address_id)
     if body.address_id is not None:
-        found = repo.address(session, merchant_id, member_id, body.address_id)
         if found is None:
             raise invalid("address_id", "address_not_found", "no such address")
         return found
-    found = repo.default_address(session, merchant_id, member_id)
     if found is None and required:
         raise DomainError("address_required")
     return found

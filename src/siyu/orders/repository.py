@@ -158,6 +158,42 @@ def default_address(session: Session, merchant_id: int, member_id: int) -> Addre
     return session.scalar(_DEFAULT_ADDRESS, {"merchant_id": merchant_id, "member_id": member_id})
 
 
+# The checkout reads the address as plain columns (what the order's snapshot and the preview's
+# ``AddressOut`` need), not as a session instance: it only reads it.
+_ADDRESS_COLUMNS = (
+    Address.id, Address.name, Address.phone, Address.province, Address.city, Address.district, Address.detail,
+    Address.postal_code, Address.is_default,
+)
+_CHECKOUT_ADDRESS = (
+    select(*_ADDRESS_COLUMNS)
+    .where(
+        Address.merchant_id == bindparam("merchant_id"),
+        Address.member_id == bindparam("member_id"),
+        Address.id == bindparam("address_id"),
+        Address.deleted.is_(False),
+    )
+)
+_CHECKOUT_DEFAULT_ADDRESS = (
+    select(*_ADDRESS_COLUMNS)
+    .where(
+        Address.merchant_id == bindparam("merchant_id"),
+        Address.member_id == bindparam("member_id"),
+        Address.deleted.is_(False),
+        Address.is_default.is_(True),
+    )
+    .order_by(Address.id.desc())
+    .limit(1)
+)
+
+
+def checkout_address(session: Session, merchant_id: int, member_id: int, address_id: int | None) -> Any | None:
+    """The member's address ``address_id`` (None: the default one) as a read-only row, or None."""
+    params: dict[str, Any] = {"merchant_id": merchant_id, "member_id": member_id}
+    if address_id is None:
+        return session.execute(_CHECKOUT_DEFAULT_ADDRESS, params).first()
+    return session.execute(_CHECKOUT_ADDRESS, {**params, "address_id": address_id}).first()
+
+
 def clear_default_address(session: Session, merchant_id: int, member_id: int, except_id: int | None) -> None:
     stmt = update(Address).where(
         Address.merchant_id == merchant_id, Address.member_id == member_id, Address.is_default.is_(True)
