@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, select, update
+from sqlalchemy import Select, and_, exists, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from siyu.aftersales.models import OPEN_STATUSES, AfterSale
@@ -107,6 +107,31 @@ def inviter_of(session: Session, merchant_id: int, member_id: int) -> int | None
             ReferralProfile.merchant_id == merchant_id, ReferralProfile.member_id == member_id
         )
     )
+
+
+def inviter_chain(session: Session, merchant_id: int, start_id: int, limit: int) -> list[int]:
+    """``start_id`` and its inviters upwards, in order, in one recursive query (at most ``limit``
+    + 1 members: a longer chain, or a ring, comes back cut at that length)."""
+    base = select(
+        ReferralProfile.member_id.label("member_id"),
+        ReferralProfile.inviter_member_id.label("inviter_id"),
+        literal(0).label("depth"),
+    ).where(ReferralProfile.merchant_id == merchant_id, ReferralProfile.member_id == start_id)
+    chain = base.cte("inviter_chain", recursive=True)
+    step = (
+        select(ReferralProfile.member_id, ReferralProfile.inviter_member_id, chain.c.depth + 1)
+        .join(chain, ReferralProfile.member_id == chain.c.inviter_id)
+        .where(ReferralProfile.merchant_id == merchant_id, chain.c.depth < limit)
+    )
+    chain = chain.union_all(step)
+    rows = session.execute(select(chain.c.member_id, chain.c.inviter_id).order_by(chain.c.depth)).all()
+    if not rows:
+        return [start_id]
+    members = [int(m) for m, _ in rows]
+    last_inviter = rows[-1][1]
+    if last_inviter is not None and len(members) <= limit:  # the top inviter has no profile row
+        members.append(int(last_inviter))
+    return members
 
 
 def lock_binding(session: Session, merchant_id: int, member_id: int, first_order_id: int | None) -> None:

@@ -285,17 +285,13 @@ def my_referral(session: Session, merchant_id: int, member_id: int) -> dict[str,
 
 
 def _chain(session: Session, merchant_id: int, start_id: int) -> tuple[list[int], bool]:
-    """``start_id`` and its inviters up to the root, read fresh; (chain, cyclic)."""
-    chain: list[int] = []
-    seen: set[int] = set()
-    current: int | None = start_id
-    while current is not None:
-        if current in seen or len(chain) > MAX_CHAIN:
-            return chain, True
-        seen.add(current)
-        chain.append(current)
-        current = repo.inviter_of(session, merchant_id, current)
-    return chain, False
+    """``start_id`` and its inviters up to the root, read fresh in one query; (chain, cyclic).
+    A chain longer than ``MAX_CHAIN`` counts as cyclic (a ring repeats members)."""
+    chain = repo.inviter_chain(session, merchant_id, start_id, MAX_CHAIN)
+    if len(set(chain)) < len(chain):
+        first_repeat = next(i for i, m in enumerate(chain) if m in chain[:i])
+        return chain[:first_repeat], True
+    return chain, len(chain) > MAX_CHAIN
 
 
 def _lock_chain_and_check_loop(
