@@ -420,9 +420,22 @@ def spend(
     The conditional debit (``balance >= n``) comes first, so a refusal writes nothing; a key
     that already exists gives the points back in the same transaction and returns the first
     entry (also when the retry finds the balance already too low: the first spend took it).
+    PostgreSQL: one statement when no other transaction changed the account since it started
+    (``db.ledger.spend_points_at_once``), else the debit and then one statement for the lots.
     """
     _check_points(points)
     now = now or utcnow()
+    at_once = ledger.spend_points_at_once(
+        session, merchant_id=merchant_id, member_id=member_id, points=points, spent=points if kind == SPEND else 0,
+        kind=kind, reason=reason[:64], ref=ref, key=idempotency_key, now=now,
+    )
+    if at_once is not None and at_once.account_id is not None:  # PostgreSQL, uncontended: one statement
+        _forget_account(session, at_once.account_id)
+        if at_once.entry_id is None:  # the key exists: give the points back, return the first entry
+            repo.credit(session, merchant_id, member_id, points, earned=0, unspent=points if kind == SPEND else 0)
+            return _winner(session, merchant_id, member_id, idempotency_key)
+        return _spent(session, merchant_id, member_id, points, at_once.entry_id, at_once.balance or 0, at_once.taken,
+                      kind=kind, reason=reason, ref=ref, key=idempotency_key, now=now)
     balance = repo.debit(session, merchant_id, member_id, points, spent=points if kind == SPEND else 0)
     if balance is None:
         found = repo.entry_by_key(session, merchant_id, idempotency_key)
@@ -441,16 +454,27 @@ def spend(
     elif done.entry_id is None:
         entry = None
     else:
-        entry = _persistent_entry(session, done.entry_id, {
-            "merchant_id": merchant_id, "member_id": member_id, "delta": -points, "kind": kind, "reason": reason[:64],
-            "ref": ref, "idempotency_key": idempotency_key, "balance_after": balance, "shortfall": 0,
-            "reverses_entry_id": None, "created_at": now,
-        })
-        if done.taken != points:
-            log.warning("points lots short by %s for member %s (entry %s)", points - done.taken, member_id, entry.id)
+        return _spent(session, merchant_id, member_id, points, done.entry_id, balance, done.taken, kind=kind,
+                      reason=reason, ref=ref, key=idempotency_key, now=now)
     if entry is None:
         repo.credit(session, merchant_id, member_id, points, earned=0, unspent=points if kind == SPEND else 0)
         return _winner(session, merchant_id, member_id, idempotency_key)
+    _emit_points(session, merchant_id, "points.spent", entry, points)
+    return entry
+
+
+def _spent(
+    session: Session, merchant_id: int, member_id: int, points: int, entry_id: int, balance: int, taken: int, *,
+    kind: str, reason: str, ref: str | None, key: str, now: dt.datetime,
+) -> PointsEntry:
+    """The entry a PostgreSQL spend statement wrote, as a persistent instance; ``points.spent``."""
+    entry = _persistent_entry(session, entry_id, {
+        "merchant_id": merchant_id, "member_id": member_id, "delta": -points, "kind": kind, "reason": reason[:64],
+        "ref": ref, "idempotency_key": key, "balance_after": balance, "shortfall": 0, "reverses_entry_id": None,
+        "created_at": now,
+    })
+    if taken != points:
+        log.warning("points lots short by %s for member %s (entry %s)", points - taken, member_id, entry_id)
     _emit_points(session, merchant_id, "points.spent", entry, points)
     return entry
 
