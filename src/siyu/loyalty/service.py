@@ -14,6 +14,10 @@ first entry and changes nothing. Each runs in a savepoint of the caller's transa
 3. the lots move: an award opens a lot with the merchant's expiry; a spend takes from the
    soonest-expiring lots first and records each take in ``points_lot_uses``.
 
+On PostgreSQL ``award`` and ``spend`` do all of this in one statement each (``db/ledger.py``:
+data-modifying CTEs; a spend that raced another writer of the account takes a second one); the
+merchant's rules and zone come from a per-process cache the award statement validates.
+
 Invariant: ``balance == sum(entries.delta) == sum(open lots.remaining)``.
 
 Reversals (``reverse``) undo part or all of an earlier entry, never more than it moved:
