@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import random
@@ -170,8 +171,21 @@ def bench_redis_gate(seconds: float, processes: int, batch: int) -> list[str]:
 # -- 2. database gate alone ---------------------------------------------------------------------------------
 
 
+def _pids_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) of local processes (PostgreSQL backends), as far as readable."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            continue
+    return total
+
+
 def bench_db_gate(connections: int, attempts_total: int, units: int) -> list[str]:
-    from sqlalchemy import select
+    from sqlalchemy import text
 
     from siyu.db.engine import make_engine
     from siyu.db.session import make_session_factory
@@ -190,10 +204,16 @@ def bench_db_gate(connections: int, attempts_total: int, units: int) -> list[str
     latencies: list[list[float]] = [[] for _ in range(connections)]
     start = threading.Barrier(connections)
 
+    backends: list[int] = []
+    statements = [0]
+
+    def count(*_: Any) -> None:
+        statements[0] += 1
+
     def worker(w: int) -> None:
         rng = random.Random(w)
         with factory() as s:
-            s.execute(select(1))  # connect before the clock starts
+            backends.append(int(s.execute(text("SELECT pg_backend_pid()")).scalar_one()))  # connect before the clock
             s.rollback()
             start.wait()
             gate = DatabaseGate(s)
@@ -208,10 +228,19 @@ def bench_db_gate(connections: int, attempts_total: int, units: int) -> list[str
                     s.rollback()
                 latencies[w].append((time.perf_counter() - t0) * 1000)
 
+    from sqlalchemy import event
+
+    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "rollback", count)
+    event.listen(engine, "commit", count)
+    cpu0 = time.process_time()
     began = time.perf_counter()
     with ThreadPoolExecutor(connections) as pool:
         list(pool.map(worker, range(connections)))
     elapsed = time.perf_counter() - began
+    client_cpu = time.process_time() - cpu0
+    pg_cpu = _pids_cpu(backends)
+    load = os.getloadavg()
     with factory() as s:
         item = s.get(FlashSaleItem, item_id)
         assert item is not None
@@ -228,6 +257,10 @@ def bench_db_gate(connections: int, attempts_total: int, units: int) -> list[str
         f"commits while holding the item row), then {total - won:,} refusals in {elapsed - selling:.1f} s "
         f"({(total - won) / max(elapsed - selling, 1e-9):,.0f}/s)",
         f"  attempt latency: {summary(flat)}",
+        f"  load-insensitive: {statements[0] / total:.2f} statements per attempt (commit/rollback counted), "
+        f"client CPU {client_cpu / total * 1e6:,.0f} µs per attempt, PostgreSQL backends' CPU "
+        f"{pg_cpu / total * 1e6:,.0f} µs per attempt (total since connect); load average "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
         f"  check: sold {sold} = granted {won}, sold <= stock {stock}: {'exact' if sold == won <= stock else 'MISMATCH'}",
     ]
 
@@ -348,10 +381,8 @@ def _server_cpu(pid: int) -> float:
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     pids = [pid]
-    try:
+    with contextlib.suppress(OSError):
         pids += [int(c) for c in P(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        pass
     for p in pids:
         try:
             fields = P(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
@@ -361,7 +392,10 @@ def _server_cpu(pid: int) -> float:
     return total
 
 
-def bench_http(clients: int, seconds: float, workers: int, units: int, pool: int, loader: str) -> list[str]:
+def bench_http(
+    clients: int, seconds: float, workers: int, units: int, pool: int, loader: str, refusal_seconds: float,
+    members: int = 2_000,
+) -> list[str]:
     import shutil
 
     from sqlalchemy import create_engine, func, select
@@ -370,7 +404,7 @@ def bench_http(clients: int, seconds: float, workers: int, units: int, pool: int
     from siyu.flash_sales.models import FlashSaleItem
     from siyu.orders.models import Order
 
-    members, limit = 2_000, 1
+    limit = 1
     url = fresh_pg_database("siyu_bench_flash_http")
     rclient = redis.Redis.from_url(REDIS_URL)
     stale = RedisGate(rclient, prefix=PREFIX)
@@ -392,6 +426,13 @@ def bench_http(clients: int, seconds: float, workers: int, units: int, pool: int
             run = asyncio.run(_http_load(f"http://127.0.0.1:{port}", ids["tokens"], ids["item_id"], clients, seconds))
         cpu = _server_cpu(server.pid) - cpu0
         load = os.getloadavg()
+        refusals = None
+        if use_wrk and refusal_seconds > 0:  # the sold-out crowd alone, caches warm
+            cpu1 = _server_cpu(server.pid)
+            refusals = _wrk_load(f"http://127.0.0.1:{port}", ids["tokens"], ids["item_id"], clients,
+                                 refusal_seconds, threads=2)
+            refusals["cpu"] = _server_cpu(server.pid) - cpu1
+            refusals["load"] = os.getloadavg()
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -408,7 +449,8 @@ def bench_http(clients: int, seconds: float, workers: int, units: int, pool: int
     latency = (f"p50 {run['p50']:.1f} ms, p99 {run['p99']:.1f} ms" if use_wrk else summary(run["latencies"]))
     return [
         f"End to end over HTTP (PostgreSQL + Redis): {workers} uvicorn worker processes, {clients} concurrent "
-        f"clients ({'wrk, 2 threads' if use_wrk else 'httpx asyncio, 1 process'}), {run['elapsed']:.1f} s, "
+        f"clients as {members:,} members, "
+        f"load from {'wrk, 2 threads' if use_wrk else 'httpx asyncio, 1 process'}, {run['elapsed']:.1f} s, "
         f"{attempts:,} buy attempts; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
         _line("  buy-now", attempts / run["elapsed"], "attempts/s", 1_500),
         f"  server CPU: {cpu:.1f} s for {attempts:,} attempts = {cpu / max(attempts, 1) * 1e6:,.0f} µs per attempt "
@@ -417,7 +459,12 @@ def bench_http(clients: int, seconds: float, workers: int, units: int, pool: int
         f"  answers: {dict(sorted(run['codes'].items()))}",
         f"  check: {units} units, database sold {sold} in {orders} orders, Redis remaining "
         f"{snapshot[0] if snapshot else 'absent'}: {'exactly the stock sold' if exact else 'MISMATCH'}",
-    ]
+    ] + ([] if refusals is None else [
+        f"  then sold out, {refusal_seconds:.0f} s more (every answer a refusal; load average "
+        f"{refusals['load'][0]:.2f}): {sum(refusals['codes'].values()) / refusals['elapsed']:,.0f} attempts/s, "
+        f"server CPU {refusals['cpu'] / max(sum(refusals['codes'].values()), 1) * 1e6:,.0f} µs per attempt, "
+        f"p50 {refusals['p50']:.1f} ms, p99 {refusals['p99']:.1f} ms, answers {dict(sorted(refusals['codes'].items()))}",
+    ])
 
 
 def main() -> None:
@@ -431,9 +478,12 @@ def main() -> None:
     parser.add_argument("--http-clients", type=int, default=64)
     parser.add_argument("--http-seconds", type=float, default=30)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--refusal-seconds", type=float, default=10,
+                        help="after the HTTP run, this long again on the sold-out item (wrk only)")
     parser.add_argument("--loader", choices=["auto", "wrk", "httpx"], default="auto",
                         help="HTTP load generator: wrk when installed (Debian package wrk), else httpx")
     parser.add_argument("--http-units", type=int, default=200)
+    parser.add_argument("--http-members", type=int, default=2_000)
     parser.add_argument("--pool", type=int, default=20,
                         help="connections per API process; keep workers x pool under the server's max_connections")
     parser.add_argument("--only", choices=["redis", "db", "http"], default=None)
@@ -442,7 +492,8 @@ def main() -> None:
     parts: list[tuple[str, Callable[[], list[str]]]] = [
         ("redis", lambda: bench_redis_gate(args.gate_seconds, args.redis_processes, args.redis_batch)),
         ("db", lambda: bench_db_gate(args.db_connections, args.db_attempts, args.db_units)),
-        ("http", lambda: bench_http(args.http_clients, args.http_seconds, args.workers, args.http_units, args.pool, args.loader)),
+        ("http", lambda: bench_http(args.http_clients, args.http_seconds, args.workers, args.http_units, args.pool, args.loader,
+                                     args.refusal_seconds, args.http_members)),
     ]
     print(f"machine: {machine()}")
     for name, fn in parts:

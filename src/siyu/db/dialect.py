@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import ClauseElement, Select, Table
+from sqlalchemy import ClauseElement, Select, Table, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -56,6 +56,35 @@ def insert_ignore(session: Session, table: Table, values: dict[str, Any], confli
 
 
 _INSERT_IGNORE: dict[tuple[str, tuple[str, ...], tuple[str, ...], bool], Any] = {}
+
+
+def insert_or_add_capped(
+    session: Session, table: Table, values: dict[str, Any], conflict_cols: list[str], column: str, cap: int
+) -> bool:
+    """One statement: insert the row, or on conflict add ``values[column]`` to the existing row's
+    ``column`` only while the sum stays ``<= cap``::
+
+        INSERT ... ON CONFLICT (conflict_cols) DO UPDATE SET column = t.column + EXCLUDED.column
+         WHERE t.column + EXCLUDED.column <= :cap RETURNING ...
+
+    True when the row was inserted or raised; False when the cap refused (the existing row is
+    then locked on PostgreSQL, as by a refused conditional UPDATE). The caller makes sure an
+    inserted value is within the cap. Plain values only (a statement built once per shape).
+    """
+    postgres = is_postgres(session)
+    key = (table.name, tuple(values), tuple(conflict_cols), column, postgres)
+    stmt = _INSERT_OR_ADD.get(key)
+    if stmt is None:
+        insert = postgresql.insert if postgres else sqlite.insert
+        ins: Any = insert(table)
+        total = table.c[column] + ins.excluded[column]
+        stmt = _INSERT_OR_ADD[key] = ins.on_conflict_do_update(
+            index_elements=conflict_cols, set_={column: total}, where=total <= bindparam("cap")
+        ).returning(table.c[conflict_cols[0]])
+    return session.execute(stmt, {**values, "cap": cap}).first() is not None
+
+
+_INSERT_OR_ADD: dict[tuple[str, tuple[str, ...], tuple[str, ...], str, bool], Any] = {}
 
 
 def insert_entity_or_nothing(session: Session, entity: type[Any], values: dict[str, Any]) -> Any | None:

@@ -77,10 +77,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import redis
-from sqlalchemy import Engine, case, event, select, update
+from sqlalchemy import Engine, Table, bindparam, case, event, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
-from siyu.db.dialect import insert_ignore
+from siyu.db.dialect import insert_or_add_capped
 from siyu.flash_sales.models import FlashSaleItem, FlashSaleMemberCounter
 
 log = logging.getLogger("siyu.flash_sales")
@@ -122,6 +122,20 @@ def _check_args(qty: int, limit: int) -> None:
 # -- database ---------------------------------------------------------------------------------------
 
 
+_items: Table = FlashSaleItem.__table__  # type: ignore[assignment]
+_ITEM_HAS_UNITS = (
+    _items.c.merchant_id == bindparam("m"),
+    _items.c.id == bindparam("i"),
+    _items.c.closed.is_(False),
+    _items.c.sold + bindparam("q") <= _items.c.activity_stock,
+)
+# Core statements built once, run on the session's connection: they run on every attempt, and
+# building, cache-keying and ORM-compiling a statement per call cost more client CPU than the
+# database spends running it.
+_OPEN_UNITS = select(_items.c.id).where(*_ITEM_HAS_UNITS)
+_TAKE_UNITS = update(_items).where(*_ITEM_HAS_UNITS).values(sold=_items.c.sold + bindparam("q"))
+
+
 class DatabaseGate:
     """Conditional updates in ``session``'s transaction (the caller commits or rolls back)."""
 
@@ -134,45 +148,22 @@ class DatabaseGate:
         # A filter, not the guard: a committed read that says "sold out" refuses at once, so the
         # crowd that arrives after the last unit costs one indexed read and no write. The
         # conditional update below is still what decides.
-        open_units = s.execute(
-            select(FlashSaleItem.id).where(
-                FlashSaleItem.merchant_id == merchant_id,
-                FlashSaleItem.id == item_id,
-                FlashSaleItem.closed.is_(False),
-                FlashSaleItem.sold + qty <= FlashSaleItem.activity_stock,
-            )
-        ).first()
+        params = {"m": merchant_id, "i": item_id, "q": qty}
+        conn = s.connection()
+        open_units = conn.execute(_OPEN_UNITS, params).first()
         if open_units is None:
             return Refused(SOLD_OUT)
-        insert_ignore(
-            s, FlashSaleMemberCounter.__table__,  # type: ignore[arg-type]
-            {"merchant_id": merchant_id, "item_id": item_id, "member_id": member_id, "bought": 0},
-            ["item_id", "member_id"],
-        )
-        counted = s.execute(
-            update(FlashSaleMemberCounter)
-            .where(
-                FlashSaleMemberCounter.merchant_id == merchant_id,
-                FlashSaleMemberCounter.item_id == item_id,
-                FlashSaleMemberCounter.member_id == member_id,
-                FlashSaleMemberCounter.bought + qty <= limit,
-            )
-            .values(bought=FlashSaleMemberCounter.bought + qty)
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(counted, "rowcount", 0) != 1:
+        if qty > limit:
             return Refused(LIMIT_REACHED)
-        taken = s.execute(
-            update(FlashSaleItem)
-            .where(
-                FlashSaleItem.merchant_id == merchant_id,
-                FlashSaleItem.id == item_id,
-                FlashSaleItem.closed.is_(False),
-                FlashSaleItem.sold + qty <= FlashSaleItem.activity_stock,
-            )
-            .values(sold=FlashSaleItem.sold + qty)
-            .execution_options(synchronize_session=False)
+        # The member's count, inserted or raised within the limit, in one statement.
+        counted = insert_or_add_capped(
+            s, FlashSaleMemberCounter.__table__,  # type: ignore[arg-type]
+            {"merchant_id": merchant_id, "item_id": item_id, "member_id": member_id, "bought": qty},
+            ["item_id", "member_id"], "bought", limit,
         )
+        if not counted:
+            return Refused(LIMIT_REACHED)
+        taken = conn.execute(_TAKE_UNITS, params)
         if getattr(taken, "rowcount", 0) != 1:
             # Undo our own count (we hold the member's row lock since our update above).
             s.execute(

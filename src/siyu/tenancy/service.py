@@ -253,16 +253,19 @@ def revoke(session: Session, token_id: int) -> None:
         token.revoked_at = utcnow()
 
 
-def authenticate_cached(session: Session, plaintext: str, *, kinds: tuple[str, ...]) -> AuthToken | None:
-    """``authenticate`` from the per-process cache only: None when the token is not cached (the
-    caller then authenticates where it may read the database); never touches the database."""
+def authenticate_cached(
+    session: Session, plaintext: str, *, kinds: tuple[str, ...]
+) -> token_cache.CachedToken | None:
+    """``authenticate`` from the per-process cache only: the cached token's columns (``id``,
+    ``merchant_id``, ``kind``, ``subject_id``, ``role``, ...), or None when the token is not cached
+    (the caller then authenticates where it may read the database). Never touches the database."""
     digest = token_digest(plaintext)
     cached = token_cache.get(session, digest)
     if cached is None:
         return None
     if cached.kind not in kinds or (cached.expires_at is not None and cached.expires_at <= utcnow()):
         raise DomainError("invalid_token")
-    return cached.as_token(digest)
+    return cached
 
 
 def authenticate(session: Session, plaintext: str, *, kinds: tuple[str, ...]) -> AuthToken:
@@ -272,10 +275,10 @@ def authenticate(session: Session, plaintext: str, *, kinds: tuple[str, ...]) ->
     with no database read (see ``token_cache`` for the revocation bound); the result is then a
     detached ``AuthToken``: read it, never add it to a session.
     """
+    digest = token_digest(plaintext)
     hit = authenticate_cached(session, plaintext, kinds=kinds)
     if hit is not None:
-        return hit
-    digest = token_digest(plaintext)
+        return hit.as_token(digest)
     generation = token_cache.generation()
     found = repo.token_with_merchant(session, digest)
     token = found[0] if found is not None else None
