@@ -120,3 +120,27 @@ def test_a_retry_after_the_session_closed_replays_its_order(
     again = _buy(client, headers, item, key)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
     assert _buy(client, headers, item).json()["code"] == "flash_sale_ended"
+
+
+def test_a_member_at_the_limit_is_refused_by_two_reads_and_a_retry_still_replays(
+    http: tuple[TestClient, Spy], tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    client, spy = http
+    sku = make_sku(session_factory, tenant.id, price=10000, stock=20)
+    item = int(create_sale(client, tenant, [{"sku_id": sku, "flash_price": 5000, "activity_stock": 5}],
+                           per_member_limit=1)["items"][0]["id"])
+    headers, member = login(client, tenant)
+    key = uuid.uuid4().hex
+    first = _buy(client, headers, item, key)
+    assert first.status_code == 201, first.text
+
+    spy.reset()
+    r = _buy(client, headers, item)  # a new key: Redis says "limit", the database confirms it
+    assert r.status_code == 409 and r.json()["code"] == "flash_sale_limit_reached"
+    queries = [st for st in spy.statements if not st.upper().startswith("BEGIN")]  # SQLite's BEGIN IMMEDIATE
+    assert len(queries) == 2, queries  # the key's order, the member's counter: no submit
+    assert all(st.lstrip().upper().startswith("SELECT") for st in queries)
+
+    again = _buy(client, headers, item, key)  # the same key: replayed, not refused
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert item_row(session_factory, item).sold == 1 and member > 0

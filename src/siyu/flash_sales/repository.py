@@ -26,6 +26,7 @@ from siyu.flash_sales.models import (
     SCHEDULED,
     FlashSale,
     FlashSaleItem,
+    FlashSaleMemberCounter,
     FlashSalePurchase,
 )
 
@@ -223,6 +224,16 @@ def mark_order_paid(session: Session, merchant_id: int, order_id: int, now: dt.d
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def member_bought(session: Session, merchant_id: int, item_id: int, member_id: int) -> int:
+    """Units the member's counter holds (committed ones, read without a lock)."""
+    stmt = select(FlashSaleMemberCounter.bought).where(
+        FlashSaleMemberCounter.merchant_id == merchant_id,
+        FlashSaleMemberCounter.item_id == item_id,
+        FlashSaleMemberCounter.member_id == member_id,
+    )
+    return int(session.scalar(stmt) or 0)
 
 
 def member_units(session: Session, merchant_id: int, item_id: int) -> dict[int, int]:

@@ -958,7 +958,20 @@ def prepare_buy(
                                          cached_only=cached_only)
         if isinstance(outcome, NeedsDatabase):
             return outcome
-        acquired = outcome
+        if outcome is LIMIT_IN_REDIS:
+            if cached_only:
+                return NEEDS_DATABASE
+            # Two plain reads instead of a whole submit: with no order under this key, and the
+            # member's *committed* units already at the limit, every submit would be refused
+            # (a retry of this key still in flight included: its own units would not fit either).
+            # Otherwise the submit decides (it replays the key's order or waits for its twin).
+            if (
+                orders_service.order_by_idempotency_key(session, merchant_id, member_id, key) is None
+                and repo.member_bought(session, merchant_id, item.id, member_id) + body.quantity > limit
+            ):
+                raise DomainError("flash_sale_limit_reached", limit=limit)
+            outcome = False
+        acquired = bool(outcome)
     return BuyPlan(merchant_id, member_id, key, checkout_body, pre, acquired)
 
 
@@ -1017,7 +1030,7 @@ def buy(
 def _acquire_before_submit(
     session: Session, merchant_id: int, item_id: int, member_id: int, qty: int, limit: int, *,
     cached_only: bool = False,
-) -> bool | NeedsDatabase:
+) -> bool | NeedsDatabase | _LimitInRedis:
     """The Redis gate ahead of the order: True when it took the units (given back if the
     transaction does not commit); False when the database must decide (no Redis, Redis
     unreachable, "limit reached", or "sold out" to a member holding units). Raises the final
@@ -1037,6 +1050,13 @@ def _acquire_before_submit(
     if isinstance(outcome, gate.Refused):
         if outcome.reason == gate.SOLD_OUT and not outcome.holds_units:
             raise DomainError("flash_sale_sold_out")
-        return False
+        return LIMIT_IN_REDIS if outcome.reason == gate.LIMIT_REACHED else False
     gate.on_rollback(session, lambda: rg.release(merchant_id, item_id, member_id, qty))
     return True
+
+
+class _LimitInRedis:
+    """Redis counted the member at the limit: confirmed by the database before refusing."""
+
+
+LIMIT_IN_REDIS = _LimitInRedis()
