@@ -88,23 +88,41 @@ _INSERT_OR_ADD: dict[tuple[str, tuple[str, ...], tuple[str, ...], str, bool], An
 
 
 def insert_entity_or_nothing(session: Session, entity: type[Any], values: dict[str, Any]) -> Any | None:
-    """ORM ``INSERT ... ON CONFLICT DO NOTHING RETURNING <every column>`` of one row, in one round trip.
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING <every column>`` of one row, in one round trip.
 
     Returns the new instance (in the session's identity map, every column loaded) or None when
     any unique constraint refused the row. On PostgreSQL a conflicting row of a transaction still
     in flight makes the statement wait for that transaction, like a plain INSERT would; a caller
     that gets None can then read the committed winner. No savepoint is needed: nothing failed.
+
+    The statement is Core (the ORM's bulk-insert path cost about as much Python as the rest of
+    a checkout's writes together); the returned row becomes the instance as if a query had
+    loaded it (``make_transient_to_detached`` + ``add``: persistent, no history, no flush).
+    ``values`` are keyed by column name.
     """
     postgres = is_postgres(session)
-    stmt = _INSERT_OR_NOTHING.get((entity, postgres))
-    if stmt is None:  # built once per entity and dialect; the row comes as parameters
+    found = _INSERT_OR_NOTHING.get((entity, postgres))
+    if found is None:  # built once per entity and dialect; the row comes as parameters
+        from sqlalchemy import inspect
+
         insert = postgresql.insert if postgres else sqlite.insert
-        stmt = insert(entity).on_conflict_do_nothing().returning(entity)
-        _INSERT_OR_NOTHING[(entity, postgres)] = stmt
-    return session.scalars(stmt, [values]).first()
+        attrs = [(prop.key, prop.columns[0]) for prop in inspect(entity).column_attrs]
+        table = entity.__table__
+        stmt = insert(table).on_conflict_do_nothing().returning(*(column for _, column in attrs))
+        found = _INSERT_OR_NOTHING[(entity, postgres)] = (stmt, [key for key, _ in attrs])
+    stmt, keys = found
+    row = session.execute(stmt, values).first()
+    if row is None:
+        return None
+    from sqlalchemy.orm import make_transient_to_detached
+
+    instance = entity(**dict(zip(keys, row, strict=True)))
+    make_transient_to_detached(instance)
+    session.add(instance)
+    return instance
 
 
-_INSERT_OR_NOTHING: dict[tuple[type[Any], bool], Any] = {}
+_INSERT_OR_NOTHING: dict[tuple[type[Any], bool], tuple[Any, list[str]]] = {}
 
 
 def insert_ignore_many(
