@@ -28,6 +28,7 @@ from siyu.orders.schemas import CheckoutIn
 from tests.conftest import Tenant
 from tests.factories.concurrency import race
 from tests.factories.orders import buyer, make_sku, sku_stock
+from tests.factories.promotions import make_promotion
 
 TIMEOUT = dt.timedelta(minutes=30)
 STAGE_TABLES = ("member_loyalty", "member_cards", "promotions", "member_coupons")
@@ -52,20 +53,36 @@ def _submit_recording(
     return statements
 
 
-def test_nothing_active_costs_one_probe_and_no_merchant_read(
+def test_nothing_active_costs_no_stage_read_and_no_merchant_read(
     session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
 ) -> None:
     a, b = make_sku(session_factory, tenant.id), make_sku(session_factory, tenant.id)
     member = buyer(session_factory, tenant.id)
     statements = _submit_recording(session_factory, tenant, member, [(a, 1), (b, 2)], "probe-once")
     touching = [sql for sql in statements if any(re.search(rf"\b{t}\b", sql) for t in STAGE_TABLES)]
-    assert len(touching) == 1, touching  # the probe, nothing else
-    assert touching[0].startswith("SELECT EXISTS")
+    assert len(touching) == 1, touching  # the probes, read with the SKUs; no stage read its tables
+    assert touching[0].startswith("SELECT skus.id") and "EXISTS" in touching[0]
     assert all(re.search(rf"\b{t}\b", touching[0]) for t in STAGE_TABLES)
+    reads = ["skus" if "FROM skus JOIN products" in sql else re.findall(r"\bFROM (\w+)", sql)[0]
+             for sql in statements if sql.startswith("SELECT")]
+    assert reads[:2] == ["skus", "addresses"] and set(reads[2:]) <= {"freight_templates"}, statements
     assert not [sql for sql in statements if re.search(r"\bFROM merchants\b", sql) and "skus" not in sql]
     stock_writes = [sql for sql in statements if sql.startswith(("UPDATE skus", "WITH locked"))]
     assert len(stock_writes) == (2 if settings.is_sqlite else 1)
     assert sku_stock(session_factory, a) == 99 and sku_stock(session_factory, b) == 98
+
+
+def test_a_live_promotion_is_found_by_its_probe_and_applied(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    sku = make_sku(session_factory, tenant.id, price=10000)
+    make_promotion(session_factory, tenant.id, "limited_discount", {"items": [{"sku_id": sku, "price": 8000}]})
+    member = buyer(session_factory, tenant.id)
+    with unit_of_work(session_factory) as s:
+        order, created = checkout.submit(s, tenant.id, member, _body([(sku, 2)]), idempotency_key="promo",
+                                         payment_timeout=TIMEOUT)
+        assert created and order.goods_amount == 20000 and order.discount_amount == 4000
+        assert order.payable_amount == 16000 + order.freight_amount
 
 
 def test_a_short_sku_is_reported_and_nothing_is_taken(

@@ -50,7 +50,14 @@ from siyu.kit.timeutil import utcnow
 from siyu.orders import repository as repo
 from siyu.orders import service
 from siyu.orders.models import PENDING_PAYMENT, Order
-from siyu.orders.pricing import PricedLine, PricingContext, run_pipeline, run_submit_hooks
+from siyu.orders.pricing import (
+    PricedLine,
+    PricingContext,
+    answer_probes,
+    probe_columns,
+    run_pipeline,
+    run_submit_hooks,
+)
 from siyu.orders.schemas import AddressOut, CheckoutIn, CheckoutOut, PricedLineOut
 
 _MESSAGES = {
@@ -108,12 +115,19 @@ def build_lines(
 
 
 def _load_lines(
-    session: Session, merchant_id: int, pairs: list[tuple[int, int]], *, check_stock: bool
-) -> tuple[list[PricedLine], str]:
-    """``build_lines`` and the merchant's time zone, read in the same query."""
-    found = repo.checkout_skus(session, merchant_id, [sku_id for sku_id, _ in pairs])
+    session: Session, merchant_id: int, pairs: list[tuple[int, int]], *, check_stock: bool,
+    member_id: int | None = None, now: dt.datetime | None = None,
+) -> tuple[list[PricedLine], str, tuple[Any, ...] | None]:
+    """``build_lines``, the merchant's time zone and (with ``now``) the pricing probes' answers
+    for ``member_id``, all read in the same query."""
+    extra = probe_columns() if now is not None else []
+    found = repo.checkout_skus(
+        session, merchant_id, [sku_id for sku_id, _ in pairs], extra=extra,
+        params={"member_id": member_id, "now": now} if extra else None,
+    )
     lines = []
     timezone = ""
+    answers: tuple[Any, ...] | None = None
     for sku_id, quantity in pairs:
         row = found.get(sku_id)
         if row is None:
@@ -123,6 +137,8 @@ def _load_lines(
         if check_stock and quantity > row.stock:
             raise DomainError("insufficient_stock", sku_id=sku_id, requested=quantity)
         timezone = row.merchant_timezone
+        if extra:
+            answers = tuple(row)[-len(extra):]
         lines.append(
             PricedLine(
                 sku_id=row.id, product_id=row.product_id, category_id=row.category_id, title=row.title,
@@ -134,7 +150,7 @@ def _load_lines(
                 stock=row.stock,
             )
         )
-    return lines, timezone
+    return lines, timezone, answers
 
 
 def takes_normal_stock(line: PricedLine) -> bool:
@@ -177,14 +193,17 @@ def price(
 ) -> Priced:
     """Run the pricing pipeline over the selection (no writes)."""
     pairs = _selection(session, merchant_id, member_id, body)
-    lines, timezone = _load_lines(session, merchant_id, pairs, check_stock=False)
+    now = now or utcnow()
+    lines, timezone, answers = _load_lines(session, merchant_id, pairs, check_stock=False, member_id=member_id, now=now)
     address = _address(session, merchant_id, member_id, body, required=address_required)
     ctx = PricingContext(
-        session=session, merchant_id=merchant_id, member_id=member_id, lines=lines, now=now or utcnow(),
+        session=session, merchant_id=merchant_id, member_id=member_id, lines=lines, now=now,
         timezone=timezone, province=address.province if address else None,
         coupon_ids=list(body.coupon_ids) if body.coupon_ids is not None else None,
         points_to_use=body.points_to_use, options=dict(body.options),
     )
+    if answers is not None:
+        answer_probes(ctx, answers)  # read with the SKUs: the pipeline asks them no more
     run_pipeline(ctx)
     check_normal_stock(session, merchant_id, ctx.lines)
     return Priced(ctx=ctx, address=address, from_cart=body.items is None)

@@ -240,14 +240,35 @@ def register_probe(name: str) -> Callable[[ProbeFn], ProbeFn]:
         _PROBES[:] = [(n, f) for n, f in _PROBES if n != name]
         _PROBES.append((name, fn))
         _PROBE_STMT.clear()
+        _PROBE_COLUMNS.clear()
         return fn
 
     return _register
 
 
+_PROBE_COLUMNS: list[Any] = []
+
+
+def probe_columns() -> list[Any]:
+    """Every registered probe as a labelled column (the same objects until a probe is registered),
+    for a caller that reads the probes along with a query of its own (bind parameters
+    ``merchant_id``, ``member_id``, ``now``) and hands the answers over with ``answer_probes``."""
+    load_stage_modules()
+    if not _PROBE_COLUMNS:
+        _PROBE_COLUMNS.extend(fn().label(f"probe_{i}") for i, (_, fn) in enumerate(_PROBES))
+    return list(_PROBE_COLUMNS)
+
+
+def answer_probes(ctx: PricingContext, values: Sequence[Any]) -> None:
+    """Set the probes' answers read with ``probe_columns()`` (same order); the pipeline then
+    does not ask them again."""
+    ctx.probes = {name: bool(value) for (name, _), value in zip(_PROBES, values, strict=True)}
+
+
 def run_probes(ctx: PricingContext) -> None:
-    """Answer every registered probe for this context in one query (none registered: no query)."""
-    if not _PROBES:
+    """Answer every registered probe for this context in one query (none registered: no query;
+    answered already through ``answer_probes``: no query)."""
+    if not _PROBES or ctx.probes:
         return
     if not _PROBE_STMT:
         _PROBE_STMT.append(select(*(fn().label(f"probe_{i}") for i, (_, fn) in enumerate(_PROBES))))

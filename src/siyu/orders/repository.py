@@ -6,7 +6,7 @@ Every query filters on ``merchant_id``; customer-facing ones also on ``member_id
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -63,13 +63,29 @@ _CHECKOUT_SKUS = (
 )
 
 
-def checkout_skus(session: Session, merchant_id: int, sku_ids: Iterable[int]) -> dict[int, Any]:
+_CHECKOUT_SKUS_WITH: dict[tuple[int, ...], Any] = {}
+
+
+def checkout_skus(
+    session: Session, merchant_id: int, sku_ids: Iterable[int], *, extra: Sequence[Any] = (),
+    params: dict[str, Any] | None = None,
+) -> dict[int, Any]:
     """sku_id -> a row with the SKU's and its product's columns the pricing needs, plus
-    ``merchant_timezone``; SKUs of other merchants are simply absent."""
+    ``merchant_timezone``; SKUs of other merchants are simply absent.
+
+    ``extra``: more labelled columns read in the same round trip (the pricing probes), with
+    the bind ``params`` they need; each row then ends with them."""
     ids = sorted(set(sku_ids))
     if not ids:
         return {}
-    return {row.id: row for row in session.execute(_CHECKOUT_SKUS, {"merchant_id": merchant_id, "ids": ids})}
+    stmt: Any = _CHECKOUT_SKUS
+    if extra:
+        key = tuple(id(c) for c in extra)
+        stmt = _CHECKOUT_SKUS_WITH.get(key)
+        if stmt is None:
+            stmt = _CHECKOUT_SKUS_WITH[key] = _CHECKOUT_SKUS.add_columns(*extra)
+    rows = session.execute(stmt, {**(params or {}), "merchant_id": merchant_id, "ids": ids})
+    return {row.id: row for row in rows}
 
 
 # -- cart ---------------------------------------------------------------------------------------------
