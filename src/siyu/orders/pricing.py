@@ -17,6 +17,7 @@ recomputes everything on the server and ignores any client-sent price.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -231,6 +232,7 @@ def load_stage_modules() -> None:
 ProbeFn = Callable[[], ColumnElement[bool]]
 _PROBES: list[tuple[str, ProbeFn]] = []
 _PROBE_STMT: list[Any] = []  # the combined statement, built once on first use
+_PROBE_LOCK = threading.Lock()
 
 
 def register_probe(name: str) -> Callable[[ProbeFn], ProbeFn]:
@@ -255,7 +257,11 @@ def probe_columns() -> list[Any]:
     ``merchant_id``, ``member_id``, ``now``) and hands the answers over with ``answer_probes``."""
     load_stage_modules()
     if not _PROBE_COLUMNS:
-        _PROBE_COLUMNS.extend(fn().label(f"probe_{i}") for i, (_, fn) in enumerate(_PROBES))
+        # Built under a lock: two request threads arriving together must not both extend the
+        # list (the answers would then be twice as many as the probes).
+        with _PROBE_LOCK:
+            if not _PROBE_COLUMNS:
+                _PROBE_COLUMNS[:] = [fn().label(f"probe_{i}") for i, (_, fn) in enumerate(_PROBES)]
     return list(_PROBE_COLUMNS)
 
 
@@ -271,7 +277,9 @@ def run_probes(ctx: PricingContext) -> None:
     if not _PROBES or ctx.probes:
         return
     if not _PROBE_STMT:
-        _PROBE_STMT.append(select(*(fn().label(f"probe_{i}") for i, (_, fn) in enumerate(_PROBES))))
+        with _PROBE_LOCK:
+            if not _PROBE_STMT:
+                _PROBE_STMT[:] = [select(*(fn().label(f"probe_{i}") for i, (_, fn) in enumerate(_PROBES)))]
     row = ctx.session.execute(
         _PROBE_STMT[0], {"merchant_id": ctx.merchant_id, "member_id": ctx.member_id, "now": ctx.now}
     ).one()
