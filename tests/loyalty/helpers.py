@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.db.session import unit_of_work
-from siyu.kit.errors import DomainError
 from siyu.loyalty import service
 from siyu.loyalty.models import PointsAccount, PointsEntry, PointsLot
 from siyu.loyalty.schemas import LevelIn, LoyaltyRules
@@ -89,28 +86,6 @@ def level_of(factory: sessionmaker[Session], merchant_id: int, member_id: int) -
 def count(factory: sessionmaker[Session], model: Any, merchant_id: int) -> int:
     with factory() as s:
         return int(s.scalar(select(func.count()).select_from(model).where(model.merchant_id == merchant_id)) or 0)
-
-
-def race(n: int, fn: Callable[[int], str]) -> list[str]:
-    """Run ``fn(i)`` in ``n`` threads released together (each opens its own session)."""
-    barrier = threading.Barrier(n)
-    results: list[str] = [""] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = fn(i)
-        except DomainError as exc:
-            results[i] = exc.code
-        except Exception as exc:  # surfaced in the assertion message
-            results[i] = f"crash: {type(exc).__name__}: {exc}"
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 def utc(*args: int) -> dt.datetime:

@@ -18,6 +18,7 @@ from siyu.db.session import make_session_factory, unit_of_work
 from siyu.loyalty import service
 from siyu.loyalty.models import CheckIn
 from tests.conftest import Tenant
+from tests.factories.concurrency import race
 from tests.factories.orders import make_member
 from tests.loyalty import helpers as h
 
@@ -78,7 +79,7 @@ def test_200_parallel_spends_end_exactly_at_zero_or_refuse(
     now = dt.datetime.now(dt.UTC)
     for i, pts in enumerate((300, 300, 400)):
         h.award(session_factory, tenant.id, member, pts, f"lot{i}", expires_at=now + dt.timedelta(days=10 * (i + 1)))
-    results = h.race(200, lambda i: _spend(race_factory, tenant, member, 7, f"spend-{i}"))
+    results = race(200, lambda i: _spend(race_factory, tenant, member, 7, f"spend-{i}"))
     outcomes = Counter("ok" if r.startswith("entry:") else r for r in results)
     assert outcomes == Counter({"ok": 142, "points_insufficient": 58}), results
     assert h.balance(session_factory, tenant.id, member) == 6
@@ -96,7 +97,7 @@ def test_200_parallel_spends_of_the_whole_balance_end_at_zero(
         pytest.skip(PG_ONLY)
     member = make_member(session_factory, tenant.id)
     h.award(session_factory, tenant.id, member, 150, "all")
-    results = h.race(200, lambda i: _spend(race_factory, tenant, member, 1, f"one-{i}"))
+    results = race(200, lambda i: _spend(race_factory, tenant, member, 1, f"one-{i}"))
     outcomes = Counter("ok" if r.startswith("entry:") else r for r in results)
     assert outcomes == Counter({"ok": 150, "points_insufficient": 50}), results
     assert h.balance(session_factory, tenant.id, member) == 0 == h.entries_sum(session_factory, tenant.id, member)
@@ -114,7 +115,7 @@ def test_parallel_awards_with_one_key_make_one_entry(
         with unit_of_work(race_factory) as s:
             return f"entry:{service.award(s, tenant.id, member, 50, reason='race', idempotency_key='one-key').id}"
 
-    results = h.race(16, award)
+    results = race(16, award)
     assert len(set(results)) == 1 and results[0].startswith("entry:"), results
     assert len(h.entries(session_factory, tenant.id, member)) == 1
     assert h.balance(session_factory, tenant.id, member) == 50 == h.open_lots_sum(session_factory, tenant.id, member)
@@ -127,7 +128,7 @@ def test_parallel_spends_with_one_key_take_once(
         pytest.skip(PG_ONLY)
     member = make_member(session_factory, tenant.id)
     h.award(session_factory, tenant.id, member, 100, "base")
-    results = h.race(16, lambda i: _spend(race_factory, tenant, member, 60, "same-spend"))
+    results = race(16, lambda i: _spend(race_factory, tenant, member, 60, "same-spend"))
     assert len(set(results)) == 1 and results[0].startswith("entry:"), results
     assert h.balance(session_factory, tenant.id, member) == 40 == h.entries_sum(session_factory, tenant.id, member)
 
@@ -144,7 +145,7 @@ def test_parallel_check_ins_on_one_day_make_one(
         with unit_of_work(race_factory) as s:
             return f"day:{service.check_in(s, tenant.id, member, at).day}"
 
-    results = h.race(12, check)
+    results = race(12, check)
     outcomes = Counter("ok" if r.startswith("day:") else r for r in results)
     assert outcomes == Counter({"ok": 1, "checkin_already": 11}), results
     assert h.count(session_factory, CheckIn, tenant.id) == 1
@@ -167,7 +168,7 @@ def test_expiry_racing_spends_keeps_the_ledger_consistent(
                 return f"expired:{service.expire_due(s, tenant.id, t0)}"
             return f"entry:{service.spend(s, tenant.id, member, 20, reason='race', idempotency_key=f'x{i}').id}"
 
-    results = h.race(60, act)
+    results = race(60, act)
     assert not [r for r in results if r.startswith("crash")], results
     spent = 20 * sum(r.startswith("entry:") for r in results)
     assert sum(int(r.split(":")[1]) for r in results if r.startswith("expired:")) == 1  # the lot expired once

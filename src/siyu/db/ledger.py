@@ -78,16 +78,9 @@ SELECT entry.id, acct.balance, acct.id,
 FROM acct LEFT JOIN entry ON true
 """)
 
-_SPEND = text("""
-WITH entry AS (
-    INSERT INTO points_entries
-        (merchant_id, member_id, delta, kind, reason, ref, idempotency_key, balance_after, shortfall,
-         reverses_entry_id, created_at)
-    VALUES (:m, :member, -CAST(:points AS integer), CAST(:kind AS varchar), CAST(:reason AS varchar),
-            CAST(:ref AS varchar), CAST(:key AS varchar), :balance, 0, NULL, :now)
-    ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
-    RETURNING id
-), open AS (
+# The CTEs both spends end with: once ``entry`` inserted a new entry, take the open lots
+# soonest-expiry first (never-expiring last, then oldest) by a running sum, and record each take.
+_TAKE_LOTS = """), open AS (
     SELECT l.id, l.remaining,
            sum(l.remaining) OVER (ORDER BY l.expires_at ASC NULLS LAST, l.id ROWS UNBOUNDED PRECEDING) AS upto
     FROM points_lots l
@@ -103,8 +96,23 @@ WITH entry AS (
     INSERT INTO points_lot_uses (merchant_id, entry_id, lot_id, points, returned)
     SELECT :m, entry.id, moved.id, moved.take, 0 FROM moved, entry
 )
-SELECT entry.id, (SELECT coalesce(sum(take), 0) FROM moved) FROM (SELECT 1) AS one LEFT JOIN entry ON true
-""")
+"""
+
+_SPEND = text(
+    """
+WITH entry AS (
+    INSERT INTO points_entries
+        (merchant_id, member_id, delta, kind, reason, ref, idempotency_key, balance_after, shortfall,
+         reverses_entry_id, created_at)
+    VALUES (:m, :member, -CAST(:points AS integer), CAST(:kind AS varchar), CAST(:reason AS varchar),
+            CAST(:ref AS varchar), CAST(:key AS varchar), :balance, 0, NULL, :now)
+    ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+    RETURNING id
+"""
+    + _TAKE_LOTS
+    + """SELECT entry.id, (SELECT coalesce(sum(take), 0) FROM moved) FROM (SELECT 1) AS one LEFT JOIN entry ON true
+"""
+)
 
 
 # The spend in ONE statement when nobody changed the account since the statement's snapshot.
@@ -115,7 +123,8 @@ SELECT entry.id, (SELECT coalesce(sum(take), 0) FROM moved) FROM (SELECT 1) AS o
 # clause on that newer version, the ctid no longer matches, nothing is updated, and, since the
 # entry and the lots hang off the debit's RETURNING, nothing at all is written. The caller then
 # takes the two-statement path. An insufficient balance also writes nothing.
-_SPEND_ONE = text("""
+_SPEND_ONE = text(
+    """
 WITH snap AS (
     SELECT ctid AS row_id FROM points_accounts WHERE merchant_id = :m AND member_id = :member
 ), acct AS (
@@ -133,74 +142,134 @@ WITH snap AS (
     FROM acct
     ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
     RETURNING id
-), open AS (
-    SELECT l.id, l.remaining,
-           sum(l.remaining) OVER (ORDER BY l.expires_at ASC NULLS LAST, l.id ROWS UNBOUNDED PRECEDING) AS upto
-    FROM points_lots l
-    WHERE l.merchant_id = :m AND l.member_id = :member AND l.remaining > 0 AND l.expired_at IS NULL
-      AND EXISTS (SELECT 1 FROM entry)
-), takes AS (
-    SELECT id, LEAST(remaining, :points - (upto - remaining)) AS take FROM open WHERE upto - remaining < :points
-), moved AS (
-    UPDATE points_lots l SET remaining = l.remaining - t.take FROM takes t
-    WHERE l.id = t.id
-    RETURNING l.id, t.take
-), uses AS (
-    INSERT INTO points_lot_uses (merchant_id, entry_id, lot_id, points, returned)
-    SELECT :m, entry.id, moved.id, moved.take, 0 FROM moved, entry
-)
-SELECT acct.id, acct.balance, entry.id, (SELECT coalesce(sum(take), 0) FROM moved)
+"""
+    + _TAKE_LOTS
+    + """SELECT acct.id, acct.balance, entry.id, (SELECT coalesce(sum(take), 0) FROM moved)
 FROM (SELECT 1) AS one LEFT JOIN acct ON true LEFT JOIN entry ON true
-""")
+"""
+)
 
 
 class SpendOneResult(NamedTuple):
-    account_id: int | None  # None: nothing was written (balance short, no account, or changed since the snapshot)
+    account_id: (
+        int | None
+    )  # None: nothing was written (balance short, no account, or changed since the snapshot)
     balance: int | None
     entry_id: int | None  # None with an account_id: the key existed; the account was still debited
     taken: int
 
 
 def spend_points_at_once(
-    session: Session, *, merchant_id: int, member_id: int, points: int, spent: int, kind: str, reason: str,
-    ref: str | None, key: str, now: dt.datetime,
+    session: Session,
+    *,
+    merchant_id: int,
+    member_id: int,
+    points: int,
+    spent: int,
+    kind: str,
+    reason: str,
+    ref: str | None,
+    key: str,
+    now: dt.datetime,
 ) -> SpendOneResult | None:
     """Debit, entry, lots and their uses in one statement (PostgreSQL; None elsewhere). See ``_SPEND_ONE``."""
     if not is_postgres(session):
         return None
     session.flush()
-    row: Any = session.connection().execute(_SPEND_ONE, {
-        "m": merchant_id, "member": member_id, "points": points, "spent": spent, "kind": kind, "reason": reason,
-        "ref": ref, "key": key, "now": now,
-    }).one()
+    row: Any = (
+        session.connection()
+        .execute(
+            _SPEND_ONE,
+            {
+                "m": merchant_id,
+                "member": member_id,
+                "points": points,
+                "spent": spent,
+                "kind": kind,
+                "reason": reason,
+                "ref": ref,
+                "key": key,
+                "now": now,
+            },
+        )
+        .one()
+    )
     return SpendOneResult(row[0], row[1], row[2], int(row[3]))
 
 
 def award_points(
-    session: Session, *, merchant_id: int, member_id: int, points: int, earned: int, kind: str, reason: str,
-    ref: str | None, key: str, expires_at: dt.datetime | None, now: dt.datetime,
+    session: Session,
+    *,
+    merchant_id: int,
+    member_id: int,
+    points: int,
+    earned: int,
+    kind: str,
+    reason: str,
+    ref: str | None,
+    key: str,
+    expires_at: dt.datetime | None,
+    now: dt.datetime,
 ) -> AwardResult | None:
     """Credit the account, insert the entry and its lot, in one statement (PostgreSQL; None elsewhere)."""
     if not is_postgres(session):
         return None
     session.flush()  # pending ORM changes first, as a query would autoflush them
-    row: Any = session.connection().execute(_AWARD, {
-        "m": merchant_id, "member": member_id, "points": points, "earned": earned, "kind": kind, "reason": reason,
-        "ref": ref, "key": key, "expires": expires_at, "now": now,
-    }).one()
+    row: Any = (
+        session.connection()
+        .execute(
+            _AWARD,
+            {
+                "m": merchant_id,
+                "member": member_id,
+                "points": points,
+                "earned": earned,
+                "kind": kind,
+                "reason": reason,
+                "ref": ref,
+                "key": key,
+                "expires": expires_at,
+                "now": now,
+            },
+        )
+        .one()
+    )
     return AwardResult(row[0], int(row[1]), int(row[2]), row[3], row[4], bool(row[5]))
 
 
 def spend_points(
-    session: Session, *, merchant_id: int, member_id: int, points: int, kind: str, reason: str, ref: str | None,
-    key: str, balance: int, now: dt.datetime,
+    session: Session,
+    *,
+    merchant_id: int,
+    member_id: int,
+    points: int,
+    kind: str,
+    reason: str,
+    ref: str | None,
+    key: str,
+    balance: int,
+    now: dt.datetime,
 ) -> SpendResult | None:
     """After the caller's debit: insert the entry, take the lots, record the uses (PostgreSQL; None elsewhere)."""
     if not is_postgres(session):
         return None
     session.flush()
-    row: Any = session.connection().execute(_SPEND, {
-        "m": merchant_id, "member": member_id, "points": points, "kind": kind, "reason": reason, "ref": ref,
-        "key": key, "balance": balance, "now": now,
-    }).one()
+    row: Any = (
+        session.connection()
+        .execute(
+            _SPEND,
+            {
+                "m": merchant_id,
+                "member": member_id,
+                "points": points,
+                "kind": kind,
+                "reason": reason,
+                "ref": ref,
+                "key": key,
+                "balance": balance,
+                "now": now,
+            },
+        )
+        .one()
+    )
     return SpendResult(row[0], int(row[1]))
