@@ -102,6 +102,9 @@ def test_review_lifecycle_and_refusals(
         "counts": {"1": 0, "2": 1, "3": 0, "4": 0, "5": 1},
     }
     assert [i["rating"] for i in listing["items"]] == [2, 5]  # newest first
+    # anyone may read the product page: the reviewer shows as a masked nickname, never an id
+    assert all("member_id" not in i and i["reviewer"] for i in listing["items"])
+    assert all(i["reviewer"] == "微信用户" or "*" in i["reviewer"] for i in listing["items"])
     mine = client.get(f"{STORE}/me/reviews", headers=alice).json()
     assert mine["total"] == 2
 

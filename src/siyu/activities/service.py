@@ -17,6 +17,7 @@ from siyu.activities.repository import ActivityTables, sku_with_product
 from siyu.catalog.models import Product, Sku
 from siyu.kit import audit
 from siyu.kit.errors import DomainError, catalogue, invalid, not_found, register_messages
+from siyu.kit.masking import mask_nickname as mask_nickname  # re-exported: group buys and bargains use it
 from siyu.kit.outbox import Job
 from siyu.kit.timeutil import utcnow
 from siyu.orders import checkout
@@ -138,16 +139,6 @@ def sku_and_product(session: Session, merchant_id: int, sku_id: int) -> tuple[Sk
 
 def image_url(sku: Sku, product: Product) -> str | None:
     return sku.image_url or (product.images[0] if product.images else None)
-
-
-def mask_nickname(nickname: str | None) -> str:
-    """``张三丰`` → ``张**丰``, ``张三`` → ``张*``; no nickname → ``微信用户``."""
-    name = (nickname or "").strip()
-    if not name:
-        return "微信用户"
-    if len(name) <= 2:
-        return name[0] + "*"
-    return name[0] + "**" + name[-1]
 
 
 # -- pricing stage ---------------------------------------------------------------------------------------

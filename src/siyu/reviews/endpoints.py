@@ -18,7 +18,6 @@ from siyu.reviews.schemas import (
     ProductReviewsOut,
     ReplyIn,
     ReviewIn,
-    ReviewOut,
     ReviewStatus,
 )
 
@@ -79,7 +78,7 @@ def product_reviews(
     return ProductReviewsOut(
         product_id=product_id,
         summary=service.summary(session, merchant.id, product_id),
-        items=[ReviewOut.model_validate(r) for r in rows],
+        items=service.public_reviews(session, merchant.id, rows),
         total=total,
         page=params.page,
         page_size=params.page_size,

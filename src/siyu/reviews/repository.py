@@ -104,3 +104,13 @@ def current_member(session: Session, merchant_id: int, member_id: int) -> int:
             break
         current = int(row[1])
     return current
+
+
+def nicknames(session: Session, merchant_id: int, member_ids: set[int]) -> dict[int, str | None]:
+    """Members' nicknames by id (for showing reviewers masked)."""
+    if not member_ids:
+        return {}
+    rows = session.execute(
+        select(Member.id, Member.nickname).where(Member.merchant_id == merchant_id, Member.id.in_(member_ids))
+    ).all()
+    return {int(i): n for i, n in rows}

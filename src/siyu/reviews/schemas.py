@@ -39,8 +39,25 @@ class ReplyIn(BaseModel):
     reply: str = Field(min_length=1, max_length=500)
 
 
+class PublicReviewOut(BaseModel):
+    """A review as the product page shows it to anyone: the reviewer only as a masked nickname."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    reviewer: str  # ``张**丰``; never the member id
+    product_id: int
+    sku_id: int
+    spec_text: str
+    rating: int
+    content: str
+    images: list[str]
+    reply: str | None
+    replied_at: dt.datetime | None
+    created_at: dt.datetime
+
+
 class ReviewOut(BaseModel):
-    """A review as the store shows it (no moderation details)."""
+    """A review with its author (the author's own list and the admin API)."""
 
     model_config = ConfigDict(from_attributes=True)
     id: int
@@ -78,7 +95,7 @@ class RatingSummary(BaseModel):
 class ProductReviewsOut(BaseModel):
     product_id: int
     summary: RatingSummary
-    items: list[ReviewOut]
+    items: list[PublicReviewOut]
     total: int
     page: int
     page_size: int

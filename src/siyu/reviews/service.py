@@ -26,10 +26,11 @@ from sqlalchemy.orm import Session
 from siyu.kit import audit
 from siyu.kit.errors import DomainError, not_found, register_messages
 from siyu.kit.events import emit
+from siyu.kit.masking import mask_nickname
 from siyu.kit.timeutil import utcnow
 from siyu.reviews import repository as repo
 from siyu.reviews.models import REVIEW_HIDDEN, REVIEW_VISIBLE, ProductReview
-from siyu.reviews.schemas import RatingSummary, ReviewIn
+from siyu.reviews.schemas import PublicReviewOut, RatingSummary, ReviewIn
 
 register_messages(
     {
@@ -119,6 +120,19 @@ def summary(session: Session, merchant_id: int, product_id: int) -> RatingSummar
     return RatingSummary(
         count=total, average_rating=average, counts={str(r): counts.get(r, 0) for r in range(1, 6)}
     )
+
+
+def public_reviews(session: Session, merchant_id: int, rows: list[ProductReview]) -> list[PublicReviewOut]:
+    """Reviews as anyone may see them: the reviewer as a masked nickname, never the member id."""
+    names = repo.nicknames(session, merchant_id, {r.member_id for r in rows})
+    return [
+        PublicReviewOut(
+            id=r.id, reviewer=mask_nickname(names.get(r.member_id)), product_id=r.product_id, sku_id=r.sku_id,
+            spec_text=r.spec_text, rating=r.rating, content=r.content, images=list(r.images), reply=r.reply,
+            replied_at=r.replied_at, created_at=r.created_at,
+        )
+        for r in rows
+    ]
 
 
 def get_review(session: Session, merchant_id: int, review_id: int) -> ProductReview:
