@@ -107,6 +107,8 @@ def test_review_lifecycle_and_refusals(
     assert all(i["reviewer"] == "微信用户" or "*" in i["reviewer"] for i in listing["items"])
     mine = client.get(f"{STORE}/me/reviews", headers=alice).json()
     assert mine["total"] == 2
+    unknown = client.get(f"{STORE}/products/999999/reviews", headers=tenant.store_headers)
+    assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
 
     # moderation: hide, reply, show — audited; the summary counts visible reviews only
     low = listing["items"][0]["id"]

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from siyu.api.deps import Customer, DbSession, StaffPrincipal, StoreMerchant, require
+from siyu.catalog import service as catalog_service
 from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
 from siyu.reviews import repository as repo
 from siyu.reviews import service
@@ -74,6 +75,7 @@ def product_reviews(
     stmt = apply_sort(
         repo.visible_stmt(merchant.id, product_id), params.sort, _SORTABLE, ProductReview.id.desc()
     )
+    catalog_service.get_product(session, merchant.id, product_id)  # an unknown or foreign product is a 404
     rows, total = paginate(session, stmt, params)
     return ProductReviewsOut(
         product_id=product_id,
