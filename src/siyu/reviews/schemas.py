@@ -39,38 +39,32 @@ class ReplyIn(BaseModel):
     reply: str = Field(min_length=1, max_length=500)
 
 
-class PublicReviewOut(BaseModel):
+class _ReviewFields(BaseModel):
+    """What every view of a review shows."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    product_id: int
+    sku_id: int
+    spec_text: str
+    rating: int
+    content: str
+    images: list[str]
+    reply: str | None
+    replied_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class PublicReviewOut(_ReviewFields):
     """A review as the product page shows it to anyone: the reviewer only as a masked nickname."""
 
-    model_config = ConfigDict(from_attributes=True)
-    id: int
     reviewer: str  # ``张**丰``; never the member id
-    product_id: int
-    sku_id: int
-    spec_text: str
-    rating: int
-    content: str
-    images: list[str]
-    reply: str | None
-    replied_at: dt.datetime | None
-    created_at: dt.datetime
 
 
-class ReviewOut(BaseModel):
+class ReviewOut(_ReviewFields):
     """A review with its author (the author's own list and the admin API)."""
 
-    model_config = ConfigDict(from_attributes=True)
-    id: int
     member_id: int
-    product_id: int
-    sku_id: int
-    spec_text: str
-    rating: int
-    content: str
-    images: list[str]
-    reply: str | None
-    replied_at: dt.datetime | None
-    created_at: dt.datetime
 
 
 class MyReviewOut(ReviewOut):

@@ -30,7 +30,7 @@ from siyu.kit.masking import mask_nickname
 from siyu.kit.timeutil import utcnow
 from siyu.reviews import repository as repo
 from siyu.reviews.models import REVIEW_HIDDEN, REVIEW_VISIBLE, ProductReview
-from siyu.reviews.schemas import PublicReviewOut, RatingSummary, ReviewIn
+from siyu.reviews.schemas import PublicReviewOut, RatingSummary, ReviewIn, ReviewOut
 
 register_messages(
     {
@@ -126,10 +126,8 @@ def public_reviews(session: Session, merchant_id: int, rows: list[ProductReview]
     """Reviews as anyone may see them: the reviewer as a masked nickname, never the member id."""
     names = repo.nicknames(session, merchant_id, {r.member_id for r in rows})
     return [
-        PublicReviewOut(
-            id=r.id, reviewer=mask_nickname(names.get(r.member_id)), product_id=r.product_id, sku_id=r.sku_id,
-            spec_text=r.spec_text, rating=r.rating, content=r.content, images=list(r.images), reply=r.reply,
-            replied_at=r.replied_at, created_at=r.created_at,
+        PublicReviewOut.model_validate(
+            {**ReviewOut.model_validate(r).model_dump(), "reviewer": mask_nickname(names.get(r.member_id))}
         )
         for r in rows
     ]
