@@ -4,14 +4,17 @@ hides, shows and replies; the first review completes the loyalty task once."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.config import Settings
+from siyu.kit.timeutil import utcnow
 from siyu.loyalty.models import PointsEntry
+from siyu.orders.models import Order
 from siyu.reviews.models import ProductReview
 from tests.conftest import Tenant
 from tests.factories import aftersales as af
@@ -173,11 +176,21 @@ def test_demo_data_reviews_completed_orders_once(
     for headers in buyers:
         af.paid_order(client, tenant, session_factory, headers, [(sku, 1)], completed=True)
     af.paid_order(client, tenant, session_factory, buyers[0], [(sku, 1)])  # not completed: not reviewed
+    month_ago = utcnow() - dt.timedelta(days=30)
+    with unit_of_work(session_factory) as s:  # the demo's orders completed in the past
+        s.execute(
+            update(Order).where(Order.merchant_id == tenant.id, Order.completed_at.is_not(None))
+            .values(completed_at=month_ago)
+        )
     for _ in range(2):
         with unit_of_work(session_factory) as s:
             demo_data.seed(s, tenant.id)
     rows = _reviews(session_factory, tenant.id)
     assert [r[2] for r in rows] == [5, 5, 5]
+    with session_factory() as s:  # dated after the order completed, within a week, not at seed time
+        dates = s.execute(select(ProductReview.created_at).where(ProductReview.merchant_id == tenant.id)).scalars()
+        for created in dates:
+            assert month_ago < created <= month_ago + dt.timedelta(days=7)
 
 
 def test_a_merged_member_reviews_the_orders_of_the_member_folded_into_it(
