@@ -246,6 +246,7 @@ class _TransferBill:
     state: str = "WAIT_USER_CONFIRM"
     fail_reason: str | None = None
     update_time: str | None = None
+    user_name: str | None = None  # decrypted by the fake (WeChat checks it against the real-name record)
 
     @property
     def notify_url(self) -> str | None:
@@ -741,6 +742,11 @@ class FakeWechat:
         with self._lock:
             return self._transfer_view(self._find_transfer(out_bill_no, mchid))
 
+    def transfer_user_name(self, out_bill_no: str, mchid: str | None = None) -> str | None:
+        """The payee's real name the merchant sent with the bill, as the fake decrypted it."""
+        with self._lock:
+            return self._find_transfer(out_bill_no, mchid).user_name
+
     def finish_transfer(
         self, out_bill_no: str, *, mchid: str | None = None, state: str = "SUCCESS", fail_reason: str | None = None
     ) -> tuple[dict[str, str], bytes]:
@@ -778,7 +784,25 @@ class FakeWechat:
                 return bill
         raise KeyError(out_bill_no)
 
-    def _create_transfer(self, merchant: FakeMerchant, body: dict[str, Any]) -> dict[str, Any]:
+    def _decrypt_user_name(self, ciphertext: Any, serial: str | None) -> str:
+        """``user_name``: RSAES-OAEP (SHA-1) under our platform key named by ``Wechatpay-Serial``."""
+        if not serial:
+            raise _param_error("敏感信息加密时必须在 HTTP 头中上送 Wechatpay-Serial")
+        if serial != self.platform_serial:
+            raise _param_error("Wechatpay-Serial 无效")
+        oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)  # SHA-1: WeChat Pay v3 requires it
+        try:
+            plain = self._platform_key.decrypt(base64.b64decode(str(ciphertext), validate=True), oaep)
+            name = plain.decode()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _param_error("请确认待处理的消息是否为加密后的密文") from exc
+        if not name.strip():
+            raise _param_error("user_name 不能为空")
+        return name
+
+    def _create_transfer(
+        self, merchant: FakeMerchant, body: dict[str, Any], serial: str | None = None
+    ) -> dict[str, Any]:
         appid = _require_string(body, "appid", 32)
         out_bill_no = _require_string(body, "out_bill_no", 32)
         if not OUT_BILL_NO_RE.match(out_bill_no):
@@ -794,6 +818,12 @@ class FakeWechat:
         amount = int(raw_amount)  # type: ignore[arg-type]
         if amount >= 200_000 and not body.get("user_name"):
             raise _param_error("转账金额 >= 2000 元时 user_name 必填")
+        user_name = None
+        if body.get("user_name"):
+            _require_string(body, "user_name", 1024)
+            user_name = self._decrypt_user_name(body["user_name"], serial)
+            # the ciphertext differs at every retry (random padding): compare what it says
+            body = {**body, "user_name": user_name}
         infos = body.get("transfer_scene_report_infos")
         if not isinstance(infos, list) or not infos or not all(
             isinstance(i, dict) and isinstance(i.get("info_type"), str) and isinstance(i.get("info_content"), str)
@@ -812,7 +842,7 @@ class FakeWechat:
             bill = _TransferBill(
                 mchid=merchant.mchid, appid=appid, out_bill_no=out_bill_no,
                 transfer_bill_no=f"1330{_digits(28)}", openid=openid, amount=int(amount), remark=remark,
-                request=body, create_time=_china_now(),
+                request=body, create_time=_china_now(), user_name=user_name,
             )
             self._transfers[(merchant.mchid, out_bill_no)] = bill
             return self._transfer_answer(bill)
@@ -859,7 +889,8 @@ class FakeWechat:
         @app.post("/v3/fund-app/mch-transfer/transfer-bills")
         async def create_transfer(request: Request) -> Response:
             merchant, body = await self._pay_request(request)
-            return self._signed_response(200, self._create_transfer(merchant, _pay_body(body)))
+            serial = request.headers.get("wechatpay-serial")
+            return self._signed_response(200, self._create_transfer(merchant, _pay_body(body), serial))
 
         @app.get("/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}")
         async def query_transfer(request: Request, out_bill_no: str) -> Response:

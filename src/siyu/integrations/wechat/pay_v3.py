@@ -53,6 +53,7 @@ __all__ = [
     "WechatPayClient",
     "WechatPayConfig",
     "decrypt_resource",
+    "encrypt_sensitive",
     "load_private_key",
     "load_public_key",
     "verify_notification",
@@ -141,6 +142,14 @@ def decrypt_resource(apiv3_key: str, resource: Mapping[str, Any]) -> bytes:
     return AESGCM(apiv3_key.encode()).decrypt(nonce, ciphertext, associated)
 
 
+def encrypt_sensitive(key: rsa.RSAPublicKey, plaintext: str) -> str:
+    """Encrypt a sensitive request field (a payee's real name, an ID number) for WeChat Pay v3:
+    RSAES-OAEP with SHA-1 and MGF1-SHA-1 under the platform public key, base64. Random padding:
+    the same text encrypts differently every time. Send the key's serial as ``Wechatpay-Serial``."""
+    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)  # SHA-1: WeChat Pay v3 requires it
+    return base64.b64encode(key.encrypt(plaintext.encode(), oaep)).decode("ascii")
+
+
 # -- configuration -----------------------------------------------------------------------------
 
 
@@ -182,6 +191,29 @@ class WechatPayConfig:
         """The ``Wechatpay-Serial`` to send: the public key id in public-key mode, else None."""
         ids = sorted(s for s in self.platform_public_keys if s.startswith(PUBLIC_KEY_ID_PREFIX))
         return ids[-1] if ids else None
+
+    def encryption_key(self) -> tuple[str, rsa.RSAPublicKey]:
+        """``(serial, key)`` to encrypt sensitive fields with; send ``serial`` as ``Wechatpay-Serial``.
+
+        The WeChat Pay public key (``PUB_KEY_ID_...``) when configured, as WeChat recommends; else
+        the platform certificate that expires last (the newest during a rotation); else the only
+        key. Several bare public keys under certificate serials are ambiguous: ``ValueError``.
+        """
+        serial = self.wechatpay_serial
+        if serial is not None:
+            return serial, load_public_key(self.platform_public_keys[serial])
+        certificates: list[tuple[dt.datetime, str]] = []
+        for name, pem in self.platform_public_keys.items():
+            if "-----BEGIN CERTIFICATE-----" in pem:
+                certificate = x509.load_pem_x509_certificate(pem.strip().encode())
+                certificates.append((certificate.not_valid_after_utc, name))
+        if certificates:
+            serial = max(certificates)[1]
+        elif len(self.platform_public_keys) == 1:
+            serial = next(iter(self.platform_public_keys))
+        else:
+            raise ValueError("several platform keys and none is a certificate: cannot tell which one to encrypt with")
+        return serial, load_public_key(self.platform_public_keys[serial])
 
 
 # -- the API client ----------------------------------------------------------------------------
@@ -328,9 +360,16 @@ class WechatPayClient:
     # -- transport ------------------------------------------------------------------------------
 
     def _call(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Sign, send, check the answer; the decoded JSON object (``{}`` for 204)."""
+        """Sign, send, check the answer; the decoded JSON object (``{}`` for 204). ``headers``
+        add to or replace the static ones (e.g. the ``Wechatpay-Serial`` of an encrypted field)."""
         content = (
             b"" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         )
@@ -339,7 +378,7 @@ class WechatPayClient:
             f"{self.base_url}{path}",
             params=params,
             content=content or None,
-            headers=self._static_headers(),
+            headers={**self._static_headers(), **(headers or {})},
             timeout=self._timeout,
         )
         request.headers["Authorization"] = self._authorization(

@@ -9,8 +9,12 @@ it); only the transfer endpoints are added:
   ``transfer_amount`` (fen), ``transfer_remark`` (at most 32 characters, shown to the user),
   optional ``notify_url``, ``user_recv_perception`` (what the user sees, per scene) and
   ``transfer_scene_report_infos`` (``[{info_type, info_content}]``, required per scene), and
-  ``user_name`` (RSA-OAEP encrypted; required from 2,000 yuan — not supported here, see
-  ``MAX_WITHOUT_NAME``). Answer: ``out_bill_no``, ``transfer_bill_no``, ``create_time``,
+  ``user_name`` (the payee's real name, required from 2,000 yuan = ``NAME_REQUIRED_FROM`` fen,
+  optional from 0.3 yuan: WeChat Pay then checks it against the openid's real-name record and the
+  bill fails on a mismatch). ``user_name`` is RSAES-OAEP (SHA-1) encrypted with the platform
+  public key (``pay_v3.encrypt_sensitive``) and the request's ``Wechatpay-Serial`` header names
+  that key (a ``PUB_KEY_ID_...`` or a platform-certificate serial); a wrong serial or key is
+  refused ``400 PARAM_ERROR``. Answer: ``out_bill_no``, ``transfer_bill_no``, ``create_time``,
   ``state``, and ``package_info`` while the user must confirm (``WAIT_USER_CONFIRM``: the
   mini-program passes it to ``wx.requestMerchantTransfer``) or ``fail_reason``.
   **Idempotent by out_bill_no**: sending the same ``out_bill_no`` again returns the same bill
@@ -37,10 +41,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from siyu.integrations.wechat.errors import WechatApiError
-from siyu.integrations.wechat.pay_v3 import WechatPayClient, _require_fen, _segment
+from siyu.integrations.wechat.pay_v3 import WechatPayClient, _require_fen, _segment, encrypt_sensitive
 
 __all__ = [
     "FINAL_STATES",
+    "NAME_REQUIRED_FROM",
     "NOTIFICATION_EVENT",
     "TransferBill",
     "WechatTransferClient",
@@ -51,7 +56,10 @@ TRANSFER_PATH: Final = "/v3/fund-app/mch-transfer/transfer-bills"
 NOTIFICATION_EVENT: Final = "MCHTRANSFER.BILL.FINISHED"
 OUT_BILL_NO_RE: Final = re.compile(r"^[0-9A-Za-z]{1,32}$")
 MAX_REMARK: Final = 32
-MAX_WITHOUT_NAME: Final = 200_000 - 1  # fen; from 2,000 yuan WeChat Pay needs the encrypted user_name
+NAME_REQUIRED_FROM: Final = 200_000  # fen; from 2,000 yuan WeChat Pay needs the encrypted user_name
+MAX_WITHOUT_NAME: Final = NAME_REQUIRED_FROM - 1
+NAME_CHECK_FROM: Final = 30  # fen; WeChat Pay checks a name only from 0.3 yuan
+MAX_NAME: Final = 32  # characters; a real name, encrypted before sending
 
 SUCCESS: Final = "SUCCESS"
 FAIL: Final = "FAIL"
@@ -120,12 +128,19 @@ class WechatTransferClient(WechatPayClient):
         report_infos: Sequence[tuple[str, str]],
         notify_url: str | None = None,
         user_recv_perception: str | None = None,
+        user_name: str | None = None,
     ) -> TransferBill:
+        """Create (or, for a known ``out_bill_no``, fetch again) a transfer bill. ``user_name`` is the
+        payee's real name in clear: required from ``NAME_REQUIRED_FROM`` fen, encrypted here and
+        never logged; a retry must pass the same name (WeChat compares the decrypted value)."""
         if not OUT_BILL_NO_RE.match(out_bill_no):
             raise ValueError("out_bill_no must be 1-32 letters or digits")
         _require_fen(amount_fen, "amount_fen")
-        if amount_fen > MAX_WITHOUT_NAME:
-            raise ValueError("transfers from 2,000 yuan need the encrypted user_name, which is not supported")
+        name = (user_name or "").strip()
+        if amount_fen >= NAME_REQUIRED_FROM and not name:
+            raise ValueError("transfers from 2,000 yuan need the payee's real name (user_name)")
+        if name and (amount_fen < NAME_CHECK_FROM or len(name) > MAX_NAME):
+            raise ValueError("user_name is accepted from 0.3 yuan and at most 32 characters")
         body: dict[str, Any] = {
             "appid": self.config.appid,
             "out_bill_no": out_bill_no,
@@ -141,7 +156,12 @@ class WechatTransferClient(WechatPayClient):
             body["notify_url"] = notify_url
         if user_recv_perception:
             body["user_recv_perception"] = user_recv_perception
-        return bill_from_resource(self._call("POST", TRANSFER_PATH, body=body))
+        headers: dict[str, str] = {}
+        if name:
+            serial, key = self.config.encryption_key()
+            body["user_name"] = encrypt_sensitive(key, name)
+            headers["Wechatpay-Serial"] = serial
+        return bill_from_resource(self._call("POST", TRANSFER_PATH, body=body, headers=headers))
 
     def query_transfer_bill(self, out_bill_no: str) -> TransferBill:
         return bill_from_resource(self._call("GET", f"{TRANSFER_PATH}/out-bill-no/{_segment(out_bill_no)}"))
