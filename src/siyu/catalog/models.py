@@ -14,6 +14,14 @@ PRODUCT_DRAFT = "draft"
 PRODUCT_ON_SALE = "on_sale"
 PRODUCT_OFF_SHELF = "off_shelf"
 
+# What a product is: ``physical`` goods are shipped (address, freight, shipment); ``virtual``
+# goods (a paid membership card, a service) are delivered by the system when the order is paid:
+# checkout asks no address and charges no freight for them, and an order of nothing but virtual
+# lines completes on payment. A product a card plan sells is always virtual (``save_card_plan``).
+KIND_PHYSICAL = "physical"
+KIND_VIRTUAL = "virtual"
+PRODUCT_KINDS = (KIND_PHYSICAL, KIND_VIRTUAL)
+
 
 class Category(IdMixin, TenantMixin, TimestampMixin, Base):
     __tablename__ = "categories"
@@ -30,6 +38,7 @@ class Product(IdMixin, TenantMixin, TimestampMixin, Base):
     __table_args__ = (
         Index("ix_products_listing", "merchant_id", "status", "category_id"),
         CheckConstraint("bonus_points >= 0", name="bonus_points_nonneg"),
+        CheckConstraint("kind IN ('physical', 'virtual')", name="kind_valid"),
     )
 
     category_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("categories.id"), nullable=True)
@@ -40,6 +49,7 @@ class Product(IdMixin, TenantMixin, TimestampMixin, Base):
     # Names of the spec dimensions, e.g. ["镜框颜色", "折射率"]; each SKU gives a value for each.
     spec_names: Mapped[list[str]] = mapped_column(JSONDoc, default=list)
     status: Mapped[str] = mapped_column(String(16), default=PRODUCT_DRAFT)
+    kind: Mapped[str] = mapped_column(String(16), default=KIND_PHYSICAL, server_default=KIND_PHYSICAL)
     free_shipping: Mapped[bool] = mapped_column(Boolean, default=False)
     bonus_points: Mapped[int] = mapped_column(Integer, default=0)
     coupons_allowed: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -134,6 +134,9 @@ class ProductFields(BaseModel):
     description: Annotated[str, StringConstraints(max_length=20000)] | None = None
     images: list[ImageUrl] = Field(default_factory=list, max_length=MAX_IMAGES)
     category_id: int | None = None
+    kind: Literal["physical", "virtual"] = Field(
+        default="physical", description="virtual: nothing to ship (no address, no freight; completes on payment)"
+    )
     free_shipping: bool = False
     bonus_points: int = Field(default=0, ge=0, le=1_000_000)
     coupons_allowed: bool = True
@@ -159,6 +162,7 @@ class ProductUpdate(BaseModel):
     description: Annotated[str, StringConstraints(max_length=20000)] | None = None
     images: list[ImageUrl] | None = Field(default=None, max_length=MAX_IMAGES)
     category_id: int | None = None
+    kind: Literal["physical", "virtual"] | None = None
     free_shipping: bool | None = None
     bonus_points: int | None = Field(default=None, ge=0, le=1_000_000)
     coupons_allowed: bool | None = None
@@ -180,6 +184,7 @@ class ProductOut(BaseModel):
     images: list[str]
     spec_names: list[str]
     status: str
+    kind: str
     free_shipping: bool
     bonus_points: int
     coupons_allowed: bool
@@ -245,6 +250,7 @@ class StoreProductOut(BaseModel):
     description: str | None
     images: list[str]
     spec_names: list[str]
+    kind: str
     free_shipping: bool
     bonus_points: int
     coupons_allowed: bool

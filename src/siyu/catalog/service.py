@@ -24,7 +24,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from siyu.catalog import repository as repo
-from siyu.catalog.models import PRODUCT_DRAFT, PRODUCT_OFF_SHELF, PRODUCT_ON_SALE, Category, Product, Sku
+from siyu.catalog.models import (
+    KIND_VIRTUAL,
+    PRODUCT_DRAFT,
+    PRODUCT_OFF_SHELF,
+    PRODUCT_ON_SALE,
+    Category,
+    Product,
+    Sku,
+)
 from siyu.catalog.schemas import (
     CategoryIn,
     CategoryNode,
@@ -70,6 +78,11 @@ register_messages(
             409,
             "库存不能小于 0（SKU {sku_id} 当前库存 {stock}，调整 {delta}）",
             "Stock cannot go below 0 (SKU {sku_id} has {stock}, change {delta})",
+        ),
+        "card_product_virtual": (
+            409,
+            "会员卡商品必须是虚拟商品（无需收货地址与运费）",
+            "A membership card product must stay virtual (no address, no freight)",
         ),
     }
 )
@@ -315,12 +328,22 @@ def create_product(session: Session, merchant_id: int, data: ProductCreate) -> P
 def update_product(session: Session, merchant_id: int, product_id: int, data: ProductUpdate) -> Product:
     product = get_product(session, merchant_id, product_id)
     fields = data.model_dump(exclude_unset=True)
-    _refuse_nulls(fields, ("title", "images", "free_shipping", "bonus_points", "coupons_allowed", "sort"))
+    _refuse_nulls(fields, ("title", "kind", "images", "free_shipping", "bonus_points", "coupons_allowed", "sort"))
     _check_references(session, merchant_id, fields.get("category_id"), fields.get("freight_template_id"))
+    if fields.get("kind", KIND_VIRTUAL) != KIND_VIRTUAL and product.kind == KIND_VIRTUAL:
+        _check_not_a_card(session, merchant_id, product.id)
     for key, value in fields.items():
         setattr(product, key, value)
     session.flush()
     return product
+
+
+def _check_not_a_card(session: Session, merchant_id: int, product_id: int) -> None:
+    """A card plan's product delivers by granting the card: it must not become physical."""
+    from siyu.loyalty import repository as loyalty_repo  # loyalty builds on catalog, not the reverse
+
+    if loyalty_repo.card_plans_for_products(session, merchant_id, [product_id]):
+        raise DomainError("card_product_virtual")
 
 
 def set_product_status(
@@ -598,7 +621,7 @@ def store_product(session: Session, merchant_id: int, product_id: int) -> StoreP
     return StoreProductOut(
         id=product.id, category_id=product.category_id, title=product.title, subtitle=product.subtitle,
         description=product.description, images=list(product.images or []), spec_names=list(product.spec_names or []),
-        free_shipping=product.free_shipping, bonus_points=product.bonus_points,
+        kind=product.kind, free_shipping=product.free_shipping, bonus_points=product.bonus_points,
         coupons_allowed=product.coupons_allowed,
         min_sale_price=min(s.sale_price for s in skus), min_list_price=min(s.list_price for s in skus),
         sold_out=sum(s.stock for s in skus) <= 0, sales_count=product.sales_count,

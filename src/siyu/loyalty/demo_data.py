@@ -1,7 +1,8 @@
 """Demo data: a 4-level ladder, earn rules (1 point and 1 growth per ¥1, 100 points = ¥1 at
 checkout, check-in streak rewards, make-up check-in), an annual membership card sold as a
-catalog product, and points / levels for the first 60 demo customers. Called by
-``siyu.demo.seed`` after the catalogue and customers exist; idempotent (keys and ranks)."""
+virtual catalog product (no address, no freight), and points / levels for the first 60 demo
+customers. Called by ``siyu.demo.seed`` after the catalogue and customers exist; idempotent
+(keys and ranks)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from siyu.catalog.models import PRODUCT_ON_SALE, Product, Sku
+from siyu.catalog.models import KIND_VIRTUAL, PRODUCT_ON_SALE, Product, Sku
 from siyu.kit.timeutil import utcnow
 from siyu.loyalty import repository as repo
 from siyu.loyalty import service
@@ -63,8 +64,8 @@ def _annual_card(session: Session, merchant_id: int) -> None:
     if repo.card_plans(session, merchant_id):
         return
     product = Product(merchant_id=merchant_id, title="付费会员年卡", subtitle="一年中级会员权益：95 折、1.2 倍积分",
-                      status=PRODUCT_ON_SALE, free_shipping=True, bonus_points=0, coupons_allowed=False,
-                      spec_names=[], images=[])
+                      status=PRODUCT_ON_SALE, kind=KIND_VIRTUAL, free_shipping=True, bonus_points=0,
+                      coupons_allowed=False, spec_names=[], images=[])
     session.add(product)
     session.flush()
     session.add(Sku(merchant_id=merchant_id, product_id=product.id, sku_code=f"CARD-{uuid.uuid4().hex[:8]}", specs={},

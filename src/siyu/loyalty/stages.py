@@ -1,8 +1,9 @@
 """Loyalty pricing stages and the submit hook.
 
 - MEMBER_PRICE ``loyalty_member_price``: the member's level (the higher of the rules level and
-  an active paid card's level) takes ``100 - member_price_percent`` % off every line (the
-  member pays ``member_price_percent`` % of the goods, rounded half up), one breakdown entry
+  an active paid card's level) takes ``100 - member_price_percent`` % off every physical line
+  (the member pays ``member_price_percent`` % of those goods, rounded half up; a virtual line,
+  e.g. a membership card, keeps its own price), one breakdown entry
   ``member_level:<id>``; a level with free shipping sets ``ctx.free_shipping``.
 - POINTS ``loyalty_points``: ``CheckoutIn.points_to_use`` is clamped to the balance, to
   ``max_percent`` of the lines not flagged ``no_points`` and to whole fen
@@ -20,6 +21,7 @@ from sqlalchemy import BindParameter, ColumnElement, bindparam, exists, or_
 from siyu.loyalty import repository as repo
 from siyu.loyalty import service
 from siyu.loyalty.models import CARD_ACTIVE, MemberCard, MemberLoyalty
+from siyu.orders.freight import VIRTUAL
 from siyu.orders.pricing import (
     MEMBER_PRICE,
     POINTS,
@@ -61,10 +63,14 @@ def member_price_stage(ctx: PricingContext) -> None:
     pct = level.member_price_percent
     if pct >= 100:
         return
-    total = ctx.lines_amount
+    # Virtual lines (a membership card) are sold at their own price: no member price on them.
+    eligible = ctx.eligible(lambda line: not line.flags.get(VIRTUAL))
+    total = sum(ctx.lines[i].amount for i in eligible)
+    if total <= 0:
+        return
     pay = (total * pct + 50) // 100
     label = f"会员价（{level.name} {pct / 10:g}折）"
-    ctx.discount(MEMBER_PRICE, f"member_level:{level.id}", label, total - pay,
+    ctx.discount(MEMBER_PRICE, f"member_level:{level.id}", label, total - pay, eligible,
                  details={"level_id": level.id, "percent": pct, "source": source})
 
 

@@ -24,6 +24,12 @@ Submit is idempotent per ``(merchant, member, Idempotency-Key)``:
    the activity's own stock). Last, because those updates lock the SKU rows until commit: a
    hot SKU stays locked for the shortest time. Any error rolls all of it back.
 
+Virtual products (``Product.kind``, e.g. a paid membership card) need no delivery: an order
+of nothing but virtual lines asks no address (and keeps none), pays no freight, and
+``service.mark_paid`` completes it on payment. A mixed order needs the address for its physical
+lines and pays freight for them only. Each line keeps ``is_virtual``; see ``virtual_flags``
+for what a virtual line's flags turn off in the pipeline.
+
 A zero-payable order (fully discounted) is marked paid at once through ``mark_paid`` with
 amount 0: there is nothing to pay, so no payment is created and no auto-cancel is scheduled.
 """
@@ -42,6 +48,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from siyu.catalog import stock
+from siyu.catalog.models import KIND_VIRTUAL
 from siyu.db.dialect import insert_entity_or_nothing
 from siyu.kit.errors import DomainError, catalogue, invalid, register_messages
 from siyu.kit.events import emit
@@ -49,6 +56,7 @@ from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
 from siyu.orders import repository as repo
 from siyu.orders import service
+from siyu.orders.freight import VIRTUAL
 from siyu.orders.models import PENDING_PAYMENT, Order
 from siyu.orders.pricing import (
     PricedLine,
@@ -147,10 +155,34 @@ def _load_lines(
                 quantity=quantity, list_price=row.list_price, sale_price=row.sale_price, cost_price=row.cost_price,
                 weight_g=row.weight_g, free_shipping=row.free_shipping, coupons_allowed=row.coupons_allowed,
                 bonus_points=row.bonus_points, freight_template_id=row.freight_template_id,
-                stock=row.stock,
+                stock=row.stock, flags=virtual_flags(row.kind, row.coupons_allowed),
             )
         )
     return lines, timezone, answers
+
+
+def virtual_flags(kind: str, coupons_allowed: bool) -> dict[str, Any]:
+    """The flags a virtual product's line starts with (physical: none).
+
+    ``virtual``: nothing to ship, so no freight (``freight.compute``) and no member price (the
+    loyalty MEMBER_PRICE stage: a card is sold at its own price). The product's
+    ``coupons_allowed`` is the one switch for the optional discounts: off (the default of a card
+    product) also keeps order promotions and points deduction off the line.
+    """
+    if kind != KIND_VIRTUAL:
+        return {}
+    if coupons_allowed:
+        return {VIRTUAL: True}
+    return {VIRTUAL: True, "no_coupon": True, "no_order_promotions": True, "no_points": True}
+
+
+def is_virtual(line: PricedLine) -> bool:
+    return bool(line.flags.get(VIRTUAL))
+
+
+def needs_shipping(lines: list[PricedLine]) -> bool:
+    """True when any line is physical: then the order needs an address (and may pay freight)."""
+    return any(not is_virtual(line) for line in lines)
 
 
 def takes_normal_stock(line: PricedLine) -> bool:
@@ -195,7 +227,10 @@ def price(
     pairs = _selection(session, merchant_id, member_id, body)
     now = now or utcnow()
     lines, timezone, answers = _load_lines(session, merchant_id, pairs, check_stock=False, member_id=member_id, now=now)
-    address = _address(session, merchant_id, member_id, body, required=address_required)
+    # Nothing to ship (only virtual lines, e.g. a membership card): no address is asked for or kept.
+    address = (
+        _address(session, merchant_id, member_id, body, required=address_required) if needs_shipping(lines) else None
+    )
     ctx = PricingContext(
         session=session, merchant_id=merchant_id, member_id=member_id, lines=lines, now=now,
         timezone=timezone, province=address.province if address else None,
@@ -214,7 +249,8 @@ def _line_out(line: PricedLine) -> PricedLineOut:
         sku_id=line.sku_id, product_id=line.product_id, title=line.title, spec_text=line.spec_text,
         image_url=line.image_url, quantity=line.quantity, list_price=line.list_price, sale_price=line.sale_price,
         goods_amount=line.goods_amount, discounts={k: v for k, v in line.discounts.items() if v},
-        discount_amount=line.discount_amount, payable_amount=line.amount, flags=dict(line.flags),
+        discount_amount=line.discount_amount, payable_amount=line.amount, is_virtual=is_virtual(line),
+        flags=dict(line.flags),
     )
 
 
@@ -288,7 +324,7 @@ def submit(
             return _replay(existing, digest), False
         raise
     ctx, address = priced.ctx, priced.address
-    assert address is not None
+    assert address is not None or not needs_shipping(ctx.lines)
     actor = ("customer", member_id)
 
     values = {
@@ -296,7 +332,7 @@ def submit(
         "request_hash": digest, "goods_amount": ctx.goods_amount, "discount_amount": ctx.discount_amount,
         "points_used": ctx.points_to_use if any(ln.discounts.get("points") for ln in ctx.lines) else 0,
         "freight_amount": ctx.freight, "payable_amount": ctx.payable, "paid_amount": 0, "refunded_amount": 0,
-        "pricing": ctx.breakdown(), "address": service.address_snapshot(address), "remark": body.remark,
+        "pricing": ctx.breakdown(), "address": service.address_snapshot(address) if address is not None else {}, "remark": body.remark,
         "channel": channel, "pay_deadline": now + payment_timeout, "created_at": now, "updated_at": now,
     }
     order: Order | None = None
@@ -326,6 +362,7 @@ def submit(
             "discount_amount": sum(discounts.values()), "payable_amount": line.amount,
             "bonus_points": line.bonus_points * line.quantity, "refunded_quantity": 0, "refunded_amount": 0,
             "activity": (str(line.flags["activity"])[:40] if line.flags.get("activity") else None),
+            "is_virtual": is_virtual(line),
         })
     lines = repo.insert_order_lines(session, rows)
     session.info.setdefault(_NEW_LINES, {})[order.id] = lines

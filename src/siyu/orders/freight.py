@@ -3,7 +3,9 @@
 How a fee is computed for a set of priced lines and a destination province:
 
 1. Lines that ship free (``product.free_shipping``, a stage's ``flags["free_shipping"]``) are
-   left out; so is everything when ``ctx.free_shipping`` is set (a free-shipping coupon).
+   left out, and so are virtual lines (``flags["virtual"]``, a membership card: nothing to
+   ship); so is everything when ``ctx.free_shipping`` is set (a free-shipping coupon). A mixed
+   order pays the freight of its physical lines only.
 2. Each remaining line uses its product's ``freight_template_id``, or the merchant's default
    template; a line with neither costs nothing.
 3. Lines are grouped by template. For each group: a province in ``unreachable_regions`` is
@@ -15,7 +17,7 @@ How a fee is computed for a set of priced lines and a destination province:
 4. The order's freight is the sum of the groups' fees.
 
 Without a province (a preview before the customer has an address) the ``"*"`` rule is used
-for an estimate, and no region is refused; the submit always has an address.
+for an estimate, and no region is refused; the submit always has an address when a line ships.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ _MESSAGES = {
 register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
 
 WILDCARD = "*"
+VIRTUAL = "virtual"  # the PricedLine flag ``orders.checkout.virtual_flags`` sets on virtual products
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,10 @@ def compute(
 ) -> FreightResult:
     if free_shipping:
         return FreightResult(0, [{"reason": "free_shipping"}])
-    chargeable = [ln for ln in lines if not ln.free_shipping and not ln.flags.get("free_shipping")]
+    chargeable = [
+        ln for ln in lines
+        if not ln.free_shipping and not ln.flags.get("free_shipping") and not ln.flags.get(VIRTUAL)
+    ]
     if not chargeable:
         return FreightResult(0, [])
     templates = repo.freight_templates_by_ids(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.db.base import Base, IdMixin, TenantMixin, TimestampMixin
@@ -156,6 +156,9 @@ class OrderLine(IdMixin, TenantMixin, Base):
     # pricing stage's ``flags["activity"]``. Such lines take and return no normal SKU stock:
     # the activity module manages its units itself.
     activity: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The product was virtual at submit (``Product.kind``): nothing to ship for this line. An
+    # order whose lines are all virtual asks no address, pays no freight and completes on payment.
+    is_virtual: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Shipment(IdMixin, TenantMixin, TimestampMixin, Base):

@@ -50,7 +50,7 @@ _CHECKOUT_SKUS = (
         Sku.id, Sku.specs, Sku.list_price, Sku.sale_price, Sku.cost_price, Sku.weight_g, Sku.stock, Sku.image_url,
         Sku.active, Product.id.label("product_id"), Product.category_id, Product.title, Product.spec_names,
         Product.images, Product.status, Product.free_shipping, Product.coupons_allowed, Product.bonus_points,
-        Product.freight_template_id,
+        Product.freight_template_id, Product.kind,
         select(Merchant.timezone).where(Merchant.id == bindparam("merchant_id")).scalar_subquery()
         .label("merchant_timezone"),
     )

@@ -171,6 +171,7 @@ class PricedLineOut(BaseModel):
     discounts: dict[str, int]
     discount_amount: int
     payable_amount: int
+    is_virtual: bool = False  # nothing to ship (a membership card...): no address or freight for it
     flags: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -204,6 +205,7 @@ class OrderLineOut(BaseModel):
     bonus_points: int
     refunded_quantity: int
     refunded_amount: int
+    is_virtual: bool = False
 
 
 class ShipmentOut(BaseModel):

@@ -3,8 +3,9 @@
 Order status (``orders/models.py``)::
 
     pending_payment ──pay──► paid ──ship──► shipped ──complete──► completed
-          │                   │               │                      │
-          └─cancel─► cancelled └───── full refund (reserve_refund) ──┴──► closed
+          │                   │ └──── nothing to ship (all lines virtual) ─┘ │
+          │                   │               │                              │
+          └─cancel─► cancelled └───── full refund (reserve_refund) ─────────┴──► closed
 
 Every transition locks the order row (``FOR UPDATE`` on PostgreSQL), checks the move is legal
 (else 409 ``order_state_invalid`` naming both states), writes the audit event (subject
@@ -102,6 +103,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     CANCELLED: frozenset(),
     CLOSED: frozenset(),
 }
+
+# An order with nothing to ship (every line virtual, e.g. a membership card) is delivered by its
+# payment: ``mark_paid`` moves it on to completed at once. Only that path may skip "shipped".
+DELIVERED_ON_PAYMENT: dict[str, frozenset[str]] = {PAID: frozenset({COMPLETED})}
 
 Actor = tuple[str, int | None]
 SYSTEM: Actor = ("system", None)
@@ -416,10 +421,11 @@ def _locked_order(session: Session, merchant_id: int, order_id: int) -> Order:
 
 
 def _transition(
-    session: Session, order: Order, to_state: str, action: str, actor: Actor, data: dict[str, Any] | None = None
+    session: Session, order: Order, to_state: str, action: str, actor: Actor, data: dict[str, Any] | None = None,
+    *, moves: dict[str, frozenset[str]] = TRANSITIONS,
 ) -> str:
     from_state = order.status
-    if to_state not in TRANSITIONS.get(from_state, frozenset()):
+    if to_state not in moves.get(from_state, frozenset()):
         raise DomainError("order_state_invalid", from_state=from_state, to_state=to_state)
     order.status = to_state
     audit.record(
@@ -440,6 +446,10 @@ def mark_paid(
     session: Session, merchant_id: int, order_id: int, *, amount: int, paid_at: dt.datetime, actor: Actor
 ) -> Order:
     """Record the payment of a pending order (called by payments, idempotent for the same amount).
+
+    An order with nothing to ship (all lines virtual) completes in the same step: audit
+    ``completed`` (actor system, reason ``nothing_to_ship``), ``completed_at = paid_at`` (the
+    after-sales window runs from there) and ``order.completed`` after ``order.paid``.
 
     A repeated call for an order already paid with the same amount returns it unchanged. A
     cancelled/closed order, or one already paid with another amount, is ``order_not_payable``
@@ -467,7 +477,28 @@ def mark_paid(
         _event_payload(order, paid_amount=amount, paid_at=paid_at.astimezone(dt.UTC).isoformat()),
         key=f"order:{order.id}",
     )
+    if _nothing_to_ship(session, order):
+        _transition(session, order, COMPLETED, "completed", SYSTEM, {"reason": "nothing_to_ship"},
+                    moves=DELIVERED_ON_PAYMENT)
+        order.completed_at = paid_at
+        session.flush()
+        emit(session, merchant_id, "order.completed", _event_payload(order), key=f"order:{order.id}")
     return order
+
+
+def _nothing_to_ship(session: Session, order: Order) -> bool:
+    """Every line of the order is virtual (``OrderLine.is_virtual``).
+
+    The checkout keeps no address only for such an order, so an order with an address is
+    physical without reading its lines (a payment of a normal order costs no extra query); one
+    without is checked line by line (lines written by this session's submit cost no read).
+    """
+    if order.address:
+        return False
+    from siyu.orders.checkout import new_order_lines  # checkout builds on this module
+
+    lines = new_order_lines(session, order)
+    return bool(lines) and all(line.is_virtual for line in lines)
 
 
 def cancel(session: Session, merchant_id: int, order_id: int, *, reason: str, actor: Actor) -> Order:

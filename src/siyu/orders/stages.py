@@ -10,6 +10,6 @@ from siyu.orders.pricing import FREIGHT, PricingContext, StageEntry, register_st
 def freight_stage(ctx: PricingContext) -> None:
     result = freight.compute(ctx.session, ctx.merchant_id, ctx.lines, ctx.province, free_shipping=ctx.free_shipping)
     ctx.freight = result.amount
-    if ctx.province is None:
+    if ctx.province is None and any(not ln.flags.get(freight.VIRTUAL) for ln in ctx.lines):  # something ships
         ctx.note(FREIGHT, code="address_missing", message="freight estimated without a destination")
     ctx.entries.append(StageEntry(FREIGHT, "freight", "运费", result.amount, {"templates": result.details}))
