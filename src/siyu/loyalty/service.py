@@ -1250,11 +1250,16 @@ def calendar(session: Session, merchant_id: int, member_id: int, month: str | No
 
 
 def save_card_plan(session: Session, merchant_id: int, data: CardPlanIn, *, plan_id: int | None, actor: Actor) -> CardPlan:
-    from siyu.catalog.models import Product
+    from siyu.catalog.models import KIND_VIRTUAL, Product
 
     product = session.get(Product, data.product_id)
     if product is None or product.merchant_id != merchant_id:
         raise invalid("product_id", "product_not_found", "no such product")
+    if product.kind != KIND_VIRTUAL:
+        # A card is delivered by granting it (no address, no freight, complete on payment) and
+        # sold at its own price: coupons stay off unless the merchant turns them back on.
+        product.kind = KIND_VIRTUAL
+        product.coupons_allowed = False
     if data.level_id is not None and repo.level(session, merchant_id, data.level_id) is None:
         raise invalid("level_id", "level_not_found", "no such level")
     plan = card_plan(session, merchant_id, plan_id) if plan_id is not None else None
