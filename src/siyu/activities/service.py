@@ -18,13 +18,10 @@ from siyu.catalog.models import Product, Sku
 from siyu.kit import audit
 from siyu.kit.errors import DomainError, catalogue, invalid, not_found, register_messages
 from siyu.kit.masking import mask_nickname as mask_nickname  # re-exported: group buys and bargains use it
-from siyu.kit.outbox import Job
-from siyu.kit.timeutil import utcnow
 from siyu.orders import checkout
 from siyu.orders.models import Order
 from siyu.orders.pricing import PricedLine, PricingContext
 from siyu.orders.schemas import CheckoutIn
-from siyu.worker.registry import JobContext
 
 ACTIVE = "active"
 DISABLED = "disabled"
@@ -202,8 +199,3 @@ def submit_order(
 # -- jobs ---------------------------------------------------------------------------------------------------
 
 
-def job_clock(ctx: JobContext) -> dt.datetime:
-    """Now as the worker sees it; never before the job's ``run_at`` (see ``orders.tasks``)."""
-    job = ctx.session.get(Job, ctx.job_id)
-    now = utcnow()
-    return max(now, job.run_at) if job is not None else now

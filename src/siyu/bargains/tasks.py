@@ -8,7 +8,6 @@ Both are conditional updates: running twice changes nothing more.
 
 from __future__ import annotations
 
-from siyu.activities.service import job_clock
 from siyu.bargains import service
 from siyu.kit.events import subscribe
 from siyu.worker.registry import JobContext, job_handler
@@ -16,9 +15,9 @@ from siyu.worker.registry import JobContext, job_handler
 
 @job_handler("bargains.expire")
 def expire(ctx: JobContext) -> None:
-    service.expire(ctx.session, ctx.merchant_id, int(ctx.payload["bargain_id"]), job_clock(ctx))
+    service.expire(ctx.session, ctx.merchant_id, int(ctx.payload["bargain_id"]), ctx.now())
 
 
 @subscribe("order.cancelled", "bargains.reopen")
 def reopen(ctx: JobContext) -> None:
-    service.on_order_cancelled(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), now=job_clock(ctx))
+    service.on_order_cancelled(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), now=ctx.now())

@@ -17,27 +17,16 @@ Each is idempotent: conditional updates move a coupon once, issues carry unique 
 
 from __future__ import annotations
 
-import datetime as dt
-
 from siyu.coupons import service
 from siyu.kit.events import subscribe
-from siyu.kit.outbox import Job
-from siyu.kit.timeutil import utcnow
 from siyu.worker.registry import JobContext, job_handler
-
-
-def _job_clock(ctx: JobContext) -> dt.datetime:
-    """Now as the worker sees it; never before the job's ``run_at`` (see ``orders.tasks``)."""
-    job = ctx.session.get(Job, ctx.job_id)
-    now = utcnow()
-    return max(now, job.run_at) if job is not None else now
 
 
 @subscribe("order.paid", "coupons.order_paid")
 def order_paid(ctx: JobContext) -> None:
     order_id = int(ctx.payload["order_id"])
     paid = int(ctx.payload.get("paid_amount") or 0)
-    now = _job_clock(ctx)
+    now = ctx.now()
     service.on_order_paid(ctx.session, ctx.merchant_id, order_id, paid, now)
     member_id = ctx.payload.get("member_id")
     if member_id is not None:
@@ -46,25 +35,25 @@ def order_paid(ctx: JobContext) -> None:
 
 @subscribe("order.cancelled", "coupons.order_cancelled")
 def order_cancelled(ctx: JobContext) -> None:
-    service.on_order_cancelled(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), _job_clock(ctx))
+    service.on_order_cancelled(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), ctx.now())
 
 
 @subscribe("order.refunded", "coupons.order_refunded")
 def order_refunded(ctx: JobContext) -> None:
     if ctx.payload.get("full"):
-        service.on_order_refunded(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), _job_clock(ctx))
+        service.on_order_refunded(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), ctx.now())
 
 
 @subscribe("member.registered", "coupons.member_registered")
 def member_registered(ctx: JobContext) -> None:
-    service.issue_on_registration(ctx.session, ctx.merchant_id, int(ctx.payload["member_id"]), _job_clock(ctx))
+    service.issue_on_registration(ctx.session, ctx.merchant_id, int(ctx.payload["member_id"]), ctx.now())
 
 
 @job_handler("coupons.bulk_issue")
 def bulk_issue(ctx: JobContext) -> None:
-    service.bulk_issue_chunk(ctx.session, ctx.merchant_id, ctx.payload, _job_clock(ctx))
+    service.bulk_issue_chunk(ctx.session, ctx.merchant_id, ctx.payload, ctx.now())
 
 
 @job_handler("coupons.expire")
 def expire(ctx: JobContext) -> None:
-    service.expire_and_remind(ctx.session, ctx.merchant_id, _job_clock(ctx))
+    service.expire_and_remind(ctx.session, ctx.merchant_id, ctx.now())

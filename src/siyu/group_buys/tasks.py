@@ -13,7 +13,6 @@ Each is idempotent: the state moves are conditional, a job run twice finds nothi
 
 from __future__ import annotations
 
-from siyu.activities.service import job_clock
 from siyu.group_buys import service
 from siyu.kit.events import subscribe
 from siyu.worker.registry import JobContext, job_handler
@@ -21,29 +20,29 @@ from siyu.worker.registry import JobContext, job_handler
 
 @job_handler("group_buys.expire_team")
 def expire_team(ctx: JobContext) -> None:
-    service.expire_team(ctx.session, ctx.merchant_id, int(ctx.payload["team_id"]), job_clock(ctx))
+    service.expire_team(ctx.session, ctx.merchant_id, int(ctx.payload["team_id"]), ctx.now())
 
 
 @job_handler("group_buys.refund_seat")
 def refund_seat(ctx: JobContext) -> None:
-    service.refund_seat(ctx.session, ctx.merchant_id, int(ctx.payload["seat_id"]), now=job_clock(ctx))
+    service.refund_seat(ctx.session, ctx.merchant_id, int(ctx.payload["seat_id"]), now=ctx.now())
 
 
 @job_handler("group_buys.reconcile")
 def reconcile(ctx: JobContext) -> None:
-    service.expire_due(ctx.session, ctx.merchant_id, job_clock(ctx))
+    service.expire_due(ctx.session, ctx.merchant_id, ctx.now())
 
 
 @subscribe("order.paid", "group_buys.seat_paid")
 def seat_paid(ctx: JobContext) -> None:
-    service.on_order_paid(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), now=job_clock(ctx))
+    service.on_order_paid(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), now=ctx.now())
 
 
 @subscribe("order.cancelled", "group_buys.seat_released")
 def seat_released(ctx: JobContext) -> None:
-    service.on_order_cancelled(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), now=job_clock(ctx))
+    service.on_order_cancelled(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), now=ctx.now())
 
 
 @subscribe("order.refunded", "group_buys.seat_refunded")
 def seat_refunded(ctx: JobContext) -> None:
-    service.on_order_refunded(ctx.session, ctx.merchant_id, ctx.payload, now=job_clock(ctx))
+    service.on_order_refunded(ctx.session, ctx.merchant_id, ctx.payload, now=ctx.now())

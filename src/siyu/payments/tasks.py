@@ -18,7 +18,6 @@ import datetime as dt
 import logging
 
 from siyu.kit.crypto import SecretBox
-from siyu.kit.timeutil import utcnow
 from siyu.payments import providers, service
 from siyu.payments import repository as repo
 from siyu.payments.models import PAYMENT_CREATED, REFUND_PROCESSING, WECHATPAY
@@ -31,7 +30,7 @@ log = logging.getLogger("siyu.payments")
 
 def _job_clock(ctx: JobContext) -> dt.datetime:
     """Now, or the slot a scheduled run was due for when the worker runs ahead (tests, catch-up)."""
-    now = utcnow()
+    now = ctx.now()
     slot = ctx.payload.get("scheduled_for")
     if isinstance(slot, str):
         try:

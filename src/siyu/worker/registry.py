@@ -10,6 +10,7 @@ crash between the remote call and the commit.
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 
 import siyu
 from siyu.config import Settings
+from siyu.kit.timeutil import utcnow
 
 
 @dataclass
@@ -32,6 +34,17 @@ class JobContext:
     job_id: int
     attempt: int
     redis: redis.Redis | None = None
+    run_at: dt.datetime | None = None
+
+    def now(self) -> dt.datetime:
+        """Now, as the worker that claimed the job sees it.
+
+        A worker claims a job only once its ``run_at`` has passed on the worker's clock, so
+        ``run_at`` is a lower bound of that clock (this also keeps ``Worker.drain(now=...)``
+        deterministic in tests, where the drain's clock runs ahead of the wall clock).
+        """
+        now = utcnow()
+        return max(now, self.run_at) if self.run_at is not None else now
 
 
 Handler = Callable[[JobContext], None]

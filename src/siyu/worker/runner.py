@@ -150,6 +150,7 @@ class Worker:
                     JobContext(
                         session=session, merchant_id=job.merchant_id, payload=dict(job.payload),
                         settings=self.settings, job_id=job.id, attempt=job.attempts, redis=self.redis,
+                        run_at=job.run_at,
                     )
                 )
                 job.status = JOB_DONE
