@@ -521,6 +521,19 @@ def reject(
     return aftersale
 
 
+def _complete(
+    session: Session, aftersale: AfterSale, reason: str, actor: Actor, data: dict[str, Any] | None = None
+) -> None:
+    """Finish an after-sale (refunded, exchanged, or nothing left to pay back) and tell subscribers once."""
+    aftersale.completed_at = utcnow()
+    _move(session, aftersale, COMPLETED, reason, actor, data)
+    _close(session, aftersale)
+    emit(
+        session, aftersale.merchant_id, "aftersale.completed", _event_payload(aftersale),
+        key=f"aftersale:{aftersale.id}",
+    )
+
+
 def cancel(session: Session, merchant_id: int, member_id: int, aftersale_id: int) -> AfterSale:
     aftersale = get_for_member(session, merchant_id, member_id, aftersale_id, lock=True)
     _require(aftersale, *CUSTOMER_CANCELLABLE)
@@ -603,9 +616,7 @@ def _start_refund(
     session: Session, aftersale: AfterSale, as_lines: list[AfterSaleLine], actor: Actor
 ) -> None:
     if aftersale.refund_amount == 0:  # fully discounted units (gifts): nothing to pay back
-        aftersale.completed_at = utcnow()
-        _move(session, aftersale, COMPLETED, "completed_without_refund", actor)
-        _close(session, aftersale)
+        _complete(session, aftersale, "completed_without_refund", actor)
         return
     aftersale.refund_attempts = (aftersale.refund_attempts or 0) + 1
     key = f"aftersale:{aftersale.id}"
@@ -686,16 +697,7 @@ def complete_exchange(
     else:
         aftersale = get(session, merchant_id, aftersale_id, lock=True)
     _require(aftersale, EXCHANGE_SHIPPED)
-    aftersale.completed_at = utcnow()
-    _move(session, aftersale, COMPLETED, "completed", actor)
-    _close(session, aftersale)
-    emit(
-        session,
-        merchant_id,
-        "aftersale.completed",
-        _event_payload(aftersale),
-        key=f"aftersale:{aftersale.id}",
-    )
+    _complete(session, aftersale, "completed", actor)
     return aftersale
 
 
@@ -718,16 +720,7 @@ def on_refunded(session: Session, merchant_id: int, payload: dict[str, Any]) -> 
             stock.release(session, merchant_id, quantities)
             aftersale.restocked = True
             data["restocked"] = {str(k): v for k, v in quantities.items()}
-    aftersale.completed_at = utcnow()
-    _move(session, aftersale, COMPLETED, "refunded", ("system", None), data)
-    _close(session, aftersale)
-    emit(
-        session,
-        merchant_id,
-        "aftersale.completed",
-        _event_payload(aftersale),
-        key=f"aftersale:{aftersale.id}",
-    )
+    _complete(session, aftersale, "refunded", ("system", None), data)
     return aftersale
 
 
