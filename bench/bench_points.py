@@ -5,7 +5,7 @@
 
 Creates a fresh database (SIYU_BENCH_PG_URL server), a merchant and ``--members`` members.
 Part 1: ``--clients`` threads, each with its own sessions (one transaction per operation),
-alternate ``loyalty.service.award`` and ``spend`` on random members for ``--seconds`` and the
+alternate ``loyalty.points.award`` and ``spend`` on random members for ``--seconds`` and the
 script prints operations/s (target >= 2,000) and the p50/p99 of one operation. Each award
 opens a lot; each spend takes lots soonest-expiry first and records the lot uses, as in
 production. ``--processes N`` spreads the clients over N processes (each with its own engine)
@@ -46,7 +46,7 @@ def main() -> None:
     from siyu.db.engine import make_engine
     from siyu.db.session import make_session_factory, unit_of_work
     from siyu.kit.events import subscribers
-    from siyu.loyalty import service
+    from siyu.loyalty import points
     from siyu.members.models import Member
     from siyu.tenancy import service as tenancy
 
@@ -64,7 +64,7 @@ def main() -> None:
     heavy, members = members[0], members[1:]
     with unit_of_work(factory) as s:  # everyone starts with some points
         for m in members:
-            service.award(s, merchant_id, m, 1000, reason="seed", idempotency_key=f"seed:{m}")
+            points.award(s, merchant_id, m, 1000, reason="seed", idempotency_key=f"seed:{m}")
 
     print(f"machine: {machine()}; load average {_load()}")
     print(f"part 1: award + spend, {args.clients} clients (threads, own sessions) in {args.processes} process(es), "
@@ -105,7 +105,7 @@ def main() -> None:
     for start in range(0, args.entries, batch):
         with unit_of_work(factory) as s:
             for k in range(start, min(args.entries, start + batch)):
-                service.award(s, merchant_id, heavy, 1 + k % 7, reason="bench", idempotency_key=f"h:{k}")
+                points.award(s, merchant_id, heavy, 1 + k % 7, reason="bench", idempotency_key=f"h:{k}")
     with factory() as s:
         s.execute(text("ANALYZE points_entries"))
         ids = list(s.scalars(text("SELECT id FROM points_entries WHERE merchant_id = :m AND member_id = :h"),
@@ -117,7 +117,7 @@ def main() -> None:
         for i in range(400):
             before = None if i % 2 == 0 else rng.choice(ids)
             t0 = time.perf_counter()
-            rows, _ = service.statement(s, merchant_id, heavy, before=before, limit=20)
+            rows, _ = points.statement(s, merchant_id, heavy, before=before, limit=20)
             took = (time.perf_counter() - t0) * 1000
             assert len(rows) == 20 or before is not None
             (first if before is None else deep).append(took)
@@ -144,7 +144,7 @@ def _throughput(
     from siyu.db.session import make_session_factory, unit_of_work
     from siyu.kit.errors import DomainError
     from siyu.kit.events import subscribers
-    from siyu.loyalty import service
+    from siyu.loyalty import points
 
     import_all_models()
     subscribers("points.earned")
@@ -194,11 +194,11 @@ def _throughput(
             try:
                 with unit_of_work(factory) as s:
                     if i % 2:
-                        service.award(s, merchant_id, member, rng.randint(1, 50), reason="bench",
+                        points.award(s, merchant_id, member, rng.randint(1, 50), reason="bench",
                                       idempotency_key=f"a:{proc}:{n}:{i}")
                         done["award"] += 1
                     else:
-                        service.spend(s, merchant_id, member, rng.randint(1, 50), reason="bench",
+                        points.spend(s, merchant_id, member, rng.randint(1, 50), reason="bench",
                                       idempotency_key=f"s:{proc}:{n}:{i}")
                         done["spend"] += 1
             except DomainError:

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.db.session import unit_of_work
+from siyu.loyalty import points as ledger
 from siyu.loyalty import service
 from siyu.loyalty.models import PointsAccount, PointsEntry, PointsLot
 from siyu.loyalty.schemas import LevelIn, LoyaltyRules
@@ -42,12 +43,12 @@ def add_level(factory: sessionmaker[Session], merchant_id: int, rank: int, name:
 
 def award(factory: sessionmaker[Session], merchant_id: int, member_id: int, points: int, key: str, **kw: Any) -> int:
     with unit_of_work(factory) as s:
-        return service.award(s, merchant_id, member_id, points, reason="test", idempotency_key=key, **kw).id
+        return ledger.award(s, merchant_id, member_id, points, reason="test", idempotency_key=key, **kw).id
 
 
 def spend(factory: sessionmaker[Session], merchant_id: int, member_id: int, points: int, key: str, **kw: Any) -> int:
     with unit_of_work(factory) as s:
-        return service.spend(s, merchant_id, member_id, points, reason="test", idempotency_key=key, **kw).id
+        return ledger.spend(s, merchant_id, member_id, points, reason="test", idempotency_key=key, **kw).id
 
 
 def balance(factory: sessionmaker[Session], merchant_id: int, member_id: int) -> int:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.config import Settings
 from siyu.db.session import make_session_factory, unit_of_work
-from siyu.loyalty import service
+from siyu.loyalty import points, service
 from siyu.loyalty.models import CheckIn
 from tests.conftest import Tenant
 from tests.factories.concurrency import race
@@ -64,9 +64,9 @@ def race_factory(db_url: str, engine: Engine) -> Iterator[sessionmaker[Session]]
         eng.dispose()
 
 
-def _spend(factory: sessionmaker[Session], tenant: Tenant, member: int, points: int, key: str) -> str:
+def _spend(factory: sessionmaker[Session], tenant: Tenant, member: int, amount: int, key: str) -> str:
     with unit_of_work(factory) as s:
-        return f"entry:{service.spend(s, tenant.id, member, points, reason='race', idempotency_key=key).id}"
+        return f"entry:{points.spend(s, tenant.id, member, amount, reason='race', idempotency_key=key).id}"
 
 
 def test_200_parallel_spends_end_exactly_at_zero_or_refuse(
@@ -113,7 +113,7 @@ def test_parallel_awards_with_one_key_make_one_entry(
 
     def award(i: int) -> str:
         with unit_of_work(race_factory) as s:
-            return f"entry:{service.award(s, tenant.id, member, 50, reason='race', idempotency_key='one-key').id}"
+            return f"entry:{points.award(s, tenant.id, member, 50, reason='race', idempotency_key='one-key').id}"
 
     results = race(16, award)
     assert len(set(results)) == 1 and results[0].startswith("entry:"), results
@@ -165,8 +165,8 @@ def test_expiry_racing_spends_keeps_the_ledger_consistent(
     def act(i: int) -> str:
         with unit_of_work(race_factory) as s:
             if i % 10 == 0:
-                return f"expired:{service.expire_due(s, tenant.id, t0)}"
-            return f"entry:{service.spend(s, tenant.id, member, 20, reason='race', idempotency_key=f'x{i}').id}"
+                return f"expired:{points.expire_due(s, tenant.id, t0)}"
+            return f"entry:{points.spend(s, tenant.id, member, 20, reason='race', idempotency_key=f'x{i}').id}"
 
     results = race(60, act)
     assert not [r for r in results if r.startswith("crash")], results

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.db.session import unit_of_work
-from siyu.loyalty import service
+from siyu.loyalty import points, service
 from tests.conftest import Tenant
 from tests.factories.orders import make_member
 from tests.loyalty import helpers as h
@@ -53,7 +53,7 @@ def test_rules_changed_in_the_same_transaction_apply(session_factory: sessionmak
         rules.expiry.mode = "days"
         rules.expiry.days = 3
         service.put_rules(s, tenant.id, rules, actor=h.SYSTEM)
-        entry_id = service.award(s, tenant.id, member, 7, reason="t", idempotency_key="same-tx", now=earned).id
+        entry_id = points.award(s, tenant.id, member, 7, reason="t", idempotency_key="same-tx", now=earned).id
     assert _lot_expiry(session_factory, tenant, member, entry_id) == earned + (h.utc(2026, 1, 4) - h.utc(2026, 1, 1))
 
 
@@ -62,12 +62,12 @@ def test_a_key_reused_in_one_transaction_returns_the_first_entry(
 ) -> None:
     member = make_member(session_factory, tenant.id)
     with unit_of_work(session_factory) as s:
-        a = service.award(s, tenant.id, member, 40, reason="t", idempotency_key="one")
-        b = service.award(s, tenant.id, member, 40, reason="t", idempotency_key="one")
-        c = service.spend(s, tenant.id, member, 15, reason="t", idempotency_key="two")
-        d = service.spend(s, tenant.id, member, 15, reason="t", idempotency_key="two")
+        a = points.award(s, tenant.id, member, 40, reason="t", idempotency_key="one")
+        b = points.award(s, tenant.id, member, 40, reason="t", idempotency_key="one")
+        c = points.spend(s, tenant.id, member, 15, reason="t", idempotency_key="two")
+        d = points.spend(s, tenant.id, member, 15, reason="t", idempotency_key="two")
         assert (a.id, c.id) == (b.id, d.id)
-        assert service.points_summary(s, tenant.id, member).balance == 25
+        assert points.points_summary(s, tenant.id, member).balance == 25
     assert h.balance(session_factory, tenant.id, member) == 25
     assert h.open_lots_sum(session_factory, tenant.id, member) == 25
     assert len(h.entries(session_factory, tenant.id, member)) == 2
@@ -118,7 +118,7 @@ def test_a_spend_that_waited_for_an_award_takes_the_award_lot_first(
     result: dict[str, object] = {}
     try:
         holder.begin()
-        service.award(holder, tenant.id, member, 50, reason="t", idempotency_key="soon", expires_at=soon)
+        points.award(holder, tenant.id, member, 50, reason="t", idempotency_key="soon", expires_at=soon)
 
         def spender() -> None:
             try:

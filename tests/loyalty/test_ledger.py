@@ -13,7 +13,7 @@ from siyu.db.session import unit_of_work
 from siyu.kit.errors import DomainError
 from siyu.kit.events import subscribe
 from siyu.kit.outbox import Job
-from siyu.loyalty import service
+from siyu.loyalty import points, service
 from siyu.loyalty.models import PointsEntry, PointsLotUse
 from siyu.worker.registry import JobContext
 from tests.conftest import Tenant
@@ -24,6 +24,13 @@ from tests.loyalty import helpers as h
 @subscribe("points.expiring", "test.loyalty.points_expiring")
 def _on_expiring(ctx: JobContext) -> None:
     pass
+
+
+def test_the_ledger_lives_in_points_and_service_re_exports_it() -> None:
+    # callers outside loyalty (orders, referral, reviews) keep calling ``loyalty.service.award`` etc.
+    for name in ("award", "spend", "reverse", "adjust", "check_member", "expire_due", "notify_expiring", "statement",
+                 "points_summary"):
+        assert getattr(service, name) is getattr(points, name)
 
 
 def _invariant(factory: sessionmaker[Session], tenant: Tenant, member: int) -> int:

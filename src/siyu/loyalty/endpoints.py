@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from siyu.api.deps import AppSettings, Customer, DbSession, StaffPrincipal, StoreMerchant, require
 from siyu.kit.errors import DomainError
+from siyu.loyalty import points, service
 from siyu.loyalty import repository as repo
-from siyu.loyalty import service
 from siyu.loyalty.schemas import (
     AdjustIn,
     BuyCardIn,
@@ -98,7 +98,7 @@ def update_card_plan(
 @admin.get("/loyalty/members/{member_id}", response_model=MemberLoyaltyOut,
            summary="Level, points balance, growth and check-in streak of a member")
 def member_loyalty(member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("loyalty:read"))) -> MemberLoyaltyOut:
-    service.check_member(session, p.merchant_id, member_id)
+    points.check_member(session, p.merchant_id, member_id)
     return service.summary(session, p.merchant_id, member_id)
 
 
@@ -108,8 +108,8 @@ def member_statement(
     member_id: int, session: DbSession, before: int | None = None, limit: Limit = 20,
     p: StaffPrincipal = Depends(require("loyalty:read")),
 ) -> StatementOut:
-    service.check_member(session, p.merchant_id, member_id)
-    return _statement(*service.statement(session, p.merchant_id, member_id, before=before, limit=limit))
+    points.check_member(session, p.merchant_id, member_id)
+    return _statement(*points.statement(session, p.merchant_id, member_id, before=before, limit=limit))
 
 
 @admin.post("/loyalty/members/{member_id}/points/adjust", response_model=PointsEntryOut,
@@ -123,7 +123,7 @@ def adjust_points(
         raise DomainError("idempotency_key_required")
     key = idempotency_key.strip()[:80]
     replay = repo.entry_by_key(session, p.merchant_id, f"adjust:{key}")
-    entry = service.adjust(session, p.merchant_id, member_id, body.points, reason=body.reason, idempotency_key=key,
+    entry = points.adjust(session, p.merchant_id, member_id, body.points, reason=body.reason, idempotency_key=key,
                            actor=p.actor)
     if replay is not None:
         response.status_code = status.HTTP_200_OK
@@ -134,13 +134,13 @@ def adjust_points(
 def member_level_history(
     member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("loyalty:read"))
 ) -> list[LevelHistoryOut]:
-    service.check_member(session, p.merchant_id, member_id)
+    points.check_member(session, p.merchant_id, member_id)
     return [LevelHistoryOut.model_validate(h) for h in repo.level_history(session, p.merchant_id, member_id)]
 
 
 @admin.get("/loyalty/members/{member_id}/cards", response_model=list[MemberCardOut])
 def member_cards(member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("loyalty:read"))) -> list[MemberCardOut]:
-    service.check_member(session, p.merchant_id, member_id)
+    points.check_member(session, p.merchant_id, member_id)
     return [MemberCardOut.model_validate(c) for c in repo.cards_of_member(session, p.merchant_id, member_id)]
 
 
@@ -154,12 +154,12 @@ def my_loyalty(customer: Customer, session: DbSession) -> MemberLoyaltyOut:
 
 @store.get("/loyalty/me/points", response_model=PointsOut)
 def my_points(customer: Customer, session: DbSession) -> PointsOut:
-    return service.points_summary(session, customer.merchant_id, customer.member_id)
+    return points.points_summary(session, customer.merchant_id, customer.member_id)
 
 
 @store.get("/loyalty/me/points/statement", response_model=StatementOut)
 def my_statement(customer: Customer, session: DbSession, before: int | None = None, limit: Limit = 20) -> StatementOut:
-    return _statement(*service.statement(session, customer.merchant_id, customer.member_id, before=before, limit=limit))
+    return _statement(*points.statement(session, customer.merchant_id, customer.member_id, before=before, limit=limit))
 
 
 @store.get("/loyalty/me/level", response_model=LevelProgressOut, summary="My level and progress to the next")

@@ -16,7 +16,7 @@ import datetime as dt
 from siyu.kit.events import subscribe
 from siyu.kit.outbox import Job
 from siyu.kit.timeutil import utcnow
-from siyu.loyalty import service
+from siyu.loyalty import points, service
 from siyu.worker.registry import JobContext, job_handler
 
 
@@ -54,8 +54,8 @@ def order_refunded(ctx: JobContext) -> None:
 @job_handler("loyalty.hourly")
 def hourly(ctx: JobContext) -> None:
     now = _job_clock(ctx)
-    service.expire_due(ctx.session, ctx.merchant_id, now)
-    service.notify_expiring(ctx.session, ctx.merchant_id, now)
+    points.expire_due(ctx.session, ctx.merchant_id, now)
+    points.notify_expiring(ctx.session, ctx.merchant_id, now)
 
 
 @job_handler("loyalty.daily")
