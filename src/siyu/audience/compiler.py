@@ -2,8 +2,8 @@
 
 The query is ``members LEFT JOIN member_stats``; behaviour, purchase and sequence conditions
 become semi-joins (``members.id IN (SELECT member_id ... GROUP BY member_id HAVING ...)``) that
-use the ``(merchant_id, member_id, name, occurred_at)`` index of events and the member index of
-orders. The same expression counts a preview, fills a saved segment and re-evaluates one member.
+use the ``(merchant_id, member_id, name, occurred_at)`` index of events and, for purchases, the
+covering paid-orders index ``ix_orders_paid_member`` (declared in ``audience.models``). The same expression counts a preview, fills a saved segment and re-evaluates one member.
 JSON property filters use SQLAlchemy's portable JSON accessors, so the compiler itself has no
 dialect branches; the one piece of date arithmetic lives in ``db.dialect.plus_seconds``.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, not_, or_, select, true
+from sqlalchemy import Select, and_, bindparam, exists, func, not_, or_, select, true
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -32,14 +32,12 @@ from siyu.audience.definitions import (
     StageNode,
     TagNode,
 )
-from siyu.audience.models import STAGE_NEVER, MemberStats
+from siyu.audience.models import PAID_STATES, STAGE_NEVER, MemberStats
 from siyu.catalog.models import Product
 from siyu.db.dialect import plus_seconds
 from siyu.events.models import Event
 from siyu.members.models import Member, MemberTag
 from siyu.orders import models as om
-
-PAID_STATES = (om.PAID, om.SHIPPED, om.COMPLETED)
 
 
 class Compiler:
@@ -157,18 +155,16 @@ class Compiler:
         o = om.Order
         conds = [
             o.merchant_id == self.merchant_id,
-            o.status.in_(PAID_STATES),
+            # literals, not bind parameters: the predicate of the partial covering index
+            # ix_orders_paid_member is then provable in prepared (generic) plans too
+            o.status.in_(bindparam("paid_states", list(PAID_STATES), expanding=True, literal_execute=True, unique=True)),
             *self._window(o.paid_at, node.within_days, node.since, node.until),
         ]
         if node.product_ids or node.category_ids:
             line = om.OrderLine
             line_conds = [line.merchant_id == self.merchant_id, line.order_id == o.id]
             stmt = select(o.member_id).select_from(o).join(line, and_(*line_conds))
-            if node.category_ids:
-                stmt = stmt.join(Product, and_(Product.merchant_id == self.merchant_id, Product.id == line.product_id))
-                conds.append(Product.category_id.in_(node.category_ids))
-            if node.product_ids:
-                conds.append(line.product_id.in_(node.product_ids))
+            conds.append(line.product_id.in_(self._product_ids(node)))
             amount: Any = func.sum(line.payable_amount - line.refunded_amount)
             count: Any = func.count(func.distinct(o.id))
         else:
@@ -183,6 +179,17 @@ class Compiler:
             having.append(amount >= node.min_amount)
         grouped = stmt.where(*conds).group_by(o.member_id).having(and_(*having))
         return Member.id.in_(grouped)
+
+    def _product_ids(self, node: PurchaseNode) -> list[int]:
+        """The products a purchase condition names: its products, of its categories if it has
+        any. Resolved here (a few dozen ids) rather than joined, so the order lines are filtered
+        by product with the planner's per-product statistics and without a join to products."""
+        if not node.category_ids:
+            return sorted(set(node.product_ids))
+        stmt = select(Product.id).where(Product.merchant_id == self.merchant_id, Product.category_id.in_(node.category_ids))
+        if node.product_ids:
+            stmt = stmt.where(Product.id.in_(node.product_ids))
+        return sorted(int(i) for i in self.session.scalars(stmt))
 
     def _sequence(self, node: SequenceNode) -> ColumnElement[bool]:
         a, b = aliased(Event), aliased(Event)
