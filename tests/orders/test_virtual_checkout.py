@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.catalog.models import KIND_PHYSICAL, KIND_VIRTUAL, Product, Sku
@@ -215,3 +215,54 @@ def test_points_deduction_skips_a_card_that_allows_no_coupons(
     (line,) = opened.lines
     assert opened.payable_amount == 5000 and line.discounts == {"points": 5000}
     assert not line.flags.get("no_coupon") and line.flags["virtual"] is True
+
+
+def _recording(factory: sessionmaker[Session], fn: Any) -> list[str]:
+    """The SQL statements ``fn(session)`` runs in one unit of work."""
+    statements: list[str] = []
+    with unit_of_work(factory) as s:
+        bind = s.connection().engine
+        listener = lambda *args: statements.append(" ".join(args[2].split()))  # noqa: E731
+        event.listen(bind, "before_cursor_execute", listener)
+        try:
+            fn(s)
+        finally:
+            event.remove(bind, "before_cursor_execute", listener)
+    return statements
+
+
+def _reads(statements: list[str], table: str) -> list[str]:
+    return [st for st in statements if st.upper().startswith("SELECT") and f" {table}" in st]
+
+
+def test_a_card_only_submit_reads_no_address_and_no_freight_template(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    make_freight_template(session_factory, tenant.id, rules=FREIGHT_RULES, default=True)
+    card, glasses = virtual_sku(session_factory, tenant.id), make_sku(session_factory, tenant.id)
+    member = buyer(session_factory, tenant.id)
+
+    def submit(items: list[tuple[int, int]]) -> list[str]:
+        return _recording(session_factory, lambda s: checkout.submit(
+            s, tenant.id, member, _body(items), idempotency_key=uuid.uuid4().hex, payment_timeout=TIMEOUT))
+
+    virtual, physical = submit([(card, 1)]), submit([(glasses, 1)])
+    assert not _reads(virtual, "addresses") and not _reads(virtual, "freight_templates")
+    assert _reads(physical, "addresses") and _reads(physical, "freight_templates")
+    assert len(virtual) == len(physical) - 2  # the same submit, less those two reads
+
+
+def test_paying_a_physical_order_reads_no_lines_a_card_order_reads_them_once(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    card, glasses = virtual_sku(session_factory, tenant.id), make_sku(session_factory, tenant.id)
+    member = buyer(session_factory, tenant.id)
+    orders = [_submit(session_factory, tenant, member, _body([(sku, 1)])) for sku in (glasses, card)]
+
+    def pay(order: Order) -> list[str]:
+        return _recording(session_factory, lambda s: service.mark_paid(
+            s, tenant.id, order.id, amount=order.payable_amount, paid_at=utcnow(), actor=SYSTEM))
+
+    physical, virtual = pay(orders[0]), pay(orders[1])
+    assert not _reads(physical, "order_lines")
+    assert len(_reads(virtual, "order_lines")) == 1
