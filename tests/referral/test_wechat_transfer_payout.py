@@ -220,3 +220,168 @@ def test_choosing_wechat_transfer_needs_wechat_pay_credentials(client: TestClien
     )
     assert r.status_code == 409 and r.json()["code"] == "payout_provider_not_configured", r.text
     assert client.get(f"{h.ADMIN}/settings", headers=tenant.admin_headers).json() == before
+
+
+# -- from 2,000 yuan: the payee's real name ----------------------------------------------------
+
+NAME = "张三丰"
+BIG = 200_000  # fen: from here WeChat Pay needs the encrypted real name
+
+
+def _credit(factory: sessionmaker[Session], tenant: Tenant, dist: int, amount: int) -> None:
+    with unit_of_work(factory) as s:
+        repo.move(s, tenant.id, dist, key=f"test:{uuid.uuid4().hex}", entry="settled", amount=amount,
+                  deltas={"available": amount})
+
+
+def _request(wx: Wx, amount: int, headers: dict[str, str] | None = None, **body: Any) -> Any:
+    return wx.client.post(
+        f"{h.STORE}/withdrawals",
+        json={"amount": amount, **body},
+        headers={**(headers or wx.headers), "Idempotency-Key": uuid.uuid4().hex},
+    )
+
+
+def _approve(wx: Wx, wd_id: int) -> dict[str, Any]:
+    r = wx.client.post(f"{h.ADMIN}/withdrawals/{wd_id}/approve", json={}, headers=wx.tenant.admin_headers)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _stored(factory: sessionmaker[Session], tenant: Tenant) -> str:
+    """Every withdrawal, job and audit row of the merchant as text (to look for a leaked name)."""
+    from sqlalchemy import select
+
+    from siyu.kit.audit import AuditEvent
+    from siyu.kit.outbox import Job
+    from siyu.referral.models import Withdrawal
+
+    with factory() as s:
+        parts = [repr([(w.payee_name_enc, w.payee_name_masked, w.review_note, w.provider_data)
+                       for w in s.scalars(select(Withdrawal).where(Withdrawal.merchant_id == tenant.id))])]
+        parts += [repr(j.payload) + str(j.last_error) for j in s.scalars(select(Job).where(Job.merchant_id == tenant.id))]
+        parts += [repr(a.data) for a in s.scalars(select(AuditEvent).where(AuditEvent.merchant_id == tenant.id))]
+    return "\n".join(parts)
+
+
+def test_a_withdrawal_from_2000_yuan_pays_with_the_real_name_never_shown(
+    wx: Wx, session_factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    _credit(session_factory, wx.tenant, wx.dist, BIG)
+    r = _request(wx, BIG, real_name=f" {NAME} ")
+    assert r.status_code == 201, r.text
+    answers = [r.text]
+    wd = r.json()
+    assert wd["payee_name_masked"] == "张**丰"
+    answers.append(json_text := str(_approve(wx, wd["id"])))
+    assert "张**丰" in json_text
+    no = f"WD{wd['id']}"
+    wx.drain(session_factory)
+    assert wx.fake.transfer_user_name(no) == NAME  # decrypted by WeChat's (the fake's) platform key
+    assert wx.fake.transfer(no)["transfer_amount"] == BIG
+    assert all(NAME.encode() not in q.body for q in wx.fake.requests)  # only ciphertext on the wire
+    assert wx.notify(*wx.fake.finish_transfer(no)).status_code == 204
+    acct = h.account(session_factory, wx.tenant.id, wx.dist)
+    assert (acct["available"], acct["withdrawing"], acct["withdrawn"]) == (5000, 0, BIG)
+    answers += [
+        wx.client.get(f"{h.STORE}/withdrawals", headers=wx.headers).text,
+        wx.client.get(f"{h.ADMIN}/withdrawals", headers=wx.tenant.admin_headers).text,
+    ]
+    assert all(NAME not in a for a in answers) and "张**丰" in answers[-1]
+    stored = _stored(session_factory, wx.tenant)
+    assert NAME not in stored and "v1:" in stored  # encrypted at rest, in no job or audit row
+    assert NAME not in caplog.text
+
+
+def test_the_name_given_when_applying_is_used_when_the_request_has_none(
+    wx: Wx, session_factory: sessionmaker[Session]
+) -> None:
+    _credit(session_factory, wx.tenant, wx.dist, BIG)
+    r = _request(wx, BIG)  # the distributor applied as 王五 (helpers.make_distributor)
+    assert r.status_code == 201, r.text
+    assert r.json()["payee_name_masked"] == "王*"
+    _approve(wx, r.json()["id"])
+    wx.drain(session_factory)
+    assert wx.fake.transfer_user_name(f"WD{r.json()['id']}") == "王五"
+
+
+def test_missing_name_is_refused_and_changes_nothing(wx: Wx, session_factory: sessionmaker[Session]) -> None:
+    _, headers = h.login(wx.client, wx.tenant)
+    r = wx.client.post(f"{h.STORE}/distributor/apply", json={}, headers=headers)  # no real name given
+    assert r.status_code == 201, r.text
+    dist = int(r.json()["id"])
+    r = wx.client.post(f"{h.ADMIN}/distributors/{dist}/approve", json={}, headers=wx.tenant.admin_headers)
+    assert r.status_code == 200, r.text
+    _credit(session_factory, wx.tenant, dist, 300_000)
+    before = h.snapshot(session_factory, wx.tenant.id)
+    h.refused(_request(wx, BIG, headers), 422, "withdrawal_real_name_required", before,
+              h.snapshot(session_factory, wx.tenant.id))
+    r = _request(wx, BIG, {**headers, "Accept-Language": "en"})
+    assert "¥2,000" in r.json()["message"] and "real name" in r.json()["message"]
+    r = _request(wx, BIG, {**headers, "Accept-Language": "zh-CN"})
+    assert "2,000 元" in r.json()["message"] and "真实姓名" in r.json()["message"]
+    r = _request(wx, BIG, headers, real_name="   ")
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
+    assert h.snapshot(session_factory, wx.tenant.id) == before
+    # below 2,000 yuan no name is needed, and none is sent
+    r = _request(wx, BIG - 1, headers)
+    assert r.status_code == 201 and r.json()["payee_name_masked"] is None, r.text
+    _approve(wx, r.json()["id"])
+    wx.drain(session_factory)
+    no = f"WD{r.json()['id']}"
+    assert wx.fake.transfer(no)["transfer_amount"] == BIG - 1 and wx.fake.transfer_user_name(no) is None
+
+
+def _set_platform_keys(wx: Wx, keys: dict[str, str]) -> None:
+    r = wx.client.patch("/api/admin/v1/merchant", json={"pay_platform_keys": keys}, headers=wx.tenant.admin_headers)
+    assert r.status_code == 200, r.text
+
+
+def test_a_wrong_platform_serial_is_refused_and_the_withdrawal_stays_retryable(
+    wx: Wx, session_factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    caplog.set_level("DEBUG")
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    # the merchant entered a WeChat Pay public key id the platform does not know (chosen: sorts last)
+    _set_platform_keys(wx, {**wx.merchant.platform_public_keys, f"PUB_KEY_ID_{'9' * 32}": other})
+    _credit(session_factory, wx.tenant, wx.dist, BIG)
+    r = _request(wx, BIG, real_name=NAME)
+    assert r.status_code == 201, r.text
+    wd = _approve(wx, r.json()["id"])
+    no = f"WD{wd['id']}"
+    wx.drain(session_factory)
+    assert _posts(wx.fake, no) == 1
+    with pytest.raises(KeyError):
+        wx.fake.transfer(no)  # refused (PARAM_ERROR): no bill
+    mine = wx.withdrawal(wd["id"])
+    assert (mine["status"], mine["provider_state"]) == ("approved", None)
+    acct = h.account(session_factory, wx.tenant.id, wx.dist)
+    assert (acct["available"], acct["withdrawing"]) == (5000, BIG)
+    # the merchant fixes its platform keys; the job's next attempt sends the same out_bill_no
+    _set_platform_keys(wx, dict(wx.merchant.platform_public_keys))
+    wx.drain(session_factory, now=utcnow() + dt.timedelta(hours=1))
+    assert wx.fake.transfer_user_name(no) == NAME
+    assert wx.withdrawal(wd["id"])["provider_state"] == "WAIT_USER_CONFIRM"
+    assert wx.notify(*wx.fake.finish_transfer(no)).status_code == 204
+    acct = h.account(session_factory, wx.tenant.id, wx.dist)
+    assert (acct["withdrawing"], acct["withdrawn"]) == (0, BIG)
+    assert h.ledger_sums(session_factory, wx.tenant.id, wx.dist) == acct
+    assert NAME not in caplog.text and NAME not in _stored(session_factory, wx.tenant)
+
+
+def test_the_provider_threshold_is_wechats() -> None:
+    from siyu.integrations.wechat.transfer import NAME_REQUIRED_FROM
+    from siyu.referral import payout
+
+    assert payout.WechatTransferProvider.name_required_from == NAME_REQUIRED_FROM
+    assert payout.needs_real_name("wechat_transfer", NAME_REQUIRED_FROM)
+    assert not payout.needs_real_name("wechat_transfer", NAME_REQUIRED_FROM - 1)
+    assert not payout.needs_real_name("manual", 10**9)
+    request = payout.PayoutRequest(1, 2, 3, NAME_REQUIRED_FROM, "k", payee_name=NAME)
+    assert NAME not in repr(request)

@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from siyu.api.deps import Customer, DbSession, StaffPrincipal, require
+from siyu.api.deps import AppSettings, Customer, DbSession, StaffPrincipal, require
 from siyu.db.session import unit_of_work
 from siyu.kit.crypto import SecretBox
 from siyu.kit.errors import DomainError, not_found
@@ -415,10 +415,12 @@ def request_withdrawal(
     customer: Customer,
     session: DbSession,
     response: Response,
+    settings: AppSettings,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> WithdrawalOut:
     w, created = service.request_withdrawal(
-        session, customer.merchant_id, customer.member_id, body.amount, idempotency_key=idempotency_key
+        session, customer.merchant_id, customer.member_id, body.amount, idempotency_key=idempotency_key,
+        real_name=body.real_name, settings=settings,
     )
     if not created:
         response.status_code = status.HTTP_200_OK

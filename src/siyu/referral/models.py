@@ -16,7 +16,8 @@
 - ``commission_ledger``: append-only; each row carries the deltas it made to each bucket, so
   the buckets always equal the sums of the ledger.
 - ``withdrawals``: requests of the available balance, reviewed by finance, paid by a provider
-  (``failed`` when an automatic payout failed or was cancelled: the amount returned).
+  (``failed`` when an automatic payout failed or was cancelled: the amount returned). The payee's
+  real name, when the provider needs it, is stored encrypted (``payee_name_enc``) and masked.
 """
 
 from __future__ import annotations
@@ -305,3 +306,7 @@ class Withdrawal(IdMixin, TenantMixin, TimestampMixin, Base):
     provider_state: Mapped[str | None] = mapped_column(String(24), nullable=True)
     provider_data: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
     failed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # the payee's real name for providers that need it (WeChat transfers from 2,000 yuan):
+    # ``payout.payee_box`` ciphertext, and a masked copy (``张**丰``) that answers may show
+    payee_name_enc: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    payee_name_masked: Mapped[str | None] = mapped_column(String(40), nullable=True)

@@ -19,8 +19,19 @@ merchant settings, as for payments). ``out_bill_no`` is ``WD<withdrawal id>``: a
 returns the same bill and never pays twice. The bill usually waits for the user to confirm in
 the mini-program (``WAIT_USER_CONFIRM``, its ``package_info`` is shown on the withdrawal); the
 ``MCHTRANSFER.BILL.FINISHED`` notification or a status query then moves the withdrawal.
-Scene ``1005`` (佣金报酬) with its report infos; transfers from 2,000 yuan (which need the
-encrypted real name) are refused as ``failed`` before anything is sent.
+Scene ``1005`` (佣金报酬) with its report infos.
+
+Transfers from 2,000 yuan (``name_required_from``) carry the payee's real name: collected with
+the withdrawal request (or taken from the distributor's application), kept on the withdrawal
+encrypted at rest (``payee_box``: AES-GCM under a key derived from ``SIYU_SECRET_KEY`` with its
+own purpose, like merchant credentials) next to a masked copy for display, decrypted only into
+``PayoutRequest.payee_name`` (not in its repr) and sent RSA-OAEP encrypted with the platform key
+(``WechatTransferClient``). Below 2,000 yuan no name is sent (WeChat would check an optional name
+and fail the bill on any mismatch). A named transfer refused ``PARAM_ERROR`` (WeChat's answer to a
+wrong ``Wechatpay-Serial`` or platform key) or a platform-key configuration we cannot encrypt
+with is retryable: the withdrawal stays approved and the job tries again with the same
+``out_bill_no`` once the merchant's platform keys are fixed. An old withdrawal of 2,000 yuan or
+more without a stored name fails before anything is sent (the amount returns).
 """
 
 from __future__ import annotations
@@ -28,7 +39,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from siyu.kit.crypto import SecretBox
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -44,6 +57,7 @@ class PayoutRequest:
     amount: int  # fen
     idempotency_key: str
     context: Any = None  # what the provider's ``prepare`` returned
+    payee_name: str | None = field(default=None, repr=False)  # real name, decrypted for the send only
 
 
 @dataclass(frozen=True)
@@ -66,9 +80,18 @@ class PayoutError(Exception):
         self.retryable = retryable
 
 
+PAYEE_NAME_PURPOSE: Final = b"siyu/payee-names"
+
+
+def payee_box(secret_key: str) -> SecretBox:
+    """Encrypts payees' real names at rest (its own key, derived from ``SIYU_SECRET_KEY``)."""
+    return SecretBox(secret_key, PAYEE_NAME_PURPOSE)
+
+
 class PayoutProvider(Protocol):
     name: str
     automatic: bool
+    name_required_from: int | None  # fen; from this amount the payee's real name is needed
 
     def send(self, request: PayoutRequest) -> PayoutResult: ...
 
@@ -78,6 +101,7 @@ class ManualProvider:
 
     name = "manual"
     automatic = False
+    name_required_from: int | None = None
 
     def send(self, request: PayoutRequest) -> PayoutResult:
         raise NotImplementedError("manual payouts are marked paid by hand")
@@ -106,9 +130,20 @@ _TRANSFER_STATUS = {"SUCCESS": "paid", "FAIL": "failed", "CANCELLED": "failed"}
 _RETRYABLE_CODES = frozenset({"SYSTEM_ERROR", "FREQUENCY_LIMITED", "FREQ_LIMITED", "RATELIMIT_EXCEEDED"})
 
 
+def needs_real_name(provider_name: str, amount: int) -> bool:
+    """Whether a withdrawal of ``amount`` fen paid by ``provider_name`` needs the payee's real name."""
+    threshold = name_threshold(provider_name)
+    return threshold is not None and amount >= threshold
+
+
+def name_threshold(provider_name: str) -> int | None:
+    return getattr(_PROVIDERS.get(provider_name), "name_required_from", None)
+
+
 class WechatTransferProvider:
     name = "wechat_transfer"
     automatic = True
+    name_required_from: int | None = 200_000  # transfer.NAME_REQUIRED_FROM (checked by a test)
     scene_id = "1005"  # 佣金报酬
     report_infos = (("岗位类型", "分销员"), ("报酬说明", "分销佣金提现"))
     user_recv_perception = "劳务报酬"
@@ -164,14 +199,15 @@ class WechatTransferProvider:
         return WechatTransferClient(ctx.config)
 
     def send(self, request: PayoutRequest) -> PayoutResult:
-        from siyu.integrations.wechat.transfer import MAX_WITHOUT_NAME
+        from siyu.integrations.wechat.transfer import NAME_REQUIRED_FROM
 
         ctx = request.context
         if not isinstance(ctx, WechatTransferContext) or not ctx.openid:
             return PayoutResult(status="failed", detail="no openid for the member")
-        if request.amount > MAX_WITHOUT_NAME:
-            return PayoutResult(status="failed", detail="transfers from 2,000 yuan need the real name")
-        with self._client(request) as client, _mapped_errors():
+        named = request.amount >= NAME_REQUIRED_FROM
+        if named and not request.payee_name:
+            return PayoutResult(status="failed", detail="transfers from 2,000 yuan need the payee's real name")
+        with self._client(request) as client, _mapped_errors(named=named):
             bill = client.create_transfer_bill(
                 out_bill_no(request.withdrawal_id),
                 ctx.openid,
@@ -181,6 +217,7 @@ class WechatTransferProvider:
                 report_infos=self.report_infos,
                 notify_url=ctx.notify_url,
                 user_recv_perception=self.user_recv_perception,
+                user_name=request.payee_name if named else None,
             )
         return result_of(bill)
 
@@ -203,8 +240,11 @@ def result_of(bill: Any) -> PayoutResult:
 
 
 @contextmanager
-def _mapped_errors() -> Iterator[None]:
-    """Client exceptions → ``PayoutError``; a refusal (4xx other than rate limits) is final."""
+def _mapped_errors(*, named: bool = False) -> Iterator[None]:
+    """Client exceptions → ``PayoutError``; a refusal (4xx other than rate limits) is final, except
+    ``PARAM_ERROR`` on a ``named`` transfer: WeChat's answer to a name encrypted with a platform key
+    it does not accept (wrong ``Wechatpay-Serial``, rotated key), which the merchant fixes in its
+    pay settings — the same ``out_bill_no`` is then sent again (no bill was created)."""
     import httpx
 
     from siyu.integrations.wechat.errors import ResponseSignatureError, WechatApiError
@@ -213,11 +253,16 @@ def _mapped_errors() -> Iterator[None]:
         yield
     except PayoutError:
         raise
+    except ValueError as exc:  # the platform keys cannot encrypt the name (ambiguous / unreadable)
+        if not named:
+            raise
+        raise PayoutError("PLATFORM_KEY", str(exc), retryable=True) from exc
     except ResponseSignatureError as exc:  # an answer we cannot trust: the outcome is unknown
         raise PayoutError(str(exc.errcode), exc.errmsg, retryable=True) from exc
     except WechatApiError as exc:
         status = exc.http_status
         retryable = status is None or status >= 500 or status == 429 or str(exc.errcode) in _RETRYABLE_CODES
+        retryable = retryable or (named and str(exc.errcode) == "PARAM_ERROR")
         raise PayoutError(str(exc.errcode), exc.errmsg, retryable=retryable) from exc
     except httpx.HTTPError as exc:
         raise PayoutError("NETWORK", str(exc), retryable=True) from exc

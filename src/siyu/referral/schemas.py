@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Strict(BaseModel):
@@ -267,6 +267,22 @@ class LedgerOut(BaseModel):
 
 class WithdrawalIn(Strict):
     amount: int = Field(ge=1, description="fen")
+    real_name: str | None = Field(
+        default=None, min_length=1, max_length=32,
+        description="the payee's real name as verified by WeChat; needed for WeChat transfers from "
+        "200000 fen (default: the name given when applying as a distributor). Stored encrypted, "
+        "answered masked, sent only when required",
+    )
+
+    @field_validator("real_name")
+    @classmethod
+    def _clean_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value or any(not ch.isprintable() for ch in value):
+            raise ValueError("a real name is printable text")  # the value is never echoed
+        return value
 
 
 class MarkPaidIn(Strict):
@@ -288,6 +304,7 @@ class WithdrawalOut(BaseModel):
     reviewed_at: dt.datetime | None
     paid_at: dt.datetime | None
     failed_at: dt.datetime | None = None
+    payee_name_masked: str | None = None  # e.g. 张**丰 (kit.masking); the name itself is never answered
     created_at: dt.datetime
 
 

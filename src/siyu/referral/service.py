@@ -68,13 +68,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from siyu.config import Settings
+from siyu.config import Settings, get_settings
 from siyu.kit import audit
 from siyu.kit.errors import DomainError, not_found, register_messages
 from siyu.kit.events import emit
+from siyu.kit.masking import mask_nickname
 from siyu.kit.money import allocate, percent_of
 from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
@@ -166,6 +168,10 @@ register_messages(
         "withdrawal_not_approved": (
             409, "提现申请未审核通过，不能标记为已打款（{status}）",
             "Only an approved withdrawal can be marked paid ({status})",
+        ),
+        "withdrawal_real_name_required": (
+            422, "提现金额达到 {yuan} 元时需填写收款人真实姓名（与微信实名一致）",
+            "A withdrawal of ¥{yuan} or more needs the payee's real name (as verified by WeChat)",
         ),
         "payout_provider_unknown": (422, "未知的打款方式：{name}", "Unknown payout provider: {name}"),
         "payout_provider_not_configured": (
@@ -1002,9 +1008,15 @@ def my_distributor(session: Session, merchant_id: int, member_id: int) -> Distri
 
 
 def request_withdrawal(
-    session: Session, merchant_id: int, member_id: int, amount: int, *, idempotency_key: str | None
+    session: Session, merchant_id: int, member_id: int, amount: int, *, idempotency_key: str | None,
+    real_name: str | None = None, settings: Settings | None = None,
 ) -> tuple[Withdrawal, bool]:
-    """available → withdrawing by conditional update. Returns (withdrawal, created)."""
+    """available → withdrawing by conditional update. Returns (withdrawal, created).
+
+    When the payout provider needs the payee's real name for this amount (WeChat transfers from
+    2,000 yuan), it is ``real_name`` or else the name given when applying as a distributor; none
+    is ``withdrawal_real_name_required`` before anything changes. It is stored encrypted
+    (``payout.payee_box``) with a masked copy; the name is never logged nor audited."""
     if not idempotency_key:
         raise DomainError("idempotency_key_required")
     dist = repo.approved_distributor_of_member(session, merchant_id, member_id)
@@ -1018,9 +1030,18 @@ def request_withdrawal(
     cfg = config(session, merchant_id)
     if amount < cfg.min_withdrawal:
         raise DomainError("withdrawal_below_minimum", minimum=cfg.min_withdrawal)
+    payee_enc = payee_masked = None
+    if payout.needs_real_name(cfg.payout_provider, amount):
+        name = (real_name or dist.real_name or "").strip()
+        if not name:
+            threshold = payout.name_threshold(cfg.payout_provider) or 0
+            raise DomainError("withdrawal_real_name_required", yuan=f"{threshold // 100:,}")
+        payee_enc = payout.payee_box((settings or get_settings()).secret_key).encrypt(name)
+        payee_masked = mask_nickname(name)
     w = Withdrawal(
         merchant_id=merchant_id, distributor_id=dist.id, member_id=member_id, amount=amount, status=WD_REQUESTED,
-        request_key=idempotency_key, provider=cfg.payout_provider,
+        request_key=idempotency_key, provider=cfg.payout_provider, payee_name_enc=payee_enc,
+        payee_name_masked=payee_masked,
     )
     session.add(w)
     try:
@@ -1133,11 +1154,18 @@ def payout_submission(
         return None
     prepare = getattr(provider, "prepare", None)
     context = prepare(session, merchant_id, settings, w.member_id) if prepare is not None else None
+    payee_name = None
+    if w.payee_name_enc:
+        try:
+            payee_name = payout.payee_box((settings or get_settings()).secret_key).decrypt(w.payee_name_enc)
+        except (InvalidTag, ValueError) as exc:  # SIYU_SECRET_KEY changed: ask the distributor again
+            raise payout.PayoutError("PAYEE_NAME_UNREADABLE", "the stored payee name cannot be decrypted",
+                                     retryable=False) from exc
     return PayoutSubmission(
         provider=provider,
         request=payout.PayoutRequest(
             merchant_id=merchant_id, withdrawal_id=w.id, member_id=w.member_id, amount=w.amount,
-            idempotency_key=f"withdrawal-{w.id}", context=context,
+            idempotency_key=f"withdrawal-{w.id}", context=context, payee_name=payee_name,
         ),
     )
 
