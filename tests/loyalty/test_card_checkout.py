@@ -136,3 +136,25 @@ def test_card_bought_without_address_is_granted_on_sandbox_payment_and_revoked_b
     assert client.get(f"{STORE}/orders/{order['id']}", headers=headers).json()["status"] == CLOSED
     assert h.level_of(session_factory, tenant.id, member) == "VIP"
     assert vip  # the rules level is what remains
+
+
+def test_the_demo_card_is_virtual_and_checks_out_without_address(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    from siyu.loyalty import demo_data
+    from siyu.loyalty import repository as repo
+    from siyu.orders import checkout
+    from siyu.orders.schemas import CheckoutIn
+
+    with unit_of_work(session_factory) as s:
+        demo_data.seed(s, tenant.id)
+    with session_factory() as s:
+        (plan,) = repo.card_plans(s, tenant.id)
+        sku_id = s.scalar(select(Sku.id).where(Sku.merchant_id == tenant.id, Sku.product_id == plan.product_id))
+    product = _product(session_factory, plan.product_id)
+    assert product.kind == KIND_VIRTUAL and product.coupons_allowed is False
+    member = make_member(session_factory, tenant.id)
+    with session_factory() as s:
+        preview = checkout.preview(s, tenant.id, member, CheckoutIn.model_validate(
+            {"items": [{"sku_id": sku_id, "quantity": 1}]}))
+    assert preview.payable_amount == 9900 and preview.freight_amount == 0 and preview.address is None
