@@ -2,79 +2,96 @@
 
 Registered events are validated; unknown names are accepted as they are and can be listed, so
 an integrator can send new events before they are registered here.
+
+The schemas are ``TypedDict``s, not models: the batch is validated by one compiled validator
+that hands back plain dicts (``schemas.BATCH``), so no model object is built and dumped again
+per event. Extra keys are kept (``extra="allow"``); a ``None`` value is left out when stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, TypeAdapter, with_config
+from typing_extensions import TypedDict
 
-
-class _Props(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class PageView(_Props):
-    page: str = Field(min_length=1, max_length=200)
+_EXTRA = ConfigDict(extra="allow")
+PositiveId = Annotated[int, Field(gt=0)]
+Fen = Annotated[int, Field(ge=0, description="fen")]
 
 
-class ProductView(_Props):
-    product_id: int = Field(gt=0)
-    sku_id: int | None = Field(default=None, gt=0)
-    category_id: int | None = None
-    price: int | None = Field(default=None, ge=0, description="fen")
+@with_config(_EXTRA)
+class PageView(TypedDict):
+    page: Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class Search(_Props):
-    keyword: str = Field(min_length=1, max_length=100)
+@with_config(_EXTRA)
+class ProductView(TypedDict):
+    product_id: PositiveId
+    sku_id: NotRequired[PositiveId | None]
+    category_id: NotRequired[int | None]
+    price: NotRequired[Fen | None]
 
 
-class AddToCart(_Props):
-    product_id: int = Field(gt=0)
-    sku_id: int = Field(gt=0)
-    quantity: int = Field(gt=0, le=999)
-    price: int | None = Field(default=None, ge=0)
+@with_config(_EXTRA)
+class Search(TypedDict):
+    keyword: Annotated[str, Field(min_length=1, max_length=100)]
 
 
-class Favorite(_Props):
-    product_id: int = Field(gt=0)
+@with_config(_EXTRA)
+class AddToCart(TypedDict):
+    product_id: PositiveId
+    sku_id: PositiveId
+    quantity: Annotated[int, Field(gt=0, le=999)]
+    price: NotRequired[Fen | None]
 
 
-class Share(_Props):
-    target: str | None = Field(default=None, max_length=64, description="product, activity, page ...")
-    target_id: str | None = Field(default=None, max_length=64)
+@with_config(_EXTRA)
+class Favorite(TypedDict):
+    product_id: PositiveId
 
 
-class CheckoutStart(_Props):
-    amount: int | None = Field(default=None, ge=0)
+@with_config(_EXTRA)
+class Share(TypedDict):
+    target: NotRequired[Annotated[str, Field(max_length=64, description="product, activity, page ...")] | None]
+    target_id: NotRequired[Annotated[str, Field(max_length=64)] | None]
 
 
-class OrderPaid(_Props):
-    order_id: int = Field(gt=0)
-    amount: int = Field(ge=0)
+@with_config(_EXTRA)
+class CheckoutStart(TypedDict):
+    amount: NotRequired[Fen | None]
 
 
-class Refund(_Props):
-    order_id: int = Field(gt=0)
-    amount: int = Field(ge=0)
+@with_config(_EXTRA)
+class OrderPaid(TypedDict):
+    order_id: PositiveId
+    amount: Fen
 
 
-class CouponClaimed(_Props):
-    template_id: int = Field(gt=0)
+@with_config(_EXTRA)
+class Refund(TypedDict):
+    order_id: PositiveId
+    amount: Fen
 
 
-class CheckIn(_Props):
-    streak: int | None = Field(default=None, ge=0)
+@with_config(_EXTRA)
+class CouponClaimed(TypedDict):
+    template_id: PositiveId
 
 
-class MessageClicked(_Props):
-    channel: str = Field(min_length=1, max_length=32)
-    message_id: str | None = Field(default=None, max_length=64)
+@with_config(_EXTRA)
+class CheckIn(TypedDict):
+    streak: NotRequired[Annotated[int, Field(ge=0)] | None]
 
 
-REGISTERED: dict[str, type[_Props]] = {
+@with_config(_EXTRA)
+class MessageClicked(TypedDict):
+    channel: Annotated[str, Field(min_length=1, max_length=32)]
+    message_id: NotRequired[Annotated[str, Field(max_length=64)] | None]
+
+
+REGISTERED: dict[str, type[Any]] = {
     "page_view": PageView,
     "product_view": ProductView,
     "search": Search,
@@ -90,14 +107,21 @@ REGISTERED: dict[str, type[_Props]] = {
 }
 
 
-def _checker(schema: type[_Props]) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    validate, dump = schema.model_validate, schema.model_dump
+def without_none(properties: dict[str, Any]) -> dict[str, Any]:
+    """The properties as stored: a ``None`` value is left out (an unset optional property)."""
+    if None in properties.values():
+        return {k: v for k, v in properties.items() if v is not None}
+    return properties
 
-    def check(properties: dict[str, Any]) -> dict[str, Any]:
-        return dump(validate(properties), exclude_none=True)
+
+def _checker(schema: type[Any]) -> Callable[[Any], dict[str, Any]]:
+    validate = TypeAdapter(schema).validate_python
+
+    def check(properties: Any) -> dict[str, Any]:
+        return without_none(validate(properties))
 
     return check
 
 
 #: name -> properties as stored (validated and coerced, ``None`` left out); raises ValidationError
-PROPERTIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {n: _checker(s) for n, s in REGISTERED.items()}
+PROPERTIES: dict[str, Callable[[Any], dict[str, Any]]] = {n: _checker(s) for n, s in REGISTERED.items()}

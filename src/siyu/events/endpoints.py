@@ -15,6 +15,7 @@ from siyu.events.catalog import REGISTERED
 from siyu.events.models import Event
 from siyu.events.schemas import BatchIn, BatchOut, EventNameOut, EventOut
 from siyu.kit.errors import DomainError, FieldError
+from siyu.kit.i18n import pick_language
 from siyu.kit.pagination import Page, PageParams, page_params, paginate
 from siyu.kit.timeutil import utcnow
 from siyu.tenancy import service as tenancy_service
@@ -62,20 +63,25 @@ async def raw_events(request: Request) -> list[Any]:
     "/batch",
     response_model=BatchOut,
     summary="Send up to 500 behaviour events",
-    description="Each event is validated on its own: rejected ones come back with their reason, the rest "
-    "are stored. Retrying with the same event_id is harmless.",
+    description="Each event is validated on its own: rejected ones come back with their reason (a stable "
+    "code and a message in the Accept-Language's language, zh-CN by default), the rest are stored. Retrying "
+    "with the same event_id is harmless.",
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": BatchIn.model_json_schema()}}}
     },
 )
 def ingest_batch(
+    request: Request,
     session: DbSession,
     caller: service.Caller = Depends(event_caller),
     events_body: list[Any] = Depends(raw_events),
 ) -> Response:
-    out = service.ingest(session, caller, events_body, now=utcnow())
+    lang = pick_language(request.headers.get("accept-language"))
+    out = service.ingest(session, caller, events_body, now=utcnow(), lang=lang)
     # serialised straight from the model: no second validation of the response
-    return Response(content=out.__pydantic_serializer__.to_json(out), media_type="application/json")
+    return Response(
+        content=out.__pydantic_serializer__.to_json(out), media_type="application/json", headers={"Content-Language": lang}
+    )
 
 
 @admin.get("/events", response_model=Page[EventOut])

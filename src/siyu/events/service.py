@@ -24,13 +24,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from siyu.events import repository as repo
-from siyu.events.catalog import PROPERTIES, REGISTERED
+from siyu.events.catalog import PROPERTIES, without_none
 from siyu.events.models import SOURCES
-from siyu.events.schemas import MAX_BATCH, BatchOut, EventIn, Rejected
+from siyu.events.schemas import BATCH, DEFAULT_SOURCE, ENVELOPE, MAX_BATCH, BatchOut, Rejected
 from siyu.kit.errors import DomainError, register_messages
 
 FUTURE_TOLERANCE = dt.timedelta(minutes=10)
@@ -76,14 +76,16 @@ class Caller:
     trusted: bool = False
 
 
-def _reject(index: int, raw: dict[str, Any], code: str, fields: list[dict[str, str]] | None = None, **params: Any) -> Rejected:
-    err = DomainError(code, **params)
+def _reject(
+    index: int, raw: Any, code: str, lang: str, fields: list[dict[str, str]] | None = None, **params: Any
+) -> Rejected:
+    """A rejected event: its stable ``code`` and the message in the request's language."""
     event_id = raw.get("event_id") if isinstance(raw, dict) else None
     return Rejected(
         index=index,
         event_id=str(event_id) if event_id is not None else None,
         code=code,
-        message=err.message("en"),
+        message=DomainError(code, **params).message(lang),
         fields=fields or [],
     )
 
@@ -95,69 +97,87 @@ def _field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]
     ]
 
 
-_BATCH: TypeAdapter[list[EventIn]] = TypeAdapter(list[EventIn])
-
-
-def ingest(session: Session, caller: Caller, raw_events: list[Any], *, now: dt.datetime) -> BatchOut:
+def ingest(
+    session: Session, caller: Caller, raw_events: list[Any], *, now: dt.datetime, lang: str = "zh-CN"
+) -> BatchOut:
+    """Validate and store a batch; ``lang`` (``kit.i18n.pick_language``) is the language of the
+    rejection messages."""
     if len(raw_events) > MAX_BATCH:
         raise DomainError("event_batch_too_large", max=MAX_BATCH, count=len(raw_events))
     if not raw_events:
         raise DomainError("event_batch_empty")
     rejected: list[Rejected] = []
-    # Fast path: every envelope of the batch valid, checked in one call of the compiled
-    # validator. Otherwise each event on its own, so each bad one gets its own reason.
+    # Fast path: the whole batch, envelopes and registered properties, in one call of the
+    # compiled validator, plain dicts out. Otherwise event by event (``_validate_each``), so
+    # each bad one gets its own reason.
     try:
-        parsed: list[tuple[int, EventIn]] = list(enumerate(_BATCH.validate_python(raw_events)))
+        events: list[dict[str, Any] | None] = list(BATCH.validate_python(raw_events))
+        checked = False
     except ValidationError:
-        parsed = []
-        for index, raw in enumerate(raw_events):
-            if not isinstance(raw, dict):
-                rejected.append(_reject(index, {}, "event_invalid"))
-                continue
-            try:
-                parsed.append((index, EventIn.model_validate(raw)))
-            except ValidationError as exc:
-                rejected.append(_reject(index, raw, "event_invalid", _field_errors(exc)))
-    valid: list[tuple[int, EventIn]] = []
-    seen_ids: set[str] = set()
+        events = _validate_each(raw_events, rejected, lang)
+        checked = True
     latest, earliest = now + FUTURE_TOLERANCE, now - MAX_AGE
-    for index, event in parsed:
-        problem = _check_one(index, raw_events[index], event, caller, latest, earliest)
-        if problem is not None:
-            rejected.append(problem)
+    own_member, trusted = caller.member_id, caller.trusted
+    valid: list[tuple[int, dict[str, Any]]] = []
+    seen_ids: set[str] = set()
+    for index, event in enumerate(events):
+        if event is None:  # rejected by _validate_each
             continue
-        if event.event_id in seen_ids:
-            rejected.append(_reject(index, raw_events[index], "event_duplicate_in_batch"))
+        code = _problem(event, own_member, trusted, latest, earliest)
+        if code is not None:
+            fields = [_NAIVE] if code == "event_timestamp_naive" else None
+            rejected.append(_reject(index, raw_events[index], code, lang, fields))
             continue
-        seen_ids.add(event.event_id)
+        check = PROPERTIES.get(event["name"])
+        if check is not None:
+            if checked:  # the slow path validates the properties now, after the checks above
+                try:
+                    event["properties"] = check(event.get("properties", _EMPTY))
+                except ValidationError as exc:
+                    fields = _field_errors(exc, "properties.")
+                    rejected.append(
+                        _reject(index, raw_events[index], "event_properties_invalid", lang, fields, name=event["name"])
+                    )
+                    continue
+            elif props := event.get("properties"):  # validated with the batch
+                event["properties"] = without_none(props)
+        if event["event_id"] in seen_ids:
+            rejected.append(_reject(index, raw_events[index], "event_duplicate_in_batch", lang))
+            continue
+        seen_ids.add(event["event_id"])
         valid.append((index, event))
 
     # Server callers may name members: they must belong to this merchant.
-    named = {e.member_id for _, e in valid if e.member_id is not None}
-    known = repo.existing_members(session, caller.merchant_id, named) if caller.trusted else named
-    anonymous = {e.anonymous_id for _, e in valid if e.anonymous_id}
-    links = repo.linked_members(session, caller.merchant_id, anonymous) if anonymous else {}
+    merchant_id = caller.merchant_id
+    if trusted:
+        named = {e["member_id"] for _, e in valid if e.get("member_id") is not None}
+        known = repo.existing_members(session, merchant_id, named)
+    anonymous = {a for _, e in valid if (a := e.get("anonymous_id"))}
+    links = repo.linked_members(session, merchant_id, anonymous) if anonymous else {}
     rows: list[dict[str, Any]] = []
     unknown_names: set[str] = set()
-    merchant_id = caller.merchant_id
     for index, event in valid:
-        if event.member_id is not None and event.member_id not in known:
-            rejected.append(_reject(index, event.model_dump(), "event_member_unknown"))
+        member_id = event.get("member_id")
+        anonymous_id = event.get("anonymous_id")
+        if member_id is None:
+            member_id = links.get(anonymous_id) if anonymous_id else None
+        elif trusted and member_id not in known:
+            rejected.append(_reject(index, raw_events[index], "event_member_unknown", lang))
             continue
-        member_id = event.member_id or (links.get(event.anonymous_id) if event.anonymous_id else None)
-        if event.name not in REGISTERED:
-            unknown_names.add(event.name)
+        name = event["name"]
+        if name not in PROPERTIES:
+            unknown_names.add(name)
         rows.append(
             {
                 "merchant_id": merchant_id,
-                "event_id": event.event_id,
-                "name": event.name,
+                "event_id": event["event_id"],
+                "name": name,
                 "member_id": member_id,
-                "anonymous_id": event.anonymous_id,
-                "source": event.source,
-                "occurred_at": event.timestamp.astimezone(dt.UTC),
+                "anonymous_id": anonymous_id,
+                "source": event.get("source", DEFAULT_SOURCE),
+                "occurred_at": event["timestamp"],  # aware; stored in UTC by the column type / PostgreSQL
                 "received_at": now,
-                "properties": event.properties,
+                "properties": event.get("properties") or {},
             }
         )
     inserted = repo.insert_events(session, rows)
@@ -178,33 +198,47 @@ def ingest(session: Session, caller: Caller, raw_events: list[Any], *, now: dt.d
     )
 
 
-def _check_one(
-    index: int, raw: Any, event: EventIn, caller: Caller, latest: dt.datetime, earliest: dt.datetime
-) -> Rejected | None:
-    """The checks after the envelope's own validation; fixes ``member_id`` and the properties."""
-    timestamp = event.timestamp
-    if timestamp.tzinfo is None:
-        return _reject(index, raw, "event_timestamp_naive", [{"path": "timestamp", "code": "naive", "message": "add an offset"}])
-    if timestamp > latest:
-        return _reject(index, raw, "event_in_future")
-    if timestamp < earliest:
-        return _reject(index, raw, "event_too_old")
-    if event.source not in SOURCES:
-        return _reject(index, raw, "event_source_invalid")
-    if caller.member_id is not None:
-        if event.member_id is not None and event.member_id != caller.member_id:
-            return _reject(index, raw, "event_member_mismatch")
-        event.member_id = caller.member_id
-    elif not caller.trusted and event.member_id is not None:
-        return _reject(index, raw, "event_member_mismatch")
-    if event.member_id is None and event.anonymous_id is None:
-        return _reject(index, raw, "event_subject_missing")
-    check = PROPERTIES.get(event.name)
-    if check is not None:
+_EMPTY: dict[str, Any] = {}
+_NAIVE = {"path": "timestamp", "code": "naive", "message": "add an offset"}
+
+
+def _validate_each(raw_events: list[Any], rejected: list[Rejected], lang: str) -> list[dict[str, Any] | None]:
+    """Each envelope on its own (a batch with a bad event); ``None`` in place of a rejected one.
+    The properties are checked later (``_check_properties``), after the envelope's other checks."""
+    out: list[dict[str, Any] | None] = []
+    for index, raw in enumerate(raw_events):
         try:
-            event.properties = check(event.properties)
+            out.append(ENVELOPE.validate_python(raw))
         except ValidationError as exc:
-            return _reject(index, raw, "event_properties_invalid", _field_errors(exc, "properties."), name=event.name)
+            fields = _field_errors(exc) if isinstance(raw, dict) else []
+            rejected.append(_reject(index, raw, "event_invalid", lang, fields))
+            out.append(None)
+    return out
+
+
+def _problem(
+    event: dict[str, Any], own_member: int | None, trusted: bool, latest: dt.datetime, earliest: dt.datetime
+) -> str | None:
+    """The checks after the envelope's own validation (the rejection code, or None); fixes
+    ``member_id`` for a customer's event."""
+    timestamp = event["timestamp"]
+    if timestamp.tzinfo is None:
+        return "event_timestamp_naive"
+    if timestamp > latest:
+        return "event_in_future"
+    if timestamp < earliest:
+        return "event_too_old"
+    if event.get("source", DEFAULT_SOURCE) not in SOURCES:
+        return "event_source_invalid"
+    member_id = event.get("member_id")
+    if own_member is not None:
+        if member_id is not None and member_id != own_member:
+            return "event_member_mismatch"
+        event["member_id"] = own_member
+    elif member_id is not None and not trusted:
+        return "event_member_mismatch"
+    elif member_id is None and event.get("anonymous_id") is None:
+        return "event_subject_missing"
     return None
 
 
