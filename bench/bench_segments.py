@@ -7,8 +7,13 @@ Runs ``audience.segments.preview`` (the same code as ``POST /api/admin/v1/segmen
 for a few definitions against the merchant made by ``gen_data.py``, at the time the data was
 generated (the newest event), so "last 30 days" means what it meant to the generator. The first
 run of each is reported as cold, then the median of ``--repeat`` runs. ``--explain`` prints
-``EXPLAIN (ANALYZE, BUFFERS)`` of the main definition's count query.
-Target (issue 5): the main definition <= 2 s at 1M members.
+``EXPLAIN (ANALYZE, BUFFERS)`` of the main definition's count query and of the purchase
+definitions. Besides wall-clock seconds (noisy on a shared machine) it reports the PostgreSQL
+backend's CPU milliseconds per preview (from /proc, so the server must run on this machine) and
+the SQL statements per preview. ``--before`` first runs the purchase definitions with the audience
+module's covering indexes (``ix_orders_paid_member``, ``ix_order_lines_order_cover``) dropped
+inside a transaction that is rolled back, i.e. as before they existed, for a ratio in one run.
+Target (issue 5): the main definition <= 2 s at 1M members; purchase conditions about a second.
 """
 
 from __future__ import annotations
@@ -35,6 +40,19 @@ MAIN = {
         {"type": "not", "node": {"type": "purchase", "within_days": 30}},
     ],
 }
+PURCHASES: dict[str, dict[str, Any]] = {
+    "repeat buyers, >= 3 orders and >= 1000 yuan in 365 days": {
+        "type": "purchase", "within_days": 365, "min_orders": 3, "min_amount": 100000,
+    },
+    "repeat buyers of all time, >= 3 orders and >= 1000 yuan": {"type": "purchase", "min_orders": 3, "min_amount": 100000},
+    "bought in the last 30 days": {"type": "purchase", "within_days": 30},
+    "did NOT buy in the last 90 days": {"type": "not", "node": {"type": "purchase", "within_days": 90}},
+    "bought category 1 in the last 180 days": {"type": "purchase", "within_days": 180, "category_ids": [1]},
+    ">= 200 yuan of category 1 in the last 90 days": {
+        "type": "purchase", "within_days": 90, "category_ids": [1], "min_amount": 20000,
+    },
+}
+COVERING_INDEXES = ("ix_orders_paid_member", "ix_order_lines_order_cover")
 OTHERS: dict[str, dict[str, Any]] = {
     "attributes only: female, in 上海市, registered via community group or staff QR": {
         "type": "and", "nodes": [
@@ -48,9 +66,6 @@ OTHERS: dict[str, dict[str, Any]] = {
             {"type": "behavior", "event": "add_to_cart", "op": "gte", "count": 1, "within_days": 7},
             {"type": "behavior", "event": "checkout_start", "op": "eq", "count": 0, "within_days": 7},
         ],
-    },
-    "repeat buyers, >= 3 orders and >= 1000 yuan in 365 days": {
-        "type": "purchase", "within_days": 365, "min_orders": 3, "min_amount": 100000,
     },
     "sleeping or pre-churn with RFM tier important_retain": {
         "type": "and", "nodes": [
@@ -68,6 +83,8 @@ def main() -> None:
     parser.add_argument("--merchant", default="bench")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--explain", action="store_true")
+    parser.add_argument("--before", action="store_true", help="also time the purchase definitions without the covering indexes")
+    parser.add_argument("--only-purchases", action="store_true", help="skip the main and the other definitions")
     args = parser.parse_args()
 
     import os
@@ -105,34 +122,72 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"scale: {members:,} members, {orders:,} orders, {events:,} events (merchant {args.merchant}, as of {now:%Y-%m-%d %H:%M} UTC)")
 
-    def run(definition: dict[str, Any]) -> tuple[float, float, int]:
+    from sqlalchemy import event
+
+    statements = [0]
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _count(*_: Any) -> None:
+        statements[0] += 1
+
+    def backend_cpu_ms(s: Any) -> float:
+        pid = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    def run(definition: dict[str, Any], *, drop: bool = False, repeat: int | None = None) -> tuple[float, float, float, int, int]:
         parsed = segments.parse_definition(definition)
-        times = []
-        count = 0
-        for _ in range(args.repeat + 1):
+        times, cpus = [], []
+        count = per_preview = 0
+        for _ in range((args.repeat if repeat is None else repeat) + 1):
             with factory() as s:
+                if drop:
+                    for name in COVERING_INDEXES:
+                        s.execute(text(f"DROP INDEX IF EXISTS {name}"))  # rolled back below
+                cpu0 = backend_cpu_ms(s)
+                n0 = statements[0]
                 t0 = time.perf_counter()
                 count = segments.preview(s, mid, parsed, now=now).count
                 times.append(time.perf_counter() - t0)
-        return times[0], statistics.median(times[1:]), count
+                per_preview = statements[0] - n0
+                cpus.append(backend_cpu_ms(s) - cpu0)
+                s.rollback()
+        return times[0], statistics.median(times[1:]), statistics.median(cpus[1:]), per_preview, count
 
-    cold, warm, count = run(MAIN)
-    verdict = "within" if warm <= TARGET_S else "OVER"
-    print("\nmain: silent members in 杭州市 who viewed a product >= 2 times in the last 30 days and did not order")
-    print(f"  {count:,} members; cold {cold:.3f} s, warm median {warm:.3f} s "
-          f"(target <= {TARGET_S:.0f} s at 1,000,000 members; {verdict} it at {members:,})")
-    for label, definition in OTHERS.items():
-        cold, warm, count = run(definition)
-        print(f"{label}\n  {count:,} members; cold {cold:.3f} s, warm median {warm:.3f} s")
+    def show(label: str, result: tuple[float, float, float, int, int]) -> None:
+        cold, warm, cpu, n, count = result
+        print(f"{label}\n  {count:,} members; cold {cold:.3f} s, warm median {warm:.3f} s, "
+              f"PostgreSQL backend CPU {cpu:,.0f} ms, {n} SQL statements per preview")
+
+    if not args.only_purchases:
+        cold, warm, cpu, n, count = run(MAIN)
+        verdict = "within" if warm <= TARGET_S else "OVER"
+        print("\nmain: silent members in 杭州市 who viewed a product >= 2 times in the last 30 days and did not order")
+        print(f"  {count:,} members; cold {cold:.3f} s, warm median {warm:.3f} s, backend CPU {cpu:,.0f} ms, {n} statements "
+              f"(target <= {TARGET_S:.0f} s at 1,000,000 members; {verdict} it at {members:,})")
+        for label, definition in OTHERS.items():
+            show(label, run(definition))
+    print("\npurchase conditions" + (" (each first without the covering indexes: 2 runs, then with them)" if args.before else ""))
+    for label, definition in PURCHASES.items():
+        if args.before:
+            before = run(definition, drop=True, repeat=1)
+            show(f"{label} [without covering indexes]", before)
+        after = run(definition)
+        show(label, after)
+        if args.before:
+            print(f"  ratio without/with: wall {before[1] / max(after[1], 1e-9):.1f}x, backend CPU {before[2] / max(after[2], 1e-9):.1f}x")
 
     if args.explain:
-        with factory() as s:
-            ids = Compiler(s, mid, now).members(segments.parse_definition(MAIN).root).subquery()
-            stmt = select(func.count()).select_from(ids)
-            sql = str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
-            print("\nEXPLAIN (ANALYZE, BUFFERS) of the main count:")
-            for (line,) in s.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql)):
-                print("  " + line)
+        explained = {"main": MAIN} if args.only_purchases is False else {}
+        explained.update(PURCHASES)
+        for label, definition in explained.items():
+            with factory() as s:
+                ids = Compiler(s, mid, now).members(segments.parse_definition(definition).root).subquery()
+                stmt = select(func.count()).select_from(ids)
+                sql = str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+                print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the count of {label}:")
+                for (line,) in s.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql)):
+                    print("  " + line)
     engine.dispose()
 
 
