@@ -91,6 +91,11 @@ def _asgi_caller(app: Any) -> Callable[[str, bytes, list[tuple[bytes, bytes]]], 
         await app(scope, receive, send)
         return status, b"".join(chunks)
 
+    # The app's lifespan runs first, as under uvicorn: it finishes the routing set-up (endpoint
+    # commits, the static route index) that a request would otherwise go without.
+    lifespan = app.router.lifespan_context(app)
+    loop.run_until_complete(lifespan.__aenter__())
+
     def run(path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
         return loop.run_until_complete(call(path, body, headers))
 
@@ -166,6 +171,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("asgi", "service"), default="asgi")
     parser.add_argument("--profile", action="store_true", help="print a cProfile top list")
     parser.add_argument("--top", type=int, default=35)
+    parser.add_argument("--dump", help="with --profile: also write the raw cProfile stats to this file (pstats)")
     parser.add_argument("--sql", action="store_true", help="list the statements of one submit")
     parser.add_argument("--db", default="siyu_profile_checkout", help="name of the database (re)created")
     args = parser.parse_args()
@@ -244,6 +250,8 @@ def main() -> None:
             batch_cpu.append((time.process_time() - batch_started) / 50)
     if profiler:
         profiler.disable()
+        if args.dump:
+            profiler.dump_stats(args.dump)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     pg_after = _pg_exec_ms(url)
     backend_after = backends.seconds()

@@ -16,7 +16,7 @@ from siyu import __version__
 from siyu.api import problems
 from siyu.api.deps import commit_in_endpoint_threads
 from siyu.api.middleware import RequestContextMiddleware
-from siyu.api.routes import import_all_models, include_all
+from siyu.api.routes import import_all_models, include_all, install_static_route_index
 from siyu.config import Settings, get_settings
 from siyu.db.engine import make_engine
 from siyu.db.session import make_session_factory
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, worker_in_process: bool = Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         commit_in_endpoint_threads(app.routes)  # here: every route is known, added late or not
+        install_static_route_index(app)
         runner = None
         if worker_in_process:
             from siyu.worker.runner import BackgroundWorker

@@ -73,16 +73,28 @@ def commit_in_endpoint_threads(routes: Sequence[Any]) -> None:
     """
     for route in routes:
         if isinstance(route, APIRoute):
-            call = route.dependant.call
-            if call is not None and not getattr(call, "siyu_commits", False) and not (
-                inspect.iscoroutinefunction(route.endpoint) or inspect.isgeneratorfunction(route.endpoint)
-                or inspect.isasyncgenfunction(route.endpoint)
-            ):
-                wrapped = _committing(call)
-                wrapped.siyu_commits = True  # type: ignore[attr-defined]
-                route.dependant.call = wrapped
+            _commit_in_endpoint_thread(route.dependant, route.endpoint)
+        elif callable(getattr(route, "effective_route_contexts", None)):
+            # FastAPI >= 0.16x includes a router as a wrapper whose routes run through
+            # per-inclusion "effective route contexts", each with its own copy of the dependant
+            # (the one its request handler calls): that copy is the one to wrap.
+            for context in route.effective_route_contexts():
+                dependant = getattr(context, "dependant", None)
+                if isinstance(context.original_route, APIRoute) and dependant is not None:
+                    _commit_in_endpoint_thread(dependant, context.original_route.endpoint)
         elif isinstance(getattr(route, "routes", None), list):
             commit_in_endpoint_threads(route.routes)
+
+
+def _commit_in_endpoint_thread(dependant: Any, endpoint: Callable[..., Any]) -> None:
+    call = dependant.call
+    if call is not None and not getattr(call, "siyu_commits", False) and not (
+        inspect.iscoroutinefunction(endpoint) or inspect.isgeneratorfunction(endpoint)
+        or inspect.isasyncgenfunction(endpoint)
+    ):
+        wrapped = _committing(call)
+        wrapped.siyu_commits = True  # type: ignore[attr-defined]
+        dependant.call = wrapped
 
 
 async def db_session(request: Request) -> AsyncIterator[Session]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from starlette.routing import Match
 from starlette.types import Scope
 
@@ -105,3 +107,99 @@ def import_all_models() -> None:
     for info in pkgutil.iter_modules(siyu.__path__):
         if info.ispkg and importlib.util.find_spec(f"siyu.{info.name}.models") is not None:
             importlib.import_module(f"siyu.{info.name}.models")
+
+
+class StaticRouteIndex:
+    """Pure ASGI front of the app's router: a request for a literal route path (no ``{param}``),
+    such as ``POST /api/store/v1/checkout/submit``, goes straight to its route.
+
+    FastAPI (0.16x) matches a request through each level of included routers twice (once to
+    find the branch, once more inside it), walking every router's version counters as it goes:
+    about 1,300 Python calls of a checkout submit's 7,700. The index maps each literal path to
+    the routes that routing would choose for it, built once every route is known (the app's
+    lifespan). A path is indexed only when every route whose pattern matches it, in routing
+    order, is one of its own literal routes (so a parameterised route declared earlier still
+    wins as before), and a request takes the shortcut only when one of them accepts its method:
+    everything else (405, 404, redirects, parameterised paths) goes through FastAPI's routing
+    untouched. The shortcut does what FastAPI does once it has picked a route: the route's
+    effective context in the scope (dependencies, the route template used by the metrics), the
+    endpoint and path params, ``scope["route"]``, then the route's own handler.
+
+    It relies on FastAPI's per-request ``effective_route_context``; with a FastAPI that has none
+    (``supported`` false) the index stays empty and every request is routed as before.
+    """
+
+    def __init__(self, app: Any, router: Any) -> None:
+        self.app = app
+        self.router = router
+        self.paths: dict[str, list[Any]] = {}
+
+    @staticmethod
+    def supported() -> bool:
+        import fastapi.routing as fr
+
+        return all(hasattr(fr, name) for name in ("_IncludedRouter", "_EffectiveRouteContext", "_route_selected")) and (
+            getattr(fr, "_FASTAPI_SCOPE_KEY", None) == "fastapi"
+            and getattr(fr, "_FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY", None) == "effective_route_context"
+        )
+
+    def build(self) -> None:
+        """(Re)build the index from the router's routes; call it once every route is added."""
+        self.paths = {}
+        if not self.supported():
+            return
+        import fastapi.routing as fr
+
+        leaves: list[Any] = []  # every route in the order routing tries them
+        for route in self.router.routes:
+            if isinstance(route, fr._IncludedRouter):
+                leaves.extend(route.effective_route_contexts())
+            else:
+                leaves.append(route)
+        if any(getattr(leaf, "path_regex", None) is None for leaf in leaves):
+            return  # a route we cannot reason about: leave routing alone
+        literal: dict[str, list[Any]] = {}
+        for leaf in leaves:
+            path = getattr(leaf, "path_format", "")
+            if (
+                isinstance(leaf, fr._EffectiveRouteContext) and isinstance(leaf.original_route, APIRoute)
+                and leaf.app is not None and "{" not in path
+            ):
+                literal.setdefault(path, []).append(leaf)
+        for path, contexts in literal.items():
+            matching = [leaf for leaf in leaves if leaf.path_regex.match(path)]
+            if all(any(leaf is c for c in contexts) for leaf in matching):
+                self.paths[path] = contexts
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.paths:
+            contexts = self.paths.get(_route_path(scope))
+            if contexts is not None:
+                method = scope["method"]
+                for context in contexts:
+                    if method in context.methods:
+                        await self._dispatch(context, scope, receive, send)
+                        return
+        await self.app(scope, receive, send)
+
+    async def _dispatch(self, context: Any, scope: Scope, receive: Any, send: Any) -> None:
+        from fastapi.routing import _route_selected
+
+        scope.setdefault("router", self.router)
+        scope.setdefault("fastapi", {})["effective_route_context"] = context
+        _match, child_scope = context.matches(scope)
+        scope.update(child_scope)
+        _route_selected(scope=scope, path=context.path_format)
+        route = context.original_route
+        scope["route"] = route
+        await route.handle(scope, receive, send)
+
+
+def install_static_route_index(app: FastAPI) -> StaticRouteIndex:
+    """Put a ``StaticRouteIndex`` in front of the app's router (idempotent) and (re)build it."""
+    router = app.router
+    index = router.middleware_stack
+    if not isinstance(index, StaticRouteIndex):
+        index = router.middleware_stack = StaticRouteIndex(router.middleware_stack, router)
+    index.build()
+    return index

@@ -1,0 +1,126 @@
+"""The static route index sends a literal path straight to the route FastAPI's own routing
+would choose, and leaves everything else (parameters, shadowing, 405, 404) to that routing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.testclient import TestClient
+
+from siyu.api.routes import StaticRouteIndex, install_static_route_index
+
+
+def _route_of(asgi: Any, method: str, path: str) -> tuple[Any, Any]:
+    """Send one request through ``asgi``; the route chosen and its effective route context."""
+    scope: dict[str, Any] = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"test"), (b"content-type", b"application/json"), (b"content-length", b"2")],
+        "client": ("127.0.0.1", 1), "server": ("test", 80), "state": {},
+    }
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    with contextlib.suppress(Exception):  # only the routing decision matters here
+        asyncio.run(asgi(scope, receive, send))
+    return scope.get("route"), scope.get("fastapi", {}).get("effective_route_context")
+
+
+def test_the_app_indexes_its_literal_routes_once_started(client: TestClient) -> None:
+    index = client.app.router.middleware_stack  # type: ignore[attr-defined]
+    assert isinstance(index, StaticRouteIndex)
+    assert StaticRouteIndex.supported()
+    assert "/api/store/v1/checkout/submit" in index.paths
+    assert all("{" not in path for path in index.paths)
+    assert len(index.paths) > 50
+
+
+def test_every_indexed_path_reaches_the_route_fastapi_routing_chooses(client: TestClient) -> None:
+    index = client.app.router.middleware_stack  # type: ignore[attr-defined]
+    assert isinstance(index, StaticRouteIndex)
+    wrong = []
+    checked = 0
+    for path, contexts in index.paths.items():
+        for method in sorted({m for c in contexts for m in c.methods} | {"DELETE"}):
+            fast_route, fast_context = _route_of(index, method, path)
+            slow_route, slow_context = _route_of(index.app, method, path)  # the router without the index
+            checked += 1
+            if fast_route is not slow_route or fast_context is not slow_context:
+                wrong.append((method, path))
+    assert not wrong
+    assert checked > 100
+
+
+def _toy_app() -> FastAPI:
+    app = FastAPI()
+    items = APIRouter()
+
+    @items.get("/items/{item_id}")
+    def item(item_id: str) -> dict[str, str]:
+        return {"route": "item", "item_id": item_id}
+
+    @items.get("/items/latest")  # shadowed by the parameterised route declared before it
+    def latest() -> dict[str, str]:
+        return {"route": "latest"}
+
+    @items.post("/items")
+    def create() -> dict[str, str]:
+        return {"route": "create"}
+
+    outer = APIRouter()
+    outer.include_router(items)
+    app.include_router(outer, prefix="/api")
+    return app
+
+
+def test_shadowed_literal_paths_are_not_indexed_and_routing_is_unchanged() -> None:
+    app = _toy_app()
+    index = install_static_route_index(app)
+    assert set(index.paths) == {"/api/items"}
+    with TestClient(app) as c:
+        assert c.get("/api/items/latest").json() == {"route": "item", "item_id": "latest"}
+        assert c.post("/api/items").json() == {"route": "create"}
+        assert c.get("/api/items").status_code == 405  # the other method is FastAPI's answer, as before
+        assert c.get("/api/nothing").status_code == 404
+
+
+def test_installing_twice_keeps_one_index() -> None:
+    app = _toy_app()
+    first = install_static_route_index(app)
+    assert install_static_route_index(app) is first
+    assert first.app is not first and not isinstance(first.app, StaticRouteIndex)
+
+
+def test_every_sync_endpoint_commits_in_its_own_thread_once_started(client: TestClient) -> None:
+    """``commit_in_endpoint_threads`` reaches the dependant each request handler really calls
+    (FastAPI's per-inclusion copy), not only the route's own: else the commit waits for a thread
+    hop after the endpoint returned, holding its row locks meanwhile."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    not_wrapped = []
+    checked = 0
+    for route in client.app.router.routes:  # type: ignore[attr-defined]
+        contexts = route.effective_route_contexts() if hasattr(route, "effective_route_contexts") else []
+        for context in contexts:
+            original = context.original_route
+            if not isinstance(original, APIRoute) or inspect.iscoroutinefunction(original.endpoint):
+                continue
+            checked += 1
+            if not getattr(context.dependant.call, "siyu_commits", False):
+                not_wrapped.append(context.path_format)
+    assert not not_wrapped
+    assert checked > 100
