@@ -7,23 +7,31 @@ Two interchangeable implementations of one interface::
 
 ``reason`` is ``sold_out`` or ``limit_reached``.
 
-**DatabaseGate** (the truth). Two conditional updates in the caller's transaction, no read
-before the write::
+**DatabaseGate** (the truth). Conditional updates in the caller's transaction, no read before
+the write. The item's unsold units live in ``SHARDS`` stock rows (``flash_sale_stock_shards``),
+so concurrent buyers update different rows and the item row is not written by a purchase::
 
-    INSERT INTO flash_sale_member_counters ... ON CONFLICT DO NOTHING   -- bought = 0
-    UPDATE flash_sale_member_counters SET bought = bought + :q
-     WHERE merchant_id = :m AND item_id = :id AND member_id = :u AND bought + :q <= :limit
-    UPDATE flash_sale_items SET sold = sold + :q
-     WHERE merchant_id = :m AND id = :id AND NOT closed AND sold + :q <= activity_stock
+    INSERT INTO flash_sale_member_counters ... ON CONFLICT DO UPDATE        -- the member's count,
+       SET bought = bought + :q WHERE bought + :q <= :limit                 -- within the limit
+    UPDATE flash_sale_stock_shards SET remaining = remaining - :q           -- the member's own
+     WHERE item_id = :id AND shard = member_id % SHARDS AND remaining >= :q -- shard (fast path)
 
-On PostgreSQL (READ COMMITTED) a second updater of the same row waits for the first to end and
-re-evaluates the ``WHERE`` on the committed row, so the condition is checked against the latest
-``sold``: no oversell under any concurrency; ``CHECK (sold <= activity_stock)`` backs it up.
-SQLite serialises writers with ``BEGIN IMMEDIATE``. Everyone (acquire and release) takes the
-member's own counter row first and the shared item row second, so two transactions never wait
-on each other in opposite orders (no deadlock), and a member already at the limit is refused
-without touching the hot item row. A refusal undoes what this call changed, so ``Refused``
-leaves the transaction as it found it.
+When the member's shard is short, all the item's shards are locked in shard order
+(``SELECT ... ORDER BY shard FOR UPDATE``) and the units taken from them together (slow path):
+"sold out" is decided only with every shard seen, never while another shard holds units, and a
+quantity may span shards. On PostgreSQL (READ COMMITTED) a second updater of a row waits for the
+first and re-evaluates the ``WHERE`` on the committed row, so no shard goes below zero (``CHECK
+(remaining >= 0)`` backs it up) and the sum never exceeds the stock. SQLite serialises writers
+with ``BEGIN IMMEDIATE``. Lock order, the same for everyone: the member's counter, then the item
+row (only release, end and stock changes take it), then shards (one, or all in shard order).
+The fast path runs in a savepoint, rolled back when it fails: PostgreSQL keeps the lock of a row
+whose recheck failed, and holding one shard while locking all in order could deadlock.
+
+Once every shard was seen empty, "sold out" is remembered per process for ``SOLD_OUT_TTL``
+(1 s): the crowd that arrives after the last unit costs no statement. A release or added stock
+in this process forgets it at once; one committed by another process is seen when the memo
+lapses (meanwhile a refusal there is as if the freed unit had been taken by another buyer).
+A refusal undoes what this call changed, so ``Refused`` leaves the transaction as it found it.
 
 **RedisGate** (the bouncer). One Lua script (``register_script``) checks the remaining units
 and the member's count and moves both, atomically (Redis runs a script alone)::
@@ -71,6 +79,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -80,8 +89,8 @@ import redis
 from sqlalchemy import Engine, Table, bindparam, case, event, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
-from siyu.db.dialect import insert_or_add_capped
-from siyu.flash_sales.models import FlashSaleItem, FlashSaleMemberCounter
+from siyu.db.dialect import insert_or_add_capped, is_postgres
+from siyu.flash_sales.models import SHARDS, FlashSaleItem, FlashSaleMemberCounter, FlashSaleStockShard
 
 log = logging.getLogger("siyu.flash_sales")
 
@@ -122,18 +131,148 @@ def _check_args(qty: int, limit: int) -> None:
 # -- database ---------------------------------------------------------------------------------------
 
 
+_shards: Table = FlashSaleStockShard.__table__  # type: ignore[assignment]
 _items: Table = FlashSaleItem.__table__  # type: ignore[assignment]
-_ITEM_HAS_UNITS = (
-    _items.c.merchant_id == bindparam("m"),
-    _items.c.id == bindparam("i"),
-    _items.c.closed.is_(False),
-    _items.c.sold + bindparam("q") <= _items.c.activity_stock,
-)
+_counters: Table = FlashSaleMemberCounter.__table__  # type: ignore[assignment]
+_OF_ITEM = (_shards.c.merchant_id == bindparam("m"), _shards.c.item_id == bindparam("i"))
 # Core statements built once, run on the session's connection: they run on every attempt, and
 # building, cache-keying and ORM-compiling a statement per call cost more client CPU than the
 # database spends running it.
-_OPEN_UNITS = select(_items.c.id).where(*_ITEM_HAS_UNITS)
-_TAKE_UNITS = update(_items).where(*_ITEM_HAS_UNITS).values(sold=_items.c.sold + bindparam("q"))
+_TAKE_OWN_SHARD = (
+    update(_shards)
+    .where(*_OF_ITEM, _shards.c.shard == bindparam("h"), _shards.c.remaining >= bindparam("q"))
+    .values(remaining=_shards.c.remaining - bindparam("q"))
+)
+_SHARDS_IN_ORDER = select(_shards.c.id, _shards.c.remaining).where(*_OF_ITEM).order_by(_shards.c.shard)
+_LOCK_SHARDS = _SHARDS_IN_ORDER.with_for_update()
+_TAKE_FROM_SHARD = (
+    update(_shards)
+    .where(_shards.c.id == bindparam("sid"), _shards.c.remaining >= bindparam("take"))
+    .values(remaining=_shards.c.remaining - bindparam("take"))
+)
+_GIVE_TO_SHARD = (
+    update(_shards)
+    .where(*_OF_ITEM, _shards.c.shard == bindparam("h"))
+    .values(remaining=_shards.c.remaining + bindparam("q"))
+)
+_UNCOUNT = (
+    update(_counters)
+    .where(
+        _counters.c.merchant_id == bindparam("m"),
+        _counters.c.item_id == bindparam("i"),
+        _counters.c.member_id == bindparam("u"),
+        _counters.c.bought >= bindparam("q"),
+    )
+    .values(bought=_counters.c.bought - bindparam("q"))
+)
+_RELEASE_ITEM = (
+    update(_items)
+    .where(_items.c.merchant_id == bindparam("m"), _items.c.id == bindparam("i"),
+           _items.c.activity_stock >= bindparam("q"))
+    .values(
+        activity_stock=case((_items.c.closed.is_(True), _items.c.activity_stock - bindparam("q")),
+                            else_=_items.c.activity_stock),
+        returned_stock=case((_items.c.closed.is_(True), _items.c.returned_stock + bindparam("q")),
+                            else_=_items.c.returned_stock),
+    )
+    .returning(_items.c.sku_id, _items.c.closed)
+)
+
+
+_SAVEPOINT = "siyu_fs_own_shard"
+
+
+def shard_of(member_id: int) -> int:
+    """The member's own stock row: spreads concurrent buyers over the item's shards."""
+    return member_id % SHARDS
+
+
+def split_units(units: int) -> list[int]:
+    """``units`` over ``SHARDS`` rows, as evenly as possible (the first rows get the rest)."""
+    base, extra = divmod(units, SHARDS)
+    return [base + (1 if s < extra else 0) for s in range(SHARDS)]
+
+
+# "Sold out", remembered per process for a moment so the losing crowd costs no statement at all.
+# Set only when every shard was seen empty under lock (a committed fact, whatever the observing
+# transaction does next); forgotten at once when this process gives units back or adds stock
+# (and again when that transaction commits). A release committed by *another* process is seen
+# here within SOLD_OUT_TTL seconds at the latest: during that moment an attempt may be refused
+# "sold out" for a unit freed elsewhere, as if it had lost the race to it.
+SOLD_OUT_TTL = 1.0
+_SOLD_OUT: weakref.WeakKeyDictionary[Engine, dict[tuple[int, int], float]] = weakref.WeakKeyDictionary()
+
+
+def _engine(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine
+
+
+def known_sold_out(session: Session, merchant_id: int, item_id: int) -> bool:
+    memo = _SOLD_OUT.get(_engine(session))
+    if not memo:
+        return False
+    until = memo.get((merchant_id, item_id))
+    if until is None:
+        return False
+    if until > time.monotonic():
+        return True
+    memo.pop((merchant_id, item_id), None)
+    return False
+
+
+def _remember_sold_out(session: Session, merchant_id: int, item_id: int) -> None:
+    engine = _engine(session)
+    memo = _SOLD_OUT.get(engine)
+    if memo is None:
+        memo = _SOLD_OUT[engine] = {}
+    if len(memo) > 10_000:
+        memo.clear()
+    memo[(merchant_id, item_id)] = time.monotonic() + SOLD_OUT_TTL
+
+
+def forget_sold_out(session: Session, merchant_id: int, item_id: int) -> None:
+    """Units came back (or were added): drop the memo now and when the transaction commits."""
+    engine = _engine(session)
+
+    def forget() -> None:
+        memo = _SOLD_OUT.get(engine)
+        if memo:
+            memo.pop((merchant_id, item_id), None)
+
+    forget()
+    on_commit(session, forget)
+
+
+def take_from_all(session: Session, merchant_id: int, item_id: int, qty: int) -> tuple[bool, int]:
+    """The slow path: lock every shard of the item in shard order and take ``qty`` units from
+    them together; returns (taken, units left in all shards). Deadlock-free with every other
+    holder of shard locks: the fast path holds one shard and waits for no other, and all who
+    lock several lock them in shard order."""
+    conn = session.connection()
+    params = {"m": merchant_id, "i": item_id}
+    rows = conn.execute(_LOCK_SHARDS if is_postgres(session) else _SHARDS_IN_ORDER, params).all()
+    total = sum(int(r[1]) for r in rows)
+    if total < qty:
+        return False, total
+    need = qty
+    for sid, remaining in rows:
+        take = min(int(remaining), need)
+        if take > 0:
+            conn.execute(_TAKE_FROM_SHARD, {"sid": sid, "take": take})
+            need -= take
+        if need == 0:
+            break
+    return True, total - qty
+
+
+def add_units(session: Session, merchant_id: int, item_id: int, units: int) -> None:
+    """Spread ``units`` over the item's shards (activity stock raised)."""
+    conn = session.connection()
+    for shard, q in enumerate(split_units(units)):
+        if q:
+            conn.execute(_GIVE_TO_SHARD, {"m": merchant_id, "i": item_id, "h": shard, "q": q})
+    forget_sold_out(session, merchant_id, item_id)
 
 
 class DatabaseGate:
@@ -145,39 +284,42 @@ class DatabaseGate:
     def try_acquire(self, merchant_id: int, item_id: int, member_id: int, qty: int, limit: int) -> Outcome:
         _check_args(qty, limit)
         s = self.session
-        # A filter, not the guard: a committed read that says "sold out" refuses at once, so the
-        # crowd that arrives after the last unit costs one indexed read and no write. The
-        # conditional update below is still what decides.
-        params = {"m": merchant_id, "i": item_id, "q": qty}
-        conn = s.connection()
-        open_units = conn.execute(_OPEN_UNITS, params).first()
-        if open_units is None:
+        if known_sold_out(s, merchant_id, item_id):
             return Refused(SOLD_OUT)
         if qty > limit:
             return Refused(LIMIT_REACHED)
         # The member's count, inserted or raised within the limit, in one statement.
         counted = insert_or_add_capped(
-            s, FlashSaleMemberCounter.__table__,  # type: ignore[arg-type]
+            s, _counters,
             {"merchant_id": merchant_id, "item_id": item_id, "member_id": member_id, "bought": qty},
             ["item_id", "member_id"], "bought", limit,
         )
         if not counted:
             return Refused(LIMIT_REACHED)
-        taken = conn.execute(_TAKE_UNITS, params)
-        if getattr(taken, "rowcount", 0) != 1:
-            # Undo our own count (we hold the member's row lock since our update above).
-            s.execute(
-                update(FlashSaleMemberCounter)
-                .where(
-                    FlashSaleMemberCounter.merchant_id == merchant_id,
-                    FlashSaleMemberCounter.item_id == item_id,
-                    FlashSaleMemberCounter.member_id == member_id,
-                )
-                .values(bought=FlashSaleMemberCounter.bought - qty)
-                .execution_options(synchronize_session=False)
-            )
-            return Refused(SOLD_OUT)
-        return Acquired()
+        conn = s.connection()
+        params = {"m": merchant_id, "i": item_id, "h": shard_of(member_id), "q": qty}
+        postgres = is_postgres(s)
+        if postgres:
+            # A conditional UPDATE that waited for the row and then found its condition false
+            # still holds the row lock to the end of the transaction (PostgreSQL keeps the lock
+            # it took to recheck). Holding our own shard while locking all of them in shard order
+            # below could deadlock with another slow path: the savepoint gives that lock back.
+            conn.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
+        taken = conn.execute(_TAKE_OWN_SHARD, params)
+        if getattr(taken, "rowcount", 0) == 1:
+            return Acquired()  # the savepoint stays (no round trip to release it): harmless
+        if postgres:
+            conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        # The member's own shard is short: all shards together decide (never a false "sold out"
+        # while another shard holds units).
+        ok, left = take_from_all(s, merchant_id, item_id, qty)
+        if ok:
+            return Acquired(remaining=left)
+        if left == 0:
+            _remember_sold_out(s, merchant_id, item_id)
+        # Undo our own count (we hold the member's row lock since our update above).
+        conn.execute(_UNCOUNT, {"m": merchant_id, "i": item_id, "u": member_id, "q": qty})
+        return Refused(SOLD_OUT)
 
     def release(self, merchant_id: int, item_id: int, member_id: int, qty: int) -> None:
         self.release_units(merchant_id, item_id, member_id, qty)
@@ -187,47 +329,23 @@ class DatabaseGate:
 
         On an item whose activity already ended (``closed``: its unsold stock went back to the
         SKU) the unit leaves the activity too (``activity_stock - q``), and the caller returns
-        it to the SKU's normal stock.
+        it to the SKU's normal stock; otherwise it goes into the member's shard.
         """
         if qty <= 0:
             raise ValueError("qty must be positive")
         s = self.session
-        # The member's row first, the item's second: the order every acquire takes them in.
-        s.execute(
-            update(FlashSaleMemberCounter)
-            .where(
-                FlashSaleMemberCounter.merchant_id == merchant_id,
-                FlashSaleMemberCounter.item_id == item_id,
-                FlashSaleMemberCounter.member_id == member_id,
-                FlashSaleMemberCounter.bought >= qty,
-            )
-            .values(bought=FlashSaleMemberCounter.bought - qty)
-            .execution_options(synchronize_session=False)
-        )
-        row = s.execute(
-            update(FlashSaleItem)
-            .where(
-                FlashSaleItem.merchant_id == merchant_id,
-                FlashSaleItem.id == item_id,
-                FlashSaleItem.sold >= qty,
-            )
-            .values(
-                sold=FlashSaleItem.sold - qty,
-                activity_stock=case(
-                    (FlashSaleItem.closed.is_(True), FlashSaleItem.activity_stock - qty),
-                    else_=FlashSaleItem.activity_stock,
-                ),
-                returned_stock=case(
-                    (FlashSaleItem.closed.is_(True), FlashSaleItem.returned_stock + qty),
-                    else_=FlashSaleItem.returned_stock,
-                ),
-            )
-            .returning(FlashSaleItem.sku_id, FlashSaleItem.closed)
-            .execution_options(synchronize_session=False)
-        ).first()
+        conn = s.connection()
+        # The member's row first, then the item's (against ``end`` closing it meanwhile), then a
+        # shard: the order every acquire, end and stock change takes them in.
+        conn.execute(_UNCOUNT, {"m": merchant_id, "i": item_id, "u": member_id, "q": qty})
+        row = conn.execute(_RELEASE_ITEM, {"m": merchant_id, "i": item_id, "q": qty}).first()
         if row is None:
             return None
-        return int(row[0]), bool(row[1])
+        sku_id, closed = int(row[0]), bool(row[1])
+        if not closed:
+            conn.execute(_GIVE_TO_SHARD, {"m": merchant_id, "i": item_id, "h": shard_of(member_id), "q": qty})
+            forget_sold_out(s, merchant_id, item_id)
+        return sku_id, closed
 
 
 # -- redis ------------------------------------------------------------------------------------------

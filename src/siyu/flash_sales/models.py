@@ -5,8 +5,12 @@
 - ``FlashSaleItem``: one SKU in an activity with its flash price and *activity stock*. The
   activity stock is carved out of the SKU's normal stock when the item is created or raised
   (``catalog.stock.reserve``) and the unsold rest goes back when the activity ends, so normal
-  and activity stock never count the same unit twice. ``sold`` is moved only by conditional
-  updates; ``CHECK (sold <= activity_stock)`` backs them up.
+  and activity stock never count the same unit twice. The units not handed out yet live
+  in ``FlashSaleStockShard`` rows, so a purchase never writes the item row; ``sold`` is read as
+  ``activity_stock - sum(shards.remaining)``.
+- ``FlashSaleStockShard``: an item's unsold activity units split over ``SHARDS`` rows, so
+  concurrent buyers update different rows; moved only by conditional updates
+  (``remaining >= q``), ``CHECK (remaining >= 0)`` backs them up.
 - ``FlashSaleMemberCounter``: units a member holds of an item (reserved or paid), moved only by
   conditional updates (``bought + q <= limit``); the database half of the per-member limit.
 - ``FlashSalePurchase``: the durable ledger, one row per order and item; ``reserved`` →
@@ -17,10 +21,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    func,
+    select,
+)
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from siyu.db.base import Base, IdMixin, TenantMixin, TimestampMixin
 from siyu.db.types import BigId, JSONDoc, UTCDateTime
@@ -66,7 +80,7 @@ class FlashSaleItem(IdMixin, TenantMixin, TimestampMixin, Base):
     __tablename__ = "flash_sale_items"
     __table_args__ = (
         UniqueConstraint("merchant_id", "flash_sale_id", "sku_id"),
-        CheckConstraint("sold >= 0 AND sold <= activity_stock", name="sold_within_stock"),
+        CheckConstraint("activity_stock >= 0", name="stock_nonneg"),
         CheckConstraint("flash_price >= 0", name="price_nonneg"),
         CheckConstraint("returned_stock >= 0", name="returned_nonneg"),
         CheckConstraint("per_member_limit IS NULL OR per_member_limit >= 1", name="limit_pos"),
@@ -78,12 +92,42 @@ class FlashSaleItem(IdMixin, TenantMixin, TimestampMixin, Base):
     product_id: Mapped[int] = mapped_column(BigId)
     flash_price: Mapped[int] = mapped_column(Integer)  # fen
     activity_stock: Mapped[int] = mapped_column(Integer)
-    sold: Mapped[int] = mapped_column(Integer, default=0)  # reserved + paid units
     per_member_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # overrides the activity's
     sort: Mapped[int] = mapped_column(Integer, default=0)
     # Set once when the activity ends and the unsold units went back to the SKU.
     closed: Mapped[bool] = mapped_column(Boolean, default=False)
     returned_stock: Mapped[int] = mapped_column(Integer, default=0)
+    if TYPE_CHECKING:
+        sold: int  # a column_property (below): activity_stock - sum(shards.remaining)
+
+
+# Stock rows per item: enough that 32 concurrent buyers rarely queue on one row, few enough that
+# the slow path (all rows locked, when a buyer's own row is empty) stays cheap.
+SHARDS = 8
+
+
+class FlashSaleStockShard(IdMixin, TenantMixin, Base):
+    __tablename__ = "flash_sale_stock_shards"
+    __table_args__ = (
+        UniqueConstraint("item_id", "shard"),
+        CheckConstraint("remaining >= 0", name="remaining_nonneg"),
+    )
+
+    item_id: Mapped[int] = mapped_column(BigId, ForeignKey("flash_sale_items.id"))
+    shard: Mapped[int] = mapped_column(Integer)
+    remaining: Mapped[int] = mapped_column(Integer, default=0)
+
+
+_shards = FlashSaleStockShard.__table__
+# Units reserved or paid: what the activity stock holds beyond the units still in its shards
+# (a closed item's shards are empty, so it sold its whole, shrunk, activity stock).
+FlashSaleItem.sold = column_property(  # type: ignore[assignment]
+    FlashSaleItem.activity_stock
+    - select(func.coalesce(func.sum(_shards.c.remaining), 0))
+    .where(_shards.c.item_id == FlashSaleItem.id)
+    .correlate_except(_shards)
+    .scalar_subquery()
+)
 
 
 class FlashSaleMemberCounter(IdMixin, TenantMixin, Base):

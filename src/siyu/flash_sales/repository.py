@@ -10,11 +10,12 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from siyu.catalog.models import Product, Sku
 from siyu.db.dialect import for_update
+from siyu.flash_sales import gate
 from siyu.flash_sales.models import (
     ACTIVE,
     DRAFT,
@@ -28,6 +29,7 @@ from siyu.flash_sales.models import (
     FlashSaleItem,
     FlashSaleMemberCounter,
     FlashSalePurchase,
+    FlashSaleStockShard,
 )
 
 # -- activities and items ----------------------------------------------------------------------------
@@ -104,47 +106,93 @@ def skus_with_products(session: Session, merchant_id: int, sku_ids: Iterable[int
     return {sku.id: (sku, product) for sku, product in session.execute(stmt).all()}
 
 
+def create_shards(session: Session, merchant_id: int, item_id: int, units: int) -> None:
+    """The new item's stock rows: ``units`` split over ``SHARDS`` rows."""
+    session.execute(
+        insert(FlashSaleStockShard),
+        [{"merchant_id": merchant_id, "item_id": item_id, "shard": shard, "remaining": q}
+         for shard, q in enumerate(gate.split_units(units))],
+    )
+    gate.forget_sold_out(session, merchant_id, item_id)  # an id reused (a test database): no stale memo
+
+
 def set_activity_stock(session: Session, merchant_id: int, item_id: int, delta: int) -> bool:
-    """``activity_stock += delta`` unless it would fall below ``sold`` (conditional, no read)."""
-    result = session.execute(
+    """``activity_stock += delta``, the units added to or taken from the shards; False (and the
+    caller rolls back) when lowering would take units already sold."""
+    moved = session.execute(
         update(FlashSaleItem)
         .where(
             FlashSaleItem.merchant_id == merchant_id,
             FlashSaleItem.id == item_id,
             FlashSaleItem.closed.is_(False),
-            FlashSaleItem.activity_stock + delta >= FlashSaleItem.sold,
+            FlashSaleItem.activity_stock + delta >= 0,
         )
         .values(activity_stock=FlashSaleItem.activity_stock + delta)
+        .returning(FlashSaleItem.id)
         .execution_options(synchronize_session=False)
-    )
-    return getattr(result, "rowcount", 0) == 1
+    ).first()
+    if moved is None:
+        return False
+    if delta > 0:
+        gate.add_units(session, merchant_id, item_id, delta)
+        return True
+    # The item row first, the shards second (in shard order): as ``end`` and every release.
+    return gate.take_from_all(session, merchant_id, item_id, -delta)[0]
 
 
 def close_items(session: Session, merchant_id: int, sale_id: int) -> list[tuple[int, int, int]]:
     """Shrink every open item of the activity to what it sold and mark it closed; returns
     ``(item_id, sku_id, units returned)`` for the caller to give back to the SKUs. Runs once
-    per item (``closed`` goes false → true in the same statement)."""
-    rows = session.execute(
+    per item (``closed`` goes false → true in the same statement). Item rows are locked first,
+    their shards second (in item and shard order), as by a release."""
+    closing = session.execute(
         update(FlashSaleItem)
         .where(
             FlashSaleItem.merchant_id == merchant_id,
             FlashSaleItem.flash_sale_id == sale_id,
             FlashSaleItem.closed.is_(False),
         )
-        .values(
-            closed=True,
-            returned_stock=FlashSaleItem.returned_stock + FlashSaleItem.activity_stock - FlashSaleItem.sold,
-            activity_stock=FlashSaleItem.sold,
-        )
-        .returning(FlashSaleItem.id, FlashSaleItem.sku_id, FlashSaleItem.returned_stock)
+        .values(closed=True)
+        .returning(FlashSaleItem.id, FlashSaleItem.sku_id)
         .execution_options(synchronize_session=False)
     ).all()
-    return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+    if not closing:
+        return []
+    ids = sorted(int(r[0]) for r in closing)
+    shards = FlashSaleStockShard
+    lock: Any = (
+        select(shards.item_id, shards.remaining)
+        .where(shards.merchant_id == merchant_id, shards.item_id.in_(ids))
+        .order_by(shards.item_id, shards.shard)
+    )
+    unsold: dict[int, int] = {}
+    for row in session.execute(for_update(lock, session)).all():
+        unsold[int(row[0])] = unsold.get(int(row[0]), 0) + int(row[1])
+    session.execute(
+        update(shards)
+        .where(shards.merchant_id == merchant_id, shards.item_id.in_(ids), shards.remaining > 0)
+        .values(remaining=0)
+        .execution_options(synchronize_session=False)
+    )
+    out = []
+    for item_id, sku_id in sorted((int(r[0]), int(r[1])) for r in closing):
+        units = unsold.get(item_id, 0)
+        if units:
+            session.execute(
+                update(FlashSaleItem)
+                .where(FlashSaleItem.merchant_id == merchant_id, FlashSaleItem.id == item_id)
+                .values(activity_stock=FlashSaleItem.activity_stock - units,
+                        returned_stock=FlashSaleItem.returned_stock + units)
+                .execution_options(synchronize_session=False)
+            )
+        out.append((item_id, sku_id, units))
+    return out
 
 
 def delete_item(session: Session, merchant_id: int, item_id: int) -> FlashSaleItem | None:
-    """Delete an item nobody ever bought; returns it (for its stock), or None if it has sales or
-    any ledger history (a released purchase still names the item: the ledger is kept)."""
+    """Delete an item nobody ever bought, with its shards; returns it (for its stock), or None if
+    it has sales or any ledger history (a released purchase still names the item: the ledger is
+    kept). The caller deletes the item row itself."""
     found = item(session, merchant_id, item_id)
     if found is None:
         return None
@@ -153,18 +201,25 @@ def delete_item(session: Session, merchant_id: int, item_id: int) -> FlashSaleIt
         .where(FlashSalePurchase.merchant_id == merchant_id, FlashSalePurchase.item_id == item_id)
         .exists()
     )
-    # Conditional: zero the stock only while nothing is sold and nothing was, then remove the row.
-    result = session.execute(
+    # Conditional: lock the item row only while there is no ledger history, then remove the
+    # shards; the units they held (read as they are deleted, after any purchase in flight
+    # committed) must be the whole activity stock, i.e. nothing sold.
+    locked = session.execute(
         update(FlashSaleItem)
-        .where(
-            FlashSaleItem.merchant_id == merchant_id, FlashSaleItem.id == item_id, FlashSaleItem.sold == 0,
-            ~has_history,
-        )
-        .values(activity_stock=0)
-        .returning(FlashSaleItem.sku_id)
+        .where(FlashSaleItem.merchant_id == merchant_id, FlashSaleItem.id == item_id, ~has_history)
+        .values(returned_stock=FlashSaleItem.returned_stock)
+        .returning(FlashSaleItem.activity_stock)
         .execution_options(synchronize_session=False)
     ).first()
-    if result is None:
+    if locked is None:
+        return None
+    held = session.execute(
+        delete(FlashSaleStockShard)
+        .where(FlashSaleStockShard.merchant_id == merchant_id, FlashSaleStockShard.item_id == item_id)
+        .returning(FlashSaleStockShard.remaining)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if sum(int(r[0]) for r in held) != int(locked[0]):
         return None
     return found
 

@@ -457,11 +457,12 @@ def add_item(
     stock.reserve(session, merchant_id, {sku.id: data.activity_stock})
     item = FlashSaleItem(
         merchant_id=merchant_id, flash_sale_id=sale.id, sku_id=sku.id, product_id=product.id,
-        flash_price=data.flash_price, activity_stock=data.activity_stock, sold=0,
+        flash_price=data.flash_price, activity_stock=data.activity_stock,
         per_member_limit=data.per_member_limit, sort=data.sort, closed=False, returned_stock=0,
     )
     session.add(item)
     session.flush()
+    repo.create_shards(session, merchant_id, item.id, data.activity_stock)
     audit.record(
         session, merchant_id, "flash_sale", sale.id, "item_added", actor=actor,
         data={"item_id": item.id, "sku_id": sku.id, "activity_stock": data.activity_stock},
