@@ -18,20 +18,9 @@ Each is idempotent: a job run twice finds nothing left to do.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from siyu.kit.events import subscribe
-from siyu.kit.outbox import Job
-from siyu.kit.timeutil import utcnow
 from siyu.referral import service
 from siyu.worker.registry import JobContext, job_handler
-
-
-def _job_clock(ctx: JobContext) -> dt.datetime:
-    """Now as the worker sees it; never before the job's ``run_at`` (see ``orders.tasks``)."""
-    job = ctx.session.get(Job, ctx.job_id)
-    now = utcnow()
-    return max(now, job.run_at) if job is not None else now
 
 
 @subscribe("order.paid", "referral.order_paid")
@@ -46,7 +35,7 @@ def order_completed(ctx: JobContext) -> None:
 
 @job_handler("referral.settle")
 def settle(ctx: JobContext) -> None:
-    service.settle(ctx.session, ctx.merchant_id, int(ctx.payload["commission_id"]), _job_clock(ctx))
+    service.settle(ctx.session, ctx.merchant_id, int(ctx.payload["commission_id"]), ctx.now())
 
 
 @subscribe("order.refunded", "referral.order_refunded")
@@ -58,7 +47,7 @@ def order_refunded(ctx: JobContext) -> None:
         lines=p.get("lines") or None, full=bool(p.get("full")),
     )
     if p.get("full"):
-        service.revoke_rewards_for_refund(ctx.session, ctx.merchant_id, order_id, ctx.settings, now=_job_clock(ctx))
+        service.revoke_rewards_for_refund(ctx.session, ctx.merchant_id, order_id, ctx.settings, now=ctx.now())
 
 
 @job_handler("referral.retry_rewards")
