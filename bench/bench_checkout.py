@@ -23,8 +23,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -178,6 +180,101 @@ def run_wrk(base: str, tokens: list[str], sku_ids: list[int], clients: int, seco
     return int(created), int(failed) + int(socket_errors), latency, float(elapsed)
 
 
+class WaitSampler:
+    """What the bench database's backends are doing, sampled from ``pg_stat_activity`` every
+    ``interval`` seconds during the run: tells lock waits from CPU queueing.
+
+    Each sample puts every client backend of the database in one state:
+
+    * ``lock: <event>``: waiting for a lock (``transactionid``/``tuple``: a row lock another
+      transaction holds, e.g. a hot SKU's stock row);
+    * ``running``: executing a statement, not waiting (on a CPU or runnable);
+    * ``io/other: <type>:<event>``: waiting for anything else (WAL write, data file read, ...);
+    * ``idle in transaction``: the server waits for the API process inside a transaction (the
+      API's Python queued behind other requests on a busy CPU, or between statements);
+    * ``idle``: a pooled connection nobody uses.
+
+    The averages are "backends in that state at any moment"; their ratio is the answer.
+    """
+
+    QUERY = (
+        "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+    )
+
+    def __init__(self, url: str, interval: float = 0.02) -> None:
+        self.url = url
+        self.interval = interval
+        self.counts: Counter[str] = Counter()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> WaitSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    @staticmethod
+    def classify(state: str | None, wait_type: str | None, wait_event: str | None) -> str:
+        if state == "active":
+            if wait_type == "Lock":
+                return f"lock: {wait_event}"
+            if wait_type in (None, "CPU"):
+                return "running"
+            return f"io/other: {wait_type}:{wait_event}"
+        if state in ("idle in transaction", "idle in transaction (aborted)"):
+            return "idle in transaction"
+        return state or "unknown"
+
+    def _run(self) -> None:
+        import psycopg
+
+        conninfo = self.url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            while not self._stop.is_set():
+                rows = conn.execute(self.QUERY).fetchall()
+                self.samples += 1
+                for state, wait_type, wait_event in rows:
+                    self.counts[self.classify(state, wait_type, wait_event)] += 1
+                self._stop.wait(self.interval)
+
+    def report(self) -> str:
+        if not self.samples:
+            return "backend states: no samples"
+        busy = sum(v for k, v in self.counts.items() if k != "idle")
+        parts = [f"{k} {v / self.samples:.1f}" for k, v in self.counts.most_common() if k != "idle"]
+        locks = sum(v for k, v in self.counts.items() if k.startswith("lock:"))
+        idle_tx = self.counts.get("idle in transaction", 0)
+        return (
+            f"backend states, mean backends per sample over {self.samples} samples of pg_stat_activity: "
+            + ", ".join(parts) + f"; idle {self.counts.get('idle', 0) / self.samples:.1f}\n"
+            f"of the non-idle backend time: waiting for a lock {locks / max(busy, 1):.0%}, "
+            f"waiting for the API inside a transaction {idle_tx / max(busy, 1):.0%}, "
+            f"running {self.counts.get('running', 0) / max(busy, 1):.0%}"
+        )
+
+
+def _start_server(env: dict[str, str], *, workers: int, port: int, timeout: float) -> subprocess.Popen[bytes]:
+    """``bench.common.start_server`` with a configurable wait for the first /healthz answer."""
+    if timeout <= 60:
+        return start_server(env, workers=workers, port=port)
+    cmd = [sys.executable, "-m", "uvicorn", "siyu.asgi:app", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
 def process_tree_cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` and its children (uvicorn's master and workers), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -203,6 +300,10 @@ def main() -> None:
     parser.add_argument("--load", choices=("auto", "wrk", "httpx"), default="auto",
                         help="load generator: wrk when installed (auto), or Python httpx")
     parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--start-timeout", type=float, default=60,
+                        help="seconds the API processes get to answer /healthz (a loaded machine needs more)")
+    parser.add_argument("--no-wait-sampling", action="store_true",
+                        help="do not sample pg_stat_activity (lock waits vs. CPU queueing) during the run")
     args = parser.parse_args()
     use_wrk = args.load == "wrk" or (args.load == "auto" and shutil.which("wrk") is not None)
     if use_wrk and shutil.which("wrk") is None:
@@ -211,20 +312,23 @@ def main() -> None:
     url = fresh_pg_database("siyu_bench_checkout")
     _code, tokens, sku_ids = prepare(url, args.customers)
     port = free_port()
-    server = start_server({"SIYU_DATABASE_URL": url, "SIYU_ENV": "bench", "SIYU_DB_POOL_SIZE": "20"},
-                          workers=args.workers, port=port)
+    server = _start_server({"SIYU_DATABASE_URL": url, "SIYU_ENV": "bench", "SIYU_DB_POOL_SIZE": "20"},
+                           workers=args.workers, port=port, timeout=args.start_timeout)
     try:
         base = f"http://127.0.0.1:{port}"
         asyncio.run(run_load(base, tokens, sku_ids, 4, 2))  # warm-up
         load_before = os.getloadavg()[0]
         api_cpu_before = process_tree_cpu_seconds(server.pid)
-        if use_wrk:
-            generator = f"wrk ({args.wrk_threads} threads, Lua script, unique Idempotency-Key per request)"
-            ok, failed, latency, elapsed = run_wrk(base, tokens, sku_ids, args.clients, args.seconds, args.wrk_threads)
-        else:
-            generator = "Python httpx (asyncio, one process)"
-            ok, failed, latencies, elapsed = asyncio.run(run_load(base, tokens, sku_ids, args.clients, args.seconds))
-            latency = summary(latencies)
+        sampler = WaitSampler(url)
+        with sampler if not args.no_wait_sampling else contextlib.nullcontext():
+            if use_wrk:
+                generator = f"wrk ({args.wrk_threads} threads, Lua script, unique Idempotency-Key per request)"
+                ok, failed, latency, elapsed = run_wrk(base, tokens, sku_ids, args.clients, args.seconds,
+                                                       args.wrk_threads)
+            else:
+                generator = "Python httpx (asyncio, one process)"
+                ok, failed, latencies, elapsed = asyncio.run(run_load(base, tokens, sku_ids, args.clients, args.seconds))
+                latency = summary(latencies)
         api_cpu = process_tree_cpu_seconds(server.pid) - api_cpu_before
         load_after = os.getloadavg()[0]
         rss = process_tree_rss_mb(server.pid)
@@ -241,6 +345,8 @@ def main() -> None:
               "load-insensitive, unlike orders/s)")
     print(f"load average (1 min) before / after the run: {load_before:.1f} / {load_after:.1f} (2 cores: above 2 the "
           "machine was shared, the throughput is not the code's)")
+    if not args.no_wait_sampling:
+        print(sampler.report())
     print("RSS per process (MB): " + ", ".join(f"{pid}: {mb:.0f}" for pid, mb in sorted(rss.items())))
 
 
