@@ -5,7 +5,9 @@ Rules
   ``completed`` (else ``aftersale_order_not_eligible``).
 - Kinds by order state and policy: refund-only before shipment (``refund_only_before_shipment``)
   and, if the merchant allows it, after shipment; return-and-refund and exchange need goods that
-  were shipped (``aftersale_kind_not_allowed``).
+  were shipped (``aftersale_kind_not_allowed``). An order of virtual lines only (a paid card)
+  never ships: refund-only follows the before-shipment rule, and a virtual line can never be
+  returned or exchanged (``aftersale_quantity_invalid``, field code ``virtual_line``).
 - Window (``aftersale_window_closed``): a shipped order's window runs ``window_days`` from its
   completion (delivery); while it is shipped but not yet completed, from the moment it would be
   auto-completed (``shipped_at + order_auto_complete_days``), so a late auto-completion never
@@ -219,8 +221,11 @@ def _quantity_error(path: str, code: str, message: str) -> DomainError:
     return DomainError("aftersale_quantity_invalid", fields=[FieldError(path, code, message)])
 
 
-def _check_kind(order: Any, kind: str, policy: Policy) -> None:
-    shipped = order.status in SHIPPED_STATUSES
+def _check_kind(order: Any, kind: str, policy: Policy, *, ships: bool) -> None:
+    """``ships``: the order has a physical line. An order of virtual lines only (a paid card) was
+    never shipped, whatever its status says: refund-only follows the before-shipment rule, and
+    there is nothing to return or exchange."""
+    shipped = ships and order.status in SHIPPED_STATUSES
     if kind == REFUND_ONLY:
         allowed = policy.refund_only_after_shipment if shipped else policy.refund_only_before_shipment
     elif kind == RETURN_REFUND:
@@ -271,12 +276,12 @@ def create(
     if order.status not in PAID_STATUSES:
         raise DomainError("aftersale_order_not_eligible", status=order.status)
     policy = get_policy(session, merchant_id, settings)
-    _check_kind(order, data.kind, policy)
+    order_lines = {line.id: line for line in orders_service.order_lines(session, merchant_id, order_id)}
+    _check_kind(order, data.kind, policy, ships=any(not line.is_virtual for line in order_lines.values()))
     deadline = window_deadline(order, policy, settings)
     if deadline is not None and now > deadline:
         raise DomainError("aftersale_window_closed", days=policy.window_days)
 
-    order_lines = {line.id: line for line in orders_service.order_lines(session, merchant_id, order_id)}
     open_on = {ol.open_order_line_id for ol in repo.open_lines(session, merchant_id, order_lines)}
     seen: set[int] = set()
     new_lines: list[AfterSaleLine] = []
@@ -291,6 +296,10 @@ def create(
         if line.id in open_on:
             raise _quantity_error(
                 f"{path}.order_line_id", "line_in_open_aftersale", "this line already has an open after-sale"
+            )
+        if line.is_virtual and data.kind != REFUND_ONLY:
+            raise _quantity_error(
+                f"{path}.order_line_id", "virtual_line", "a virtual item has nothing to send back: ask for a refund"
             )
         available = line.quantity - line.refunded_quantity
         if item.quantity < 1 or item.quantity > available:
