@@ -19,6 +19,12 @@ checked against the stored events (every member's sums equal).
 
 The load generator runs on the same machine and competes for its cores (bodies are
 pre-serialised before the clock starts so it costs as little as possible).
+
+``--service-only N`` skips HTTP and the worker: N batches go straight through
+``events.service.ingest`` in this process (parse, validate, insert, enqueue, commit, response
+JSON), one after another, and it prints this process's CPU and the PostgreSQL backend's CPU
+per event and the SQL statements per batch: steadier figures than the HTTP run when other
+work shares the machine.
 Target (issue 5): >= 20,000 events/s.
 """
 
@@ -264,6 +270,57 @@ def stored_events(url: str) -> int:
     return n
 
 
+def service_only(batches_n: int, members: int, size: int, with_stats: bool) -> None:
+    import pydantic_core
+    from sqlalchemy import event, select
+    from sqlalchemy.engine import Engine
+
+    url = fresh_pg_database("siyu_bench_events_service")
+    _key, member_ids, products = prepare(url, members, with_stats)
+    import siyu.audience.service  # noqa: F401 - registers the member-counter hook, as the app does
+    from siyu.db.engine import make_engine
+    from siyu.db.session import make_session_factory, unit_of_work
+    from siyu.events import service
+    from siyu.members.models import Member
+
+    engine = make_engine(url, pool_size=1, max_overflow=0)
+    factory = make_session_factory(engine)
+    with factory() as s:
+        merchant_id = int(s.scalar(select(Member.merchant_id).limit(1)) or 0)
+    caller = service.Caller(merchant_id=merchant_id, member_id=None, trusted=True)
+    batches = Batches(make_batches(32, size, member_ids, products, seed=1), 10**9)
+    statements = 0
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def _count(*_: object) -> None:
+        nonlocal statements
+        statements += 1
+
+    def one(n: int) -> None:
+        events = pydantic_core.from_json(batches[n])["events"]
+        with unit_of_work(factory) as s:
+            out = service.ingest(s, caller, events, now=dt.datetime.now(dt.UTC))
+            out.__pydantic_serializer__.to_json(out)
+        assert out.accepted == size, out.rejected[:2]
+
+    for n in range(40):
+        one(n)
+    analyze(url)
+    backends = pg_backends(url)
+    db_before, statements = cpu_seconds(backends), 0
+    began = time.process_time()
+    for n in range(40, 40 + batches_n):
+        one(n)
+    cpu_py = time.process_time() - began
+    cpu_db = cpu_seconds(backends) - db_before
+    engine.dispose()
+    events_n = batches_n * size
+    print(f"machine: {machine()}")
+    print(f"service only (no HTTP, no job worker), PostgreSQL, {batches_n} batches of {size} one after another, "
+          f"{members:,} members: this process {cpu_py / events_n * 1e6:.1f} µs CPU per event, PostgreSQL backend "
+          f"{cpu_db / events_n * 1e6:.1f} µs per event, {statements / batches_n:.1f} SQL statements per batch")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=8)
@@ -274,7 +331,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--new-members", action="store_true",
                         help="members start without statistics rows (each first event creates one)")
+    parser.add_argument("--service-only", type=int, default=0, metavar="N",
+                        help="N batches straight through events.service in this process (no HTTP, no worker)")
     args = parser.parse_args()
+    if args.service_only:
+        service_only(args.service_only, args.members, args.batch, not args.new_members)
+        return
 
     url = fresh_pg_database("siyu_bench_events")
     key, member_ids, products = prepare(url, args.members, not args.new_members)
