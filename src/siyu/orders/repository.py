@@ -45,20 +45,23 @@ def skus_with_products(session: Session, merchant_id: int, sku_ids: Iterable[int
 
 # The checkout's read of the SKUs it prices: plain columns (no ORM instances to build) and the
 # merchant's time zone as one more column, so pricing needs no separate read of the merchant.
+# Table columns, not the mapped attributes: a Core statement skips the ORM's compile and
+# result-loading layers (same SQL, same rows; the attribute and column names are the same).
+_S, _P, _M = Sku.__table__.c, Product.__table__.c, Merchant.__table__.c  # type: ignore[attr-defined]
 _CHECKOUT_SKUS = (
     select(
-        Sku.id, Sku.specs, Sku.list_price, Sku.sale_price, Sku.cost_price, Sku.weight_g, Sku.stock, Sku.image_url,
-        Sku.active, Product.id.label("product_id"), Product.category_id, Product.title, Product.spec_names,
-        Product.images, Product.status, Product.free_shipping, Product.coupons_allowed, Product.bonus_points,
-        Product.freight_template_id, Product.kind,
-        select(Merchant.timezone).where(Merchant.id == bindparam("merchant_id")).scalar_subquery()
+        _S.id, _S.specs, _S.list_price, _S.sale_price, _S.cost_price, _S.weight_g, _S.stock, _S.image_url,
+        _S.active, _P.id.label("product_id"), _P.category_id, _P.title, _P.spec_names,
+        _P.images, _P.status, _P.free_shipping, _P.coupons_allowed, _P.bonus_points,
+        _P.freight_template_id, _P.kind,
+        select(_M.timezone).where(_M.id == bindparam("merchant_id")).scalar_subquery()
         .label("merchant_timezone"),
     )
-    .join(Product, Product.id == Sku.product_id)
+    .select_from(Sku.__table__.join(Product.__table__, _P.id == _S.product_id))
     .where(
-        Sku.merchant_id == bindparam("merchant_id"),
-        Product.merchant_id == bindparam("merchant_id"),
-        Sku.id.in_(bindparam("ids", expanding=True)),
+        _S.merchant_id == bindparam("merchant_id"),
+        _P.merchant_id == bindparam("merchant_id"),
+        _S.id.in_(bindparam("ids", expanding=True)),
     )
 )
 
@@ -176,28 +179,26 @@ def default_address(session: Session, merchant_id: int, member_id: int) -> Addre
 
 # The checkout reads the address as plain columns (what the order's snapshot and the preview's
 # ``AddressOut`` need), not as a session instance: it only reads it.
-_ADDRESS_COLUMNS = (
-    Address.id, Address.name, Address.phone, Address.province, Address.city, Address.district, Address.detail,
-    Address.postal_code, Address.is_default,
-)
+_A = Address.__table__.c  # type: ignore[attr-defined]  # Core columns: see _CHECKOUT_SKUS
+_ADDRESS_COLUMNS = (_A.id, _A.name, _A.phone, _A.province, _A.city, _A.district, _A.detail, _A.postal_code, _A.is_default)
 _CHECKOUT_ADDRESS = (
     select(*_ADDRESS_COLUMNS)
     .where(
-        Address.merchant_id == bindparam("merchant_id"),
-        Address.member_id == bindparam("member_id"),
-        Address.id == bindparam("address_id"),
-        Address.deleted.is_(False),
+        _A.merchant_id == bindparam("merchant_id"),
+        _A.member_id == bindparam("member_id"),
+        _A.id == bindparam("address_id"),
+        _A.deleted.is_(False),
     )
 )
 _CHECKOUT_DEFAULT_ADDRESS = (
     select(*_ADDRESS_COLUMNS)
     .where(
-        Address.merchant_id == bindparam("merchant_id"),
-        Address.member_id == bindparam("member_id"),
-        Address.deleted.is_(False),
-        Address.is_default.is_(True),
+        _A.merchant_id == bindparam("merchant_id"),
+        _A.member_id == bindparam("member_id"),
+        _A.deleted.is_(False),
+        _A.is_default.is_(True),
     )
-    .order_by(Address.id.desc())
+    .order_by(_A.id.desc())
     .limit(1)
 )
 
