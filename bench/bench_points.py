@@ -1,7 +1,7 @@
 """Points ledger on PostgreSQL: award + spend throughput and the statement page latency.
 
     .venv/bin/python bench/bench_points.py [--clients 32] [--processes 1] [--seconds 15] [--members 2000]
-                                           [--entries 10000]
+                                           [--entries 10000] [--serial 2000] [--profile] [--sql] [--top 30]
 
 Creates a fresh database (SIYU_BENCH_PG_URL server), a merchant and ``--members`` members.
 Part 1: ``--clients`` threads, each with its own sessions (one transaction per operation),
@@ -12,6 +12,13 @@ production. ``--processes N`` spreads the clients over N processes (each with it
 to show what one Python process's GIL costs. Part 2: one member gets ``--entries`` ledger entries (written through ``award``
 in batches), then the script reads statement pages of 20 (first page and random deeper pages
 by keyset) and prints p50/p99 (target <= 20 ms). The load generator shares the machine.
+
+``--serial N`` (part 0, before part 1) runs N awards and N spends one after another on one
+thread and prints, per operation kind, the Python CPU ms (``time.process_time``), the
+statements sent and the round trips including BEGIN and COMMIT: stable figures on a shared
+machine, where ops/s are not. ``--profile`` adds a cProfile top list of that serial run (CPU
+time; figures inflated by the profiler), ``--sql`` prints the statements of one award and one
+spend. ``--seconds 0`` skips part 1, ``--entries 0`` part 2.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,6 +45,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--members", type=int, default=2000)
     parser.add_argument("--entries", type=int, default=10000)
+    parser.add_argument("--serial", type=int, default=2000, help="part 0: serial awards and spends each (0: skip)")
+    parser.add_argument("--profile", action="store_true", help="cProfile top list of the serial run")
+    parser.add_argument("--sql", action="store_true", help="print the statements of one award and one spend")
+    parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
 
     from sqlalchemy import select, text
@@ -67,6 +79,11 @@ def main() -> None:
             points.award(s, merchant_id, m, 1000, reason="seed", idempotency_key=f"seed:{m}")
 
     print(f"machine: {machine()}; load average {_load()}")
+    if args.serial:
+        _serial(engine, factory, merchant_id, members, args.serial, profile=args.profile, sql=args.sql, top=args.top)
+    if args.seconds <= 0:
+        engine.dispose()
+        return
     print(f"part 1: award + spend, {args.clients} clients (threads, own sessions) in {args.processes} process(es), "
           f"{args.seconds:.0f} s, {len(members)} members")
     if args.processes <= 1:
@@ -100,6 +117,9 @@ def main() -> None:
     print(f"  accounts whose balance differs from the sum of their entries: {mismatched}; "
           f"from the points left in their lots: {lots_off}")
 
+    if args.entries <= 0:
+        engine.dispose()
+        return
     print(f"part 2: statement page of 20 for a member with {args.entries} entries")
     batch = 1000
     for start in range(0, args.entries, batch):
@@ -130,6 +150,79 @@ def main() -> None:
     print(f"  p99 overall: {percentile(first + deep, 99):.2f} ms")
     print(f"  plan:\n    {plan}")
     engine.dispose()
+
+
+def _serial(
+    engine: Any, factory: Any, merchant_id: int, members: list[int], n: int, *, profile: bool, sql: bool, top: int
+) -> None:
+    """Part 0: ``n`` awards then ``n`` spends, one transaction each, on one thread: CPU and statements per op."""
+    import cProfile
+    import io
+    import pstats
+
+    from sqlalchemy import event
+
+    from siyu.db.session import unit_of_work
+    from siyu.loyalty import points
+
+    sent: list[str] = []
+    trips = {"begin": 0, "commit": 0}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    @event.listens_for(engine, "begin")
+    def _begin(_c: Any) -> None:
+        trips["begin"] += 1
+
+    @event.listens_for(engine, "commit")
+    def _commit(_c: Any) -> None:
+        trips["commit"] += 1
+
+    rng = random.Random(11)
+
+    def one(kind: str, i: int) -> None:
+        with unit_of_work(factory) as s:
+            if kind == "award":
+                points.award(s, merchant_id, rng.choice(members), rng.randint(1, 50), reason="bench",
+                             idempotency_key=f"serial-a:{i}")
+            else:
+                points.spend(s, merchant_id, rng.choice(members), rng.randint(1, 25), reason="bench",
+                             idempotency_key=f"serial-s:{i}")
+
+    for kind in ("award", "spend"):
+        for i in range(50):  # warm caches, pools and the statement cache
+            one(kind, -1 - i)
+    print(f"part 0: {n} awards then {n} spends, one thread, one transaction each (stable figures)")
+    profiler = cProfile.Profile(time.process_time) if profile else None
+    for kind in ("award", "spend"):
+        sent.clear()
+        trips.update(begin=0, commit=0)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        if profiler:
+            profiler.enable()
+        for i in range(n):
+            one(kind, i)
+        if profiler:
+            profiler.disable()
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+        print(f"  {kind:5}: Python CPU {1000 * cpu / n:.3f} ms/op, wall {1000 * wall / n:.3f} ms/op, "
+              f"{len(sent) / n:.2f} statements/op + {trips['begin'] / n:.2f} BEGIN + {trips['commit'] / n:.2f} COMMIT"
+              + (" (under cProfile)" if profiler else ""))
+        if sql:
+            sent.clear()
+            one(kind, n + 1)
+            for stmt in sent:
+                print("    " + " ".join(stmt.split())[:300])
+    if profiler:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+        print(out.getvalue())
+    event.remove(engine, "before_cursor_execute", _count)
+    event.remove(engine, "begin", _begin)
+    event.remove(engine, "commit", _commit)
 
 
 def _throughput(

@@ -42,7 +42,9 @@ import datetime as dt
 import logging
 from typing import Any, NamedTuple
 
+from sqlalchemy import inspect
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state
 
 from siyu.db import ledger
 from siyu.db.dialect import insert_ignore_many, is_postgres
@@ -123,10 +125,7 @@ def _new_entry(
     )
     if not ids:
         return None
-    entry = PointsEntry(id=ids[0], **values)
-    make_transient_to_detached(entry)  # the row is written: attach it as persistent, no re-read
-    session.add(entry)
-    return entry
+    return _persistent_entry(session, ids[0], values)  # the row is written: no re-read
 
 
 def _winner(session: Session, merchant_id: int, member_id: int, key: str) -> PointsEntry:
@@ -255,9 +254,20 @@ def _award_one_statement(
     return entry
 
 
+_ENTRY_MANAGER = inspect(PointsEntry).class_manager
+
+
 def _persistent_entry(session: Session, entry_id: int, values: dict[str, Any]) -> PointsEntry:
-    """The entry just written, attached to the session as persistent (no re-read)."""
-    entry = PointsEntry(id=entry_id, **values)
+    """The entry just written, attached to the session as persistent (no re-read).
+
+    Built from the values as a loaded row is (the instance's dict filled directly), not through
+    ``PointsEntry(...)``: the constructor fires an attribute event per column and records each
+    as a pending change that ``make_transient_to_detached`` then discards — a sixth of an
+    award's Python time for nothing."""
+    entry: PointsEntry = _ENTRY_MANAGER.new_instance()
+    state = instance_state(entry)
+    state.dict.update(values)
+    state.dict["id"] = entry_id
     make_transient_to_detached(entry)
     session.add(entry)
     return entry
@@ -265,6 +275,8 @@ def _persistent_entry(session: Session, entry_id: int, values: dict[str, Any]) -
 
 def _forget_account(session: Session, account_id: int) -> None:
     """A statement outside the ORM moved the account: drop a loaded copy's stale values."""
+    if not session.identity_map:  # nothing loaded (the hot path): skip building the identity key
+        return
     loaded = session.identity_map.get(session.identity_key(PointsAccount, (account_id,)))
     if loaded is not None:
         session.expire(loaded)
