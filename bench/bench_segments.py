@@ -9,7 +9,8 @@ generated (the newest event), so "last 30 days" means what it meant to the gener
 run of each is reported as cold, then the median of ``--repeat`` runs. ``--explain`` prints
 ``EXPLAIN (ANALYZE, BUFFERS)`` of the main definition's count query and of the purchase
 definitions. Besides wall-clock seconds (noisy on a shared machine) it reports the PostgreSQL
-backend's CPU milliseconds per preview (from /proc, so the server must run on this machine) and
+backend's CPU milliseconds per preview (from /proc, so the server must run on this machine;
+parallel workers' CPU is not in it unless ``--no-parallel``) and
 the SQL statements per preview. ``--before`` first runs the purchase definitions with the audience
 module's covering indexes (``ix_orders_paid_member``, ``ix_order_lines_order_cover``) dropped
 inside a transaction that is rolled back, i.e. as before they existed, for a ratio in one run.
@@ -84,6 +85,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--explain", action="store_true")
     parser.add_argument("--before", action="store_true", help="also time the purchase definitions without the covering indexes")
+    parser.add_argument("--no-parallel", action="store_true",
+                        help="max_parallel_workers_per_gather = 0, so the backend CPU is all the CPU a preview used")
     parser.add_argument("--only-purchases", action="store_true", help="skip the main and the other definitions")
     args = parser.parse_args()
 
@@ -141,6 +144,8 @@ def main() -> None:
         count = per_preview = 0
         for _ in range((args.repeat if repeat is None else repeat) + 1):
             with factory() as s:
+                if args.no_parallel:
+                    s.execute(text("SET max_parallel_workers_per_gather = 0"))
                 if drop:
                     for name in COVERING_INDEXES:
                         s.execute(text(f"DROP INDEX IF EXISTS {name}"))  # rolled back below
