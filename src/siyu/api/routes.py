@@ -146,8 +146,8 @@ class StaticRouteIndex:
     def build(self) -> None:
         """(Re)build the index from the router's routes; call it once every route is added."""
         self.paths = {}
-        if not self.supported():
-            return
+        if not self.supported() or self.app != self.router.app or getattr(self.router, "form_limits", None):
+            return  # router-level middleware (a body limit) or form limits: the shortcut would skip them
         import fastapi.routing as fr
 
         leaves: list[Any] = []  # every route in the order routing tries them
