@@ -10,8 +10,9 @@ and buy-now end to end over HTTP on PostgreSQL + Redis. Prints each figure with 
    the Redis counters must show exactly the units granted, nobody past the limit.
 2. **Database gate alone**: 32 threads, each with its own PostgreSQL connection, each attempt
    one transaction (``DatabaseGate.try_acquire`` + commit, or rollback when refused) on an
-   item with 1,000 units, 20,000 members, limit 1, 32,000 attempts. Afterwards ``sold`` must equal the units
-   granted and never exceed the stock.
+   item with 1,000 units (in 8 stock shards), 20,000 members, limit 1, 32,000 attempts. Afterwards ``sold``
+   must equal the units granted and never exceed the stock. Once sold out, refusals come from the
+   gate's per-process sold-out memo (no statement): the refusal figure shows it.
 3. **End to end**: ``uvicorn siyu.asgi:app --workers N`` (default 2 processes with a 20-connection
    pool each: the PostgreSQL server here is shared, max_connections=100) with ``SIYU_REDIS_URL`` set
    (and ``SIYU_FLASH_SALE_REDIS_PREFIX`` to this benchmark's prefix), load from ``wrk`` when installed
@@ -254,7 +255,7 @@ def bench_db_gate(connections: int, attempts_total: int, units: int) -> list[str
         f"(one transaction each), {won:,} granted of {units:,} units, limit {limit}",
         _line("  database gate", total / elapsed, "attempts/s", 3_000),
         f"  of which: {won:,} grants in the first {selling:.1f} s ({won / selling:,.0f} grants/s: every grant "
-        f"commits while holding the item row), then {total - won:,} refusals in {elapsed - selling:.1f} s "
+        f"commits while holding its stock shard), then {total - won:,} refusals in {elapsed - selling:.1f} s "
         f"({(total - won) / max(elapsed - selling, 1e-9):,.0f}/s)",
         f"  attempt latency: {summary(flat)}",
         f"  load-insensitive: {statements[0] / total:.2f} statements per attempt (commit/rollback counted), "

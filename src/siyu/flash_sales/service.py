@@ -700,9 +700,10 @@ def take_units(ctx: PricingContext, order_id: int) -> None:
     item_id, qty, limit = int(res["item_id"]), int(res["quantity"]), int(res["limit"])
     pre = session.info.pop(PREACQUIRED, None)
     mirror = False
-    if pre != (merchant_id, item_id, member_id, qty):
+    redis_took = pre == (merchant_id, item_id, member_id, qty)
+    if not redis_took:
         try:
-            acquire_redis(session, merchant_id, item_id, member_id, qty, limit)
+            redis_took = acquire_redis(session, merchant_id, item_id, member_id, qty, limit)
         except DomainError as exc:
             # Redis's "limit reached" may count a retry of this very request still in flight
             # (it waits behind our idempotency key and will replay our order): the database's
@@ -710,7 +711,9 @@ def take_units(ctx: PricingContext, order_id: int) -> None:
             if exc.code != "flash_sale_limit_reached":
                 raise
             mirror = True
-    outcome = gate.DatabaseGate(session).try_acquire(merchant_id, item_id, member_id, qty, limit)
+    # Units Redis granted were free a moment ago (perhaps released by another process, which
+    # this process's sold-out memo has not seen): the shards decide, not the memo.
+    outcome = gate.DatabaseGate(session, use_memo=not redis_took).try_acquire(merchant_id, item_id, member_id, qty, limit)
     if isinstance(outcome, gate.Refused):
         raise _refused(outcome, limit)
     if mirror:
