@@ -91,7 +91,8 @@ def test_card_bought_without_address_is_granted_on_sandbox_payment_and_revoked_b
 ) -> None:
     make_freight_template(session_factory, tenant.id, default=True)
     vip = h.add_level(session_factory, tenant.id, 1, "VIP", min_points=10, member_price_percent=80)
-    gold = h.add_level(session_factory, tenant.id, 2, "金卡", min_points=10**9, member_price_percent=70)
+    gold = h.add_level(session_factory, tenant.id, 2, "金卡", min_points=10**9, member_price_percent=70,
+                       points_multiplier_percent=300)
     product_id = _product_of(session_factory, make_sku(session_factory, tenant.id, price=9900, title="金卡年卡"))
     r = client.post(f"{ADMIN}/loyalty/cards", headers=tenant.admin_headers,
                     json={"name": "金卡年卡", "product_id": product_id, "level_id": gold, "term_days": 365,
@@ -125,6 +126,8 @@ def test_card_bought_without_address_is_granted_on_sandbox_payment_and_revoked_b
         (card,) = s.scalars(select(MemberCard).where(MemberCard.merchant_id == tenant.id)).all()
     assert card.status == "active" and card.order_id == order["id"] and card.level_id == gold
     assert h.level_of(session_factory, tenant.id, member) == "金卡"
+    # The card's own order earns at the level held before it (VIP, 1×): 99 points, not 3 × 99.
+    assert h.balance(session_factory, tenant.id, member) == 10 + 99
 
     r = client.post(f"{ADMIN}/orders/{order['id']}/refunds", json={"amount": 9900, "reason": "不要了"},
                     headers={**tenant.admin_headers, "Idempotency-Key": "card-refund"})

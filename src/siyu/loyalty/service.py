@@ -450,7 +450,8 @@ def on_order_paid(session: Session, merchant_id: int, order_id: int, now: dt.dat
     order, lines = _order_and_lines(session, merchant_id, order_id)
     op = repo.ensure_order_points(session, merchant_id, order_id, order.member_id)
     rules = get_rules(session, merchant_id)
-    if not op.paid_counted:
+    newly_paid = not op.paid_counted
+    if newly_paid:
         op.paid_counted = True
         op.paid_amount = order.paid_amount
         state = repo.member_state(session, merchant_id, order.member_id, lock=True)
@@ -463,9 +464,11 @@ def on_order_paid(session: Session, merchant_id: int, order_id: int, now: dt.dat
                        key=f"order:{order_id}:growth", now=now)
             op.growth = growth
         session.flush()
-        grant_cards(session, merchant_id, order, lines, now)
     if rules.earn.award_on == "paid":
+        # before the order's own cards: buying a card earns at the member's level before it
         _earn_order(session, merchant_id, order, lines, op, rules, now)
+    if newly_paid:
+        grant_cards(session, merchant_id, order, lines, now)
     _sync_refunds(session, merchant_id, op, full=False, now=now)
     evaluate_level(session, merchant_id, order.member_id, now)
 

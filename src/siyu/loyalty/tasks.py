@@ -11,35 +11,24 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from siyu.kit.events import subscribe
-from siyu.kit.outbox import Job
-from siyu.kit.timeutil import utcnow
 from siyu.loyalty import points, service
 from siyu.worker.registry import JobContext, job_handler
 
 
-def _job_clock(ctx: JobContext) -> dt.datetime:
-    """Now as the worker sees it; never before the job's ``run_at`` (see ``orders.tasks``)."""
-    job = ctx.session.get(Job, ctx.job_id)
-    now = utcnow()
-    return max(now, job.run_at) if job is not None else now
-
-
 @subscribe("order.paid", "loyalty.order_paid")
 def order_paid(ctx: JobContext) -> None:
-    service.on_order_paid(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), _job_clock(ctx))
+    service.on_order_paid(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), ctx.now())
 
 
 @subscribe("order.completed", "loyalty.order_completed")
 def order_completed(ctx: JobContext) -> None:
-    service.on_order_completed(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), _job_clock(ctx))
+    service.on_order_completed(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), ctx.now())
 
 
 @subscribe("order.cancelled", "loyalty.order_cancelled")
 def order_cancelled(ctx: JobContext) -> None:
-    service.on_order_cancelled(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), _job_clock(ctx))
+    service.on_order_cancelled(ctx.session, ctx.merchant_id, int(ctx.payload["order_id"]), ctx.now())
 
 
 @subscribe("order.refunded", "loyalty.order_refunded")
@@ -47,20 +36,20 @@ def order_refunded(ctx: JobContext) -> None:
     p = ctx.payload
     service.on_order_refunded(
         ctx.session, ctx.merchant_id, int(p["order_id"]), int(p["refund_id"]), int(p["amount"]),
-        full=bool(p.get("full")), now=_job_clock(ctx),
+        full=bool(p.get("full")), now=ctx.now(),
     )
 
 
 @job_handler("loyalty.hourly")
 def hourly(ctx: JobContext) -> None:
-    now = _job_clock(ctx)
+    now = ctx.now()
     points.expire_due(ctx.session, ctx.merchant_id, now)
     points.notify_expiring(ctx.session, ctx.merchant_id, now)
 
 
 @job_handler("loyalty.daily")
 def daily(ctx: JobContext) -> None:
-    now = _job_clock(ctx)
+    now = ctx.now()
     service.review_levels(ctx.session, ctx.merchant_id, now)
     service.birthday_coupons(ctx.session, ctx.merchant_id, now)
     service.issue_pending_rewards(ctx.session, ctx.merchant_id)
