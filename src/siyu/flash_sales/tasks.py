@@ -13,20 +13,9 @@ Each is idempotent: a job run twice finds nothing left to do.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from siyu.flash_sales import gate, service
 from siyu.kit.events import subscribe
-from siyu.kit.outbox import Job
-from siyu.kit.timeutil import utcnow
 from siyu.worker.registry import JobContext, job_handler
-
-
-def _job_clock(ctx: JobContext) -> dt.datetime:
-    """Now as the worker sees it; never before the job's ``run_at`` (see ``orders.tasks``)."""
-    job = ctx.session.get(Job, ctx.job_id)
-    now = utcnow()
-    return max(now, job.run_at) if job is not None else now
 
 
 def _redis(ctx: JobContext) -> None:
@@ -37,7 +26,7 @@ def _redis(ctx: JobContext) -> None:
 @job_handler("flash_sales.activate")
 def activate(ctx: JobContext) -> None:
     _redis(ctx)
-    service.activate_if_due(ctx.session, ctx.merchant_id, int(ctx.payload["flash_sale_id"]), _job_clock(ctx))
+    service.activate_if_due(ctx.session, ctx.merchant_id, int(ctx.payload["flash_sale_id"]), ctx.now())
 
 
 @job_handler("flash_sales.end")
@@ -45,14 +34,14 @@ def end(ctx: JobContext) -> None:
     _redis(ctx)
     service.end(
         ctx.session, ctx.merchant_id, int(ctx.payload["flash_sale_id"]), actor=("system", None),
-        now=_job_clock(ctx), only_if_due=True,
+        now=ctx.now(), only_if_due=True,
     )
 
 
 @job_handler("flash_sales.reconcile")
 def reconcile(ctx: JobContext) -> None:
     _redis(ctx)
-    now = _job_clock(ctx)
+    now = ctx.now()
     service.end_due(ctx.session, ctx.merchant_id, now)  # a missed end job is caught up here too
     service.reconcile(ctx.session, ctx.merchant_id, gate.redis_for(ctx.session))
 
