@@ -124,7 +124,7 @@ def test_a_revocation_outside_this_process_is_honoured_within_the_ttl(
         conn.execute(text("UPDATE auth_tokens SET revoked_at = created_at WHERE merchant_id = :m"), {"m": tenant.id})
     with session_factory() as s:
         assert service.authenticate(s, tenant.owner_token, kinds=("staff",)).merchant_id == tenant.id
-    clock = token_cache._clock() + token_cache.TTL_SECONDS + 0.1
-    monkeypatch.setattr(token_cache, "_clock", lambda: clock)
+    clock = token_cache.CACHE.clock() + token_cache.TTL_SECONDS + 0.1
+    monkeypatch.setattr(token_cache.CACHE, "clock", lambda: clock)
     with session_factory() as s, pytest.raises(service.DomainError):
         service.authenticate(s, tenant.owner_token, kinds=("staff",))

@@ -9,7 +9,7 @@ SHA-256 of the token (the plaintext is never kept), per engine (one process may 
 databases, e.g. tests), for at most ``TTL_SECONDS``; at most ``MAX_ENTRIES`` entries (oldest
 dropped first). Only tokens that were valid when read are cached; expiry is checked on every hit.
 
-Revocation:
+Revocation (``kit.local_cache`` does the bookkeeping):
 
 - **In this process: at once.** A session listener marks any transaction that touches
   ``auth_tokens`` or ``staff`` (an ORM change such as ``revoked_at = now``, a staff account
@@ -25,22 +25,15 @@ Revocation:
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Engine, event
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm import Session
 
+from siyu.kit.local_cache import LocalCache
 from siyu.tenancy.models import AuthToken, Staff
 
 TTL_SECONDS = 30.0
 MAX_ENTRIES = 100_000
-
-_DIRTY = "siyu.tenancy.tokens_dirty"
 
 
 @dataclass(frozen=True)
@@ -54,14 +47,13 @@ class CachedToken:
     expires_at: dt.datetime | None
     created_at: dt.datetime
     created_by: int | None
-    cached_at: float  # time.monotonic()
 
     @classmethod
     def of(cls, token: AuthToken) -> CachedToken:
         return cls(
             id=token.id, merchant_id=token.merchant_id, kind=token.kind, subject_id=token.subject_id,
             role=token.role, name=token.name, expires_at=token.expires_at, created_at=token.created_at,
-            created_by=token.created_by, cached_at=_clock(),
+            created_by=token.created_by,
         )
 
     def as_token(self, token_hash: str) -> AuthToken:
@@ -73,99 +65,30 @@ class CachedToken:
         )
 
 
-def _clock() -> float:
-    return time.monotonic()
-
-
-_lock = threading.Lock()
-_caches: weakref.WeakKeyDictionary[Engine, OrderedDict[str, CachedToken]] = weakref.WeakKeyDictionary()
-_generation = 0
-
-
-def _engine(session: Session) -> Engine | None:
-    try:
-        bind = session.get_bind()
-    except Exception:  # an unbound session: no cache
-        return None
-    return bind if isinstance(bind, Engine) else bind.engine
+# A changed or deleted token or staff row (a revocation, a disabled account, the privacy
+# deletion's ORM ``UPDATE auth_tokens``) drops the cache; a new token (a login) does not.
+CACHE: LocalCache[CachedToken] = LocalCache(
+    "tenancy.tokens", ttl=TTL_SECONDS, max_entries=MAX_ENTRIES, watch=(AuthToken, Staff), watch_statements=True
+)
 
 
 def generation() -> int:
-    return _generation
+    return CACHE.generation()
 
 
 def get(session: Session, token_hash: str) -> CachedToken | None:
-    engine = _engine(session)
-    if engine is None:
-        return None
-    cache = _caches.get(engine)
-    if cache is None:
-        return None
-    found = cache.get(token_hash)
-    if found is None:
-        return None
-    if _clock() - found.cached_at >= TTL_SECONDS:
-        with _lock:
-            cache.pop(token_hash, None)
-        return None
-    return found
+    return CACHE.get(session, token_hash)
 
 
 def put(session: Session, token_hash: str, token: AuthToken, read_at_generation: int) -> None:
     """Remember a token that was valid when read, unless a revocation committed since the read began."""
-    engine = _engine(session)
-    if engine is None or session.info.get(_DIRTY):
-        return  # this very transaction changes tokens or staff: it may still roll back
-    entry = CachedToken.of(token)
-    with _lock:
-        if _generation != read_at_generation:
-            return
-        cache = _caches.get(engine)
-        if cache is None:
-            cache = _caches[engine] = OrderedDict()
-        cache[token_hash] = entry
-        while len(cache) > MAX_ENTRIES:
-            cache.popitem(last=False)
+    CACHE.put(session, token_hash, CachedToken.of(token), read_at=read_at_generation)
 
 
 def clear() -> None:
     """Forget every cached token (all engines)."""
-    global _generation
-    with _lock:
-        _generation += 1
-        for cache in _caches.values():
-            cache.clear()
+    CACHE.clear()
 
 
 def size() -> int:
-    return sum(len(c) for c in _caches.values())
-
-
-# -- invalidation: any committed change to tokens or staff in this process drops the cache ----------
-
-
-def _touches(objects: Any) -> bool:
-    return any(isinstance(obj, (AuthToken, Staff)) for obj in objects)
-
-
-@event.listens_for(Session, "before_flush")
-def _before_flush(session: Session, flush_context: UOWTransaction, instances: Any) -> None:
-    # New tokens (a login) need no purge; a changed or deleted token or staff row does.
-    if _touches(session.dirty) or _touches(session.deleted):
-        session.info[_DIRTY] = True
-
-
-@event.listens_for(Session, "do_orm_execute")
-def _do_orm_execute(state: ORMExecuteState) -> None:
-    if not (state.is_update or state.is_delete):
-        return
-    mapper = state.bind_mapper
-    if mapper is not None and mapper.class_ in (AuthToken, Staff):
-        state.session.info[_DIRTY] = True
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    # The root transaction ended (committed or rolled back; clearing on a rollback is merely early).
-    if transaction.parent is None and session.info.pop(_DIRTY, False):
-        clear()
+    return CACHE.size()
