@@ -3,38 +3,18 @@ would choose, and leaves everything else (parameters, shadowing, 405, 404) to th
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
 from siyu.api.routes import StaticRouteIndex, install_static_route_index
+from tests.api.test_routes import _routed_scope
 
 
 def _route_of(asgi: Any, method: str, path: str) -> tuple[Any, Any]:
     """Send one request through ``asgi``; the route chosen and its effective route context."""
-    scope: dict[str, Any] = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-        "headers": [(b"host", b"test"), (b"content-type", b"application/json"), (b"content-length", b"2")],
-        "client": ("127.0.0.1", 1), "server": ("test", 80), "state": {},
-    }
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": b"{}", "more_body": False}
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    with contextlib.suppress(Exception):  # only the routing decision matters here
-        asyncio.run(asgi(scope, receive, send))
+    scope = _routed_scope(asgi, method, path)
     return scope.get("route"), scope.get("fastapi", {}).get("effective_route_context")
 
 
