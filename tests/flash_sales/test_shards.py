@@ -134,7 +134,7 @@ def test_a_released_unit_is_seen_by_another_process_once_the_memo_lapses(
         s.execute(update(FlashSaleStockShard).where(FlashSaleStockShard.item_id == item,
                                                     FlashSaleStockShard.shard == 0).values(remaining=1))
     assert _acquire(session_factory, tenant.id, item, 102, 1, 1) == gate.Refused(gate.SOLD_OUT)  # memo: not asked
-    monkeypatch.setitem(gate._SOLD_OUT, engine, {})  # the memo lapsed
+    monkeypatch.setitem(gate._SOLD_OUT, gate.memo_key(engine), {})  # the memo lapsed
     assert isinstance(_acquire(session_factory, tenant.id, item, 102, 1, 1), gate.Acquired)
 
 

@@ -200,7 +200,17 @@ def split_units(units: int) -> list[int]:
 # here within SOLD_OUT_TTL seconds at the latest: during that moment an attempt may be refused
 # "sold out" for a unit freed elsewhere, as if it had lost the race to it.
 SOLD_OUT_TTL = 1.0
-_SOLD_OUT: weakref.WeakKeyDictionary[Engine, dict[tuple[int, int], float]] = weakref.WeakKeyDictionary()
+# Keyed by database (not by engine): an API's engine and an in-process worker's engine (the demo,
+# tests) are two objects for one database, and a release through either must reach the memo.
+_SOLD_OUT: dict[str, dict[tuple[int, int], float]] = {}
+_DB_KEYS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def memo_key(engine: Engine) -> str:
+    key = _DB_KEYS.get(engine)
+    if key is None:
+        key = _DB_KEYS[engine] = engine.url.render_as_string(hide_password=True)
+    return key
 
 
 def _engine(session: Session) -> Engine:
@@ -209,7 +219,7 @@ def _engine(session: Session) -> Engine:
 
 
 def known_sold_out(session: Session, merchant_id: int, item_id: int) -> bool:
-    memo = _SOLD_OUT.get(_engine(session))
+    memo = _SOLD_OUT.get(memo_key(_engine(session)))
     if not memo:
         return False
     until = memo.get((merchant_id, item_id))
@@ -222,10 +232,10 @@ def known_sold_out(session: Session, merchant_id: int, item_id: int) -> bool:
 
 
 def _remember_sold_out(session: Session, merchant_id: int, item_id: int) -> None:
-    engine = _engine(session)
-    memo = _SOLD_OUT.get(engine)
+    key = memo_key(_engine(session))
+    memo = _SOLD_OUT.get(key)
     if memo is None:
-        memo = _SOLD_OUT[engine] = {}
+        memo = _SOLD_OUT[key] = {}
     if len(memo) > 10_000:
         memo.clear()
     memo[(merchant_id, item_id)] = time.monotonic() + SOLD_OUT_TTL
@@ -233,10 +243,10 @@ def _remember_sold_out(session: Session, merchant_id: int, item_id: int) -> None
 
 def forget_sold_out(session: Session, merchant_id: int, item_id: int) -> None:
     """Units came back (or were added): drop the memo now and when the transaction commits."""
-    engine = _engine(session)
+    key = memo_key(_engine(session))
 
     def forget() -> None:
-        memo = _SOLD_OUT.get(engine)
+        memo = _SOLD_OUT.get(key)
         if memo:
             memo.pop((merchant_id, item_id), None)
 
