@@ -258,23 +258,6 @@ class WaitSampler:
         )
 
 
-def _start_server(env: dict[str, str], *, workers: int, port: int, timeout: float) -> subprocess.Popen[bytes]:
-    """``bench.common.start_server`` with a configurable wait for the first /healthz answer."""
-    if timeout <= 60:
-        return start_server(env, workers=workers, port=port)
-    cmd = [sys.executable, "-m", "uvicorn", "siyu.asgi:app", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=Path(__file__).resolve().parent.parent)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("server did not start")
-
-
 def process_tree_cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` and its children (uvicorn's master and workers), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -300,7 +283,7 @@ def main() -> None:
     parser.add_argument("--load", choices=("auto", "wrk", "httpx"), default="auto",
                         help="load generator: wrk when installed (auto), or Python httpx")
     parser.add_argument("--wrk-threads", type=int, default=2)
-    parser.add_argument("--start-timeout", type=float, default=60,
+    parser.add_argument("--start-timeout", type=float, default=300,
                         help="seconds the API processes get to answer /healthz (a loaded machine needs more)")
     parser.add_argument("--no-wait-sampling", action="store_true",
                         help="do not sample pg_stat_activity (lock waits vs. CPU queueing) during the run")
@@ -312,8 +295,8 @@ def main() -> None:
     url = fresh_pg_database("siyu_bench_checkout")
     _code, tokens, sku_ids = prepare(url, args.customers)
     port = free_port()
-    server = _start_server({"SIYU_DATABASE_URL": url, "SIYU_ENV": "bench", "SIYU_DB_POOL_SIZE": "20"},
-                           workers=args.workers, port=port, timeout=args.start_timeout)
+    server = start_server({"SIYU_DATABASE_URL": url, "SIYU_ENV": "bench", "SIYU_DB_POOL_SIZE": "20"},
+                           workers=args.workers, port=port, wait_s=args.start_timeout)
     try:
         base = f"http://127.0.0.1:{port}"
         asyncio.run(run_load(base, tokens, sku_ids, 4, 2))  # warm-up

@@ -46,7 +46,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, free_port, fresh_pg_database, machine, process_tree_rss_mb, summary
+from bench.common import free_port, fresh_pg_database, machine, process_tree_rss_mb, start_server, summary
 
 TARGET_EVENTS_PER_S = 20_000
 MARK = "@@@@@@@@@@"  # replaced by the batch number, so a few templates give any number of unique batches
@@ -201,25 +201,6 @@ def analyze(url: str) -> None:
         for table in ("events", "member_stats", "members", "auth_tokens"):
             conn.exec_driver_sql(f"VACUUM (ANALYZE) {table}")
     engine.dispose()
-
-
-def start_server(env: dict[str, str], *, workers: int, port: int, wait_s: float = 300) -> subprocess.Popen[bytes]:
-    """``bench.common.start_server`` with longer waits: on a busy shared machine importing the
-    app in two processes at once took more than its 60 s, and uvicorn's supervisor killed
-    workers that missed its 5 s health check in the middle of the load."""
-    cmd = [sys.executable, "-m", "uvicorn", "siyu.asgi:app", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--log-level", "warning", "--no-access-log", "--timeout-worker-healthcheck", "120"]
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT)
-    deadline = time.time() + wait_s
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("server did not start")
 
 
 def start_job_workers(url: str, n: int) -> list[subprocess.Popen[bytes]]:

@@ -35,18 +35,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(env: dict[str, str], *, workers: int, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    env: dict[str, str], *, workers: int, port: int, wait_s: float = 300, healthcheck_s: int = 120
+) -> subprocess.Popen[bytes]:
+    """``uvicorn siyu.asgi:app`` with ``workers`` processes on 127.0.0.1:``port``, once /healthz answers.
+
+    The waits are long on purpose: on a busy shared machine importing the app in two processes
+    at once took more than a minute, and uvicorn's supervisor killed workers that missed its
+    default 5 s health check in the middle of the load."""
     cmd = [sys.executable, "-m", "uvicorn", "siyu.asgi:app", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+           "--workers", str(workers), "--log-level", "warning", "--no-access-log",
+           "--timeout-worker-healthcheck", str(healthcheck_s)]
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT)
-    deadline = time.time() + 60
+    deadline = time.time() + wait_s
     while time.time() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
-        time.sleep(0.3)
+        time.sleep(0.5)
     proc.kill()
     raise RuntimeError("server did not start")
 
