@@ -11,9 +11,10 @@ run of each is reported as cold, then the median of ``--repeat`` runs. ``--expla
 definitions. Besides wall-clock seconds (noisy on a shared machine) it reports the PostgreSQL
 backend's CPU milliseconds per preview (from /proc, so the server must run on this machine;
 parallel workers' CPU is not in it unless ``--no-parallel``) and
-the SQL statements per preview. ``--before`` first runs the purchase definitions with the audience
-module's covering indexes (``ix_orders_paid_member``, ``ix_order_lines_order_cover``) dropped
-inside a transaction that is rolled back, i.e. as before they existed, for a ratio in one run.
+the SQL statements per preview. ``--before`` first runs the purchase definitions with the paid
+orders' covering index (``ix_orders_paid_member``) dropped inside a transaction that is rolled
+back, i.e. as before it existed, for a ratio in one run (the order lines' covering index stays:
+it replaced the plain order index).
 Target (issue 5): the main definition <= 2 s at 1M members; purchase conditions about a second.
 """
 
@@ -53,7 +54,9 @@ PURCHASES: dict[str, dict[str, Any]] = {
         "type": "purchase", "within_days": 90, "category_ids": [1], "min_amount": 20000,
     },
 }
-COVERING_INDEXES = ("ix_orders_paid_member", "ix_order_lines_order_cover")
+# Dropped by --before. The lines' covering index (ix_order_lines_order_cover) stays: it replaced
+# the plain (merchant_id, order_id) index, so without it the lines would have no order index at all.
+COVERING_INDEXES = ("ix_orders_paid_member",)
 OTHERS: dict[str, dict[str, Any]] = {
     "attributes only: female, in 上海市, registered via community group or staff QR": {
         "type": "and", "nodes": [

@@ -127,7 +127,7 @@ register_messages(
 
 SUBJECT = "aftersale"
 Actor = tuple[str, int | None]
-PAID_STATUSES = (order_models.PAID, order_models.SHIPPED, order_models.COMPLETED)
+PAID_STATUSES = order_models.PAID_STATUSES
 SHIPPED_STATUSES = (order_models.SHIPPED, order_models.COMPLETED)
 
 

@@ -32,7 +32,7 @@ from siyu.audience.definitions import (
     StageNode,
     TagNode,
 )
-from siyu.audience.models import PAID_STATES, STAGE_NEVER, MemberStats
+from siyu.audience.models import STAGE_NEVER, MemberStats
 from siyu.catalog.models import Product
 from siyu.db.dialect import plus_seconds
 from siyu.events.models import Event
@@ -157,7 +157,7 @@ class Compiler:
             o.merchant_id == self.merchant_id,
             # literals, not bind parameters: the predicate of the partial covering index
             # ix_orders_paid_member is then provable in prepared (generic) plans too
-            o.status.in_(bindparam("paid_states", list(PAID_STATES), expanding=True, literal_execute=True, unique=True)),
+            o.status.in_(bindparam("paid_states", list(om.PAID_STATUSES), expanding=True, literal_execute=True, unique=True)),
             *self._window(o.paid_at, node.within_days, node.since, node.until),
         ]
         if node.product_ids or node.category_ids:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Float, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import Float, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.db.base import Base, IdMixin, TenantMixin
 from siyu.db.types import BigId, JSONDoc, UTCDateTime
-from siyu.orders import models as om
 
 STAGE_NEVER = "never_purchased"
 STAGE_ACTIVE = "active"
@@ -175,35 +174,3 @@ class PredictionModel(IdMixin, TenantMixin, Base):
     status: Mapped[str] = mapped_column(String(16))  # fitted | skipped
     reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
-
-# -- an index on another domain's table, owned by the query that needs it --------------------
-#: The statuses of an order that counts as bought (paid and not fully refunded away).
-PAID_STATES = (om.PAID, om.SHIPPED, om.COMPLETED)
-_PAID_PREDICATE = "status IN ({})".format(", ".join(f"'{s}'" for s in PAID_STATES))
-
-#: Purchase conditions of segments ("≥ 3 paid orders and ≥ ¥1000 paid in the last 365 days",
-#: "bought in the last 30 days", "never bought") read paid orders per member in a window. Over
-#: ``ix_orders_member`` (merchant_id, member_id, created_at) every order row was fetched from the
-#: heap to read status, paid_at and the amounts (24 s at 200k members, 95 s at 1M). This partial
-#: index holds exactly the paid orders with everything those conditions read, in member order, so
-#: PostgreSQL answers them with an index-only scan feeding a streaming GroupAggregate (and a
-#: per-member index-only probe for EXISTS / NOT EXISTS); ``id`` is there for the join to the
-#: order lines of product / category conditions. The compiler writes the status list as literals
-#: so the planner can match the predicate with generic (prepared) plans too. The database keeps it,
-#: so answers are exact, never stale. Amounts are key columns rather than INCLUDE so that the index
-#: covers on SQLite as well.
-Index(
-    "ix_orders_paid_member",
-    om.Order.merchant_id, om.Order.member_id, om.Order.paid_at, om.Order.paid_amount, om.Order.refunded_amount,
-    om.Order.id,
-    postgresql_where=text(_PAID_PREDICATE),
-    sqlite_where=text(_PAID_PREDICATE),
-)
-#: Product / category purchase conditions: the lines of the paid orders found above, read from the
-#: index only (product and amounts). It starts like ``ix_order_lines_order`` (merchant_id, order_id),
-#: which it could replace.
-Index(
-    "ix_order_lines_order_cover",
-    om.OrderLine.merchant_id, om.OrderLine.order_id, om.OrderLine.product_id, om.OrderLine.payable_amount,
-    om.OrderLine.refunded_amount,
-)

@@ -10,7 +10,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint, false
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.db.base import Base, IdMixin, TenantMixin, TimestampMixin
@@ -23,6 +33,9 @@ SHIPPED = "shipped"
 COMPLETED = "completed"
 CANCELLED = "cancelled"  # never paid: cancelled by the customer, an operator or the payment timeout
 CLOSED = "closed"  # paid, then fully refunded before completion
+#: The statuses of an order that counts as bought (paid and not fully refunded away).
+PAID_STATUSES = (PAID, SHIPPED, COMPLETED)
+_PAID_PREDICATE = "status IN ({})".format(", ".join(f"'{s}'" for s in PAID_STATUSES))
 ORDER_STATUSES = (PENDING_PAYMENT, PAID, SHIPPED, COMPLETED, CANCELLED, CLOSED)
 
 # Refund status (orthogonal to the fulfilment state)
@@ -87,6 +100,18 @@ class Order(IdMixin, TenantMixin, TimestampMixin, Base):
         UniqueConstraint("merchant_id", "member_id", "idempotency_key"),
         Index("ix_orders_member", "merchant_id", "member_id", "created_at"),
         Index("ix_orders_status", "merchant_id", "status", "created_at"),
+        # Purchase conditions of segments ("≥ 3 paid orders and ≥ ¥1000 in the last 365 days",
+        # "bought in the last 30 days", "never bought") read paid orders per member in a window.
+        # This partial index holds exactly the paid orders with everything those conditions read,
+        # in member order: PostgreSQL answers with an index-only scan (over ``ix_orders_member``
+        # every order row came from the heap: 24 s at 200k members). ``id`` serves the join to the
+        # lines of product / category conditions. Amounts are key columns, not INCLUDE, so that it
+        # covers on SQLite as well. ``audience.compiler`` writes the status list as literals so the
+        # planner matches the predicate with generic (prepared) plans too.
+        Index(
+            "ix_orders_paid_member", "merchant_id", "member_id", "paid_at", "paid_amount", "refunded_amount", "id",
+            postgresql_where=text(_PAID_PREDICATE), sqlite_where=text(_PAID_PREDICATE),
+        ),
         CheckConstraint(
             "goods_amount >= 0 AND discount_amount >= 0 AND freight_amount >= 0 AND payable_amount >= 0 "
             "AND paid_amount >= 0 AND refunded_amount >= 0 AND refunded_amount <= paid_amount",
@@ -127,7 +152,9 @@ class Order(IdMixin, TenantMixin, TimestampMixin, Base):
 class OrderLine(IdMixin, TenantMixin, Base):
     __tablename__ = "order_lines"
     __table_args__ = (
-        Index("ix_order_lines_order", "merchant_id", "order_id"),
+        # An order's lines (merchant_id, order_id), and for segments' product / category purchase
+        # conditions the product and amounts too, read from the index only.
+        Index("ix_order_lines_order_cover", "merchant_id", "order_id", "product_id", "payable_amount", "refunded_amount"),
         CheckConstraint("quantity > 0", name="quantity_pos"),
         CheckConstraint("payable_amount >= 0", name="payable_nonneg"),
         CheckConstraint("refunded_quantity >= 0 AND refunded_quantity <= quantity", name="refunded_qty_valid"),

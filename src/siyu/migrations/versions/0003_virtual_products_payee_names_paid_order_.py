@@ -4,7 +4,7 @@
 - withdrawals.payee_name_enc / payee_name_masked: WeChat transfers from 2,000 yuan send the
   payee's real name;
 - ix_orders_paid_member / ix_order_lines_order_cover: purchase conditions of segments read an
-  index only;
+  index only (the covering one replaces ix_order_lines_order, which it starts with);
 - flash_sale_stock_shards: an item's unsold activity units over 8 rows, filled here from
   ``activity_stock - sold`` (a closed item's rows are empty), then ``flash_sale_items.sold`` goes:
   it is now ``activity_stock - sum(remaining)``.
@@ -91,6 +91,7 @@ def upgrade() -> None:
             ["merchant_id", "order_id", "product_id", "payable_amount", "refunded_amount"],
             unique=False,
         )
+        batch_op.drop_index("ix_order_lines_order")  # the covering index starts with the same columns
 
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.create_index(
@@ -127,6 +128,7 @@ def downgrade() -> None:
         )
 
     with op.batch_alter_table("order_lines", schema=None) as batch_op:
+        batch_op.create_index("ix_order_lines_order", ["merchant_id", "order_id"], unique=False)
         batch_op.drop_index("ix_order_lines_order_cover")
         batch_op.drop_column("is_virtual")
 
