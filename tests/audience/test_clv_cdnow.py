@@ -4,8 +4,10 @@ Fader, Hardie & Lee (2005), "Counting your customers the easy way": r = 0.243, a
 a = 0.793, b = 2.426, LL = -9582.4 (39-week calibration, weeks). Fader & Hardie, "The
 Gamma-Gamma model of monetary value": p = 6.25, q = 3.74, gamma = 15.44 (customers with x > 0).
 
-The data live in /work/shared/data/cdnow (next to the repository). Missing data skips these
-tests with a reason, except under CI=true where it is a failure.
+The sample and its published summary are kept in ``tests/data/cdnow`` (a copy of the public
+research files, see the README there), so a fresh clone anywhere runs these tests;
+``SIYU_CDNOW_DIR`` points at another copy. Missing data skips these tests with a reason, except
+under CI=true where it is a failure.
 """
 
 from __future__ import annotations
@@ -20,17 +22,14 @@ import pytest
 from siyu.audience import clv
 from siyu.audience.summary import Summary, summarize_transactions
 
-# The shared data set sits next to the repository (../shared); SIYU_CDNOW_DIR points elsewhere.
-CDNOW_DIR = Path(
-    os.environ.get("SIYU_CDNOW_DIR") or Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cdnow"
-)
+CDNOW_DIR = Path(os.environ.get("SIYU_CDNOW_DIR") or Path(__file__).resolve().parents[1] / "data" / "cdnow")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CALIBRATION_END = np.datetime64("1997-09-30")
 
 
 def _need(path: Path) -> Path:
     if not path.is_file():
-        message = f"CDNOW data not found at {path} (expected ../shared/data/cdnow next to the repo, or set SIYU_CDNOW_DIR)"
+        message = f"CDNOW data not found at {path} (kept in tests/data/cdnow, or set SIYU_CDNOW_DIR)"
         if IN_CI:
             pytest.fail(f"{message}; CI=true makes it mandatory")
         print(message)
