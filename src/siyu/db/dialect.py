@@ -125,6 +125,32 @@ def insert_entity_or_nothing(session: Session, entity: type[Any], values: dict[s
 _INSERT_OR_NOTHING: dict[tuple[type[Any], bool], tuple[Any, list[str]]] = {}
 
 
+def loaded_instance(session: Session, entity: type[Any], values: dict[str, Any]) -> Any:
+    """The instance of a row this transaction just wrote with a statement of its own, from the
+    values written: in the session's identity map, persistent, every column loaded, no history
+    (as if a query had read it back; ``make_transient_to_detached`` + ``add``, no flush).
+
+    ``values`` must hold every mapped column (keyed by attribute name), the primary key
+    included: a column left out would read as unloaded and cost a lazy SELECT later, so it is
+    refused here instead. JSON values are kept as given (the row holds their JSON form).
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.orm import make_transient_to_detached
+
+    keys = _COLUMN_KEYS.get(entity)
+    if keys is None:
+        keys = _COLUMN_KEYS[entity] = frozenset(prop.key for prop in inspect(entity).column_attrs)
+    if keys.symmetric_difference(values):
+        raise ValueError(f"{entity.__name__}: columns missing or unknown: {sorted(keys.symmetric_difference(values))}")
+    instance = entity(**values)
+    make_transient_to_detached(instance)
+    session.add(instance)
+    return instance
+
+
+_COLUMN_KEYS: dict[type[Any], frozenset[str]] = {}
+
+
 def insert_ignore_many(
     session: Session, table: Table, rows: list[dict[str, Any]], conflict_cols: list[str], returning: str
 ) -> list[Any]:

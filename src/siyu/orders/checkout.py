@@ -42,14 +42,16 @@ import json
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pydantic_core
 from sqlalchemy.orm import Session
 
 from siyu.catalog import stock
 from siyu.catalog.models import KIND_VIRTUAL
-from siyu.db.dialect import insert_entity_or_nothing
+from siyu.db.dialect import insert_entity_or_nothing, is_postgres, loaded_instance
 from siyu.kit.errors import DomainError, catalogue, invalid, register_messages
 from siyu.kit.events import emit
 from siyu.kit.outbox import enqueue
@@ -57,7 +59,7 @@ from siyu.kit.timeutil import utcnow
 from siyu.orders import repository as repo
 from siyu.orders import service
 from siyu.orders.freight import VIRTUAL
-from siyu.orders.models import PENDING_PAYMENT, Order
+from siyu.orders.models import PENDING_PAYMENT, REFUND_NONE, Order
 from siyu.orders.pricing import (
     PricedLine,
     PricingContext,
@@ -77,6 +79,12 @@ register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
 IDEMPOTENCY_KEY_MAX = 80
 ORDER_NO_ATTEMPTS = 5
 _NEW_LINES = "siyu.orders.checkout.new_lines"  # session.info: order id -> the lines this submit wrote
+# The columns of a new order that submit does not set: what the table's defaults give them (the
+# PostgreSQL path writes them explicitly and builds the instance from what it wrote).
+_UNSET_ORDER_COLUMNS: dict[str, Any] = {
+    "refund_status": REFUND_NONE, "paid_at": None, "shipped_at": None, "completed_at": None,
+    "cancelled_at": None, "closed_at": None, "cancel_reason": None, "closed_from": None,
+}
 
 
 @dataclass
@@ -328,6 +336,7 @@ def submit(
     actor = ("customer", member_id)
 
     values = {
+        **_UNSET_ORDER_COLUMNS,
         "merchant_id": merchant_id, "member_id": member_id, "status": PENDING_PAYMENT, "idempotency_key": key,
         "request_hash": digest, "goods_amount": ctx.goods_amount, "discount_amount": ctx.discount_amount,
         "points_used": ctx.points_to_use if any(ln.discounts.get("points") for ln in ctx.lines) else 0,
@@ -335,27 +344,11 @@ def submit(
         "pricing": ctx.breakdown(), "address": service.address_snapshot(address) if address is not None else {}, "remark": body.remark,
         "channel": channel, "pay_deadline": now + payment_timeout, "created_at": now, "updated_at": now,
     }
-    order: Order | None = None
-    for _ in range(ORDER_NO_ATTEMPTS):
-        # One round trip claims the key and writes the order. Refused by a unique constraint:
-        # either a retry with this key won (a concurrent one is waited for), or, rarely, the
-        # order_no collided and another one is drawn.
-        order = insert_entity_or_nothing(
-            session, Order, {**values, "order_no": new_order_no(now, ctx.timezone)}
-        )
-        if order is not None:
-            break
-        winner = repo.order_by_idempotency_key(session, merchant_id, member_id, key)
-        if winner is not None:
-            return _replay(winner, digest), False
-    if order is None:
-        raise DomainError("conflict")
-
     rows = []
     for line in ctx.lines:
         discounts = {stage: amount for stage, amount in line.discounts.items() if amount}
         rows.append({
-            "merchant_id": merchant_id, "order_id": order.id, "product_id": line.product_id, "sku_id": line.sku_id,
+            "merchant_id": merchant_id, "product_id": line.product_id, "sku_id": line.sku_id,
             "title": line.title[:120], "spec_text": line.spec_text[:120], "image_url": line.image_url,
             "quantity": line.quantity, "list_price": line.list_price, "sale_price": line.sale_price,
             "cost_price": line.cost_price, "goods_amount": line.goods_amount, "discounts": discounts,
@@ -364,13 +357,41 @@ def submit(
             "activity": (str(line.flags["activity"])[:40] if line.flags.get("activity") else None),
             "is_virtual": is_virtual(line),
         })
-    lines = repo.insert_order_lines(session, rows)
-    session.info.setdefault(_NEW_LINES, {})[order.id] = lines
-    repo.insert_audit_event(session, {  # what kit.audit.record writes, without an ORM flush
-        "merchant_id": merchant_id, "subject_type": "order", "subject_id": order.id, "action": "submitted",
+    # what kit.audit.record writes (``subject_id`` and ``data.order_no`` come with the order)
+    audit = {
+        "merchant_id": merchant_id, "subject_type": "order", "action": "submitted",
         "from_state": None, "to_state": PENDING_PAYMENT, "actor_type": actor[0], "actor_id": actor[1],
-        "data": {"payable_amount": order.payable_amount, "order_no": order.order_no}, "created_at": utcnow(),
-    })
+    }
+    postgres = is_postgres(session)
+    order: Order | None = None
+    for _ in range(ORDER_NO_ATTEMPTS):
+        # One round trip claims the key and writes the order (on PostgreSQL with its lines and
+        # audit event). Refused by a unique constraint: either a retry with this key won (a
+        # concurrent one is waited for), or, rarely, the order_no collided and another one is drawn.
+        order_no = new_order_no(now, ctx.timezone)
+        event = {**audit, "data": {"payable_amount": ctx.payable, "order_no": order_no}, "created_at": utcnow()}
+        if postgres:
+            written = repo.insert_order_with_lines_pg(session, {**values, "order_no": order_no}, rows, event)
+            if written is not None:
+                order_id, line_ids = written
+                # JSON columns as the row holds them (plain JSON types), as a read-back would give
+                as_stored = {c: pydantic_core.from_json(pydantic_core.to_json(values[c])) for c in ("pricing", "address")}
+                order = loaded_instance(session, Order, {**values, **as_stored, "order_no": order_no, "id": order_id})
+                lines = [SimpleNamespace(**row, order_id=order_id, id=line_id)
+                         for row, line_id in zip(rows, line_ids, strict=True)]
+                break
+        else:
+            order = insert_entity_or_nothing(session, Order, {**values, "order_no": order_no})
+            if order is not None:
+                lines = repo.insert_order_lines(session, [{**row, "order_id": order.id} for row in rows])
+                repo.insert_audit_event(session, {**event, "subject_id": order.id})  # no ORM flush
+                break
+        winner = repo.order_by_idempotency_key(session, merchant_id, member_id, key)
+        if winner is not None:
+            return _replay(winner, digest), False
+    if order is None:
+        raise DomainError("conflict")
+    session.info.setdefault(_NEW_LINES, {})[order.id] = lines
     run_submit_hooks(ctx, order.id)
     if priced.from_cart:
         repo.remove_cart_skus(session, merchant_id, member_id, {line.sku_id for line in ctx.lines})

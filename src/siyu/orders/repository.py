@@ -303,6 +303,62 @@ def insert_order_lines(session: Session, rows: list[dict[str, Any]]) -> list[Sim
 
 _INSERT_AUDIT_EVENT = insert(AuditEvent.__table__)  # type: ignore[arg-type]
 
+_ORDER_WRITE_SQL: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], Any] = {}
+
+
+def insert_order_with_lines_pg(
+    session: Session, order: dict[str, Any], lines: list[dict[str, Any]], audit: dict[str, Any]
+) -> tuple[int, list[int]] | None:
+    """PostgreSQL: the order row, its lines and its audit event in ONE statement; ``(order id,
+    line ids in ``lines`` order)``, or None when a unique constraint refused the order (then
+    nothing at all was written).
+
+    A data-modifying CTE: ``INSERT INTO orders ... ON CONFLICT DO NOTHING RETURNING id`` feeds the
+    lines' and the audit event's ``INSERT ... SELECT ... FROM o``, so a refused order (a retry of
+    its idempotency key won, or an order_no collision) writes no line and no event. Like the
+    single INSERT it replaces, a conflicting row of a transaction in flight makes it wait for
+    that transaction. Each row group travels as ONE JSON document read with
+    ``jsonb_populate_record(set)`` (typed by the table's own row type), so the statement text is
+    the same for any number of lines and psycopg prepares it (the multi-row VALUES it replaces
+    changed with the line count and passed the driver's cached-parameter limit at 3 lines).
+    Lines are inserted in ``ORDER BY ordinality``: their ids come from the sequence in that
+    order, so the ids sorted ascending are the lines in ``lines`` order (the correlation
+    SQLAlchemy's own insertmanyvalues relies on for PostgreSQL).
+
+    ``order``, each line (without ``order_id``) and ``audit`` (without ``subject_id``) carry
+    every column but ``id`` that they want written (timestamps aware); ``lines`` is not empty.
+    """
+    import pydantic_core
+    from sqlalchemy import text
+
+    key = (tuple(order), tuple(lines[0]), tuple(audit))
+    stmt = _ORDER_WRITE_SQL.get(key)
+    if stmt is None:
+        oc, lc, ac = (", ".join(cols) for cols in key)
+        r_lc, r_ac = (", ".join(f"r.{c}" for c in cols) for cols in key[1:])
+        stmt = _ORDER_WRITE_SQL[key] = text(
+            f"WITH o AS (INSERT INTO orders ({oc}) SELECT {oc} "
+            f"FROM jsonb_populate_record(CAST(NULL AS orders), CAST(:order_doc AS jsonb)) "
+            f"ON CONFLICT DO NOTHING RETURNING id), "
+            f"l AS (INSERT INTO order_lines (order_id, {lc}) SELECT o.id, {r_lc} "
+            f"FROM o, jsonb_populate_recordset(CAST(NULL AS order_lines), CAST(:lines_doc AS jsonb)) "
+            f"WITH ORDINALITY AS r ORDER BY r.ordinality RETURNING id), "
+            f"a AS (INSERT INTO audit_events (subject_id, {ac}) SELECT o.id, {r_ac} "
+            f"FROM o, jsonb_populate_record(CAST(NULL AS audit_events), CAST(:audit_doc AS jsonb)) AS r) "
+            f"SELECT o.id, ARRAY(SELECT id FROM l ORDER BY id) FROM o"
+        )
+    to_json = pydantic_core.to_json
+    row = session.execute(stmt, {
+        "order_doc": to_json(order).decode(), "lines_doc": to_json(lines).decode(),
+        "audit_doc": to_json(audit).decode(),
+    }).first()
+    if row is None:
+        return None
+    order_id, line_ids = row
+    if len(line_ids) != len(lines):  # cannot happen: every line row was inserted with the order
+        raise RuntimeError(f"order {order_id}: {len(line_ids)} line ids for {len(lines)} lines")
+    return int(order_id), [int(i) for i in line_ids]
+
 
 def insert_audit_event(session: Session, row: dict[str, Any]) -> None:
     """One audit row (every column given), written now with a statement built once: the submit's
