@@ -290,7 +290,7 @@ def test_a_withdrawal_from_2000_yuan_pays_with_the_real_name_never_shown(
     ]
     assert all(NAME not in a for a in answers) and "张**丰" in answers[-1]
     stored = _stored(session_factory, wx.tenant)
-    assert NAME not in stored and "v1:" in stored  # encrypted at rest, in no job or audit row
+    assert NAME not in stored and "v2:" in stored  # encrypted at rest (bound to its row), in no job or audit row
     assert NAME not in caplog.text
 
 

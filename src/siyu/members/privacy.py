@@ -27,6 +27,9 @@ Deletion (``POST /api/store/v1/me/delete``, also for owners on the admin API)
     - events: ``member_id`` detached (set null) and anonymous-id links removed; the
       properties of behaviour events hold product ids, not personal data.
 
+    - referral (``siyu.referral.privacy``): the distributor's encrypted real name and phone and
+      their masked copies nulled; payee names nulled on finished withdrawals.
+
     Points entries, coupons, after-sales: kept; their modules may register an anonymiser.
 """
 

@@ -17,9 +17,9 @@ from siyu.config import get_settings
 from siyu.kit.timeutil import utcnow
 from siyu.members.models import Member
 from siyu.orders.models import CLOSED, COMPLETED, PAID, SHIPPED, Order
+from siyu.referral import pii, service
 from siyu.referral import repository as repo
-from siyu.referral import service
-from siyu.referral.models import COMM_FROZEN, DIST_APPROVED, Distributor
+from siyu.referral.models import COMM_FROZEN, DIST_APPLIED, DIST_APPROVED, Distributor
 from siyu.referral.schemas import LevelIn, SettingsIn
 
 SYSTEM = ("system", None)
@@ -69,16 +69,18 @@ def seed(session: Session, merchant_id: int) -> None:
         return
     top_id, leader_id, applicant_id = others[:3]
 
-    def distributor(member_id: int, level_id: int) -> Distributor:
-        d = Distributor(merchant_id=merchant_id, member_id=member_id, status=DIST_APPROVED, level_id=level_id,
-                        real_name="演示", applied_at=utcnow(), reviewed_at=utcnow())
+    def distributor(member_id: int, level_id: int | None, name: str) -> Distributor:
+        d = Distributor(merchant_id=merchant_id, member_id=member_id, status=DIST_APPROVED if level_id else DIST_APPLIED,
+                        level_id=level_id, applied_at=utcnow(), reviewed_at=utcnow() if level_id else None)
         session.add(d)
+        session.flush()
+        pii.seal_distributor(d, name, None, settings.secret_key)
         session.flush()
         return d
 
-    distributor(top_id, normal.id)
-    leader = distributor(leader_id, leader_level.id)
-    session.add(Distributor(merchant_id=merchant_id, member_id=applicant_id, real_name="申请人", applied_at=utcnow()))
+    distributor(top_id, normal.id, "演示")
+    leader = distributor(leader_id, leader_level.id, "演示")
+    distributor(applicant_id, None, "申请人")
 
     now = utcnow()
     for member_id in [top_id, leader_id, applicant_id, *buyers]:

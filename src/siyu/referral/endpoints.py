@@ -55,6 +55,7 @@ from siyu.referral.schemas import (
     WithdrawalIn,
     WithdrawalOut,
 )
+from siyu.tenancy.permissions import role_allows
 
 admin = APIRouter(prefix="/referral", tags=["admin: referral and distribution"])
 store = APIRouter(prefix="/referral", tags=["store: referral and distribution"])
@@ -201,11 +202,17 @@ def list_distributors(
                 page_size=params.page_size)
 
 
-@admin.get("/distributors/{distributor_id}", response_model=DistributorOut)
+@admin.get("/distributors/{distributor_id}", response_model=DistributorOut,
+           summary="One distributor; the real name and phone in clear for finance:read (finance, owner)")
 def get_distributor(
-    distributor_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:read"))
+    distributor_id: int, session: DbSession, settings: AppSettings,
+    p: StaffPrincipal = Depends(require("promotions:read")),
 ) -> DistributorOut:
-    return DistributorOut.model_validate(service.get_distributor(session, p.merchant_id, distributor_id))
+    d = service.get_distributor(session, p.merchant_id, distributor_id)
+    out = DistributorOut.model_validate(d)
+    if role_allows(p.role, "finance:read"):
+        out.real_name, out.phone = service.distributor_contact(d, settings)
+    return out
 
 
 @admin.post("/distributors/{distributor_id}/approve", response_model=DistributorOut)
@@ -376,8 +383,10 @@ def my_invitees(customer: Customer, session: DbSession, params: PageParams = Dep
 
 
 @store.post("/distributor/apply", response_model=DistributorOut, status_code=status.HTTP_201_CREATED)
-def apply(body: ApplyIn, customer: Customer, session: DbSession) -> DistributorOut:
-    return DistributorOut.model_validate(service.apply(session, customer.merchant_id, customer.member_id, body))
+def apply(body: ApplyIn, customer: Customer, session: DbSession, settings: AppSettings) -> DistributorOut:
+    return DistributorOut.model_validate(
+        service.apply(session, customer.merchant_id, customer.member_id, body, settings=settings)
+    )
 
 
 @store.get("/distributor", response_model=DistributorOut, summary="My distributor status and account")

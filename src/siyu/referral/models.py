@@ -8,7 +8,8 @@
   idempotency key of a reward — with status ``granted`` | ``pending`` | ``revoked``.
 - ``distributor_levels`` / ``distributors``: levels with commission rates (basis points) and
   the distributor with their account buckets, each ``CHECK (x >= 0)`` and moved only by
-  conditional updates (``repository.move``).
+  conditional updates (``repository.move``). The applicant's real name and phone are stored
+  encrypted (``real_name_enc`` / ``phone_enc``, see ``referral.pii``) with masked copies.
 - ``commission_rules``: per-product (and optionally per-level / per-distributor) rate overrides.
 - ``commissions`` / ``commission_lines``: one commission per (order, tier), split per order line
   so a refund of a line reverses exactly that line's share.
@@ -170,8 +171,12 @@ class Distributor(IdMixin, TenantMixin, TimestampMixin, Base):
     member_id: Mapped[int] = mapped_column(BigId)
     level_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     status: Mapped[str] = mapped_column(String(10), default=DIST_APPLIED)
-    real_name: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    phone: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # the applicant's real name and phone, encrypted at rest (``referral.pii``: AES-GCM bound to
+    # this row's merchant and id) next to masked copies (``张**丰``, ``138****5678``) for lists
+    real_name_enc: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    real_name_masked: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    phone_enc: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    phone_masked: Mapped[str | None] = mapped_column(String(20), nullable=True)
     note: Mapped[str | None] = mapped_column(String(200), nullable=True)
     review_note: Mapped[str | None] = mapped_column(String(200), nullable=True)
     applied_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -23,8 +23,8 @@ Scene ``1005`` (佣金报酬) with its report infos.
 
 Transfers from 2,000 yuan (``name_required_from``) carry the payee's real name: collected with
 the withdrawal request (or taken from the distributor's application), kept on the withdrawal
-encrypted at rest (``payee_box``: AES-GCM under a key derived from ``SIYU_SECRET_KEY`` with its
-own purpose, like merchant credentials) next to a masked copy for display, decrypted only into
+encrypted at rest (``pii.payee_box``: AES-GCM under a key derived from ``SIYU_SECRET_KEY`` with
+its own purpose, bound to the withdrawal's merchant and id) next to a masked copy for display, decrypted only into
 ``PayoutRequest.payee_name`` (not in its repr) and sent RSA-OAEP encrypted with the platform key
 (``WechatTransferClient``). Below 2,000 yuan no name is sent (WeChat would check an optional name
 and fail the bill on any mismatch). A named transfer refused ``PARAM_ERROR`` (WeChat's answer to a
@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from siyu.kit.crypto import SecretBox
+from siyu.referral import pii
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -80,12 +80,8 @@ class PayoutError(Exception):
         self.retryable = retryable
 
 
-PAYEE_NAME_PURPOSE: Final = b"siyu/payee-names"
-
-
-def payee_box(secret_key: str) -> SecretBox:
-    """Encrypts payees' real names at rest (its own key, derived from ``SIYU_SECRET_KEY``)."""
-    return SecretBox(secret_key, PAYEE_NAME_PURPOSE)
+PAYEE_NAME_PURPOSE: Final = pii.PAYEE_NAME_PURPOSE
+payee_box = pii.payee_box  # payees' real names at rest: see ``referral.pii``
 
 
 class PayoutProvider(Protocol):

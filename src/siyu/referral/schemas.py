@@ -168,13 +168,18 @@ class AccountOut(BaseModel):
 
 
 class DistributorOut(BaseModel):
+    """``real_name`` / ``phone`` in clear only on the admin detail for ``finance:read`` (finance,
+    owner); everywhere else they are None and the masked copies show."""
+
     model_config = ConfigDict(from_attributes=True)
     id: int
     member_id: int
     level_id: int | None
     status: str
-    real_name: str | None
-    phone: str | None
+    real_name: str | None = None
+    real_name_masked: str | None
+    phone: str | None = None
+    phone_masked: str | None
     note: str | None
     review_note: str | None
     applied_at: dt.datetime

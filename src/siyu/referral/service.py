@@ -76,11 +76,10 @@ from siyu.config import Settings, get_settings
 from siyu.kit import audit
 from siyu.kit.errors import DomainError, not_found, register_messages
 from siyu.kit.events import emit
-from siyu.kit.masking import mask_nickname
 from siyu.kit.money import allocate, percent_of
 from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
-from siyu.referral import payout
+from siyu.referral import payout, pii
 from siyu.referral import repository as repo
 from siyu.referral.models import (
     COMM_FROZEN,
@@ -608,7 +607,11 @@ def update_level(session: Session, merchant_id: int, level_id: int, data: LevelU
     return row
 
 
-def apply(session: Session, merchant_id: int, member_id: int, data: ApplyIn) -> Distributor:
+def apply(
+    session: Session, merchant_id: int, member_id: int, data: ApplyIn, settings: Settings | None = None
+) -> Distributor:
+    """Apply as a distributor (again after a rejection). The real name and phone are stored
+    encrypted, bound to the distributor row, with masked copies (``referral.pii``)."""
     cfg = config(session, merchant_id)
     if not cfg.enabled:
         raise DomainError("referral_disabled")
@@ -625,7 +628,8 @@ def apply(session: Session, merchant_id: int, member_id: int, data: ApplyIn) -> 
         except IntegrityError as exc:  # a parallel application
             raise DomainError("distributor_already_applied", status=DIST_APPLIED) from exc
     existing.status = DIST_APPLIED
-    existing.real_name, existing.phone, existing.note = data.real_name, data.phone, data.note
+    pii.seal_distributor(existing, data.real_name, data.phone, (settings or get_settings()).secret_key)
+    existing.note = data.note
     existing.applied_at = now
     existing.reviewed_at = None
     session.flush()
@@ -641,6 +645,12 @@ def get_distributor(session: Session, merchant_id: int, distributor_id: int) -> 
     if row is None:
         raise not_found("分销员", "Distributor")
     return row
+
+
+def distributor_contact(dist: Distributor, settings: Settings | None = None) -> tuple[str | None, str | None]:
+    """The distributor's real name and phone in clear (for finance staff only; never logged)."""
+    key = (settings or get_settings()).secret_key
+    return pii.real_name_of(dist, key), pii.phone_of(dist, key)
 
 
 def approve_distributor(
@@ -1000,6 +1010,16 @@ def commission_detail(session: Session, merchant_id: int, commission_id: int) ->
 # -- withdrawals -------------------------------------------------------------------------------
 
 
+def _stored_real_name(dist: Distributor, secret_key: str) -> str | None:
+    """The name given when applying; None when there is none or it cannot be decrypted (the
+    secret key changed): the distributor is then asked for it."""
+    try:
+        return (pii.real_name_of(dist, secret_key) or "").strip() or None
+    except (InvalidTag, ValueError):
+        log.warning("distributor %s: stored real name unreadable", dist.id)
+        return None
+
+
 def my_distributor(session: Session, merchant_id: int, member_id: int) -> Distributor:
     dist = repo.distributor_of_member(session, merchant_id, member_id)
     if dist is None:
@@ -1030,23 +1050,24 @@ def request_withdrawal(
     cfg = config(session, merchant_id)
     if amount < cfg.min_withdrawal:
         raise DomainError("withdrawal_below_minimum", minimum=cfg.min_withdrawal)
-    payee_enc = payee_masked = None
+    name: str | None = None
+    secret_key = (settings or get_settings()).secret_key
     if payout.needs_real_name(cfg.payout_provider, amount):
-        name = (real_name or dist.real_name or "").strip()
+        name = (real_name or "").strip() or _stored_real_name(dist, secret_key)
         if not name:
             threshold = payout.name_threshold(cfg.payout_provider) or 0
             raise DomainError("withdrawal_real_name_required", yuan=f"{threshold // 100:,}")
-        payee_enc = payout.payee_box((settings or get_settings()).secret_key).encrypt(name)
-        payee_masked = mask_nickname(name)
     w = Withdrawal(
         merchant_id=merchant_id, distributor_id=dist.id, member_id=member_id, amount=amount, status=WD_REQUESTED,
-        request_key=idempotency_key, provider=cfg.payout_provider, payee_name_enc=payee_enc,
-        payee_name_masked=payee_masked,
+        request_key=idempotency_key, provider=cfg.payout_provider,
     )
     session.add(w)
     try:
         with session.begin_nested():
             session.flush()
+            if name:  # bound to the withdrawal's id: sealed once the row has it
+                pii.seal_payee(w, name, secret_key)
+                session.flush()
     except IntegrityError:  # the same key raced in: return the other request's result
         found = repo.withdrawal_by_key(session, merchant_id, dist.id, idempotency_key)
         if found is None:
@@ -1154,11 +1175,9 @@ def payout_submission(
         return None
     prepare = getattr(provider, "prepare", None)
     context = prepare(session, merchant_id, settings, w.member_id) if prepare is not None else None
-    payee_name = None
-    if w.payee_name_enc:
-        try:
-            payee_name = payout.payee_box((settings or get_settings()).secret_key).decrypt(w.payee_name_enc)
-        except (InvalidTag, ValueError) as exc:  # SIYU_SECRET_KEY changed: ask the distributor again
+    try:
+        payee_name = pii.payee_name_of(w, (settings or get_settings()).secret_key)
+    except (InvalidTag, ValueError) as exc:  # SIYU_SECRET_KEY changed: ask the distributor again
             raise payout.PayoutError("PAYEE_NAME_UNREADABLE", "the stored payee name cannot be decrypted",
                                      retryable=False) from exc
     return PayoutSubmission(
