@@ -1,7 +1,8 @@
 """Event ingestion.
 
 A batch of up to 500 events is validated event by event: a bad event is rejected with its
-reason (stable code, field paths) while the rest are stored. Registered names
+reason (stable code, field paths, each field's code and message in the request's language:
+``events.messages``) while the rest are stored. Registered names
 (``catalog.REGISTERED``) have their properties validated; unknown names are stored as they are
 and reported back so the integrator sees them. Events more than ``FUTURE_TOLERANCE`` ahead of
 the server clock are refused. The body is parsed once (pydantic-core, ``endpoints.raw_events``)
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from siyu.events import repository as repo
 from siyu.events.catalog import PROPERTIES, without_none
+from siyu.events.messages import field_errors, naive_timestamp
 from siyu.events.models import SOURCES
 from siyu.events.schemas import BATCH, DEFAULT_SOURCE, ENVELOPE, MAX_BATCH, BatchOut, Rejected
 from siyu.kit.errors import DomainError, register_messages
@@ -90,13 +92,6 @@ def _reject(
     )
 
 
-def _field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
-    return [
-        {"path": prefix + ".".join(str(p) for p in e["loc"]), "code": e["type"], "message": e["msg"]}
-        for e in exc.errors()
-    ]
-
-
 def ingest(
     session: Session, caller: Caller, raw_events: list[Any], *, now: dt.datetime, lang: str = "zh-CN"
 ) -> BatchOut:
@@ -125,7 +120,7 @@ def ingest(
             continue
         code = _problem(event, own_member, trusted, latest, earliest)
         if code is not None:
-            fields = [_NAIVE] if code == "event_timestamp_naive" else None
+            fields = [naive_timestamp(lang)] if code == "event_timestamp_naive" else None
             rejected.append(_reject(index, raw_events[index], code, lang, fields))
             continue
         check = PROPERTIES.get(event["name"])
@@ -134,7 +129,7 @@ def ingest(
                 try:
                     event["properties"] = check(event.get("properties", _EMPTY))
                 except ValidationError as exc:
-                    fields = _field_errors(exc, "properties.")
+                    fields = field_errors(exc, lang, "properties.")
                     rejected.append(
                         _reject(index, raw_events[index], "event_properties_invalid", lang, fields, name=event["name"])
                     )
@@ -199,7 +194,6 @@ def ingest(
 
 
 _EMPTY: dict[str, Any] = {}
-_NAIVE = {"path": "timestamp", "code": "naive", "message": "add an offset"}
 
 
 def _validate_each(raw_events: list[Any], rejected: list[Rejected], lang: str) -> list[dict[str, Any] | None]:
@@ -210,7 +204,7 @@ def _validate_each(raw_events: list[Any], rejected: list[Rejected], lang: str) -
         try:
             out.append(ENVELOPE.validate_python(raw))
         except ValidationError as exc:
-            fields = _field_errors(exc) if isinstance(raw, dict) else []
+            fields = field_errors(exc, lang) if isinstance(raw, dict) else []
             rejected.append(_reject(index, raw, "event_invalid", lang, fields))
             out.append(None)
     return out
