@@ -3,7 +3,10 @@
 The query is ``members LEFT JOIN member_stats``; behaviour, purchase and sequence conditions
 become semi-joins (``members.id IN (SELECT member_id ... GROUP BY member_id HAVING ...)``) that
 use the ``(merchant_id, member_id, name, occurred_at)`` index of events and, for purchases, the
-covering paid-orders index ``ix_orders_paid_member`` (declared in ``audience.models``). The same expression counts a preview, fills a saved segment and re-evaluates one member.
+covering paid-orders index ``ix_orders_paid_member`` (declared in ``orders.models``); product and
+category purchases read only the order lines' ``ix_order_lines_bought`` (see
+``audience.purchase_facts``). The same expression counts a preview, fills a saved segment and
+re-evaluates one member.
 JSON property filters use SQLAlchemy's portable JSON accessors, so the compiler itself has no
 dialect branches; the one piece of date arithmetic lives in ``db.dialect.plus_seconds``.
 """
@@ -152,6 +155,8 @@ class Compiler:
         return Member.id.in_(grouped.having(func.count() == n))
 
     def _purchase(self, node: PurchaseNode) -> ColumnElement[bool]:
+        if node.product_ids or node.category_ids:
+            return self._product_purchase(node)
         o = om.Order
         conds = [
             o.merchant_id == self.merchant_id,
@@ -160,25 +165,39 @@ class Compiler:
             o.status.in_(bindparam("paid_states", list(om.PAID_STATUSES), expanding=True, literal_execute=True, unique=True)),
             *self._window(o.paid_at, node.within_days, node.since, node.until),
         ]
-        if node.product_ids or node.category_ids:
-            line = om.OrderLine
-            line_conds = [line.merchant_id == self.merchant_id, line.order_id == o.id]
-            stmt = select(o.member_id).select_from(o).join(line, and_(*line_conds))
-            conds.append(line.product_id.in_(self._product_ids(node)))
-            amount: Any = func.sum(line.payable_amount - line.refunded_amount)
-            count: Any = func.count(func.distinct(o.id))
-        else:
-            stmt = select(o.member_id).select_from(o)
-            amount = func.sum(o.paid_amount - o.refunded_amount)
-            count = func.count()
+        stmt = select(o.member_id).select_from(o)
         if node.min_orders <= 1 and node.min_amount is None:
             # "bought at least once": EXISTS on the member's orders (see _behavior)
             return stmt.where(*conds, o.member_id == Member.id).exists()
-        having = [count >= node.min_orders]
+        having = [func.count() >= node.min_orders]
         if node.min_amount is not None:
-            having.append(amount >= node.min_amount)
-        grouped = stmt.where(*conds).group_by(o.member_id).having(and_(*having))
-        return Member.id.in_(grouped)
+            having.append(func.sum(o.paid_amount - o.refunded_amount) >= node.min_amount)
+        return Member.id.in_(stmt.where(*conds).group_by(o.member_id).having(and_(*having)))
+
+    def _product_purchase(self, node: PurchaseNode) -> ColumnElement[bool]:
+        """Bought these products / categories: read from the order lines alone.
+
+        ``OrderLine.bought_at`` is the order's ``paid_at`` while the order counts as bought (status
+        in PAID_STATUSES) and NULL otherwise, ``OrderLine.member_id`` the order's member (kept by
+        ``audience.purchase_facts``), so the partial index ``ix_order_lines_bought`` (merchant,
+        product, bought_at, member, order, amounts) answers the condition without the orders: the
+        work grows with the lines of the named products in the window, not with all paid orders.
+        """
+        line = om.OrderLine
+        conds = [
+            line.merchant_id == self.merchant_id,
+            line.product_id.in_(self._product_ids(node)),
+            line.bought_at.is_not(None),  # the index's predicate (also implied by a window bound)
+            *self._window(line.bought_at, node.within_days, node.since, node.until),
+        ]
+        members = select(line.member_id).where(*conds)
+        if node.min_orders <= 1 and node.min_amount is None:
+            # (NOT) EXISTS, planned as a hash semi/anti join over the member ids the index yields
+            return members.where(line.member_id == Member.id).exists()
+        having = [func.count(func.distinct(line.order_id)) >= node.min_orders]
+        if node.min_amount is not None:
+            having.append(func.sum(line.payable_amount - line.refunded_amount) >= node.min_amount)
+        return Member.id.in_(members.group_by(line.member_id).having(and_(*having)))
 
     def _product_ids(self, node: PurchaseNode) -> list[int]:
         """The products a purchase condition names: its products, of its categories if it has

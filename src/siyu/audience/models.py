@@ -174,3 +174,8 @@ class PredictionModel(IdMixin, TenantMixin, Base):
     status: Mapped[str] = mapped_column(String(16))  # fitted | skipped
     reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
+
+
+# The order lines' purchase facts (``OrderLine.member_id`` / ``bought_at``) are kept by ORM
+# events; importing every ``models`` module (app, worker, migrations, tests) registers them.
+import siyu.audience.purchase_facts  # noqa: E402,F401

@@ -155,6 +155,14 @@ class OrderLine(IdMixin, TenantMixin, Base):
         # An order's lines (merchant_id, order_id), and for segments' product / category purchase
         # conditions the product and amounts too, read from the index only.
         Index("ix_order_lines_order_cover", "merchant_id", "order_id", "product_id", "payable_amount", "refunded_amount"),
+        # Segments' product / category purchase conditions read only this index: the lines of orders
+        # that count as bought, by product and paid time, with the member, order and amounts as keys
+        # (so it covers on SQLite too). ``bought_at`` is kept by ``siyu.audience.purchase_facts``.
+        Index(
+            "ix_order_lines_bought", "merchant_id", "product_id", "bought_at", "member_id", "order_id",
+            "payable_amount", "refunded_amount",
+            postgresql_where=text("bought_at IS NOT NULL"), sqlite_where=text("bought_at IS NOT NULL"),
+        ),
         CheckConstraint("quantity > 0", name="quantity_pos"),
         CheckConstraint("payable_amount >= 0", name="payable_nonneg"),
         CheckConstraint("refunded_quantity >= 0 AND refunded_quantity <= quantity", name="refunded_qty_valid"),
@@ -186,6 +194,11 @@ class OrderLine(IdMixin, TenantMixin, Base):
     # The product was virtual at submit (``Product.kind``): nothing to ship for this line. An
     # order whose lines are all virtual asks no address, pays no freight and completes on payment.
     is_virtual: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Copies of the order's facts for segments (``siyu.audience.purchase_facts`` keeps them, in the
+    # same flush as the order): its member, and its ``paid_at`` while the order counts as bought
+    # (status in PAID_STATUSES), else NULL.
+    member_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    bought_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Shipment(IdMixin, TenantMixin, TimestampMixin, Base):
