@@ -172,6 +172,20 @@ register_messages(
             422, "提现金额达到 {yuan} 元时需填写收款人真实姓名（与微信实名一致）",
             "A withdrawal of ¥{yuan} or more needs the payee's real name (as verified by WeChat)",
         ),
+        "withdrawal_already_paid": (
+            409, "该提现已打款成功，不能标记为失败", "This withdrawal was already paid out; it cannot be failed",
+        ),
+        "withdrawal_not_in_payout": (
+            409, "只有已审核通过、正在打款的提现可以标记为打款失败（{status}）",
+            "Only an approved withdrawal whose payout is pending can be failed ({status})",
+        ),
+        "withdrawal_payout_in_flight": (
+            409, "打款仍在进行中（{state}），请等待结果或先在支付平台撤销",
+            "The payout is still in progress ({state}); wait for its outcome or cancel it with the provider first",
+        ),
+        "withdrawal_payout_unknown": (
+            503, "暂时无法向打款渠道确认结果，请稍后重试", "The payout provider could not be asked about this payout; try again later",
+        ),
         "payout_provider_unknown": (422, "未知的打款方式：{name}", "Unknown payout provider: {name}"),
         "payout_provider_not_configured": (
             409, "打款方式 {name} 需要先配置微信支付商户号与密钥",
@@ -299,28 +313,33 @@ def _chain(session: Session, merchant_id: int, start_id: int) -> tuple[list[int]
     return chain, len(chain) > MAX_CHAIN
 
 
-def _lock_chain_and_check_loop(
-    session: Session, merchant_id: int, member_id: int, inviter_id: int, locked: set[int]
-) -> bool:
-    """True when binding ``member_id`` to ``inviter_id`` would close a ring of any length.
+def _lock_chain_and_check_loop(session: Session, merchant_id: int, member_id: int, inviter_id: int) -> bool:
+    """Lock the profiles of the member, the inviter and the inviter's whole chain; True when
+    binding ``member_id`` to ``inviter_id`` would close a ring of any length.
 
-    Concurrency: the ring test reads ``inviter_id``'s whole inviter chain, and an inviter only
-    changes while its own profile row is locked (``bind`` locks the member it binds). So the
-    chain is locked too (``locked`` holds what the caller already locked, in id order in one
-    statement), then read again: if it grew meanwhile (a parallel bind committed), the new
-    members are locked and it is read again, until every member on it is locked. Two parallel
-    binds that would each close half of a ring (A→B while C→D, with B→C and D→A already bound)
-    then share a locked member, the second waits for the first and sees its binding.
+    Concurrency: the ring test reads ``inviter_id``'s chain, and an inviter only changes while
+    its own profile row is locked (``bind`` locks the member it binds), so the whole chain is
+    locked, then read again. If it grew meanwhile (a parallel bind committed), the rows locked
+    so far are **released** (the savepoint they were taken in is rolled back: PostgreSQL drops
+    row locks of a rolled-back subtransaction) and the larger set is locked again in one
+    statement in id order. Locking the new members while holding the first ones would take
+    locks out of order: A→B holding {A, B} and waiting for C while C→D holds {C, D} and waits
+    for A is a deadlock (``tests/referral/test_binding_deadlock.py``). So a bind never waits for
+    a row while holding one out of order; each retry locks a strictly larger set, at most
+    ``MAX_CHAIN`` long. Two binds that would each close half of a ring then share a locked
+    member: the second waits for the first and sees its binding.
     """
+    wanted = {member_id, inviter_id, *_chain(session, merchant_id, inviter_id)[0]}
     while True:
+        savepoint = session.begin_nested()
+        repo.lock_profiles(session, merchant_id, wanted)
         chain, cyclic = _chain(session, merchant_id, inviter_id)
-        if cyclic or member_id in chain:
-            return True
-        missing = set(chain) - locked
-        if not missing:
-            return False
-        repo.lock_profiles(session, merchant_id, missing)
-        locked |= missing
+        missing = set(chain) - wanted
+        if cyclic or member_id in chain or not missing:
+            savepoint.commit()  # keep the locks to the end of the transaction
+            return cyclic or member_id in chain
+        savepoint.rollback()
+        wanted |= missing
 
 
 def bind(
@@ -340,11 +359,10 @@ def bind(
     if inviter_id == member_id:
         raise DomainError("referral_self_invite")
     ensure_profile(session, merchant_id, member_id)
-    # Lock the member, the inviter and the inviter's chain as read now, in id order in one
-    # statement (parallel binds then wait on each other instead of deadlocking).
-    ancestors, _ = _chain(session, merchant_id, inviter_id)
-    locked = {member_id, inviter_id, *ancestors}
-    repo.lock_profiles(session, merchant_id, locked)
+    # Lock the member, the inviter and the inviter's whole chain, in id order in one statement
+    # (parallel binds then wait on each other instead of deadlocking); the ring test is decided
+    # under these locks and refused below, after the other checks.
+    loop = _lock_chain_and_check_loop(session, merchant_id, member_id, inviter_id)
     prof = repo.profile(session, merchant_id, member_id, lock=True)
     assert prof is not None
     if prof.inviter_member_id == inviter_id:
@@ -358,7 +376,7 @@ def bind(
         assert member is not None
         if now > member.registered_at + dt.timedelta(days=cfg.window_days):
             raise DomainError("referral_window_closed", days=cfg.window_days)
-    if _lock_chain_and_check_loop(session, merchant_id, member_id, inviter_id, locked):
+    if loop:
         raise DomainError("referral_loop")
     assert cfg.binding_rule in (RULE_FIRST, RULE_WINDOW, RULE_LATEST)
     previous = prof.inviter_member_id
@@ -1289,6 +1307,93 @@ def fail_withdrawal(
          "detail": result.detail},
         key=f"withdrawal:{w.id}:failed",
     )
+    return w
+
+
+def fail_payout(
+    session: Session, merchant_id: int, withdrawal_id: int, note: str | None, *, actor: Actor,
+    settings: Settings | None = None,
+) -> Withdrawal:
+    """Finance's way out for an approved payout that never completes (its send kept failing
+    until the worker gave up, or its polls ran out): ``approved`` → ``failed`` and the amount
+    returns to ``available`` — exactly once, by the same ledger key as a provider's failure
+    (``withdrawal:<id>:failed``).
+
+    - A retry (the withdrawal already ``failed``) returns it unchanged.
+    - ``withdrawal_already_paid``: it was paid. ``withdrawal_not_in_payout``: never approved
+      (``requested``: reject it instead; ``rejected``).
+    - ``withdrawal_payout_in_flight``: a send or poll job of it is still queued or running, or
+      the provider reports the transfer still in progress (e.g. ``WAIT_USER_CONFIRM``).
+    - For a provider with ``query`` the provider is asked first, with no transaction open (the
+      reads so far are committed; nothing was written): no such transfer (``NOT_FOUND``: nothing
+      was ever created, the same ``out_bill_no`` cannot pay later because the withdrawal is no
+      longer approved when a job looks) → failed here; already failed or cancelled → failed by
+      the provider's answer; paid → the withdrawal is recorded paid (committed) and the call
+      refused ``withdrawal_already_paid``; no answer → ``withdrawal_payout_unknown``, nothing
+      changed.
+    """
+    w = _payout_to_fail(session, merchant_id, withdrawal_id)
+    if w.status == WD_FAILED:
+        return w
+    provider = payout.get(w.provider)
+    found: str | None = None
+    if provider is not None and provider.automatic and getattr(provider, "query", None) is not None:
+        try:
+            sub = payout_submission(session, merchant_id, withdrawal_id, settings)
+        except payout.PayoutError as exc:
+            raise DomainError("withdrawal_payout_unknown") from exc
+        session.commit()  # nothing written: no transaction stays open while the provider answers
+        if sub is not None:
+            try:
+                result = sub.provider.query(sub.request)
+            except payout.PayoutError as exc:
+                if exc.code != "NOT_FOUND":
+                    raise DomainError("withdrawal_payout_unknown") from exc
+                found = "NOT_FOUND"
+            else:
+                found = result.state or result.status
+                if result.status in ("paid", "failed"):
+                    apply_payout_result(session, merchant_id, withdrawal_id, result, source="admin_query")
+                    if result.status == "paid":
+                        session.commit()  # the provider's truth is kept although this call is refused
+                        raise DomainError("withdrawal_already_paid")
+                    return _payout_to_fail(session, merchant_id, withdrawal_id)
+                raise DomainError("withdrawal_payout_in_flight", state=found)
+        w = _payout_to_fail(session, merchant_id, withdrawal_id)  # again, under the row lock
+        if w.status == WD_FAILED:
+            return w
+    now = utcnow()
+    values: dict[str, Any] = {"failed_at": now, "review_note": (note or "payout failed: closed by finance")[:200],
+                              "reviewed_by": actor[1]}
+    if found == "NOT_FOUND":
+        values["provider_state"] = None
+    w = _transition(session, merchant_id, withdrawal_id, (WD_APPROVED,), WD_FAILED, values, "withdrawal_not_in_payout")
+    _credit_available(
+        session, merchant_id, w.distributor_id, w.amount, key=f"withdrawal:{w.id}:failed",
+        entry="withdrawal_returned", extra={"withdrawing": -w.amount}, withdrawal_id=w.id,
+    )
+    audit.record(session, merchant_id, "withdrawal", w.id, "failed", from_state=WD_APPROVED, to_state=WD_FAILED,
+                 actor=actor, data={"note": note, "source": "admin", "provider_answer": found})
+    emit(
+        session, merchant_id, "withdrawal.failed",
+        {"withdrawal_id": w.id, "distributor_id": w.distributor_id, "member_id": w.member_id, "amount": w.amount,
+         "detail": "closed by finance"},
+        key=f"withdrawal:{w.id}:failed",
+    )
+    return w
+
+
+def _payout_to_fail(session: Session, merchant_id: int, withdrawal_id: int) -> Withdrawal:
+    """The withdrawal, locked, if finance may fail it now (or it is failed already)."""
+    w = repo.withdrawal(session, merchant_id, withdrawal_id, lock=True)
+    if w is None:
+        raise not_found("提现申请", "Withdrawal")
+    if w.status == WD_PAID:
+        raise DomainError("withdrawal_already_paid")
+    if w.status not in (WD_APPROVED, WD_FAILED):
+        raise DomainError("withdrawal_not_in_payout", status=w.status)
+    if w.status == WD_APPROVED and repo.payout_job_live(session, merchant_id, w.id):
+        raise DomainError("withdrawal_payout_in_flight", state=w.provider_state or "queued")
     return w
 
 
