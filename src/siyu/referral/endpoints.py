@@ -343,6 +343,17 @@ def reject_withdrawal(
     )
 
 
+@admin.post("/withdrawals/{withdrawal_id}/fail-payout", response_model=WithdrawalOut,
+             summary="Close a payout that never completes: failed, the amount returns to available (once)")
+def fail_payout(
+    withdrawal_id: int, body: ReviewIn, session: DbSession, settings: AppSettings,
+    p: StaffPrincipal = Depends(require("finance:write")),
+) -> WithdrawalOut:
+    return WithdrawalOut.model_validate(
+        service.fail_payout(session, p.merchant_id, withdrawal_id, body.note, actor=p.actor, settings=settings)
+    )
+
+
 @admin.post("/withdrawals/{withdrawal_id}/mark-paid", response_model=WithdrawalOut,
             summary="Manual payout: record the transfer reference")
 def mark_withdrawal_paid(

@@ -697,3 +697,22 @@ def repoint_withdrawal_member(session: Session, merchant_id: int, drop_id: int, 
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def payout_job_live(session: Session, merchant_id: int, withdrawal_id: int) -> bool:
+    """Whether a ``referral.payout`` send or a ``referral.payout_query`` poll of the withdrawal
+    is still queued or running (not done, not dead after its retries)."""
+    from siyu.kit.outbox import JOB_PENDING, JOB_RUNNING, Job
+
+    prefix = f"withdrawal:{withdrawal_id}:"
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    Job.merchant_id == merchant_id,
+                    Job.status.in_((JOB_PENDING, JOB_RUNNING)),
+                    (Job.dedupe_key == prefix + "payout") | Job.dedupe_key.like(prefix + "query:%"),
+                )
+            )
+        )
+    )
