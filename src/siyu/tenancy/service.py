@@ -11,7 +11,7 @@ from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from siyu.kit.crypto import SecretBox, new_token, token_digest
+from siyu.kit.crypto import SecretBox, bind, new_token, token_digest
 from siyu.kit.errors import DomainError, not_found, register_messages
 from siyu.kit.timeutil import utcnow
 from siyu.tenancy import repository as repo
@@ -105,12 +105,39 @@ def update_merchant(session: Session, box: SecretBox, merchant_id: int, data: Me
         "pay_private_key_pem": "pay_private_key_enc",
         "pay_apiv3_key": "pay_apiv3_key_enc",
     }
+    # Still written unbound (``v1``): the readers (``payments.providers.wechatpay_credentials``,
+    # ``members.service.credentials``) call ``box.decrypt`` without associated data. Once they
+    # read through ``open_merchant_secret``, these lines become ``seal_merchant_secret``.
     for key, column in secrets_map.items():
         if fields.get(key):
             setattr(merchant, column, box.encrypt(fields[key]))
     if fields.get("pay_platform_keys"):
         merchant.pay_platform_keys_enc = box.encrypt(json.dumps(fields["pay_platform_keys"]))
     return merchant
+
+
+MERCHANT_SECRET_COLUMNS = ("wechat_app_secret_enc", "pay_private_key_enc", "pay_apiv3_key_enc", "pay_platform_keys_enc")
+
+
+def merchant_secret_aad(merchant_id: int, column: str) -> str:
+    """The associated data of a merchant credential: ``merchants.<column>|m=<id>|id=<id>``."""
+    if column not in MERCHANT_SECRET_COLUMNS:
+        raise ValueError(f"not a merchant secret column: {column}")
+    return bind("merchants", column, merchant_id, merchant_id)
+
+
+def seal_merchant_secret(box: SecretBox, merchant: Merchant, column: str, value: str) -> None:
+    """Store ``value`` in ``column`` encrypted and bound to this merchant and column (``v2``)."""
+    setattr(merchant, column, box.encrypt(value, aad=merchant_secret_aad(merchant.id, column)))
+
+
+def open_merchant_secret(box: SecretBox, merchant: Merchant, column: str) -> str | None:
+    """The credential in ``column`` in clear (None when unset): a ``v2`` value only in its own
+    merchant and column, a legacy ``v1`` value as before."""
+    token = getattr(merchant, column)
+    if not token:
+        return None
+    return box.decrypt(token, aad=merchant_secret_aad(merchant.id, column))
 
 
 # -- staff -------------------------------------------------------------------------------------

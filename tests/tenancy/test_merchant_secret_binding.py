@@ -1,0 +1,48 @@
+"""Merchant credentials bound to their merchant and column (``tenancy.service`` helpers the
+readers in payments / members are to use): today's unbound values still open."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.db.session import unit_of_work
+from siyu.kit.crypto import SecretBox
+from siyu.tenancy import service
+from siyu.tenancy.models import Merchant
+from siyu.tenancy.schemas import MerchantUpdate
+from tests.conftest import Tenant, unique
+
+BOX = SecretBox("test-secret")
+
+
+def test_a_sealed_credential_opens_only_for_its_merchant_and_column(
+    tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    with unit_of_work(session_factory) as s:
+        other = service.create_merchant(s, code=unique("m"), name="Other")
+        mine = s.get(Merchant, tenant.id)
+        assert mine is not None
+        service.seal_merchant_secret(BOX, mine, "pay_apiv3_key_enc", "apiv3-of-mine")
+        service.seal_merchant_secret(BOX, other, "pay_apiv3_key_enc", "apiv3-of-other")
+        # the legacy writer (v1) still works with the helper
+        service.update_merchant(s, BOX, tenant.id, MerchantUpdate.model_validate({"wechat_app_secret": "app-secret"}))
+        other_id = other.id
+    with session_factory() as s:
+        mine, other = s.get(Merchant, tenant.id), s.get(Merchant, other_id)
+        assert mine is not None and other is not None
+        assert mine.pay_apiv3_key_enc and mine.pay_apiv3_key_enc.startswith("v2:")
+        assert service.open_merchant_secret(BOX, mine, "pay_apiv3_key_enc") == "apiv3-of-mine"
+        assert service.open_merchant_secret(BOX, mine, "wechat_app_secret_enc") == "app-secret"
+        assert service.open_merchant_secret(BOX, mine, "pay_private_key_enc") is None
+        # a database-level swap of another merchant's key into this row does not open
+        mine.pay_apiv3_key_enc = other.pay_apiv3_key_enc
+        with pytest.raises(InvalidTag):
+            service.open_merchant_secret(BOX, mine, "pay_apiv3_key_enc")
+        mine.pay_private_key_enc = other.pay_apiv3_key_enc  # nor into another column
+        with pytest.raises(InvalidTag):
+            service.open_merchant_secret(BOX, mine, "pay_private_key_enc")
+        s.rollback()
+    with pytest.raises(ValueError):
+        service.merchant_secret_aad(1, "name")
