@@ -1,5 +1,5 @@
 """On PostgreSQL the submit writes the order, its lines and its audit event in ONE statement
-(``repository.insert_order_with_lines_pg``); SQLite keeps one statement each. Either way the
+(``repository.insert_order_with_lines_pg``), with its auto-cancel job; SQLite keeps one statement each. Either way the
 lines come back matched to their ids, and an order refused by its key writes nothing else."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from siyu.config import Settings
 from siyu.db.session import unit_of_work
 from siyu.kit.audit import AuditEvent
+from siyu.kit.outbox import Job
 from siyu.orders import checkout
 from siyu.orders.models import Order, OrderLine
 from siyu.orders.schemas import CheckoutIn
@@ -62,11 +63,17 @@ def test_order_lines_and_audit_are_one_statement_and_lines_match_their_ids(
                                                         AuditEvent.subject_id == order_id)))
         row = s.get(Order, order_id)
         assert row is not None
+        jobs = [(j.kind, j.payload, j.dedupe_key, j.status, j.run_at, j.attempts)
+                for j in s.scalars(select(Job).where(Job.merchant_id == tenant.id))]
     assert written == stored and len(stored) == 5
     assert [sku for _, sku, _, _ in stored] == [sku for sku, _ in items]  # written in the selection's order
     assert [(a.action, a.to_state, a.data) for a in audit] == [
         ("submitted", "pending_payment", {"payable_amount": row.payable_amount, "order_no": row.order_no})
     ]
+    # the payment deadline's job, as kit.outbox.enqueue writes it (with the order on PostgreSQL)
+    assert jobs == [("orders.auto_cancel", {"order_id": order_id}, f"order:{order_id}:auto_cancel", "pending",
+                     row.pay_deadline, 0)]
+    assert any(sql.startswith("WITH o AS") and "INSERT INTO jobs" in sql for sql in statements) != settings.is_sqlite
 
 
 def test_a_replayed_key_writes_no_second_set_of_lines_or_events(
@@ -86,4 +93,5 @@ def test_a_replayed_key_writes_no_second_set_of_lines_or_events(
         lines = s.scalar(select(func.count()).select_from(OrderLine).where(OrderLine.merchant_id == tenant.id))
         events = s.scalar(select(func.count()).select_from(AuditEvent).where(
             AuditEvent.merchant_id == tenant.id, AuditEvent.subject_type == "order"))
-    assert (lines, events) == (2, 1)
+        jobs = s.scalar(select(func.count()).select_from(Job).where(Job.merchant_id == tenant.id))
+    assert (lines, events, jobs) == (2, 1, 1)

@@ -137,18 +137,23 @@ def loaded_instance(session: Session, entity: type[Any], values: dict[str, Any])
     from sqlalchemy import inspect
     from sqlalchemy.orm import make_transient_to_detached
 
-    keys = _COLUMN_KEYS.get(entity)
-    if keys is None:
-        keys = _COLUMN_KEYS[entity] = frozenset(prop.key for prop in inspect(entity).column_attrs)
+    found = _COLUMN_KEYS.get(entity)
+    if found is None:
+        mapper = inspect(entity)
+        found = _COLUMN_KEYS[entity] = (frozenset(prop.key for prop in mapper.column_attrs), mapper.class_manager)
+    keys, manager = found
     if keys.symmetric_difference(values):
         raise ValueError(f"{entity.__name__}: columns missing or unknown: {sorted(keys.symmetric_difference(values))}")
-    instance = entity(**values)
+    # As the ORM's loader fills a row's instance: no __init__, no attribute events (there is no
+    # history to record), the values straight into the instance's dict.
+    instance = manager.new_instance()
+    instance.__dict__.update(values)
     make_transient_to_detached(instance)
     session.add(instance)
     return instance
 
 
-_COLUMN_KEYS: dict[type[Any], frozenset[str]] = {}
+_COLUMN_KEYS: dict[type[Any], tuple[frozenset[str], Any]] = {}
 
 
 def insert_ignore_many(

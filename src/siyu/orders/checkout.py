@@ -16,12 +16,15 @@ Submit is idempotent per ``(merchant, member, Idempotency-Key)``:
    ``idempotency_key_reused``, without touching stock. (A refused row with no winner is an
    order_no collision: another number is drawn.)
 3. Then, in the same transaction: the lines are written with their per-stage discounts (and
-   ``activity``), the submit hooks run (coupons, points, activity stock...), the ordered SKUs
-   leave the cart (cart checkouts only; "buy now" leaves the cart alone), the auto-cancel job is
-   enqueued for the payment deadline and ``order.submitted`` is emitted; last, stock is
-   reserved with one conditional update per SKU (``catalog.stock.reserve``; lines a stage
-   flagged ``activity_stock`` are left to that activity's submit hook, which takes them from
-   the activity's own stock). Last, because those updates lock the SKU rows until commit: a
+   ``activity``) and the ``submitted`` audit event, the submit hooks run (coupons, points,
+   activity stock...), the ordered SKUs leave the cart (cart checkouts only; "buy now" leaves
+   the cart alone), the auto-cancel job is enqueued for the payment deadline and
+   ``order.submitted`` is emitted. On PostgreSQL the order, its lines, its audit event and its
+   auto-cancel job are ONE statement (``repository.insert_order_with_lines_pg``, a
+   data-modifying CTE: a refused order writes none of them). Last, stock is reserved with one
+   conditional update per SKU (``catalog.stock.reserve``; lines a stage flagged
+   ``activity_stock`` are left to that activity's submit hook, which takes them from the
+   activity's own stock). Last, because those updates lock the SKU rows until commit: a
    hot SKU stays locked for the shortest time. Any error rolls all of it back.
 
 Virtual products (``Product.kind``, e.g. a paid membership card) need no delivery: an order
@@ -54,7 +57,7 @@ from siyu.catalog.models import KIND_VIRTUAL
 from siyu.db.dialect import insert_entity_or_nothing, is_postgres, loaded_instance
 from siyu.kit.errors import DomainError, catalogue, invalid, register_messages
 from siyu.kit.events import emit
-from siyu.kit.outbox import enqueue
+from siyu.kit.outbox import JOB_PENDING, enqueue
 from siyu.kit.timeutil import utcnow
 from siyu.orders import repository as repo
 from siyu.orders import service
@@ -77,6 +80,7 @@ _MESSAGES = {
 register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
 
 IDEMPOTENCY_KEY_MAX = 80
+AUTO_CANCEL = "orders.auto_cancel"  # the job that cancels an order left unpaid past its deadline
 ORDER_NO_ATTEMPTS = 5
 _NEW_LINES = "siyu.orders.checkout.new_lines"  # session.info: order id -> the lines this submit wrote
 # The columns of a new order that submit does not set: what the table's defaults give them (the
@@ -363,6 +367,12 @@ def submit(
         "from_state": None, "to_state": PENDING_PAYMENT, "actor_type": actor[0], "actor_id": actor[1],
     }
     postgres = is_postgres(session)
+    # The payment deadline's auto-cancel job (none for a zero-payable order: it is paid at once).
+    # PostgreSQL writes it with the order; SQLite enqueues it below.
+    auto_cancel = {
+        "merchant_id": merchant_id, "kind": AUTO_CANCEL, "status": JOB_PENDING, "run_at": values["pay_deadline"],
+        "attempts": 0, "max_attempts": 8, "created_at": utcnow(),
+    } if postgres and ctx.payable != 0 else None
     order: Order | None = None
     for _ in range(ORDER_NO_ATTEMPTS):
         # One round trip claims the key and writes the order (on PostgreSQL with its lines and
@@ -371,7 +381,9 @@ def submit(
         order_no = new_order_no(now, ctx.timezone)
         event = {**audit, "data": {"payable_amount": ctx.payable, "order_no": order_no}, "created_at": utcnow()}
         if postgres:
-            written = repo.insert_order_with_lines_pg(session, {**values, "order_no": order_no}, rows, event)
+            written = repo.insert_order_with_lines_pg(
+                session, {**values, "order_no": order_no}, rows, event, auto_cancel=auto_cancel
+            )
             if written is not None:
                 order_id, line_ids = written
                 # JSON columns as the row holds them (plain JSON types), as a read-back would give
@@ -402,9 +414,9 @@ def submit(
     )
     if order.payable_amount == 0:
         service.mark_paid(session, merchant_id, order.id, amount=0, paid_at=now, actor=actor)
-    else:
+    elif auto_cancel is None:  # SQLite (PostgreSQL wrote it with the order)
         enqueue(
-            session, merchant_id, "orders.auto_cancel", {"order_id": order.id},
+            session, merchant_id, AUTO_CANCEL, {"order_id": order.id},
             run_at=order.pay_deadline, dedupe_key=f"order:{order.id}:auto_cancel",
         )
     session.flush()

@@ -10,11 +10,12 @@ from collections.abc import Iterable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, delete, insert, select, update
+from sqlalchemy import BigInteger, Select, Table, any_, bindparam, cast, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from siyu.catalog.models import Product, Sku
-from siyu.db.dialect import for_update
+from siyu.db.dialect import for_update, is_postgres
 from siyu.kit.audit import AuditEvent
 from siyu.orders.models import Address, CartItem, FreightTemplate, Order, OrderLine, Shipment
 from siyu.tenancy.models import Merchant
@@ -61,12 +62,14 @@ _CHECKOUT_SKUS = (
     .where(
         _S.merchant_id == bindparam("merchant_id"),
         _P.merchant_id == bindparam("merchant_id"),
-        _S.id.in_(bindparam("ids", expanding=True)),
     )
 )
-
-
-_CHECKOUT_SKUS_WITH: dict[tuple[int, ...], Any] = {}
+# PostgreSQL: ``skus.id = ANY(:ids)`` with the ids as ONE array parameter, so the statement is
+# the same for any number of SKUs (an expanding IN is re-rendered per call and its text differs
+# per count, which costs a post-compile step every call and a prepared statement per count).
+_CHECKOUT_SKUS_PG = _CHECKOUT_SKUS.where(_S.id == any_(cast(bindparam("id_array"), ARRAY(BigInteger()))))
+_CHECKOUT_SKUS = _CHECKOUT_SKUS.where(_S.id.in_(bindparam("ids", expanding=True)))
+_CHECKOUT_SKUS_WITH: dict[tuple[bool, tuple[int, ...]], Any] = {}
 
 
 def checkout_skus(
@@ -81,13 +84,17 @@ def checkout_skus(
     ids = sorted(set(sku_ids))
     if not ids:
         return {}
-    stmt: Any = _CHECKOUT_SKUS
+    postgres = is_postgres(session)
+    stmt: Any = _CHECKOUT_SKUS_PG if postgres else _CHECKOUT_SKUS
     if extra:
-        key = tuple(id(c) for c in extra)
-        stmt = _CHECKOUT_SKUS_WITH.get(key)
-        if stmt is None:
-            stmt = _CHECKOUT_SKUS_WITH[key] = _CHECKOUT_SKUS.add_columns(*extra)
-    rows = session.execute(stmt, {**(params or {}), "merchant_id": merchant_id, "ids": ids})
+        key = (postgres, tuple(id(c) for c in extra))
+        found = _CHECKOUT_SKUS_WITH.get(key)
+        if found is None:
+            found = _CHECKOUT_SKUS_WITH[key] = stmt.add_columns(*extra)
+        stmt = found
+    rows = session.execute(
+        stmt, {**(params or {}), "merchant_id": merchant_id, ("id_array" if postgres else "ids"): ids}
+    )
     return {row.id: row for row in rows}
 
 
@@ -307,7 +314,8 @@ _ORDER_WRITE_SQL: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]],
 
 
 def insert_order_with_lines_pg(
-    session: Session, order: dict[str, Any], lines: list[dict[str, Any]], audit: dict[str, Any]
+    session: Session, order: dict[str, Any], lines: list[dict[str, Any]], audit: dict[str, Any],
+    auto_cancel: dict[str, Any] | None = None,
 ) -> tuple[int, list[int]] | None:
     """PostgreSQL: the order row, its lines and its audit event in ONE statement; ``(order id,
     line ids in ``lines`` order)``, or None when a unique constraint refused the order (then
@@ -327,15 +335,26 @@ def insert_order_with_lines_pg(
 
     ``order``, each line (without ``order_id``) and ``audit`` (without ``subject_id``) carry
     every column but ``id`` that they want written (timestamps aware); ``lines`` is not empty.
+
+    ``auto_cancel``: the columns of the order's ``orders.auto_cancel`` job but its payload and
+    dedupe key (``{"order_id": id}`` and ``order:<id>:auto_cancel``, what ``kit.outbox.enqueue``
+    writes for it, ``ON CONFLICT DO NOTHING`` on the dedupe key alike), written in the same
+    statement; jobs become visible to workers at commit, like any outbox row.
     """
     import pydantic_core
     from sqlalchemy import text
 
-    key = (tuple(order), tuple(lines[0]), tuple(audit))
+    key = (tuple(order), tuple(lines[0]), tuple(audit), tuple(auto_cancel or ()))
     stmt = _ORDER_WRITE_SQL.get(key)
     if stmt is None:
-        oc, lc, ac = (", ".join(cols) for cols in key)
-        r_lc, r_ac = (", ".join(f"r.{c}" for c in cols) for cols in key[1:])
+        oc, lc, ac, jc = (", ".join(cols) for cols in key)
+        r_lc, r_ac, r_jc = (", ".join(f"r.{c}" for c in cols) for cols in key[1:])
+        job = (
+            f", j AS (INSERT INTO jobs (payload, dedupe_key, {jc}) "
+            f"SELECT jsonb_build_object('order_id', o.id), 'order:' || o.id || '\\:auto_cancel', {r_jc} "  # \\: is text()'s escaped colon
+            f"FROM o, jsonb_populate_record(CAST(NULL AS jobs), CAST(:job_doc AS jsonb)) AS r "
+            f"ON CONFLICT (merchant_id, dedupe_key) DO NOTHING) "
+        ) if auto_cancel else " "
         stmt = _ORDER_WRITE_SQL[key] = text(
             f"WITH o AS (INSERT INTO orders ({oc}) SELECT {oc} "
             f"FROM jsonb_populate_record(CAST(NULL AS orders), CAST(:order_doc AS jsonb)) "
@@ -344,14 +363,17 @@ def insert_order_with_lines_pg(
             f"FROM o, jsonb_populate_recordset(CAST(NULL AS order_lines), CAST(:lines_doc AS jsonb)) "
             f"WITH ORDINALITY AS r ORDER BY r.ordinality RETURNING id), "
             f"a AS (INSERT INTO audit_events (subject_id, {ac}) SELECT o.id, {r_ac} "
-            f"FROM o, jsonb_populate_record(CAST(NULL AS audit_events), CAST(:audit_doc AS jsonb)) AS r) "
-            f"SELECT o.id, ARRAY(SELECT id FROM l ORDER BY id) FROM o"
+            f"FROM o, jsonb_populate_record(CAST(NULL AS audit_events), CAST(:audit_doc AS jsonb)) AS r)"
+            f"{job}SELECT o.id, ARRAY(SELECT id FROM l ORDER BY id) FROM o"
         )
     to_json = pydantic_core.to_json
-    row = session.execute(stmt, {
+    params = {
         "order_doc": to_json(order).decode(), "lines_doc": to_json(lines).decode(),
         "audit_doc": to_json(audit).decode(),
-    }).first()
+    }
+    if auto_cancel:
+        params["job_doc"] = to_json(auto_cancel).decode()
+    row = session.execute(stmt, params).first()
     if row is None:
         return None
     order_id, line_ids = row
