@@ -251,7 +251,10 @@ def stored_events(url: str) -> int:
     return n
 
 
-def service_only(batches_n: int, members: int, size: int, with_stats: bool) -> None:
+def service_only(batches_n: int, members: int, size: int, with_stats: bool, profile: bool = False) -> None:
+    import cProfile
+    import pstats
+
     import pydantic_core
     from sqlalchemy import event, select
     from sqlalchemy.engine import Engine
@@ -294,12 +297,23 @@ def service_only(batches_n: int, members: int, size: int, with_stats: bool) -> N
         one(n)
     cpu_py = time.process_time() - began
     cpu_db = cpu_seconds(backends) - db_before
+    per_batch = statements / batches_n
+    calls = ""
+    if profile:  # the same number of batches again under cProfile: Python function calls per batch
+        profiler = cProfile.Profile(time.process_time)
+        profiler.enable()
+        for n in range(40 + batches_n, 40 + 2 * batches_n):
+            one(n)
+        profiler.disable()
+        stats = pstats.Stats(profiler)
+        calls = f", {stats.total_calls / batches_n:,.0f} Python function calls per batch"  # type: ignore[attr-defined]
+        stats.sort_stats("tottime").print_stats(20)
     engine.dispose()
     events_n = batches_n * size
     print(f"machine: {machine()}")
     print(f"service only (no HTTP, no job worker), PostgreSQL, {batches_n} batches of {size} one after another, "
           f"{members:,} members: this process {cpu_py / events_n * 1e6:.1f} µs CPU per event, PostgreSQL backend "
-          f"{cpu_db / events_n * 1e6:.1f} µs per event, {statements / batches_n:.1f} SQL statements per batch")
+          f"{cpu_db / events_n * 1e6:.1f} µs per event, {per_batch:.1f} SQL statements per batch{calls}")
 
 
 def main() -> None:
@@ -314,9 +328,11 @@ def main() -> None:
                         help="members start without statistics rows (each first event creates one)")
     parser.add_argument("--service-only", type=int, default=0, metavar="N",
                         help="N batches straight through events.service in this process (no HTTP, no worker)")
+    parser.add_argument("--profile", action="store_true",
+                        help="with --service-only: N more batches under cProfile (function calls per batch, top 20)")
     args = parser.parse_args()
     if args.service_only:
-        service_only(args.service_only, args.members, args.batch, not args.new_members)
+        service_only(args.service_only, args.members, args.batch, not args.new_members, args.profile)
         return
 
     url = fresh_pg_database("siyu_bench_events")

@@ -2,6 +2,11 @@
 
 The audience module keeps per-member statistics (last visit, cart adds, favourites) from the
 events; it registers with ``on_events`` so ingestion does not import it.
+
+A listener gets the merchant and the events just stored (not the duplicates), each a dict with
+``event_id``, ``name``, ``member_id`` (None when unknown), ``occurred_at`` (aware) and, when
+sent, ``anonymous_id``, ``source`` and ``properties`` (the rows as ``repository.insert_events``
+takes them: the merchant and the receipt time are not repeated per event).
 """
 
 from __future__ import annotations

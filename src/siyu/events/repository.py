@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+import pydantic_core
+from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.orm import Session
 
 from siyu.db.bulk import in_ints, insert_ignore_json
-from siyu.db.dialect import insert_ignore
+from siyu.db.dialect import insert_ignore, is_postgres
 from siyu.events.models import AnonymousLink, Event
+from siyu.events.schemas import DEFAULT_SOURCE
 from siyu.members.models import Member
 
 
@@ -30,8 +32,59 @@ def linked_members(session: Session, merchant_id: int, anonymous_ids: set[str]) 
     return {a: m for a, m in session.execute(stmt).all()}
 
 
-def insert_events(session: Session, rows: list[dict[str, Any]]) -> list[str]:
-    """Insert, skipping event ids already stored; returns the event ids actually inserted."""
+#: what ``insert_events`` reads from each event; merchant, receipt time and the defaults are
+#: statement parameters, so the JSON document carries only what differs per event
+_EVENT_RECORD = (
+    "event_id varchar(64), name varchar(64), member_id bigint, anonymous_id varchar(64), source varchar(20), "
+    "occurred_at timestamptz, properties jsonb"
+)
+_INSERT_PG = (
+    "INSERT INTO events (merchant_id, event_id, name, member_id, anonymous_id, source, occurred_at, received_at, "
+    "properties) SELECT CAST(:merchant_id AS BIGINT), event_id, name, member_id, anonymous_id, "
+    "coalesce(source, CAST(:source AS VARCHAR)), occurred_at, CAST(:received_at AS TIMESTAMPTZ), "
+    "coalesce(properties, CAST('{}' AS JSONB)) "
+    f"FROM jsonb_to_recordset(CAST(:doc AS JSONB)) AS r({_EVENT_RECORD}) "
+    "ON CONFLICT (merchant_id, event_id) DO NOTHING RETURNING event_id"
+)
+
+
+def insert_events(
+    session: Session, merchant_id: int, events: list[dict[str, Any]], received_at: dt.datetime
+) -> list[str]:
+    """Insert, skipping event ids already stored; returns the event ids actually inserted.
+
+    Each event is a dict with ``event_id``, ``name``, ``occurred_at`` (aware) and, when they
+    are set, ``member_id``, ``anonymous_id``, ``source`` (default ``DEFAULT_SOURCE``) and
+    ``properties`` (default ``{}``); other keys are ignored. PostgreSQL: ONE statement reading
+    the events as ONE JSON document (``jsonb_to_recordset``), the merchant and receipt time as
+    parameters rather than repeated 500 times in the document (PostgreSQL parses ~40% less
+    JSON, Python serialises less and builds no row dict per event). SQLite: the portable
+    ``db.bulk.insert_ignore_json`` of full rows.
+    """
+    if not events:
+        return []
+    if is_postgres(session):
+        params = {
+            "merchant_id": merchant_id,
+            "source": DEFAULT_SOURCE,
+            "received_at": received_at,
+            "doc": pydantic_core.to_json(events).decode(),
+        }
+        return list(session.execute(text(_INSERT_PG), params).scalars().all())
+    rows = [
+        {
+            "merchant_id": merchant_id,
+            "event_id": e["event_id"],
+            "name": e["name"],
+            "member_id": e.get("member_id"),
+            "anonymous_id": e.get("anonymous_id"),
+            "source": e.get("source") or DEFAULT_SOURCE,
+            "occurred_at": e["occurred_at"],
+            "received_at": received_at,
+            "properties": e.get("properties") or {},
+        }
+        for e in events
+    ]
     return insert_ignore_json(session, Event.__table__, rows, ["merchant_id", "event_id"], "event_id")  # type: ignore[arg-type]
 
 

@@ -149,33 +149,23 @@ def ingest(
         known = repo.existing_members(session, merchant_id, named)
     anonymous = {a for _, e in valid if (a := e.get("anonymous_id"))}
     links = repo.linked_members(session, merchant_id, anonymous) if anonymous else {}
+    # The validated event dicts themselves are the rows (``repo.insert_events``): only the
+    # member is filled in and ``timestamp`` renamed, no second dict per event.
     rows: list[dict[str, Any]] = []
     unknown_names: set[str] = set()
     for index, event in valid:
         member_id = event.get("member_id")
-        anonymous_id = event.get("anonymous_id")
         if member_id is None:
-            member_id = links.get(anonymous_id) if anonymous_id else None
+            anonymous_id = event.get("anonymous_id")
+            event["member_id"] = links.get(anonymous_id) if anonymous_id else None
         elif trusted and member_id not in known:
             rejected.append(_reject(index, raw_events[index], "event_member_unknown", lang))
             continue
-        name = event["name"]
-        if name not in PROPERTIES:
-            unknown_names.add(name)
-        rows.append(
-            {
-                "merchant_id": merchant_id,
-                "event_id": event["event_id"],
-                "name": name,
-                "member_id": member_id,
-                "anonymous_id": anonymous_id,
-                "source": event.get("source", DEFAULT_SOURCE),
-                "occurred_at": event["timestamp"],  # aware; stored in UTC by the column type / PostgreSQL
-                "received_at": now,
-                "properties": event.get("properties") or {},
-            }
-        )
-    inserted = repo.insert_events(session, rows)
+        if event["name"] not in PROPERTIES:
+            unknown_names.add(event["name"])
+        event["occurred_at"] = event.pop("timestamp")  # aware; stored in UTC
+        rows.append(event)
+    inserted = repo.insert_events(session, merchant_id, rows, now)
     if inserted:
         from siyu.events import hooks
 
@@ -253,17 +243,14 @@ def record_server_event(
 ) -> None:
     """Write an event that happened on the server (order paid, refund ...), idempotent by ``event_id``."""
     row = {
-        "merchant_id": merchant_id,
         "event_id": event_id,
         "name": name,
         "member_id": member_id,
-        "anonymous_id": None,
         "source": "server",
         "occurred_at": occurred_at,
-        "received_at": occurred_at,
         "properties": properties,
     }
-    inserted = repo.insert_events(session, [row])
+    inserted = repo.insert_events(session, merchant_id, [row], occurred_at)
     if inserted:
         from siyu.events import hooks
 
