@@ -39,9 +39,15 @@ EventIn = with_config(_FORBID)(TypedDict("EventIn", {**_FIELDS, "properties": No
 _OTHER = "_other"
 
 
+_TAGS = {n: n for n in REGISTERED}
+
+
 def _tag(value: Any) -> str:
-    name = value.get("name") if isinstance(value, dict) else None
-    return name if name in REGISTERED else _OTHER
+    """The union member of one event (called per event: kept to one lookup)."""
+    try:
+        return _TAGS.get(value["name"], _OTHER)
+    except (TypeError, KeyError, IndexError):  # not an object, no name, an unhashable name
+        return _OTHER
 
 
 def _typed(name: str, props: type[Any]) -> Any:

@@ -111,10 +111,17 @@ def ingest(
     except ValidationError:
         events = _validate_each(raw_events, rejected, lang)
         checked = True
+    # One pass over the events: the checks, the properties, duplicates in the batch, and the
+    # validated dict turned into its row in place (``repo.insert_events``: ``occurred_at``,
+    # the member filled in), so no second dict is built per event.
     latest, earliest = now + FUTURE_TOLERANCE, now - MAX_AGE
     own_member, trusted = caller.member_id, caller.trusted
-    valid: list[tuple[int, dict[str, Any]]] = []
+    rows: list[dict[str, Any]] = []
+    indexes: list[int] = []  # each row's place in the batch
     seen_ids: set[str] = set()
+    named: set[int] = set()  # members a trusted caller names
+    anonymous: set[str] = set()  # devices of events without a member
+    unknown_names: set[str] = set()
     for index, event in enumerate(events):
         if event is None:  # rejected by _validate_each
             continue
@@ -123,48 +130,50 @@ def ingest(
             fields = [naive_timestamp(lang)] if code == "event_timestamp_naive" else None
             rejected.append(_reject(index, raw_events[index], code, lang, fields))
             continue
-        check = PROPERTIES.get(event["name"])
-        if check is not None:
-            if checked:  # the slow path validates the properties now, after the checks above
-                try:
-                    event["properties"] = check(event.get("properties", _EMPTY))
-                except ValidationError as exc:
-                    fields = field_errors(exc, lang, "properties.")
-                    rejected.append(
-                        _reject(index, raw_events[index], "event_properties_invalid", lang, fields, name=event["name"])
-                    )
-                    continue
-            elif props := event.get("properties"):  # validated with the batch
-                event["properties"] = without_none(props)
-        if event["event_id"] in seen_ids:
+        name = event["name"]
+        check = PROPERTIES.get(name)
+        if check is None:
+            unknown_names.add(name)
+        elif checked:  # the slow path validates the properties now, after the checks above
+            try:
+                event["properties"] = check(event.get("properties", _EMPTY))
+            except ValidationError as exc:
+                fields = field_errors(exc, lang, "properties.")
+                rejected.append(_reject(index, raw_events[index], "event_properties_invalid", lang, fields, name=name))
+                continue
+        elif (props := event.get("properties")) and None in props.values():  # validated with the batch
+            event["properties"] = without_none(props)
+        event_id = event["event_id"]
+        if event_id in seen_ids:
             rejected.append(_reject(index, raw_events[index], "event_duplicate_in_batch", lang))
             continue
-        seen_ids.add(event["event_id"])
-        valid.append((index, event))
-
-    # Server callers may name members: they must belong to this merchant.
-    merchant_id = caller.merchant_id
-    if trusted:
-        named = {e["member_id"] for _, e in valid if e.get("member_id") is not None}
-        known = repo.existing_members(session, merchant_id, named)
-    anonymous = {a for _, e in valid if (a := e.get("anonymous_id"))}
-    links = repo.linked_members(session, merchant_id, anonymous) if anonymous else {}
-    # The validated event dicts themselves are the rows (``repo.insert_events``): only the
-    # member is filled in and ``timestamp`` renamed, no second dict per event.
-    rows: list[dict[str, Any]] = []
-    unknown_names: set[str] = set()
-    for index, event in valid:
+        seen_ids.add(event_id)
         member_id = event.get("member_id")
-        if member_id is None:
-            anonymous_id = event.get("anonymous_id")
-            event["member_id"] = links.get(anonymous_id) if anonymous_id else None
-        elif trusted and member_id not in known:
-            rejected.append(_reject(index, raw_events[index], "event_member_unknown", lang))
-            continue
-        if event["name"] not in PROPERTIES:
-            unknown_names.add(event["name"])
+        if member_id is not None:
+            if trusted:
+                named.add(member_id)
+        else:
+            anonymous.add(event["anonymous_id"])  # _problem: an event without a member has one
         event["occurred_at"] = event.pop("timestamp")  # aware; stored in UTC
         rows.append(event)
+        indexes.append(index)
+
+    merchant_id = caller.merchant_id
+    # Server callers may name members: they must belong to this merchant.
+    if named and len(known := repo.existing_members(session, merchant_id, named)) < len(named):
+        kept = []
+        for index, event in zip(indexes, rows, strict=True):
+            if event.get("member_id") is None or event["member_id"] in known:
+                kept.append(event)
+            else:
+                rejected.append(_reject(index, raw_events[index], "event_member_unknown", lang))
+        rows = kept
+        unknown_names = {e["name"] for e in rows if e["name"] not in PROPERTIES}
+    # An anonymous device already linked to its member (``link_anonymous``) names the member.
+    if anonymous and (links := repo.linked_members(session, merchant_id, anonymous)):
+        for event in rows:
+            if event.get("member_id") is None:
+                event["member_id"] = links.get(event["anonymous_id"])
     inserted = repo.insert_events(session, merchant_id, rows, now)
     if inserted:
         from siyu.events import hooks
