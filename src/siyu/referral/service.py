@@ -52,7 +52,12 @@ Account and withdrawals
 - A withdrawal takes ``available`` → ``withdrawing`` by conditional update, so parallel
   requests never overdraw (``withdrawal_exceeds_balance``); finance approves (once:
   ``withdrawal_not_pending``) or rejects (the amount returns), and the payout provider pays —
-  ``manual``: finance marks it paid with a reference → ``withdrawn``.
+  ``manual``: finance marks it paid with a reference → ``withdrawn``. A payout that never
+  completes (the send failed until the worker gave up, the polls ran out) is closed by finance
+  with ``fail_payout``: the provider is asked first, the amount returns once.
+- The applicant's real name and phone, and a payee's name on a withdrawal, are stored encrypted
+  and bound to their row (``referral.pii``) with masked copies; in clear only for the payout
+  and for finance / owner.
 
 Services never commit; every money movement is audited in the caller's transaction.
 """
