@@ -134,20 +134,28 @@ def build_lines(
     return _load_lines(session, merchant_id, pairs, check_stock=check_stock)[0]
 
 
+_NO_ADDRESS: Any = object()  # _load_lines did not read the address
+
+
 def _load_lines(
     session: Session, merchant_id: int, pairs: list[tuple[int, int]], *, check_stock: bool,
-    member_id: int | None = None, now: dt.datetime | None = None,
-) -> tuple[list[PricedLine], str, tuple[Any, ...] | None]:
+    member_id: int | None = None, now: dt.datetime | None = None, address_id: int | None = None,
+) -> tuple[list[PricedLine], str, tuple[Any, ...] | None, Any]:
     """``build_lines``, the merchant's time zone and (with ``now``) the pricing probes' answers
-    for ``member_id``, all read in the same query."""
+    for ``member_id``, all read in the same query; on PostgreSQL (with ``now``) also the
+    member's address ``address_id`` (None: the default one) as ``repository.checkout_address``
+    gives it, else ``_NO_ADDRESS``."""
     extra = probe_columns() if now is not None else []
+    with_address = bool(now is not None and is_postgres(session))
     found = repo.checkout_skus(
-        session, merchant_id, [sku_id for sku_id, _ in pairs], extra=extra,
-        params={"member_id": member_id, "now": now} if extra else None,
+        session, merchant_id, [sku_id for sku_id, _ in pairs],
+        extra=[*extra, repo.CHECKOUT_ADDRESS_COLUMN] if with_address else extra,
+        params={"member_id": member_id, "now": now, "address_id": address_id} if now is not None else None,
     )
     lines = []
     timezone = ""
     answers: tuple[Any, ...] | None = None
+    address: Any = _NO_ADDRESS
     for sku_id, quantity in pairs:
         row = found.get(sku_id)
         if row is None:
@@ -157,7 +165,10 @@ def _load_lines(
         if check_stock and quantity > row.stock:
             raise DomainError("insufficient_stock", sku_id=sku_id, requested=quantity)
         timezone = row.merchant_timezone
-        if extra:
+        if with_address:
+            values = tuple(row)
+            answers, address = values[len(values) - len(extra) - 1:-1], repo.address_record(values[-1])
+        elif extra:
             answers = tuple(row)[-len(extra):]
         lines.append(
             PricedLine(
@@ -170,7 +181,7 @@ def _load_lines(
                 stock=row.stock, flags=virtual_flags(row.kind, row.coupons_allowed),
             )
         )
-    return lines, timezone, answers
+    return lines, timezone, answers, address
 
 
 def virtual_flags(kind: str, coupons_allowed: bool) -> dict[str, Any]:
@@ -214,9 +225,10 @@ def check_normal_stock(session: Session, merchant_id: int, lines: list[PricedLin
 
 
 def _address(
-    session: Session, merchant_id: int, member_id: int, body: CheckoutIn, *, required: bool
+    session: Session, merchant_id: int, member_id: int, body: CheckoutIn, *, required: bool, read: Any = _NO_ADDRESS
 ) -> Any | None:
-    found = repo.checkout_address(session, merchant_id, member_id, body.address_id)
+    """The delivery address (``read``: as ``_load_lines`` read it already)."""
+    found = repo.checkout_address(session, merchant_id, member_id, body.address_id) if read is _NO_ADDRESS else read
     if body.address_id is not None:
         if found is None:
             raise invalid("address_id", "address_not_found", "no such address")
@@ -238,10 +250,13 @@ def price(
     """Run the pricing pipeline over the selection (no writes)."""
     pairs = _selection(session, merchant_id, member_id, body)
     now = now or utcnow()
-    lines, timezone, answers = _load_lines(session, merchant_id, pairs, check_stock=False, member_id=member_id, now=now)
+    lines, timezone, answers, read = _load_lines(
+        session, merchant_id, pairs, check_stock=False, member_id=member_id, now=now, address_id=body.address_id
+    )
     # Nothing to ship (only virtual lines, e.g. a membership card): no address is asked for or kept.
     address = (
-        _address(session, merchant_id, member_id, body, required=address_required) if needs_shipping(lines) else None
+        _address(session, merchant_id, member_id, body, required=address_required, read=read)
+        if needs_shipping(lines) else None
     )
     ctx = PricingContext(
         session=session, merchant_id=merchant_id, member_id=member_id, lines=lines, now=now,

@@ -10,7 +10,21 @@ from collections.abc import Iterable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, Table, any_, bindparam, cast, delete, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -208,6 +222,32 @@ _CHECKOUT_DEFAULT_ADDRESS = (
     .order_by(_A.id.desc())
     .limit(1)
 )
+
+
+# PostgreSQL: the same address as ONE json column that the checkout's SKU read carries along
+# (``checkout_skus(extra=[CHECKOUT_ADDRESS_COLUMN])``, bind parameters ``merchant_id``,
+# ``member_id``, ``address_id``): an uncorrelated scalar subquery, evaluated once per statement,
+# that spares the submit a round trip. ``address_id`` NULL: the default address.
+_ADDRESS_ID = cast(bindparam("address_id"), BigInteger())
+CHECKOUT_ADDRESS_COLUMN = (
+    select(func.json_build_array(*_ADDRESS_COLUMNS))
+    .where(
+        _A.merchant_id == bindparam("merchant_id"),
+        _A.member_id == bindparam("member_id"),
+        _A.deleted.is_(False),
+        or_(and_(_ADDRESS_ID.is_(None), _A.is_default.is_(True)), _A.id == _ADDRESS_ID),
+    )
+    .order_by(_A.id.desc())
+    .limit(1)
+    .scalar_subquery()
+    .label("checkout_address")
+)
+_ADDRESS_KEYS = tuple(c.name for c in _ADDRESS_COLUMNS)
+
+
+def address_record(value: Sequence[Any] | None) -> Any | None:
+    """``CHECKOUT_ADDRESS_COLUMN``'s value as the read-only record ``checkout_address`` returns."""
+    return None if value is None else SimpleNamespace(**dict(zip(_ADDRESS_KEYS, value, strict=True)))
 
 
 def checkout_address(session: Session, merchant_id: int, member_id: int, address_id: int | None) -> Any | None:
