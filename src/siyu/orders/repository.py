@@ -350,7 +350,7 @@ def insert_order_lines(session: Session, rows: list[dict[str, Any]]) -> list[Sim
 
 _INSERT_AUDIT_EVENT = insert(AuditEvent.__table__)  # type: ignore[arg-type]
 
-_ORDER_WRITE_SQL: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], Any] = {}
+_ORDER_WRITE_SQL: dict[tuple[tuple[str, ...], ...], Any] = {}
 
 
 def insert_order_with_lines_pg(
