@@ -15,6 +15,10 @@ the SQL statements per preview. ``--before`` first runs the purchase definitions
 orders' covering index (``ix_orders_paid_member``) dropped inside a transaction that is rolled
 back, i.e. as before it existed, for a ratio in one run (the order lines' covering index stays:
 it replaced the plain order index).
+Product / category conditions read only the order lines' ``ix_order_lines_bought`` (see
+``siyu.audience.purchase_facts``; ``--before`` does not undo that). For a before/after of a code
+change, run this script from a worktree of the old commit (``PYTHONPATH=<worktree>/src``) against
+the same database, back to back, and compare the backend CPU and the EXPLAIN buffers.
 Target (issue 5): the main definition <= 2 s at 1M members; purchase conditions about a second.
 """
 
@@ -53,6 +57,9 @@ PURCHASES: dict[str, dict[str, Any]] = {
     ">= 200 yuan of category 1 in the last 90 days": {
         "type": "purchase", "within_days": 90, "category_ids": [1], "min_amount": 20000,
     },
+    "bought product 1 (all time)": {"type": "purchase", "product_ids": [1]},
+    ">= 2 orders of product 1 in the last 365 days": {"type": "purchase", "within_days": 365, "product_ids": [1], "min_orders": 2},
+    "did NOT buy category 1 in the last 365 days": {"type": "not", "node": {"type": "purchase", "within_days": 365, "category_ids": [1]}},
 }
 # Dropped by --before. The lines' covering index (ix_order_lines_order_cover) stays: it replaced
 # the plain (merchant_id, order_id) index, so without it the lines would have no order index at all.
@@ -125,6 +132,17 @@ def main() -> None:
         now = s.scalar(select(func.max(Event.occurred_at)).where(Event.merchant_id == mid))
     if now is None:
         raise SystemExit(f"merchant {args.merchant!r} has no events: run bench/gen_data.py first")
+    from siyu.orders.models import PAID_STATUSES, OrderLine
+
+    facts = getattr(OrderLine, "bought_at", None)  # absent when run with an older commit's code
+    with factory() as s:  # product / category conditions read the lines' purchase facts
+        bought = facts is None or s.scalar(select(func.count()).select_from(OrderLine).where(
+            OrderLine.merchant_id == mid, facts.is_not(None)))
+        paid = s.scalar(select(func.count()).select_from(Order).where(
+            Order.merchant_id == mid, Order.status.in_(PAID_STATUSES)))
+    if paid and not bought:
+        raise SystemExit("the order lines carry no purchase facts (bought_at): generate the data with the current "
+                         "bench/gen_data.py, or run siyu.audience.purchase_facts.backfill on it")
     print(f"machine: {machine()}")
     print(f"scale: {members:,} members, {orders:,} orders, {events:,} events (merchant {args.merchant}, as of {now:%Y-%m-%d %H:%M} UTC)")
 

@@ -176,3 +176,45 @@ def test_lines_of_an_order_not_in_the_session_copy_it_from_the_database(
         s.add(om.OrderLine(merchant_id=m, order_id=order_id, product_id=7, sku_id=1, title="t", quantity=1,
                            list_price=100, sale_price=100, goods_amount=100, payable_amount=100))
     assert _facts(session_factory, m, order_id) == {(member, paid_at)}
+
+
+def test_product_conditions_read_only_the_bought_lines_index(session_factory: sessionmaker[Session], tenant: Tenant) -> None:
+    """Both dialects answer a product condition from ``ix_order_lines_bought`` alone (PostgreSQL:
+    index-only scan once the visibility map is set; SQLite: a covering index), without orders."""
+    from sqlalchemy import text
+
+    from siyu.audience.compiler import Compiler
+
+    m = tenant.id
+    member = buyer(session_factory, m)
+    with unit_of_work(session_factory) as s:
+        order = om.Order(merchant_id=m, order_no=uuid.uuid4().hex[:20], member_id=member, status=om.COMPLETED,
+                         idempotency_key=uuid.uuid4().hex, request_hash="x", goods_amount=100, payable_amount=100,
+                         paid_amount=100, paid_at=utcnow())
+        s.add(order)
+        s.flush()
+        s.add(om.OrderLine(merchant_id=m, order_id=order.id, product_id=7, sku_id=1, title="t", quantity=1,
+                           list_price=100, sale_price=100, goods_amount=100, payable_amount=100))
+    for node in (
+        {"type": "purchase", "product_ids": [7], "within_days": 180},
+        {"type": "purchase", "product_ids": [7, 8], "within_days": 90, "min_amount": 100, "min_orders": 1},
+    ):
+        with session_factory() as s:
+            stmt = Compiler(s, m, utcnow()).members(segments.parse_definition(node).root)
+            bind = s.get_bind()
+            compiled = stmt.compile(dialect=bind.dialect, compile_kwargs={"render_postcompile": True})
+            sql, params = str(compiled), compiled.params
+            assert "orders." not in sql.replace("order_lines.", "")
+            if bind.dialect.name == "postgresql":
+                with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:  # type: ignore[union-attr]
+                    conn.exec_driver_sql("VACUUM (ANALYZE) order_lines")
+                for setting in ("enable_seqscan", "enable_bitmapscan"):  # the test table is tiny
+                    s.execute(text(f"SET LOCAL {setting} = off"))
+                plan = "\n".join(r[0] for r in s.connection().exec_driver_sql("EXPLAIN " + sql, params))
+                assert "Index Only Scan using ix_order_lines_bought" in plan, plan
+            else:
+                rows = s.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + sql, tuple(params.values())).all()
+                plan = "\n".join(str(r[-1]) for r in rows)
+                assert "COVERING INDEX ix_order_lines_bought" in plan, plan
+            s.rollback()
+        assert _buyers_of(session_factory, m, node) == {member}
