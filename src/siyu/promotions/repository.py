@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from siyu.catalog.models import Product, Sku
+from siyu.catalog.models import KIND_VIRTUAL, Product, Sku
 from siyu.db.dialect import for_update, insert_ignore
 from siyu.orders.models import Order, OrderLine
 from siyu.promotions.models import (
@@ -103,6 +103,17 @@ def skus_with_products(session: Session, merchant_id: int, sku_ids: Iterable[int
         return {}
     rows = session.execute(_skus_stmt(), {"merchant_id": merchant_id, "ids": ids}).all()
     return {sku.id: (sku, product) for sku, product in rows}
+
+
+def virtual_product_ids(session: Session, merchant_id: int, product_ids: Iterable[int]) -> set[int]:
+    """Which of these products are virtual (``products.kind``): a membership card, a service."""
+    ids = sorted(set(product_ids))
+    if not ids:
+        return set()
+    stmt = select(Product.id).where(
+        Product.merchant_id == merchant_id, Product.id.in_(ids), Product.kind == KIND_VIRTUAL
+    )
+    return set(session.scalars(stmt))
 
 
 def product_sku_ids(session: Session, merchant_id: int, product_id: int) -> list[int]:

@@ -48,6 +48,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
+from siyu.catalog.models import KIND_VIRTUAL
 from siyu.kit import audit
 from siyu.kit.errors import DomainError, FieldError, catalogue, invalid, not_found, register_messages
 from siyu.kit.money import yuan
@@ -123,6 +124,11 @@ _MESSAGES = {
         "The add-on item is limited to {limit} per order",
     ),
     "add_on_sold_out": (409, "加价购商品已换完", "The add-on item is sold out"),
+    "promotion_virtual_product": (
+        422,
+        "虚拟商品（如会员卡、服务）不参加限时折扣和首单特价（规格 {sku_id}）",
+        "Virtual products (membership cards, services) cannot take a limited-time or first-order price (SKU {sku_id})",
+    ),
 }
 register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
 
@@ -242,14 +248,30 @@ def _check_scope(session: Session, merchant_id: int, scope: Scope) -> None:
         raise not_found("商品" if scope.type == "products" else "分类", "Product" if scope.type == "products" else "Category")
 
 
-def _check_price_items(session: Session, merchant_id: int, items: list[Any], path: str = "rules.items") -> None:
-    """SKUs of this merchant (else 404), listed once, each promotional price below the sale price."""
+def _virtual_product(sku_id: int, path: str) -> DomainError:
+    return DomainError(
+        "promotion_virtual_product",
+        fields=[FieldError(path, "virtual_product", "a virtual product's SKU cannot be listed")],
+        sku_id=sku_id,
+    )
+
+
+def _check_price_items(
+    session: Session, merchant_id: int, items: list[Any], path: str = "rules.items", *, physical_only: bool = False
+) -> None:
+    """SKUs of this merchant (else 404), listed once, each promotional price below the sale price.
+
+    ``physical_only`` (limited-time discounts, first-order specials): a SKU of a virtual product
+    (``products.kind``: a membership card a card plan sells, a service) is refused
+    (``promotion_virtual_product``): its price is the card plan's, not a promotion's."""
     skus = repo.skus_with_products(session, merchant_id, [it.sku_id for it in items])
     seen: set[int] = set()
     for i, it in enumerate(items):
         pair = skus.get(it.sku_id)
         if pair is None:
             raise not_found("商品规格", "SKU")
+        if physical_only and pair[1].kind == KIND_VIRTUAL:
+            raise _virtual_product(it.sku_id, f"{path}.{i}.sku_id")
         if it.sku_id in seen:
             raise invalid(f"{path}.{i}.sku_id", "duplicate_sku", "each SKU may be listed once")
         seen.add(it.sku_id)
@@ -269,7 +291,7 @@ def check_rules(session: Session, merchant_id: int, kind: str, raw: dict[str, An
     normalised document to store."""
     rules = parse_rules(kind, raw)
     if isinstance(rules, LimitedDiscountRules | FirstOrderRules):
-        _check_price_items(session, merchant_id, rules.items)
+        _check_price_items(session, merchant_id, rules.items, physical_only=True)
     elif isinstance(rules, SpendSaveRules):
         _check_scope(session, merchant_id, rules.scope)
         _check_thresholds(rules.tiers)
@@ -473,9 +495,14 @@ def _first_order_request(options: dict[str, Any]) -> int | None:
 
 
 def apply_item_promotions(
-    ctx: PricingContext, promos: list[Promotion], facts: ItemFacts, requested_first_order: int | None = None
+    ctx: PricingContext, promos: list[Promotion], facts: ItemFacts, requested_first_order: int | None = None,
+    virtual_products: frozenset[int] | set[int] = frozenset(),
 ) -> None:
-    """The ITEM_PROMOTIONS logic over already-loaded promotions and member facts (no queries)."""
+    """The ITEM_PROMOTIONS logic over already-loaded promotions and member facts (no queries).
+
+    Lines of ``virtual_products`` (a product turned virtual after the promotion listed its SKU)
+    keep their price; a first-order special asked for on such a line only is refused
+    (``promotion_virtual_product``)."""
     parsed: list[tuple[Promotion, dict[int, Any]]] = []
     for promo in promos:
         rules = parse_rules(promo.kind, promo.rules)
@@ -483,8 +510,15 @@ def apply_item_promotions(
         parsed.append((promo, {it.sku_id: it for it in rules.items}))
     first_order_applied = False
     first_order_missed = False
+    virtual_asked: int | None = None  # a virtual line the requested first-order special lists
     for idx, line in enumerate(ctx.lines):
         if line.flags.get("activity") or line.flags.get("promotion") or line.amount <= 0:
+            continue
+        if line.product_id in virtual_products:
+            if requested_first_order is not None and any(
+                p.id == requested_first_order and line.sku_id in by_sku for p, by_sku in parsed
+            ):
+                virtual_asked = line.sku_id
             continue
         best: tuple[int, Promotion, int, str, int] | None = None  # discount, promo, units, label, unit price
         for promo, by_sku in parsed:
@@ -536,6 +570,8 @@ def apply_item_promotions(
         _reserve(ctx, Applied(promo.id, promo.kind, units=units, discount=applied, limit=limit, first_order=is_first,
                               lines=[[idx, line.sku_id, units]]))
     if requested_first_order is not None and not first_order_applied:
+        if virtual_asked is not None:
+            raise _virtual_product(virtual_asked, "options.first_order.promotion_id")
         if not facts.first_order_eligible:
             raise DomainError("first_order_not_eligible")
         raise invalid("options.first_order.promotion_id", "item_not_in_order", "no SKU of this promotion is in the order")
@@ -596,11 +632,16 @@ def item_stage(ctx: PricingContext) -> None:
     ]
     if not relevant:
         return
+    listed = {it.get("sku_id") for p in relevant for it in p.rules.get("items", [])}
+    # Rules refuse a virtual product's SKU when written; a product made virtual later is left out
+    # here (one read, only when a live limited-time or first-order promotion lists a line's SKU).
+    virtual = repo.virtual_product_ids(ctx.session, ctx.merchant_id, {ln.product_id for ln in ctx.lines
+                                                                      if ln.sku_id in listed})
     facts = ItemFacts()
     if ctx.member_id is not None and any(p.kind == FIRST_ORDER or p.per_member_limit is not None for p in relevant):
         found = pricing_facts(ctx)
         facts.first_order_eligible, facts.member_units = found.first_order_eligible, found.member_units
-    apply_item_promotions(ctx, relevant, facts, requested)
+    apply_item_promotions(ctx, relevant, facts, requested, virtual)
 
 
 # -- pricing: order promotions -----------------------------------------------------------------------------
