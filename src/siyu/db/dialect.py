@@ -267,6 +267,13 @@ def insert_ignore_rows(
 _TAKE_MANY: dict[tuple[str, str, str], Any] = {}
 
 
+def int_array_text(values: Any) -> str:
+    """Integers as PostgreSQL's array text ``{1,2,3}``, for a ``CAST(:p AS BIGINT[])`` parameter:
+    psycopg sends a str as is, where a Python list is dumped element by element (with a dumper
+    look-up per call)."""
+    return "{" + ",".join(str(int(v)) for v in values) + "}"
+
+
 def take_many(
     session: Session, table: Table, column: str, merchant_id: int, amounts: dict[int, int], *, touch: str | None = None
 ) -> set[int]:
@@ -306,7 +313,10 @@ def take_many(
                 f"WHERE {table.name}.merchant_id = :merchant_id AND {table.name}.id = v.id "
                 f"AND {table.name}.{column} >= v.amount RETURNING {table.name}.id"
             )
-        params = {"merchant_id": merchant_id, "ids": ids, "amounts": [amounts[i] for i in ids], "touched": now}
+        params = {
+            "merchant_id": merchant_id, "ids": int_array_text(ids), "amounts": int_array_text(amounts[i] for i in ids),
+            "touched": now,
+        }
         result = session.execute(stmt, params)
         return {int(row[0]) for row in result}
     done: set[int] = set()

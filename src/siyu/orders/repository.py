@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Select,
     Table,
+    Text,
     and_,
     any_,
     bindparam,
@@ -29,7 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from siyu.catalog.models import Product, Sku
-from siyu.db.dialect import for_update, is_postgres
+from siyu.db.dialect import for_update, int_array_text, is_postgres
 from siyu.kit.audit import AuditEvent
 from siyu.orders.models import Address, CartItem, FreightTemplate, Order, OrderLine, Shipment
 from siyu.tenancy.models import Merchant
@@ -81,7 +82,11 @@ _CHECKOUT_SKUS = (
 # PostgreSQL: ``skus.id = ANY(:ids)`` with the ids as ONE array parameter, so the statement is
 # the same for any number of SKUs (an expanding IN is re-rendered per call and its text differs
 # per count, which costs a post-compile step every call and a prepared statement per count).
-_CHECKOUT_SKUS_PG = _CHECKOUT_SKUS.where(_S.id == any_(cast(bindparam("id_array"), ARRAY(BigInteger()))))
+# The array travels as its text ``{1,2,3}`` (``db.dialect.int_array_text``): psycopg dumps a
+# Python list element by element, with a type look-up per call.
+_CHECKOUT_SKUS_PG = _CHECKOUT_SKUS.where(
+    _S.id == any_(cast(bindparam("id_array", type_=Text()), ARRAY(BigInteger())))
+)
 _CHECKOUT_SKUS = _CHECKOUT_SKUS.where(_S.id.in_(bindparam("ids", expanding=True)))
 _CHECKOUT_SKUS_WITH: dict[tuple[bool, tuple[int, ...]], Any] = {}
 
@@ -107,7 +112,7 @@ def checkout_skus(
             found = _CHECKOUT_SKUS_WITH[key] = stmt.add_columns(*extra)
         stmt = found
     rows = session.execute(
-        stmt, {**(params or {}), "merchant_id": merchant_id, ("id_array" if postgres else "ids"): ids}
+        stmt, {**(params or {}), "merchant_id": merchant_id, **({"id_array": int_array_text(ids)} if postgres else {"ids": ids})}
     )
     return {row.id: row for row in rows}
 
