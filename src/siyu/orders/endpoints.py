@@ -29,10 +29,8 @@ from siyu.orders.schemas import (
     FreightTemplateUpdate,
     OrderAdminDetailOut,
     OrderDetailOut,
-    OrderLineOut,
     OrderOut,
     ShipIn,
-    ShipmentOut,
 )
 
 store = APIRouter(tags=["store: cart & orders"])
@@ -45,15 +43,15 @@ assert set(get_args(StatusFilter)) == set(ORDER_STATUSES)
 def _detail(session: DbSession, order: Order, *, new: bool = False) -> OrderDetailOut:
     """The order with its lines and shipments (an order created by this request has none to read)."""
     shipments = [] if new else repo.shipments(session, order.merchant_id, order.id)
-    return OrderDetailOut(
-        **OrderOut.model_validate(order).model_dump(),
-        lines=[
-            OrderLineOut.model_validate(ln)
-            for ln in (checkout.new_order_lines(session, order) if new
-                       else repo.order_lines(session, order.merchant_id, order.id))
-        ],
-        shipments=[ShipmentOut.model_validate(s) for s in shipments],
+    lines = checkout.new_order_lines(session, order) if new else repo.order_lines(session, order.merchant_id, order.id)
+    # One validation: the order's fields read off the instance, lines and shipments validated from
+    # their attributes as nested models (``from_attributes``), no intermediate OrderOut and dump.
+    return OrderDetailOut.model_validate(
+        {**{name: getattr(order, name) for name in _ORDER_FIELDS}, "lines": lines, "shipments": shipments}
     )
+
+
+_ORDER_FIELDS = tuple(OrderOut.model_fields)
 
 
 # -- store: cart -----------------------------------------------------------------------------------
