@@ -146,3 +146,45 @@ def test_a_spend_that_waited_for_an_award_takes_the_award_lot_first(
     lots = {lt.expires_at: lt.remaining for lt in h.lots(session_factory, tenant.id, member)}
     assert lots == {far: 100, soon: 20}
     assert h.balance(session_factory, tenant.id, member) == 120 == h.entries_sum(session_factory, tenant.id, member)
+
+
+def test_postgres_accounts_leave_room_for_hot_updates(engine: Engine) -> None:
+    """Every award and spend rewrites the member's account row: half-empty pages keep those
+    updates HOT (no new index entries, page pruning instead of bloat)."""
+    from sqlalchemy import text
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("fillfactor is a PostgreSQL storage parameter")
+    with engine.connect() as conn:
+        options = conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = 'points_accounts'")).scalar_one()
+    assert "fillfactor=50" in (options or [])
+
+
+def test_rules_cache_is_per_engine_and_goes_with_it(
+    engine: Engine, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    """The award's rules cache is keyed by the engine object (not its URL, which is costly to
+    hash): another engine on the same database reads its own, and a dropped engine's entries go."""
+    import gc
+    import weakref
+
+    from siyu.db.engine import make_engine
+    from siyu.db.session import make_session_factory
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("only the PostgreSQL award statement caches the rules")
+    other = make_engine(engine.url.render_as_string(hide_password=False), pool_size=1, max_overflow=0)
+    try:
+        factory = make_session_factory(other)
+        member = make_member(factory, tenant.id)
+        h.award(factory, tenant.id, member, 3, "other-engine")
+        assert tenant.id in points._EXPIRY_CACHE[other]
+        assert h.balance(factory, tenant.id, member) == 3
+    finally:
+        other.dispose()
+    gone = weakref.ref(other)
+    del other, factory
+    gc.collect()
+    assert gone() is None  # the cache did not keep the engine alive
+    h.award(session_factory, tenant.id, make_member(session_factory, tenant.id), 1, "own-engine")
+    assert tenant.id in points._EXPIRY_CACHE[engine]

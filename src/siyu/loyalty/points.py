@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import weakref
 from typing import Any, NamedTuple
 
 from sqlalchemy import inspect
@@ -189,13 +190,15 @@ class _ExpiryInputs(NamedTuple):
     rules: LoyaltyRules
 
 
-# (database URL, merchant id) -> the rules and zone last read in this process. Never trusted
-# blindly: the award statement returns the current settings version and zone, and an award that
-# finds them changed re-reads them and corrects its lot's expiry in the same transaction.
-_EXPIRY_CACHE: dict[tuple[Any, int], _ExpiryInputs] = {}
+# engine -> merchant id -> the rules and zone last read in this process. Never trusted blindly:
+# the award statement returns the current settings version and zone, and an award that finds
+# them changed re-reads them and corrects its lot's expiry in the same transaction. Keyed by the
+# engine object (weakly: a disposed engine's entries go with it), not its URL: hashing a URL
+# renders and quotes it, a tenth of the Python calls of an award.
+_EXPIRY_CACHE: weakref.WeakKeyDictionary[Any, dict[int, _ExpiryInputs]] = weakref.WeakKeyDictionary()
 
 
-def _load_expiry_inputs(session: Session, merchant_id: int, cache_key: tuple[Any, int]) -> _ExpiryInputs:
+def _load_expiry_inputs(session: Session, merchant_id: int, per_engine: dict[int, _ExpiryInputs]) -> _ExpiryInputs:
     from sqlalchemy import select
 
     from siyu.tenancy.models import Merchant
@@ -207,7 +210,7 @@ def _load_expiry_inputs(session: Session, merchant_id: int, cache_key: tuple[Any
     if tz is None:
         merchant_tz(session, merchant_id)  # no such merchant: the same 404 as everywhere else
     rules = LoyaltyRules.model_validate(row[1]) if row is not None else LoyaltyRules()
-    found = _EXPIRY_CACHE[cache_key] = _ExpiryInputs(row[0] if row is not None else None, tz, rules)
+    found = per_engine[merchant_id] = _ExpiryInputs(row[0] if row is not None else None, tz, rules)
     return found
 
 
@@ -216,13 +219,16 @@ def _award_one_statement(
     kind: str, now: dt.datetime, expires_at: dt.datetime | bool | None,
 ) -> PointsEntry | None:
     """The PostgreSQL award (see ``db.ledger``); None on another database."""
-    cache_key = (session.get_bind().engine.url, merchant_id)
-    inputs = _EXPIRY_CACHE.get(cache_key)
+    bind = session.get_bind().engine
+    per_engine = _EXPIRY_CACHE.get(bind)
+    if per_engine is None:
+        per_engine = _EXPIRY_CACHE.setdefault(bind, {})
+    inputs = per_engine.get(merchant_id)
     if expires_at is True:
         if inputs is None:
             if not is_postgres(session):
                 return None
-            inputs = _load_expiry_inputs(session, merchant_id, cache_key)
+            inputs = _load_expiry_inputs(session, merchant_id, per_engine)
         expires = expiry_for(inputs.rules, inputs.tz or "UTC", now)
     else:
         expires = expires_at if isinstance(expires_at, dt.datetime) else None
@@ -238,7 +244,7 @@ def _award_one_statement(
         assert back is not None  # we hold the row lock and just added them
         return _winner(session, merchant_id, member_id, key)
     if inputs is None or (done.rules_version, done.timezone) != (inputs.version, inputs.tz):
-        fresh = _load_expiry_inputs(session, merchant_id, cache_key)
+        fresh = _load_expiry_inputs(session, merchant_id, per_engine)
         if expires_at is True:
             right = expiry_for(fresh.rules, fresh.tz or "UTC", now)
             if right != expires:
