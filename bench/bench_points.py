@@ -15,8 +15,14 @@ by keyset) and prints p50/p99 (target <= 20 ms). The load generator shares the m
 
 ``--serial N`` (part 0, before part 1) runs N awards and N spends one after another on one
 thread and prints, per operation kind, the Python CPU ms (``time.process_time``), the
-statements sent and the round trips including BEGIN and COMMIT: stable figures on a shared
-machine, where ops/s are not. ``--profile`` adds a cProfile top list of that serial run (CPU
+PostgreSQL backend CPU ms (from /proc: the server is local), the Python function calls (a
+separate cProfile pass of 200 operations), the statements sent and the round trips including
+BEGIN and COMMIT: stable figures on a shared machine, where ops/s are not.
+
+``--commit-delay US`` sets PostgreSQL's ``commit_delay`` (with ``commit_siblings`` 5) on the
+bench's connections (a superuser setting: normally set in postgresql.conf): with many clients
+committing at once, the backend that flushes the WAL waits that long so that more commits share
+one fsync — the commit is most of the server's CPU per operation on a virtual disk. ``--profile`` adds a cProfile top list of that serial run (CPU
 time; figures inflated by the profiler), ``--sql`` prints the statements of one award and one
 spend. ``--seconds 0`` skips part 1, ``--entries 0`` part 2.
 """
@@ -49,6 +55,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile top list of the serial run")
     parser.add_argument("--sql", action="store_true", help="print the statements of one award and one spend")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--commit-delay", type=int, default=0, help="PostgreSQL commit_delay in µs (0: server's)")
     args = parser.parse_args()
 
     from sqlalchemy import select, text
@@ -85,16 +92,18 @@ def main() -> None:
         engine.dispose()
         return
     print(f"part 1: award + spend, {args.clients} clients (threads, own sessions) in {args.processes} process(es), "
-          f"{args.seconds:.0f} s, {len(members)} members")
+          f"{args.seconds:.0f} s, {len(members)} members"
+          + (f", commit_delay {args.commit_delay} µs" if args.commit_delay else ""))
     if args.processes <= 1:
-        counts, latencies, elapsed = _throughput(url, merchant_id, members, 0, args.clients, args.seconds)
+        counts, latencies, elapsed = _throughput(url, merchant_id, members, 0, args.clients, args.seconds,
+                                                 args.commit_delay)
     else:
         import multiprocessing as mp
 
         per = [args.clients // args.processes + (1 if p < args.clients % args.processes else 0)
                for p in range(args.processes)]
         with mp.get_context("spawn").Pool(args.processes) as pool:
-            parts = pool.starmap(_throughput, [(url, merchant_id, members, p, n, args.seconds)
+            parts = pool.starmap(_throughput, [(url, merchant_id, members, p, n, args.seconds, args.commit_delay)
                                                for p, n in enumerate(per)])
         counts = {k: sum(c[k] for c, _, _ in parts) for k in parts[0][0]}
         latencies = [x for _, lat, _ in parts for x in lat]
@@ -194,25 +203,36 @@ def _serial(
     for kind in ("award", "spend"):
         for i in range(50):  # warm caches, pools and the statement cache
             one(kind, -1 - i)
+    with engine.connect() as conn:  # the server processes of this database (the bench's pool only)
+        backend = {int(pid) for pid in conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()").scalars()}
     print(f"part 0: {n} awards then {n} spends, one thread, one transaction each (stable figures)")
     profiler = cProfile.Profile(time.process_time) if profile else None
     for kind in ("award", "spend"):
         sent.clear()
         trips.update(begin=0, commit=0)
-        cpu0, t0 = time.process_time(), time.perf_counter()
+        cpu0, t0, pg0 = time.process_time(), time.perf_counter(), _backend_cpu(backend)
         if profiler:
             profiler.enable()
         for i in range(n):
             one(kind, i)
         if profiler:
             profiler.disable()
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
-        print(f"  {kind:5}: Python CPU {1000 * cpu / n:.3f} ms/op, wall {1000 * wall / n:.3f} ms/op, "
-              f"{len(sent) / n:.2f} statements/op + {trips['begin'] / n:.2f} BEGIN + {trips['commit'] / n:.2f} COMMIT"
+        cpu, wall, pg = time.process_time() - cpu0, time.perf_counter() - t0, _backend_cpu(backend) - pg0
+        statements, begins, commits = len(sent), trips["begin"], trips["commit"]
+        counted = cProfile.Profile()  # the call count only (its timings are the profiler's)
+        counted.enable()
+        for i in range(200):
+            one(kind, n + 10 + i)
+        counted.disable()
+        calls = pstats.Stats(counted).total_calls / 200  # type: ignore[attr-defined]
+        print(f"  {kind:5}: Python CPU {1000 * cpu / n:.3f} ms/op, PostgreSQL CPU {1000 * pg / n:.3f} ms/op, "
+              f"{calls:.0f} Python calls/op, wall {1000 * wall / n:.3f} ms/op, "
+              f"{statements / n:.2f} statements/op + {begins / n:.2f} BEGIN + {commits / n:.2f} COMMIT"
               + (" (under cProfile)" if profiler else ""))
         if sql:
             sent.clear()
-            one(kind, n + 1)
+            one(kind, n + 1000)
             for stmt in sent:
                 print("    " + " ".join(stmt.split())[:300])
     if profiler:
@@ -226,7 +246,7 @@ def _serial(
 
 
 def _throughput(
-    url: str, merchant_id: int, members: list[int], proc: int, clients: int, seconds: float
+    url: str, merchant_id: int, members: list[int], proc: int, clients: int, seconds: float, commit_delay: int = 0
 ) -> tuple[dict[str, int], list[float], float]:
     """``clients`` threads alternating award and spend on random members for ``seconds``;
     returns the counts, the latencies (ms) and the measured wall time."""
@@ -242,6 +262,15 @@ def _throughput(
     import_all_models()
     subscribers("points.earned")
     engine = make_engine(url, pool_size=clients + 1, max_overflow=0)
+    if commit_delay:
+
+        @event.listens_for(engine, "connect")
+        def _delay(dbapi_conn: Any, _record: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute(f"SET commit_delay = {int(commit_delay)}")
+                cur.execute("SET commit_siblings = 5")
+            dbapi_conn.commit()
+
     factory = make_session_factory(engine)
     latencies: list[float] = []
     counts = {"award": 0, "spend": 0, "refused": 0}
