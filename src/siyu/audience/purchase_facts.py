@@ -38,7 +38,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Table, case, event, inspect, select, update
+from sqlalchemy import Connection, Table, bindparam, case, event, inspect, select, update
 from sqlalchemy.orm import InstanceState, Mapper, Session, object_session
 from sqlalchemy.orm.util import identity_key
 
@@ -93,6 +93,13 @@ def backfill(connection: Connection | Session, merchant_id: int | None = None) -
 
 # -- ORM events ------------------------------------------------------------------------------------
 
+# built once: the payment pays for executing it, not for building it
+_SET_FACTS = (
+    update(_LINES)
+    .where(_LINES.c.merchant_id == bindparam("f_merchant"), _LINES.c.order_id == bindparam("f_order"))
+    .values(member_id=bindparam("f_member"), bought_at=bindparam("f_at", type_=_LINES.c.bought_at.type))
+)
+
 
 def _before(state: InstanceState[Any], key: str) -> Any:
     """The attribute's value before this flush, or ``_UNKNOWN`` when the session never loaded it."""
@@ -112,9 +119,7 @@ def _order_updated(mapper: Mapper[Any], connection: Connection, target: om.Order
     if _UNKNOWN not in (old_status, old_paid, old_member) and (old_member, bought_at(old_status, old_paid)) == new:
         return  # e.g. paid -> shipped -> completed: still bought at the same time
     connection.execute(
-        update(_LINES)
-        .where(_LINES.c.merchant_id == target.merchant_id, _LINES.c.order_id == target.id)
-        .values(member_id=new[0], bought_at=new[1])
+        _SET_FACTS, {"f_merchant": target.merchant_id, "f_order": target.id, "f_member": new[0], "f_at": new[1]}
     )
 
 
