@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -16,15 +17,28 @@ from siyu.kit.i18n import pick_language
 log = logging.getLogger("siyu.api")
 
 
+@functools.lru_cache(maxsize=512)
+def _language(accept_language: str | None) -> str:
+    """``pick_language`` once per distinct header value (clients send a handful of them)."""
+    return pick_language(accept_language)
+
+
+@functools.lru_cache(maxsize=2048)
+def _fixed(code: str, lang: str) -> tuple[str, str, str]:
+    """Type, title and the message of a code without parameters (most refusals), in ``lang``."""
+    return f"https://siyu.dev/problems/{code}", code.replace("_", " "), DomainError(code).message(lang)
+
+
 def problem_response(request: Request, error: DomainError) -> JSONResponse:
-    lang = pick_language(request.headers.get("accept-language"))
+    lang = _language(request.headers.get("accept-language"))
+    type_, title, message = _fixed(error.code, lang)
     body: dict[str, Any] = {
-        "type": f"https://siyu.dev/problems/{error.code}",
-        "title": error.code.replace("_", " "),
+        "type": type_,
+        "title": title,
         "status": error.status,
         "code": error.code,
-        "message": error.message(lang),
-        "request_id": getattr(request.state, "request_id", None),
+        "message": error.message(lang) if error.params else message,
+        "request_id": request.scope.get("state", {}).get("request_id"),
     }
     if error.fields:
         body["fields"] = [{"path": f.path, "code": f.code, "message": f.message} for f in error.fields]

@@ -257,7 +257,7 @@ async def buy(item_id: int, request: Request) -> Response:
                 assert customer.subject_id is not None
                 plan = service.prepare_buy(
                     session, customer.merchant_id, customer.subject_id, item_id, body,
-                    idempotency_key=idempotency_key,
+                    idempotency_key=idempotency_key, redis_limit=plan.limit_in_redis,
                 )
                 assert isinstance(plan, service.BuyPlan)
             order, created = service.finish_buy(session, plan, payment_timeout=payment_timeout)

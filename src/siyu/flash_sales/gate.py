@@ -459,16 +459,28 @@ class RedisGate:
         other.loader = loader
         return other
 
+    def _evalsha_acquire(self, keys: list[str], member_id: int, qty: int, limit: int) -> int:
+        """One ``EVALSHA`` of the acquire script: the whole Redis cost of an attempt.
+
+        Called directly rather than through the registered ``Script`` object (which wraps the
+        same ``EVALSHA`` in a few more layers per call); a Redis that lost its scripts (a
+        restart) gets the script loaded once and the command sent again."""
+        try:
+            return int(self.client.evalsha(self._acquire.sha, 2, keys[0], keys[1], member_id, qty, limit))
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(ACQUIRE_LUA)
+            return int(self.client.evalsha(self._acquire.sha, 2, keys[0], keys[1], member_id, qty, limit))
+
     def try_acquire(self, merchant_id: int, item_id: int, member_id: int, qty: int, limit: int) -> Outcome:
         _check_args(qty, limit)
         keys = self.keys(merchant_id, item_id)
-        code = int(self._acquire(keys=keys, args=[member_id, qty, limit]))
+        code = self._evalsha_acquire(keys, member_id, qty, limit)
         if code == NOT_LOADED:
             if self.loader is None:
                 raise GateNotLoaded(f"flash-sale item {item_id} is not loaded into Redis")
             remaining, members = self.loader(merchant_id, item_id)
             self.load(merchant_id, item_id, remaining, members)
-            code = int(self._acquire(keys=keys, args=[member_id, qty, limit]))
+            code = self._evalsha_acquire(keys, member_id, qty, limit)
             if code == NOT_LOADED:  # deleted again in between (activity ended): nothing to sell
                 return Refused(SOLD_OUT)
         return self._outcome(code)

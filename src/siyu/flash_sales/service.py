@@ -898,10 +898,20 @@ def _buy_target(
 
 
 class NeedsDatabase:
-    """``prepare_buy(cached_only=True)`` could not decide from memory and Redis alone."""
+    """``prepare_buy(cached_only=True)`` could not decide from memory and Redis alone.
+
+    ``limit_in_redis``: the Lua gate already ran for this attempt and answered "limit reached"
+    (nothing moved in Redis); the caller passes it on (``prepare_buy(redis_limit=True)``) so the
+    database confirms it without a second Lua call."""
+
+    __slots__ = ("limit_in_redis",)
+
+    def __init__(self, *, limit_in_redis: bool = False) -> None:
+        self.limit_in_redis = limit_in_redis
 
 
 NEEDS_DATABASE = NeedsDatabase()
+NEEDS_DATABASE_LIMIT = NeedsDatabase(limit_in_redis=True)
 
 
 @dataclass
@@ -917,12 +927,15 @@ class BuyPlan:
 def prepare_buy(
     session: Session, merchant_id: int, member_id: int, item_id: int, body: BuyIn, *,
     idempotency_key: str | None, now: dt.datetime | None = None, cached_only: bool = False,
+    redis_limit: bool = False,
 ) -> BuyPlan | NeedsDatabase:
     """The part of ``buy`` before the order: every check, and the Redis gate. Raises the refusals.
 
-    ``cached_only``: touch no database (the caller runs on the event loop): returns
-    ``NEEDS_DATABASE`` when the item is not cached, Redis has not loaded it, or a refusal needs
-    the idempotency look-up; the caller then runs it again without ``cached_only``, in a thread.
+    ``cached_only``: touch no database (the caller runs on the event loop): returns a
+    ``NeedsDatabase`` when the item is not cached, Redis has not loaded it, or a refusal needs
+    the idempotency look-up; the caller then runs it again without ``cached_only``, in a thread,
+    passing ``redis_limit=needs.limit_in_redis``: when the Lua gate already answered "limit
+    reached" for this attempt it is not asked again (one Lua call per attempt).
     """
     now = now or utcnow()
     target = _buy_target(session, merchant_id, item_id, cached_only=cached_only)
@@ -932,14 +945,6 @@ def prepare_buy(
         raise _item_not_found()
     item, sale, tz = target
     key = checkout.check_idempotency_key(idempotency_key)
-    checkout_body = CheckoutIn.model_validate(
-        {
-            "items": [{"sku_id": item.sku_id, "quantity": body.quantity}],
-            "address_id": body.address_id,
-            "remark": body.remark,
-            "options": {FLAG: {"item_id": item.id}},
-        }
-    )
     pre = (merchant_id, item.id, member_id, body.quantity)
     limit = item_limit(item, sale)
     acquired = False
@@ -958,13 +963,15 @@ def prepare_buy(
             raise
         # A retry of an order made while the sale was open: the submit replays it.
     else:
-        outcome = _acquire_before_submit(session, merchant_id, item.id, member_id, body.quantity, limit,
-                                         cached_only=cached_only)
+        outcome: bool | NeedsDatabase | _LimitInRedis = LIMIT_IN_REDIS
+        if not redis_limit:
+            outcome = _acquire_before_submit(session, merchant_id, item.id, member_id, body.quantity, limit,
+                                             cached_only=cached_only)
         if isinstance(outcome, NeedsDatabase):
             return outcome
         if outcome is LIMIT_IN_REDIS:
             if cached_only:
-                return NEEDS_DATABASE
+                return NEEDS_DATABASE_LIMIT
             # Two plain reads instead of a whole submit: with no order under this key, and the
             # member's *committed* units already at the limit, every submit would be refused
             # (a retry of this key still in flight included: its own units would not fit either).
@@ -976,6 +983,15 @@ def prepare_buy(
                 raise DomainError("flash_sale_limit_reached", limit=limit)
             outcome = False
         acquired = bool(outcome)
+    # Built only now: a refusal (nearly every attempt) never validates an order body.
+    checkout_body = CheckoutIn.model_validate(
+        {
+            "items": [{"sku_id": item.sku_id, "quantity": body.quantity}],
+            "address_id": body.address_id,
+            "remark": body.remark,
+            "options": {FLAG: {"item_id": item.id}},
+        }
+    )
     return BuyPlan(merchant_id, member_id, key, checkout_body, pre, acquired)
 
 
