@@ -25,6 +25,13 @@ pre-serialised before the clock starts so it costs as little as possible).
 JSON), one after another, and it prints this process's CPU and the PostgreSQL backend's CPU
 per event and the SQL statements per batch: steadier figures than the HTTP run when other
 work shares the machine.
+On a shared machine CPU per event moves with the load; compare two trees by running them AT THE
+SAME TIME, each in its own database, e.g. (a worktree of the old commit in /tmp/base):
+
+    (cd /tmp/base && PYTHONPATH=/tmp/base/src python bench/bench_events.py --service-only 120 --profile \
+        --database siyu_bench_events_base) & python bench/bench_events.py --service-only 120 --profile; wait
+
+``--profile`` adds the Python function calls per batch (load-insensitive).
 Target (issue 5): >= 20,000 events/s.
 """
 
@@ -251,7 +258,10 @@ def stored_events(url: str) -> int:
     return n
 
 
-def service_only(batches_n: int, members: int, size: int, with_stats: bool, profile: bool = False) -> None:
+def service_only(
+    batches_n: int, members: int, size: int, with_stats: bool, profile: bool = False,
+    database: str = "siyu_bench_events_service",
+) -> None:
     import cProfile
     import pstats
 
@@ -259,7 +269,7 @@ def service_only(batches_n: int, members: int, size: int, with_stats: bool, prof
     from sqlalchemy import event, select
     from sqlalchemy.engine import Engine
 
-    url = fresh_pg_database("siyu_bench_events_service")
+    url = fresh_pg_database(database)
     _key, member_ids, products = prepare(url, members, with_stats)
     import siyu.audience.service  # noqa: F401 - registers the member-counter hook, as the app does
     from siyu.db.engine import make_engine
@@ -293,9 +303,15 @@ def service_only(batches_n: int, members: int, size: int, with_stats: bool, prof
     backends = pg_backends(url)
     db_before, statements = cpu_seconds(backends), 0
     began = time.process_time()
+    per_batch_cpu = []
     for n in range(40, 40 + batches_n):
+        t0 = time.process_time()
         one(n)
+        per_batch_cpu.append(time.process_time() - t0)
     cpu_py = time.process_time() - began
+    per_batch_cpu.sort()
+    # the lower quartile and median per batch move less with the machine's load than the total
+    quartile, median = per_batch_cpu[len(per_batch_cpu) // 4], per_batch_cpu[len(per_batch_cpu) // 2]
     cpu_db = cpu_seconds(backends) - db_before
     per_batch = statements / batches_n
     calls = ""
@@ -312,7 +328,8 @@ def service_only(batches_n: int, members: int, size: int, with_stats: bool, prof
     events_n = batches_n * size
     print(f"machine: {machine()}")
     print(f"service only (no HTTP, no job worker), PostgreSQL, {batches_n} batches of {size} one after another, "
-          f"{members:,} members: this process {cpu_py / events_n * 1e6:.1f} µs CPU per event, PostgreSQL backend "
+          f"{members:,} members: this process {cpu_py / events_n * 1e6:.1f} µs CPU per event (per batch: lower quartile "
+          f"{quartile / size * 1e6:.1f}, median {median / size * 1e6:.1f}), PostgreSQL backend "
           f"{cpu_db / events_n * 1e6:.1f} µs per event, {per_batch:.1f} SQL statements per batch{calls}")
 
 
@@ -328,11 +345,13 @@ def main() -> None:
                         help="members start without statistics rows (each first event creates one)")
     parser.add_argument("--service-only", type=int, default=0, metavar="N",
                         help="N batches straight through events.service in this process (no HTTP, no worker)")
+    parser.add_argument("--database", default="siyu_bench_events_service",
+                        help="with --service-only: the database to (re)create, so that two trees can run side by side")
     parser.add_argument("--profile", action="store_true",
                         help="with --service-only: N more batches under cProfile (function calls per batch, top 20)")
     args = parser.parse_args()
     if args.service_only:
-        service_only(args.service_only, args.members, args.batch, not args.new_members, args.profile)
+        service_only(args.service_only, args.members, args.batch, not args.new_members, args.profile, args.database)
         return
 
     url = fresh_pg_database("siyu_bench_events")
