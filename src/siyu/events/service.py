@@ -7,9 +7,10 @@ reason (stable code, field paths, each field's code and message in the request's
 and reported back so the integrator sees them. Events more than ``FUTURE_TOLERANCE`` ahead of
 the server clock are refused. The body is parsed once (pydantic-core, ``endpoints.raw_events``)
 and the batch's envelopes validated in one call of the compiled validator (event by event only
-when one is bad). Storage is one ``INSERT ... SELECT FROM <rows as one JSON document> ON CONFLICT
-DO NOTHING RETURNING`` per batch (``db.bulk.insert_ignore_json``), idempotent by the client's
-``event_id``. The members' counters (last visit, views, cart adds ...) are not touched by the
+when one is bad). One pass over the validated events checks them and turns each dict into its
+row in place. Storage is one ``INSERT ... SELECT FROM <events as one JSON document> ON CONFLICT
+DO NOTHING RETURNING`` per batch (``repository.insert_events``: the merchant and receipt time are
+parameters, not repeated per event), idempotent by the client's ``event_id``. The members' counters (last visit, views, cart adds ...) are not touched by the
 request: the audience listener enqueues one job per batch in the same transaction, which adds
 the batch's per-member sums exactly once (``audience.service.apply_activity_batch``).
 
