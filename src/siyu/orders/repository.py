@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from siyu.catalog.models import Product, Sku
-from siyu.db.dialect import for_update, int_array_text, is_postgres
+from siyu.db.dialect import for_update, int_array_text, is_postgres, run_sql_pg
 from siyu.kit.audit import AuditEvent
 from siyu.orders.models import Address, CartItem, FreightTemplate, Order, OrderLine, Shipment
 from siyu.tenancy.models import Merchant
@@ -355,7 +355,7 @@ def insert_order_lines(session: Session, rows: list[dict[str, Any]]) -> list[Sim
 
 _INSERT_AUDIT_EVENT = insert(AuditEvent.__table__)  # type: ignore[arg-type]
 
-_ORDER_WRITE_SQL: dict[tuple[tuple[str, ...], ...], Any] = {}
+_ORDER_WRITE_SQL: dict[tuple[tuple[str, ...], ...], str] = {}
 
 
 def insert_order_with_lines_pg(
@@ -387,7 +387,6 @@ def insert_order_with_lines_pg(
     statement; jobs become visible to workers at commit, like any outbox row.
     """
     import pydantic_core
-    from sqlalchemy import text
 
     key = (tuple(order), tuple(lines[0]), tuple(audit), tuple(auto_cancel or ()))
     stmt = _ORDER_WRITE_SQL.get(key)
@@ -400,7 +399,7 @@ def insert_order_with_lines_pg(
             f"FROM o, jsonb_populate_record(CAST(NULL AS jobs), CAST(:job_doc AS jsonb)) AS r "
             f"ON CONFLICT (merchant_id, dedupe_key) DO NOTHING) "
         ) if auto_cancel else " "
-        stmt = _ORDER_WRITE_SQL[key] = text(
+        stmt = _ORDER_WRITE_SQL[key] = (
             f"WITH o AS (INSERT INTO orders ({oc}) SELECT {oc} "
             f"FROM jsonb_populate_record(CAST(NULL AS orders), CAST(:order_doc AS jsonb)) "
             f"ON CONFLICT DO NOTHING RETURNING id), "
@@ -418,7 +417,7 @@ def insert_order_with_lines_pg(
     }
     if auto_cancel:
         params["job_doc"] = to_json(auto_cancel).decode()
-    row = session.execute(stmt, params).first()
+    row = run_sql_pg(session, stmt, params).first()  # plain SQL, plain values: the driver-level path
     if row is None:
         return None
     order_id, line_ids = row
