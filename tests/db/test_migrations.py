@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -34,16 +37,13 @@ def _assert_matches_models(engine: Engine) -> None:
     upgrade(engine)  # idempotent at head
 
 
-def test_upgrade_empty_sqlite_to_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    engine = make_engine(f"sqlite:///{tmp_path / 'm.sqlite'}")
-    try:
-        _assert_matches_models(engine)
-    finally:
-        engine.dispose()
+def test_upgrade_empty_sqlite_to_head(tmp_path: Path) -> None:
+    _on_fresh_sqlite(tmp_path, _assert_matches_models)
 
 
-def test_upgrade_empty_postgresql_to_head() -> None:
-    name = f"siyu_migrations_{os.getpid()}"
+def _on_fresh_postgresql(name: str, check: Callable[[Engine], None]) -> None:
+    """Run ``check`` on a throw-away PostgreSQL database (skipped without a server, failed in CI)."""
+    name = f"{name}_{os.getpid()}"
     try:
         url = create_pg_database(name)
     except Exception as exc:  # same policy as the db fixture
@@ -52,10 +52,22 @@ def test_upgrade_empty_postgresql_to_head() -> None:
         pytest.skip(f"PostgreSQL not reachable: {exc}")
     engine = make_engine(url)
     try:
-        _assert_matches_models(engine)
+        check(engine)
     finally:
         engine.dispose()
         drop_pg_database(name)
+
+
+def _on_fresh_sqlite(path: Path, check: Callable[[Engine], None]) -> None:
+    engine = make_engine(f"sqlite:///{path / 'm.sqlite'}")
+    try:
+        check(engine)
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_empty_postgresql_to_head() -> None:
+    _on_fresh_postgresql("siyu_migrations", _assert_matches_models)
 
 
 # -- 0003: flash-sale stock moves from flash_sale_items.sold into shard rows ------------------------
@@ -76,8 +88,12 @@ def _fill(conn: Connection, table: str, **given: Any) -> None:
             values[col["name"]] = "[]"
             continue
         values[col["name"]] = {
-            int: 1, bool: False, str: "x", dt.datetime: dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-            dict: "{}", list: "[]",
+            int: 1,
+            bool: False,
+            str: "x",
+            dt.datetime: dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+            dict: "{}",
+            list: "[]",
         }.get(kind, "x")
     cols = ", ".join(values)
     conn.execute(text(f"INSERT INTO {table} ({cols}) VALUES ({', '.join(':' + c for c in values)})"), values)
@@ -90,12 +106,30 @@ def _shards_from_sold(engine: Engine) -> None:
         _fill(conn, "products", id=1, merchant_id=1)
         for sku_id in (1, 2, 3):
             _fill(conn, "skus", id=sku_id, merchant_id=1, product_id=1, sku_code=f"S{sku_id}")
-        _fill(conn, "flash_sales", id=1, merchant_id=1, starts_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-              ends_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC), per_member_limit=1)
+        _fill(
+            conn,
+            "flash_sales",
+            id=1,
+            merchant_id=1,
+            starts_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+            ends_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
+            per_member_limit=1,
+        )
         for item_id, stock, sold, closed in [(1, 20, 7, False), (2, 5, 5, False), (3, 9, 9, True)]:
-            _fill(conn, "flash_sale_items", id=item_id, merchant_id=1, flash_sale_id=1, sku_id=item_id,
-                  activity_stock=stock, sold=sold, closed=closed, flash_price=100, returned_stock=0,
-                  per_member_limit=None)
+            _fill(
+                conn,
+                "flash_sale_items",
+                id=item_id,
+                merchant_id=1,
+                flash_sale_id=1,
+                sku_id=item_id,
+                activity_stock=stock,
+                sold=sold,
+                closed=closed,
+                flash_price=100,
+                returned_stock=0,
+                per_member_limit=None,
+            )
     upgrade(engine)
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT item_id, shard, remaining FROM flash_sale_stock_shards")).all()
@@ -108,25 +142,86 @@ def _shards_from_sold(engine: Engine) -> None:
     assert sold == {1: 7, 2: 5, 3: 9}
 
 
-def test_0003_moves_flash_sale_stock_into_shards_sqlite(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    engine = make_engine(f"sqlite:///{tmp_path / 'm.sqlite'}")
-    try:
-        _shards_from_sold(engine)
-    finally:
-        engine.dispose()
+def test_0003_moves_flash_sale_stock_into_shards_sqlite(tmp_path: Path) -> None:
+    _on_fresh_sqlite(tmp_path, _shards_from_sold)
 
 
 def test_0003_moves_flash_sale_stock_into_shards_postgresql() -> None:
-    name = f"siyu_migrations_0003_{os.getpid()}"
-    try:
-        url = create_pg_database(name)
-    except Exception as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL not reachable: {exc}")
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    engine = make_engine(url)
-    try:
-        _shards_from_sold(engine)
-    finally:
-        engine.dispose()
-        drop_pg_database(name)
+    _on_fresh_postgresql("siyu_migrations_0003", _shards_from_sold)
+
+
+# -- 0004: lines learn their purchase facts; distributors' name and phone are encrypted --------------
+
+
+def _facts_and_encryption(engine: Engine) -> None:
+    from siyu.config import get_settings
+    from siyu.referral.pii import phone_of, real_name_of
+
+    paid_at = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
+    upgrade(engine, "0003")
+    with engine.begin() as conn:
+        _fill(conn, "merchants", id=1, status="active")
+        _fill(conn, "members", id=7, merchant_id=1)
+        _fill(conn, "members", id=8, merchant_id=1, openid="o8")
+        _fill(conn, "products", id=1, merchant_id=1)
+        _fill(conn, "skus", id=1, merchant_id=1, product_id=1, sku_code="S1")
+        for order_id, status, at in [
+            (1, "completed", paid_at),
+            (2, "pending_payment", None),
+            (3, "closed", paid_at),
+        ]:
+            _fill(
+                conn,
+                "orders",
+                id=order_id,
+                merchant_id=1,
+                member_id=7,
+                status=status,
+                paid_at=at,
+                order_no=f"N{order_id}",
+                idempotency_key=f"k{order_id}",
+            )
+            _fill(conn, "order_lines", id=order_id, merchant_id=1, order_id=order_id, product_id=1, sku_id=1)
+        _fill(conn, "distributors", id=5, merchant_id=1, member_id=7, real_name="张三丰", phone="13812345678")
+        _fill(conn, "distributors", id=6, merchant_id=1, member_id=8, real_name=None, phone=None)
+    upgrade(engine)
+    with engine.connect() as conn:
+        lines = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(text("SELECT order_id, member_id, bought_at FROM order_lines"))
+        }
+        dists = {
+            r[0]: r
+            for r in conn.execute(
+                text(
+                    "SELECT id, merchant_id, real_name_enc, real_name_masked, phone_enc, phone_masked FROM distributors"
+                )
+            )
+        }
+    assert {k: (m, b is not None) for k, (m, b) in lines.items()} == {
+        1: (7, True),
+        2: (7, False),
+        3: (7, False),
+    }
+    assert "2026-03-01" in str(lines[1][1])
+    key = get_settings().secret_key
+    row = dists[5]
+    assert "张三丰" not in row[2] and "13812345678" not in row[4]
+    assert (row[3], row[5]) == ("张**丰", "138****5678")
+    dist = SimpleNamespace(id=5, merchant_id=1, real_name_enc=row[2], phone_enc=row[4])
+    assert (real_name_of(dist, key), phone_of(dist, key)) == ("张三丰", "13812345678")  # type: ignore[arg-type]
+    assert dists[6][2:] == (None, None, None, None)
+    downgrade(engine, "0003")  # and back: the plaintext returns
+    with engine.connect() as conn:
+        back = {
+            r[0]: (r[1], r[2]) for r in conn.execute(text("SELECT id, real_name, phone FROM distributors"))
+        }
+    assert back == {5: ("张三丰", "13812345678"), 6: (None, None)}
+
+
+def test_0004_purchase_facts_and_distributor_encryption_sqlite(tmp_path: Path) -> None:
+    _on_fresh_sqlite(tmp_path, _facts_and_encryption)
+
+
+def test_0004_purchase_facts_and_distributor_encryption_postgresql() -> None:
+    _on_fresh_postgresql("siyu_migrations_0004", _facts_and_encryption)
