@@ -138,8 +138,8 @@ def _shards_from_sold(engine: Engine) -> None:
     assert sorted(s for i, s, _ in rows if i == 1) == list(range(8))
     downgrade(engine, "0002")  # and back: sold is recomputed from the shards
     with engine.connect() as conn:
-        sold = {row[0]: row[1] for row in conn.execute(text("SELECT id, sold FROM flash_sale_items"))}
-    assert sold == {1: 7, 2: 5, 3: 9}
+        sold_back = {row[0]: row[1] for row in conn.execute(text("SELECT id, sold FROM flash_sale_items"))}
+    assert sold_back == {1: 7, 2: 5, 3: 9}
 
 
 def test_0003_moves_flash_sale_stock_into_shards_sqlite(tmp_path: Path) -> None:

@@ -98,3 +98,27 @@ def test_http_import(client: TestClient, tenant: Tenant) -> None:
     r = client.post("/api/admin/v1/imports", json={"members_csv": MEMBERS, "orders_csv": ORDERS, "dry_run": False},
                     headers=tenant.admin_headers)
     assert r.status_code == 200 and r.json()["orders_created"] == 3
+
+
+def test_imported_orders_count_for_product_purchase_segments(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    """Imported lines carry the member and purchase time that segments' product conditions read."""
+    from siyu.audience import segments
+    from siyu.catalog.models import Sku
+    from siyu.kit.timeutil import utcnow
+    from tests.factories.orders import make_sku
+
+    sku_id = make_sku(session_factory, tenant.id)
+    with session_factory() as s:
+        sku = s.get(Sku, sku_id)
+        assert sku is not None
+        code, product_id = sku.sku_code, sku.product_id
+    orders = f"external_order_id,member_external_id,paid_at,amount_fen,sku_code,quantity\no1,c1,2025-02-01 12:00:00,29900,{code},1\n"
+    with unit_of_work(session_factory) as s:
+        service.run_import(s, tenant.id, members_csv=MEMBERS, orders_csv=orders, dry_run=False)
+    definition = segments.parse_definition({"type": "purchase", "product_ids": [product_id]})
+    with session_factory() as s:
+        buyer = s.scalar(select(Member.id).where(Member.merchant_id == tenant.id, Member.nickname == "王芳"))
+        result = segments.preview(s, tenant.id, definition, sample=10, now=utcnow())
+    assert {int(r["member_id"]) for r in result.sample} == {buyer}

@@ -24,6 +24,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from siyu.audience import repository as audience_repo
+from siyu.audience.purchase_facts import bought_at
 from siyu.catalog.models import Product, Sku
 from siyu.imports.models import ImportedMember, ImportedOrder
 from siyu.imports.schemas import ImportReport, MemberRow, OrderRow, RowError
@@ -219,7 +220,9 @@ def _write_orders(
                 {"merchant_id": merchant_id, "order_id": int(order_id), "product_id": product_id, "sku_id": sku_id,
                  "title": title[:120], "spec_text": "", "quantity": r.quantity, "list_price": unit, "sale_price": unit,
                  "cost_price": 0, "goods_amount": r.amount_fen, "discounts": {}, "discount_amount": 0,
-                 "payable_amount": r.amount_fen, "bonus_points": 0, "refunded_quantity": 0, "refunded_amount": 0}
+                 "payable_amount": r.amount_fen, "bonus_points": 0, "refunded_quantity": 0, "refunded_amount": 0,
+                 # the purchase facts segments read (a bulk insert passes no ORM event)
+                 "member_id": members[r.member_external_id], "bought_at": bought_at(om.COMPLETED, r.paid_at)}
             )
         session.execute(insert(om.OrderLine), lines)
         session.execute(insert(ImportedOrder), [
