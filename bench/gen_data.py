@@ -55,20 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         factory, members=args.members, merchant_code=args.merchant, orders_per_member=args.orders_per_member,
         events_per_member=args.events_per_member, seed=args.seed, log=lambda msg: print("  " + msg, flush=True),
     )
-    # The generator COPYs order lines without the purchase facts segments read (member_id,
-    # bought_at: see siyu.audience.purchase_facts); set them as the migration's data step does.
-    from siyu.audience import purchase_facts
-    from siyu.db.session import unit_of_work
-
-    facts_started = time.perf_counter()
-    with unit_of_work(factory) as s:
-        lines = purchase_facts.backfill(s, result.merchant_id)
-    pg = engine.dialect.name == "postgresql"  # the update left dead tuples: index-only scans need a vacuum
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("VACUUM (ANALYZE) order_lines" if pg else "ANALYZE order_lines")
-    print(f"  order lines' purchase facts: {lines:,} lines, {time.perf_counter() - facts_started:.1f} s")
     elapsed = time.perf_counter() - started
     if args.owner_password:
+        from siyu.db.session import unit_of_work
         from siyu.tenancy import service as tenancy
 
         with unit_of_work(factory) as s:

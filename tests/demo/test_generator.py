@@ -171,3 +171,18 @@ def test_existing_merchant_code_is_refused(session_factory: sessionmaker[Session
     generator.generate(session_factory, members=20, merchant_code=code, now=NOW)
     with pytest.raises(ValueError, match="already exists"):
         generator.generate(session_factory, members=20, merchant_code=code, now=NOW)
+
+
+def test_lines_carry_the_purchase_facts_of_their_order(generated: generator.GenResult, session: Session) -> None:
+    """What the generator writes equals what ``purchase_facts`` derives from the orders."""
+    from siyu.audience.purchase_facts import bought_at
+
+    mid = generated.merchant_id
+    rows = session.execute(
+        select(om.Order.status, om.Order.paid_at, om.Order.member_id, om.OrderLine.member_id, om.OrderLine.bought_at)
+        .join(om.OrderLine, om.OrderLine.order_id == om.Order.id)
+        .where(om.Order.merchant_id == mid)
+    ).all()
+    wrong = [r for r in rows if (r[3], r[4]) != (r[2], bought_at(r[0], r[1]))]
+    assert rows and wrong == []
+    assert any(r[4] is not None for r in rows) and any(r[4] is None for r in rows)

@@ -535,8 +535,13 @@ def _write_orders(
 
     line_cols = ("merchant_id", "order_id", "product_id", "sku_id", "title", "spec_text", "quantity", "list_price",
                  "sale_price", "cost_price", "goods_amount", "discounts", "discount_amount", "payable_amount",
-                 "bonus_points", "refunded_quantity", "refunded_amount")
+                 "bonus_points", "refunded_quantity", "refunded_amount", "member_id", "bought_at")
     sku, qty, status_all = o["sku"].tolist(), o["qty"].tolist(), o["status"].tolist()
+    # the purchase facts segments read (audience.purchase_facts): the member, and the payment time
+    # while the order counts as bought (paid, shipped, completed)
+    line_members = member_ids[o["member"]].tolist()
+    bought = np.isin(o["status"], [ORDER_STATUS.index(x) for x in om.PAID_STATUSES]) & (o["paid_at"] >= 0)
+    bought_ts = _ts(np.where(bought, o["paid_at"], -1), pg)
     c = catalog
     skus, products, prices, lists, costs, bonus = (c.sku_id.tolist(), c.product_id.tolist(), c.price.tolist(),
                                                    c.list_price.tolist(), c.cost.tolist(), c.bonus.tolist())
@@ -548,7 +553,8 @@ def _write_orders(
             amount = prices[s] * q
             closed = status_all[i] == 5
             yield (merchant_id, oids[i], products[s], skus[s], c.title[s], c.spec_text[s], q, lists[s], prices[s],
-                   costs[s], amount, "{}", 0, amount, bonus[s] * q, q if closed else 0, amount if closed else 0)
+                   costs[s], amount, "{}", 0, amount, bonus[s] * q, q if closed else 0, amount if closed else 0,
+                   line_members[i], bought_ts[i])
 
     _write(session, "order_lines", line_cols, line_rows())
     return order_ids
