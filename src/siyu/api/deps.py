@@ -172,15 +172,17 @@ def current_staff(
     )
 
 
-def require(permission: str) -> Callable[..., StaffPrincipal]:
-    """Dependency factory: the caller must be staff (or an API key) whose role grants ``permission``."""
+def require(permission: str, *alternatives: str) -> Callable[..., StaffPrincipal]:
+    """Dependency factory: the caller must be staff (or an API key) whose role grants ``permission``
+    (or one of ``alternatives``: e.g. a distributor's detail is for promotions or finance)."""
+    allowed = (permission, *alternatives)
 
     def _dep(principal: Annotated[StaffPrincipal, Depends(current_staff)]) -> StaffPrincipal:
-        if not role_allows(principal.role, permission):
+        if not any(role_allows(principal.role, p) for p in allowed):
             raise DomainError("forbidden")
         return principal
 
-    _dep.__name__ = f"require_{permission.replace(':', '_')}"
+    _dep.__name__ = "require_" + "_or_".join(p.replace(":", "_") for p in allowed)
     return _dep
 
 

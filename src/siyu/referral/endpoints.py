@@ -206,7 +206,7 @@ def list_distributors(
            summary="One distributor; the real name and phone in clear for finance:read (finance, owner)")
 def get_distributor(
     distributor_id: int, session: DbSession, settings: AppSettings,
-    p: StaffPrincipal = Depends(require("promotions:read")),
+    p: StaffPrincipal = Depends(require("promotions:read", "finance:read")),  # finance reviews their payouts
 ) -> DistributorOut:
     d = service.get_distributor(session, p.merchant_id, distributor_id)
     out = DistributorOut.model_validate(d)
