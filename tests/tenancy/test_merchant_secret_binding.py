@@ -1,5 +1,5 @@
-"""Merchant credentials bound to their merchant and column (``tenancy.service`` helpers the
-readers in payments / members are to use): today's unbound values still open."""
+"""Merchant credentials bound to their merchant and column (``tenancy.service`` helpers, used by
+the writer and by the readers in payments / members): values written unbound before still open."""
 
 from __future__ import annotations
 
@@ -26,16 +26,18 @@ def test_a_sealed_credential_opens_only_for_its_merchant_and_column(
         assert mine is not None
         service.seal_merchant_secret(BOX, mine, "pay_apiv3_key_enc", "apiv3-of-mine")
         service.seal_merchant_secret(BOX, other, "pay_apiv3_key_enc", "apiv3-of-other")
-        # the legacy writer (v1) still works with the helper
         service.update_merchant(s, BOX, tenant.id, MerchantUpdate.model_validate({"wechat_app_secret": "app-secret"}))
+        mine.pay_private_key_enc = BOX.encrypt("legacy-pem")  # a v1 value, as written before the binding
         other_id = other.id
     with session_factory() as s:
         mine, other = s.get(Merchant, tenant.id), s.get(Merchant, other_id)
         assert mine is not None and other is not None
         assert mine.pay_apiv3_key_enc and mine.pay_apiv3_key_enc.startswith("v2:")
         assert service.open_merchant_secret(BOX, mine, "pay_apiv3_key_enc") == "apiv3-of-mine"
+        assert mine.wechat_app_secret_enc and mine.wechat_app_secret_enc.startswith("v2:")  # the writer binds
         assert service.open_merchant_secret(BOX, mine, "wechat_app_secret_enc") == "app-secret"
-        assert service.open_merchant_secret(BOX, mine, "pay_private_key_enc") is None
+        assert service.open_merchant_secret(BOX, mine, "pay_private_key_enc") == "legacy-pem"
+        assert service.open_merchant_secret(BOX, other, "pay_private_key_enc") is None
         # a database-level swap of another merchant's key into this row does not open
         mine.pay_apiv3_key_enc = other.pay_apiv3_key_enc
         with pytest.raises(InvalidTag):

@@ -54,6 +54,7 @@ from siyu.kit.timeutil import utcnow
 from siyu.members import repository as repo
 from siyu.members.models import MEMBER_ACTIVE, MEMBER_MERGED, Member, MemberMerge
 from siyu.tenancy.models import Merchant
+from siyu.tenancy.service import open_merchant_secret
 
 register_messages(
     {
@@ -92,7 +93,7 @@ class MiniProgramCredentials:
 
 
 def credentials(merchant: Merchant, box: SecretBox) -> MiniProgramCredentials:
-    secret = box.decrypt(merchant.wechat_app_secret_enc) if merchant.wechat_app_secret_enc else None
+    secret = open_merchant_secret(box, merchant, "wechat_app_secret_enc")
     return MiniProgramCredentials(appid=merchant.wechat_appid, secret=secret)
 
 

@@ -31,6 +31,7 @@ from siyu.kit.errors import DomainError, register_messages
 from siyu.kit.timeutil import utcnow
 from siyu.payments.models import SANDBOX, WECHATPAY
 from siyu.tenancy.models import Merchant
+from siyu.tenancy.service import open_merchant_secret
 
 register_messages(
     {
@@ -230,9 +231,9 @@ def wechatpay_credentials(merchant: Merchant, box: SecretBox) -> WechatPayCreden
         mchid=merchant.pay_mchid,
         appid=merchant.wechat_appid,
         serial_no=merchant.pay_serial_no,
-        private_key_pem=box.decrypt(merchant.pay_private_key_enc),
-        apiv3_key=box.decrypt(merchant.pay_apiv3_key_enc),
-        platform_keys=json.loads(box.decrypt(merchant.pay_platform_keys_enc)),
+        private_key_pem=open_merchant_secret(box, merchant, "pay_private_key_enc") or "",
+        apiv3_key=open_merchant_secret(box, merchant, "pay_apiv3_key_enc") or "",
+        platform_keys=json.loads(open_merchant_secret(box, merchant, "pay_platform_keys_enc") or "{}"),
     )
 
 

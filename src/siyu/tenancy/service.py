@@ -105,14 +105,13 @@ def update_merchant(session: Session, box: SecretBox, merchant_id: int, data: Me
         "pay_private_key_pem": "pay_private_key_enc",
         "pay_apiv3_key": "pay_apiv3_key_enc",
     }
-    # Still written unbound (``v1``): the readers (``payments.providers.wechatpay_credentials``,
-    # ``members.service.credentials``) call ``box.decrypt`` without associated data. Once they
-    # read through ``open_merchant_secret``, these lines become ``seal_merchant_secret``.
+    # bound to this merchant and column (``v2``); the readers go through ``open_merchant_secret``,
+    # which still opens values written unbound (``v1``) before the binding
     for key, column in secrets_map.items():
         if fields.get(key):
-            setattr(merchant, column, box.encrypt(fields[key]))
+            seal_merchant_secret(box, merchant, column, fields[key])
     if fields.get("pay_platform_keys"):
-        merchant.pay_platform_keys_enc = box.encrypt(json.dumps(fields["pay_platform_keys"]))
+        seal_merchant_secret(box, merchant, "pay_platform_keys_enc", json.dumps(fields["pay_platform_keys"]))
     return merchant
 
 
