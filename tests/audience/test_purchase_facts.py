@@ -195,6 +195,17 @@ def test_product_conditions_read_only_the_bought_lines_index(session_factory: se
         s.flush()
         s.add(om.OrderLine(merchant_id=m, order_id=order.id, product_id=7, sku_id=1, title="t", quantity=1,
                            list_price=100, sale_price=100, goods_amount=100, payable_amount=100))
+        # lines of an unpaid order: outside the partial index, so reading all of the merchant's
+        # lines costs the planner more than the bought ones (a lone line made that a coin toss)
+        cart = om.Order(merchant_id=m, order_no=uuid.uuid4().hex[:20], member_id=member, status=om.PENDING_PAYMENT,
+                        idempotency_key=uuid.uuid4().hex, request_hash="x", goods_amount=100, payable_amount=100)
+        s.add(cart)
+        s.flush()
+        s.execute(insert(om.OrderLine), [
+            {"merchant_id": m, "order_id": cart.id, "product_id": 7, "sku_id": 1, "title": "t", "quantity": 1,
+             "list_price": 100, "sale_price": 100, "goods_amount": 100, "payable_amount": 100}
+            for _ in range(2000)
+        ])
     for node in (
         {"type": "purchase", "product_ids": [7], "within_days": 180},
         {"type": "purchase", "product_ids": [7, 8], "within_days": 90, "min_amount": 100, "min_orders": 1},
