@@ -1,8 +1,10 @@
-"""The static route index sends a literal path straight to the route FastAPI's own routing
-would choose, and leaves everything else (parameters, shadowing, 405, 404) to that routing."""
+"""The route index sends a request straight to the route FastAPI's own routing would choose
+(literal paths by name, parameterised ones through their first four segments' bucket), and
+leaves everything else (405, 404, redirects) to that routing."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -41,6 +43,73 @@ def test_every_indexed_path_reaches_the_route_fastapi_routing_chooses(client: Te
                 wrong.append((method, path))
     assert not wrong
     assert checked > 100
+
+
+def _concrete(path_format: str, value: str) -> str:
+    return re.sub(r"\{[^}]+\}", value, path_format)
+
+
+def test_parameterised_paths_reach_the_route_fastapi_routing_chooses(client: TestClient) -> None:
+    index = client.app.router.middleware_stack  # type: ignore[attr-defined]
+    assert isinstance(index, StaticRouteIndex)
+    assert "/api/store/v1/flash-sales" in index.buckets
+    wrong = []
+    checked = 0
+    for contexts in index.buckets.values():
+        for context in contexts:
+            for value in ("12", "abc"):
+                path = _concrete(context.path_format, value)
+                for method in sorted(context.methods | {"DELETE", "PATCH"}):
+                    fast_route, fast_context = _route_of(index, method, path)
+                    slow_route, slow_context = _route_of(index.app, method, path)
+                    checked += 1
+                    if fast_route is not slow_route or fast_context is not slow_context:
+                        wrong.append((method, path))
+    assert not wrong
+    assert checked > 500
+
+
+def _deep_app(prefix: str = "/api/v1/shop") -> FastAPI:
+    app = FastAPI()
+    router = APIRouter()
+
+    @router.get("/things/{thing_id}/parts")
+    def parts(thing_id: int) -> dict[str, Any]:
+        return {"route": "parts", "thing_id": thing_id}
+
+    @router.get("/things/{thing_id}/{part}")  # declared before ".../spare": wins for it, as in routing
+    def part(thing_id: int, part: str) -> dict[str, Any]:
+        return {"route": "part", "thing_id": thing_id, "part": part}
+
+    @router.get("/things/{thing_id}/spare")
+    def spare(thing_id: int) -> dict[str, Any]:
+        return {"route": "spare"}
+
+    @router.post("/things/{thing_id}/parts")
+    def add_part(thing_id: int) -> dict[str, Any]:
+        return {"route": "add_part", "thing_id": thing_id}
+
+    app.include_router(router, prefix=prefix)
+    return app
+
+
+def test_parameterised_routes_keep_routing_order_methods_and_conversions() -> None:
+    for prefix, bucketed in (("/api/v1/shop", True), ("/api/v1", False)):  # /api/v1/things/{thing_id}: not
+        app = _deep_app(prefix)
+        index = install_static_route_index(app)
+        assert bool(index.buckets) is bucketed
+        if bucketed:
+            assert [c.path_format for c in index.buckets["/api/v1/shop/things"]] == [
+                f"{prefix}/things/{{thing_id}}/parts", f"{prefix}/things/{{thing_id}}/{{part}}",
+                f"{prefix}/things/{{thing_id}}/spare", f"{prefix}/things/{{thing_id}}/parts",
+            ]
+        with TestClient(app) as c:
+            assert c.get(f"{prefix}/things/7/parts").json() == {"route": "parts", "thing_id": 7}
+            assert c.post(f"{prefix}/things/7/parts").json() == {"route": "add_part", "thing_id": 7}
+            assert c.get(f"{prefix}/things/7/spare").json() == {"route": "part", "thing_id": 7, "part": "spare"}
+            assert c.get(f"{prefix}/things/x/parts").status_code == 422  # the path param still validated
+            assert c.delete(f"{prefix}/things/7/parts").status_code == 405  # routing's own answer
+            assert c.get(f"{prefix}/nothing/7/parts").status_code == 404
 
 
 def _toy_app() -> FastAPI:
