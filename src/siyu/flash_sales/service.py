@@ -976,9 +976,12 @@ def prepare_buy(
             # member's *committed* units already at the limit, every submit would be refused
             # (a retry of this key still in flight included: its own units would not fit either).
             # Otherwise the submit decides (it replays the key's order or waits for its twin).
+            # The committed units are read FIRST: each read sees what was committed when it
+            # started, so a twin that commits between them is seen by the key look-up (read in
+            # the other order, its units were counted but its order was not: a false refusal).
             if (
-                orders_service.order_by_idempotency_key(session, merchant_id, member_id, key) is None
-                and repo.member_bought(session, merchant_id, item.id, member_id) + body.quantity > limit
+                repo.member_bought(session, merchant_id, item.id, member_id) + body.quantity > limit
+                and orders_service.order_by_idempotency_key(session, merchant_id, member_id, key) is None
             ):
                 raise DomainError("flash_sale_limit_reached", limit=limit)
             outcome = False
