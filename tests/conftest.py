@@ -182,6 +182,21 @@ def tenant(session_factory: sessionmaker[Session]) -> Tenant:
         return Tenant(id=merchant.id, code=code, owner_id=owner.id, owner_token=token)
 
 
+def staff_headers(factory: sessionmaker[Session], tenant: Tenant, role: str) -> dict[str, str]:
+    """A new staff member of ``tenant`` with ``role``, logged in: their Authorization header."""
+    import datetime as dt
+
+    from siyu.tenancy import service
+
+    username = f"{role}-{uuid.uuid4().hex[:6]}"
+    with unit_of_work(factory) as s:
+        service.create_staff(s, tenant.id, username=username, password="pass-word-1", role=role)
+        token, _ = service.login_staff(
+            s, merchant_code=tenant.code, username=username, password="pass-word-1", ttl=dt.timedelta(hours=1)
+        )
+    return {"Authorization": f"Bearer {token}"}
+
+
 def customer_login(client: TestClient, tenant: Tenant, name: str | None = None) -> dict[str, str]:
     """Log a customer into the store through the sandbox WeChat login; returns auth headers."""
     code = f"sandbox-{name or uuid.uuid4().hex[:12]}"

@@ -167,3 +167,9 @@ def many_buyers(factory: sessionmaker[Session], merchant_id: int, n: int) -> lis
         )
         s.flush()
         return [m.id for m in members]
+
+
+def buy(client: TestClient, headers: dict[str, str], item: int, key: str | None = None) -> Any:
+    """``POST .../flash-sales/{item}/buy`` for one unit (a new Idempotency-Key unless given)."""
+    return client.post(f"{STORE}/flash-sales/{item}/buy", json={"quantity": 1},
+                       headers={**headers, "Idempotency-Key": key or uuid.uuid4().hex})

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import Tenant
 from tests.factories.orders import make_sku
-from tests.flash_sales.helpers import STORE, bound, create_sale, item_row, login
+from tests.flash_sales.helpers import bound, buy, create_sale, item_row, login
 
 
 class Commands:
@@ -39,11 +39,6 @@ def client_and_commands(app: Any, rclient: redis.Redis, fs_prefix: str) -> Itera
         yield client, commands
 
 
-def _buy(client: TestClient, headers: dict[str, str], item: int, key: str | None = None) -> Any:
-    return client.post(f"{STORE}/flash-sales/{item}/buy", json={"quantity": 1},
-                       headers={**headers, "Idempotency-Key": key or uuid.uuid4().hex})
-
-
 def test_each_refusal_is_one_lua_call(
     client_and_commands: tuple[TestClient, Commands], tenant: Tenant, session_factory: sessionmaker[Session]
 ) -> None:
@@ -53,27 +48,27 @@ def test_each_refusal_is_one_lua_call(
                            per_member_limit=1)["items"][0]["id"])
     buyer, _ = login(client, tenant)
     key = uuid.uuid4().hex
-    assert _buy(client, buyer, item, key).status_code == 201
-    assert _buy(client, buyer, item).json()["code"] == "flash_sale_limit_reached"  # warms the caches
+    assert buy(client, buyer, item, key).status_code == 201
+    assert buy(client, buyer, item).json()["code"] == "flash_sale_limit_reached"  # warms the caches
 
     commands.sent.clear()
     for _ in range(3):  # a unit is left: Redis says "limit", the database confirms it
-        r = _buy(client, buyer, item)
+        r = buy(client, buyer, item)
         assert r.status_code == 409 and r.json()["code"] == "flash_sale_limit_reached", r.text
     assert commands.sent == ["EVALSHA"] * 3
 
     other, _ = login(client, tenant)
-    assert _buy(client, other, item).status_code == 201  # the last unit
+    assert buy(client, other, item).status_code == 201  # the last unit
     crowd, _ = login(client, tenant)
-    assert _buy(client, crowd, item).json()["code"] == "flash_sale_sold_out"  # warms the token
+    assert buy(client, crowd, item).json()["code"] == "flash_sale_sold_out"  # warms the token
     commands.sent.clear()
     for _ in range(3):
-        r = _buy(client, crowd, item)
+        r = buy(client, crowd, item)
         assert r.status_code == 409 and r.json()["code"] == "flash_sale_sold_out", r.text
     assert commands.sent == ["EVALSHA"] * 3
 
     # The buyer's retry with its first key still replays its order (the database decides).
-    again = _buy(client, buyer, item, key)
+    again = buy(client, buyer, item, key)
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
     assert item_row(session_factory, item).sold == 2
 

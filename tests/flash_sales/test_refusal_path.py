@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import Tenant
 from tests.factories.orders import make_sku
-from tests.flash_sales.helpers import ADMIN, STORE, bound, create_sale, item_row, login
+from tests.flash_sales.helpers import ADMIN, STORE, bound, buy, create_sale, item_row, login
 
 
 class Spy:
@@ -48,11 +48,6 @@ def http(app: Any, rclient: redis.Redis, fs_prefix: str) -> Iterator[tuple[TestC
     event.remove(engine, "before_cursor_execute", spy.execute)  # the app (and its engine) ends with the test
 
 
-def _buy(client: TestClient, headers: dict[str, str], item: int, key: str | None = None) -> Any:
-    return client.post(f"{STORE}/flash-sales/{item}/buy", json={"quantity": 1},
-                       headers={**headers, "Idempotency-Key": key or uuid.uuid4().hex})
-
-
 def test_a_sold_out_refusal_touches_no_database(
     http: tuple[TestClient, Spy], tenant: Tenant, session_factory: sessionmaker[Session]
 ) -> None:
@@ -63,23 +58,23 @@ def test_a_sold_out_refusal_touches_no_database(
     winner, _ = login(client, tenant)
     loser, _ = login(client, tenant)
     key = uuid.uuid4().hex
-    first = _buy(client, winner, item, key)
+    first = buy(client, winner, item, key)
     assert first.status_code == 201, first.text
-    assert _buy(client, loser, item).json()["code"] == "flash_sale_sold_out"  # warms the loser's token
+    assert buy(client, loser, item).json()["code"] == "flash_sale_sold_out"  # warms the loser's token
 
     spy.reset()
     for _ in range(5):
-        r = _buy(client, loser, item)
+        r = buy(client, loser, item)
         assert r.status_code == 409 and r.json()["code"] == "flash_sale_sold_out"
     assert spy.statements == [] and spy.checkouts == 0
 
     # The winner holds a unit (limit 2): its retry reaches the database and replays the order.
-    again = _buy(client, winner, item, key)
+    again = buy(client, winner, item, key)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
     assert spy.checkouts >= 1
     # ... and a new attempt of the winner is a plain "sold out" from the database gate.
-    assert _buy(client, winner, item).json()["code"] == "flash_sale_sold_out"
+    assert buy(client, winner, item).json()["code"] == "flash_sale_sold_out"
     assert item_row(session_factory, item).sold == 1
 
 
@@ -102,7 +97,7 @@ def test_changes_in_this_process_reach_the_cached_item_at_once(
                     headers={**headers, "Idempotency-Key": uuid.uuid4().hex})
     assert r.status_code == 201, r.text
     assert client.post(f"{ADMIN}/flash-sales/{sale['id']}/end", headers=tenant.admin_headers).status_code == 200
-    assert _buy(client, login(client, tenant)[0], item).json()["code"] == "flash_sale_ended"
+    assert buy(client, login(client, tenant)[0], item).json()["code"] == "flash_sale_ended"
 
 
 def test_a_retry_after_the_session_closed_replays_its_order(
@@ -114,12 +109,12 @@ def test_a_retry_after_the_session_closed_replays_its_order(
     item = int(sale["items"][0]["id"])
     headers, _ = login(client, tenant)
     key = uuid.uuid4().hex
-    first = _buy(client, headers, item, key)
+    first = buy(client, headers, item, key)
     assert first.status_code == 201, first.text
     assert client.post(f"{ADMIN}/flash-sales/{sale['id']}/end", headers=tenant.admin_headers).status_code == 200
-    again = _buy(client, headers, item, key)
+    again = buy(client, headers, item, key)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
-    assert _buy(client, headers, item).json()["code"] == "flash_sale_ended"
+    assert buy(client, headers, item).json()["code"] == "flash_sale_ended"
 
 
 def test_a_member_at_the_limit_is_refused_by_two_reads_and_a_retry_still_replays(
@@ -131,16 +126,16 @@ def test_a_member_at_the_limit_is_refused_by_two_reads_and_a_retry_still_replays
                            per_member_limit=1)["items"][0]["id"])
     headers, member = login(client, tenant)
     key = uuid.uuid4().hex
-    first = _buy(client, headers, item, key)
+    first = buy(client, headers, item, key)
     assert first.status_code == 201, first.text
 
     spy.reset()
-    r = _buy(client, headers, item)  # a new key: Redis says "limit", the database confirms it
+    r = buy(client, headers, item)  # a new key: Redis says "limit", the database confirms it
     assert r.status_code == 409 and r.json()["code"] == "flash_sale_limit_reached"
     queries = [st for st in spy.statements if not st.upper().startswith("BEGIN")]  # SQLite's BEGIN IMMEDIATE
     assert len(queries) == 2, queries  # the key's order, the member's counter: no submit
     assert all(st.lstrip().upper().startswith("SELECT") for st in queries)
 
-    again = _buy(client, headers, item, key)  # the same key: replayed, not refused
+    again = buy(client, headers, item, key)  # the same key: replayed, not refused
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
     assert item_row(session_factory, item).sold == 1 and member > 0

@@ -157,3 +157,14 @@ def other_tenant(session_factory: sessionmaker[Session]) -> Tenant:
             s, merchant_code=code, username="owner", password="owner-pass-1", ttl=dt.timedelta(hours=1)
         )
         return Tenant(id=merchant.id, code=code, owner_id=owner.id, owner_token=token)
+
+
+def members_with_codes(client: TestClient, tenant: Tenant, n: int) -> tuple[list[int], list[str]]:
+    """``n`` new members, logged in: their ids and invite codes."""
+    ids: list[int] = []
+    codes: list[str] = []
+    for _ in range(n):
+        member_id, headers = login(client, tenant)
+        ids.append(member_id)
+        codes.append(code_of(client, headers))
+    return ids, codes

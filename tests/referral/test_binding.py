@@ -267,12 +267,7 @@ def test_concurrent_binds_never_close_a_four_member_ring(
         if not is_postgres(s):
             pytest.skip("SQLite serialises writers; the row-lock race needs PostgreSQL")
     h.configure(client, tenant, binding_rule="latest")
-    ids: list[int] = []
-    codes: list[str] = []
-    for _ in range(4):
-        member_id, headers = h.login(client, tenant)
-        ids.append(member_id)
-        codes.append(h.code_of(client, headers))
+    ids, codes = h.members_with_codes(client, tenant, 4)
     a, b, c, d = ids
     for round_ in range(5):
         with unit_of_work(session_factory) as s:

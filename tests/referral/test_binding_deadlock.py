@@ -36,12 +36,7 @@ def test_binds_whose_chains_grow_meanwhile_do_not_deadlock(
         if not is_postgres(s):
             pytest.skip("SQLite serialises writers; the row-lock interleaving needs PostgreSQL")
     h.configure(client, tenant, binding_rule="latest")
-    ids: list[int] = []
-    codes: list[str] = []
-    for _ in range(4):
-        member_id, headers = h.login(client, tenant)
-        ids.append(member_id)
-        codes.append(h.code_of(client, headers))
+    ids, codes = h.members_with_codes(client, tenant, 4)
     a, b, c, d = ids
 
     real_lock = repo.lock_profiles

@@ -4,7 +4,6 @@ migration data step encrypts old plaintext rows."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 
 import pytest
@@ -21,20 +20,10 @@ from siyu.referral import pii, service
 from siyu.referral import repository as repo
 from siyu.referral.models import WD_PAID, Distributor, Withdrawal
 from siyu.referral.schemas import ApplyIn
-from siyu.tenancy import service as tenancy
-from tests.conftest import Tenant
+from tests.conftest import Tenant, staff_headers
 from tests.referral import helpers as h
 
 NAME, PHONE = "欧阳娜娜", "13812345678"
-
-
-def _staff_headers(factory: sessionmaker[Session], tenant: Tenant, role: str) -> dict[str, str]:
-    username = f"{role}-{uuid.uuid4().hex[:6]}"
-    with unit_of_work(factory) as s:
-        tenancy.create_staff(s, tenant.id, username=username, password="pass-word-1", role=role)
-        token, _ = tenancy.login_staff(s, merchant_code=tenant.code, username=username, password="pass-word-1",
-                                       ttl=dt.timedelta(hours=1))
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_the_application_is_stored_encrypted_and_shown_masked_or_in_clear_by_role(
@@ -59,15 +48,15 @@ def test_the_application_is_stored_encrypted_and_shown_masked_or_in_clear_by_rol
     # owner and finance see the detail in clear; an operator (promotions:read) sees it masked
     for headers, expected in (
         (tenant.admin_headers, (NAME, PHONE)),
-        (_staff_headers(session_factory, tenant, "finance"), (NAME, PHONE)),  # finance:read, no promotions:read
-        (_staff_headers(session_factory, tenant, "operator"), (None, None)),
+        (staff_headers(session_factory, tenant, "finance"), (NAME, PHONE)),  # finance:read, no promotions:read
+        (staff_headers(session_factory, tenant, "operator"), (None, None)),
     ):
         r = client.get(f"{h.ADMIN}/distributors/{dist_id}", headers=headers)
         assert r.status_code == 200, r.text
         assert (r.json()["real_name"], r.json()["phone"]) == expected
         assert r.json()["real_name_masked"] == "欧**娜"
     # a shop assistant has neither permission: the detail is refused
-    r = client.get(f"{h.ADMIN}/distributors/{dist_id}", headers=_staff_headers(session_factory, tenant, "staff"))
+    r = client.get(f"{h.ADMIN}/distributors/{dist_id}", headers=staff_headers(session_factory, tenant, "staff"))
     assert (r.status_code, r.json()["code"]) == (403, "forbidden")
     assert NAME not in client.get(f"{h.STORE}/distributor", headers=m).text
     assert member_id == mine["member_id"]

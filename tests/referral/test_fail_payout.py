@@ -19,7 +19,7 @@ from siyu.kit.audit import AuditEvent
 from siyu.kit.outbox import JOB_DEAD, Job
 from siyu.kit.timeutil import utcnow
 from siyu.referral.models import CommissionLedger
-from tests.conftest import Tenant
+from tests.conftest import Tenant, staff_headers
 from tests.referral import helpers as h
 from tests.referral import test_wechat_transfer_payout as wtp
 from tests.referral.test_wechat_transfer_payout import BILLS, Wx
@@ -139,23 +139,12 @@ def test_bad_inputs_are_refused_and_change_nothing(wx: Wx, session_factory: sess
     other = h.other_tenant(session_factory)
     h.refused(_fail(wx, requested, other.admin_headers), 404, "not_found", before,
               h.snapshot(session_factory, wx.tenant.id))
-    operator = _staff(session_factory, wx.tenant, "operator")
+    operator = staff_headers(session_factory, wx.tenant, "operator")
     h.refused(_fail(wx, requested, operator), 403, "forbidden", before, h.snapshot(session_factory, wx.tenant.id))
     r = wx.client.post(FAIL.format(requested), json={"note": "x" * 201}, headers=wx.tenant.admin_headers)
     assert r.status_code == 422 and h.snapshot(session_factory, wx.tenant.id) == before
     r = wx.client.post(FAIL.format(requested), json={"note": "a", "amount": 1}, headers=wx.tenant.admin_headers)
     assert r.status_code == 422 and h.snapshot(session_factory, wx.tenant.id) == before
-
-
-def _staff(factory: sessionmaker[Session], tenant: Tenant, role: str) -> dict[str, str]:
-    from siyu.tenancy import service as tenancy
-
-    username = f"{role}-{uuid.uuid4().hex[:6]}"
-    with unit_of_work(factory) as s:
-        tenancy.create_staff(s, tenant.id, username=username, password="pass-word-1", role=role)
-        token, _ = tenancy.login_staff(s, merchant_code=tenant.code, username=username, password="pass-word-1",
-                                       ttl=dt.timedelta(hours=1))
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_a_manual_payout_approved_but_never_paid_can_be_failed(
