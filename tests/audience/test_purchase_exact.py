@@ -19,6 +19,7 @@ from siyu.catalog.models import Category, Product
 from siyu.db.session import unit_of_work
 from siyu.members.models import Member
 from siyu.orders import models as om
+from tests.audience.plans import compiled_sql, postgres_plan
 from tests.conftest import Tenant
 
 NOW = dt.datetime(2026, 12, 2, 8, 0, tzinfo=dt.UTC)
@@ -207,7 +208,6 @@ def test_the_paid_orders_index_answers_the_window_aggregate(session_factory: ses
     """On PostgreSQL the partial covering index matches the compiled query (its status list is
     written as literals), so the repeat-buyer aggregate can be read from the index alone. (SQLite
     may still prefer ix_orders_member, which sorts for it; the demo scale does not need more.)"""
-    from sqlalchemy import text
 
     from siyu.audience.compiler import Compiler
 
@@ -216,17 +216,12 @@ def test_the_paid_orders_index_answers_the_window_aggregate(session_factory: ses
     with session_factory() as s:
         stmt = Compiler(s, tenant.id, NOW).members(node.root)
         bind = s.get_bind()
-        compiled = stmt.compile(dialect=bind.dialect, compile_kwargs={"render_postcompile": True})
-        sql, params = str(compiled), compiled.params
+        sql, params = compiled_sql(s, stmt)
         if bind.dialect.name != "postgresql":
             return
         # with the visibility map set (as autovacuum leaves a table of paid orders), the index
         # that covers the query beats ix_orders_member, which has to read the heap; the planner can
         # take it only if it proves the index's predicate from the query
-        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:  # type: ignore[union-attr]
-            conn.exec_driver_sql("VACUUM (ANALYZE) orders")
-        for setting in ("enable_seqscan", "enable_bitmapscan"):  # the test table is tiny
-            s.execute(text(f"SET LOCAL {setting} = off"))
-        plan = "\n".join(r[0] for r in s.connection().exec_driver_sql("EXPLAIN " + sql, params))
+        plan = postgres_plan(s, sql, params, vacuum="orders")
         assert "Index Only Scan using ix_orders_paid_member" in plan, plan
         s.rollback()

@@ -17,6 +17,7 @@ from siyu.db.session import unit_of_work
 from siyu.kit.timeutil import utcnow
 from siyu.orders import models as om
 from siyu.orders import service
+from tests.audience.plans import compiled_sql, postgres_plan
 from tests.conftest import Tenant
 from tests.factories.orders import buyer, make_sku, submit_order
 
@@ -181,7 +182,6 @@ def test_lines_of_an_order_not_in_the_session_copy_it_from_the_database(
 def test_product_conditions_read_only_the_bought_lines_index(session_factory: sessionmaker[Session], tenant: Tenant) -> None:
     """Both dialects answer a product condition from ``ix_order_lines_bought`` alone (PostgreSQL:
     index-only scan once the visibility map is set; SQLite: a covering index), without orders."""
-    from sqlalchemy import text
 
     from siyu.audience.compiler import Compiler
 
@@ -213,15 +213,10 @@ def test_product_conditions_read_only_the_bought_lines_index(session_factory: se
         with session_factory() as s:
             stmt = Compiler(s, m, utcnow()).members(segments.parse_definition(node).root)
             bind = s.get_bind()
-            compiled = stmt.compile(dialect=bind.dialect, compile_kwargs={"render_postcompile": True})
-            sql, params = str(compiled), compiled.params
+            sql, params = compiled_sql(s, stmt)
             assert "orders." not in sql.replace("order_lines.", "")
             if bind.dialect.name == "postgresql":
-                with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:  # type: ignore[union-attr]
-                    conn.exec_driver_sql("VACUUM (ANALYZE) order_lines")
-                for setting in ("enable_seqscan", "enable_bitmapscan"):  # the test table is tiny
-                    s.execute(text(f"SET LOCAL {setting} = off"))
-                plan = "\n".join(r[0] for r in s.connection().exec_driver_sql("EXPLAIN " + sql, params))
+                plan = postgres_plan(s, sql, params, vacuum="order_lines")
                 assert "Index Only Scan using ix_order_lines_bought" in plan, plan
             else:
                 rows = s.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + sql, tuple(params.values())).all()
