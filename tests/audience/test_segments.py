@@ -205,3 +205,30 @@ def test_http_preview_save_export(client: TestClient, tenant: Tenant, world: Wor
     assert dup.status_code == 409 and dup.json()["code"] == "segment_name_taken"
     csv_text = client.get(f"/api/admin/v1/segments/{seg_id}/export.csv", headers=tenant.admin_headers).text
     assert csv_text.splitlines()[0].startswith("member_id,nickname") and len(csv_text.splitlines()) == 4
+
+
+def test_preview_evaluates_the_definition_whole_before_its_limit(
+    session_factory: sessionmaker[Session], world: World
+) -> None:
+    """PostgreSQL gets the matches as a MATERIALIZED CTE (planned for all rows: with the sample's
+    LIMIT in view it chose a per-member nested loop for "did NOT buy category C", minutes at a
+    million members); the count and the sample are the same either way."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+    engine = session_factory.kw["bind"]
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    node = {"type": "not", "node": {"type": "stage", "in": ["silent"]}}
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with session_factory() as s:
+            result = segments.preview(s, world.merchant_id, segments.parse_definition(node), sample=2, now=utcnow())
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    first = statements[0]
+    assert ("AS MATERIALIZED" in first) is (engine.dialect.name == "postgresql"), first
+    assert result.count == 3 and len(result.sample) == 2
+    assert match(session_factory, world, node) == {"bob", "cat", "eve"}

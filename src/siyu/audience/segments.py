@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from siyu.audience.compiler import Compiler
 from siyu.audience.definitions import SegmentDefinition
 from siyu.audience.models import STAGE_NEVER, MemberStats, Segment, SegmentChange, SegmentMember
+from siyu.db.dialect import evaluated_whole
 from siyu.kit.errors import DomainError, FieldError, not_found, register_messages
 from siyu.kit.events import emit
 from siyu.kit.timeutil import utcnow
@@ -56,7 +57,7 @@ class Preview:
 
 def preview(session: Session, merchant_id: int, definition: SegmentDefinition, *, sample: int = 20, now: dt.datetime | None = None) -> Preview:
     compiler = Compiler(session, merchant_id, now or utcnow())
-    ids = compiler.members(definition.root).subquery()
+    ids = evaluated_whole(session, compiler.members(definition.root), "matches")
     # One evaluation of the definition gives both the count (a window count over all matches)
     # and the first ids of the sample; the details are then read for those ids only.
     first = session.execute(
