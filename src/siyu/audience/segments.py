@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from siyu.audience.compiler import Compiler
 from siyu.audience.definitions import SegmentDefinition
 from siyu.audience.models import STAGE_NEVER, MemberStats, Segment, SegmentChange, SegmentMember
-from siyu.db.dialect import evaluated_whole
 from siyu.kit.errors import DomainError, FieldError, not_found, register_messages
 from siyu.kit.events import emit
 from siyu.kit.timeutil import utcnow
@@ -57,9 +56,13 @@ class Preview:
 
 def preview(session: Session, merchant_id: int, definition: SegmentDefinition, *, sample: int = 20, now: dt.datetime | None = None) -> Preview:
     compiler = Compiler(session, merchant_id, now or utcnow())
-    ids = evaluated_whole(session, compiler.members(definition.root), "matches")
     # One evaluation of the definition gives both the count (a window count over all matches)
     # and the first ids of the sample; the details are then read for those ids only.
+    # OFFSET 0 keeps the definition a subquery of its own, planned for all its rows: pulled up,
+    # PostgreSQL (15) costs the window count as if it could stream and lets the sample's LIMIT
+    # choose a fast-start plan (for "did NOT buy category C" at a million members a per-member
+    # nested-loop anti join: minutes instead of under a second).
+    ids = compiler.members(definition.root).offset(0).subquery()
     first = session.execute(
         select(ids.c.id, func.count().over()).order_by(ids.c.id).limit(max(sample, 1))
     ).all()

@@ -267,19 +267,6 @@ def insert_ignore_rows(
 _TAKE_MANY: dict[tuple[str, str, str], str] = {}
 
 
-def evaluated_whole(session: Session, stmt: Select[Any], name: str) -> Any:
-    """``stmt`` as a FROM element that the database evaluates in full before an outer LIMIT.
-
-    PostgreSQL (15) costs ``count(*) OVER () ... ORDER BY id LIMIT n`` as if the window could
-    stream, so the LIMIT steers the inner query to a fast-start plan: for "did NOT buy category
-    C" at a million members a nested-loop anti join probing the order lines per member (minutes
-    instead of 0.7 s). A ``MATERIALIZED`` CTE is planned on its own, for all its rows. SQLite
-    has no such costing (and a materialized CTE needs 3.35): a plain subquery."""
-    if is_postgres(session):
-        return stmt.cte(name).prefix_with("MATERIALIZED")
-    return stmt.subquery(name)
-
-
 def run_sql_pg(session: Session, sql: str, params: dict[str, Any]) -> Any:
     """PostgreSQL: execute ``sql`` (``:name`` parameters as in ``text()``, ``\\:`` for a literal
     colon) on the session's connection, in its transaction, and return the cursor result.
