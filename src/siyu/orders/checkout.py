@@ -50,7 +50,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pydantic_core
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from siyu.catalog import stock
@@ -337,13 +336,8 @@ def submit(
     payment_timeout: dt.timedelta,
     channel: str = "mini_program",
     now: dt.datetime | None = None,
-    defer_stock: bool = False,
 ) -> tuple[Order, bool]:
-    """Create the order (or return the one this key already made). Returns ``(order, created)``.
-
-    ``defer_stock``: a new order's stock is taken only by ``take_deferred_stock`` (which the
-    caller must call before committing): the HTTP endpoint builds its answer first, so the SKU
-    rows stay locked only for the stock statement and the commit."""
+    """Create the order (or return the one this key already made). Returns ``(order, created)``."""
     key = check_idempotency_key(idempotency_key)
     digest = request_hash(body)
     now = now or utcnow()
@@ -447,28 +441,6 @@ def submit(
     for line in ctx.lines:
         if takes_normal_stock(line):  # activity lines are taken from the activity's stock by its hook
             quantities[line.sku_id] += line.quantity
-    if defer_stock:
-        session.info.setdefault(_DEFERRED_STOCK, {})[order.id] = (merchant_id, dict(quantities))
-    else:
-        stock.reserve(session, merchant_id, quantities)
+    stock.reserve(session, merchant_id, quantities)
     return order, True
-
-
-_DEFERRED_STOCK = "siyu.checkout.deferred_stock"
-
-
-def take_deferred_stock(session: Session, order_id: int) -> None:
-    """Take the stock of an order submitted with ``defer_stock`` (nothing for a replayed one).
-    Raises ``out_of_stock`` like the submit would; the caller's transaction then rolls back."""
-    pending = session.info.get(_DEFERRED_STOCK, {}).pop(order_id, None)
-    if pending is not None:
-        merchant_id, quantities = pending
-        stock.reserve(session, merchant_id, quantities)
-
-
-@event.listens_for(Session, "before_commit")
-def _no_order_without_its_stock(session: Session) -> None:
-    """A deferred stock take that was never made is a bug that would oversell: refuse the commit."""
-    if session.info.get(_DEFERRED_STOCK):
-        raise RuntimeError("checkout.submit(defer_stock=True) without take_deferred_stock before commit")
 

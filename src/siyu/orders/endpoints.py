@@ -152,16 +152,13 @@ def checkout_submit(
 ) -> Response:
     order, created = checkout.submit(
         session, customer.merchant_id, customer.member_id, body, idempotency_key=idempotency_key,
-        payment_timeout=dt.timedelta(minutes=settings.order_payment_timeout_minutes), defer_stock=True,
+        payment_timeout=dt.timedelta(minutes=settings.order_payment_timeout_minutes),
     )
     detail = _detail(session, order, new=created)
     # Serialised once, here: a returned Response spares FastAPI validating the model it was just
     # built as (and a threadpool hop); ``response_model`` still documents it.
-    content = detail.model_dump_json()
-    # The stock last, once the answer is built: a hot SKU's row is locked from here to the commit.
-    checkout.take_deferred_stock(session, order.id)
     response = Response(
-        content=content, media_type="application/json",
+        content=detail.model_dump_json(), media_type="application/json",
         status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
     )
     if not created:
