@@ -55,7 +55,9 @@ def test_the_application_is_stored_encrypted_and_shown_masked_or_in_clear_by_rol
         assert r.status_code == 200, r.text
         assert (r.json()["real_name"], r.json()["phone"]) == expected
         assert r.json()["real_name_masked"] == "欧**娜"
-    # a shop assistant has neither permission: the detail is refused
+    # finance lists them too (masked, like everyone), a shop assistant has neither permission
+    listed_by_finance = client.get(f"{h.ADMIN}/distributors", headers=staff_headers(session_factory, tenant, "finance"))
+    assert [d["real_name"] for d in listed_by_finance.json()["items"]] == [None]
     r = client.get(f"{h.ADMIN}/distributors/{dist_id}", headers=staff_headers(session_factory, tenant, "staff"))
     assert (r.status_code, r.json()["code"]) == (403, "forbidden")
     assert NAME not in client.get(f"{h.STORE}/distributor", headers=m).text

@@ -193,7 +193,7 @@ def list_distributors(
     session: DbSession,
     dist_status: DistributorStatus | None = Query(None, alias="status"),
     params: PageParams = Depends(page_params),
-    p: StaffPrincipal = Depends(require("promotions:read")),
+    p: StaffPrincipal = Depends(require("promotions:read", "finance:read")),  # finance pays them
 ) -> Page[DistributorOut]:
     stmt = repo.search_distributors(p.merchant_id, dist_status)
     sortable: dict[str, Any] = {"id": Distributor.id, "applied_at": Distributor.applied_at}
