@@ -222,18 +222,22 @@ class WechatPayCredentials:
 
 
 def wechatpay_credentials(merchant: Merchant, box: SecretBox) -> WechatPayCredentials:
+    private_key, apiv3_key, platform_keys = (
+        open_merchant_secret(box, merchant, column)
+        for column in ("pay_private_key_enc", "pay_apiv3_key_enc", "pay_platform_keys_enc")
+    )
     if not (
-        merchant.pay_mchid and merchant.wechat_appid and merchant.pay_serial_no and merchant.pay_private_key_enc
-        and merchant.pay_apiv3_key_enc and merchant.pay_platform_keys_enc
+        merchant.pay_mchid and merchant.wechat_appid and merchant.pay_serial_no and private_key and apiv3_key
+        and platform_keys
     ):
         raise DomainError("payments_not_configured")
     return WechatPayCredentials(
         mchid=merchant.pay_mchid,
         appid=merchant.wechat_appid,
         serial_no=merchant.pay_serial_no,
-        private_key_pem=open_merchant_secret(box, merchant, "pay_private_key_enc") or "",
-        apiv3_key=open_merchant_secret(box, merchant, "pay_apiv3_key_enc") or "",
-        platform_keys=json.loads(open_merchant_secret(box, merchant, "pay_platform_keys_enc") or "{}"),
+        private_key_pem=private_key,
+        apiv3_key=apiv3_key,
+        platform_keys=json.loads(platform_keys),
     )
 
 
