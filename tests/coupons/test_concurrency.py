@@ -85,7 +85,7 @@ def test_a_member_tapping_claim_twenty_times_at_once_gets_one_coupon(
 
     def tap(i: int) -> str:
         with unit_of_work(race_factory) as s:
-            return f"coupon:{service.claim(s, tenant.id, member, tpl).id}"
+            return f"coupon:{service.claim(s, tenant.id, member, tpl)[0].id}"
 
     results = race(20, tap)
     assert len(set(results)) == 1 and results[0].startswith("coupon:"), results  # every tap: the same coupon

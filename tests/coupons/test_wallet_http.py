@@ -124,7 +124,8 @@ def test_redeem_code_once_and_wallet_by_state(
     assert r.status_code == 201, r.text
     got = r.json()
     again = client.post(f"{STORE}/coupons/redeem", json={"code": codes[0]}, headers=headers)
-    assert again.status_code == 201 and again.json()["id"] == got["id"]  # a retry: same coupon
+    assert again.status_code == 200 and again.json() == got  # a retry: same coupon
+    assert again.headers["Idempotent-Replayed"] == "true"
     r = client.post(f"{STORE}/coupons/redeem", json={"code": codes[0]}, headers=other)
     assert r.status_code == 409 and r.json()["code"] == "coupon_code_used"
     r = client.post(f"{STORE}/coupons/redeem", json={"code": "NOPE-NOPE"}, headers=other)

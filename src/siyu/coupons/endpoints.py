@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
+from siyu.activities.routes import mark_replayed
 from siyu.api.deps import Customer, DbSession, StaffPrincipal, require
 from siyu.coupons import repository as repo
 from siyu.coupons import service
@@ -145,20 +146,23 @@ def claimable(customer: Customer, session: DbSession) -> list[ClaimableOut]:
 
 
 @store.post("/coupons/templates/{template_id}/claim", response_model=WalletCouponOut,
-            status_code=status.HTTP_201_CREATED, summary="Claim a coupon (an Idempotency-Key makes retries safe)")
+            status_code=status.HTTP_201_CREATED,
+            summary="Claim a coupon (with an Idempotency-Key a retry returns the same coupon with 200)")
 def claim(
-    template_id: int, customer: Customer, session: DbSession,
+    template_id: int, customer: Customer, session: DbSession, response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> WalletCouponOut:
-    coupon = service.claim(session, customer.merchant_id, customer.member_id, template_id,
-                           idempotency_key=idempotency_key)
+    coupon, created = service.claim(session, customer.merchant_id, customer.member_id, template_id,
+                                    idempotency_key=idempotency_key)
+    mark_replayed(response, created)
     return service.wallet_out(session, customer.merchant_id, [coupon])[0]
 
 
 @store.post("/coupons/redeem", response_model=WalletCouponOut, status_code=status.HTTP_201_CREATED,
-            summary="Redeem a one-time code for a coupon")
-def redeem(body: RedeemIn, customer: Customer, session: DbSession) -> WalletCouponOut:
-    coupon = service.redeem(session, customer.merchant_id, customer.member_id, body.code)
+            summary="Redeem a one-time code for a coupon (redeeming it again returns the same coupon with 200)")
+def redeem(body: RedeemIn, customer: Customer, session: DbSession, response: Response) -> WalletCouponOut:
+    coupon, created = service.redeem(session, customer.merchant_id, customer.member_id, body.code)
+    mark_replayed(response, created)
     return service.wallet_out(session, customer.merchant_id, [coupon])[0]
 
 

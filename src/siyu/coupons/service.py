@@ -383,12 +383,29 @@ def issue_to_member(
     ``coupon_ended``, or 404 for a template or member of another merchant. Never commits;
     a refusal leaves nothing changed (savepoint).
     """
+    return issue_once(session, merchant_id, template_id, member_id, source=source,
+                      idempotency_key=idempotency_key, now=now)[0]
+
+
+def issue_once(
+    session: Session,
+    merchant_id: int,
+    template_id: int,
+    member_id: int,
+    *,
+    source: str,
+    idempotency_key: str,
+    now: dt.datetime | None = None,
+) -> tuple[MemberCoupon, bool]:
+    """``issue_to_member`` that also says whether this call issued the coupon (``True``) or
+    replayed the key's first one (``False``): what the store API needs to answer a retry with
+    200 and ``Idempotent-Replayed: true``."""
     key = idempotency_key.strip()[:120]
     if not key:
         raise DomainError("idempotency_key_required")
     existing = repo.coupon_by_key(session, merchant_id, key)
     if existing is not None:
-        return _replay(existing, template_id, member_id)
+        return _replay(existing, template_id, member_id), False
     now = now or utcnow()
     t = repo.template(session, merchant_id, template_id)
     if t is None:
@@ -415,19 +432,19 @@ def issue_to_member(
         winner = repo.coupon_by_key(session, merchant_id, key)
         if winner is None:
             raise
-        return _replay(winner, template_id, member_id)
+        return _replay(winner, template_id, member_id), False
     except DomainError:
         # A concurrent call with the same key may have taken the last unit or slot and committed
         # while we waited on the row lock: that is a retry of ours, so answer with its coupon.
         winner = repo.coupon_by_key(session, merchant_id, key)
         if winner is None:
             raise
-        return _replay(winner, template_id, member_id)
+        return _replay(winner, template_id, member_id), False
     session.expire(t, ["issued"])
     emit(session, merchant_id, "coupon.issued",
          {"coupon_id": coupon.id, "template_id": t.id, "member_id": member_id, "source": coupon.source},
          key=f"coupon:{coupon.id}")
-    return coupon
+    return coupon, True
 
 
 def _replay(existing: MemberCoupon, template_id: int, member_id: int) -> MemberCoupon:
@@ -440,20 +457,39 @@ def _replay(existing: MemberCoupon, template_id: int, member_id: int) -> MemberC
 def claim(
     session: Session, merchant_id: int, member_id: int, template_id: int, *, idempotency_key: str | None = None,
     now: dt.datetime | None = None,
-) -> MemberCoupon:
-    """Self-claim in the store (领券). Without a client key, the n-th claim of a member has the
-    key ``claim:<template>:<member>:<n>``, so a double tap never yields two coupons."""
+) -> tuple[MemberCoupon, bool]:
+    """Self-claim in the store (领券); returns ``(coupon, created)``.
+
+    With an ``Idempotency-Key`` the claim is idempotent per ``(merchant, member, key)``, as the
+    checkout submit is: a retry returns the first coupon (``created`` False: the API answers 200
+    with ``Idempotent-Replayed: true``), and the same key sent for *another* template is 409
+    ``idempotency_key_reused``. (Keys stored before this rule were scoped by template,
+    ``claim:<template>:<member>:k:<key>``; they are still looked up, so such a retry replays.)
+    Without a client key, the n-th claim of a member has the key ``claim:<template>:<member>:<n>``,
+    so a double tap never yields two coupons."""
     t = repo.template(session, merchant_id, template_id)
     if t is None or (t.status == DRAFT):
         raise _template_not_found()
     if CH_CLAIM not in t.channels:
         raise DomainError("coupon_channel_closed")
-    if idempotency_key:
-        key = f"claim:{template_id}:{member_id}:k:{idempotency_key.strip()[:60]}"
+    if idempotency_key is not None:
+        client_key = _client_key(idempotency_key)
+        legacy = repo.coupon_by_key(session, merchant_id, f"claim:{template_id}:{member_id}:k:{client_key[:60]}")
+        if legacy is not None:
+            return _replay(legacy, template_id, member_id), False
+        key = f"claim:m{member_id}:k:{client_key}"
     else:
         received = repo.received_counts(session, merchant_id, member_id, [template_id]).get(template_id, 0)
         key = f"claim:{template_id}:{member_id}:{received + 1}"
-    return issue_to_member(session, merchant_id, template_id, member_id, source="claim", idempotency_key=key, now=now)
+    return issue_once(session, merchant_id, template_id, member_id, source="claim", idempotency_key=key, now=now)
+
+
+def _client_key(key: str) -> str:
+    """A client's Idempotency-Key, checked as the checkout submit checks it (required when the
+    header is sent, at most 80 characters): never silently cut, which would make two keys one."""
+    from siyu.orders.checkout import check_idempotency_key
+
+    return check_idempotency_key(key)
 
 
 def generate_codes(session: Session, merchant_id: int, template_id: int, count: int, *, actor: Actor) -> list[str]:
@@ -466,8 +502,12 @@ def generate_codes(session: Session, merchant_id: int, template_id: int, count: 
     return codes
 
 
-def redeem(session: Session, merchant_id: int, member_id: int, code: str, *, now: dt.datetime | None = None) -> MemberCoupon:
-    """One-time code → coupon. Redeeming one's own code again returns the same coupon."""
+def redeem(
+    session: Session, merchant_id: int, member_id: int, code: str, *, now: dt.datetime | None = None
+) -> tuple[MemberCoupon, bool]:
+    """One-time code → coupon; returns ``(coupon, created)``. The code is the request's natural
+    idempotency key: redeeming one's own code again returns the same coupon (``created`` False,
+    answered 200 with ``Idempotent-Replayed: true``); another member's is ``coupon_code_used``."""
     now = now or utcnow()
     row = repo.code_row(session, merchant_id, code.strip().upper())
     if row is None:
@@ -477,17 +517,23 @@ def redeem(session: Session, merchant_id: int, member_id: int, code: str, *, now
         if row.redeemed_by == member_id:
             mine = repo.coupon_by_key(session, merchant_id, key)
             if mine is not None:
-                return mine
+                return mine, False
         raise DomainError("coupon_code_used")
     t = repo.template(session, merchant_id, row.template_id)
     if t is None or CH_CODE not in t.channels:
         raise DomainError("coupon_channel_closed")
     check_issuable(t, now)
     if not repo.redeem_code(session, merchant_id, row.id, member_id, now):
+        # A concurrent redeem took it first: ours if it was this member's retry.
+        session.expire(row)
+        if row.redeemed_by == member_id:
+            mine = repo.coupon_by_key(session, merchant_id, key)
+            if mine is not None:
+                return mine, False
         raise DomainError("coupon_code_used")
-    coupon = issue_to_member(session, merchant_id, t.id, member_id, source="code", idempotency_key=key, now=now)
+    coupon, created = issue_once(session, merchant_id, t.id, member_id, source="code", idempotency_key=key, now=now)
     repo.set_code_coupon(session, merchant_id, row.id, coupon.id)
-    return coupon
+    return coupon, created
 
 
 def bulk_issue(

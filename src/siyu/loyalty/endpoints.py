@@ -10,8 +10,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 
+from siyu.activities.routes import mark_replayed
 from siyu.api.deps import AppSettings, Customer, DbSession, StaffPrincipal, StoreMerchant, require
-from siyu.kit.errors import DomainError
 from siyu.loyalty import points, service
 from siyu.loyalty import repository as repo
 from siyu.loyalty.schemas import (
@@ -119,14 +119,9 @@ def adjust_points(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
     p: StaffPrincipal = Depends(require("loyalty:write")),
 ) -> PointsEntryOut:
-    if not idempotency_key or not idempotency_key.strip():
-        raise DomainError("idempotency_key_required")
-    key = idempotency_key.strip()[:80]
-    replay = repo.entry_by_key(session, p.merchant_id, f"adjust:{key}")
-    entry = points.adjust(session, p.merchant_id, member_id, body.points, reason=body.reason, idempotency_key=key,
-                           actor=p.actor)
-    if replay is not None:
-        response.status_code = status.HTTP_200_OK
+    entry, created = points.adjust_once(session, p.merchant_id, member_id, body.points, reason=body.reason,
+                                        idempotency_key=idempotency_key, actor=p.actor)
+    mark_replayed(response, created)
     return PointsEntryOut.model_validate(entry)
 
 
@@ -207,9 +202,7 @@ def buy_card(
         session, customer.merchant_id, customer.member_id, plan_id, address_id=body.address_id,
         idempotency_key=idempotency_key, payment_timeout=dt.timedelta(minutes=settings.order_payment_timeout_minutes),
     )
-    if not created:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
+    mark_replayed(response, created)
     return OrderDetailOut(
         **OrderOut.model_validate(order).model_dump(),
         lines=[OrderLineOut.model_validate(ln) for ln in orders_service.order_lines(session, order.merchant_id, order.id)],

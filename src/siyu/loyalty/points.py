@@ -536,6 +536,32 @@ def adjust(
     return entry
 
 
+def adjust_once(
+    session: Session, merchant_id: int, member_id: int, points: int, *, reason: str, idempotency_key: str | None,
+    actor: Actor,
+) -> tuple[PointsEntry, bool]:
+    """The admin API's manual adjustment: ``adjust`` keyed by the client's ``Idempotency-Key``
+    (required, at most 80 characters, as the checkout submit's), returning ``(entry, created)``.
+
+    A retry (same key, same member, points and reason) returns the first entry and writes
+    nothing else (no second audit event); the same key with another member, amount or reason is
+    409 ``idempotency_key_reused`` (what checkout answers), never the first entry in disguise."""
+    from siyu.orders.checkout import check_idempotency_key
+
+    key = check_idempotency_key(idempotency_key)
+    found = repo.entry_by_key(session, merchant_id, f"adjust:{key}")
+    if found is not None:
+        return _same_adjustment(found, member_id, points, reason), False
+    entry = adjust(session, merchant_id, member_id, points, reason=reason, idempotency_key=key, actor=actor)
+    return _same_adjustment(entry, member_id, points, reason), True
+
+
+def _same_adjustment(entry: PointsEntry, member_id: int, points: int, reason: str) -> PointsEntry:
+    if (entry.member_id, entry.kind, entry.delta, entry.reason) != (member_id, ADJUST, points, reason[:64]):
+        raise DomainError("idempotency_key_reused")
+    return entry
+
+
 def check_member(session: Session, merchant_id: int, member_id: int) -> None:
     from siyu.members.service import get_member
 
