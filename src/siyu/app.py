@@ -16,6 +16,7 @@ from siyu import __version__
 from siyu.api import problems
 from siyu.api.deps import commit_in_endpoint_threads
 from siyu.api.middleware import RequestContextMiddleware
+from siyu.api.params import bound_int_params
 from siyu.api.routes import import_all_models, include_all, install_static_route_index
 from siyu.config import Settings, get_settings
 from siyu.db.engine import make_engine
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, *, worker_in_process: bool = Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         commit_in_endpoint_threads(app.routes)  # here: every route is known, added late or not
+        bound_int_params(app.routes)  # ids beyond BIGINT are a 422, not a database error
         install_static_route_index(app)
         runner = None
         if worker_in_process:
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None, *, worker_in_process: bool = Fa
     problems.install(app)
     app.add_middleware(RequestContextMiddleware, log_requests=settings.env != "test")
     include_all(app)
+    bound_int_params(app.routes)  # already here, so that the OpenAPI document states the range
 
     @app.get("/healthz", tags=["ops"], summary="Database and Redis reachable")
     def healthz(request: Request) -> JSONResponse:

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from siyu.kit.errors import DomainError, FieldError
 from siyu.kit.i18n import pick_language
+from siyu.kit.validation_messages import field_message
 
 log = logging.getLogger("siyu.api")
 
@@ -67,8 +68,14 @@ def install(app: FastAPI) -> None:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return problem_response(request, DomainError("malformed_body"))
+        # each field: Pydantic's error type as the stable code, the message in the request's language
+        lang = _language(request.headers.get("accept-language"))
         fields = [
-            FieldError(path=_loc_to_path(e.get("loc", ())), code=str(e.get("type", "invalid")), message=str(e.get("msg", "")))
+            FieldError(
+                path=_loc_to_path(e.get("loc", ())),
+                code=str(e.get("type", "invalid")),
+                message=field_message(str(e.get("type", "invalid")), lang, e.get("ctx")),
+            )
             for e in errors
         ]
         return problem_response(request, DomainError("validation_error", fields=fields))

@@ -1,0 +1,92 @@
+"""Integer path and query parameters the database can hold: a signed 64-bit range.
+
+Every id in the API is an ``int`` path or query parameter (``/products/{product_id}``,
+``?member_id=``), and Pydantic accepts integers of any size. SQLite cannot bind one beyond 64
+bits (``OverflowError`` while executing: a 500) and PostgreSQL compares it as ``numeric``; the
+fuzzer (``scripts/fuzz_api.py``) found the 500 on well over a hundred endpoints. Rather than
+ask each of them to bound its ids, ``bound_int_params`` gives every ``int`` (or ``int | None``)
+path and query parameter without an upper or lower bound of its own the ``BIGINT`` one, once
+every route is known: such a value is then the usual 422 with the parameter's path
+(``path.product_id``, code ``less_than_equal``), and the OpenAPI document states the range.
+
+The parameters' fields are FastAPI's ``ModelField``s: the bound goes into their metadata and
+their validator is rebuilt from it (``__post_init__``), as FastAPI builds it. Applying it
+twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import annotated_types
+from fastapi.routing import APIRoute
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def _is_int(annotation: Any) -> bool:
+    if annotation is int:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args == [int]
+    return False
+
+
+def _bound(field: Any) -> bool:
+    """Add the 64-bit bounds a parameter lacks; True when it changed."""
+    info = field.field_info
+    if not _is_int(info.annotation):
+        return False
+    metadata = info.metadata
+    has_upper = any(isinstance(m, annotated_types.Le | annotated_types.Lt) for m in metadata)
+    has_lower = any(isinstance(m, annotated_types.Ge | annotated_types.Gt) for m in metadata)
+    if has_upper and has_lower:
+        return False
+    if not has_upper:
+        metadata.append(annotated_types.Le(INT64_MAX))
+    if not has_lower:
+        metadata.append(annotated_types.Ge(INT64_MIN))
+    field.__post_init__()  # rebuild the validator (and the JSON schema) with the bounds
+    return True
+
+
+def _dependants(dependant: Any) -> Iterator[Any]:
+    yield dependant
+    for sub in dependant.dependencies:
+        yield from _dependants(sub)
+
+
+def _route_dependants(routes: Sequence[Any]) -> Iterator[Any]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route.dependant
+        elif callable(getattr(route, "effective_route_contexts", None)):
+            # FastAPI >= 0.16x: an included router's routes run through per-inclusion contexts,
+            # each with its own dependant (see ``api.deps.commit_in_endpoint_threads``)
+            for context in route.effective_route_contexts():
+                if isinstance(context.original_route, APIRoute):
+                    yield context.original_route.dependant
+                dependant = getattr(context, "dependant", None)
+                if dependant is not None:
+                    yield dependant
+        elif isinstance(getattr(route, "routes", None), list):
+            yield from _route_dependants(route.routes)
+
+
+def bound_int_params(routes: Sequence[Any]) -> int:
+    """Bound every unbounded ``int`` path and query parameter of ``routes``; the number changed."""
+    seen: set[int] = set()
+    changed = 0
+    for top in _route_dependants(routes):
+        for dependant in _dependants(top):
+            for field in (*dependant.path_params, *dependant.query_params):
+                if id(field) in seen:
+                    continue
+                seen.add(id(field))
+                changed += _bound(field)
+    return changed
