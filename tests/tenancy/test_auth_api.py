@@ -138,3 +138,15 @@ def test_health_metrics_docs(client: TestClient) -> None:
     r = client.get("/nope")
     assert r.status_code == 404 and r.json()["code"] == "route_not_found"
     assert r.headers["x-request-id"]
+
+
+def test_merchant_time_zone_must_be_a_known_zone_and_a_refusal_changes_nothing(client: TestClient, tenant: Tenant) -> None:
+    """An empty time zone was stored unchecked (and every local date then failed with a 500); "Asia"
+    (a folder of the zone database) was a 500 itself. Found by scripts/fuzz_api.py."""
+    for bad in ("", "Asia", "posixrules", "../etc", "x" * 300, "Asia/Shanghai\x00"):
+        r = client.patch("/api/admin/v1/merchant", json={"timezone": bad, "name": "Renamed"}, headers=tenant.admin_headers)
+        assert r.status_code == 422 and r.json()["code"] == "invalid_timezone", (bad, r.text)
+    merchant = client.get("/api/admin/v1/merchant", headers=tenant.admin_headers).json()
+    assert merchant["timezone"] == "Asia/Shanghai" and merchant["name"] != "Renamed"
+    r = client.patch("/api/admin/v1/merchant", json={"timezone": "Europe/Berlin"}, headers=tenant.admin_headers)
+    assert r.status_code == 200 and r.json()["timezone"] == "Europe/Berlin"

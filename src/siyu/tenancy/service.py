@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
@@ -53,10 +54,19 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
+@functools.cache
+def _known_timezones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
 def _check_timezone(tz: str) -> None:
+    """An IANA zone name: ``ZoneInfo`` alone takes ``posixrules`` and fails on ``""`` and ``Asia``
+    with errors of its own (``ValueError``, ``IsADirectoryError``), so the name is looked up."""
+    if tz not in _known_timezones():
+        raise DomainError("invalid_timezone", tz=tz)
     try:
         ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise DomainError("invalid_timezone", tz=tz) from exc
 
 
@@ -94,7 +104,7 @@ def get_merchant_by_code(session: Session, code: str) -> Merchant:
 def update_merchant(session: Session, box: SecretBox, merchant_id: int, data: MerchantUpdate) -> Merchant:
     merchant = get_merchant(session, merchant_id)
     fields = data.model_dump(exclude_unset=True)
-    if fields.get("timezone"):
+    if fields.get("timezone") is not None:  # "" too: it was stored unchecked, and every local date failed
         _check_timezone(fields["timezone"])
     plain = ("name", "timezone", "wechat_appid", "pay_provider", "pay_mchid", "pay_serial_no", "pay_fee_bp")
     for key in plain:
