@@ -59,6 +59,7 @@ from siyu.bargains.schemas import (
     StoreHelpOut,
 )
 from siyu.catalog import stock
+from siyu.catalog.models import KIND_VIRTUAL
 from siyu.kit import audit
 from siyu.kit.errors import DomainError, invalid, not_found
 from siyu.kit.events import emit
@@ -66,8 +67,10 @@ from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
 from siyu.orders import checkout
 from siyu.orders import service as orders_service
+from siyu.orders.freight import VIRTUAL
 from siyu.orders.models import Order
 from siyu.orders.pricing import ITEM_PROMOTIONS, PricingContext
+from siyu.promotions.service import virtual_product_refused
 
 _MESSAGES = {
     "bargain_limit_reached": (
@@ -126,6 +129,8 @@ def create_activity(session: Session, merchant_id: int, data: BargainActivityIn,
     if ends_at <= starts_at:
         raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at")
     sku, product = activities.sku_and_product(session, merchant_id, data.sku_id)
+    if product.kind == KIND_VIRTUAL:  # a membership card is sold at its plan's price only
+        raise virtual_product_refused(sku.id, "sku_id")
     start_price = data.start_price if data.start_price is not None else sku.sale_price
     if data.floor_price >= start_price:
         raise invalid("floor_price", "floor_not_below_start", f"must be below the start price {start_price}")
@@ -398,6 +403,8 @@ def apply_to_pricing(ctx: PricingContext) -> None:
     if line.quantity != 1:
         raise invalid(f"items.{idx}.quantity", "bargain_quantity_one", "a bargain buys exactly one unit")
     activities.check_no_other_activity(line, OPTION)
+    if line.flags.get(VIRTUAL):  # made virtual (a card plan sells it) after the activity was set up
+        raise virtual_product_refused(line.sku_id, "options.bargain.bargain_id")
     price = bargain.current_price
     ctx.discount(
         ITEM_PROMOTIONS, f"bargain:{bargain.id}", "砍价", max(0, line.amount - price), [idx],

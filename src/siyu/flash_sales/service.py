@@ -42,7 +42,7 @@ import redis
 from sqlalchemy.orm import Session
 
 from siyu.catalog import stock
-from siyu.catalog.models import Product, Sku
+from siyu.catalog.models import KIND_VIRTUAL, Product, Sku
 from siyu.flash_sales import cache, gate
 from siyu.flash_sales import repository as repo
 from siyu.flash_sales.models import (
@@ -80,9 +80,11 @@ from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
 from siyu.orders import checkout
 from siyu.orders import service as orders_service
+from siyu.orders.freight import VIRTUAL
 from siyu.orders.models import Order
 from siyu.orders.pricing import ITEM_PROMOTIONS, PricingContext
 from siyu.orders.schemas import CheckoutIn
+from siyu.promotions.service import virtual_product_refused
 from siyu.tenancy import service as tenancy_service
 
 log = logging.getLogger("siyu.flash_sales")
@@ -451,6 +453,8 @@ def add_item(
     prefix = f"{path}." if path else ""
     sale = _open_sale(session, merchant_id, sale_id, now or utcnow())
     sku, product = _sku(session, merchant_id, data.sku_id)
+    if product.kind == KIND_VIRTUAL:  # a membership card is sold at its plan's price only
+        raise virtual_product_refused(sku.id, f"{prefix}sku_id")
     _check_price(data.flash_price, sku, f"{prefix}flash_price")
     if any(it.sku_id == sku.id for it in repo.items(session, merchant_id, [sale.id])):
         raise invalid(f"{prefix}sku_id", "duplicate_sku", "the SKU is already in this activity")
@@ -622,6 +626,8 @@ def apply_to_pricing(ctx: PricingContext) -> None:
     if idx is None:
         raise invalid("options.flash_sale.item_id", "item_not_in_order", "the flash-sale SKU is not in this order")
     line = ctx.lines[idx]
+    if line.flags.get(VIRTUAL):  # made virtual (a card plan sells it) after the item was added
+        raise virtual_product_refused(line.sku_id, "options.flash_sale.item_id")
     limit = item_limit(item, sale)
     if line.quantity > limit:
         raise DomainError("flash_sale_limit_reached", limit=limit)

@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 from siyu.activities import service as activities
 from siyu.activities.repository import members
 from siyu.catalog import stock
-from siyu.catalog.models import Sku
+from siyu.catalog.models import KIND_VIRTUAL, Sku
 from siyu.group_buys import repository as repo
 from siyu.group_buys.models import (
     ACTIVE,
@@ -83,9 +83,11 @@ from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
 from siyu.orders import repository as orders_repo
 from siyu.orders import service as orders_service
+from siyu.orders.freight import VIRTUAL
 from siyu.orders.models import PENDING_PAYMENT, Order
 from siyu.orders.pricing import ITEM_PROMOTIONS, PricingContext
 from siyu.payments import service as payments_service
+from siyu.promotions.service import virtual_product_refused
 from siyu.tenancy import service as tenancy_service
 from siyu.worker.runner import add_schedule
 
@@ -142,6 +144,8 @@ def _check_rules(
 def create_group_buy(session: Session, merchant_id: int, data: GroupBuyIn, *, actor: activities.Actor) -> GroupBuy:
     starts_at, ends_at = activities.aware(data.starts_at, "starts_at"), activities.aware(data.ends_at, "ends_at")
     sku, product = activities.sku_and_product(session, merchant_id, data.sku_id)
+    if product.kind == KIND_VIRTUAL:  # a membership card is sold at its plan's price only
+        raise virtual_product_refused(sku.id, "sku_id")
     _check_rules(
         sku, group_price=data.group_price, leader_price=data.leader_price, team_size=data.team_size,
         virtual_min_paid=data.virtual_min_paid, starts_at=starts_at, ends_at=ends_at,
@@ -290,6 +294,8 @@ def apply_to_pricing(ctx: PricingContext) -> None:
     idx = activities.activity_line(ctx, gb.sku_id, "options.group_buy.activity_id", "the group-buy SKU is not in this order")
     line = ctx.lines[idx]
     activities.check_no_other_activity(line, OPTION)
+    if line.flags.get(VIRTUAL):  # made virtual (a card plan sells it) after the group buy was set up
+        raise virtual_product_refused(line.sku_id, "options.group_buy.activity_id")
     if team_id is not None:
         team = repo.team(ctx.session, ctx.merchant_id, team_id)
         if team is None or team.group_buy_id != gb.id:

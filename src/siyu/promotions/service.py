@@ -126,8 +126,9 @@ _MESSAGES = {
     "add_on_sold_out": (409, "加价购商品已换完", "The add-on item is sold out"),
     "promotion_virtual_product": (
         422,
-        "虚拟商品（如会员卡、服务）不参加限时折扣和首单特价（规格 {sku_id}）",
-        "Virtual products (membership cards, services) cannot take a limited-time or first-order price (SKU {sku_id})",
+        "虚拟商品（如会员卡、服务）不参加限时折扣、首单特价、加价购、满赠、拼团、砍价和秒杀（规格 {sku_id}）",
+        "Virtual products (membership cards, services) cannot take a limited-time, first-order, add-on, gift, "
+        "group-buy, bargain or flash-sale price (SKU {sku_id})",
     ),
 }
 register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
@@ -256,12 +257,20 @@ def _virtual_product(sku_id: int, path: str) -> DomainError:
     )
 
 
+def virtual_product_refused(sku_id: int, path: str) -> DomainError:
+    """422 ``promotion_virtual_product`` at ``path``: a paid membership card (or any virtual
+    product) is sold at its card plan's price, never at an item promotion's or an activity's
+    (group buy, bargain, flash sale). The one code every such refusal uses, on write and at
+    checkout; importing it registers the message."""
+    return _virtual_product(sku_id, path)
+
+
 def _check_price_items(
     session: Session, merchant_id: int, items: list[Any], path: str = "rules.items", *, physical_only: bool = False
 ) -> None:
     """SKUs of this merchant (else 404), listed once, each promotional price below the sale price.
 
-    ``physical_only`` (limited-time discounts, first-order specials): a SKU of a virtual product
+    ``physical_only`` (limited-time discounts, first-order specials, add-on items): a SKU of a virtual product
     (``products.kind``: a membership card a card plan sells, a service) is refused
     (``promotion_virtual_product``): its price is the card plan's, not a promotion's."""
     skus = repo.skus_with_products(session, merchant_id, [it.sku_id for it in items])
@@ -312,9 +321,13 @@ def check_rules(session: Session, merchant_id: int, kind: str, raw: dict[str, An
         found = repo.skus_with_products(session, merchant_id, [t.gift_sku_id for t in rules.tiers])
         if any(t.gift_sku_id not in found for t in rules.tiers):
             raise not_found("赠品规格", "Gift SKU")
+        # A gift is a line at price 0: a card given away would be a card at 100 % off (and be granted).
+        for i, t in enumerate(rules.tiers):
+            if found[t.gift_sku_id][1].kind == KIND_VIRTUAL:
+                raise _virtual_product(t.gift_sku_id, f"rules.tiers.{i}.gift_sku_id")
     elif isinstance(rules, AddOnRules):
         _check_scope(session, merchant_id, rules.scope)
-        _check_price_items(session, merchant_id, rules.items)
+        _check_price_items(session, merchant_id, rules.items, physical_only=True)
     return rules.model_dump(mode="json")
 
 
@@ -800,7 +813,7 @@ def apply_order_promotions(
         try:
             line = facts.load_line(gift.gift_sku_id, gift.quantity)
         except DomainError:
-            line = None
+            line = None  # not on sale any more, or made virtual after the rules were written
         if line is None or facts.stock_of(gift.gift_sku_id) < in_order + gift.quantity:
             ctx.note(ORDER_PROMOTIONS, code="gift_out_of_stock", promotion_id=promo.id, gift_sku_id=gift.gift_sku_id,
                      message="赠品已赠完")
@@ -919,6 +932,10 @@ def order_stage(ctx: PricingContext) -> None:
         sku, product = pair
         if not orders_service.sellable(sku, product):
             raise DomainError("product_not_on_sale", sku_id=sku_id)
+        if product.kind == KIND_VIRTUAL:
+            # The rules refuse it on write; a product made virtual later is neither given away
+            # nor sold as an add-on (an add-on asked for is refused, a gift is left out).
+            raise _virtual_product(sku_id, "options.add_on.sku_id")
         return PricedLine(
             sku_id=sku.id, product_id=product.id, category_id=product.category_id, title=product.title,
             spec_text=orders_service.spec_text(product, sku),
