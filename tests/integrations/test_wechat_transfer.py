@@ -19,7 +19,12 @@ from fastapi.testclient import TestClient
 
 from siyu.integrations.wechat.errors import WechatApiError
 from siyu.integrations.wechat.pay_v3 import WechatPayConfig, verify_notification
-from siyu.integrations.wechat.transfer import NOTIFICATION_EVENT, WechatTransferClient, bill_from_resource
+from siyu.integrations.wechat.transfer import (
+    CONFIRM_WINDOW,
+    NOTIFICATION_EVENT,
+    WechatTransferClient,
+    bill_from_resource,
+)
 from siyu.testing.fake_wechat import FakeMerchant, FakeWechat
 
 INFOS = [("岗位类型", "分销员"), ("报酬说明", "分销佣金提现")]
@@ -97,10 +102,51 @@ def test_query_and_finished_notification(
 def test_cancel_before_confirmation(fake: FakeWechat, transfer_client: WechatTransferClient) -> None:
     no = f"WD{secrets.randbelow(10**9)}"
     _send(transfer_client, no)
-    assert transfer_client.cancel_transfer_bill(no).state == "CANCELING"
+    cancelled = transfer_client.cancel_transfer_bill(no)
+    assert (cancelled.state, cancelled.final, cancelled.out_bill_no) == ("CANCELING", False, no)
+    assert cancelled.transfer_bill_no == fake.transfer(no)["transfer_bill_no"]
+    assert transfer_client.cancel_transfer_bill(no).state == "CANCELING"  # a retried cancel: accepted again
+    assert fake.transfer(no)["state"] == "CANCELING"  # until WeChat Pay is asked
+    queried = transfer_client.query_transfer_bill(no)
+    assert (queried.state, queried.final) == ("CANCELLED", True)
+    assert transfer_client.cancel_transfer_bill(no).state == "CANCELLED"  # idempotent once done
+    # the user can no longer confirm it
+    fake.finish_transfer(no, state="SUCCESS")
     assert transfer_client.query_transfer_bill(no).state == "CANCELLED"
-    with pytest.raises(WechatApiError):
+
+
+@pytest.mark.parametrize("final", ["SUCCESS", "FAIL"])
+def test_a_final_bill_cannot_be_cancelled(
+    fake: FakeWechat, transfer_client: WechatTransferClient, final: str
+) -> None:
+    no = f"WD{secrets.randbelow(10**9)}"
+    _send(transfer_client, no)
+    fake.finish_transfer(no, state=final)
+    with pytest.raises(WechatApiError) as err:
         transfer_client.cancel_transfer_bill(no)
+    assert (err.value.errcode, err.value.http_status) == ("INVALID_REQUEST", 400)
+    assert transfer_client.query_transfer_bill(no).state == final
+    with pytest.raises(WechatApiError) as err:
+        transfer_client.cancel_transfer_bill("WDNOSUCHBILL")
+    assert (err.value.errcode, err.value.http_status) == ("NOT_FOUND", 404)
+    with pytest.raises(ValueError):
+        transfer_client.cancel_transfer_bill("WD-1")
+    assert fake.count_requests(f"{BILLS}/out-bill-no/WD-1/cancel") == 0
+
+
+def test_a_bill_left_unconfirmed_past_the_window_is_cancelled_by_wechat() -> None:
+    with FakeWechat() as own:  # its own clock: the session's fake is shared
+        merchant = own.make_merchant(f"19{secrets.randbelow(10**8):08d}", f"wx{secrets.token_hex(8)}")
+        with WechatTransferClient(own.pay_config(merchant)) as client:
+            no = f"WD{secrets.randbelow(10**9)}"
+            _send(client, no)
+            own.advance(CONFIRM_WINDOW - dt.timedelta(minutes=1))
+            assert client.query_transfer_bill(no).state == "WAIT_USER_CONFIRM"
+            own.advance(dt.timedelta(minutes=2))
+            expired = client.query_transfer_bill(no)
+            assert (expired.state, expired.final) == ("CANCELLED", True)
+            assert _send(client, no).state == "CANCELLED"  # type: ignore[attr-defined]  # a retried create
+            assert client.cancel_transfer_bill(no).state == "CANCELLED"
 
 
 NAME = "张三丰"

@@ -354,6 +354,21 @@ def fail_payout(
     )
 
 
+@admin.post("/withdrawals/{withdrawal_id}/cancel-payout", response_model=WithdrawalOut,
+             summary="Cancel an automatic payout the payee has not confirmed; once the provider reports it "
+                     "cancelled the withdrawal fails and the amount returns to available (once)")
+def cancel_payout(
+    withdrawal_id: int, body: ReviewIn, session: DbSession, settings: AppSettings,
+    p: StaffPrincipal = Depends(require("finance:write")),
+) -> WithdrawalOut:
+    """``approved`` with ``provider_state`` ``CANCELING`` while WeChat Pay cancels the bill (the
+    status polls then fail it), or ``failed`` when it is already cancelled (or never created).
+    Refused ``withdrawal_payout_cancel_too_late`` when the payee already received the money."""
+    return WithdrawalOut.model_validate(
+        service.cancel_payout(session, p.merchant_id, withdrawal_id, body.note, actor=p.actor, settings=settings)
+    )
+
+
 @admin.post("/withdrawals/{withdrawal_id}/mark-paid", response_model=WithdrawalOut,
             summary="Manual payout: record the transfer reference")
 def mark_withdrawal_paid(

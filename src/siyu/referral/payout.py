@@ -10,15 +10,20 @@ provider's reference, ``processing`` (asked again later through ``query`` when i
 Optional hooks, looked up with ``getattr`` so a provider may leave them out:
 ``prepare(session, merchant_id, settings, member_id)`` reads what ``send`` / ``query`` need (credentials,
 the member's openid) while the job's transaction is open and returns it as ``context``;
-``query(request)`` asks about a ``processing`` payout; ``configured(session, merchant_id)``
-says whether the merchant can use the provider (checked when the settings choose it).
+``query(request)`` asks about a ``processing`` payout; ``cancel(request)`` withdraws a payout the
+payee has not taken yet (answers like ``query``: ``processing`` while the provider cancels,
+``failed`` once cancelled); ``configured(session, merchant_id)`` says whether the merchant can use
+the provider (checked when the settings choose it).
 
 ``wechat_transfer``: WeChat Pay's merchant transfer to the user's balance (商家转账, see
 ``siyu.integrations.wechat.transfer``), with the merchant's WeChat Pay credentials (encrypted
 merchant settings, as for payments). ``out_bill_no`` is ``WD<withdrawal id>``: a retried send
 returns the same bill and never pays twice. The bill usually waits for the user to confirm in
 the mini-program (``WAIT_USER_CONFIRM``, its ``package_info`` is shown on the withdrawal); the
-``MCHTRANSFER.BILL.FINISHED`` notification or a status query then moves the withdrawal.
+``MCHTRANSFER.BILL.FINISHED`` notification or a status query then moves the withdrawal. Finance
+may cancel a bill the payee has not confirmed (``cancel``: ``CANCELING`` → ``CANCELLED``), and
+WeChat cancels one left unconfirmed for 24 hours itself; either way the status polls (or the
+notification) see ``CANCELLED`` and the amount returns.
 Scene ``1005`` (佣金报酬) with its report infos.
 
 Transfers from 2,000 yuan (``name_required_from``) carry the payee's real name: collected with
@@ -220,6 +225,15 @@ class WechatTransferProvider:
     def query(self, request: PayoutRequest) -> PayoutResult:
         with self._client(request) as client, _mapped_errors():
             bill = client.query_transfer_bill(out_bill_no(request.withdrawal_id))
+        return result_of(bill)
+
+    def cancel(self, request: PayoutRequest) -> PayoutResult:
+        """Ask WeChat Pay to cancel the bill before the payee confirms it: ``processing`` with state
+        ``CANCELING`` (accepted; ``CANCELLED`` comes by query or notification) or ``failed`` with
+        ``CANCELLED``. ``PayoutError``: ``INVALID_REQUEST`` (final, not retryable) when the bill is
+        ``SUCCESS`` / ``FAIL`` — query it; ``NOT_FOUND`` when no bill was ever created."""
+        with self._client(request) as client, _mapped_errors():
+            bill = client.cancel_transfer_bill(out_bill_no(request.withdrawal_id))
         return result_of(bill)
 
 

@@ -716,3 +716,21 @@ def payout_job_live(session: Session, merchant_id: int, withdrawal_id: int) -> b
             )
         )
     )
+
+
+def payout_send_live(session: Session, merchant_id: int, withdrawal_id: int) -> bool:
+    """Whether the ``referral.payout`` send of the withdrawal is still queued or running: a bill
+    may be being created right now (its polls do not count)."""
+    from siyu.kit.outbox import JOB_PENDING, JOB_RUNNING, Job
+
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    Job.merchant_id == merchant_id,
+                    Job.status.in_((JOB_PENDING, JOB_RUNNING)),
+                    Job.dedupe_key == f"withdrawal:{withdrawal_id}:payout",
+                )
+            )
+        )
+    )

@@ -54,7 +54,11 @@ Account and withdrawals
   ``withdrawal_not_pending``) or rejects (the amount returns), and the payout provider pays —
   ``manual``: finance marks it paid with a reference → ``withdrawn``. A payout that never
   completes (the send failed until the worker gave up, the polls ran out) is closed by finance
-  with ``fail_payout``: the provider is asked first, the amount returns once.
+  with ``fail_payout``: the provider is asked first, the amount returns once. A payout waiting
+  for the payee (WeChat's ``WAIT_USER_CONFIRM``) is withdrawn with ``cancel_payout``: the
+  provider cancels it, and its ``CANCELLED`` (poll or notification) fails the withdrawal and
+  returns the amount once; a bill the payee leaves unconfirmed is cancelled by WeChat after 24
+  hours and the polls return it the same way.
 - The applicant's real name and phone, and a payee's name on a withdrawal, are stored encrypted
   and bound to their row (``referral.pii``) with masked copies; in clear only for the payout
   and for finance / owner.
@@ -70,7 +74,7 @@ import logging
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -190,6 +194,22 @@ register_messages(
         ),
         "withdrawal_payout_unknown": (
             503, "暂时无法向打款渠道确认结果，请稍后重试", "The payout provider could not be asked about this payout; try again later",
+        ),
+        "withdrawal_not_cancellable": (
+            409, "只有已审核通过、正在打款的提现可以撤销打款（{status}）",
+            "Only an approved withdrawal whose payout is pending can be cancelled ({status})",
+        ),
+        "withdrawal_payout_cancel_too_late": (
+            409, "收款人已确认收款，打款已成功，无法撤销",
+            "The payee already received this payout; it can no longer be cancelled",
+        ),
+        "withdrawal_payout_sending": (
+            409, "打款正在提交到支付平台，请稍后再撤销",
+            "The payout is still being sent to the provider; try cancelling again in a moment",
+        ),
+        "payout_cancel_unsupported": (
+            409, "打款方式 {name} 不支持撤销；线下打款请使用“标记打款失败”",
+            "Payouts by {name} cannot be cancelled; for a manual payout use fail-payout",
         ),
         "payout_provider_unknown": (422, "未知的打款方式：{name}", "Unknown payout provider: {name}"),
         "payout_provider_not_configured": (
@@ -1212,7 +1232,10 @@ def payout_submission(
     )
 
 
-def run_payout(session: Session, merchant_id: int, withdrawal_id: int, settings: Settings | None = None) -> None:
+def run_payout(
+    session: Session, merchant_id: int, withdrawal_id: int, settings: Settings | None = None,
+    now: dt.datetime | None = None,
+) -> None:
     """``referral.payout`` job: an automatic provider pays an approved withdrawal.
 
     Nothing is sent with a transaction open: the job's reads commit first. A send whose outcome
@@ -1235,29 +1258,55 @@ def run_payout(session: Session, merchant_id: int, withdrawal_id: int, settings:
         if exc.retryable:
             raise
         result = payout.PayoutResult(status="failed", detail=f"{exc.code}: {exc.message}"[:200])
-    apply_payout_result(session, merchant_id, withdrawal_id, result, source="send")
+    apply_payout_result(session, merchant_id, withdrawal_id, result, source="send", now=now)
 
 
-def query_payout(session: Session, merchant_id: int, withdrawal_id: int, poll: int, settings: Settings | None) -> None:
-    """``referral.payout_query`` job: ask the provider about a payout still in flight."""
+def query_payout(
+    session: Session, merchant_id: int, withdrawal_id: int, poll: int, settings: Settings | None, chain: str = "",
+    now: dt.datetime | None = None,
+) -> None:
+    """``referral.payout_query`` job: ask the provider about a payout still in flight. ``chain``
+    names the series of polls (``""``: after the send; ``"c"``: after a cancellation)."""
     sub = payout_submission(session, merchant_id, withdrawal_id, settings)
     if sub is None or getattr(sub.provider, "query", None) is None:
         return
     session.commit()
     result = sub.provider.query(sub.request)  # PayoutError: the worker retries
-    apply_payout_result(session, merchant_id, withdrawal_id, result, source="query", poll=poll)
+    apply_payout_result(session, merchant_id, withdrawal_id, result, source="query", poll=poll, chain=chain, now=now)
 
 
-PAYOUT_POLL_MINUTES = (5, 15, 60, 180, 360, 720, 720, 720)  # then finance follows up by hand
+def _enqueue_poll(
+    session: Session, merchant_id: int, withdrawal_id: int, poll: int, chain: str, minutes: int,
+    now: dt.datetime | None = None,
+) -> None:
+    """A ``referral.payout_query`` job ``minutes`` after ``now`` (the job's clock: the polls of a
+    chain add up); its dedupe key ``withdrawal:<id>:query:<chain><poll>`` makes each poll of a
+    chain once (and ``repo.payout_job_live`` sees it)."""
+    payload: dict[str, Any] = {"withdrawal_id": withdrawal_id, "poll": poll}
+    if chain:
+        payload["chain"] = chain
+    enqueue(
+        session, merchant_id, "referral.payout_query", payload,
+        run_at=max(now or utcnow(), utcnow()) + dt.timedelta(minutes=minutes),
+        dedupe_key=f"withdrawal:{withdrawal_id}:query:{chain}{poll}",
+    )
+
+
+# minutes between status polls: 46 hours in all, past WeChat's 24-hour confirmation window (an
+# unconfirmed bill is then CANCELLED and its amount returns); then finance follows up by hand
+PAYOUT_POLL_MINUTES = (5, 15, 60, 180, 360, 720, 720, 720)
+CANCEL_POLL_MINUTES = 1  # the first poll after WeChat accepted a cancellation (CANCELING)
+CANCELING = "CANCELING"  # provider_state while the provider cancels the payout (WeChat's state)
 
 
 def apply_payout_result(
     session: Session, merchant_id: int, withdrawal_id: int, result: payout.PayoutResult, *, source: str,
-    poll: int = -1,
+    poll: int = -1, chain: str = "", now: dt.datetime | None = None,
 ) -> Withdrawal | None:
     """Move a withdrawal by a provider's answer (send, query or notification). Idempotent: a
     withdrawal already paid or failed stays as it is; each move happens once (conditional
-    transition + ledger keys)."""
+    transition + ledger keys). A cancellation finance asked for (``CANCELING``) is not undone
+    by an older in-flight answer (e.g. a poll that left before it)."""
     w = repo.withdrawal(session, merchant_id, withdrawal_id)
     if w is None:
         return None
@@ -1270,20 +1319,19 @@ def apply_payout_result(
         repo.set_withdrawal_status(session, merchant_id, w.id, (WD_PAID,), {"provider_state": result.state})
         return w
     if result.status == "failed":
+        if w.provider_state == CANCELING and not result.detail:  # finance's note stays the reason
+            result = replace(result, detail=w.review_note)
         return fail_withdrawal(session, merchant_id, w.id, result, source=source)
-    values: dict[str, Any] = {"provider_state": result.state, "provider_data": result.data or None}
-    if result.reference:
-        values["provider_reference"] = result.reference
-    repo.set_withdrawal_status(session, merchant_id, w.id, (WD_APPROVED,), values)
-    session.refresh(w)
+    if w.provider_state != CANCELING or result.state == CANCELING:
+        values: dict[str, Any] = {"provider_state": result.state, "provider_data": result.data or None}
+        if result.reference:
+            values["provider_reference"] = result.reference
+        repo.set_withdrawal_status(session, merchant_id, w.id, (WD_APPROVED,), values)
+        session.refresh(w)
     provider = payout.get(w.provider)
     nxt = poll + 1
     if provider is not None and getattr(provider, "query", None) is not None and nxt < len(PAYOUT_POLL_MINUTES):
-        enqueue(
-            session, merchant_id, "referral.payout_query", {"withdrawal_id": w.id, "poll": nxt},
-            run_at=utcnow() + dt.timedelta(minutes=PAYOUT_POLL_MINUTES[nxt]),
-            dedupe_key=f"withdrawal:{w.id}:query:{nxt}",
-        )
+        _enqueue_poll(session, merchant_id, w.id, nxt, chain, PAYOUT_POLL_MINUTES[nxt], now)
     elif provider is not None and getattr(provider, "query", None) is None and source == "send":
         raise RuntimeError("payout still processing")  # a provider without query: the worker asks again
     return w
@@ -1385,6 +1433,118 @@ def fail_payout(
          "detail": "closed by finance"},
         key=f"withdrawal:{w.id}:failed",
     )
+    return w
+
+
+def cancel_payout(
+    session: Session, merchant_id: int, withdrawal_id: int, note: str | None, *, actor: Actor,
+    settings: Settings | None = None,
+) -> Withdrawal:
+    """Finance withdraws an automatic payout the payee has not taken yet (WeChat: a bill in
+    ``WAIT_USER_CONFIRM`` or another state that is not final). Like ``fail_payout`` the provider
+    is called here, with no transaction open (the reads so far are committed; nothing written):
+
+    - ``CANCELING`` (accepted): the withdrawal stays ``approved`` with ``provider_state``
+      ``CANCELING`` (its ``package_info`` dropped, the note kept as ``review_note``), the
+      request is audited once (``cancel_requested``) and a series of status polls starts
+      (``withdrawal:<id>:query:c<n>``). Their ``CANCELLED`` — or the provider's notification —
+      fails the withdrawal and returns the amount to ``available``, once (ledger key
+      ``withdrawal:<id>:failed``, as every failure).
+    - ``CANCELLED`` (already): failed now, the same way.
+    - The bill is final (refused): it is asked for; ``SUCCESS`` is recorded paid (committed, the
+      payee has the money) and the call refused ``withdrawal_payout_cancel_too_late``; ``FAIL``
+      fails the withdrawal by that answer (the amount returns).
+    - ``NOT_FOUND``: no bill was ever created (and the send job is over): failed here.
+    - No answer: ``withdrawal_payout_unknown``, nothing changed; retry (a cancel is idempotent).
+
+    A retry, or a parallel call, is harmless: WeChat answers the same, the transition and the
+    ledger entry are conditional, and only the first call audits. Refused before anything is
+    sent: ``withdrawal_payout_cancel_too_late`` (already paid), ``withdrawal_not_cancellable``
+    (not approved), ``payout_cancel_unsupported`` (a provider without ``cancel``, e.g. manual:
+    use ``fail_payout``), ``withdrawal_payout_sending`` (the send job is queued or running: a
+    bill may be being created). A withdrawal already failed is returned unchanged.
+    """
+    w = _payout_to_cancel(session, merchant_id, withdrawal_id)
+    if w.status == WD_FAILED:
+        return w
+    provider = payout.get(w.provider)
+    if provider is None or not provider.automatic or getattr(provider, "cancel", None) is None:
+        raise DomainError("payout_cancel_unsupported", name=w.provider)
+    try:
+        sub = payout_submission(session, merchant_id, withdrawal_id, settings)
+    except payout.PayoutError as exc:
+        raise DomainError("withdrawal_payout_unknown") from exc
+    session.commit()  # nothing written: no transaction stays open while the provider answers
+    if sub is None:  # it moved meanwhile (paid or failed): say so
+        return _payout_to_cancel(session, merchant_id, withdrawal_id)
+    try:
+        result = sub.provider.cancel(sub.request)
+    except payout.PayoutError as exc:
+        if exc.code == "NOT_FOUND":
+            return _cancel_unsent(session, merchant_id, withdrawal_id, note, actor=actor)
+        if exc.retryable:
+            raise DomainError("withdrawal_payout_unknown") from exc
+        result = _final_answer(sub)  # refused: the bill is final (or the refusal says why not)
+        if result.status == "paid":
+            apply_payout_result(session, merchant_id, withdrawal_id, result, source="admin_cancel")
+            session.commit()  # the provider's truth is kept although this call is refused
+            raise DomainError("withdrawal_payout_cancel_too_late") from exc
+        if result.status != "failed":
+            log.warning("withdrawal %s: cancel refused (%s) while %s", withdrawal_id, exc.code, result.state)
+            raise DomainError("withdrawal_payout_in_flight", state=result.state or "?") from exc
+    w = _payout_to_cancel(session, merchant_id, withdrawal_id)  # again, under the row lock
+    if w.status == WD_FAILED:
+        return w
+    reason = (note or "打款已撤销 / payout cancelled by finance")[:200]
+    if w.provider_state != CANCELING:  # the first call of parallel or retried ones
+        audit.record(session, merchant_id, "withdrawal", w.id, "cancel_requested", from_state=WD_APPROVED,
+                     to_state=WD_APPROVED, actor=actor,
+                     data={"note": note, "provider_state": w.provider_state, "answer": result.state})
+    if result.status == "failed":
+        if not result.detail:
+            result = replace(result, detail=reason)
+        return fail_withdrawal(session, merchant_id, w.id, result, source="admin_cancel")
+    values: dict[str, Any] = {"provider_state": CANCELING, "provider_data": None, "review_note": reason,
+                              "reviewed_by": actor[1]}
+    if result.reference:
+        values["provider_reference"] = result.reference
+    repo.set_withdrawal_status(session, merchant_id, w.id, (WD_APPROVED,), values)
+    _enqueue_poll(session, merchant_id, w.id, 0, "c", CANCEL_POLL_MINUTES)
+    session.refresh(w)
+    return w
+
+
+def _final_answer(sub: PayoutSubmission) -> payout.PayoutResult:
+    try:
+        result: payout.PayoutResult = sub.provider.query(sub.request)
+    except payout.PayoutError as exc:
+        raise DomainError("withdrawal_payout_unknown") from exc
+    return result
+
+
+def _cancel_unsent(session: Session, merchant_id: int, withdrawal_id: int, note: str | None, *, actor: Actor) -> Withdrawal:
+    """The provider has no bill (the send never created one, and its job is over): failed here."""
+    w = _payout_to_cancel(session, merchant_id, withdrawal_id)
+    if w.status == WD_FAILED:
+        return w
+    audit.record(session, merchant_id, "withdrawal", w.id, "cancel_requested", from_state=WD_APPROVED,
+                 to_state=WD_APPROVED, actor=actor, data={"note": note, "provider_state": w.provider_state,
+                                                          "answer": "NOT_FOUND"})
+    result = payout.PayoutResult(status="failed", detail=(note or "打款已撤销 / payout cancelled by finance")[:200])
+    return fail_withdrawal(session, merchant_id, w.id, result, source="admin_cancel")
+
+
+def _payout_to_cancel(session: Session, merchant_id: int, withdrawal_id: int) -> Withdrawal:
+    """The withdrawal, locked, if finance may cancel its payout now (or it is failed already)."""
+    w = repo.withdrawal(session, merchant_id, withdrawal_id, lock=True)
+    if w is None:
+        raise not_found("提现申请", "Withdrawal")
+    if w.status == WD_PAID:
+        raise DomainError("withdrawal_payout_cancel_too_late")
+    if w.status not in (WD_APPROVED, WD_FAILED):
+        raise DomainError("withdrawal_not_cancellable", status=w.status)
+    if w.status == WD_APPROVED and repo.payout_send_live(session, merchant_id, w.id):
+        raise DomainError("withdrawal_payout_sending")
     return w
 
 

@@ -11,7 +11,9 @@
 - ``referral.payout``: an automatic payout provider pays an approved withdrawal (reads commit
   first; nothing is sent inside a transaction); a payout still in flight is asked about by
   ``referral.payout_query`` (5 minutes, then less and less often), or moved by the provider's
-  notification (``POST /api/pay/wechat/transfer-notify/{merchant}``).
+  notification (``POST /api/pay/wechat/transfer-notify/{merchant}``). A cancellation finance asked
+  for (``cancel_payout``: ``CANCELING``) starts its own series of polls (payload ``chain: "c"``)
+  that sees ``CANCELLED`` and returns the amount.
 
 Each is idempotent: a job run twice finds nothing left to do.
 """
@@ -57,11 +59,12 @@ def retry_rewards(ctx: JobContext) -> None:
 
 @job_handler("referral.payout")
 def run_payout(ctx: JobContext) -> None:
-    service.run_payout(ctx.session, ctx.merchant_id, int(ctx.payload["withdrawal_id"]), ctx.settings)
+    service.run_payout(ctx.session, ctx.merchant_id, int(ctx.payload["withdrawal_id"]), ctx.settings, now=ctx.now())
 
 
 @job_handler("referral.payout_query")
 def payout_query(ctx: JobContext) -> None:
     service.query_payout(
-        ctx.session, ctx.merchant_id, int(ctx.payload["withdrawal_id"]), int(ctx.payload.get("poll", 0)), ctx.settings
+        ctx.session, ctx.merchant_id, int(ctx.payload["withdrawal_id"]), int(ctx.payload.get("poll", 0)), ctx.settings,
+        chain=str(ctx.payload.get("chain", "")), now=ctx.now(),
     )

@@ -70,6 +70,10 @@ TRADE_STATE_DESC: Final = {
 }
 OUT_BILL_NO_RE: Final = re.compile(r"^[0-9A-Za-z]{1,32}$")
 TRANSFER_FINAL_STATES: Final = frozenset({"SUCCESS", "FAIL", "CANCELLED"})
+# not final and not yet cancelled: what the cancel API accepts (WeChat: "主要不是终态，都可以撤销")
+TRANSFER_CANCELLABLE_STATES: Final = frozenset({"ACCEPTED", "PROCESSING", "WAIT_USER_CONFIRM", "TRANSFERING"})
+# WeChat closes a bill the user has not confirmed after 24 hours: it becomes CANCELLED
+TRANSFER_CONFIRM_WINDOW: Final = dt.timedelta(hours=24)
 REFUND_EVENTS: Final = {"SUCCESS": "REFUND.SUCCESS", "ABNORMAL": "REFUND.ABNORMAL", "CLOSED": "REFUND.CLOSED"}
 REFUND_SUMMARIES: Final = {"SUCCESS": "退款成功", "ABNORMAL": "退款异常", "CLOSED": "退款关闭"}
 
@@ -247,6 +251,7 @@ class _TransferBill:
     fail_reason: str | None = None
     update_time: str | None = None
     user_name: str | None = None  # decrypted by the fake (WeChat checks it against the real-name record)
+    created_at: float = 0.0  # the fake's clock (``FakeWechat.now``) when the bill was created
 
     @property
     def notify_url(self) -> str | None:
@@ -316,7 +321,8 @@ class FakeWechat:
     """In-memory WeChat (mini-program API + WeChat Pay v3) served by FastAPI."""
 
     def __init__(
-        self, *, platform_serial: str | None = None, notify_http: httpx.Client | None = None
+        self, *, platform_serial: str | None = None, notify_http: httpx.Client | None = None,
+        transfer_confirm_window: dt.timedelta = TRANSFER_CONFIRM_WINDOW,
     ) -> None:
         self._lock = threading.RLock()
         self._platform_key = _new_rsa_key()
@@ -324,6 +330,8 @@ class FakeWechat:
         self.platform_public_key_pem = _public_pem(self._platform_key.public_key())
         self.platform_certificate_pem = _self_signed_certificate(self._platform_key, int(_digits(18)))
         self._notify_http = notify_http
+        self.transfer_confirm_window = transfer_confirm_window
+        self._clock_offset = 0.0  # seconds added to time.time(): ``advance`` moves WeChat's clock
         self._apps: dict[str, str] = {}
         self._codes: dict[str, _Code] = {}
         self._phone_codes: dict[str, _PhoneCode] = {}
@@ -737,10 +745,23 @@ class FakeWechat:
 
     # -- merchant transfer to balance (商家转账, transfer bills) -----------------------------------
 
-    def transfer(self, out_bill_no: str, mchid: str | None = None) -> dict[str, Any]:
-        """The transfer bill as the query API would answer it."""
+    def now(self) -> float:
+        """The fake's clock (epoch seconds): real time plus what ``advance`` added."""
+        return time.time() + self._clock_offset
+
+    def advance(self, delta: dt.timedelta) -> None:
+        """Move WeChat's clock forward, e.g. past ``transfer_confirm_window``: a bill still waiting
+        for the user's confirmation is then CANCELLED (seen by the next query, cancel or create)."""
         with self._lock:
-            return self._transfer_view(self._find_transfer(out_bill_no, mchid))
+            self._clock_offset += delta.total_seconds()
+
+    def transfer(self, out_bill_no: str, mchid: str | None = None) -> dict[str, Any]:
+        """The transfer bill as the query API would answer it (without the query's own effects:
+        a CANCELING bill stays CANCELING here)."""
+        with self._lock:
+            bill = self._find_transfer(out_bill_no, mchid)
+            self._expire_transfer(bill)
+            return self._transfer_view(bill)
 
     def transfer_user_name(self, out_bill_no: str, mchid: str | None = None) -> str | None:
         """The payee's real name the merchant sent with the bill, as the fake decrypted it."""
@@ -751,12 +772,16 @@ class FakeWechat:
         self, out_bill_no: str, *, mchid: str | None = None, state: str = "SUCCESS", fail_reason: str | None = None
     ) -> tuple[dict[str, str], bytes]:
         """The user confirmed (``SUCCESS``), or the transfer failed (``FAIL``) or was cancelled
-        (``CANCELLED``); a final bill keeps its state. Returns the signed, encrypted
+        (``CANCELLED``); a final bill keeps its state, and a bill being cancelled (``CANCELING``) or
+        past the confirmation window can only end ``CANCELLED``. Returns the signed, encrypted
         ``MCHTRANSFER.BILL.FINISHED`` notification."""
         if state not in TRANSFER_FINAL_STATES:
             raise ValueError(f"state must be one of {sorted(TRANSFER_FINAL_STATES)}")
         with self._lock:
             bill = self._find_transfer(out_bill_no, mchid)
+            self._expire_transfer(bill)
+            if bill.state == "CANCELING":
+                state = "CANCELLED"
             if bill.state not in TRANSFER_FINAL_STATES:
                 bill.state = state
                 bill.fail_reason = fail_reason or ("TRANSFER_RISK" if state == "FAIL" else None)
@@ -777,6 +802,12 @@ class FakeWechat:
         if not url:
             raise ValueError(f"transfer {out_bill_no} has no notify_url")
         return self.deliver(url, headers, body)
+
+    def _expire_transfer(self, bill: _TransferBill) -> None:
+        """WeChat closes a bill left in ``WAIT_USER_CONFIRM`` past the confirmation window."""
+        waited = self.now() - bill.created_at
+        if bill.state == "WAIT_USER_CONFIRM" and waited >= self.transfer_confirm_window.total_seconds():
+            bill.state, bill.update_time = "CANCELLED", _china_now()
 
     def _find_transfer(self, out_bill_no: str, mchid: str | None) -> _TransferBill:
         for (m, no), bill in self._transfers.items():
@@ -838,11 +869,12 @@ class FakeWechat:
             if existing is not None:
                 if existing.request != body:
                     raise _PayError(400, "INVALID_REQUEST", "商户单号重复，与之前请求参数不一致")
+                self._expire_transfer(existing)
                 return self._transfer_answer(existing)
             bill = _TransferBill(
                 mchid=merchant.mchid, appid=appid, out_bill_no=out_bill_no,
                 transfer_bill_no=f"1330{_digits(28)}", openid=openid, amount=int(amount), remark=remark,
-                request=body, create_time=_china_now(), user_name=user_name,
+                request=body, create_time=_china_now(), user_name=user_name, created_at=self.now(),
             )
             self._transfers[(merchant.mchid, out_bill_no)] = bill
             return self._transfer_answer(bill)
@@ -899,22 +931,30 @@ class FakeWechat:
                 bill = self._transfers.get((merchant.mchid, out_bill_no))
                 if bill is None:
                     raise _PayError(404, "NOT_FOUND", "记录不存在")
+                self._expire_transfer(bill)
+                if bill.state == "CANCELING":  # the cancellation completes by the next query
+                    bill.state, bill.update_time = "CANCELLED", _china_now()
                 return self._signed_response(200, self._transfer_view(bill))
 
         @app.post("/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}/cancel")
         async def cancel_transfer(request: Request, out_bill_no: str) -> Response:
+            """Accepted before the user confirmed (any state that is not final): the bill becomes
+            ``CANCELING`` (``CANCELLED`` at the next query). Cancelling again answers the current
+            ``CANCELING`` / ``CANCELLED``; a ``SUCCESS`` or ``FAIL`` bill is refused."""
             merchant, _ = await self._pay_request(request)
             with self._lock:
                 bill = self._transfers.get((merchant.mchid, out_bill_no))
                 if bill is None:
                     raise _PayError(404, "NOT_FOUND", "记录不存在")
-                if bill.state not in ("ACCEPTED", "WAIT_USER_CONFIRM", "TRANSFERING"):
-                    raise _PayError(400, "INVALID_REQUEST", f"当前单据状态 {bill.state} 不可撤销")
-                bill.state, bill.update_time = "CANCELLED", _china_now()
+                self._expire_transfer(bill)
+                if bill.state in TRANSFER_CANCELLABLE_STATES:
+                    bill.state, bill.update_time = "CANCELING", _china_now()
+                elif bill.state not in ("CANCELING", "CANCELLED"):
+                    raise _PayError(400, "INVALID_REQUEST", f"单据状态为 {bill.state}，不可撤销")
                 return self._signed_response(
                     200,
                     {"out_bill_no": bill.out_bill_no, "transfer_bill_no": bill.transfer_bill_no,
-                     "state": "CANCELING", "update_time": bill.update_time},
+                     "state": bill.state, "update_time": bill.update_time},
                 )
 
     async def _pay_request(self, request: Request) -> tuple[FakeMerchant, bytes]:

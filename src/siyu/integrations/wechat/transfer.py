@@ -24,8 +24,13 @@ it); only the transfer endpoints are added:
   ``transfer_remark``, ``fail_reason``, ``openid``, ``create_time``, ``update_time``. 404
   ``NOT_FOUND`` when WeChat Pay has no such bill.
 - ``POST /v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}/cancel`` — cancel
-  before the user confirmed; answer ``out_bill_no``, ``transfer_bill_no``, ``state``
-  (``CANCELING``), ``update_time``.
+  before the user confirmed (any state that is not final); answer ``out_bill_no``,
+  ``transfer_bill_no``, ``state`` (``CANCELING``: accepted, the bill becomes ``CANCELLED``
+  asynchronously — query it; a repeated cancel answers ``CANCELING`` or ``CANCELLED``),
+  ``update_time``. A ``SUCCESS`` or ``FAIL`` bill cannot be cancelled: ``400 INVALID_REQUEST``
+  (query the bill for its state); an unknown bill is ``404 NOT_FOUND``.
+- A bill the user leaves in ``WAIT_USER_CONFIRM`` for ``CONFIRM_WINDOW`` (24 hours) is closed by
+  WeChat Pay: ``CANCELLED`` (the funds return to the merchant).
 - Notification ``MCHTRANSFER.BILL.FINISHED`` (signed and AES-GCM encrypted like payment
   notifications, ``pay_v3.verify_notification``); its resource carries the bill's final state.
 
@@ -35,6 +40,7 @@ States: ``ACCEPTED``, ``PROCESSING``, ``WAIT_USER_CONFIRM``, ``TRANSFERING`` (no
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +50,7 @@ from siyu.integrations.wechat.errors import WechatApiError
 from siyu.integrations.wechat.pay_v3 import WechatPayClient, _require_fen, _segment, encrypt_sensitive
 
 __all__ = [
+    "CONFIRM_WINDOW",
     "FINAL_STATES",
     "NAME_REQUIRED_FROM",
     "NOTIFICATION_EVENT",
@@ -60,6 +67,8 @@ NAME_REQUIRED_FROM: Final = 200_000  # fen; from 2,000 yuan WeChat Pay needs the
 MAX_WITHOUT_NAME: Final = NAME_REQUIRED_FROM - 1
 NAME_CHECK_FROM: Final = 30  # fen; WeChat Pay checks a name only from 0.3 yuan
 MAX_NAME: Final = 32  # characters; a real name, encrypted before sending
+
+CONFIRM_WINDOW: Final = dt.timedelta(hours=24)  # an unconfirmed bill is CANCELLED by WeChat Pay after this
 
 SUCCESS: Final = "SUCCESS"
 FAIL: Final = "FAIL"
@@ -167,6 +176,12 @@ class WechatTransferClient(WechatPayClient):
         return bill_from_resource(self._call("GET", f"{TRANSFER_PATH}/out-bill-no/{_segment(out_bill_no)}"))
 
     def cancel_transfer_bill(self, out_bill_no: str) -> TransferBill:
+        """Ask WeChat Pay to cancel a bill the user has not confirmed: the answer's state is
+        ``CANCELING`` (query later for ``CANCELLED``) or, for a bill already cancelled,
+        ``CANCELLED``. ``WechatApiError`` ``INVALID_REQUEST`` (400): the bill is final (``SUCCESS`` /
+        ``FAIL``); ``NOT_FOUND`` (404): no such bill. Safe to retry."""
+        if not OUT_BILL_NO_RE.match(out_bill_no):
+            raise ValueError("out_bill_no must be 1-32 letters or digits")
         return bill_from_resource(
             self._call("POST", f"{TRANSFER_PATH}/out-bill-no/{_segment(out_bill_no)}/cancel")
         )
