@@ -58,7 +58,75 @@ def _loc_to_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts)
 
 
+FIELD_PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "FieldProblem",
+    "type": "object",
+    "required": ["path", "code", "message"],
+    "properties": {
+        "path": {"type": "string", "description": "dotted: body.items.0.quantity, query.page_size, path.product_id"},
+        "code": {"type": "string", "description": "stable: Pydantic's error type or the domain's own code"},
+        "message": {"type": "string", "description": "zh-CN, or English with Accept-Language: en"},
+    },
+}
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "Every error: a JSON problem (RFC 9457 shape) with a stable code and a localised message.",
+    "required": ["type", "title", "status", "code", "message"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "code": {"type": "string", "description": "stable machine code"},
+        "message": {"type": "string", "description": "zh-CN, or English with Accept-Language: en"},
+        "request_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "fields": {"type": "array", "items": {"$ref": "#/components/schemas/FieldProblem"}},
+        "detail": {"type": "object", "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+    },
+}
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document as the API answers: each 422 is a ``Problem`` (FastAPI documents its
+    own ``HTTPValidationError``, which nothing here returns), and every operation may answer
+    other 4xx and 5xx problems (401, 403, 404, 409, 429 ...)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components["Problem"] = PROBLEM_SCHEMA
+    components["FieldProblem"] = FIELD_PROBLEM_SCHEMA
+    problem = {"application/json": {"schema": _PROBLEM_REF}}
+    for item in schema.get("paths", {}).values():
+        for method, operation in item.items():
+            if method not in ("get", "put", "post", "patch", "delete") or not isinstance(operation, dict):
+                continue
+            responses = operation.setdefault("responses", {})
+            for code, response in responses.items():
+                content = response.get("content", {}).get("application/json", {})
+                if content.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError") or (
+                    code == "422" and not content
+                ):
+                    response["content"] = {**response.get("content", {}), **problem}
+            responses.setdefault("4XX", {"description": "A problem (refused request)", "content": problem})
+            responses.setdefault("5XX", {"description": "A problem (server or provider error)", "content": problem})
+    return schema
+
+
+def _install_openapi(app: FastAPI) -> None:
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _install_openapi(app)
+
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         return problem_response(request, exc)
@@ -88,7 +156,16 @@ def install(app: FastAPI) -> None:
             return problem_response(request, DomainError("method_not_allowed"))
         if exc.status_code == 401:
             return problem_response(request, DomainError("unauthenticated"))
-        return JSONResponse({"code": "http_error", "message": str(exc.detail), "status": exc.status_code}, exc.status_code)
+        # any other status Starlette raises (413 body too large ...): still a problem, its text as given
+        body = {
+            "type": "https://siyu.dev/problems/http_error",
+            "title": "http error",
+            "status": exc.status_code,
+            "code": "http_error",
+            "message": str(exc.detail),
+            "request_id": request.scope.get("state", {}).get("request_id"),
+        }
+        return JSONResponse(body, exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -13,6 +13,10 @@ from siyu.kit.errors import DomainError, FieldError
 
 T = TypeVar("T")
 
+#: the last page a list serves: its offset, (page - 1) * page_size, must stay a 64-bit integer
+#: (a page past it was a 500 on SQLite, found fuzzing); 10 million pages of 200 is past any list
+MAX_PAGE = 10_000_000
+
 
 class PageParams(BaseModel):
     page: int = 1
@@ -21,7 +25,7 @@ class PageParams(BaseModel):
 
 
 def page_params(
-    page: int = Query(1, ge=1, description="1-based page number"),
+    page: int = Query(1, ge=1, le=MAX_PAGE, description="1-based page number"),
     page_size: int = Query(20, ge=1, le=200),
     sort: str | None = Query(None, description="field name, prefix '-' for descending, e.g. -created_at"),
 ) -> PageParams:
