@@ -124,3 +124,41 @@ def test_the_openapi_document_describes_problems_as_they_are(client: TestClient,
     assert set(problem["required"]) <= body.keys() <= problem["properties"].keys()
     for field in body["fields"]:
         assert field.keys() == set(schemas["FieldProblem"]["required"])
+
+
+def test_a_value_the_database_cannot_hold_is_a_422_problem(engine, settings) -> None:  # type: ignore[no-untyped-def]
+    """The safety net under the schemas' bounds: SQLite's OverflowError binding a number beyond
+    64 bits, PostgreSQL's numeric_value_out_of_range (and varchar overflow) are 422 problems with a
+    stable code, not 500s."""
+    from fastapi import FastAPI
+    from sqlalchemy import text
+
+    from siyu.api import problems
+
+    app = FastAPI()
+    problems.install(app)
+
+    @app.get("/number")
+    def number(value: str) -> dict[str, object]:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                return {"v": conn.execute(text("SELECT :v"), {"v": int(value)}).scalar()}
+            return {"v": conn.execute(text("SELECT CAST(:v AS smallint)"), {"v": int(value)}).scalar()}
+
+    @app.get("/text")
+    def text_(value: str) -> dict[str, object]:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                raise OverflowError("date value out of range")
+            conn.execute(text("CREATE TEMP TABLE short_text (v varchar(3))"))
+            conn.execute(text("INSERT INTO short_text VALUES (:v)"), {"v": value})
+            return {}
+
+    with TestClient(app) as c:
+        r = c.get("/number", params={"value": str(2**70)})
+        assert r.status_code == 422 and r.json()["code"] == "value_out_of_range" and r.json()["message"] == "数值超出允许范围"
+        r = c.get("/number", params={"value": "7"})
+        assert r.status_code == 200 and r.json() == {"v": 7}
+        r = c.get("/text", params={"value": "too long"}, headers={"Accept-Language": "en"})
+        expected = "value_out_of_range" if engine.dialect.name == "sqlite" else "value_too_long"
+        assert r.status_code == 422 and r.json()["code"] == expected, r.text

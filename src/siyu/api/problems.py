@@ -9,13 +9,29 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from siyu.kit.errors import DomainError, FieldError
+from siyu.kit.errors import DomainError, FieldError, register_messages
 from siyu.kit.i18n import pick_language
 from siyu.kit.validation_messages import field_message
 
 log = logging.getLogger("siyu.api")
+
+register_messages(
+    {
+        "value_out_of_range": (422, "数值超出允许范围", "A number is out of the allowed range"),
+        "value_too_long": (422, "内容超出允许长度", "A value is longer than allowed"),
+        "invalid_value": (422, "提交的数据不正确", "A submitted value is not valid"),
+    }
+)
+
+#: PostgreSQL's SQLSTATE of a value the column cannot hold -> our code
+_DATA_ERRORS = {
+    "22001": "value_too_long",  # string_data_right_truncation: longer than varchar(n)
+    "22003": "value_out_of_range",  # numeric_value_out_of_range: beyond integer / bigint
+    "22008": "value_out_of_range",  # datetime_field_overflow
+}
 
 
 @functools.lru_cache(maxsize=512)
@@ -166,6 +182,20 @@ def install(app: FastAPI) -> None:
             "request_id": request.scope.get("state", {}).get("request_id"),
         }
         return JSONResponse(body, exc.status_code, headers=getattr(exc, "headers", None))
+
+    # The safety net under the schemas' own bounds: a value the database cannot hold (a number
+    # beyond 64 bits for SQLite, a string longer than PostgreSQL's varchar(n), ...) refuses the
+    # request (the unit of work rolls back) instead of a 500. Logged, as a schema should say it.
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        log.warning("value out of range: %s", exc, exc_info=exc)
+        return problem_response(request, DomainError("value_out_of_range"))
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        log.warning("value the database refused: %s", exc.orig, exc_info=exc)
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return problem_response(request, DomainError(_DATA_ERRORS.get(str(sqlstate), "invalid_value")))
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
