@@ -162,3 +162,28 @@ def test_a_value_the_database_cannot_hold_is_a_422_problem(engine, settings) -> 
         r = c.get("/text", params={"value": "too long"}, headers={"Accept-Language": "en"})
         expected = "value_out_of_range" if engine.dialect.name == "sqlite" else "value_too_long"
         assert r.status_code == 422 and r.json()["code"] == expected, r.text
+
+
+def test_a_constraint_the_service_did_not_check_is_a_409_conflict(engine) -> None:  # type: ignore[no-untyped-def]
+    """A unique key a service does not check first was a 500 (renaming a distributor level to
+    another level's name, PATCH /referral/levels/{id}, found fuzzing); it is the registered ``conflict`` problem, rolled back."""
+    from fastapi import FastAPI
+    from sqlalchemy import text
+
+    from siyu.api import problems
+
+    app = FastAPI()
+    problems.install(app)
+
+    @app.post("/twice")
+    def twice() -> dict[str, object]:
+        with engine.connect() as conn:
+            conn.execute(text("CREATE TEMP TABLE uniq (v int UNIQUE)"))
+            conn.execute(text("INSERT INTO uniq VALUES (1)"))
+            conn.execute(text("INSERT INTO uniq VALUES (1)"))
+        return {}
+
+    with TestClient(app) as c:
+        r = c.post("/twice", headers={"Accept-Language": "en"})
+        assert r.status_code == 409 and r.json()["code"] == "conflict", r.text
+        assert r.json()["message"] == "Conflicting change, please retry"

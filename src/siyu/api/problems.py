@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from siyu.kit.errors import DomainError, FieldError, register_messages
@@ -196,6 +196,13 @@ def install(app: FastAPI) -> None:
         log.warning("value the database refused: %s", exc.orig, exc_info=exc)
         sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
         return problem_response(request, DomainError(_DATA_ERRORS.get(str(sqlstate), "invalid_value")))
+
+    # a constraint the service did not check first (or a concurrent request won the race for a
+    # unique key): the change is refused and rolled back, and retrying is the answer
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        log.warning("constraint refused the change: %s", exc.orig, exc_info=exc)
+        return problem_response(request, DomainError("conflict"))
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
