@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.catalog import stock
 from siyu.config import Settings
+from siyu.db import final_write
 from siyu.db.session import unit_of_work
 from siyu.kit.errors import DomainError
 from siyu.orders import checkout
@@ -42,6 +43,7 @@ def _body(items: list[tuple[int, int]]) -> CheckoutIn:
 def _submit_recording(
     factory: sessionmaker[Session], tenant: Tenant, member: int, items: list[tuple[int, int]], key: str
 ) -> list[str]:
+    """The statements a submit runs, then the ones it left to ride with the COMMIT (``final_write``)."""
     statements: list[str] = []
     with unit_of_work(factory) as s:
         bind = s.connection().engine
@@ -51,6 +53,7 @@ def _submit_recording(
             checkout.submit(s, tenant.id, member, _body(items), idempotency_key=key, payment_timeout=TIMEOUT)
         finally:
             event.remove(bind, "before_cursor_execute", listener)
+        statements += [" ".join(w.sql.split()) for w in final_write.pending(s)]
     return statements
 
 

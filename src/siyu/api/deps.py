@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
 from siyu.config import Settings
+from siyu.db import final_write
 from siyu.kit.errors import DomainError
 from siyu.tenancy import service as tenancy_service
 from siyu.tenancy.models import Merchant
@@ -42,7 +43,7 @@ def _end_limiter() -> anyio.CapacityLimiter:
 def _end(session: Session, ok: bool) -> None:
     try:
         if ok:
-            session.commit()
+            final_write.commit(session)
         else:
             session.rollback()
     finally:
@@ -55,7 +56,7 @@ def _committing(call: Callable[..., Any]) -> Callable[..., Any]:
         result = call(**kwargs)
         for value in kwargs.values():
             if isinstance(value, Session) and value.in_transaction():
-                value.commit()
+                final_write.commit(value)
         return result
 
     return endpoint

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from siyu.catalog.models import Sku
-from siyu.db.dialect import take_many
+from siyu.db.dialect import is_check_violation, take_many, take_many_at_commit
 from siyu.kit.errors import DomainError, register_messages
 
 SKUS: Table = Sku.__table__  # type: ignore[assignment]
@@ -46,6 +46,28 @@ def reserve(session: Session, merchant_id: int, quantities: Mapping[int, int]) -
     if len(taken) != len(wanted):
         sku_id = min(set(wanted) - taken)
         raise DomainError("insufficient_stock", sku_id=sku_id, requested=wanted[sku_id])
+
+
+def reserve_at_commit(session: Session, merchant_id: int, quantities: Mapping[int, int]) -> None:
+    """``reserve``, taken as the transaction's last statement: on PostgreSQL it is sent with the
+    COMMIT (``db.final_write``), so a hot SKU is locked only while the server works, and a
+    shortage (the ``CHECK (stock >= 0)`` refusal) rolls the transaction back at commit and
+    raises ``insufficient_stock`` from there. On SQLite it is ``reserve``, at once.
+
+    Nothing after it in the transaction may rely on the stock being taken."""
+    wanted = dict(quantities)
+    if any(qty <= 0 for qty in wanted.values()):
+        raise ValueError("quantities must be positive")
+
+    def refused(s: Session, error: BaseException) -> BaseException | None:
+        if not is_check_violation(error, "stock_nonneg"):
+            return None
+        stock = dict(s.execute(select(Sku.id, Sku.stock).where(Sku.merchant_id == merchant_id, Sku.id.in_(wanted))).all())
+        short = sorted(i for i in wanted if stock.get(i, 0) < wanted[i]) or sorted(wanted)
+        return DomainError("insufficient_stock", sku_id=short[0], requested=wanted[short[0]])
+
+    if not take_many_at_commit(session, SKUS, "stock", merchant_id, wanted, touch="updated_at", refused=refused):
+        reserve(session, merchant_id, wanted)
 
 
 def release(session: Session, merchant_id: int, quantities: Mapping[int, int]) -> None:

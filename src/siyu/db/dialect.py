@@ -6,6 +6,8 @@ Repositories call these helpers instead of branching on the dialect themselves.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import ClauseElement, Select, Table, bindparam
@@ -358,3 +360,98 @@ def take_many(
             break  # the caller raises for the first id missing: no need to lock the rest
         done.add(sku_id)
     return done
+
+
+def insert_from_select_ignore(
+    session: Session, table: Table, columns: list[str], source: Select[Any], conflict_cols: list[str]
+) -> int:
+    """``INSERT INTO table (columns) <source> ON CONFLICT (conflict_cols) DO NOTHING``: set-based
+    and safe when a concurrent transaction inserts the same key. Returns the rows inserted.
+
+    ``source`` must have a WHERE clause: SQLite would otherwise read ``ON CONFLICT`` as the ``ON``
+    of a join. Give it a ``NOT EXISTS`` on the conflict key as well when most rows exist
+    already: the id default (a sequence value on PostgreSQL) is only drawn for the rows the
+    SELECT produces, and a conflict found by the index costs no write."""
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    stmt: Any = insert(table).from_select(columns, source).on_conflict_do_nothing(index_elements=conflict_cols)
+    result = session.execute(stmt)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def take_many_at_commit(
+    session: Session,
+    table: Table,
+    column: str,
+    merchant_id: int,
+    amounts: dict[int, int],
+    *,
+    touch: str | None = None,
+    refused: Any,
+) -> bool:
+    """PostgreSQL: ``column -= amount`` on every row of ``amounts``, sent with the COMMIT
+    (``db.final_write``); False on SQLite, where the caller takes at once (``take_many``).
+
+    Unconditional: the table's ``CHECK (column >= 0)`` refuses a row that cannot cover its
+    amount, which aborts the transaction; ``refused(session, error)`` then names the domain
+    error. Rows are locked in id order, as in ``take_many``."""
+    from siyu.db import final_write
+    from siyu.kit.timeutil import utcnow
+
+    if not is_postgres(session) or not amounts:
+        return False
+    ids = sorted(amounts)
+    key = (table.name, column, touch or "")
+    sql = _TAKE_AT_COMMIT.get(key)
+    if sql is None:
+        sets = f"{column} = {table.name}.{column} - v.amount" + (
+            f", {touch} = CAST(%(touched)s AS TIMESTAMPTZ)" if touch else ""
+        )
+        sql = _TAKE_AT_COMMIT[key] = (
+            f"WITH locked AS MATERIALIZED (SELECT id FROM {table.name} WHERE merchant_id = %(merchant_id)s "
+            f"AND id = ANY(CAST(%(ids)s AS BIGINT[])) ORDER BY id FOR UPDATE) "
+            f"UPDATE {table.name} SET {sets} "
+            f"FROM locked JOIN unnest(CAST(%(ids)s AS BIGINT[]), CAST(%(amounts)s AS BIGINT[])) AS v(id, amount) "
+            f"ON v.id = locked.id WHERE {table.name}.merchant_id = %(merchant_id)s AND {table.name}.id = v.id"
+        )
+    params = {
+        "merchant_id": merchant_id, "ids": int_array_text(ids), "amounts": int_array_text(amounts[i] for i in ids),
+        "touched": utcnow(),
+    }
+    final_write.defer(session, sql, params, refused)
+    return True
+
+
+_TAKE_AT_COMMIT: dict[tuple[str, str, str], str] = {}
+
+
+def is_check_violation(error: BaseException, constraint_suffix: str) -> bool:
+    """``error`` (a driver or SQLAlchemy error) is a CHECK constraint refusal whose name ends with ``constraint_suffix``."""
+    original = getattr(error, "orig", error)
+    diag = getattr(original, "diag", None)
+    name = getattr(diag, "constraint_name", None) or ""
+    return getattr(original, "sqlstate", None) == "23514" and name.endswith(constraint_suffix)
+
+
+@contextmanager
+def without_nested_loops(session: Session) -> Iterator[None]:
+    """PostgreSQL: plan the statements of the block without nested-loop joins (hash or merge
+    joins: linear in the rows joined whatever the estimates), then restore the setting.
+
+    For set-based rebuilds right after a bulk load: the planner's statistics then still describe
+    the tables as they were (a new merchant's rows estimated at ~1), and a nested loop that
+    rescans a whole side per outer row — cheap for one row — went on for minutes. Only for
+    blocks whose every join is meant to be over a large share of the rows on both sides: a
+    single-row lookup wants its index probe. SQLite: nothing (its planner only nests loops and
+    indexes the inner side itself). Two statements on PostgreSQL (read and set, restore)."""
+    if not is_postgres(session):
+        yield
+        return
+    from sqlalchemy import text
+
+    previous = session.execute(
+        text("SELECT current_setting('enable_nestloop'), set_config('enable_nestloop', 'off', true)")
+    ).scalar_one()
+    yield
+    # Not in a ``finally``: after an error the transaction is aborted (a statement would fail
+    # too), and its rollback, or the savepoint's, undoes the SET LOCAL anyway.
+    session.execute(text("SELECT set_config('enable_nestloop', :previous, true)"), {"previous": previous})

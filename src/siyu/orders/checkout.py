@@ -21,11 +21,13 @@ Submit is idempotent per ``(merchant, member, Idempotency-Key)``:
    the cart alone), the auto-cancel job is enqueued for the payment deadline and
    ``order.submitted`` is emitted. On PostgreSQL the order, its lines, its audit event and its
    auto-cancel job are ONE statement (``repository.insert_order_with_lines_pg``, a
-   data-modifying CTE: a refused order writes none of them). Last, stock is reserved with one
-   conditional update per SKU (``catalog.stock.reserve``; lines a stage flagged
-   ``activity_stock`` are left to that activity's submit hook, which takes them from the
-   activity's own stock). Last, because those updates lock the SKU rows until commit: a
-   hot SKU stays locked for the shortest time. Any error rolls all of it back.
+   data-modifying CTE: a refused order writes none of them). Last, stock is reserved
+   (``catalog.stock.reserve_at_commit``; lines a stage flagged ``activity_stock`` are left to
+   that activity's submit hook, which takes them from the activity's own stock). Last, because
+   the decrements lock the SKU rows until commit; on PostgreSQL they are sent in the COMMIT's
+   own round trip (``db.final_write``), so a hot SKU is locked only while the server works,
+   and a shortage (``CHECK (stock >= 0)``) rolls the order back at the commit and raises
+   ``insufficient_stock`` there. Any error rolls all of it back.
 
 Virtual products (``Product.kind``, e.g. a paid membership card) need no delivery: an order
 of nothing but virtual lines asks no address (and keeps none), pays no freight, and
@@ -435,12 +437,14 @@ def submit(
             run_at=order.pay_deadline, dedupe_key=f"order:{order.id}:auto_cancel",
         )
     session.flush()
-    # Stock last: the conditional decrements lock the SKU rows until commit, so taking them at
-    # the end keeps a hot SKU locked for the shortest time. A refusal still rolls it all back.
+    # Stock last: the decrements lock the SKU rows until commit. On PostgreSQL they are sent
+    # with the COMMIT (one round trip), so a hot SKU is locked only while the server works; a
+    # shortage rolls it all back there and raises insufficient_stock from the commit.
     quantities: dict[int, int] = defaultdict(int)
     for line in ctx.lines:
         if takes_normal_stock(line):  # activity lines are taken from the activity's stock by its hook
             quantities[line.sku_id] += line.quantity
-    stock.reserve(session, merchant_id, quantities)
+    if quantities:
+        stock.reserve_at_commit(session, merchant_id, quantities)
     return order, True
 
