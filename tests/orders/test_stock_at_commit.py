@@ -58,7 +58,7 @@ def test_a_shortage_found_at_commit_rolls_the_order_back(
     later_short = make_sku(session_factory, tenant.id, stock=5)
     member = buyer(session_factory, tenant.id)
     with pytest.raises(DomainError) as err, unit_of_work(session_factory) as s:
-        order, created = checkout.submit(s, tenant.id, member, _body([(plenty, 2), (later_short, 3)]),
+        _order, created = checkout.submit(s, tenant.id, member, _body([(plenty, 2), (later_short, 3)]),
                                          idempotency_key="late-short", payment_timeout=TIMEOUT)
         assert created and final_write.pending(s)  # priced with 5 in stock; the take waits for the commit
         with unit_of_work(session_factory) as other:  # another buyer takes units meanwhile
