@@ -28,7 +28,7 @@ from siyu.referral import payout, service
 from tests.conftest import Tenant, staff_headers
 from tests.referral import helpers as h
 from tests.referral import test_wechat_transfer_payout as wtp
-from tests.referral.test_fail_payout import _ledger
+from tests.referral.test_fail_payout import _give_up_jobs, _ledger
 from tests.referral.test_wechat_transfer_payout import BILLS, Wx
 
 fake, wx = wtp.fake, wtp.wx  # the WeChat Pay fake and a distributor paid by WeChat transfer (fixtures)
@@ -233,6 +233,21 @@ def test_a_manual_payout_is_not_cancellable(
     h.refused(r, 409, "payout_cancel_unsupported", before, h.snapshot(session_factory, tenant.id))
     assert "fail-payout" in client.post(CANCEL.format(wd_id), json={},
                                         headers={**tenant.admin_headers, "Accept-Language": "en"}).json()["message"]
+
+
+def test_a_cancel_repeated_after_its_polls_ran_out_polls_again(
+    wx: Wx, session_factory: sessionmaker[Session]
+) -> None:
+    wd_id, no = _waiting(wx, session_factory)
+    assert _cancel(wx, wd_id).status_code == 200
+    _give_up_jobs(session_factory, wx.tenant)  # WeChat stayed CANCELING until every poll was spent
+    assert wx.fake.transfer(no)["state"] == "CANCELING"
+    r = _cancel(wx, wd_id)
+    assert r.status_code == 200 and r.json()["provider_state"] == "CANCELING", r.text
+    assert len(_audits(session_factory, wx.tenant, wd_id, "cancel_requested")) == 1
+    wx.drain(session_factory, now=utcnow() + dt.timedelta(minutes=2))
+    assert wx.withdrawal(wd_id)["status"] == "failed"
+    _returned_once(wx, session_factory, wd_id)
 
 
 def test_an_older_poll_answer_does_not_undo_the_cancellation(

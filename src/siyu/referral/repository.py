@@ -734,3 +734,12 @@ def payout_send_live(session: Session, merchant_id: int, withdrawal_id: int) -> 
             )
         )
     )
+
+
+def job_exists(session: Session, merchant_id: int, dedupe_key: str) -> bool:
+    """Whether a job with this dedupe key was ever enqueued (in whatever state)."""
+    from siyu.kit.outbox import Job
+
+    return bool(
+        session.scalar(select(exists().where(Job.merchant_id == merchant_id, Job.dedupe_key == dedupe_key)))
+    )

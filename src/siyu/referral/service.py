@@ -1447,7 +1447,8 @@ def cancel_payout(
     - ``CANCELING`` (accepted): the withdrawal stays ``approved`` with ``provider_state``
       ``CANCELING`` (its ``package_info`` dropped, the note kept as ``review_note``), the
       request is audited once (``cancel_requested``) and a series of status polls starts
-      (``withdrawal:<id>:query:c<n>``). Their ``CANCELLED`` — or the provider's notification —
+      (``withdrawal:<id>:query:c<n>``; a retry once every poll ran out starts another,
+      ``query:c<timestamp>-<n>``). Their ``CANCELLED`` — or the provider's notification —
       fails the withdrawal and returns the amount to ``available``, once (ledger key
       ``withdrawal:<id>:failed``, as every failure).
     - ``CANCELLED`` (already): failed now, the same way.
@@ -1509,7 +1510,10 @@ def cancel_payout(
     if result.reference:
         values["provider_reference"] = result.reference
     repo.set_withdrawal_status(session, merchant_id, w.id, (WD_APPROVED,), values)
-    _enqueue_poll(session, merchant_id, w.id, 0, "c", CANCEL_POLL_MINUTES)
+    if not repo.job_exists(session, merchant_id, f"withdrawal:{w.id}:query:c0"):
+        _enqueue_poll(session, merchant_id, w.id, 0, "c", CANCEL_POLL_MINUTES)
+    elif not repo.payout_job_live(session, merchant_id, w.id):  # a retry after those polls ran out
+        _enqueue_poll(session, merchant_id, w.id, 0, f"c{utcnow():%Y%m%d%H%M%S}-", CANCEL_POLL_MINUTES)
     session.refresh(w)
     return w
 
