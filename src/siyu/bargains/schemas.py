@@ -6,6 +6,9 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Bounds of the columns the numbers land in: a larger value would fail in the database (a 500).
+INT_MAX = 2_147_483_647  # INTEGER: money in fen, counts
+ID_MAX = 2**63 - 1  # BIGINT: ids
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -13,9 +16,9 @@ class Strict(BaseModel):
 
 class BargainActivityIn(Strict):
     name: str = Field(min_length=1, max_length=64)
-    sku_id: int
-    start_price: int | None = Field(default=None, ge=1, description="fen; omitted: the SKU's sale price")
-    floor_price: int = Field(ge=0, description="fen, the lowest price friends can cut to")
+    sku_id: int = Field(ge=1, le=ID_MAX)
+    start_price: int | None = Field(default=None, ge=1, le=INT_MAX, description="fen; omitted: the SKU's sale price")
+    floor_price: int = Field(ge=0, le=INT_MAX, description="fen, the lowest price friends can cut to")
     helpers_needed: int = Field(ge=1, le=500, description="H friends reach the floor")
     valid_hours: int = Field(default=24, ge=1, le=24 * 30, description="how long a bargain lasts")
     new_users_only: bool = Field(default=False, description="helpers must be members without a paid order")
@@ -152,5 +155,5 @@ class HelpResultOut(BaseModel):
 
 
 class BargainBuyIn(Strict):
-    address_id: int | None = None
+    address_id: int | None = Field(default=None, ge=1, le=ID_MAX)
     remark: str | None = Field(default=None, max_length=200)

@@ -92,6 +92,7 @@ KIND = activities.ActivityKind(
 KIND.register(_MESSAGES)
 
 OPTION = "bargain"
+ID_MAX = 2**63 - 1  # BIGINT: a larger id would fail in the query (a 500)
 RESERVATION = "bargain"
 SEED_BITS = 62
 
@@ -380,7 +381,7 @@ def on_order_cancelled(session: Session, merchant_id: int, order_id: int, *, now
 def _option_bargain_id(options: dict[str, Any]) -> int:
     raw = options.get(OPTION)
     value = raw.get("bargain_id") if isinstance(raw, dict) else None
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= ID_MAX:
         raise invalid("options.bargain.bargain_id", "required", "give the bargain id")
     return value
 

@@ -7,7 +7,7 @@ Rules a schema cannot express (percent range, cap sign, scope ids, validity) are
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +16,11 @@ Scope = Literal["all", "categories", "products"]
 ValidityMode = Literal["fixed", "relative"]
 Channel = Literal["claim", "registration", "after_payment", "code", "operator", "api"]
 TemplateStatus = Literal["draft", "active", "stopped"]
+
+# Bounds of the columns the numbers land in: a larger value would fail in the database (a 500).
+INT_MAX = 2_147_483_647  # INTEGER: money in fen, counts, limits
+ID_MAX = 2**63 - 1  # BIGINT: ids
+Id = Annotated[int, Field(ge=1, le=ID_MAX)]
 CouponStatus = Literal["unused", "locked", "used", "expired", "voided"]
 
 
@@ -27,11 +32,11 @@ class TemplateFields(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=64)
     description: str | None = Field(default=None, max_length=500)
     kind: Kind | None = None
-    amount: int | None = Field(default=None, description="fen off (fixed, threshold)")
-    threshold: int | None = Field(default=None, description="minimum spend on eligible lines, fen (0: none)")
+    amount: int | None = Field(default=None, le=INT_MAX, description="fen off (fixed, threshold)")
+    threshold: int | None = Field(default=None, le=INT_MAX, description="minimum spend on eligible lines, fen (0: none)")
     percent_off: int | None = Field(default=None, description="integer percent off (15 = 15% off); or percent_off_bp")
     percent_off_bp: int | None = Field(default=None, description="basis points off (1550 = 15.5% off)")
-    max_discount: int | None = Field(default=None, description="cap of a percent coupon, fen")
+    max_discount: int | None = Field(default=None, le=INT_MAX, description="cap of a percent coupon, fen")
     scope: Scope | None = None
     scope_ids: list[int] | None = Field(default=None, description="category or product ids of the scope")
     excluded_product_ids: list[int] | None = None
@@ -44,10 +49,10 @@ class TemplateFields(Strict):
     valid_days: int | None = Field(default=None, description="relative validity: days after receipt")
     issue_starts_at: dt.datetime | None = None
     issue_ends_at: dt.datetime | None = None
-    total_quantity: int | None = Field(default=None, description="omitted/null: unlimited")
-    per_member_limit: int | None = None
+    total_quantity: int | None = Field(default=None, le=INT_MAX, description="omitted/null: unlimited")
+    per_member_limit: int | None = Field(default=None, le=INT_MAX)
     channels: list[Channel] | None = None
-    after_payment_min_amount: int | None = Field(default=None, description="after_payment: paid amount needed, fen")
+    after_payment_min_amount: int | None = Field(default=None, le=INT_MAX, description="after_payment: paid amount needed, fen")
     expiry_reminder_days: int | None = Field(default=None, description="coupon.expiring this many days before (0: off)")
     status: TemplateStatus | None = None
 
@@ -153,11 +158,11 @@ class IssueIn(Strict):
     """Bulk issue to members matching all the given conditions (at least one condition)."""
 
     batch_key: str = Field(min_length=1, max_length=60, description="idempotency: re-sending the batch issues nothing twice")
-    member_ids: list[int] | None = Field(default=None, max_length=10000)
+    member_ids: list[Id] | None = Field(default=None, max_length=10000)
     province: str | None = None
     city: str | None = None
     gender: Literal["male", "female", "unknown"] | None = None
-    tag_id: int | None = None
+    tag_id: Id | None = None
 
 
 class IssueOut(BaseModel):

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 
 
+# Bounds of the columns the numbers land in: a larger value would fail in the database (a 500).
+INT_MAX = 2_147_483_647  # INTEGER: money in fen, counts
+ID_MAX = 2**63 - 1  # BIGINT: ids
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -30,18 +34,18 @@ class Slot(Strict):
 
 
 class FlashSaleItemIn(Strict):
-    sku_id: int
-    flash_price: int = Field(ge=0, description="fen, below the SKU's sale price")
-    activity_stock: int = Field(ge=1, description="units carved out of the SKU's stock for the activity")
+    sku_id: int = Field(ge=1, le=ID_MAX)
+    flash_price: int = Field(ge=0, le=INT_MAX, description="fen, below the SKU's sale price")
+    activity_stock: int = Field(ge=1, le=INT_MAX, description="units carved out of the SKU's stock for the activity")
     per_member_limit: int | None = Field(default=None, ge=1, description="overrides the activity's limit")
-    sort: int = 0
+    sort: int = Field(default=0, ge=-INT_MAX, le=INT_MAX)
 
 
 class FlashSaleItemUpdate(Strict):
-    flash_price: int | None = Field(default=None, ge=0)
-    activity_stock: int | None = Field(default=None, ge=1, description="raise (takes SKU stock) or lower (≥ sold)")
+    flash_price: int | None = Field(default=None, ge=0, le=INT_MAX)
+    activity_stock: int | None = Field(default=None, ge=1, le=INT_MAX, description="raise (takes SKU stock) or lower (≥ sold)")
     per_member_limit: int | None = Field(default=None, ge=1)
-    sort: int | None = None
+    sort: int | None = Field(default=None, ge=-INT_MAX, le=INT_MAX)
 
 
 class FlashSaleIn(Strict):
@@ -173,5 +177,5 @@ class StoreItemDetailOut(StoreItemOut):
 
 class BuyIn(Strict):
     quantity: int = Field(default=1, ge=1, le=999)
-    address_id: int | None = None
+    address_id: int | None = Field(default=None, ge=1, le=ID_MAX)
     remark: str | None = Field(default=None, max_length=200)

@@ -112,6 +112,7 @@ _MESSAGES = {
 register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
 
 FLAG = "flash_sale"
+ID_MAX = 2**63 - 1  # BIGINT: a larger id would fail in the query (a 500)
 RESERVATION = "flash_sale"
 PREACQUIRED = "siyu.flash_sales.preacquired"
 MAX_SESSION_DAYS = 400
@@ -589,7 +590,7 @@ def stats(session: Session, merchant_id: int, sale_id: int) -> FlashSaleStatsOut
 def _option_item_id(options: dict[str, Any]) -> int:
     raw = options.get(FLAG)
     item_id = raw.get("item_id") if isinstance(raw, dict) else None
-    if not isinstance(item_id, int) or isinstance(item_id, bool) or item_id <= 0:
+    if not isinstance(item_id, int) or isinstance(item_id, bool) or not 0 < item_id <= ID_MAX:
         raise invalid("options.flash_sale.item_id", "required", "give the flash-sale item id")
     return item_id
 

@@ -6,6 +6,9 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Bounds of the columns the numbers land in: a larger value would fail in the database (a 500).
+INT_MAX = 2_147_483_647  # INTEGER: money in fen, counts
+ID_MAX = 2**63 - 1  # BIGINT: ids
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -13,11 +16,11 @@ class Strict(BaseModel):
 
 class GroupBuyIn(Strict):
     name: str = Field(min_length=1, max_length=64)
-    sku_id: int
+    sku_id: int = Field(ge=1, le=ID_MAX)
     team_size: int = Field(ge=2, le=100, description="N members make a team")
     valid_hours: int = Field(default=24, ge=1, le=24 * 30, description="a team's time to fill up")
-    group_price: int = Field(ge=0, description="fen per unit, below the SKU's sale price")
-    leader_price: int | None = Field(default=None, ge=0, description="fen per unit for the leader (团长价)")
+    group_price: int = Field(ge=0, le=INT_MAX, description="fen per unit, below the SKU's sale price")
+    leader_price: int | None = Field(default=None, ge=0, le=INT_MAX, description="fen per unit for the leader (团长价)")
     per_member_limit: int = Field(default=1, ge=1, le=999, description="units per member in the activity")
     allows_coupons: bool = False
     allows_points: bool = False
@@ -32,8 +35,8 @@ class GroupBuyIn(Strict):
 class GroupBuyUpdate(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=64)
     valid_hours: int | None = Field(default=None, ge=1, le=24 * 30)
-    group_price: int | None = Field(default=None, ge=0)
-    leader_price: int | None = Field(default=None, ge=0)
+    group_price: int | None = Field(default=None, ge=0, le=INT_MAX)
+    leader_price: int | None = Field(default=None, ge=0, le=INT_MAX)
     per_member_limit: int | None = Field(default=None, ge=1, le=999)
     allows_coupons: bool | None = None
     allows_points: bool | None = None
@@ -166,5 +169,5 @@ class StoreTeamOut(BaseModel):
 
 class GroupBuyOrderIn(Strict):
     quantity: int = Field(default=1, ge=1, le=999)
-    address_id: int | None = None
+    address_id: int | None = Field(default=None, ge=1, le=ID_MAX)
     remark: str | None = Field(default=None, max_length=200)

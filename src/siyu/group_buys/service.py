@@ -112,6 +112,7 @@ KIND = activities.ActivityKind(
 KIND.register(_MESSAGES)
 
 OPTION = "group_buy"
+ID_MAX = 2**63 - 1  # BIGINT
 RESERVATION = "group_buy"
 SYSTEM: tuple[str, int | None] = ("system", None)
 REFUND_REASON = "拼团失败自动退款"
@@ -247,7 +248,8 @@ def get_team(session: Session, merchant_id: int, team_id: int) -> GroupTeam:
 
 
 def _positive_int(raw: Any) -> int | None:
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+    """An id: a positive integer a BIGINT column holds (a larger one would fail in the query: a 500)."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 < raw <= ID_MAX:
         return raw
     return None
 

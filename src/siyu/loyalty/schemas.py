@@ -6,11 +6,19 @@ Every number in the rules is ``>= 0`` (a negative rule is a 422 and nothing is s
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NonNeg = Field(default=0, ge=0)
+
+# Bounds of what the numbers become: points of one award, entry and balance are INTEGER columns,
+# so a rule (or an adjustment) beyond these would fail in the database (a 500) when it applies.
+POINTS_MAX = 100_000_000  # points of one award / adjustment / cost
+PER_YUAN_MAX = 10_000  # points or growth per ¥1 (a ¥100,000 order then earns at most 10^9: INTEGER)
+DAYS_MAX = 36_500
+INT_MAX = 2_147_483_647
+ID_MAX = 2**63 - 1
 
 
 class Strict(BaseModel):
@@ -18,9 +26,9 @@ class Strict(BaseModel):
 
 
 class TaskRule(Strict):
-    points: int = Field(default=0, ge=0)
-    growth: int = Field(default=0, ge=0)
-    daily_cap: int = Field(default=1, ge=0, description="rewarded completions per member and local day (0: off)")
+    points: int = Field(default=0, ge=0, le=POINTS_MAX)
+    growth: int = Field(default=0, ge=0, le=POINTS_MAX)
+    daily_cap: int = Field(default=1, ge=0, le=10_000, description="rewarded completions per member and local day (0: off)")
 
 
 def _default_tasks() -> dict[str, TaskRule]:
@@ -32,8 +40,8 @@ def _default_tasks() -> dict[str, TaskRule]:
 
 
 class EarnRules(Strict):
-    points_per_yuan: int = Field(default=1, ge=0, description="points per ¥1 paid after discounts (freight excluded)")
-    growth_per_yuan: int = Field(default=1, ge=0, description="growth value per ¥1 paid")
+    points_per_yuan: int = Field(default=1, ge=0, le=PER_YUAN_MAX, description="points per ¥1 paid after discounts (freight excluded)")
+    growth_per_yuan: int = Field(default=1, ge=0, le=PER_YUAN_MAX, description="growth value per ¥1 paid")
     award_on: Literal["paid", "completed"] = "paid"
     product_bonus: bool = Field(default=True, description="add OrderLine.bonus_points")
     tasks: dict[str, TaskRule] = Field(default_factory=_default_tasks)
@@ -41,34 +49,34 @@ class EarnRules(Strict):
 
 class ExpiryRules(Strict):
     mode: Literal["never", "days", "end_of_next_year"] = "end_of_next_year"
-    days: int = Field(default=365, ge=1)
-    notice_days: int = Field(default=30, ge=0, description="emit points.expiring this many days before")
+    days: int = Field(default=365, ge=1, le=DAYS_MAX)
+    notice_days: int = Field(default=30, ge=0, le=DAYS_MAX, description="emit points.expiring this many days before")
 
 
 class DeductionRules(Strict):
     enabled: bool = True
-    points_per_yuan: int = Field(default=100, ge=1, description="points worth ¥1 at checkout")
+    points_per_yuan: int = Field(default=100, ge=1, le=POINTS_MAX, description="points worth ¥1 at checkout")
     max_percent: int = Field(default=50, ge=0, le=100, description="at most this % of the eligible lines")
-    min_points: int = Field(default=0, ge=0, description="fewer points than this cannot be used")
+    min_points: int = Field(default=0, ge=0, le=POINTS_MAX, description="fewer points than this cannot be used")
 
 
 class StreakReward(Strict):
-    day: int = Field(ge=1, description="streak length that earns the reward")
-    points: int = Field(default=0, ge=0)
-    growth: int = Field(default=0, ge=0)
-    coupon_template_id: int | None = Field(default=None, ge=1)
+    day: int = Field(ge=1, le=DAYS_MAX, description="streak length that earns the reward")
+    points: int = Field(default=0, ge=0, le=POINTS_MAX)
+    growth: int = Field(default=0, ge=0, le=POINTS_MAX)
+    coupon_template_id: int | None = Field(default=None, ge=1, le=ID_MAX)
 
 
 class MakeupRules(Strict):
     enabled: bool = False
-    cost_points: int = Field(default=0, ge=0)
+    cost_points: int = Field(default=0, ge=0, le=POINTS_MAX)
     within_days: int = Field(default=3, ge=1, le=31)
 
 
 class CheckInRules(Strict):
     enabled: bool = True
-    points: int = Field(default=5, ge=0)
-    growth: int = Field(default=1, ge=0)
+    points: int = Field(default=5, ge=0, le=POINTS_MAX)
+    growth: int = Field(default=1, ge=0, le=POINTS_MAX)
     streak_rewards: list[StreakReward] = Field(
         default_factory=lambda: [StreakReward(day=7, points=50), StreakReward(day=30, points=300)]
     )
@@ -97,16 +105,16 @@ class LoyaltyRules(Strict):
 class LevelIn(Strict):
     rank: int = Field(ge=0, le=100)
     name: str = Field(min_length=1, max_length=32)
-    min_spend: int | None = Field(default=None, ge=0, description="cumulative paid spend, fen")
-    min_points: int | None = Field(default=None, ge=0, description="points earned in total")
-    min_growth: int | None = Field(default=None, ge=0)
-    min_orders: int | None = Field(default=None, ge=0, description="paid orders")
-    retain_growth: int | None = Field(default=None, ge=0, description="growth in the last 365 days to keep it")
+    min_spend: int | None = Field(default=None, ge=0, le=INT_MAX, description="cumulative paid spend, fen")
+    min_points: int | None = Field(default=None, ge=0, le=INT_MAX, description="points earned in total")
+    min_growth: int | None = Field(default=None, ge=0, le=INT_MAX)
+    min_orders: int | None = Field(default=None, ge=0, le=INT_MAX, description="paid orders")
+    retain_growth: int | None = Field(default=None, ge=0, le=INT_MAX, description="growth in the last 365 days to keep it")
     member_price_percent: int = Field(default=100, ge=1, le=100, description="95 = members pay 95%")
     free_shipping: bool = False
     points_multiplier_percent: int = Field(default=100, ge=0, le=1000)
-    birthday_coupon_template_id: int | None = Field(default=None, ge=1)
-    coupon_template_ids: list[int] = Field(default_factory=list)
+    birthday_coupon_template_id: int | None = Field(default=None, ge=1, le=ID_MAX)
+    coupon_template_ids: list[Annotated[int, Field(ge=1, le=ID_MAX)]] = Field(default_factory=list)
 
 
 class LevelOut(LevelIn):
@@ -142,7 +150,7 @@ class StatementOut(BaseModel):
 
 
 class AdjustIn(Strict):
-    points: int = Field(description="positive adds, negative takes (never below zero)")
+    points: int = Field(ge=-POINTS_MAX, le=POINTS_MAX, description="positive adds, negative takes (never below zero)")
     reason: str = Field(min_length=1, max_length=64)
 
     @model_validator(mode="after")
@@ -222,8 +230,8 @@ class TaskOut(BaseModel):
 # -- cards -------------------------------------------------------------------------------------------
 class CardPlanIn(Strict):
     name: str = Field(min_length=1, max_length=64)
-    product_id: int = Field(ge=1, description="the catalog product sold as this card")
-    level_id: int | None = Field(default=None, ge=1)
+    product_id: int = Field(ge=1, le=ID_MAX, description="the catalog product sold as this card")
+    level_id: int | None = Field(default=None, ge=1, le=ID_MAX)
     term_days: int = Field(default=365, ge=1, le=3660)
     refund_days: int = Field(default=7, ge=0, le=365)
     active: bool = True
@@ -246,4 +254,4 @@ class MemberCardOut(BaseModel):
 
 
 class BuyCardIn(Strict):
-    address_id: int | None = None
+    address_id: int | None = Field(default=None, ge=1, le=ID_MAX)

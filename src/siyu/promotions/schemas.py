@@ -7,11 +7,16 @@ a schema cannot express (SKUs of this merchant, prices below the SKU price, incr
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Kind = Literal["limited_discount", "first_order", "spend_save", "spend_gift", "add_on"]
+
+# Bounds of the columns the numbers land in: a larger value would fail in the database (a 500).
+INT_MAX = 2_147_483_647  # INTEGER: money in fen, counts, limits
+ID_MAX = 2**63 - 1  # BIGINT: ids
+Id = Annotated[int, Field(ge=1, le=ID_MAX)]
 
 
 class Strict(BaseModel):
@@ -22,7 +27,7 @@ class Scope(Strict):
     """Which lines an order promotion counts: all, or lines of these categories / products."""
 
     type: Literal["all", "categories", "products"] = "all"
-    ids: list[int] = Field(default_factory=list, max_length=500)
+    ids: list[Id] = Field(default_factory=list, max_length=500)
 
     @model_validator(mode="after")
     def _ids(self) -> Scope:
@@ -32,8 +37,8 @@ class Scope(Strict):
 
 
 class LimitedItem(Strict):
-    sku_id: int
-    price: int | None = Field(default=None, ge=0, description="fen per unit, below the SKU's sale price")
+    sku_id: Id
+    price: int | None = Field(default=None, ge=0, le=INT_MAX, description="fen per unit, below the SKU's sale price")
     percent_off: int | None = Field(default=None, ge=1, le=99, description="20 = 20% off (8折)")
 
     @model_validator(mode="after")
@@ -48,8 +53,8 @@ class LimitedDiscountRules(Strict):
 
 
 class PriceItem(Strict):
-    sku_id: int
-    price: int = Field(ge=0, description="fen per unit, below the SKU's sale price")
+    sku_id: Id
+    price: int = Field(ge=0, le=INT_MAX, description="fen per unit, below the SKU's sale price")
 
 
 class FirstOrderRules(Strict):
@@ -59,8 +64,8 @@ class FirstOrderRules(Strict):
 
 
 class Tier(Strict):
-    threshold: int = Field(ge=1, description="fen: spend at least this on eligible lines")
-    discount: int = Field(ge=1, description="fen off, below the threshold")
+    threshold: int = Field(ge=1, le=INT_MAX, description="fen: spend at least this on eligible lines")
+    discount: int = Field(ge=1, le=INT_MAX, description="fen off, below the threshold")
 
 
 class SpendSaveRules(Strict):
@@ -70,12 +75,12 @@ class SpendSaveRules(Strict):
     scope: Scope = Field(default_factory=Scope)
     tiers: list[Tier] = Field(min_length=1, max_length=10)
     repeat: bool = False
-    max_discount: int | None = Field(default=None, ge=1)
+    max_discount: int | None = Field(default=None, ge=1, le=INT_MAX)
 
 
 class GiftTier(Strict):
-    threshold: int = Field(ge=1)
-    gift_sku_id: int
+    threshold: int = Field(ge=1, le=INT_MAX)
+    gift_sku_id: Id
     quantity: int = Field(default=1, ge=1, le=99)
 
 
@@ -87,17 +92,17 @@ class SpendGiftRules(Strict):
 
 
 class AddOnItem(Strict):
-    sku_id: int
-    price: int = Field(ge=0, description="fen per unit, below the SKU's sale price")
+    sku_id: Id
+    price: int = Field(ge=0, le=INT_MAX, description="fen per unit, below the SKU's sale price")
     per_order_limit: int = Field(default=1, ge=1, le=99)
-    stock: int = Field(ge=1, description="units available at this price over the whole activity")
+    stock: int = Field(ge=1, le=INT_MAX, description="units available at this price over the whole activity")
 
 
 class AddOnRules(Strict):
     """加价购: with eligible lines worth at least ``threshold``, add an item at its special price."""
 
     scope: Scope = Field(default_factory=Scope)
-    threshold: int = Field(ge=1)
+    threshold: int = Field(ge=1, le=INT_MAX)
     items: list[AddOnItem] = Field(min_length=1, max_length=50)
 
 

@@ -136,6 +136,7 @@ register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
 RESERVATION = "promotions"
 OPTION_ADD_ON = "add_on"
 OPTION_FIRST_ORDER = "first_order"
+ID_MAX = 2**63 - 1  # BIGINT: a larger id would fail in the query (a 500)
 MAX_ADD_ON_REQUESTS = 20
 Actor = tuple[str, int | None]
 
@@ -502,7 +503,7 @@ def _first_order_request(options: dict[str, Any]) -> int | None:
     if raw is None:
         return None
     pid = raw.get("promotion_id") if isinstance(raw, dict) else None
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= ID_MAX:
         raise invalid("options.first_order.promotion_id", "required", "give the first-order promotion id")
     return pid
 
@@ -691,7 +692,7 @@ def add_on_requests(options: dict[str, Any]) -> list[AddOnRequest]:
         values = []
         for key, default in (("promotion_id", None), ("sku_id", None), ("quantity", 1)):
             value = req.get(key, default)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= ID_MAX:
                 raise invalid(f"options.add_on.{i}.{key}", "required", f"{key} must be a positive integer")
             values.append(value)
         key2 = (values[0], values[1])
