@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_checkout.py [--clients 32] [--seconds 20] [--workers 2] [--load auto|wrk|httpx]
 
-Creates a fresh database (SIYU_BENCH_PG_URL server), a merchant with 20 SKUs of ample stock
+Creates a fresh database (SIYU_BENCH_PG_URL server), a merchant with 20 SKUs (``--skus``) of ample stock
 and 400 customers with addresses and tokens, starts `uvicorn siyu.asgi:app --workers N`, then
 runs N concurrent clients that each submit orders (unique Idempotency-Key, 1-3 lines) for the
 duration. The load generator runs on the same machine and competes for its cores: with
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import free_port, fresh_pg_database, machine, process_tree_rss_mb, start_server, summary
 
 
-def prepare(url: str, customers: int) -> tuple[str, list[str], list[int]]:
+def prepare(url: str, customers: int, sku_count: int = 20) -> tuple[str, list[str], list[int]]:
     from siyu.api.routes import import_all_models
     from siyu.catalog.models import PRODUCT_ON_SALE, Product, Sku
     from siyu.db.base import Base
@@ -58,9 +58,9 @@ def prepare(url: str, customers: int) -> tuple[str, list[str], list[int]]:
         s.add(product)
         s.flush()
         skus = []
-        for i in range(20):
+        for i in range(sku_count):
             sku = Sku(merchant_id=merchant.id, product_id=product.id, sku_code=f"B{i}", specs={"颜色": str(i)},
-                      list_price=39900, sale_price=29900 + i * 100, cost_price=10000, stock=10_000_000)
+                      list_price=39900, sale_price=29900 + i % 100 * 100, cost_price=10000, stock=10_000_000)
             s.add(sku)
             skus.append(sku)
         s.flush()
@@ -280,6 +280,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--customers", type=int, default=400)
+    parser.add_argument("--server", choices=("siyu", "uvicorn"), default="siyu",
+                        help="siyu serve (one SO_REUSEPORT socket per process) or uvicorn --workers (one shared socket)")
+    parser.add_argument("--skus", type=int, default=20,
+                        help="SKUs the orders draw from (20: hot rows, lock waits; 1000: mostly CPU queueing)")
     parser.add_argument("--load", choices=("auto", "wrk", "httpx"), default="auto",
                         help="load generator: wrk when installed (auto), or Python httpx")
     parser.add_argument("--wrk-threads", type=int, default=2)
@@ -293,10 +297,10 @@ def main() -> None:
         raise SystemExit("wrk is not installed (apt-get install wrk), use --load httpx")
 
     url = fresh_pg_database("siyu_bench_checkout")
-    _code, tokens, sku_ids = prepare(url, args.customers)
+    _code, tokens, sku_ids = prepare(url, args.customers, args.skus)
     port = free_port()
     server = start_server({"SIYU_DATABASE_URL": url, "SIYU_ENV": "bench", "SIYU_DB_POOL_SIZE": "20"},
-                           workers=args.workers, port=port, wait_s=args.start_timeout)
+                           workers=args.workers, port=port, wait_s=args.start_timeout, server=args.server)
     try:
         base = f"http://127.0.0.1:{port}"
         asyncio.run(run_load(base, tokens, sku_ids, 4, 2))  # warm-up
@@ -323,7 +327,7 @@ def main() -> None:
             server.kill()
             server.wait(timeout=20)
     print(f"machine: {machine()}")
-    print(f"checkout submit over HTTP, PostgreSQL, {args.workers} API processes, {args.clients} concurrent clients, {elapsed:.1f} s")
+    print(f"checkout submit over HTTP, PostgreSQL, {args.workers} API processes ({args.server}), {args.clients} concurrent clients, {len(sku_ids)} SKUs, {elapsed:.1f} s")
     print(f"load generator: {generator}")
     print(f"orders created: {ok} ({ok / elapsed:.0f} orders/s), failed: {failed}")
     print(f"latency: {latency}")

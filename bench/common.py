@@ -36,16 +36,22 @@ def free_port() -> int:
 
 
 def start_server(
-    env: dict[str, str], *, workers: int, port: int, wait_s: float = 300, healthcheck_s: int = 120
+    env: dict[str, str], *, workers: int, port: int, wait_s: float = 300, healthcheck_s: int = 120,
+    server: str = "siyu",
 ) -> subprocess.Popen[bytes]:
-    """``uvicorn siyu.asgi:app`` with ``workers`` processes on 127.0.0.1:``port``, once /healthz answers.
+    """``workers`` API processes on 127.0.0.1:``port``, once /healthz answers: ``siyu serve``
+    (``server="siyu"``, what production runs) or ``uvicorn siyu.asgi:app --workers``.
 
     The waits are long on purpose: on a busy shared machine importing the app in two processes
     at once took more than a minute, and uvicorn's supervisor killed workers that missed its
     default 5 s health check in the middle of the load."""
-    cmd = [sys.executable, "-m", "uvicorn", "siyu.asgi:app", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--log-level", "warning", "--no-access-log",
-           "--timeout-worker-healthcheck", str(healthcheck_s)]
+    if server == "siyu":  # what production runs: `siyu serve`, one SO_REUSEPORT socket per process
+        cmd = [sys.executable, "-c", "from siyu.cli import app; app()", "serve", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(workers)]
+    else:  # uvicorn's own workers: one shared listening socket
+        cmd = [sys.executable, "-m", "uvicorn", "siyu.asgi:app", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers), "--log-level", "warning", "--no-access-log",
+               "--timeout-worker-healthcheck", str(healthcheck_s)]
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT)
     deadline = time.time() + wait_s
     while time.time() < deadline:

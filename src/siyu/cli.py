@@ -124,7 +124,9 @@ def serve(
 
     _setup_logging()
     if workers > 1:
-        uvicorn.run("siyu.asgi:app", host=host, port=port, workers=workers, log_level="warning", access_log=False)
+        from siyu import serving
+
+        serving.serve(host, port, workers, log_level="warning", access_log=False)
         return
     from siyu.app import create_app
 
