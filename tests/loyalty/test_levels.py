@@ -126,8 +126,16 @@ def test_yearly_retention_moves_down_one_step_when_growth_falls_short(
 def test_level_coupons_are_issued_once_or_recorded_pending(
     session_factory: sessionmaker[Session], tenant: Tenant
 ) -> None:
+    from siyu.coupons.models import CouponTemplate
+    from tests.coupons.helpers import make_template
+
+    # A level may only name the store's own templates (validated on write); one stopped since
+    # cannot be issued.
+    tpl = make_template(session_factory, tenant.id, "fixed", amount=500)
     h.add_level(session_factory, tenant.id, 0, "普通会员")
-    h.add_level(session_factory, tenant.id, 1, "VIP", min_points=10, coupon_template_ids=[999999])
+    h.add_level(session_factory, tenant.id, 1, "VIP", min_points=10, coupon_template_ids=[tpl])
+    with unit_of_work(session_factory) as s:
+        s.get(CouponTemplate, tpl).status = "stopped"  # type: ignore[union-attr]
     member = make_member(session_factory, tenant.id)
     h.award(session_factory, tenant.id, member, 10, "a")
     for _ in range(2):
@@ -135,8 +143,8 @@ def test_level_coupons_are_issued_once_or_recorded_pending(
             service.evaluate_level(s, tenant.id, member)
     with session_factory() as s:
         pending = s.scalars(select(PendingReward).where(PendingReward.merchant_id == tenant.id)).all()
-    # The template does not exist: the coupons module refuses it (or is absent): one record either way.
-    assert len(pending) == 1 and pending[0].template_id == 999999 and pending[0].status in ("pending", "failed")
+    # The coupons module refuses the stopped template (or is absent): one record either way.
+    assert len(pending) == 1 and pending[0].template_id == tpl and pending[0].status in ("pending", "failed")
     assert h.level_of(session_factory, tenant.id, member) == "VIP"
 
 

@@ -482,3 +482,17 @@ def pending_reward_count(session: Session, merchant_id: int, member_id: int) -> 
         )
         or 0
     )
+
+
+def existing_coupon_template_ids(session: Session, merchant_id: int, ids: set[int]) -> set[int] | None:
+    """Which of these coupon templates this merchant has; None without the coupons module (the
+    rewards are then kept pending, see ``service.issue_coupon``)."""
+    try:
+        from siyu.coupons.models import CouponTemplate
+    except ImportError:
+        return None
+    if not ids:
+        return set()
+    return set(session.scalars(
+        select(CouponTemplate.id).where(CouponTemplate.merchant_id == merchant_id, CouponTemplate.id.in_(sorted(ids)))
+    ))

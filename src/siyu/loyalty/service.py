@@ -104,7 +104,26 @@ __all__ = [  # the points ledger, from ``siyu.loyalty.points`` and ``siyu.loyalt
 # -- rules --------------------------------------------------------------------------------------------
 
 
+def _check_coupon_templates(session: Session, merchant_id: int, refs: list[tuple[str, int]]) -> None:
+    """Validated on write: a rule or level that names a coupon template this store does not have
+    is a 422 at its path (it used to be saved, and every reward it gave then failed quietly)."""
+    if not refs:
+        return
+    found = repo.existing_coupon_template_ids(session, merchant_id, {tid for _, tid in refs})
+    if found is None:
+        return
+    for path, tid in refs:
+        if tid not in found:
+            raise invalid(path, "coupon_template_not_found", f"no coupon template {tid} in this store")
+
+
 def put_rules(session: Session, merchant_id: int, rules: LoyaltyRules, *, actor: Actor) -> LoyaltyRules:
+    _check_coupon_templates(session, merchant_id, [
+        (f"check_in.{name}.{i}.coupon_template_id", r.coupon_template_id)
+        for name, rewards in (("streak_rewards", rules.check_in.streak_rewards),
+                              ("total_rewards", rules.check_in.total_rewards))
+        for i, r in enumerate(rewards) if r.coupon_template_id is not None
+    ])
     row = repo.settings_row(session, merchant_id)
     doc = rules.model_dump(mode="json")
     if row is None:
@@ -190,6 +209,10 @@ def _level_or_404(session: Session, merchant_id: int, level_id: int) -> Level:
 
 def save_level(session: Session, merchant_id: int, data: LevelIn, *, level_id: int | None, actor: Actor) -> Level:
     found = _level_or_404(session, merchant_id, level_id) if level_id is not None else None
+    refs = [(f"coupon_template_ids.{i}", tid) for i, tid in enumerate(data.coupon_template_ids)]
+    if data.birthday_coupon_template_id is not None:
+        refs.append(("birthday_coupon_template_id", data.birthday_coupon_template_id))
+    _check_coupon_templates(session, merchant_id, refs)
     for other in repo.levels(session, merchant_id):
         if other.rank == data.rank and (found is None or other.id != found.id):
             raise DomainError("level_rank_taken", rank=data.rank)
