@@ -164,6 +164,8 @@ def test_activities_set_up_before_the_product_turned_virtual_refuse_it_at_checko
     _refused(r, "options.group_buy.activity_id", card)
     r = client.post(f"{STORE}/bargains/{bargain_id}/buy", json={}, headers={**headers, **key})
     _refused(r, "options.bargain.bargain_id", card)
+    r = client.post(f"{STORE}/bargains/activities/{act}/start", headers=headers)  # no help to gather in vain
+    _refused(r, "path.activity_id", card)
     r = client.post(f"{STORE}/flash-sales/{item}/buy", json={"quantity": 1}, headers={**headers, **key})
     _refused(r, "options.flash_sale.item_id", card)
     r = submit(client, headers, [(physical, 1)],

@@ -240,6 +240,9 @@ def start(
     now = now or utcnow()
     act = KIND.visible(session, merchant_id, activity_id)
     check_running(act, now)
+    _, product = activities.sku_and_product(session, merchant_id, act.sku_id)
+    if product.kind == KIND_VIRTUAL:  # made a card since: friends' help could never be bought
+        raise virtual_product_refused(act.sku_id, "path.activity_id")
     seed = seed if seed is not None else secrets.randbits(SEED_BITS)
     cuts = generate_cuts(act.start_price - act.floor_price, act.helpers_needed, seed)
     expires_at = min(now + dt.timedelta(hours=act.valid_hours), act.ends_at)
