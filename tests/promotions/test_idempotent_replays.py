@@ -5,14 +5,17 @@ a different request is refused with a stable code (409 ``idempotency_key_reused`
 a redeem code, which is its own key, is ``coupon_code_used`` for anyone else).
 
 One case per endpoint: coupon claim, coupon redeem-by-code, manual points adjustment, card
-purchase, group-buy open and join, bargain start, help and buy, flash-sale buy."""
+purchase, group-buy open and join, bargain start, help and buy, flash-sale buy, check-in and
+make-up (with a key; without one a repeat stays 409 ``checkin_already``)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from siyu.bargains.models import Bargain, BargainHelp
 from siyu.coupons.models import MemberCoupon
 from siyu.db.session import unit_of_work
-from siyu.loyalty.models import PointsEntry
+from siyu.loyalty.models import CheckIn, PointsEntry
 from siyu.loyalty.schemas import CardPlanIn
 from siyu.orders.models import Order
 from tests.bargains import helpers as bargain_h
@@ -174,6 +177,22 @@ def flash_buy(client: TestClient, factory: Factory, tenant: Tenant) -> Case:
                 "idempotency_key_reused", Order)
 
 
+def check_in(client: TestClient, factory: Factory, tenant: Tenant) -> Case:
+    _, headers = f.paying_customer(factory, tenant.id)
+    # No body, and the day is the key: any repeat the same day is the retry (no "other request").
+    return Case(Call(f"{STORE}/loyalty/me/check-in", _keyed(headers, "checkin-1")), 201, None, None, CheckIn)
+
+
+def check_in_makeup(client: TestClient, factory: Factory, tenant: Tenant) -> Case:
+    r = client.put(f"{ADMIN}/loyalty/rules", json={"check_in": {"makeup": {"enabled": True, "cost_points": 0}}},
+                   headers=tenant.admin_headers)
+    assert r.status_code == 200, r.text
+    _, headers = f.paying_customer(factory, tenant.id)
+    yesterday = (dt.datetime.now(ZoneInfo("Asia/Shanghai")).date() - dt.timedelta(days=1)).isoformat()
+    return Case(Call(f"{STORE}/loyalty/me/check-in/makeup", _keyed(headers, "makeup-1"), {"day": yesterday}), 201,
+                None, None, CheckIn)
+
+
 CASES: dict[str, Builder] = {
     "coupon_claim": coupon_claim,
     "coupon_redeem": coupon_redeem,
@@ -185,6 +204,8 @@ CASES: dict[str, Builder] = {
     "bargain_help": bargain_help,
     "bargain_buy": bargain_buy,
     "flash_sale_buy": flash_buy,
+    "check_in": check_in,
+    "check_in_makeup": check_in_makeup,
 }
 
 

@@ -162,14 +162,28 @@ def my_level(customer: Customer, session: DbSession) -> LevelProgressOut:
     return service.level_progress(session, customer.merchant_id, customer.member_id)
 
 
-@store.post("/loyalty/me/check-in", response_model=CheckInOut, status_code=status.HTTP_201_CREATED)
-def check_in(customer: Customer, session: DbSession) -> CheckInOut:
-    return CheckInOut.model_validate(service.check_in(session, customer.merchant_id, customer.member_id))
+@store.post("/loyalty/me/check-in", response_model=CheckInOut, status_code=status.HTTP_201_CREATED,
+            summary="Check in today (with an Idempotency-Key a repeat the same day returns it with 200)")
+def check_in(
+    customer: Customer, session: DbSession, response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> CheckInOut:
+    row, created = service.check_in_once(session, customer.merchant_id, customer.member_id,
+                                         idempotency_key=idempotency_key)
+    mark_replayed(response, created)
+    return CheckInOut.model_validate(row)
 
 
-@store.post("/loyalty/me/check-in/makeup", response_model=CheckInOut, status_code=status.HTTP_201_CREATED)
-def makeup(body: MakeupIn, customer: Customer, session: DbSession) -> CheckInOut:
-    return CheckInOut.model_validate(service.makeup_check_in(session, customer.merchant_id, customer.member_id, body.day))
+@store.post("/loyalty/me/check-in/makeup", response_model=CheckInOut, status_code=status.HTTP_201_CREATED,
+            summary="Make up a missed day (with an Idempotency-Key a repeat returns it with 200)")
+def makeup(
+    body: MakeupIn, customer: Customer, session: DbSession, response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> CheckInOut:
+    row, created = service.makeup_once(session, customer.merchant_id, customer.member_id, body.day,
+                                       idempotency_key=idempotency_key)
+    mark_replayed(response, created)
+    return CheckInOut.model_validate(row)
 
 
 @store.get("/loyalty/me/check-ins", response_model=CalendarOut, summary="Check-in calendar of a month (YYYY-MM)")

@@ -647,6 +647,56 @@ def check_in(session: Session, merchant_id: int, member_id: int, now: dt.datetim
     return row
 
 
+def check_in_once(
+    session: Session, merchant_id: int, member_id: int, *, idempotency_key: str | None, now: dt.datetime | None = None
+) -> tuple[CheckIn, bool]:
+    """The store's check-in, ``(row, created)``. Sent with an ``Idempotency-Key`` (a client that
+    retries), a repeat on the same local day answers with that day's check-in (``created`` False:
+    200 and ``Idempotent-Replayed: true``, nothing awarded again); without one it stays 409
+    ``checkin_already``. The day itself is the key (one check-in per member and day, unique), so
+    the header is checked but not stored: any key sent on a day that has its check-in replays it."""
+    if idempotency_key is None:
+        return check_in(session, merchant_id, member_id, now), True
+    _check_client_key(idempotency_key)
+    now = now or utcnow()
+    try:
+        return check_in(session, merchant_id, member_id, now), True
+    except DomainError as exc:
+        if exc.code != "checkin_already":
+            raise
+        row = repo.check_in(session, merchant_id, member_id, local_date(now, _tz(session, merchant_id)))
+        if row is None or row.makeup:
+            raise
+        return row, False
+
+
+def makeup_once(
+    session: Session, merchant_id: int, member_id: int, day: dt.date, *, idempotency_key: str | None,
+    now: dt.datetime | None = None,
+) -> tuple[CheckIn, bool]:
+    """``makeup_check_in``, ``(row, created)``; with an ``Idempotency-Key`` a repeat for a day
+    already made up answers with that make-up (200, ``Idempotent-Replayed: true``, no second
+    charge) instead of ``makeup_not_allowed``. The day is the key, as for ``check_in_once``."""
+    if idempotency_key is None:
+        return makeup_check_in(session, merchant_id, member_id, day, now), True
+    _check_client_key(idempotency_key)
+    try:
+        return makeup_check_in(session, merchant_id, member_id, day, now), True
+    except DomainError as exc:
+        if exc.code != "makeup_not_allowed":
+            raise
+        row = repo.check_in(session, merchant_id, member_id, day)
+        if row is None or not row.makeup:
+            raise
+        return row, False
+
+
+def _check_client_key(key: str) -> None:
+    from siyu.orders.checkout import check_idempotency_key
+
+    check_idempotency_key(key)
+
+
 def makeup_check_in(
     session: Session, merchant_id: int, member_id: int, day: dt.date, now: dt.datetime | None = None
 ) -> CheckIn:
