@@ -102,3 +102,29 @@ def test_staff_role_can_read_not_write(client: TestClient, tenant: Tenant) -> No
     assert client.get(f"{ADMIN}/categories", headers=clerk).status_code == 200
     r = client.post(f"{ADMIN}/categories", json={"name": "Nope"}, headers=clerk)
     assert r.status_code == 403 and r.json()["code"] == "forbidden"
+
+
+def test_out_of_range_ids_and_sort_keys_are_field_errors_and_change_nothing(client: TestClient, tenant: Tenant) -> None:
+    """A parent id beyond BIGINT was a 500 on SQLite and a sort beyond the 32-bit column a 500 on
+    PostgreSQL (found fuzzing POST/PATCH /categories and PATCH /products)."""
+    a = create_category(client, tenant, "A", sort=3)
+    product = create_product(client, tenant)
+    for body, path, code in [
+        ({"name": "X", "parent_id": 2**70}, "body.parent_id", "less_than_equal"),
+        ({"name": "X", "parent_id": 0}, "body.parent_id", "greater_than_equal"),
+        ({"name": "X", "sort": 2**40}, "body.sort", "less_than_equal"),
+        ({"name": "X", "sort": -(2**40)}, "body.sort", "greater_than_equal"),
+    ]:
+        r = client.post(f"{ADMIN}/categories", json=body, headers=tenant.admin_headers)
+        assert r.status_code == 422, r.text
+        assert [(f["path"], f["code"]) for f in r.json()["fields"]] == [(path, code)]
+        r = client.patch(f"{ADMIN}/categories/{a['id']}", json={k: v for k, v in body.items() if k != "name"},
+                         headers=tenant.admin_headers)
+        assert r.status_code == 422 and r.json()["fields"][0]["path"] == path, r.text
+    for body in ({"category_id": -(2**100)}, {"freight_template_id": 2**64}, {"sort": 2**31}):
+        r = client.patch(f"{ADMIN}/products/{product['id']}", json=body, headers=tenant.admin_headers)
+        assert r.status_code == 422 and r.json()["fields"][0]["path"] == f"body.{next(iter(body))}", r.text
+    assert [c["name"] for c in client.get(f"{ADMIN}/categories", headers=tenant.admin_headers).json()] == ["A"]
+    assert client.get(f"{ADMIN}/categories/{a['id']}", headers=tenant.admin_headers).json()["sort"] == 3
+    r = client.patch(f"{ADMIN}/categories/{a['id']}", json={"sort": 1_000_000_000}, headers=tenant.admin_headers)
+    assert r.status_code == 200 and r.json()["sort"] == 1_000_000_000

@@ -18,6 +18,10 @@ SpecValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1
 SkuCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Fen = Annotated[int, Field(ge=0, le=1_000_000_000, description="fen (分)")]
+#: a reference to another row by id: a BIGINT id, so 1 .. 2**63-1 (a larger one was a 500 on SQLite)
+RefId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+#: list order: the column is a 32-bit INTEGER (beyond it was a 500 on PostgreSQL)
+SortKey = Annotated[int, Field(ge=-1_000_000_000, le=1_000_000_000, description="ascending: smaller first")]
 
 ProductStatus = Literal["draft", "on_sale", "off_shelf"]  # PRODUCT_DRAFT, PRODUCT_ON_SALE, PRODUCT_OFF_SHELF
 
@@ -31,9 +35,9 @@ MAX_IMAGES = 20
 
 class CategoryIn(BaseModel):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-    parent_id: int | None = Field(default=None, description="null for a top-level category")
+    parent_id: RefId | None = Field(default=None, description="null for a top-level category")
     image_url: ImageUrl | None = None
-    sort: int = Field(default=0, description="ascending: smaller first")
+    sort: SortKey = 0
     visible: bool = True
 
 
@@ -41,9 +45,9 @@ class CategoryUpdate(BaseModel):
     """Only the fields sent change; ``parent_id: null`` moves the category to the top level."""
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = None
-    parent_id: int | None = None
+    parent_id: RefId | None = None
     image_url: ImageUrl | None = None
-    sort: int | None = None
+    sort: SortKey | None = None
     visible: bool | None = None
 
 
@@ -133,15 +137,15 @@ class ProductFields(BaseModel):
     subtitle: Annotated[str, StringConstraints(max_length=200)] | None = None
     description: Annotated[str, StringConstraints(max_length=20000)] | None = None
     images: list[ImageUrl] = Field(default_factory=list, max_length=MAX_IMAGES)
-    category_id: int | None = None
+    category_id: RefId | None = None
     kind: Literal["physical", "virtual"] = Field(
         default="physical", description="virtual: nothing to ship (no address, no freight; completes on payment)"
     )
     free_shipping: bool = False
     bonus_points: int = Field(default=0, ge=0, le=1_000_000)
     coupons_allowed: bool = True
-    freight_template_id: int | None = None
-    sort: int = 0
+    freight_template_id: RefId | None = None
+    sort: SortKey = 0
 
 
 class ProductCreate(ProductFields):
@@ -161,13 +165,13 @@ class ProductUpdate(BaseModel):
     subtitle: Annotated[str, StringConstraints(max_length=200)] | None = None
     description: Annotated[str, StringConstraints(max_length=20000)] | None = None
     images: list[ImageUrl] | None = Field(default=None, max_length=MAX_IMAGES)
-    category_id: int | None = None
+    category_id: RefId | None = None
     kind: Literal["physical", "virtual"] | None = None
     free_shipping: bool | None = None
     bonus_points: int | None = Field(default=None, ge=0, le=1_000_000)
     coupons_allowed: bool | None = None
-    freight_template_id: int | None = None
-    sort: int | None = None
+    freight_template_id: RefId | None = None
+    sort: SortKey | None = None
 
 
 class ProductStatusIn(BaseModel):
