@@ -176,3 +176,34 @@ def test_expiry_racing_spends_keeps_the_ledger_consistent(
     assert spent + expired + h.balance(session_factory, tenant.id, member) == 800
     assert h.balance(session_factory, tenant.id, member) == h.entries_sum(session_factory, tenant.id, member)
     assert h.balance(session_factory, tenant.id, member) == h.open_lots_sum(session_factory, tenant.id, member)
+
+
+@pytest.mark.parametrize("amount", [50, -20])
+def test_parallel_adjustments_with_one_key_make_one_entry_and_one_audit_event(
+    amount: int, session_factory: sessionmaker[Session], race_factory: sessionmaker[Session], settings: Settings,
+    tenant: Tenant,
+) -> None:
+    """An operator's double click: 16 adjustments with one key make one entry, one audit event
+    and one balance move; every call answers with that entry."""
+    if settings.is_sqlite:
+        pytest.skip(PG_ONLY)
+    from sqlalchemy import func, select
+
+    from siyu.kit.audit import AuditEvent
+
+    member = make_member(session_factory, tenant.id)
+    h.award(session_factory, tenant.id, member, 100, "base")
+
+    def adjust(i: int) -> str:
+        with unit_of_work(race_factory) as s:
+            entry, _ = points.adjust_once(s, tenant.id, member, amount, reason="客诉补偿", idempotency_key="click",
+                                          actor=h.SYSTEM)
+            return f"entry:{entry.id}"
+
+    results = race(16, adjust)
+    assert len(set(results)) == 1 and results[0].startswith("entry:"), results
+    assert h.balance(session_factory, tenant.id, member) == 100 + amount
+    with session_factory() as s:
+        events = s.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.merchant_id == tenant.id, AuditEvent.action == "points_adjusted"))
+    assert events == 1

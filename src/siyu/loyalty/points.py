@@ -521,15 +521,20 @@ def _reverse_spend(
 def adjust(
     session: Session, merchant_id: int, member_id: int, points: int, *, reason: str, idempotency_key: str, actor: Actor
 ) -> PointsEntry:
-    """Manual adjustment by an operator (positive adds a lot, negative takes; never below zero)."""
+    """Manual adjustment by an operator (positive adds a lot, negative takes; never below zero).
+    A key already used returns its entry and records nothing more (no second audit event, also
+    when a concurrent twin committed it first: its entry is the only one not stamped ``now``)."""
     check_member(session, merchant_id, member_id)
     key = f"adjust:{idempotency_key}"
+    now = utcnow()
     if points > 0:
         entry = award(session, merchant_id, member_id, points, reason=reason, ref="manual", idempotency_key=key,
-                      kind=ADJUST)
+                      kind=ADJUST, now=now)
     else:
         entry = spend(session, merchant_id, member_id, -points, reason=reason, ref="manual", idempotency_key=key,
-                      kind=ADJUST)
+                      kind=ADJUST, now=now)
+    if entry.created_at != now:
+        return entry
     audit.record(session, merchant_id, "member", member_id, "points_adjusted", actor=actor,
                  data={"points": points, "reason": reason, "entry_id": entry.id})
     _evaluate_level(session, merchant_id, member_id)
