@@ -103,7 +103,8 @@ def main() -> int:
         base = _serve(Path(tmp), _free_port())
         logins = _logins(base)
         failed = 0
-        for api in ("admin", "store") if args.api == "both" else (args.api,):
+        # the store first: the admin run writes merchant settings (real WeChat credentials, ...)
+        for api in ("store", "admin") if args.api == "both" else (args.api,):
             cmd = [
                 str(st), "run", f"{base}/openapi.json", *logins[api],
                 "--include-path-regex", f"^/api/{api}/", "--exclude-path-regex", EXCLUDE,

@@ -37,21 +37,28 @@ def _is_int(annotation: Any) -> bool:
     return False
 
 
+_LE = annotated_types.Le(INT64_MAX)
+_GE = annotated_types.Ge(INT64_MIN)
+
+
 def _bound(field: Any) -> bool:
-    """Add the 64-bit bounds a parameter lacks; True when it changed."""
+    """Add the 64-bit bounds a parameter lacks; True when it changed.
+
+    The copies of a route's dependant (one per router inclusion) hold ``ModelField``s of their
+    own that share one ``FieldInfo``: the bounds go into it once, each field rebuilds its validator.
+    """
     info = field.field_info
-    if not _is_int(info.annotation):
+    if getattr(field, "siyu_int64", False) or not _is_int(info.annotation):
         return False
     metadata = info.metadata
-    has_upper = any(isinstance(m, annotated_types.Le | annotated_types.Lt) for m in metadata)
-    has_lower = any(isinstance(m, annotated_types.Ge | annotated_types.Gt) for m in metadata)
-    if has_upper and has_lower:
-        return False
-    if not has_upper:
-        metadata.append(annotated_types.Le(INT64_MAX))
-    if not has_lower:
-        metadata.append(annotated_types.Ge(INT64_MIN))
+    if not any(isinstance(m, annotated_types.Le | annotated_types.Lt) for m in metadata):
+        metadata.append(_LE)
+    if not any(isinstance(m, annotated_types.Ge | annotated_types.Gt) for m in metadata):
+        metadata.append(_GE)
+    if not any(m is _LE or m is _GE for m in metadata):
+        return False  # bounded by its own declaration
     field.__post_init__()  # rebuild the validator (and the JSON schema) with the bounds
+    field.siyu_int64 = True
     return True
 
 
