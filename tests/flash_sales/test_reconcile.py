@@ -101,15 +101,16 @@ def test_a_rolled_back_submit_gives_its_redis_unit_back_at_once(
     session_factory: sessionmaker[Session], tenant: Tenant, rclient: redis.Redis, fs_prefix: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A step after the gate fails (here: the normal-stock reservation of the same order): the
-    transaction rolls back and the compensation returns the Redis unit, no reconcile needed."""
+    """A step after the gate fails (here: the submit's ``order.submitted`` emission, which runs
+    after the submit hooks that pass the gate): the transaction rolls back and the compensation
+    returns the Redis unit, no reconcile needed."""
     sku, item = _sale(session_factory, tenant, units=2)
     (member,) = many_buyers(session_factory, tenant.id, 1)
 
     def fails(*args: Any, **kwargs: Any) -> None:
         raise DomainError("insufficient_stock", sku_id=sku, requested=1)
 
-    monkeypatch.setattr(checkout.stock, "reserve", fails)
+    monkeypatch.setattr(checkout, "emit", fails)
     assert _buy(session_factory, tenant, member, sku, item, rclient, fs_prefix) == "insufficient_stock"
     monkeypatch.undo()
     assert _snapshot(rclient, fs_prefix, tenant, item) == (2, {})
