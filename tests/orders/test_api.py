@@ -244,3 +244,29 @@ def test_admin_orders_need_permission_and_are_tenant_scoped(
     r = client.post(f"/api/admin/v1/orders/{order['id']}/cancel", headers=clerk_h)
     assert r.status_code == 403 and r.json()["code"] == "forbidden"
     assert client.get(f"/api/store/v1/orders/{order['id']}", headers=h).json()["status"] == "pending_payment"
+
+
+def test_ids_beyond_bigint_in_a_body_are_field_errors(client: TestClient, tenant: Tenant) -> None:
+    """A sku id beyond BIGINT was a 500 (SQLite OverflowError, PostgreSQL 'bigint out of range');
+    found fuzzing POST /cart/items."""
+    h = customer_login(client, tenant)
+    r = client.post("/api/store/v1/cart/items", json={"sku_id": 2**70, "quantity": 1}, headers=h)
+    assert r.status_code == 422 and [(f["path"], f["code"]) for f in r.json()["fields"]] == [("body.sku_id", "less_than_equal")]
+    r = client.post("/api/store/v1/checkout/preview", json={"items": [{"sku_id": 0, "quantity": 1}], "coupon_ids": [2**64]},
+                    headers=h)
+    assert r.status_code == 422, r.text
+    assert {f["path"] for f in r.json()["fields"]} == {"body.items.0.sku_id", "body.coupon_ids.0"}
+    assert client.get("/api/store/v1/cart", headers=h).json()["items"] == []
+
+
+def test_freight_amounts_beyond_their_columns_are_field_errors(client: TestClient, tenant: Tenant) -> None:
+    """free_threshold beyond the 32-bit column was a 500 on PostgreSQL (found fuzzing POST /freight-templates)."""
+    rule = {"regions": ["*"], "first_units": 1, "first_fee": 800}
+    for body, path in [
+        ({"name": "T", "rules": [rule], "free_threshold": 2**31}, "body.free_threshold"),
+        ({"name": "T", "rules": [{**rule, "first_fee": 2**40}]}, "body.rules.0.first_fee"),
+        ({"name": "T", "rules": [{**rule, "first_units": 2**40}]}, "body.rules.0.first_units"),
+    ]:
+        r = client.post("/api/admin/v1/freight-templates", json=body, headers=tenant.admin_headers)
+        assert r.status_code == 422 and r.json()["fields"][0]["path"] == path, r.text
+    assert client.get("/api/admin/v1/freight-templates", headers=tenant.admin_headers).json() == []

@@ -206,3 +206,16 @@ def test_a_merged_member_reviews_the_orders_of_the_member_folded_into_it(
     r = _post(client, keep, af.line_id(order, sku))
     assert r.status_code == 201, r.text
     assert r.json()["member_id"] == keep_id
+
+
+def test_an_order_line_id_beyond_bigint_is_a_field_error(client: TestClient, tenant: Tenant) -> None:
+    """Was a 500 (SQLite OverflowError, PostgreSQL 'bigint out of range'); found fuzzing POST /reviews."""
+    from tests.conftest import customer_login
+
+    headers = customer_login(client, tenant)
+    r = _post(client, headers, 2**70)
+    assert r.status_code == 422 and [(f["path"], f["code"]) for f in r.json()["fields"]] == [
+        ("body.order_line_id", "less_than_equal")
+    ], r.text
+    r = _post(client, headers, 0)
+    assert r.status_code == 422 and r.json()["fields"][0]["code"] == "greater_than_equal"

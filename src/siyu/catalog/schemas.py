@@ -13,15 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from siyu.kit.bounds import RefId, SortKey
+
 SpecName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
 SpecValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 SkuCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Fen = Annotated[int, Field(ge=0, le=1_000_000_000, description="fen (分)")]
-#: a reference to another row by id: a BIGINT id, so 1 .. 2**63-1 (a larger one was a 500 on SQLite)
-RefId = Annotated[int, Field(ge=1, le=2**63 - 1)]
-#: list order: the column is a 32-bit INTEGER (beyond it was a 500 on PostgreSQL)
-SortKey = Annotated[int, Field(ge=-1_000_000_000, le=1_000_000_000, description="ascending: smaller first")]
 
 ProductStatus = Literal["draft", "on_sale", "off_shelf"]  # PRODUCT_DRAFT, PRODUCT_ON_SALE, PRODUCT_OFF_SHELF
 

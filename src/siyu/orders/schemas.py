@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from siyu.kit.bounds import RefId
+
 MAX_LINE_QUANTITY = 999
 
 
@@ -21,7 +23,7 @@ class Strict(BaseModel):
 
 # -- cart ----------------------------------------------------------------------------------------
 class CartAddIn(Strict):
-    sku_id: int
+    sku_id: RefId
     quantity: int = Field(default=1, description=f"units to add (merged with the cart, total ≤ {MAX_LINE_QUANTITY})")
 
 
@@ -31,7 +33,7 @@ class CartItemUpdate(Strict):
 
 
 class CartSelectIn(Strict):
-    item_ids: list[int] | None = Field(default=None, description="cart item ids; omitted means all items")
+    item_ids: list[RefId] | None = Field(default=None, description="cart item ids; omitted means all items")
     selected: bool = True
 
 
@@ -96,19 +98,25 @@ class AddressOut(BaseModel):
 
 
 # -- freight templates ---------------------------------------------------------------------------
+# amounts and units fit the 32-bit columns they end in (free_threshold, an order's freight_amount):
+# beyond them was a 500 on PostgreSQL (found fuzzing POST /freight-templates)
+_FEN_MAX = 1_000_000_000
+_UNITS_MAX = 1_000_000_000
+
+
 class FreightRule(Strict):
     regions: list[str] = Field(min_length=1, description='province names, or ["*"] for everywhere else')
-    first_units: int = Field(ge=1, description="pieces (count mode) or grams (weight mode) in the first fee")
-    first_fee: int = Field(ge=0, description="fen")
-    extra_units: int = Field(default=1, ge=1, description="each further block of this many units costs extra_fee")
-    extra_fee: int = Field(default=0, ge=0, description="fen")
+    first_units: int = Field(ge=1, le=_UNITS_MAX, description="pieces (count mode) or grams (weight mode) in the first fee")
+    first_fee: int = Field(ge=0, le=_FEN_MAX, description="fen")
+    extra_units: int = Field(default=1, ge=1, le=_UNITS_MAX, description="each further block of this many units costs extra_fee")
+    extra_fee: int = Field(default=0, ge=0, le=_FEN_MAX, description="fen")
 
 
 class FreightTemplateIn(Strict):
     name: str = Field(min_length=1, max_length=64)
     mode: Literal["count", "weight"] = "count"
     rules: list[FreightRule] = Field(min_length=1)
-    free_threshold: int | None = Field(default=None, ge=0, description="free when goods after discounts reach it")
+    free_threshold: int | None = Field(default=None, ge=0, le=_FEN_MAX, description="free when goods after discounts reach it")
     unreachable_regions: list[str] = Field(default_factory=list)
     is_default: bool = False
 
@@ -117,7 +125,7 @@ class FreightTemplateUpdate(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=64)
     mode: Literal["count", "weight"] | None = None
     rules: list[FreightRule] | None = Field(default=None, min_length=1)
-    free_threshold: int | None = Field(default=None, ge=0)
+    free_threshold: int | None = Field(default=None, ge=0, le=_FEN_MAX)
     unreachable_regions: list[str] | None = None
     is_default: bool | None = None
 
@@ -136,7 +144,7 @@ class FreightTemplateOut(BaseModel):
 
 # -- checkout ------------------------------------------------------------------------------------
 class CheckoutItem(Strict):
-    sku_id: int
+    sku_id: RefId
     quantity: int
 
 
@@ -146,8 +154,8 @@ class CheckoutIn(Strict):
     items: list[CheckoutItem] | None = Field(
         default=None, description="explicit items (buy now); omitted means the selected cart items"
     )
-    address_id: int | None = Field(default=None, description="omitted: the member's default address")
-    coupon_ids: list[int] | None = Field(default=None, description="omitted: let the pipeline pick")
+    address_id: RefId | None = Field(default=None, description="omitted: the member's default address")
+    coupon_ids: list[RefId] | None = Field(default=None, description="omitted: let the pipeline pick")
     points_to_use: int = Field(default=0, ge=0)
     remark: str | None = Field(default=None, max_length=200)
     options: dict[str, Any] = Field(

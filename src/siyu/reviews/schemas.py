@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from siyu.kit.bounds import RefId
+
 ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 ReviewStatus = Literal["visible", "hidden"]
 
@@ -15,7 +17,7 @@ MAX_IMAGES = 9
 
 class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    order_line_id: int = Field(gt=0)
+    order_line_id: RefId
     rating: int = Field(ge=1, le=5)
     content: str = Field(default="", max_length=1000)
     images: list[ImageUrl] = Field(default_factory=list, max_length=MAX_IMAGES)

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from siyu.catalog.schemas import ProductCard
+from siyu.kit.bounds import RefId, SortKey
 
 SlotKind = Literal["banner", "ad_slot", "category_nav", "bottom_nav", "account_section", "notice"]
 TargetType = Literal["product", "category", "page", "url", "none"]
@@ -25,7 +26,7 @@ class SlotIn(BaseModel):
         default=None,
         description="product/category: the id; page: a mini-program path such as /pages/x/index; url: http(s)://...",
     )
-    sort: int = Field(default=0, description="ascending: smaller first")
+    sort: SortKey = 0
     starts_at: AwareDatetime | None = Field(default=None, description="shown from (inclusive); with a time zone")
     ends_at: AwareDatetime | None = Field(default=None, description="shown until (exclusive); with a time zone")
     enabled: bool = True
@@ -39,7 +40,7 @@ class SlotUpdate(BaseModel):
     image_url: ImageUrl | None = None
     target_type: TargetType | None = None
     target_value: TargetValue | None = None
-    sort: int | None = None
+    sort: SortKey | None = None
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     enabled: bool | None = None
@@ -62,7 +63,7 @@ class SlotOut(BaseModel):
 
 
 class ReorderIn(BaseModel):
-    ids: list[int] = Field(min_length=1, max_length=500, description="slot ids in their new order (sort = position)")
+    ids: list[RefId] = Field(min_length=1, max_length=500, description="slot ids in their new order (sort = position)")
 
 
 class CategoryRef(BaseModel):
