@@ -156,7 +156,15 @@ def test_a_value_the_database_cannot_hold_is_a_422_problem(engine, settings) -> 
             conn.execute(text("INSERT INTO short_text VALUES (:v)"), {"v": value})
             return {}
 
+    @app.get("/nul")
+    def nul() -> dict[str, object]:
+        with engine.connect() as conn:
+            return {"v": conn.execute(text("SELECT :v"), {"v": "a\x00b"}).scalar()}
+
     with TestClient(app) as c:
+        r = c.get("/nul")
+        if engine.dialect.name == "postgresql":  # SQLite stores it
+            assert r.status_code == 422 and r.json()["code"] == "text_nul_character", r.text
         r = c.get("/number", params={"value": str(2**70)})
         assert r.status_code == 422 and r.json()["code"] == "value_out_of_range" and r.json()["message"] == "数值超出允许范围"
         r = c.get("/number", params={"value": "7"})

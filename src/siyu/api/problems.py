@@ -23,6 +23,7 @@ register_messages(
         "value_out_of_range": (422, "数值超出允许范围", "A number is out of the allowed range"),
         "value_too_long": (422, "内容超出允许长度", "A value is longer than allowed"),
         "invalid_value": (422, "提交的数据不正确", "A submitted value is not valid"),
+        "text_nul_character": (422, "文本不能包含 NUL（\\u0000）字符", "Text cannot contain the NUL (\\u0000) character"),
     }
 )
 
@@ -195,6 +196,8 @@ def install(app: FastAPI) -> None:
     async def _data(request: Request, exc: DataError) -> JSONResponse:
         log.warning("value the database refused: %s", exc.orig, exc_info=exc)
         sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if sqlstate is None and "NUL (0x00)" in str(exc.orig):  # psycopg refuses it before sending
+            return problem_response(request, DomainError("text_nul_character"))
         return problem_response(request, DomainError(_DATA_ERRORS.get(str(sqlstate), "invalid_value")))
 
     # a constraint the service did not check first (or a concurrent request won the race for a
