@@ -220,3 +220,12 @@ def test_every_int_parameter_of_every_route_copy_refuses_a_number_beyond_bigint(
                         raise AssertionError(f"{dependant.path} {field.name} accepts {value}")
                     checked += 1
     assert checked > 300
+
+
+def test_a_services_field_refusal_follows_accept_language_too(client: TestClient, tenant: Tenant) -> None:
+    """Field errors raised by services (rules a schema cannot express) give zh-CN when they have it."""
+    r = client.get("/api/admin/v1/orders", params={"sort": "colour"}, headers=tenant.admin_headers)
+    assert r.status_code == 422 and r.json()["fields"][0]["code"] == "invalid_sort"
+    assert r.json()["fields"][0]["message"].startswith("排序字段应为以下之一：")
+    r = client.get("/api/admin/v1/orders", params={"sort": "colour"}, headers={**tenant.admin_headers, "Accept-Language": "en"})
+    assert r.json()["fields"][0]["message"].startswith("sort by one of: ")

@@ -38,6 +38,7 @@ def test_update_category_and_cycle_refused(client: TestClient, tenant: Tenant) -
     r = client.patch(f"{ADMIN}/categories/{a['id']}", json={"parent_id": b["id"]}, headers=tenant.admin_headers)
     assert r.status_code == 422 and r.json()["fields"][0]["path"] == "body.parent_id"
     assert r.json()["fields"][0]["code"] == "category_cycle"
+    assert r.json()["fields"][0]["message"] == "分类不能放在自己或自己的子分类下"
     assert client.get(f"{ADMIN}/categories/{a['id']}", headers=tenant.admin_headers).json()["parent_id"] is None
 
     r = client.patch(f"{ADMIN}/categories/{b['id']}", json={"parent_id": None}, headers=tenant.admin_headers)

@@ -59,7 +59,7 @@ def problem_response(request: Request, error: DomainError) -> JSONResponse:
         "request_id": request.scope.get("state", {}).get("request_id"),
     }
     if error.fields:
-        body["fields"] = [{"path": f.path, "code": f.code, "message": f.message} for f in error.fields]
+        body["fields"] = [{"path": f.path, "code": f.code, "message": f.text(lang)} for f in error.fields]
     extra = {k: v for k, v in error.params.items() if not k.endswith("_en") and isinstance(v, int | str)}
     if extra:
         body["detail"] = extra

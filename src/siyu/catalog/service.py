@@ -125,7 +125,8 @@ def _check_parent(session: Session, merchant_id: int, category_id: int | None, p
     seen: set[int] = set()
     while cursor is not None and cursor not in seen:
         if cursor == category_id:
-            raise invalid("body.parent_id", "category_cycle", "a category cannot be placed under itself or its descendant")
+            raise invalid("body.parent_id", "category_cycle", "a category cannot be placed under itself or its descendant",
+                          "分类不能放在自己或自己的子分类下")
         seen.add(cursor)
         cursor = parents.get(cursor)
 
@@ -213,7 +214,7 @@ def descendant_ids(session: Session, merchant_id: int, category_id: int) -> list
 
 def _refuse_nulls(fields: dict[str, Any], names: Iterable[str]) -> None:
     errors = [
-        FieldError(f"body.{name}", "null_not_allowed", f"{name} cannot be null")
+        FieldError(f"body.{name}", "null_not_allowed", f"{name} cannot be null", f"{name} 不能为 null")
         for name in names
         if name in fields and fields[name] is None
     ]
@@ -237,11 +238,12 @@ def _sku_errors(
                 f"{path}.specs",
                 "specs_mismatch",
                 f"specs keys must equal the product's spec_names {spec_names} (missing {missing}, unexpected {extra})",
+                f"规格项必须与商品的规格名 {spec_names} 一致（缺少 {missing}，多出 {extra}）",
             )
         )
     if sale_price > list_price:
         errors.append(
-            FieldError(f"{path}.sale_price", "sale_above_list", "sale_price cannot be higher than list_price")
+            FieldError(f"{path}.sale_price", "sale_above_list", "sale_price cannot be higher than list_price", "售价不能高于划线价")
         )
     return errors
 
@@ -291,7 +293,7 @@ def create_product(session: Session, merchant_id: int, data: ProductCreate) -> P
     spec_names = list(data.spec_names)
     errors: list[FieldError] = []
     if len(set(spec_names)) != len(spec_names):
-        errors.append(FieldError("body.spec_names", "duplicate_spec_name", "spec names must be unique"))
+        errors.append(FieldError("body.spec_names", "duplicate_spec_name", "spec names must be unique", "规格名不能重复"))
     seen_codes: dict[str, int] = {}
     seen_specs: dict[tuple[str, ...], int] = {}
     for i, sku in enumerate(data.skus):
@@ -299,13 +301,15 @@ def create_product(session: Session, merchant_id: int, data: ProductCreate) -> P
         errors.extend(_sku_errors(path, spec_names, sku.specs, sku.list_price, sku.sale_price))
         if sku.sku_code in seen_codes:
             errors.append(
-                FieldError(f"{path}.sku_code", "duplicate_sku_code", f"sku_code {sku.sku_code!r} appears twice")
+                FieldError(f"{path}.sku_code", "duplicate_sku_code", f"sku_code {sku.sku_code!r} appears twice",
+                           f"SKU 编码 {sku.sku_code!r} 重复")
             )
         seen_codes.setdefault(sku.sku_code, i)
         key = _spec_key(spec_names, sku.specs)
         if sku.active and key in seen_specs:
             errors.append(
-                FieldError(f"{path}.specs", "duplicate_specs", f"the same specs as skus.{seen_specs[key]}")
+                FieldError(f"{path}.specs", "duplicate_specs", f"the same specs as skus.{seen_specs[key]}",
+                           f"与 skus.{seen_specs[key]} 的规格相同")
             )
         if sku.active:
             seen_specs.setdefault(key, i)
@@ -383,7 +387,7 @@ def _check_unique_specs(
     key = _spec_key(product.spec_names, specs)
     for other in repo.skus_of(session, merchant_id, [product.id], active_only=True):
         if other.id != excluding and _spec_key(product.spec_names, other.specs) == key:
-            raise invalid("body.specs", "duplicate_specs", f"SKU {other.id} already has these specs")
+            raise invalid("body.specs", "duplicate_specs", f"SKU {other.id} already has these specs", f"SKU {other.id} 已是这组规格")
 
 
 def add_sku(session: Session, merchant_id: int, product_id: int, data: SkuIn) -> Sku:
@@ -475,7 +479,7 @@ def adjust_stock(
     sku = get_sku(session, merchant_id, sku_id)
     if mode == "set":
         if quantity < 0:
-            raise invalid("body.quantity", "negative_stock", "stock cannot be set below 0")
+            raise invalid("body.quantity", "negative_stock", "stock cannot be set below 0", "库存不能小于 0")
         before = repo.lock_stock(session, merchant_id, sku_id)
         if before is None:
             raise not_found("商品规格", "SKU")
@@ -488,7 +492,7 @@ def adjust_stock(
             raise DomainError("stock_would_go_negative", sku_id=sku_id, stock=sku.stock, delta=quantity)
         after, before = new, new - quantity
     else:
-        raise invalid("body.mode", "invalid_mode", "mode must be 'set' or 'delta'")
+        raise invalid("body.mode", "invalid_mode", "mode must be 'set' or 'delta'", "mode 应为 set 或 delta")
     audit.record(
         session,
         merchant_id,

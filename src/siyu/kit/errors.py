@@ -36,9 +36,16 @@ def catalogue() -> dict[str, Message]:
 
 @dataclass
 class FieldError:
+    """One field's refusal: ``message`` in English, ``message_zh`` in zh-CN (when a service gives
+    one; the 422 problem picks by ``Accept-Language`` and falls back to ``message``)."""
+
     path: str
     code: str
     message: str
+    message_zh: str | None = None
+
+    def text(self, lang: str) -> str:
+        return self.message if lang == "en" or not self.message_zh else self.message_zh
 
 
 @dataclass
@@ -109,6 +116,7 @@ def not_found(resource_zh: str, resource_en: str) -> DomainError:
     return DomainError("not_found", resource=resource_zh, resource_en=resource_en)
 
 
-def invalid(path: str, code: str, message: str) -> DomainError:
-    """A 422 validation error on one field, raised by services for rules a schema cannot express."""
-    return DomainError("validation_error", fields=[FieldError(path, code, message)])
+def invalid(path: str, code: str, message: str, zh: str | None = None) -> DomainError:
+    """A 422 validation error on one field, raised by services for rules a schema cannot express;
+    ``message`` in English, ``zh`` in zh-CN."""
+    return DomainError("validation_error", fields=[FieldError(path, code, message, zh)])

@@ -48,7 +48,14 @@ def apply_sort(stmt: Select[Any], sort: str | None, allowed: dict[str, Any], def
     if column is None:
         raise DomainError(
             "validation_error",
-            fields=[FieldError("sort", "invalid_sort", f"sort by one of: {', '.join(sorted(allowed))}")],
+            fields=[
+                FieldError(
+                    "sort",
+                    "invalid_sort",
+                    f"sort by one of: {', '.join(sorted(allowed))}",
+                    f"排序字段应为以下之一：{', '.join(sorted(allowed))}",
+                )
+            ],
         )
     return stmt.order_by(column.desc() if desc else column.asc(), default)
 

@@ -114,7 +114,8 @@ SYSTEM: Actor = ("system", None)
 
 def check_quantity(path: str, quantity: int) -> None:
     if quantity <= 0 or quantity > MAX_LINE_QUANTITY:
-        raise invalid(path, "quantity_out_of_range", f"quantity must be between 1 and {MAX_LINE_QUANTITY}")
+        raise invalid(path, "quantity_out_of_range", f"quantity must be between 1 and {MAX_LINE_QUANTITY}",
+                      f"数量应在 1 到 {MAX_LINE_QUANTITY} 之间")
 
 
 def spec_text(product: Product, sku: Sku) -> str:
@@ -279,7 +280,7 @@ def update_address(
     make_default = changes.pop("is_default", None)
     for key, value in changes.items():
         if value is None and key != "postal_code":
-            raise invalid(key, "required", f"{key} cannot be null")
+            raise invalid(key, "required", f"{key} cannot be null", f"{key} 不能为 null")
         setattr(address, key, value)
     if make_default:
         address.is_default = True
@@ -328,9 +329,9 @@ def _check_template(mode: str, rules: list[dict[str, Any]]) -> None:
     for i, rule in enumerate(rules):
         for region in rule["regions"]:
             if not region.strip():
-                raise invalid(f"rules.{i}.regions", "region_empty", "region names cannot be empty")
+                raise invalid(f"rules.{i}.regions", "region_empty", "region names cannot be empty", "地区名不能为空")
             if region in seen:
-                raise invalid(f"rules.{i}.regions", "region_duplicate", f"{region} appears in two rules")
+                raise invalid(f"rules.{i}.regions", "region_duplicate", f"{region} appears in two rules", f"{region} 出现在两条规则中")
             seen.add(region)
 
 
@@ -363,7 +364,7 @@ def update_freight_template(
     changes = data.model_dump(exclude_unset=True)
     for key in ("name", "mode", "rules", "unreachable_regions", "is_default"):
         if key in changes and changes[key] is None:
-            raise invalid(key, "required", f"{key} cannot be null")
+            raise invalid(key, "required", f"{key} cannot be null", f"{key} 不能为 null")
     _check_template(changes.get("mode", template.mode), changes.get("rules", template.rules))
     for key, value in changes.items():
         setattr(template, key, value)
@@ -535,9 +536,9 @@ def ship(
     """Paid → shipped with one shipment for the whole order; schedules the auto-completion."""
     carrier, tracking_no = carrier.strip(), tracking_no.strip()
     if not carrier:
-        raise invalid("carrier", "required", "carrier is required")
+        raise invalid("carrier", "required", "carrier is required", "请填写快递公司")
     if not tracking_no:
-        raise invalid("tracking_no", "required", "tracking_no is required")
+        raise invalid("tracking_no", "required", "tracking_no is required", "请填写快递单号")
     order = _locked_order(session, merchant_id, order_id)
     run_ship_guards(session, order)  # an activity may hold its orders back (a group buy before success)
     _transition(session, order, SHIPPED, "shipped", actor, {"carrier": carrier, "tracking_no": tracking_no})
