@@ -24,8 +24,9 @@ from typing import Any
 import annotated_types
 from fastapi.routing import APIRoute
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
+from siyu.kit.bounds import INT64_MAX, INT64_MIN
+
+__all__ = ["INT64_MAX", "INT64_MIN", "bound_int_params"]
 
 
 def _is_int(annotation: Any) -> bool:
