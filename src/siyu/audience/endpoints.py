@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Request, status
+from fastapi import APIRouter, Body, Depends, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -49,7 +49,9 @@ def lifecycle(session: DbSession, p: StaffPrincipal = Depends(require("audience:
 
 @admin.get("/audience/lifecycle/history", response_model=list[StageDayOut])
 def lifecycle_history(
-    session: DbSession, days: int = 30, p: StaffPrincipal = Depends(require("audience:read"))
+    session: DbSession,
+    days: int = Query(30, ge=1, le=3660, description="how many days back (at most ten years)"),
+    p: StaffPrincipal = Depends(require("audience:read")),
 ) -> list[StageDayOut]:
     since = (utcnow() - dt.timedelta(days=days)).date()
     return [StageDayOut(day=r.day, stage=r.stage, members=r.members) for r in repo.stage_history(session, p.merchant_id, since)]
@@ -195,7 +197,12 @@ def segment_changes(
                 page=params.page, page_size=params.page_size)
 
 
-@admin.get("/segments/{segment_id}/export.csv", summary="The segment's members as CSV")
+@admin.get(
+    "/segments/{segment_id}/export.csv",
+    summary="The segment's members as CSV",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "UTF-8 CSV with a header row"}},
+)
 def export_segment(
     segment_id: int, request: Request, session: DbSession, p: StaffPrincipal = Depends(require("audience:read"))
 ) -> StreamingResponse:

@@ -112,9 +112,12 @@ class RewardOut(BaseModel):
     created_at: dt.datetime
 
 
+Rank = Annotated[int, Field(ge=-1_000_000, le=1_000_000, description="higher ranks above lower ones")]
+
+
 class LevelIn(Strict):
     name: str = Field(min_length=1, max_length=32)
-    rank: int = 0
+    rank: Rank = 0
     tier1_rate_bp: int = Field(description="commission on direct sales, basis points (1000 = 10%)")
     tier2_rate_bp: int = Field(default=0, description="commission on the sales of invited distributors")
     is_default: bool = False
@@ -122,7 +125,7 @@ class LevelIn(Strict):
 
 class LevelUpdate(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=32)
-    rank: int | None = None
+    rank: Rank | None = None
     tier1_rate_bp: int | None = None
     tier2_rate_bp: int | None = None
     is_default: bool | None = None

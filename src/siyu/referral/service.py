@@ -163,6 +163,9 @@ register_messages(
         "distributor_level_required": (
             422, "请先创建分销员等级", "Create a distributor level first",
         ),
+        "distributor_level_name_taken": (
+            409, "已有同名的分销员等级：{name}", "A distributor level is already named {name}",
+        ),
         "commission_rate_invalid": (
             422, "佣金比例必须在 0% 到 100% 之间", "Commission rates must be between 0% and 100% (0-10000 bp)",
         ),
@@ -623,15 +626,21 @@ def _check_rate(*rates: int | None) -> None:
             raise DomainError("commission_rate_invalid")
 
 
-def create_level(session: Session, merchant_id: int, data: LevelIn, *, actor: Actor) -> DistributorLevel:
-    _check_rate(data.tier1_rate_bp, data.tier2_rate_bp)
-    row = DistributorLevel(merchant_id=merchant_id, **data.model_dump())
-    session.add(row)
+def _flush_level(session: Session, name: str) -> None:
+    """Write the level; a name another level of the merchant holds (checked by the unique key,
+    so two parallel writes cannot both pass) is ``distributor_level_name_taken``."""
     try:
         with session.begin_nested():
             session.flush()
     except IntegrityError as exc:
-        raise DomainError("conflict") from exc
+        raise DomainError("distributor_level_name_taken", name=name) from exc
+
+
+def create_level(session: Session, merchant_id: int, data: LevelIn, *, actor: Actor) -> DistributorLevel:
+    _check_rate(data.tier1_rate_bp, data.tier2_rate_bp)
+    row = DistributorLevel(merchant_id=merchant_id, **data.model_dump())
+    session.add(row)
+    _flush_level(session, data.name)
     audit.record(session, merchant_id, "distributor_level", row.id, "created", actor=actor, data=data.model_dump())
     return row
 
@@ -645,7 +654,7 @@ def update_level(session: Session, merchant_id: int, level_id: int, data: LevelU
     for k, v in changes.items():
         if v is not None:
             setattr(row, k, v)
-    session.flush()
+    _flush_level(session, row.name)
     audit.record(session, merchant_id, "distributor_level", row.id, "updated", actor=actor, data=changes)
     return row
 
