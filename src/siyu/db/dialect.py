@@ -266,7 +266,6 @@ def insert_ignore_rows(
     return list(session.execute(stmt, {"rows": doc}).scalars())
 
 
-_TAKE_MANY: dict[tuple[str, str, str], str] = {}
 
 
 def run_sql_pg(session: Session, sql: str, params: dict[str, Any]) -> Any:
@@ -279,6 +278,11 @@ def run_sql_pg(session: Session, sql: str, params: dict[str, Any]) -> Any:
     Python cost of a short statement); the engine's cursor events still fire, so statement
     counters and logs see it. The SQL is translated to the driver's ``%(name)s`` style once.
     """
+    return session.connection().exec_driver_sql(driver_style(sql), params)
+
+
+def driver_style(sql: str) -> str:
+    """``text()``-style SQL (``:name``, ``\\:`` for a literal colon) in psycopg's ``%(name)s`` style (cached)."""
     driver_sql = _DRIVER_SQL.get(sql)
     if driver_sql is None:
         import re
@@ -286,7 +290,7 @@ def run_sql_pg(session: Session, sql: str, params: dict[str, Any]) -> Any:
         escaped = sql.replace("%", "%%")
         driver_sql = re.sub(r"(?<![:\\\w]):(\w+)", r"%(\1)s", escaped).replace("\\:", ":")
         _DRIVER_SQL[sql] = driver_sql
-    return session.connection().exec_driver_sql(driver_sql, params)
+    return driver_sql
 
 
 _DRIVER_SQL: dict[str, str] = {}
@@ -323,26 +327,8 @@ def take_many(
     if not ids:
         return set()
     if is_postgres(session):
-        key = (table.name, column, touch or "")
-        stmt = _TAKE_MANY.get(key)
-        if stmt is None:
-            sets = f"{column} = {table.name}.{column} - v.amount" + (
-                f", {touch} = CAST(:touched AS TIMESTAMPTZ)" if touch else ""
-            )
-            stmt = _TAKE_MANY[key] = (
-                f"WITH locked AS MATERIALIZED (SELECT id FROM {table.name} WHERE merchant_id = :merchant_id "
-                f"AND id = ANY(CAST(:ids AS BIGINT[])) ORDER BY id FOR UPDATE) "
-                f"UPDATE {table.name} SET {sets} "
-                f"FROM locked JOIN unnest(CAST(:ids AS BIGINT[]), CAST(:amounts AS BIGINT[])) AS v(id, amount) "
-                f"ON v.id = locked.id "
-                f"WHERE {table.name}.merchant_id = :merchant_id AND {table.name}.id = v.id "
-                f"AND {table.name}.{column} >= v.amount RETURNING {table.name}.id"
-            )
-        params = {
-            "merchant_id": merchant_id, "ids": int_array_text(ids), "amounts": int_array_text(amounts[i] for i in ids),
-            "touched": now,
-        }
-        result = run_sql_pg(session, stmt, params)  # plain SQL, plain values: the driver-level path
+        stmt = _take_sql(table, column, touch, conditional=True)
+        result = run_sql_pg(session, stmt, _take_params(merchant_id, amounts, now))  # plain SQL, plain values
         return {int(row[0]) for row in result}
     done: set[int] = set()
     col = table.c[column]
@@ -399,29 +385,39 @@ def take_many_at_commit(
 
     if not is_postgres(session) or not amounts:
         return False
-    ids = sorted(amounts)
-    key = (table.name, column, touch or "")
-    sql = _TAKE_AT_COMMIT.get(key)
-    if sql is None:
-        sets = f"{column} = {table.name}.{column} - v.amount" + (
-            f", {touch} = CAST(%(touched)s AS TIMESTAMPTZ)" if touch else ""
-        )
-        sql = _TAKE_AT_COMMIT[key] = (
-            f"WITH locked AS MATERIALIZED (SELECT id FROM {table.name} WHERE merchant_id = %(merchant_id)s "
-            f"AND id = ANY(CAST(%(ids)s AS BIGINT[])) ORDER BY id FOR UPDATE) "
-            f"UPDATE {table.name} SET {sets} "
-            f"FROM locked JOIN unnest(CAST(%(ids)s AS BIGINT[]), CAST(%(amounts)s AS BIGINT[])) AS v(id, amount) "
-            f"ON v.id = locked.id WHERE {table.name}.merchant_id = %(merchant_id)s AND {table.name}.id = v.id"
-        )
-    params = {
-        "merchant_id": merchant_id, "ids": int_array_text(ids), "amounts": int_array_text(amounts[i] for i in ids),
-        "touched": utcnow(),
-    }
-    final_write.defer(session, sql, params, refused)
+    sql = driver_style(_take_sql(table, column, touch, conditional=False))
+    final_write.defer(session, sql, _take_params(merchant_id, amounts, utcnow()), refused)
     return True
 
 
-_TAKE_AT_COMMIT: dict[tuple[str, str, str], str] = {}
+def _take_sql(table: Table, column: str, touch: str | None, *, conditional: bool) -> str:
+    """PostgreSQL: lock the rows in id order (a materialised CTE, whatever join the planner picks),
+    then ``column -= amount``; ``conditional``: only rows that cover it, returning their ids."""
+    key = (table.name, column, touch or "", conditional)
+    sql = _TAKE_SQL.get(key)
+    if sql is None:
+        t = table.name
+        sets = f"{column} = {t}.{column} - v.amount" + (f", {touch} = CAST(:touched AS TIMESTAMPTZ)" if touch else "")
+        sql = _TAKE_SQL[key] = (
+            f"WITH locked AS MATERIALIZED (SELECT id FROM {t} WHERE merchant_id = :merchant_id "
+            f"AND id = ANY(CAST(:ids AS BIGINT[])) ORDER BY id FOR UPDATE) "
+            f"UPDATE {t} SET {sets} "
+            f"FROM locked JOIN unnest(CAST(:ids AS BIGINT[]), CAST(:amounts AS BIGINT[])) AS v(id, amount) "
+            f"ON v.id = locked.id WHERE {t}.merchant_id = :merchant_id AND {t}.id = v.id"
+            + (f" AND {t}.{column} >= v.amount RETURNING {t}.id" if conditional else "")
+        )
+    return sql
+
+
+def _take_params(merchant_id: int, amounts: dict[int, int], now: Any) -> dict[str, Any]:
+    ids = sorted(amounts)
+    return {
+        "merchant_id": merchant_id, "ids": int_array_text(ids), "amounts": int_array_text(amounts[i] for i in ids),
+        "touched": now,
+    }
+
+
+_TAKE_SQL: dict[tuple[str, str, str, bool], str] = {}
 
 
 def is_check_violation(error: BaseException, constraint_suffix: str) -> bool:

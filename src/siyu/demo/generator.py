@@ -180,7 +180,7 @@ def generate(
     result.events = int(e["name"].shape[0])
     lap("events")
 
-    rebuild_member_stats(factory, merchant_id, [int(x) for x in member_ids], now=now)
+    rebuild_member_stats(factory, merchant_id, now=now, log=say)
     lap("stats")
     analyze(factory)
     lap("analyze")
@@ -200,20 +200,29 @@ def analyze(factory: sessionmaker[Session]) -> None:
 
 
 def rebuild_member_stats(
-    factory: sessionmaker[Session], merchant_id: int, member_ids: list[int], *, now: dt.datetime
+    factory: sessionmaker[Session], merchant_id: int, *, now: dt.datetime, log: Callable[[str], None] | None = None
 ) -> None:
-    """Member statistics from the stored orders and events, with the audience module's own code.
+    """Member statistics from the stored orders and events, with the audience module's own code:
+    every member's row and order columns (``rebuild_stats`` for the whole merchant: set-based,
+    by ranges of members), the activity counters, the stages, then RFM. ``log`` gets each
+    step's time.
 
-    Two transactions: ``db.dialect.bulk_update`` keeps its temporary table until commit, so two
-    bulk updates of ``member_stats`` with different columns cannot share one transaction.
+    Two transactions: ``db.dialect.bulk_update`` (RFM) keeps its temporary table until commit.
     """
+    say = log or (lambda _msg: None)
     with unit_of_work(factory) as session:
-        audience_repo.backfill_rows(session, merchant_id)
-        audience_repo.rebuild_stats(session, merchant_id, member_ids)
-        audience_repo.rebuild_activity(session, merchant_id)
-        audience_service.recompute_lifecycle(session, merchant_id, now=now)
+        for name, step in (
+            ("order stats", lambda: audience_repo.rebuild_stats(session, merchant_id, None)),
+            ("activity", lambda: audience_repo.rebuild_activity(session, merchant_id)),
+            ("lifecycle", lambda: audience_service.recompute_lifecycle(session, merchant_id, now=now)),
+        ):
+            started = time.perf_counter()
+            step()
+            say(f"  {name}: {time.perf_counter() - started:.1f} s")
+    started = time.perf_counter()
     with unit_of_work(factory) as session:
         scoring.recompute_rfm(session, merchant_id, now)
+    say(f"  rfm: {time.perf_counter() - started:.1f} s")
 
 
 # -- drawing ---------------------------------------------------------------------------------
