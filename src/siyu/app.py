@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,6 +38,18 @@ Money is integer fen (分).
 """
 
 
+def freeze_startup_objects() -> None:
+    """Move everything alive after start-up (modules, the app, its routes and schemas: about
+    300,000 objects) out of the garbage collector's reach (``gc.freeze``).
+
+    A full collection walks every tracked object and holds the GIL while it does: about 120 ms
+    here, during which every request in the process waits. Under 32 checkout clients those
+    pauses were the p99 (323-536 ms against a p50 of 57 ms); with the start-up objects frozen,
+    143-144 ms, back to back (bench_checkout.py). They are never freed anyway."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None, *, worker_in_process: bool = False) -> FastAPI:
     settings = settings or get_settings()
     import_all_models()
@@ -49,6 +62,8 @@ def create_app(settings: Settings | None = None, *, worker_in_process: bool = Fa
         commit_in_endpoint_threads(app.routes)  # here: every route is known, added late or not
         bound_int_params(app.routes)  # ids beyond BIGINT are a 422, not a database error
         install_static_route_index(app)
+        if settings.env != "test":  # a test suite starts hundreds of apps: nothing of theirs may be frozen
+            freeze_startup_objects()
         runner = None
         if worker_in_process:
             from siyu.worker.runner import BackgroundWorker
