@@ -45,9 +45,14 @@ def freeze_startup_objects() -> None:
     A full collection walks every tracked object and holds the GIL while it does: about 120 ms
     here, during which every request in the process waits. Under 32 checkout clients those
     pauses were the p99 (323-536 ms against a p50 of 57 ms); with the start-up objects frozen,
-    143-144 ms, back to back (bench_checkout.py). They are never freed anyway."""
+    143-144 ms, back to back (bench_checkout.py). They are never freed anyway.
+
+    The young generation is also collected less often (every 10,000 net allocations instead
+    of 700: a submit allocates thousands): 4 % less API CPU per order, p99 130-133 ms against
+    137-139 ms, back to back."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def create_app(settings: Settings | None = None, *, worker_in_process: bool = False) -> FastAPI:
