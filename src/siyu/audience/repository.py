@@ -57,15 +57,32 @@ def stats_row(session: Session, merchant_id: int, member_id: int) -> MemberStats
 def ensure_rows(session: Session, merchant_id: int, member_ids: Collection[int]) -> None:
     """Create the missing stats rows of these members (idempotent, safe under concurrency).
 
-    One ``INSERT ... SELECT FROM members ... WHERE NOT EXISTS ... ON CONFLICT DO NOTHING`` per
-    10,000 ids: the rows that exist cost an index probe and no write, and no round trip brings
-    ids back to Python. Only members of the merchant get a row (an id that is not one is
-    ignored)."""
+    The hot path (every event batch, payment and tag names its members): one index lookup of
+    the rows that exist, then, only for members without one, an ``INSERT ... SELECT FROM
+    members ... ON CONFLICT DO NOTHING``. Only members of the merchant get a row.
+
+    Not one anti-join over the whole list: with statistics taken before a bulk load, PostgreSQL
+    planned that as a nested loop that filtered the merchant's every stats row per member (89 s
+    for 500 ids among 20,000 members in the events bench)."""
     if not member_ids:
         return
-    ids = sorted(member_ids)
+    ids = sorted(set(member_ids))
     for start in range(0, len(ids), _ID_CHUNK):
-        _insert_missing_rows(session, merchant_id, _in_list(session, ids[start : start + _ID_CHUNK]))
+        chunk = ids[start : start + _ID_CHUNK]
+        existing = set(
+            session.scalars(
+                select(MemberStats.member_id).where(
+                    MemberStats.merchant_id == merchant_id, in_ints(session, MemberStats.member_id, chunk)
+                )
+            )
+        )
+        missing = [member_id for member_id in chunk if member_id not in existing]
+        if missing:
+            _insert_missing_rows(session, merchant_id, _in_ints_of(session, missing))
+
+
+def _in_ints_of(session: Session, ids: list[int]) -> Callable[[Any], ColumnElement[bool]]:
+    return lambda column: in_ints(session, column, ids)
 
 
 # Ids per statement of a given list: one PostgreSQL array parameter, or one expanding IN on
