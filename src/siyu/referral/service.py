@@ -1505,11 +1505,9 @@ def cancel_payout(
     w = _payout_to_cancel(session, merchant_id, withdrawal_id)  # again, under the row lock
     if w.status == WD_FAILED:
         return w
-    reason = (note or "打款已撤销 / payout cancelled by finance")[:200]
+    reason = _cancel_reason(note)
     if w.provider_state != CANCELING:  # the first call of parallel or retried ones
-        audit.record(session, merchant_id, "withdrawal", w.id, "cancel_requested", from_state=WD_APPROVED,
-                     to_state=WD_APPROVED, actor=actor,
-                     data={"note": note, "provider_state": w.provider_state, "answer": result.state})
+        _audit_cancel_request(session, merchant_id, w, note, result.state, actor=actor)
     if result.status == "failed":
         if not result.detail:
             result = replace(result, detail=reason)
@@ -1540,22 +1538,40 @@ def _cancel_unsent(session: Session, merchant_id: int, withdrawal_id: int, note:
     w = _payout_to_cancel(session, merchant_id, withdrawal_id)
     if w.status == WD_FAILED:
         return w
-    audit.record(session, merchant_id, "withdrawal", w.id, "cancel_requested", from_state=WD_APPROVED,
-                 to_state=WD_APPROVED, actor=actor, data={"note": note, "provider_state": w.provider_state,
-                                                          "answer": "NOT_FOUND"})
-    result = payout.PayoutResult(status="failed", detail=(note or "打款已撤销 / payout cancelled by finance")[:200])
+    _audit_cancel_request(session, merchant_id, w, note, "NOT_FOUND", actor=actor)
+    result = payout.PayoutResult(status="failed", detail=_cancel_reason(note))
     return fail_withdrawal(session, merchant_id, w.id, result, source="admin_cancel")
 
 
-def _payout_to_cancel(session: Session, merchant_id: int, withdrawal_id: int) -> Withdrawal:
-    """The withdrawal, locked, if finance may cancel its payout now (or it is failed already)."""
+def _cancel_reason(note: str | None) -> str:
+    return (note or "打款已撤销 / payout cancelled by finance")[:200]
+
+
+def _audit_cancel_request(
+    session: Session, merchant_id: int, w: Withdrawal, note: str | None, answer: str | None, *, actor: Actor
+) -> None:
+    audit.record(session, merchant_id, "withdrawal", w.id, "cancel_requested", from_state=WD_APPROVED,
+                 to_state=WD_APPROVED, actor=actor,
+                 data={"note": note, "provider_state": w.provider_state, "answer": answer})
+
+
+def _payout_locked(session: Session, merchant_id: int, withdrawal_id: int, *, paid: str, not_in_payout: str) -> Withdrawal:
+    """The withdrawal, locked, if its payout is approved or failed already; ``paid`` and
+    ``not_in_payout`` are the codes the caller refuses the other states with."""
     w = repo.withdrawal(session, merchant_id, withdrawal_id, lock=True)
     if w is None:
         raise not_found("提现申请", "Withdrawal")
     if w.status == WD_PAID:
-        raise DomainError("withdrawal_payout_cancel_too_late")
+        raise DomainError(paid)
     if w.status not in (WD_APPROVED, WD_FAILED):
-        raise DomainError("withdrawal_not_cancellable", status=w.status)
+        raise DomainError(not_in_payout, status=w.status)
+    return w
+
+
+def _payout_to_cancel(session: Session, merchant_id: int, withdrawal_id: int) -> Withdrawal:
+    """The withdrawal, locked, if finance may cancel its payout now (or it is failed already)."""
+    w = _payout_locked(session, merchant_id, withdrawal_id, paid="withdrawal_payout_cancel_too_late",
+                       not_in_payout="withdrawal_not_cancellable")
     if w.status == WD_APPROVED and repo.payout_send_live(session, merchant_id, w.id):
         raise DomainError("withdrawal_payout_sending")
     return w
@@ -1563,13 +1579,8 @@ def _payout_to_cancel(session: Session, merchant_id: int, withdrawal_id: int) ->
 
 def _payout_to_fail(session: Session, merchant_id: int, withdrawal_id: int) -> Withdrawal:
     """The withdrawal, locked, if finance may fail it now (or it is failed already)."""
-    w = repo.withdrawal(session, merchant_id, withdrawal_id, lock=True)
-    if w is None:
-        raise not_found("提现申请", "Withdrawal")
-    if w.status == WD_PAID:
-        raise DomainError("withdrawal_already_paid")
-    if w.status not in (WD_APPROVED, WD_FAILED):
-        raise DomainError("withdrawal_not_in_payout", status=w.status)
+    w = _payout_locked(session, merchant_id, withdrawal_id, paid="withdrawal_already_paid",
+                       not_in_payout="withdrawal_not_in_payout")
     if w.status == WD_APPROVED and repo.payout_job_live(session, merchant_id, w.id):
         raise DomainError("withdrawal_payout_in_flight", state=w.provider_state or "queued")
     return w
