@@ -39,9 +39,7 @@ def reserve(session: Session, merchant_id: int, quantities: Mapping[int, int]) -
     in id order, each decremented only if it covers its quantity); the first SKU in id order
     that could not is reported, as the per-SKU loop reported it.
     """
-    wanted = dict(quantities)
-    if any(qty <= 0 for qty in wanted.values()):
-        raise ValueError("quantities must be positive")
+    wanted = _positive(quantities)
     taken = take_many(session, SKUS, "stock", merchant_id, wanted, touch="updated_at")
     if len(taken) != len(wanted):
         sku_id = min(set(wanted) - taken)
@@ -55,9 +53,7 @@ def reserve_at_commit(session: Session, merchant_id: int, quantities: Mapping[in
     raises ``insufficient_stock`` from there. On SQLite it is ``reserve``, at once.
 
     Nothing after it in the transaction may rely on the stock being taken."""
-    wanted = dict(quantities)
-    if any(qty <= 0 for qty in wanted.values()):
-        raise ValueError("quantities must be positive")
+    wanted = _positive(quantities)
 
     def refused(s: Session, error: BaseException) -> BaseException | None:
         if not is_check_violation(error, "stock_nonneg"):
@@ -68,6 +64,13 @@ def reserve_at_commit(session: Session, merchant_id: int, quantities: Mapping[in
 
     if not take_many_at_commit(session, SKUS, "stock", merchant_id, wanted, touch="updated_at", refused=refused):
         reserve(session, merchant_id, wanted)
+
+
+def _positive(quantities: Mapping[int, int]) -> dict[int, int]:
+    wanted = dict(quantities)
+    if any(qty <= 0 for qty in wanted.values()):
+        raise ValueError("quantities must be positive")
+    return wanted
 
 
 def release(session: Session, merchant_id: int, quantities: Mapping[int, int]) -> None:
