@@ -144,6 +144,10 @@ def worker(
     _setup_logging()
     settings = get_settings()
     w = Worker(_factory(settings), settings, redis=redisconn.connect(settings.redis_url))
+    if not once:
+        from siyu.kit.gc_tuning import freeze_startup_objects
+
+        freeze_startup_objects()  # every handler is imported by now
     if once:
         typer.echo(f"ran {w.drain()} jobs")
         return

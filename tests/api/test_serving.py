@@ -133,3 +133,29 @@ def test_a_started_app_freezes_its_start_up_objects_out_of_the_collectors_reach(
     assert out.returncode == 0, out.stderr[-2000:]
     before, after = map(int, out.stdout.split())
     assert before == 0 and after > 100_000
+
+
+def test_the_worker_freezes_its_start_up_objects_once_its_handlers_are_imported(tmp_path: Path) -> None:
+    """``siyu worker`` (the polling loop, not ``--once``) freezes what start-up loaded, like the
+    API processes: the loop's first sleep stops it here and prints the frozen count."""
+    script = (
+        "import gc, sys, time\n"
+        "from typer.testing import CliRunner\n"
+        "from siyu.cli import app\n"
+        "before = gc.get_freeze_count()\n"
+        "def stop(_seconds):\n"
+        "    print(before, gc.get_freeze_count(), file=sys.__stdout__, flush=True)\n"
+        "    raise SystemExit(0)\n"
+        "time.sleep = stop\n"
+        "runner = CliRunner()\n"
+        "runner.invoke(app, ['db', 'upgrade'])\n"
+        "result = runner.invoke(app, ['worker'])\n"
+        "print(result.output, end='')\n"
+    )
+    env = {**os.environ, "SIYU_DATA_DIR": str(tmp_path), "SIYU_DATABASE_URL": "", "SIYU_REDIS_URL": "",
+           "SIYU_ENV": "production"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = map(int, out.stdout.split()[:2])
+    assert before == 0 and after > 50_000
+    assert "polling every" in out.stdout
