@@ -22,6 +22,7 @@ from siyu.config import Settings, get_settings
 from siyu.db.engine import make_engine
 from siyu.db.session import make_session_factory
 from siyu.kit import redisconn
+from siyu.kit.cache_bus import CacheBus
 from siyu.kit.crypto import SecretBox
 from siyu.kit.gc_tuning import freeze_startup_objects
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, *, worker_in_process: bool = Fa
         install_static_route_index(app)
         if settings.env != "test":  # a test suite starts hundreds of apps: nothing of theirs may be frozen
             freeze_startup_objects()
+        bus = CacheBus(app.state.redis).start() if app.state.redis is not None else None
         runner = None
         if worker_in_process:
             from siyu.worker.runner import BackgroundWorker
@@ -63,6 +65,8 @@ def create_app(settings: Settings | None = None, *, worker_in_process: bool = Fa
         finally:
             if runner is not None:
                 runner.stop()
+            if bus is not None:
+                bus.stop()
             engine.dispose()
 
     app = FastAPI(

@@ -143,7 +143,12 @@ def worker(
 
     _setup_logging()
     settings = get_settings()
-    w = Worker(_factory(settings), settings, redis=redisconn.connect(settings.redis_url))
+    redis_client = redisconn.connect(settings.redis_url)
+    w = Worker(_factory(settings), settings, redis=redis_client)
+    if redis_client is not None and not once:
+        from siyu.kit.cache_bus import CacheBus
+
+        CacheBus(redis_client).start()  # the worker's own token or item changes reach the API processes
     if not once:
         from siyu.kit.gc_tuning import freeze_startup_objects
 

@@ -11,8 +11,10 @@ rows that almost never change. ``LocalCache`` keeps such rows in memory for ``tt
   ORM ``UPDATE``/``DELETE`` on one), and the whole cache is dropped when that transaction ends.
   A read that raced such a change is not stored: ``put`` takes the ``generation()`` read before
   the database was asked and stores nothing if a drop happened since;
-- **stale for at most ``ttl``** for changes made by other processes (API replicas, workers) or by
-  raw SQL. Callers state what that bound means for them.
+- **other processes drop theirs too** when Redis is configured: the drop is announced on a
+  Redis channel that every API process and worker listens to (``kit.cache_bus``);
+- **stale for at most ``ttl``** for changes made by other processes without Redis (or while it
+  is unreachable), or by raw SQL. Callers state what that bound means for them.
 
 Values should be immutable or detached copies: they are shared between threads.
 """
@@ -28,6 +30,8 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
+
+from siyu.kit import cache_bus
 
 V = TypeVar("V")
 
@@ -63,12 +67,14 @@ class LocalCache(Generic[V]):
             self._listeners.append(("do_orm_execute", self._do_orm_execute))
         for name_, fn in self._listeners:
             event.listen(Session, name_, fn)
+        cache_bus.register(name, self.clear)
 
     def close(self) -> None:
         """Stop listening to sessions (for caches that do not live as long as the process)."""
         for name_, fn in self._listeners:
             event.remove(Session, name_, fn)
         self._listeners = []
+        cache_bus.unregister(self.name, self.clear)
         self.clear()
 
     def generation(self) -> int:
@@ -137,3 +143,4 @@ class LocalCache(Generic[V]):
         # The root transaction ended (committed or rolled back; dropping on a rollback is merely early).
         if transaction.parent is None and session.info.pop(self._dirty_key, False):
             self.clear()
+            cache_bus.announce(self.name)

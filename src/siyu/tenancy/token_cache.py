@@ -16,7 +16,10 @@ Revocation (``kit.local_cache`` does the bookkeeping):
   disabled, or an ORM ``UPDATE auth_tokens ...`` such as the privacy deletion's) and the whole
   cache is dropped when that transaction ends. A read that raced the revocation is not put
   into the cache (``_generation`` changed meanwhile).
-- **In other processes (API replicas, workers): within ``TTL_SECONDS``** (30 s). A token revoked
+- **In other processes (API replicas, workers), with Redis: at once.** The drop is announced on
+  Redis and every process drops its cache too (``kit.cache_bus``; measured end to end in
+  ``tests/kit/test_cache_bus.py``).
+- **Without Redis (or while it is unreachable): within ``TTL_SECONDS``** (30 s). A token revoked
   elsewhere, or by raw SQL outside the ORM, may still be accepted for that long by a process
   that cached it. That is the documented bound; shorten ``TTL_SECONDS`` to tighten it (every
   token is then re-read from the database once per period per process).
