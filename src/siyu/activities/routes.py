@@ -21,6 +21,7 @@ from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from siyu.api.deps import DbSession, StaffPrincipal, require
+from siyu.api.idempotency import idempotent
 from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
 from siyu.orders import service as orders_service
 from siyu.orders.models import Order
@@ -139,9 +140,9 @@ def add_admin_routes(router: APIRouter, spec: AdminRoutes) -> None:
         ], listed, list_)
     )
     route("post", "create", spec.path, response_model=spec.admin_out, status_code=status.HTTP_201_CREATED)(
-        _endpoint(spec.names["create"], [body_create, session, _staff(write)], spec.admin_out,
-                  lambda body, session, p: spec.out(session, p.merchant_id,
-                                                    spec.create(session, p.merchant_id, body, actor=p.actor)))
+        idempotent(_endpoint(spec.names["create"], [body_create, session, _staff(write)], spec.admin_out,
+                             lambda body, session, p: spec.out(session, p.merchant_id,
+                                                               spec.create(session, p.merchant_id, body, actor=p.actor))))
     )
     route("get", "get", one, response_model=spec.admin_out)(
         _endpoint(spec.names["get"], [ident, session, _staff(read)], spec.admin_out,

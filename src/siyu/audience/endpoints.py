@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from siyu.api.deps import DbSession, StaffPrincipal, require
+from siyu.api.idempotency import idempotent
 from siyu.audience import repository as repo
 from siyu.audience import segments, service
 from siyu.audience.models import SegmentChange
@@ -150,6 +151,7 @@ def list_segments(session: DbSession, p: StaffPrincipal = Depends(require("audie
 
 
 @admin.post("/segments", response_model=SegmentOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def create_segment(body: SegmentIn, session: DbSession, p: StaffPrincipal = Depends(require("audience:write"))) -> SegmentOut:
     seg = segments.save_segment(session, p.merchant_id, name=body.name, description=body.description,
                                 definition=segments.parse_definition(body.definition))

@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, status
 
 from siyu.api.deps import DbSession, StaffPrincipal, StoreMerchant, require
+from siyu.api.idempotency import idempotent
 from siyu.catalog import service
 from siyu.catalog.models import Product, Sku
 from siyu.catalog.schemas import (
@@ -53,6 +54,7 @@ def category_tree(session: DbSession, p: StaffPrincipal = Depends(require("catal
 
 
 @admin.post("/categories", response_model=CategoryOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def create_category(
     body: CategoryIn, session: DbSession, p: StaffPrincipal = Depends(require("catalog:write"))
 ) -> CategoryOut:
@@ -106,6 +108,7 @@ def list_products(
     status_code=status.HTTP_201_CREATED,
     summary="Create a draft product with its SKUs (all or nothing)",
 )
+@idempotent
 def create_product(
     body: ProductCreate, session: DbSession, p: StaffPrincipal = Depends(require("catalog:write"))
 ) -> ProductDetailOut:
@@ -140,6 +143,7 @@ def set_status(
 
 
 @admin.post("/products/{product_id}/skus", response_model=SkuOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def add_sku(
     product_id: int, body: SkuIn, session: DbSession, p: StaffPrincipal = Depends(require("catalog:write"))
 ) -> SkuOut:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from siyu.activities.routes import mark_replayed
 from siyu.api.deps import Customer, DbSession, StaffPrincipal, require
+from siyu.api.idempotency import idempotent
 from siyu.coupons import repository as repo
 from siyu.coupons import service
 from siyu.coupons.models import CouponTemplate, MemberCoupon
@@ -57,6 +58,7 @@ def list_templates(
 
 @admin.post("/coupon-templates", response_model=TemplateOut, status_code=status.HTTP_201_CREATED,
             summary="Create a coupon template (validated: kind rules, scope, validity, limits, channels)")
+@idempotent
 def create_template(
     body: TemplateIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
 ) -> TemplateOut:
@@ -97,6 +99,7 @@ def issue(
 
 @admin.post("/coupon-templates/{template_id}/codes", response_model=CodesOut, status_code=status.HTTP_201_CREATED,
             summary="Generate one-time redeem codes")
+@idempotent
 def generate_codes(
     template_id: int, body: CodesIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
 ) -> CodesOut:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from siyu.api.deps import DbSession, StaffPrincipal, StoreMerchant, require
+from siyu.api.idempotency import idempotent
 from siyu.flash_sales import gate, service
 from siyu.flash_sales import repository as repo
 from siyu.flash_sales.models import FlashSale
@@ -97,6 +98,7 @@ def list_flash_sales(
 
 @admin.post("/flash-sales", response_model=FlashSaleDetailOut, status_code=status.HTTP_201_CREATED,
             summary="Create a draft activity (items' stock is taken from their SKUs)")
+@idempotent
 def create_flash_sale(
     body: FlashSaleIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
 ) -> FlashSaleDetailOut:
@@ -118,6 +120,7 @@ def update_flash_sale(
 
 
 @admin.post("/flash-sales/{sale_id}/items", response_model=FlashSaleItemOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def add_item(
     sale_id: int, body: FlashSaleItemIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
 ) -> FlashSaleItemOut:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from siyu.activities.routes import mark_replayed
 from siyu.api.deps import AppSettings, Customer, DbSession, StaffPrincipal, StoreMerchant, require
+from siyu.api.idempotency import idempotent
 from siyu.loyalty import points, service
 from siyu.loyalty import repository as repo
 from siyu.loyalty.schemas import (
@@ -67,6 +68,7 @@ def list_levels(session: DbSession, p: StaffPrincipal = Depends(require("loyalty
 
 
 @admin.post("/loyalty/levels", response_model=LevelOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def create_level(body: LevelIn, session: DbSession, p: StaffPrincipal = Depends(require("loyalty:write"))) -> LevelOut:
     return LevelOut.model_validate(service.save_level(session, p.merchant_id, body, level_id=None, actor=p.actor))
 
@@ -84,6 +86,7 @@ def list_card_plans(session: DbSession, p: StaffPrincipal = Depends(require("loy
 
 
 @admin.post("/loyalty/cards", response_model=CardPlanOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def create_card_plan(body: CardPlanIn, session: DbSession, p: StaffPrincipal = Depends(require("loyalty:write"))) -> CardPlanOut:
     return CardPlanOut.model_validate(service.save_card_plan(session, p.merchant_id, body, plan_id=None, actor=p.actor))
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, get_args
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from siyu.api.deps import AppSettings, Customer, DbSession, StaffPrincipal, require
+from siyu.api.idempotency import idempotent
 from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
 from siyu.orders import checkout, service
 from siyu.orders import repository as repo
@@ -215,6 +216,7 @@ def list_freight_templates(
 
 
 @admin.post("/freight-templates", response_model=FreightTemplateOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def create_freight_template(
     body: FreightTemplateIn, session: DbSession, p: StaffPrincipal = Depends(require("orders:write"))
 ) -> FreightTemplateOut:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, status
 
 from siyu.api.deps import DbSession, StaffPrincipal, StoreMerchant, require
+from siyu.api.idempotency import idempotent
 from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
 from siyu.promotions import repository as repo
 from siyu.promotions import service
@@ -43,6 +44,7 @@ def list_promotions(
 
 @admin.post("/promotions", response_model=PromotionOut, status_code=status.HTTP_201_CREATED,
             summary="Create a draft promotion (rules validated for its kind)")
+@idempotent
 def create_promotion(
     body: PromotionIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
 ) -> PromotionOut:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.api.deps import AppSettings, Customer, DbSession, StaffPrincipal, require
+from siyu.api.idempotency import idempotent
 from siyu.db.session import unit_of_work
 from siyu.kit.crypto import SecretBox
 from siyu.kit.errors import DomainError, not_found
@@ -177,6 +178,7 @@ def list_levels(session: DbSession, p: StaffPrincipal = Depends(require("promoti
 
 
 @admin.post("/levels", response_model=LevelOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def create_level(body: LevelIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))) -> LevelOut:
     return LevelOut.model_validate(service.create_level(session, p.merchant_id, body, actor=p.actor))
 
@@ -269,6 +271,7 @@ def list_rules(session: DbSession, p: StaffPrincipal = Depends(require("promotio
 
 @admin.post("/commission-rules", response_model=RuleOut, status_code=status.HTTP_201_CREATED,
             summary="A rate override per product / level / distributor")
+@idempotent
 def create_rule(body: RuleIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))) -> RuleOut:
     return RuleOut.model_validate(service.create_rule(session, p.merchant_id, body, actor=p.actor))
 

@@ -7,6 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, status
 
 from siyu.api.deps import DbSession, StaffPrincipal, StoreMerchant, require
+from siyu.api.idempotency import idempotent
 from siyu.kit.pagination import Page, PageParams, page_params
 from siyu.storefront import service
 from siyu.storefront.schemas import HomeOut, ReorderIn, SlotIn, SlotOut, SlotUpdate
@@ -29,6 +30,7 @@ def list_slots(
 
 
 @admin.post("/home-slots", response_model=SlotOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def create_slot(body: SlotIn, session: DbSession, p: StaffPrincipal = Depends(require("storefront:write"))) -> SlotOut:
     return SlotOut.model_validate(service.create_slot(session, p.merchant_id, body))
 

@@ -7,6 +7,7 @@ import datetime as dt
 from fastapi import APIRouter, Depends, Request, status
 
 from siyu.api.deps import AppSettings, DbSession, Staff, StaffPrincipal, require
+from siyu.api.idempotency import idempotent
 from siyu.tenancy import repository as repo
 from siyu.tenancy import service
 from siyu.tenancy.models import Merchant
@@ -85,6 +86,7 @@ def list_staff(session: DbSession, p: StaffPrincipal = Depends(require("staff:re
 
 
 @admin.post("/staff", response_model=StaffOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def create_staff(body: StaffCreate, session: DbSession, p: StaffPrincipal = Depends(require("staff:write"))) -> StaffOut:
     staff = service.create_staff(
         session,
@@ -112,6 +114,7 @@ def list_api_keys(session: DbSession, p: StaffPrincipal = Depends(require("merch
 
 
 @admin.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)
+@idempotent
 def create_api_key(
     body: ApiKeyCreate, session: DbSession, p: StaffPrincipal = Depends(require("merchant:write"))
 ) -> ApiKeyCreated:
