@@ -53,7 +53,10 @@ def test_listing_a_virtual_sku_in_a_limited_discount_or_first_order_special_is_r
         ("limited_discount", [{"sku_id": physical, "price": 8000}, {"sku_id": card, "price": 9900}]),
         ("first_order", [{"sku_id": card, "price": 100}]),
     ):
-        for lang, words in (("zh-CN", "虚拟商品"), ("en", "Virtual products")):
+        for lang, words, field_text in (
+            ("zh-CN", "虚拟商品", "虚拟商品的 SKU 不能参加此活动"),
+            ("en", "Virtual products", "a virtual product's SKU cannot be listed"),
+        ):
             r = client.post(f"{ADMIN}/promotions", json=promotion_body(kind, {"items": items}),
                             headers={**tenant.admin_headers, "Accept-Language": lang})
             assert r.status_code == 422, r.text
@@ -62,7 +65,7 @@ def test_listing_a_virtual_sku_in_a_limited_discount_or_first_order_special_is_r
             assert words in problem["message"] and str(card) in problem["message"]
             index = [it["sku_id"] for it in items].index(card)
             assert problem["fields"] == [{"path": f"rules.items.{index}.sku_id", "code": "virtual_product",
-                                          "message": "a virtual product's SKU cannot be listed"}]
+                                          "message": field_text}]
     r = client.get(f"{ADMIN}/promotions", headers=tenant.admin_headers)
     assert r.status_code == 200 and r.json()["total"] == 0  # nothing was created
     # A physical SKU alone is still fine, and so is a virtual one in a spend-and-save (order level).

@@ -113,7 +113,7 @@ class ActivityKind(Generic[A]):
 
 def aware(value: dt.datetime, path: str) -> dt.datetime:
     if value.tzinfo is None:
-        raise invalid(path, "timezone_required", "give the time with its UTC offset")
+        raise invalid(path, "timezone_required", "give the time with its UTC offset", "时间需带时区偏移（如 +08:00）")
     return value.astimezone(dt.UTC)
 
 
@@ -141,17 +141,19 @@ def image_url(sku: Sku, product: Product) -> str | None:
 # -- pricing stage ---------------------------------------------------------------------------------------
 
 
-def activity_line(ctx: PricingContext, sku_id: int, path: str, message: str) -> int:
-    """The index of the order line of the activity's SKU (``item_not_in_order`` at ``path`` without)."""
+def activity_line(ctx: PricingContext, sku_id: int, path: str, message: str, zh: str) -> int:
+    """The index of the order line of the activity's SKU (``item_not_in_order`` at ``path`` without,
+    ``message`` in English and ``zh`` in zh-CN)."""
     idx = next((i for i, ln in enumerate(ctx.lines) if ln.sku_id == sku_id), None)
     if idx is None:
-        raise invalid(path, "item_not_in_order", message)
+        raise invalid(path, "item_not_in_order", message, zh)
     return idx
 
 
 def check_no_other_activity(line: PricedLine, option: str) -> None:
     if line.flags.get("activity"):
-        raise invalid(f"options.{option}", "activity_conflict", "the line already takes part in another activity")
+        raise invalid(f"options.{option}", "activity_conflict", "the line already takes part in another activity",
+                      "该商品已参加其他活动")
 
 
 def flag_activity_line(line: PricedLine, act: SkuActivity, activity: str, extra: dict[str, Any]) -> None:

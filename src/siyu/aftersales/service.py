@@ -217,8 +217,9 @@ def _request_hash(order_id: int, data: AfterSaleCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _quantity_error(path: str, code: str, message: str) -> DomainError:
-    return DomainError("aftersale_quantity_invalid", fields=[FieldError(path, code, message)])
+def _quantity_error(path: str, code: str, message: str, zh: str) -> DomainError:
+    """``aftersale_quantity_invalid`` with one field error: ``message`` in English, ``zh`` in zh-CN."""
+    return DomainError("aftersale_quantity_invalid", fields=[FieldError(path, code, message, zh)])
 
 
 def _check_kind(order: Any, kind: str, policy: Policy, *, ships: bool) -> None:
@@ -289,25 +290,28 @@ def create(
         path = f"body.lines.{i}"
         line = order_lines.get(item.order_line_id)
         if line is None:
-            raise _quantity_error(f"{path}.order_line_id", "not_in_order", "not a line of this order")
+            raise _quantity_error(f"{path}.order_line_id", "not_in_order", "not a line of this order", "不是此订单的商品行")
         if line.id in seen:
-            raise _quantity_error(f"{path}.order_line_id", "duplicate_line", "this line appears twice")
+            raise _quantity_error(f"{path}.order_line_id", "duplicate_line", "this line appears twice", "该商品行出现了两次")
         seen.add(line.id)
         if line.id in open_on:
             raise _quantity_error(
-                f"{path}.order_line_id", "line_in_open_aftersale", "this line already has an open after-sale"
+                f"{path}.order_line_id", "line_in_open_aftersale", "this line already has an open after-sale",
+                "该商品行已有进行中的售后"
             )
         if line.is_virtual and data.kind != REFUND_ONLY:
             raise _quantity_error(
-                f"{path}.order_line_id", "virtual_line", "a virtual item has nothing to send back: ask for a refund"
+                f"{path}.order_line_id", "virtual_line", "a virtual item has nothing to send back: ask for a refund",
+                "虚拟商品无需寄回，请申请仅退款"
             )
         available = line.quantity - line.refunded_quantity
         if item.quantity < 1 or item.quantity > available:
-            raise _quantity_error(f"{path}.quantity", "quantity_out_of_range", f"between 1 and {available}")
+            raise _quantity_error(f"{path}.quantity", "quantity_out_of_range", f"between 1 and {available}",
+                                  f"应在 1 到 {available} 之间")
         exchange_sku_id = None
         if item.exchange_sku_id is not None:
             if data.kind != EXCHANGE:
-                raise _quantity_error(f"{path}.exchange_sku_id", "exchange_only", "only for exchanges")
+                raise _quantity_error(f"{path}.exchange_sku_id", "exchange_only", "only for exchanges", "仅换货时可填写")
             sku = repo.sku(session, merchant_id, item.exchange_sku_id)
             if (
                 sku is None
@@ -319,7 +323,8 @@ def create(
                     "aftersale_exchange_sku_invalid",
                     fields=[
                         FieldError(
-                            f"{path}.exchange_sku_id", "invalid_sku", "same product, same price, active"
+                            f"{path}.exchange_sku_id", "invalid_sku", "same product, same price, active",
+                            "须为同一商品、同一价格且在售的规格",
                         )
                     ],
                 )
@@ -375,7 +380,8 @@ def create(
             if existing is not None and existing.request_hash == request_hash:
                 return existing, False
         raise _quantity_error(
-            "body.lines", "line_in_open_aftersale", "a line already has an open after-sale"
+            "body.lines", "line_in_open_aftersale", "a line already has an open after-sale",
+            "有商品行已有进行中的售后"
         ) from exc
     audit.record(
         session,
@@ -466,6 +472,7 @@ def _recompute(session: Session, aftersale: AfterSale, as_lines: list[AfterSaleL
                 f"lines.{i}.quantity",
                 "quantity_out_of_range",
                 f"only {available} left to refund on this line",
+                f"此商品行仅剩 {available} 件可退",
             )
         as_line.amount = orders_service.line_refund_amount(line, as_line.quantity)
     return sum(line.amount for line in as_lines)
@@ -617,7 +624,8 @@ def _recompute_for_refund(session: Session, aftersale: AfterSale, as_lines: list
         line = order_lines[as_line.order_line_id]
         if as_line.quantity > line.quantity - line.refunded_quantity:
             raise _quantity_error(
-                f"lines.{i}.quantity", "quantity_out_of_range", "already refunded elsewhere"
+                f"lines.{i}.quantity", "quantity_out_of_range", "already refunded elsewhere",
+                "已在别处退款"
             )
 
 

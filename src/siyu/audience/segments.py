@@ -22,6 +22,7 @@ from siyu.audience.models import STAGE_NEVER, MemberStats, Segment, SegmentChang
 from siyu.kit.errors import DomainError, FieldError, not_found, register_messages
 from siyu.kit.events import emit
 from siyu.kit.timeutil import utcnow
+from siyu.kit.validation_messages import field_message
 from siyu.members.models import Member
 
 register_messages(
@@ -41,7 +42,8 @@ def parse_definition(raw: Any) -> SegmentDefinition:
             FieldError(
                 path="definition." + ".".join(str(p) for p in e["loc"][1:] if not str(p).endswith("Node")),
                 code=e["type"],
-                message=e["msg"],
+                message=field_message(e["type"], "en", e.get("ctx")),
+                message_zh=field_message(e["type"], "zh-CN", e.get("ctx")),
             )
             for e in exc.errors()
         ]

@@ -128,17 +128,19 @@ get_activity = KIND.get
 def create_activity(session: Session, merchant_id: int, data: BargainActivityIn, *, actor: activities.Actor) -> BargainActivity:
     starts_at, ends_at = activities.aware(data.starts_at, "starts_at"), activities.aware(data.ends_at, "ends_at")
     if ends_at <= starts_at:
-        raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at")
+        raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at", "结束时间须晚于开始时间")
     sku, product = activities.sku_and_product(session, merchant_id, data.sku_id)
     if product.kind == KIND_VIRTUAL:  # a membership card is sold at its plan's price only
         raise virtual_product_refused(sku.id, "sku_id")
     start_price = data.start_price if data.start_price is not None else sku.sale_price
     if data.floor_price >= start_price:
-        raise invalid("floor_price", "floor_not_below_start", f"must be below the start price {start_price}")
+        raise invalid("floor_price", "floor_not_below_start", f"must be below the start price {start_price}",
+                      f"须低于起始价 {start_price}")
     if start_price - data.floor_price < data.helpers_needed:
         raise invalid(
             "helpers_needed", "cut_below_one_fen",
             f"{data.helpers_needed} helpers cannot each cut at least 1 fen of {start_price - data.floor_price}",
+            f"可砍金额 {start_price - data.floor_price} 分，不够 {data.helpers_needed} 位好友每人至少砍 1 分",
         )
     act = BargainActivity(
         merchant_id=merchant_id, name=data.name.strip(), status=ACTIVE, product_id=product.id, sku_id=sku.id,
@@ -163,11 +165,11 @@ def update_activity(
     changes = data.model_dump(exclude_unset=True)
     for key, value in changes.items():
         if value is None:
-            raise invalid(key, "required", f"{key} cannot be null")
+            raise invalid(key, "required", f"{key} cannot be null", f"{key} 不能为 null")
     if data.ends_at is not None:
         ends_at = activities.aware(data.ends_at, "ends_at")
         if ends_at <= act.starts_at:
-            raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at")
+            raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at", "结束时间须晚于开始时间")
         act.ends_at = ends_at
     for key in ("valid_hours", "new_users_only", "per_member_limit"):
         if key in changes:
@@ -385,7 +387,7 @@ def _option_bargain_id(options: dict[str, Any]) -> int:
     raw = options.get(OPTION)
     value = raw.get("bargain_id") if isinstance(raw, dict) else None
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= ID_MAX:
-        raise invalid("options.bargain.bargain_id", "required", "give the bargain id")
+        raise invalid("options.bargain.bargain_id", "required", "give the bargain id", "请提供砍价 ID（bargain_id）")
     return value
 
 
@@ -402,10 +404,13 @@ def apply_to_pricing(ctx: PricingContext) -> None:
         raise DomainError("bargain_expired")
     act = repo.activity(ctx.session, ctx.merchant_id, bargain.activity_id)
     assert act is not None
-    idx = activities.activity_line(ctx, bargain.sku_id, "options.bargain.bargain_id", "the bargain's SKU is not in this order")
+    idx = activities.activity_line(
+        ctx, bargain.sku_id, "options.bargain.bargain_id", "the bargain's SKU is not in this order", "砍价商品不在此订单中"
+    )
     line = ctx.lines[idx]
     if line.quantity != 1:
-        raise invalid(f"items.{idx}.quantity", "bargain_quantity_one", "a bargain buys exactly one unit")
+        raise invalid(f"items.{idx}.quantity", "bargain_quantity_one", "a bargain buys exactly one unit",
+                      "砍价商品每单只能买 1 件")
     activities.check_no_other_activity(line, OPTION)
     if line.flags.get(VIRTUAL):  # made virtual (a card plan sells it) after the activity was set up
         raise virtual_product_refused(line.sku_id, "options.bargain.bargain_id")

@@ -180,8 +180,9 @@ _RULE_FIELDS = (
 )
 
 
-def _field(path: str, code: str, message: str) -> FieldError:
-    return FieldError(path, code, message)
+def _field(path: str, code: str, message: str, zh: str) -> FieldError:
+    """One field's refusal: ``message`` in English, ``zh`` in zh-CN."""
+    return FieldError(path, code, message, zh)
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -192,60 +193,74 @@ def validate_template(t: CouponTemplate) -> None:
     """Every rule of a template, each with its own field code; raises one 422 listing all."""
     errors: list[FieldError] = []
     if t.kind in (FIXED, THRESHOLD) and (t.amount is None or t.amount <= 0):
-        errors.append(_field("amount", "amount_invalid", "amount must be a positive number of fen"))
+        errors.append(_field("amount", "amount_invalid", "amount must be a positive number of fen", "金额须为正整数（单位：分）"))
     if t.kind == THRESHOLD and (t.threshold or 0) <= 0:
-        errors.append(_field("threshold", "threshold_required", "a threshold coupon needs a positive threshold"))
+        errors.append(_field("threshold", "threshold_required", "a threshold coupon needs a positive threshold",
+                             "满减券须设置大于 0 的使用门槛"))
     if (t.threshold or 0) < 0:
-        errors.append(_field("threshold", "threshold_negative", "threshold cannot be negative"))
+        errors.append(_field("threshold", "threshold_negative", "threshold cannot be negative", "使用门槛不能为负数"))
     if t.kind in (FIXED, THRESHOLD) and t.threshold and t.amount and t.amount > t.threshold:
-        errors.append(_field("amount", "amount_above_threshold", "amount off cannot exceed the threshold"))
+        errors.append(_field("amount", "amount_above_threshold", "amount off cannot exceed the threshold",
+                             "减免金额不能超过使用门槛"))
     if t.kind in (PERCENT, FREE_SHIPPING) and t.amount:
-        errors.append(_field("amount", "amount_not_allowed", "only fixed and threshold coupons take an amount"))
+        errors.append(_field("amount", "amount_not_allowed", "only fixed and threshold coupons take an amount",
+                             "只有立减券和满减券可以设置金额"))
     if t.kind == PERCENT:
         if not 0 < (t.percent_off_bp or 0) <= 10000:
-            errors.append(_field("percent_off", "percent_out_of_range", "percent off must be above 0 and at most 100"))
+            errors.append(_field("percent_off", "percent_out_of_range", "percent off must be above 0 and at most 100",
+                                 "优惠百分比须大于 0 且不超过 100"))
     elif t.percent_off_bp:
-        errors.append(_field("percent_off", "percent_not_allowed", "only a percent coupon takes a percent"))
+        errors.append(_field("percent_off", "percent_not_allowed", "only a percent coupon takes a percent",
+                             "只有折扣券可以设置优惠百分比"))
     if t.max_discount is not None and t.max_discount < 0:
-        errors.append(_field("max_discount", "cap_negative", "the cap cannot be negative"))
+        errors.append(_field("max_discount", "cap_negative", "the cap cannot be negative", "优惠上限不能为负数"))
     if t.max_discount is not None and t.kind != PERCENT:
-        errors.append(_field("max_discount", "cap_not_allowed", "only a percent coupon takes a cap"))
+        errors.append(_field("max_discount", "cap_not_allowed", "only a percent coupon takes a cap", "只有折扣券可以设置优惠上限"))
     if t.scope == SCOPE_ALL and t.scope_ids:
-        errors.append(_field("scope_ids", "scope_ids_not_allowed", "scope 'all' takes no ids"))
+        errors.append(_field("scope_ids", "scope_ids_not_allowed", "scope 'all' takes no ids", "适用全部商品时不能指定分类或商品"))
     if t.scope in (SCOPE_CATEGORIES, SCOPE_PRODUCTS) and not t.scope_ids:
-        errors.append(_field("scope_ids", "scope_ids_required", "list the categories or products of the scope"))
+        errors.append(_field("scope_ids", "scope_ids_required", "list the categories or products of the scope",
+                             "请列出适用的分类或商品"))
     if any(i <= 0 for i in [*(t.scope_ids or []), *(t.excluded_product_ids or [])]):
-        errors.append(_field("scope_ids", "id_invalid", "ids are positive integers"))
+        errors.append(_field("scope_ids", "id_invalid", "ids are positive integers", "ID 须为正整数"))
     if t.validity_mode == VALID_FIXED:
         if t.valid_until is None:
-            errors.append(_field("valid_until", "valid_until_required", "fixed validity needs valid_until"))
+            errors.append(_field("valid_until", "valid_until_required", "fixed validity needs valid_until",
+                                 "固定有效期须填写 valid_until（结束时间）"))
         elif t.valid_from is not None and t.valid_until <= t.valid_from:
-            errors.append(_field("valid_until", "validity_inverted", "valid_until must be after valid_from"))
+            errors.append(_field("valid_until", "validity_inverted", "valid_until must be after valid_from",
+                                 "有效期结束时间须晚于开始时间"))
         if t.valid_days is not None:
-            errors.append(_field("valid_days", "valid_days_not_allowed", "fixed validity takes no valid_days"))
+            errors.append(_field("valid_days", "valid_days_not_allowed", "fixed validity takes no valid_days",
+                                 "固定有效期不能设置 valid_days（有效天数）"))
     else:
         if t.valid_days is None or not 1 <= t.valid_days <= MAX_DAYS:
-            errors.append(_field("valid_days", "valid_days_invalid", f"relative validity needs 1-{MAX_DAYS} days"))
+            errors.append(_field("valid_days", "valid_days_invalid", f"relative validity needs 1-{MAX_DAYS} days",
+                                 f"领取后有效天数须为 1-{MAX_DAYS} 天"))
         if t.valid_from is not None or t.valid_until is not None:
-            errors.append(_field("valid_until", "dates_not_allowed", "relative validity takes no dates"))
+            errors.append(_field("valid_until", "dates_not_allowed", "relative validity takes no dates",
+                                 "领取后计算有效期时不能设置日期"))
     for name in ("valid_from", "valid_until", "issue_starts_at", "issue_ends_at"):
         value = getattr(t, name)
         if value is not None and value.tzinfo is None:
-            errors.append(_field(name, "timezone_required", "give the time with its UTC offset"))
+            errors.append(_field(name, "timezone_required", "give the time with its UTC offset", "时间需带时区偏移（如 +08:00）"))
     if t.issue_starts_at and t.issue_ends_at and t.issue_ends_at <= t.issue_starts_at:
-        errors.append(_field("issue_ends_at", "issue_window_inverted", "issue_ends_at must be after issue_starts_at"))
+        errors.append(_field("issue_ends_at", "issue_window_inverted", "issue_ends_at must be after issue_starts_at",
+                             "发放结束时间须晚于发放开始时间"))
     if t.total_quantity is not None and t.total_quantity < 1:
-        errors.append(_field("total_quantity", "quantity_invalid", "total quantity must be at least 1 (null: unlimited)"))
+        errors.append(_field("total_quantity", "quantity_invalid", "total quantity must be at least 1 (null: unlimited)",
+                             "发放总量至少为 1（null 表示不限量）"))
     if t.total_quantity is not None and t.total_quantity < (t.issued or 0):
-        errors.append(_field("total_quantity", "quantity_below_issued", "cannot go below what was already issued"))
+        errors.append(_field("total_quantity", "quantity_below_issued", "cannot go below what was already issued",
+                             "不能少于已发放的数量"))
     if (t.per_member_limit or 0) < 1:
-        errors.append(_field("per_member_limit", "limit_invalid", "per-member limit must be at least 1"))
+        errors.append(_field("per_member_limit", "limit_invalid", "per-member limit must be at least 1", "每人限领至少为 1"))
     if (t.after_payment_min_amount or 0) < 0:
-        errors.append(_field("after_payment_min_amount", "amount_negative", "cannot be negative"))
+        errors.append(_field("after_payment_min_amount", "amount_negative", "cannot be negative", "不能为负数"))
     if not 0 <= (t.expiry_reminder_days or 0) <= 60:
-        errors.append(_field("expiry_reminder_days", "reminder_invalid", "0-60 days"))
+        errors.append(_field("expiry_reminder_days", "reminder_invalid", "0-60 days", "应为 0-60 天"))
     if not t.channels:
-        errors.append(_field("channels", "channels_required", "name at least one issue channel"))
+        errors.append(_field("channels", "channels_required", "name at least one issue channel", "请至少选择一个发放渠道"))
     if errors:
         raise DomainError("validation_error", fields=errors)
 
@@ -256,7 +271,8 @@ def _apply_fields(t: CouponTemplate, body: TemplateFields) -> None:
         pct, bp = data.pop("percent_off", None), data.pop("percent_off_bp", None)
         if pct is not None and bp is not None:
             raise DomainError("validation_error", fields=[
-                _field("percent_off", "percent_ambiguous", "give percent_off or percent_off_bp, not both")
+                _field("percent_off", "percent_ambiguous", "give percent_off or percent_off_bp, not both",
+                       "percent_off 与 percent_off_bp 只能填一个")
             ])
         data["percent_off_bp"] = bp if bp is not None else (pct * 100 if pct is not None else 0)
     if "channels" in data and data["channels"] is not None:
@@ -544,7 +560,7 @@ def bulk_issue(
     conditions = (body.member_ids, body.province, body.city, body.gender, body.tag_id)
     if all(c is None for c in conditions):
         raise DomainError("validation_error", fields=[
-            _field("member_ids", "audience_required", "give member ids or at least one condition")
+            _field("member_ids", "audience_required", "give member ids or at least one condition", "请提供会员 ID 或至少一个筛选条件")
         ])
     check_issuable(t, now or utcnow())
     members = repo.matching_members(

@@ -129,7 +129,7 @@ def _item_not_found() -> DomainError:
 
 def _aware(value: dt.datetime, path: str) -> dt.datetime:
     if value.tzinfo is None:
-        raise invalid(path, "timezone_required", "give the time with its UTC offset")
+        raise invalid(path, "timezone_required", "give the time with its UTC offset", "时间需带时区偏移（如 +08:00）")
     return value.astimezone(dt.UTC)
 
 
@@ -147,14 +147,15 @@ def check_slots(slots: list[Slot], path: str = "slots") -> list[dict[str, str]]:
     for i, slot in enumerate(slots):
         start, end = _minutes(slot.start), _minutes(slot.end)
         if start >= 24 * 60:
-            raise invalid(f"{path}.{i}.start", "slot_invalid", "a slot cannot start at 24:00")
+            raise invalid(f"{path}.{i}.start", "slot_invalid", "a slot cannot start at 24:00", "场次不能从 24:00 开始")
         if end <= start:
-            raise invalid(f"{path}.{i}.end", "slot_end_before_start", "a slot must end after it starts")
+            raise invalid(f"{path}.{i}.end", "slot_end_before_start", "a slot must end after it starts",
+                          "场次结束时间须晚于开始时间")
         spans.append((start, end, i, slot))
     spans.sort()
     for (_, prev_end, _, _), (start, _, i, _) in itertools.pairwise(spans):
         if start < prev_end:
-            raise invalid(f"{path}.{i}", "slots_overlap", "session slots must not overlap")
+            raise invalid(f"{path}.{i}", "slots_overlap", "session slots must not overlap", "场次时间不能重叠")
     return [{"start": s.start, "end": s.end} for _, _, _, s in spans]
 
 
@@ -271,7 +272,7 @@ def get_flash_sale(session: Session, merchant_id: int, sale_id: int, *, lock: bo
 
 def _check_window(starts_at: dt.datetime, ends_at: dt.datetime) -> None:
     if ends_at <= starts_at:
-        raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at")
+        raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at", "结束时间须晚于开始时间")
 
 
 def create_flash_sale(session: Session, merchant_id: int, data: FlashSaleIn, *, actor: Actor) -> FlashSale:
@@ -302,12 +303,13 @@ def update_flash_sale(
     changes = data.model_dump(exclude_unset=True)
     for key, value in changes.items():
         if value is None:
-            raise invalid(key, "required", f"{key} cannot be null")
+            raise invalid(key, "required", f"{key} cannot be null", f"{key} 不能为 null")
     starts_at = _aware(data.starts_at, "starts_at") if data.starts_at is not None else sale.starts_at
     ends_at = _aware(data.ends_at, "ends_at") if data.ends_at is not None else sale.ends_at
     _check_window(starts_at, ends_at)
     if sale.status == SCHEDULED and starts_at <= now:
-        raise invalid("starts_at", "in_the_past", "a published activity cannot be moved to start in the past")
+        raise invalid("starts_at", "in_the_past", "a published activity cannot be moved to start in the past",
+                      "已发布的活动不能把开始时间改到过去")
     if data.slots is not None:
         sale.slots = check_slots(data.slots)
     for key in ("allows_coupons", "allows_points", "allows_order_promotions", "free_shipping", "per_member_limit"):
@@ -348,9 +350,9 @@ def start(
     if sale.status != DRAFT:
         raise DomainError("flash_sale_state_invalid", status=effective_status(sale, now))
     if now >= sale.ends_at:
-        raise invalid("ends_at", "in_the_past", "the activity's window is already over")
+        raise invalid("ends_at", "in_the_past", "the activity's window is already over", "活动时间已结束")
     if not repo.items(session, merchant_id, [sale.id]):
-        raise invalid("items", "items_required", "add at least one item before starting")
+        raise invalid("items", "items_required", "add at least one item before starting", "请先添加至少一个商品再开始")
     sale.status = ACTIVE if now >= sale.starts_at else SCHEDULED
     sale.started_at = now
     session.flush()
@@ -435,7 +437,8 @@ def _sku(session: Session, merchant_id: int, sku_id: int) -> tuple[Sku, Product]
 
 def _check_price(flash_price: int, sku: Sku, path: str) -> None:
     if flash_price >= sku.sale_price:
-        raise invalid(path, "price_not_below_sale_price", f"the flash price must be below the sale price {sku.sale_price}")
+        raise invalid(path, "price_not_below_sale_price", f"the flash price must be below the sale price {sku.sale_price}",
+                      f"秒杀价须低于售价 {sku.sale_price}")
 
 
 def _open_sale(session: Session, merchant_id: int, sale_id: int, now: dt.datetime) -> FlashSale:
@@ -458,7 +461,7 @@ def add_item(
         raise virtual_product_refused(sku.id, f"{prefix}sku_id")
     _check_price(data.flash_price, sku, f"{prefix}flash_price")
     if any(it.sku_id == sku.id for it in repo.items(session, merchant_id, [sale.id])):
-        raise invalid(f"{prefix}sku_id", "duplicate_sku", "the SKU is already in this activity")
+        raise invalid(f"{prefix}sku_id", "duplicate_sku", "the SKU is already in this activity", "该 SKU 已在本活动中")
     stock.reserve(session, merchant_id, {sku.id: data.activity_stock})
     item = FlashSaleItem(
         merchant_id=merchant_id, flash_sale_id=sale.id, sku_id=sku.id, product_id=product.id,
@@ -501,7 +504,7 @@ def update_item(
     changes = data.model_dump(exclude_unset=True)
     for key in ("flash_price", "activity_stock", "sort"):
         if key in changes and changes[key] is None:
-            raise invalid(key, "required", f"{key} cannot be null")
+            raise invalid(key, "required", f"{key} cannot be null", f"{key} 不能为 null")
     if data.flash_price is not None and data.flash_price != item.flash_price:
         if effective_status(sale, now) == ACTIVE:
             raise DomainError("flash_sale_state_invalid", status=ACTIVE)
@@ -518,7 +521,8 @@ def update_item(
         stock.reserve(session, merchant_id, {item.sku_id: delta})
     if delta:
         if not repo.set_activity_stock(session, merchant_id, item.id, delta):
-            raise invalid("activity_stock", "below_sold", "the activity stock cannot go below what was sold")
+            raise invalid("activity_stock", "below_sold", "the activity stock cannot go below what was sold",
+                          "活动库存不能少于已售数量")
         if delta < 0:
             stock.release(session, merchant_id, {item.sku_id: -delta})
         if sale.status != DRAFT:
@@ -539,7 +543,8 @@ def delete_item(
     item = _item_of(session, merchant_id, sale_id, item_id)
     units, sku_id = item.activity_stock, item.sku_id
     if repo.delete_item(session, merchant_id, item.id) is None:
-        raise invalid("item_id", "item_has_sales", "an item with sales cannot be removed; end the activity instead")
+        raise invalid("item_id", "item_has_sales", "an item with sales cannot be removed; end the activity instead",
+                      "已有销量的商品不能移除，请改为结束活动")
     stock.release(session, merchant_id, {sku_id: units})
     session.delete(item)
     session.flush()
@@ -591,7 +596,7 @@ def _option_item_id(options: dict[str, Any]) -> int:
     raw = options.get(FLAG)
     item_id = raw.get("item_id") if isinstance(raw, dict) else None
     if not isinstance(item_id, int) or isinstance(item_id, bool) or not 0 < item_id <= ID_MAX:
-        raise invalid("options.flash_sale.item_id", "required", "give the flash-sale item id")
+        raise invalid("options.flash_sale.item_id", "required", "give the flash-sale item id", "请提供秒杀商品 ID（item_id）")
     return item_id
 
 
@@ -625,7 +630,8 @@ def apply_to_pricing(ctx: PricingContext) -> None:
         raise DomainError("flash_sale_ended")
     idx = next((i for i, ln in enumerate(ctx.lines) if ln.sku_id == item.sku_id), None)
     if idx is None:
-        raise invalid("options.flash_sale.item_id", "item_not_in_order", "the flash-sale SKU is not in this order")
+        raise invalid("options.flash_sale.item_id", "item_not_in_order", "the flash-sale SKU is not in this order",
+                      "秒杀商品不在此订单中")
     line = ctx.lines[idx]
     if line.flags.get(VIRTUAL):  # made virtual (a card plan sells it) after the item was added
         raise virtual_product_refused(line.sku_id, "options.flash_sale.item_id")

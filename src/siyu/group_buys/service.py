@@ -133,13 +133,15 @@ def _check_rules(
     starts_at: dt.datetime, ends_at: dt.datetime,
 ) -> None:
     if ends_at <= starts_at:
-        raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at")
+        raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at", "结束时间须晚于开始时间")
     if group_price >= sku.sale_price:
-        raise invalid("group_price", "price_not_below_sale_price", f"must be below the sale price {sku.sale_price}")
+        raise invalid("group_price", "price_not_below_sale_price", f"must be below the sale price {sku.sale_price}",
+                      f"须低于售价 {sku.sale_price}")
     if leader_price is not None and leader_price > group_price:
-        raise invalid("leader_price", "leader_price_above_group_price", "the leader price cannot exceed the group price")
+        raise invalid("leader_price", "leader_price_above_group_price", "the leader price cannot exceed the group price",
+                      "团长价不能高于拼团价")
     if virtual_min_paid is not None and virtual_min_paid >= team_size:
-        raise invalid("virtual_min_paid", "virtual_min_too_large", "must be below the team size")
+        raise invalid("virtual_min_paid", "virtual_min_too_large", "must be below the team size", "须小于成团人数")
 
 
 def create_group_buy(session: Session, merchant_id: int, data: GroupBuyIn, *, actor: activities.Actor) -> GroupBuy:
@@ -187,7 +189,7 @@ def update_group_buy(
     changes = data.model_dump(exclude_unset=True)
     for key, value in changes.items():
         if value is None and key not in ("leader_price", "virtual_min_paid"):
-            raise invalid(key, "required", f"{key} cannot be null")
+            raise invalid(key, "required", f"{key} cannot be null", f"{key} 不能为 null")
     if state == ACTIVE and any(k in changes for k in (*PRICE_FIELDS, "starts_at")):
         raise DomainError("group_buy_state_invalid", status=state)
     starts_at = activities.aware(data.starts_at, "starts_at") if data.starts_at is not None else gb.starts_at
@@ -257,13 +259,15 @@ def _positive_int(raw: Any) -> int | None:
 def _options(options: dict[str, Any]) -> tuple[int, int | None]:
     raw = options.get(OPTION)
     if not isinstance(raw, dict):
-        raise invalid("options.group_buy", "required", "give the group buy's activity_id (and team_id to join)")
+        raise invalid("options.group_buy", "required", "give the group buy's activity_id (and team_id to join)",
+                      "请提供拼团活动 activity_id（参团时还需 team_id）")
     activity_id = _positive_int(raw.get("activity_id"))
     if activity_id is None:
-        raise invalid("options.group_buy.activity_id", "required", "give the group buy's activity id")
+        raise invalid("options.group_buy.activity_id", "required", "give the group buy's activity id",
+                      "请提供拼团活动 ID（activity_id）")
     team_id = raw.get("team_id")
     if team_id is not None and _positive_int(team_id) is None:
-        raise invalid("options.group_buy.team_id", "invalid", "a team id is a positive integer")
+        raise invalid("options.group_buy.team_id", "invalid", "a team id is a positive integer", "团 ID 须为正整数")
     return activity_id, team_id
 
 
@@ -293,7 +297,9 @@ def apply_to_pricing(ctx: PricingContext) -> None:
     activity_id, team_id = _options(ctx.options)
     gb = get_group_buy(ctx.session, ctx.merchant_id, activity_id)
     check_running(gb, ctx.now)
-    idx = activities.activity_line(ctx, gb.sku_id, "options.group_buy.activity_id", "the group-buy SKU is not in this order")
+    idx = activities.activity_line(
+        ctx, gb.sku_id, "options.group_buy.activity_id", "the group-buy SKU is not in this order", "拼团商品不在此订单中"
+    )
     line = ctx.lines[idx]
     activities.check_no_other_activity(line, OPTION)
     if line.flags.get(VIRTUAL):  # made virtual (a card plan sells it) after the group buy was set up

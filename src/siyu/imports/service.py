@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
@@ -30,6 +30,7 @@ from siyu.imports.models import ImportedMember, ImportedOrder
 from siyu.imports.schemas import ImportReport, MemberRow, OrderRow, RowError
 from siyu.kit.errors import DomainError, FieldError, register_messages
 from siyu.kit.timeutil import utcnow
+from siyu.kit.validation_messages import field_message
 from siyu.members.models import Member
 from siyu.orders import models as om
 
@@ -47,30 +48,39 @@ register_messages(
 )
 
 
+class _RowError(RowError):
+    """A bad row, its message in zh-CN too: a refused import's field errors pick the language;
+    the dry run's report shows ``RowError``'s fields only (``message`` in English)."""
+
+    message_zh: str = Field(exclude=True)
+
+
 @dataclass
 class _Parsed:
     members: list[tuple[int, MemberRow]] = field(default_factory=list)
     orders: list[tuple[int, OrderRow]] = field(default_factory=list)
-    errors: list[RowError] = field(default_factory=list)
+    errors: list[_RowError] = field(default_factory=list)
 
 
-def _rows(text: str, file: str, required: Iterable[str], errors: list[RowError]) -> list[tuple[int, dict[str, str]]]:
+def _rows(text: str, file: str, required: Iterable[str], errors: list[_RowError]) -> list[tuple[int, dict[str, str]]]:
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:
-        errors.append(RowError(file=file, row=1, field=None, code="missing_columns",
-                               message=f"missing columns: {', '.join(missing)}"))
+        errors.append(_RowError(file=file, row=1, field=None, code="missing_columns",
+                                message=f"missing columns: {', '.join(missing)}",
+                                message_zh=f"缺少列：{', '.join(missing)}"))
         return []
     return [(i + 2, row) for i, row in enumerate(reader)]
 
 
-def _validate(model: type[MemberRow] | type[OrderRow], raw: dict[str, str], file: str, line: int, errors: list[RowError]) -> Any:
+def _validate(model: type[MemberRow] | type[OrderRow], raw: dict[str, str], file: str, line: int, errors: list[_RowError]) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         for e in exc.errors():
-            errors.append(RowError(file=file, row=line, field=".".join(str(p) for p in e["loc"]) or None,
-                                   code=e["type"], message=e["msg"]))
+            errors.append(_RowError(file=file, row=line, field=".".join(str(p) for p in e["loc"]) or None,
+                                    code=e["type"], message=field_message(e["type"], "en", e.get("ctx")),
+                                    message_zh=field_message(e["type"], "zh-CN", e.get("ctx"))))
         return None
 
 
@@ -83,8 +93,9 @@ def parse(members_csv: str | None, orders_csv: str | None) -> _Parsed:
             if row is None:
                 continue
             if row.external_id in seen:
-                parsed.errors.append(RowError(file="members.csv", row=line, field="external_id", code="duplicate",
-                                              message=f"external_id {row.external_id} appears twice"))
+                parsed.errors.append(_RowError(file="members.csv", row=line, field="external_id", code="duplicate",
+                                               message=f"external_id {row.external_id} appears twice",
+                                               message_zh=f"external_id {row.external_id} 出现了两次"))
                 continue
             seen.add(row.external_id)
             parsed.members.append((line, row))
@@ -95,8 +106,9 @@ def parse(members_csv: str | None, orders_csv: str | None) -> _Parsed:
             if order is None:
                 continue
             if order.external_order_id in seen_o:
-                parsed.errors.append(RowError(file="orders.csv", row=line, field="external_order_id", code="duplicate",
-                                              message=f"external_order_id {order.external_order_id} appears twice"))
+                parsed.errors.append(_RowError(file="orders.csv", row=line, field="external_order_id", code="duplicate",
+                                               message=f"external_order_id {order.external_order_id} appears twice",
+                                               message_zh=f"external_order_id {order.external_order_id} 出现了两次"))
                 continue
             seen_o.add(order.external_order_id)
             parsed.orders.append((line, order))
@@ -111,6 +123,10 @@ def _existing(session: Session, model: type[ImportedMember] | type[ImportedOrder
         stmt = select(model.external_id, target).where(model.merchant_id == merchant_id, model.external_id.in_(chunk))
         out.update({e: int(i) for e, i in session.execute(stmt).all()})
     return out
+
+
+def _by_place(e: RowError) -> tuple[str, int]:
+    return e.file, e.row
 
 
 def run_import(
@@ -140,29 +156,32 @@ def run_import(
         if order.external_order_id in known_orders:
             continue
         if order.member_external_id not in file_member_ids and order.member_external_id not in known_members:
-            errors.append(RowError(file="orders.csv", row=line, field="member_external_id", code="member_unknown",
-                                   message=f"no member {order.member_external_id} in members.csv or earlier imports"))
+            errors.append(_RowError(file="orders.csv", row=line, field="member_external_id", code="member_unknown",
+                                    message=f"no member {order.member_external_id} in members.csv or earlier imports",
+                                    message_zh=f"members.csv 和以往导入中都没有会员 {order.member_external_id}"))
             continue
         if order.sku_code and order.sku_code not in skus:
-            errors.append(RowError(file="orders.csv", row=line, field="sku_code", code="sku_unknown",
-                                   message=f"no SKU {order.sku_code}"))
+            errors.append(_RowError(file="orders.csv", row=line, field="sku_code", code="sku_unknown",
+                                    message=f"no SKU {order.sku_code}", message_zh=f"SKU {order.sku_code} 不存在"))
             continue
         new_orders.append((line, order))
+    errors.sort(key=_by_place)
     report = ImportReport(
         dry_run=dry_run, members_seen=len(parsed.members), members_created=0 if dry_run else len(new_members),
         members_skipped=len(parsed.members) - len(new_members), orders_seen=len(parsed.orders),
         orders_created=0 if dry_run else len(new_orders), orders_skipped=len(parsed.orders) - len(new_orders) - sum(
             1 for e in errors if e.file == "orders.csv" and e.code in ("member_unknown", "sku_unknown")
         ),
-        errors=sorted(errors, key=lambda e: (e.file, e.row)), committed=False,
+        errors=list(errors), committed=False,
     )
     if dry_run:
         return report
     if errors:
         raise DomainError(
             "import_has_errors", count=len(errors),
-            fields=[FieldError(path=f"{e.file}:{e.row}" + (f".{e.field}" if e.field else ""), code=e.code, message=e.message)
-                    for e in report.errors[:500]],
+            fields=[FieldError(path=f"{e.file}:{e.row}" + (f".{e.field}" if e.field else ""), code=e.code,
+                               message=e.message, message_zh=e.message_zh)
+                    for e in errors[:500]],
         )
     member_ids = _write_members(session, merchant_id, new_members)
     known_members.update(member_ids)

@@ -29,6 +29,7 @@ from siyu.kit.errors import DomainError, FieldError, not_found, register_message
 from siyu.kit.timeutil import utcnow
 from siyu.members import repository as repo
 from siyu.members.models import MemberRecord, RecordType
+from siyu.members.profile import value_message_zh
 from siyu.members.schemas import (
     FieldDef,
     LatestRecordOut,
@@ -83,7 +84,8 @@ def update_type(session: Session, merchant_id: int, type_id: int, data: RecordTy
     if "fields" in fields and data.fields is not None:
         keys = [f.key for f in data.fields]
         if len(set(keys)) != len(keys):
-            raise DomainError("validation_error", fields=[FieldError("body.fields", "duplicate_key", "field keys must be unique")])
+            raise DomainError("validation_error", fields=[FieldError("body.fields", "duplicate_key", "field keys must be unique",
+                                                                     "字段 key 不能重复")])
         row.fields = [f.model_dump() for f in data.fields]
     for key in ("label", "description", "active"):
         if key in fields and fields[key] is not None:
@@ -111,7 +113,7 @@ def add_version(
     defs = [FieldDef.model_validate(f) for f in rtype.fields]
     clean, errors = check_values(defs, body.data, prefix="data")
     if errors:
-        raise DomainError("record_invalid", fields=[FieldError(p, c, m) for p, c, m in errors])
+        raise DomainError("record_invalid", fields=[FieldError(p, c, m, value_message_zh(m)) for p, c, m in errors])
     version = repo.record_max_version(session, merchant_id, member_id, type_id) + 1
     row = MemberRecord(
         merchant_id=merchant_id, member_id=member_id, record_type_id=type_id, version=version, data=clean,

@@ -33,6 +33,7 @@ import io
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import Field
 from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -61,6 +62,14 @@ from siyu.members.schemas import (
     TagPatch,
     TagTemplateIn,
 )
+
+
+class _RowError(RowError):
+    """A bad CSV row, its message in zh-CN too: a refused bulk change's field errors pick the
+    language; the dry run shows ``RowError``'s fields only (``message`` in English)."""
+
+    message_zh: str = Field(exclude=True)
+
 
 register_messages(
     {
@@ -317,13 +326,14 @@ def bulk_csv(session: Session, merchant_id: int, tag_id: int, body: BulkCsvIn, a
     wanted_ids: set[int] = set()
     wanted_phones: set[str] = set()
     parsed: list[tuple[int, int | None, str | None]] = []
-    errors: list[RowError] = []
+    errors: list[_RowError] = []
     for n, r in data:
         raw_id = r[id_col].strip() if id_col is not None and id_col < len(r) else ""
         raw_phone = r[phone_col].strip() if phone_col is not None and phone_col < len(r) else ""
         if raw_id:
             if not raw_id.isdigit():
-                errors.append(RowError(row=n, code="member_id_invalid", message=f"member_id {raw_id!r} is not a number"))
+                errors.append(_RowError(row=n, code="member_id_invalid", message=f"member_id {raw_id!r} is not a number",
+                                        message_zh=f"member_id {raw_id!r} 不是数字"))
                 continue
             wanted_ids.add(int(raw_id))
             parsed.append((n, int(raw_id), None))
@@ -331,23 +341,27 @@ def bulk_csv(session: Session, merchant_id: int, tag_id: int, body: BulkCsvIn, a
             wanted_phones.add(raw_phone)
             parsed.append((n, None, raw_phone))
         else:
-            errors.append(RowError(row=n, code="row_empty", message="the row has neither member_id nor phone"))
+            errors.append(_RowError(row=n, code="row_empty", message="the row has neither member_id nor phone",
+                                    message_zh="该行既没有 member_id 也没有手机号"))
     known = repo.active_ids(session, merchant_id, wanted_ids)
     by_phone = repo.active_ids_by_phones(session, merchant_id, wanted_phones)
     targets: list[int] = []
     for n, mid, phone in parsed:
         if mid is not None:
             if mid not in known:
-                errors.append(RowError(row=n, code="member_not_found", message=f"no member {mid}"))
+                errors.append(_RowError(row=n, code="member_not_found", message=f"no member {mid}",
+                                        message_zh=f"会员 {mid} 不存在"))
             else:
                 targets.append(mid)
         else:
             assert phone is not None
             ids = by_phone.get(phone, [])
             if not ids:
-                errors.append(RowError(row=n, code="member_not_found", message=f"no member with phone {phone}"))
+                errors.append(_RowError(row=n, code="member_not_found", message=f"no member with phone {phone}",
+                                        message_zh=f"没有手机号为 {phone} 的会员"))
             elif len(ids) > 1:
-                errors.append(RowError(row=n, code="phone_ambiguous", message=f"{len(ids)} members have phone {phone}"))
+                errors.append(_RowError(row=n, code="phone_ambiguous", message=f"{len(ids)} members have phone {phone}",
+                                        message_zh=f"有 {len(ids)} 位会员的手机号都是 {phone}"))
             else:
                 targets.append(ids[0])
     errors.sort(key=lambda e: e.row)
@@ -355,11 +369,11 @@ def bulk_csv(session: Session, merchant_id: int, tag_id: int, body: BulkCsvIn, a
     if body.dry_run:
         have = repo.tagged_member_ids(session, merchant_id, tag_id)
         would = [m for m in unique_targets if (m not in have) == (body.action == "add")]
-        return BulkTagOut(dry_run=True, rows=len(data), matched=len(unique_targets), changed=len(would), errors=errors)
+        return BulkTagOut(dry_run=True, rows=len(data), matched=len(unique_targets), changed=len(would), errors=list(errors))
     if errors:
         raise DomainError(
             "bulk_tag_rows_invalid", count=len(errors),
-            fields=[FieldError(f"csv.rows[{e.row}]", e.code, e.message) for e in errors],
+            fields=[FieldError(f"csv.rows[{e.row}]", e.code, e.message, e.message_zh) for e in errors],
         )
     changed = _bulk_apply(session, merchant_id, tag_id, unique_targets, action=body.action, source="csv", actor=actor)
     return BulkTagOut(dry_run=False, rows=len(data), matched=len(unique_targets), changed=changed, errors=[])

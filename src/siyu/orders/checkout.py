@@ -233,7 +233,7 @@ def _address(
     found = repo.checkout_address(session, merchant_id, member_id, body.address_id) if read is _NO_ADDRESS else read
     if body.address_id is not None:
         if found is None:
-            raise invalid("address_id", "address_not_found", "no such address")
+            raise invalid("address_id", "address_not_found", "no such address", "收货地址不存在")
         return found
     if found is None and required:
         raise DomainError("address_required")
@@ -324,7 +324,8 @@ def check_idempotency_key(key: str | None) -> str:
         raise DomainError("idempotency_key_required")
     key = key.strip()
     if len(key) > IDEMPOTENCY_KEY_MAX:
-        raise invalid("header.Idempotency-Key", "too_long", f"at most {IDEMPOTENCY_KEY_MAX} characters")
+        raise invalid("header.Idempotency-Key", "too_long", f"at most {IDEMPOTENCY_KEY_MAX} characters",
+                      f"最多 {IDEMPOTENCY_KEY_MAX} 个字符")
     return key
 
 

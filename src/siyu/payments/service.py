@@ -404,7 +404,8 @@ def check_idempotency_key(key: str | None) -> str:
         raise DomainError("idempotency_key_required")
     key = key.strip()
     if len(key) > IDEMPOTENCY_KEY_MAX:
-        raise invalid("header.Idempotency-Key", "too_long", f"at most {IDEMPOTENCY_KEY_MAX} characters")
+        raise invalid("header.Idempotency-Key", "too_long", f"at most {IDEMPOTENCY_KEY_MAX} characters",
+                      f"最多 {IDEMPOTENCY_KEY_MAX} 个字符")
     return key
 
 
@@ -461,7 +462,8 @@ def request_refund(
         shares: list[int] = []
         for i, (line_id, quantity) in enumerate(lines):
             if line_id in seen:
-                raise invalid(f"lines.{i}.order_line_id", "duplicate_line", "each order line at most once")
+                raise invalid(f"lines.{i}.order_line_id", "duplicate_line", "each order line at most once",
+                              "每个订单行只能出现一次")
             seen.add(line_id)
             line = by_id.get(line_id)
             if line is None:

@@ -53,6 +53,7 @@ from siyu.kit import audit
 from siyu.kit.errors import DomainError, FieldError, catalogue, invalid, not_found, register_messages
 from siyu.kit.money import yuan
 from siyu.kit.timeutil import utcnow
+from siyu.kit.validation_messages import field_message
 from siyu.orders import service as orders_service
 from siyu.orders.pricing import ITEM_PROMOTIONS, ORDER_PROMOTIONS, PricedLine, PricingContext, StageEntry
 from siyu.promotions import repository as repo
@@ -147,7 +148,7 @@ def _promotion_not_found() -> DomainError:
 
 def _aware(value: dt.datetime, path: str) -> dt.datetime:
     if value.tzinfo is None:
-        raise invalid(path, "timezone_required", "give the time with its UTC offset")
+        raise invalid(path, "timezone_required", "give the time with its UTC offset", "时间需带时区偏移（如 +08:00）")
     return value.astimezone(dt.UTC)
 
 
@@ -174,8 +175,14 @@ def parse_rules(kind: str, rules: dict[str, Any], path: str = "rules") -> BaseMo
     try:
         return RULES[kind].model_validate(rules)
     except ValidationError as exc:
+        # Pydantic's error type as the code, the text from the shared table (as the API's 422s)
         fields = [
-            FieldError(".".join([path, *(str(p) for p in err["loc"])]), str(err["type"]), str(err["msg"]))
+            FieldError(
+                ".".join([path, *(str(p) for p in err["loc"])]),
+                err["type"],
+                field_message(err["type"], "en", err.get("ctx")),
+                field_message(err["type"], "zh-CN", err.get("ctx")),
+            )
             for err in exc.errors()
         ]
         raise DomainError("validation_error", fields=fields) from None
@@ -235,7 +242,7 @@ def out(promo: Promotion, now: dt.datetime | None = None) -> PromotionOut:
 
 def _check_window(starts_at: dt.datetime, ends_at: dt.datetime) -> None:
     if ends_at <= starts_at:
-        raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at")
+        raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at", "结束时间须晚于开始时间")
 
 
 def _check_scope(session: Session, merchant_id: int, scope: Scope) -> None:
@@ -253,7 +260,7 @@ def _check_scope(session: Session, merchant_id: int, scope: Scope) -> None:
 def _virtual_product(sku_id: int, path: str) -> DomainError:
     return DomainError(
         "promotion_virtual_product",
-        fields=[FieldError(path, "virtual_product", "a virtual product's SKU cannot be listed")],
+        fields=[FieldError(path, "virtual_product", "a virtual product's SKU cannot be listed", "虚拟商品的 SKU 不能参加此活动")],
         sku_id=sku_id,
     )
 
@@ -283,17 +290,19 @@ def _check_price_items(
         if physical_only and pair[1].kind == KIND_VIRTUAL:
             raise _virtual_product(it.sku_id, f"{path}.{i}.sku_id")
         if it.sku_id in seen:
-            raise invalid(f"{path}.{i}.sku_id", "duplicate_sku", "each SKU may be listed once")
+            raise invalid(f"{path}.{i}.sku_id", "duplicate_sku", "each SKU may be listed once", "每个 SKU 只能出现一次")
         seen.add(it.sku_id)
         price = getattr(it, "price", None)
         if price is not None and price >= pair[0].sale_price:
-            raise invalid(f"{path}.{i}.price", "price_not_below_sale_price", "the price must be below the SKU's sale price")
+            raise invalid(f"{path}.{i}.price", "price_not_below_sale_price", "the price must be below the SKU's sale price",
+                          "活动价须低于该 SKU 的售价")
 
 
 def _check_thresholds(tiers: list[Any]) -> None:
     for i in range(1, len(tiers)):
         if tiers[i].threshold <= tiers[i - 1].threshold:
-            raise invalid(f"rules.tiers.{i}.threshold", "tiers_not_increasing", "tier thresholds must increase")
+            raise invalid(f"rules.tiers.{i}.threshold", "tiers_not_increasing", "tier thresholds must increase",
+                          "各档门槛须逐档递增")
 
 
 def check_rules(session: Session, merchant_id: int, kind: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -308,14 +317,18 @@ def check_rules(session: Session, merchant_id: int, kind: str, raw: dict[str, An
         for i, tier in enumerate(rules.tiers):
             if tier.discount >= tier.threshold:
                 raise invalid(
-                    f"rules.tiers.{i}.discount", "discount_not_below_threshold", "the discount must be below its threshold"
+                    f"rules.tiers.{i}.discount", "discount_not_below_threshold", "the discount must be below its threshold",
+                    "优惠金额须低于本档门槛"
                 )
             if i and tier.discount <= rules.tiers[i - 1].discount:
-                raise invalid(f"rules.tiers.{i}.discount", "tiers_not_increasing", "tier discounts must increase")
+                raise invalid(f"rules.tiers.{i}.discount", "tiers_not_increasing", "tier discounts must increase",
+                              "各档优惠须逐档递增")
         if rules.repeat and len(rules.tiers) != 1:
-            raise invalid("rules.repeat", "repeat_needs_one_tier", "a repeating spend-and-save has exactly one tier")
+            raise invalid("rules.repeat", "repeat_needs_one_tier", "a repeating spend-and-save has exactly one tier",
+                          "循环满减（每满减）只能设一档")
         if rules.max_discount is not None and not rules.repeat:
-            raise invalid("rules.max_discount", "repeat_only", "max_discount caps a repeating spend-and-save")
+            raise invalid("rules.max_discount", "repeat_only", "max_discount caps a repeating spend-and-save",
+                          "只有循环满减（每满减）可以设置封顶 max_discount")
     elif isinstance(rules, SpendGiftRules):
         _check_scope(session, merchant_id, rules.scope)
         _check_thresholds(rules.tiers)
@@ -368,12 +381,13 @@ def update(
     changes = data.model_dump(exclude_unset=True)
     for key, value in changes.items():
         if value is None and key != "per_member_limit":
-            raise invalid(key, "required", f"{key} cannot be null")
+            raise invalid(key, "required", f"{key} cannot be null", f"{key} 不能为 null")
     starts_at = _aware(data.starts_at, "starts_at") if data.starts_at is not None else promo.starts_at
     ends_at = _aware(data.ends_at, "ends_at") if data.ends_at is not None else promo.ends_at
     _check_window(starts_at, ends_at)
     if promo.status == ACTIVE and starts_at <= now:
-        raise invalid("starts_at", "in_the_past", "an activated promotion cannot be moved to start in the past")
+        raise invalid("starts_at", "in_the_past", "an activated promotion cannot be moved to start in the past",
+                      "已启用的活动不能把开始时间改到过去")
     if data.rules is not None:
         promo.rules = check_rules(session, merchant_id, promo.kind, data.rules)
     for key in ("allows_coupons", "allows_points", "allows_order_promotions", "free_shipping", "per_member_limit",
@@ -399,7 +413,7 @@ def activate(
     if promo.status != DRAFT:
         raise DomainError("promotion_state_invalid", status=effective_status(promo, now))
     if now >= promo.ends_at:
-        raise invalid("ends_at", "in_the_past", "the promotion's window is already over")
+        raise invalid("ends_at", "in_the_past", "the promotion's window is already over", "活动时间已结束")
     promo.status = ACTIVE
     promo.activated_at = now
     session.flush()
@@ -504,7 +518,8 @@ def _first_order_request(options: dict[str, Any]) -> int | None:
         return None
     pid = raw.get("promotion_id") if isinstance(raw, dict) else None
     if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= ID_MAX:
-        raise invalid("options.first_order.promotion_id", "required", "give the first-order promotion id")
+        raise invalid("options.first_order.promotion_id", "required", "give the first-order promotion id",
+                      "请提供首单特价活动 ID（promotion_id）")
     return pid
 
 
@@ -588,7 +603,8 @@ def apply_item_promotions(
             raise _virtual_product(virtual_asked, "options.first_order.promotion_id")
         if not facts.first_order_eligible:
             raise DomainError("first_order_not_eligible")
-        raise invalid("options.first_order.promotion_id", "item_not_in_order", "no SKU of this promotion is in the order")
+        raise invalid("options.first_order.promotion_id", "item_not_in_order", "no SKU of this promotion is in the order",
+                      "订单中没有本活动的商品")
     if first_order_missed and not first_order_applied and not facts.first_order_eligible:
         ctx.note(ITEM_PROMOTIONS, code="first_order_not_eligible", message="首单特价仅限首次下单的新客")
 
@@ -684,16 +700,19 @@ def add_on_requests(options: dict[str, Any]) -> list[AddOnRequest]:
     if raw is None:
         return []
     if not isinstance(raw, list) or len(raw) > MAX_ADD_ON_REQUESTS:
-        raise invalid("options.add_on", "invalid", f"a list of at most {MAX_ADD_ON_REQUESTS} add-on requests")
+        raise invalid("options.add_on", "invalid", f"a list of at most {MAX_ADD_ON_REQUESTS} add-on requests",
+                      f"应为列表，最多 {MAX_ADD_ON_REQUESTS} 个换购请求")
     merged: dict[tuple[int, int], int] = {}
     for i, req in enumerate(raw):
         if not isinstance(req, dict):
-            raise invalid(f"options.add_on.{i}", "invalid", "an object with promotion_id and sku_id")
+            raise invalid(f"options.add_on.{i}", "invalid", "an object with promotion_id and sku_id",
+                          "应为包含 promotion_id 和 sku_id 的对象")
         values = []
         for key, default in (("promotion_id", None), ("sku_id", None), ("quantity", 1)):
             value = req.get(key, default)
             if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= ID_MAX:
-                raise invalid(f"options.add_on.{i}.{key}", "required", f"{key} must be a positive integer")
+                raise invalid(f"options.add_on.{i}.{key}", "required", f"{key} must be a positive integer",
+                              f"{key} 须为正整数")
             values.append(value)
         key2 = (values[0], values[1])
         merged[key2] = merged.get(key2, 0) + values[2]
@@ -852,7 +871,8 @@ def apply_order_promotions(
             raise DomainError("promotion_limit_reached", limit=promo.per_member_limit, remaining=0)
         item = next((it for it in add_rules.items if it.sku_id == req.sku_id), None)
         if item is None:
-            raise invalid("options.add_on.sku_id", "not_an_add_on_item", "this SKU is not offered by the promotion")
+            raise invalid("options.add_on.sku_id", "not_an_add_on_item", "this SKU is not offered by the promotion",
+                          "该 SKU 不是本活动的换购商品")
         if req.quantity > item.per_order_limit:
             raise DomainError("add_on_limit_reached", limit=item.per_order_limit)
         if facts.add_on_sold.get((promo.id, item.sku_id), 0) + req.quantity > item.stock:
@@ -1096,7 +1116,7 @@ def store_promotions(
         product = found
         sku_ids = repo.product_sku_ids(session, merchant_id, product_id)
     else:
-        raise invalid("product_id", "required", "give product_id or sku_id")
+        raise invalid("product_id", "required", "give product_id or sku_id", "请提供 product_id 或 sku_id")
     skus = repo.skus_with_products(session, merchant_id, sku_ids)
     probe = PricedLine(
         sku_id=0, product_id=product.id, category_id=product.category_id, title="", spec_text="", image_url=None,

@@ -23,6 +23,8 @@ from siyu.storefront import repository as repo
 from siyu.storefront.models import SLOT_KINDS, HomeSlot
 from siyu.storefront.schemas import CategoryRef, HomeItem, HomeOut, SlotIn, SlotOut, SlotUpdate
 
+_TARGET_ZH = {"product": "商品", "category": "分类"}
+
 
 def _target_value(session: Session, merchant_id: int, target_type: str, value: str | None) -> str | None:
     """The normalised target value, or a 422 on ``body.target_value``."""
@@ -30,13 +32,16 @@ def _target_value(session: Session, merchant_id: int, target_type: str, value: s
     value = (value or "").strip() or None
     if target_type == "none":
         if value is not None:
-            raise invalid(path, "target_not_allowed", "target_value must be empty when target_type is none")
+            raise invalid(path, "target_not_allowed", "target_value must be empty when target_type is none",
+                          "target_type 为 none 时 target_value 须为空")
         return None
     if value is None:
-        raise invalid(path, "target_required", f"target_value is required for target_type {target_type}")
+        raise invalid(path, "target_required", f"target_value is required for target_type {target_type}",
+                      f"target_type 为 {target_type} 时须填写 target_value")
     if target_type in ("product", "category"):
         if not value.isdigit():
-            raise invalid(path, "invalid_target", f"target_value must be a {target_type} id")
+            raise invalid(path, "invalid_target", f"target_value must be a {target_type} id",
+                          f"target_value 须为{_TARGET_ZH[target_type]} ID")
         ref = int(value)
         exists = (
             catalog_repo.product_by_id(session, merchant_id, ref)
@@ -44,20 +49,20 @@ def _target_value(session: Session, merchant_id: int, target_type: str, value: s
             else catalog_repo.category_by_id(session, merchant_id, ref)
         )
         if exists is None:
-            raise invalid(path, "target_not_found", f"{target_type} {ref} does not exist")
+            raise invalid(path, "target_not_found", f"{target_type} {ref} does not exist", f"{_TARGET_ZH[target_type]} {ref} 不存在")
         return str(ref)
     if target_type == "url":
         if not value.lower().startswith(("https://", "http://")):
-            raise invalid(path, "invalid_url", "target_value must be an http(s) URL")
+            raise invalid(path, "invalid_url", "target_value must be an http(s) URL", "target_value 须为 http(s) 网址")
         return value
     if any(ch.isspace() for ch in value):  # page
-        raise invalid(path, "invalid_page", "a page path has no spaces")
+        raise invalid(path, "invalid_page", "a page path has no spaces", "页面路径不能包含空格")
     return value
 
 
 def _check_schedule(starts_at: dt.datetime | None, ends_at: dt.datetime | None) -> None:
     if starts_at is not None and ends_at is not None and ends_at <= starts_at:
-        raise invalid("body.ends_at", "ends_before_start", "ends_at must be after starts_at")
+        raise invalid("body.ends_at", "ends_before_start", "ends_at must be after starts_at", "结束时间须晚于开始时间")
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -88,7 +93,8 @@ def update_slot(session: Session, merchant_id: int, slot_id: int, data: SlotUpda
     nulls = [n for n in ("kind", "title", "target_type", "sort", "enabled") if n in fields and fields[n] is None]
     if nulls:
         raise DomainError(
-            "validation_error", fields=[FieldError(f"body.{n}", "null_not_allowed", f"{n} cannot be null") for n in nulls]
+            "validation_error", fields=[FieldError(f"body.{n}", "null_not_allowed", f"{n} cannot be null",
+                                                   f"{n} 不能为 null") for n in nulls]
         )
     for key in ("starts_at", "ends_at"):
         if key in fields:
@@ -112,7 +118,7 @@ def delete_slot(session: Session, merchant_id: int, slot_id: int) -> None:
 def reorder(session: Session, merchant_id: int, slot_ids: list[int]) -> list[HomeSlot]:
     """Give the listed slots ``sort`` = their position (0, 1, 2...); other slots keep theirs."""
     if len(set(slot_ids)) != len(slot_ids):
-        raise invalid("body.ids", "duplicate_ids", "each slot id may appear once")
+        raise invalid("body.ids", "duplicate_ids", "each slot id may appear once", "每个首页位 ID 只能出现一次")
     slots = repo.slots_by_ids(session, merchant_id, slot_ids)
     if len(slots) != len(slot_ids):
         raise not_found("首页位", "Home slot")
