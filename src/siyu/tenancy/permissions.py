@@ -2,6 +2,10 @@
 
 Permissions are ``area:verb`` strings. Endpoints declare the one they need with
 ``require("orders:write")``; a role grants a set, ``*`` grants everything.
+
+Members: ``members:export`` (a member's data as JSON) is for owners and operators,
+``members:erase`` (anonymising deletion) for owners only; ``members:own`` is "my customers"
+(the staff member's own customers and their orders).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ AREAS = (
     "aftersales",
     "promotions",
     "members",
+    "tags",
     "loyalty",
     "audience",
     "journeys",
@@ -40,15 +45,16 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
         {f"{a}:read" for a in AREAS if a not in ("finance", "staff")}
         | {
             f"{a}:write"
-            for a in ("catalog", "storefront", "orders", "aftersales", "promotions", "members", "loyalty")
+            for a in ("catalog", "storefront", "orders", "aftersales", "promotions", "members", "tags", "loyalty")
         }
-        | {"audience:write", "journeys:write", "staff:read"}
+        | {"audience:write", "journeys:write", "staff:read", "members:export", "members:own"}
     ),
     Role.FINANCE: frozenset(
-        {f"{a}:read" for a in ("orders", "payments", "refunds", "aftersales", "analytics", "finance", "members")}
+        {f"{a}:read" for a in ("orders", "payments", "refunds", "aftersales", "analytics", "finance", "members", "tags")}
         | {"refunds:write", "payments:write", "finance:write"}
     ),
-    Role.STAFF: frozenset({"catalog:read", "orders:read", "members:read", "aftersales:read", "storefront:read"}),
+    Role.STAFF: frozenset({"catalog:read", "orders:read", "members:read", "aftersales:read", "storefront:read",
+                          "tags:read", "members:own"}),
 }
 
 
