@@ -1,21 +1,42 @@
-"""Store API: WeChat login, phone binding, profile. Admin API: member list, detail and profile."""
+"""Store API: WeChat login, phone binding, profile. Admin API: member list, detail, profile, the
+member 360 view (``GET /members/{id}/360``: a separate route, so the detail stays cheap),
+custom field definitions (``/member-fields``) and a member's merges.
+
+The members domain's other routes live in modules by subject, all on the routers of
+``siyu.members.routers`` (imported below so route discovery, which reads this module's
+``admin`` and ``store``, mounts them too): ``tags_endpoints``, ``records_endpoints``,
+``owners_endpoints``, ``channel_endpoints``, ``privacy_endpoints``."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request, Response, status
 
 from siyu.api.deps import AppSettings, Customer, DbSession, StaffPrincipal, require
+from siyu.api.idempotency import idempotent
 from siyu.db.session import unit_of_work
 from siyu.kit.errors import DomainError
 from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
-from siyu.members import profile, service
+from siyu.members import (  # noqa: F401  (the routes of these modules are on admin / store)
+    channel_endpoints,
+    owners_endpoints,
+    privacy_endpoints,
+    profile,
+    records_endpoints,
+    service,
+    tags_endpoints,
+)
 from siyu.members import repository as repo
 from siyu.members.models import Member
+from siyu.members.routers import admin, store
 from siyu.members.schemas import (
     CustomerTokenOut,
+    CustomFieldDefIn,
+    CustomFieldDefOut,
     MemberAdminOut,
+    MemberMergeOut,
     MemberOut,
     PhoneBindIn,
     ProfileOut,
@@ -24,8 +45,7 @@ from siyu.members.schemas import (
 )
 from siyu.tenancy import service as tenancy_service
 
-store = APIRouter(tags=["store: account"])
-admin = APIRouter(tags=["admin: members"])
+__all__ = ["admin", "store"]
 
 
 def _credentials(request: Request, merchant_code: str | None) -> tuple[int, service.MiniProgramCredentials]:
@@ -115,3 +135,47 @@ def patch_member_profile(
     member_id: int, body: ProfilePatch, session: DbSession, p: StaffPrincipal = Depends(require("members:write"))
 ) -> ProfileOut:
     return profile.patch_profile(session, p.merchant_id, member_id, body)
+
+
+@admin.get("/members/{member_id}/360", response_model=dict[str, Any],
+           summary="Member 360: profile, stats, loyalty, coupons, recent orders, tags, staff owner, latest records, "
+                   "consent, merges (sections of modules not installed are left out)")
+def member_360(member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:read"))) -> dict[str, Any]:
+    return profile.member_360(session, p.merchant_id, member_id)
+
+
+@admin.get("/members/{member_id}/merges", response_model=list[MemberMergeOut],
+           summary="Merges the member took part in, kept or merged (identity merges by unionid or phone)")
+def member_merges(member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:read"))) -> list[MemberMergeOut]:
+    return [MemberMergeOut.model_validate(m) for m in service.merges_of(session, p.merchant_id, member_id)]
+
+
+# -- custom field definitions --------------------------------------------------------------------------------
+
+
+@admin.get("/member-fields", response_model=list[CustomFieldDefOut], summary="Custom profile field definitions")
+def list_member_fields(session: DbSession, p: StaffPrincipal = Depends(require("members:read"))) -> list[CustomFieldDefOut]:
+    return [CustomFieldDefOut.model_validate(profile.field_def_out(d)) for d in profile.list_field_defs(session, p.merchant_id)]
+
+
+@admin.post("/member-fields", response_model=CustomFieldDefOut, status_code=status.HTTP_201_CREATED,
+            summary="Define a custom profile field (values are checked by type on every profile write)")
+@idempotent
+def create_member_field(
+    body: CustomFieldDefIn, session: DbSession, p: StaffPrincipal = Depends(require("members:write"))
+) -> CustomFieldDefOut:
+    return CustomFieldDefOut.model_validate(profile.field_def_out(profile.create_field_def(session, p.merchant_id, body)))
+
+
+@admin.put("/member-fields/{def_id}", response_model=CustomFieldDefOut, summary="Replace a definition (the key cannot change)")
+def update_member_field(
+    def_id: int, body: CustomFieldDefIn, session: DbSession, p: StaffPrincipal = Depends(require("members:write"))
+) -> CustomFieldDefOut:
+    return CustomFieldDefOut.model_validate(profile.field_def_out(profile.update_field_def(session, p.merchant_id, def_id, body)))
+
+
+@admin.delete("/member-fields/{def_id}", status_code=status.HTTP_204_NO_CONTENT,
+              summary="Delete a definition (members' stored values are kept)")
+def delete_member_field(def_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:write"))) -> Response:
+    profile.delete_field_def(session, p.merchant_id, def_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

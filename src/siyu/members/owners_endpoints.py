@@ -1,0 +1,89 @@
+"""Admin API: staff ownership (导购) of members — assign, hand over a departing staff member's
+customers (all or some) to a successor, the ownership history — and "my customers": a staff
+login's own customers and their orders (another staff member's customer is a 404)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from fastapi import Depends, Query, status
+
+from siyu.api.deps import DbSession, StaffPrincipal, require
+from siyu.kit.errors import DomainError
+from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
+from siyu.members import repository as repo
+from siyu.members import staff_owner
+from siyu.members.models import Member
+from siyu.members.routers import admin
+from siyu.members.schemas import CustomerOut, HandoverIn, HandoverOut, OwnershipLogOut, StaffOwnerIn
+from siyu.orders.models import Order
+from siyu.orders.repository import search_orders
+from siyu.orders.schemas import OrderOut
+
+TAGS: list[str | Enum] = ["admin: staff customers"]
+
+
+@admin.put("/members/{member_id}/owner", response_model=CustomerOut, tags=TAGS,
+           summary="Make a staff member of the merchant the member's owner (null unbinds); logged")
+def assign_owner(
+    member_id: int, body: StaffOwnerIn, session: DbSession, p: StaffPrincipal = Depends(require("members:write"))
+) -> CustomerOut:
+    return CustomerOut.model_validate(staff_owner.assign(session, p.merchant_id, member_id, body.staff_id, actor=p.actor))
+
+
+@admin.get("/members/{member_id}/ownership-history", response_model=list[OwnershipLogOut], tags=TAGS)
+def ownership_history(
+    member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:read"))
+) -> list[OwnershipLogOut]:
+    return [OwnershipLogOut.model_validate(x) for x in staff_owner.history(session, p.merchant_id, member_id)]
+
+
+@admin.post("/staff/{staff_id}/handover", response_model=HandoverOut, status_code=status.HTTP_200_OK, tags=TAGS,
+            summary="Move all (member_ids omitted) or some customers of a staff member to a successor",
+            description="Every check runs before any write: a staff id of another merchant is 404, a member id "
+                        "that is not the staff member's customer is 422 (`not_owned` at `body.member_ids[i]`), an "
+                        "inactive successor 409 `staff_owner_inactive`; then nothing changes. Each move is logged.")
+def handover(
+    staff_id: int, body: HandoverIn, session: DbSession, p: StaffPrincipal = Depends(require("members:write"))
+) -> HandoverOut:
+    moved = staff_owner.handover(session, p.merchant_id, staff_id, body.to_staff_id, body.member_ids, actor=p.actor)
+    return HandoverOut(from_staff_id=staff_id, to_staff_id=body.to_staff_id, moved=moved)
+
+
+def _me(p: StaffPrincipal) -> int:
+    if p.staff_id is None:  # an API key has no customers of its own
+        raise DomainError("staff_only")
+    return p.staff_id
+
+
+@admin.get("/my-customers", response_model=Page[CustomerOut], tags=TAGS,
+           summary="The signed-in staff member's own customers")
+def my_customers(
+    session: DbSession, q: str | None = Query(None, max_length=64), params: PageParams = Depends(page_params),
+    p: StaffPrincipal = Depends(require("members:own")),
+) -> Page[CustomerOut]:
+    stmt = repo.search(session, p.merchant_id, q, None, staff_id=_me(p))
+    stmt = apply_sort(stmt, params.sort, {"id": Member.id, "staff_bound_at": Member.staff_bound_at}, Member.id.desc())
+    rows, total = paginate(session, stmt, params)
+    return Page(items=[CustomerOut.model_validate(m) for m in rows], total=total, page=params.page,
+                page_size=params.page_size)
+
+
+@admin.get("/my-customers/{member_id}", response_model=CustomerOut, tags=TAGS,
+           summary="One of my customers (another staff member's customer: 404)")
+def my_customer(member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:own"))) -> CustomerOut:
+    return CustomerOut.model_validate(staff_owner.my_customer(session, p.merchant_id, _me(p), member_id))
+
+
+@admin.get("/my-customers/{member_id}/orders", response_model=Page[OrderOut], tags=TAGS,
+           summary="Orders of one of my customers, newest first")
+def my_customer_orders(
+    member_id: int, session: DbSession, params: PageParams = Depends(page_params),
+    p: StaffPrincipal = Depends(require("members:own")),
+) -> Page[OrderOut]:
+    staff_owner.my_customer(session, p.merchant_id, _me(p), member_id)
+    stmt = apply_sort(search_orders(p.merchant_id, member_id=member_id), params.sort,
+                      {"id": Order.id, "created_at": Order.created_at}, Order.id.desc())
+    rows, total = paginate(session, stmt, params)
+    return Page(items=[OrderOut.model_validate(o) for o in rows], total=total, page=params.page,
+                page_size=params.page_size)
