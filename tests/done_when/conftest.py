@@ -85,6 +85,12 @@ def login(client: TestClient, demo: Demo, name: str, **extra: Any) -> tuple[int,
 def new_product(client: TestClient, demo: Demo, title: str, prices: list[int], *, stock: int = 50,
                 free_shipping: bool = True, **fields: Any) -> list[int]:
     """The merchant lists a product (one SKU per price) and puts it on sale; returns the SKU ids."""
+    return new_item(client, demo, title, prices, stock=stock, free_shipping=free_shipping, **fields)[1]
+
+
+def new_item(client: TestClient, demo: Demo, title: str, prices: list[int], *, stock: int = 50,
+             free_shipping: bool = True, **fields: Any) -> tuple[int, list[int]]:
+    """``new_product`` that also answers the product id: ``(product_id, sku_ids)``."""
     tag = uuid.uuid4().hex[:8]
     body = {
         "title": f"{title} {tag}", "free_shipping": free_shipping, "spec_names": ["款式"] if len(prices) > 1 else [],
@@ -100,7 +106,7 @@ def new_product(client: TestClient, demo: Demo, title: str, prices: list[int], *
     product = r.json()
     r = client.post(f"{ADMIN}/products/{product['id']}/status", json={"status": "on_sale"}, headers=demo.operator)
     assert r.status_code == 200, r.text
-    return [int(s["id"]) for s in product["skus"]]
+    return int(product["id"]), [int(s["id"]) for s in product["skus"]]
 
 
 def stop_running_promotions(client: TestClient, demo: Demo) -> None:

@@ -1,0 +1,230 @@
+"""Issue 3, "Done when", walked over HTTP in the seeded demo store: the merchant configures each
+activity through the admin API, customers use each one, and every order's fen amounts are
+computed here by hand from the configured rules (never from the API's answer). The stacking rules
+checked: a flash-sale line takes no coupon by default; an activity's ``allows_order_promotions``
+decides whether its lines count for spend-and-save.
+
+Each test starts by stopping every running promotion (the demo's store-wide 满减 and the rest), as
+a merchant does before launching its own campaign, and uses its own products and new customers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.config import Settings
+from siyu.kit.timeutil import utcnow
+from tests.done_when.conftest import (
+    ADMIN,
+    STORE,
+    Demo,
+    add_address,
+    drain,
+    key,
+    login,
+    new_item,
+    pay,
+    preview,
+    stop_running_promotions,
+    submit,
+)
+
+
+def window(hours_before: int = 1, days_after: int = 7) -> dict[str, str]:
+    now = utcnow()
+    return {"starts_at": (now - dt.timedelta(hours=hours_before)).isoformat(),
+            "ends_at": (now + dt.timedelta(days=days_after)).isoformat()}
+
+
+def customer(client: TestClient, demo: Demo, name: str) -> tuple[int, dict[str, str]]:
+    member_id, headers, body = login(client, demo, name)
+    assert body["is_new"] is True
+    add_address(client, headers)
+    return member_id, headers
+
+
+def coupon_template(client: TestClient, demo: Demo, **fields: Any) -> dict[str, Any]:
+    body = {"validity_mode": "relative", "valid_days": 30, "channels": ["claim"], "per_member_limit": 1,
+            "total_quantity": 100, "status": "active", **fields}
+    r = client.post(f"{ADMIN}/coupon-templates", json=body, headers=demo.operator)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def claim(client: TestClient, headers: dict[str, str], template_id: int) -> dict[str, Any]:
+    r = client.post(f"{STORE}/coupons/templates/{template_id}/claim", headers={**headers, **key()})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def wallet(client: TestClient, headers: dict[str, str]) -> dict[int, str]:
+    r = client.get(f"{STORE}/coupons/mine", params={"page_size": 100}, headers=headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    items = body["items"] if isinstance(body, dict) else body
+    return {int(c["id"]): c["status"] for c in items}
+
+
+def promotion(client: TestClient, demo: Demo, kind: str, rules: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    body = {"name": f"走查 {kind}", "kind": kind, "rules": rules, **window(), **extra}
+    r = client.post(f"{ADMIN}/promotions", json=body, headers=demo.operator)
+    assert r.status_code == 201, r.text
+    r = client.post(f"{ADMIN}/promotions/{r.json()['id']}/activate", headers=demo.operator)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def mine_only(client: TestClient, headers: dict[str, str], ids: Any) -> dict[int, str]:
+    """The wallet's coupons among ``ids`` (the demo also hands out its own registration and
+    next-order coupons)."""
+    return {k: v for k, v in wallet(client, headers).items() if k in set(ids)}
+
+
+def amounts(order: dict[str, Any]) -> tuple[int, int, int, int]:
+    return order["goods_amount"], order["discount_amount"], order["freight_amount"], order["payable_amount"]
+
+
+def test_coupons_fixed_percent_capped_threshold_free_shipping_claimed_used_and_returned_on_cancel(
+    client: TestClient, demo: Demo, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    stop_running_promotions(client, demo)
+    product, (sku,) = new_item(client, demo, "走查 券 镜框", [15000])
+    cheap_product, (cheap,) = new_item(client, demo, "走查 券 镜布", [5000], free_shipping=False)
+    scope = {"scope": "products", "scope_ids": [product, cheap_product]}
+    fixed = coupon_template(client, demo, name="立减 10 元", kind="fixed", amount=1000, **scope)
+    percent = coupon_template(client, demo, name="8 折 最高 25 元", kind="percent", percent_off=20, max_discount=2500,
+                              **scope)
+    threshold = coupon_template(client, demo, name="满 100 减 15", kind="threshold", threshold=10000, amount=1500,
+                                **scope)
+    shipping = coupon_template(client, demo, name="包邮券", kind="free_shipping", **scope)
+
+    # customer 1: the percent coupon (capped), cancelled and used again; then the fixed one
+    _, c1 = customer(client, demo, "coupon-1")
+    mine = {t["id"]: claim(client, c1, t["id"])["id"] for t in (fixed, percent)}
+    r = client.post(f"{STORE}/coupons/templates/{fixed['id']}/claim", headers={**c1, **key()})
+    assert r.status_code == 409, r.text  # per-member limit 1
+    assert mine_only(client, c1, mine.values()) == {mine[fixed["id"]]: "unused", mine[percent["id"]]: "unused"}
+
+    capped = min(15000 * 20 // 100, 2500)  # 20 % of ¥150 is ¥30, capped at ¥25
+    order = submit(client, c1, [(sku, 1)], coupon_ids=[mine[percent["id"]]])
+    assert amounts(order) == (15000, capped, 0, 15000 - capped)
+    assert wallet(client, c1)[mine[percent["id"]]] == "locked"
+    r = client.post(f"{STORE}/orders/{order['id']}/cancel", json={}, headers=c1)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    drain(session_factory, settings, demo)  # the order.cancelled event's jobs
+    assert wallet(client, c1)[mine[percent["id"]]] == "unused"  # returned to the wallet on cancel
+
+    order = pay(client, c1, submit(client, c1, [(sku, 1)], coupon_ids=[mine[percent["id"]]])["id"])
+    assert (order["status"], order["paid_amount"]) == ("paid", 15000 - capped)
+    order = pay(client, c1, submit(client, c1, [(sku, 1)], coupon_ids=[mine[fixed["id"]]])["id"])
+    assert amounts(order) == (15000, 1000, 0, 14000) and order["paid_amount"] == 14000
+    drain(session_factory, settings, demo)  # a paid order's coupons are marked used by its payment's jobs
+    assert mine_only(client, c1, mine.values()) == {mine[fixed["id"]]: "used", mine[percent["id"]]: "used"}
+
+    # customer 2: the threshold coupon (spend ¥100 save ¥15), then free shipping on a ¥50 item
+    _, c2 = customer(client, demo, "coupon-2")
+    mine = {t["id"]: claim(client, c2, t["id"])["id"] for t in (threshold, shipping)}
+    r = client.post(f"{STORE}/checkout/preview", json={"items": [{"sku_id": cheap, "quantity": 1}],
+                                                      "coupon_ids": [mine[threshold["id"]]]}, headers=c2)
+    assert r.status_code != 200 or r.json()["discount_amount"] == 0, r.text  # ¥50 is under the threshold
+    order = pay(client, c2, submit(client, c2, [(sku, 1)], coupon_ids=[mine[threshold["id"]]])["id"])
+    assert amounts(order) == (15000, 1500, 0, 13500)
+    freight = 800  # the demo's default freight template: ¥8 for the first unit, free from ¥99
+    no_coupon = preview(client, c2, [(cheap, 1)], coupon_ids=[])
+    assert amounts(no_coupon) == (5000, 0, freight, 5000 + freight)
+    order = pay(client, c2, submit(client, c2, [(cheap, 1)], coupon_ids=[mine[shipping["id"]]])["id"])
+    assert order["goods_amount"] == 5000 and order["payable_amount"] == order["paid_amount"] == 5000
+    drain(session_factory, settings, demo)
+    assert mine_only(client, c2, mine.values()) == {mine[threshold["id"]]: "used", mine[shipping["id"]]: "used"}
+    stats = client.get(f"{ADMIN}/coupon-templates/{percent['id']}/stats", headers=demo.operator)
+    assert stats.status_code == 200, stats.text
+    got = stats.json()
+    assert (got["claimed"], got["used"], got["discount_given"], got["gmv"]) == (1, 1, capped, 15000 - capped)
+
+
+def test_spend_and_save_tiers_and_spend_and_gift_price_an_order(
+    client: TestClient, demo: Demo, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    stop_running_promotions(client, demo)
+    product, (sku,) = new_item(client, demo, "走查 满减 镜片", [15000])
+    _, (gift,) = new_item(client, demo, "走查 赠品 镜盒", [2000], stock=10)
+    scope = {"type": "products", "ids": [product]}
+    save = promotion(client, demo, "spend_save", {"scope": scope, "tiers": [
+        {"threshold": 20000, "discount": 2000}, {"threshold": 40000, "discount": 5000}]})
+    gift_promo = promotion(client, demo, "spend_gift", {"scope": scope, "tiers": [
+        {"threshold": 30000, "gift_sku_id": gift, "quantity": 1}]})
+    _, c = customer(client, demo, "spend-save-1")
+
+    # one unit (¥150): under every tier
+    one = preview(client, c, [(sku, 1)], coupon_ids=[])
+    assert amounts(one) == (15000, 0, 0, 15000)
+    # two units (¥300): the ¥200 tier saves ¥20, and ¥300 earns the gift
+    # (the order promotions are one stage: both measure the ¥300 left by the item promotions)
+    two = preview(client, c, [(sku, 2)], coupon_ids=[])
+    assert amounts(two) == (30000, 2000, 0, 28000)
+    assert [(ln["sku_id"], ln["quantity"], ln["payable_amount"]) for ln in two["lines"]] == [
+        (sku, 2, 28000), (gift, 1, 0)]
+    assert [n["code"] for n in two["notes"]["order_promotions"]] == ["spend_save_almost"]  # ¥100 more saves ¥50
+    # three units (¥450): the ¥400 tier saves ¥50 (the best tier, not both), and the gift
+    order = pay(client, c, submit(client, c, [(sku, 3)], coupon_ids=[])["id"])
+    assert amounts(order) == (45000, 5000, 0, 40000) and order["paid_amount"] == 40000
+    assert [(ln["sku_id"], ln["quantity"], ln["payable_amount"]) for ln in order["lines"]] == [
+        (sku, 3, 40000), (gift, 1, 0)]
+    codes = [row["code"] for row in order["pricing"] if row["stage"] == "order_promotions"]
+    assert codes == [f"spend_save:{save['id']}", f"spend_gift:{gift_promo['id']}"]
+    drain(session_factory, settings, demo)
+    stats = client.get(f"{ADMIN}/promotions/{save['id']}/stats", headers=demo.operator)
+    assert stats.status_code == 200, stats.text
+    got = stats.json()
+    assert (got["paid_orders"], got["discount"], got["gmv"]) == (1, 5000, 40000)
+
+
+def test_limited_time_discount_first_order_special_and_add_on_deal_in_one_order(
+    client: TestClient, demo: Demo, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    stop_running_promotions(client, demo)
+    _, (fixed_price, pct) = new_item(client, demo, "走查 限时 太阳镜", [10000, 12000])
+    _, (first,) = new_item(client, demo, "走查 首单 护理液", [5000])
+    _, (addon,) = new_item(client, demo, "走查 换购 镜布", [3000], stock=20)
+    limited = promotion(client, demo, "limited_discount", {"items": [
+        {"sku_id": fixed_price, "price": 8000}, {"sku_id": pct, "percent_off": 15}]}, per_member_limit=2)
+    first_promo = promotion(client, demo, "first_order", {"items": [{"sku_id": first, "price": 990}]})
+    addon_promo = promotion(client, demo, "add_on", {"threshold": 10000, "items": [
+        {"sku_id": addon, "price": 500, "per_order_limit": 1, "stock": 5}]})
+    _, c = customer(client, demo, "limited-1")
+
+    options = {"first_order": {"promotion_id": first_promo["id"]},
+               "add_on": [{"promotion_id": addon_promo["id"], "sku_id": addon, "quantity": 1}]}
+    items = [(fixed_price, 1), (pct, 1), (first, 1)]
+    order = submit(client, c, items, coupon_ids=[], options=options)
+    # ¥80 fixed price + 8.5折 of ¥120 + ¥9.90 first-order price; ¥198.90 ≥ ¥100 adds the ¥30 cloth for ¥5
+    item_total = 8000 + 12000 * 85 // 100 + 990
+    assert item_total >= 10000
+    expected = item_total + 500
+    assert amounts(order) == (10000 + 12000 + 5000 + 3000, 30000 - expected, 0, expected)
+    assert [(ln["sku_id"], ln["payable_amount"]) for ln in order["lines"]] == [
+        (fixed_price, 8000), (pct, 10200), (first, 990), (addon, 500)]
+    order = pay(client, c, order["id"])
+    assert order["paid_amount"] == expected
+    drain(session_factory, settings, demo)
+
+    # the first-order price is checked at submit: a member with a paid order is refused it
+    r = client.post(f"{STORE}/checkout/submit", headers={**c, **key()}, json={
+        "items": [{"sku_id": first, "quantity": 1}], "coupon_ids": [],
+        "options": {"first_order": {"promotion_id": first_promo["id"]}}})
+    assert r.status_code == 409 and r.json()["code"] == "first_order_not_eligible", r.text
+    # the limited-time prices hold for 2 units per member over the activity: both are used up
+    r = client.post(f"{STORE}/checkout/preview", headers=c, json={
+        "items": [{"sku_id": fixed_price, "quantity": 1}], "coupon_ids": []})
+    assert r.status_code == 409 and r.json()["code"] == "promotion_limit_reached", r.text
+    assert r.json()["detail"] == {"limit": 2, "remaining": 0}
+    # the product page shows the configured prices
+    r = client.get(f"{STORE}/promotions", params={"product_id": order["lines"][0]["product_id"]}, headers=c)
+    assert r.status_code == 200, r.text
+    shown = {p["promotion_id"]: p["sku_prices"] for p in r.json()}
+    assert shown[limited["id"]] == {str(fixed_price): 8000, str(pct): 10200}
