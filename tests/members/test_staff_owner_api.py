@@ -1,0 +1,111 @@
+"""Staff ownership over the admin API: assignment, handover (all or some, history kept, every
+check before any write), and "my customers": a staff login sees only its own customers."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.members.models import Member, OwnershipLog
+from tests.conftest import Tenant
+from tests.factories.aftersales import make_product, paid_order
+from tests.members.api_helpers import ADMIN, count, login, ok, other_tenant, refused, staff
+
+
+def _owners(factory: sessionmaker[Session], merchant_id: int, ids: list[int]) -> dict[int, int | None]:
+    with factory() as s:
+        rows = s.execute(select(Member.id, Member.staff_id).where(Member.merchant_id == merchant_id, Member.id.in_(ids)))
+        return {int(i): sid for i, sid in rows}
+
+
+def _assign(client: TestClient, tenant: Tenant, member_id: int, staff_id: int | None) -> None:
+    ok(client.put(f"{ADMIN}/members/{member_id}/owner", json={"staff_id": staff_id}, headers=tenant.admin_headers))
+
+
+def test_handover_of_some_customers_moves_only_those_and_keeps_the_history(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    leaving, _ = staff(session_factory, tenant)
+    successor, _ = staff(session_factory, tenant)
+    members = [login(client, tenant)[0] for _ in range(3)]
+    for m in members:
+        _assign(client, tenant, m, leaving)
+    out = ok(client.post(f"{ADMIN}/staff/{leaving}/handover", json={"to_staff_id": successor, "member_ids": members[:2]},
+                         headers=tenant.admin_headers))
+    assert out == {"from_staff_id": leaving, "to_staff_id": successor, "moved": 2}
+    assert _owners(session_factory, tenant.id, members) == {members[0]: successor, members[1]: successor,
+                                                           members[2]: leaving}
+    history = ok(client.get(f"{ADMIN}/members/{members[0]}/ownership-history", headers=tenant.admin_headers))
+    assert [(h["from_staff_id"], h["to_staff_id"], h["reason"]) for h in history] == [
+        (None, leaving, "operator"), (leaving, successor, "handover"),
+    ]
+    rest = ok(client.post(f"{ADMIN}/staff/{leaving}/handover", json={"to_staff_id": successor}, headers=tenant.admin_headers))
+    assert rest["moved"] == 1 and set(_owners(session_factory, tenant.id, members).values()) == {successor}
+
+
+def test_handover_to_staff_of_another_merchant_is_404_and_changes_nothing(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    other = other_tenant(session_factory)
+    foreign, _ = staff(session_factory, other)
+    leaving, _ = staff(session_factory, tenant)
+    members = [login(client, tenant)[0] for _ in range(2)]
+    for m in members:
+        _assign(client, tenant, m, leaving)
+    logs = count(session_factory, OwnershipLog, tenant.id)
+    refused(client.post(f"{ADMIN}/staff/{leaving}/handover", json={"to_staff_id": foreign}, headers=tenant.admin_headers),
+            404, "not_found")
+    refused(client.post(f"{ADMIN}/staff/{foreign}/handover", json={"to_staff_id": leaving}, headers=tenant.admin_headers),
+            404, "not_found")
+    refused(client.put(f"{ADMIN}/members/{members[0]}/owner", json={"staff_id": foreign}, headers=tenant.admin_headers),
+            404, "not_found")
+    assert _owners(session_factory, tenant.id, members) == {m: leaving for m in members}
+    assert count(session_factory, OwnershipLog, tenant.id) == logs == 2
+
+
+def test_handover_naming_a_member_the_staff_does_not_own_is_422_and_moves_nobody(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    leaving, _ = staff(session_factory, tenant)
+    successor, _ = staff(session_factory, tenant)
+    mine, _ = login(client, tenant)
+    stranger, _ = login(client, tenant)
+    _assign(client, tenant, mine, leaving)
+    body = refused(client.post(f"{ADMIN}/staff/{leaving}/handover",
+                               json={"to_staff_id": successor, "member_ids": [mine, stranger]},
+                               headers=tenant.admin_headers), 422, "validation_error")
+    assert [(f["path"], f["code"]) for f in body["fields"]] == [("body.member_ids[1]", "not_owned")]
+    refused(client.post(f"{ADMIN}/staff/{leaving}/handover", json={"to_staff_id": leaving}, headers=tenant.admin_headers),
+            422, "handover_same_staff")
+    assert _owners(session_factory, tenant.id, [mine, stranger]) == {mine: leaving, stranger: None}
+
+
+def test_a_staff_login_sees_only_its_own_customers_and_their_orders(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    a_id, a = staff(session_factory, tenant)
+    b_id, b = staff(session_factory, tenant)
+    sku = make_product(session_factory, tenant.id, [5000])[0]
+    mine, mine_headers = login(client, tenant)
+    theirs, theirs_headers = login(client, tenant)
+    _assign(client, tenant, mine, a_id)
+    _assign(client, tenant, theirs, b_id)
+    paid_order(client, tenant, session_factory, mine_headers, [(sku, 1)])
+    paid_order(client, tenant, session_factory, theirs_headers, [(sku, 1)])
+    page = ok(client.get(f"{ADMIN}/my-customers", headers=a))
+    assert page["total"] == 1 and [c["id"] for c in page["items"]] == [mine]
+    assert ok(client.get(f"{ADMIN}/my-customers/{mine}", headers=a))["staff_id"] == a_id
+    orders = ok(client.get(f"{ADMIN}/my-customers/{mine}/orders", headers=a))
+    assert orders["total"] == 1 and orders["items"][0]["member_id"] == mine and orders["items"][0]["paid_amount"] == 5000
+    refused(client.get(f"{ADMIN}/my-customers/{theirs}", headers=a), 404, "not_found")
+    refused(client.get(f"{ADMIN}/my-customers/{theirs}/orders", headers=a), 404, "not_found")
+    assert [c["id"] for c in ok(client.get(f"{ADMIN}/my-customers", headers=b))["items"]] == [theirs]
+    refused(client.put(f"{ADMIN}/members/{theirs}/owner", json={"staff_id": a_id}, headers=a), 403, "forbidden")
+    refused(client.post(f"{ADMIN}/staff/{b_id}/handover", json={"to_staff_id": a_id}, headers=a), 403, "forbidden")
+    assert _owners(session_factory, tenant.id, [mine, theirs]) == {mine: a_id, theirs: b_id}
+
+
+def test_finance_cannot_use_my_customers(client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]) -> None:
+    _, finance = staff(session_factory, tenant, "finance")
+    refused(client.get(f"{ADMIN}/my-customers", headers=finance), 403, "forbidden")
