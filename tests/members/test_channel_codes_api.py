@@ -1,0 +1,100 @@
+"""Channel codes over the admin and store APIs: a registration through a staff member's code
+binds the member to that staff member and applies the code's tags; scans and registrations are
+counted; the QR image is a PNG; another merchant's codes, staff and tags are 404."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.members.models import ChannelCode, ChannelScan
+from tests.conftest import Tenant
+from tests.members.api_helpers import ADMIN, STORE, count, login, ok, other_tenant, refused, staff
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _tag(client: TestClient, tenant: Tenant, name: str = "门店扫码") -> int:
+    g = ok(client.post(f"{ADMIN}/tag-groups", json={"name": "渠道"}, headers=tenant.admin_headers), 201)
+    return int(ok(client.post(f"{ADMIN}/tags", json={"group_id": g["id"], "name": name}, headers=tenant.admin_headers),
+                  201)["id"])
+
+
+def _code(client: TestClient, tenant: Tenant, **body: Any) -> dict[str, Any]:
+    full = {"kind": "staff", "name": "导购小王", "scene": "s-wang", **body}
+    return dict(ok(client.post(f"{ADMIN}/channel-codes", json=full, headers=tenant.admin_headers), 201))
+
+
+def test_registration_through_a_staff_code_binds_the_member_to_that_staff_and_tags_them(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    staff_id, _ = staff(session_factory, tenant)
+    tag = _tag(client, tenant)
+    code = _code(client, tenant, staff_id=staff_id, tag_ids=[tag])
+    member_id, _ = login(client, tenant, channel="s-wang")
+    member = ok(client.get(f"{ADMIN}/members/{member_id}", headers=tenant.admin_headers))
+    assert (member["staff_id"], member["registration_channel"]) == (staff_id, "s-wang")
+    tags = ok(client.get(f"{ADMIN}/members/{member_id}/tags", headers=tenant.admin_headers))
+    assert [(t["tag_id"], t["source"]) for t in tags] == [(tag, f"channel_code:{code['id']}")]
+    history = ok(client.get(f"{ADMIN}/members/{member_id}/ownership-history", headers=tenant.admin_headers))
+    assert [(h["from_staff_id"], h["to_staff_id"], h["reason"]) for h in history] == [(None, staff_id, "channel_code")]
+    plain, _ = login(client, tenant)
+    assert ok(client.get(f"{ADMIN}/members/{plain}", headers=tenant.admin_headers))["staff_id"] is None
+
+
+def test_scans_and_registrations_are_counted_per_code(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    code = _code(client, tenant, kind="store_counter", name="收银台", scene="counter-1")
+    other = _code(client, tenant, kind="offline_flyer", name="传单", scene="flyer-1")
+    for anon in ("a1", "a1", "a2"):
+        out = ok(client.post(f"{STORE}/channel-codes/counter-1/scan", json={"anonymous_id": anon},
+                             headers=tenant.store_headers), 201)
+        assert out == {"scene": "counter-1", "kind": "store_counter", "name": "收银台"}
+    login(client, tenant, channel="counter-1")
+    stats = {s["channel_code_id"]: s for s in ok(client.get(f"{ADMIN}/channel-codes/stats", headers=tenant.admin_headers))}
+    assert {k: stats[code["id"]][k] for k in ("scans", "unique_scanners", "registrations", "first_orders", "gmv")} == {
+        "scans": 3, "unique_scanners": 2, "registrations": 1, "first_orders": 0, "gmv": 0,
+    }
+    assert (stats[other["id"]]["scans"], stats[other["id"]]["registrations"]) == (0, 0)
+    refused(client.post(f"{STORE}/channel-codes/no-such-scene/scan", json={}, headers=tenant.store_headers),
+            404, "not_found")
+    ok(client.patch(f"{ADMIN}/channel-codes/{code['id']}", json={"active": False}, headers=tenant.admin_headers))
+    refused(client.post(f"{STORE}/channel-codes/counter-1/scan", json={}, headers=tenant.store_headers), 404, "not_found")
+    assert count(session_factory, ChannelScan, tenant.id) == 3
+
+
+def test_qr_png_is_a_png_image_of_the_landing_url(client: TestClient, tenant: Tenant) -> None:
+    code = _code(client, tenant, kind="offline_flyer", name="传单", scene="flyer-2", staff_id=None)
+    r = client.get(f"{ADMIN}/channel-codes/{code['id']}/qr.png", headers=tenant.admin_headers)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content.startswith(PNG_SIGNATURE)
+    doc = client.app.openapi()["paths"]["/api/admin/v1/channel-codes/{code_id}/qr.png"]["get"]  # type: ignore[attr-defined]
+    assert list(doc["responses"]["200"]["content"]) == ["image/png"]
+
+
+def test_scene_is_unique_per_merchant_and_refs_must_be_the_merchants(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    other = other_tenant(session_factory)
+    foreign_staff, _ = staff(session_factory, other)
+    foreign_tag = _tag(client, other)
+    theirs = _code(client, other, kind="other", name="他们的", scene="same-scene")
+    _code(client, tenant, kind="other", name="我们的", scene="same-scene")  # another merchant's scene is no clash
+    refused(client.post(f"{ADMIN}/channel-codes", json={"kind": "other", "name": "x", "scene": "same-scene"},
+                        headers=tenant.admin_headers), 409, "channel_scene_taken")
+    refused(client.post(f"{ADMIN}/channel-codes", json={"kind": "staff", "name": "x", "scene": "x1", "staff_id": foreign_staff},
+                        headers=tenant.admin_headers), 404, "not_found")
+    refused(client.post(f"{ADMIN}/channel-codes", json={"kind": "other", "name": "x", "scene": "x2", "tag_ids": [foreign_tag]},
+                        headers=tenant.admin_headers), 404, "not_found")
+    refused(client.get(f"{ADMIN}/channel-codes/{theirs['id']}", headers=tenant.admin_headers), 404, "not_found")
+    refused(client.get(f"{ADMIN}/channel-codes/{theirs['id']}/qr.png", headers=tenant.admin_headers), 404, "not_found")
+    refused(client.patch(f"{ADMIN}/channel-codes/{theirs['id']}", json={"name": "改"}, headers=tenant.admin_headers),
+            404, "not_found")
+    body = client.post(f"{ADMIN}/channel-codes", json={"kind": "other", "name": "x", "scene": "has space"},
+                       headers=tenant.admin_headers)
+    assert body.status_code == 422 and body.json()["fields"][0]["path"] == "body.scene"
+    assert count(session_factory, ChannelCode, tenant.id) == 1
+    assert [c["scene"] for c in ok(client.get(f"{ADMIN}/channel-codes", headers=tenant.admin_headers))] == ["same-scene"]
