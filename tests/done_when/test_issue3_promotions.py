@@ -228,3 +228,79 @@ def test_limited_time_discount_first_order_special_and_add_on_deal_in_one_order(
     assert r.status_code == 200, r.text
     shown = {p["promotion_id"]: p["sku_prices"] for p in r.json()}
     assert shown[limited["id"]] == {str(fixed_price): 8000, str(pct): 10200}
+
+
+def test_flash_sale_item_bought_at_its_price_takes_no_coupon_by_default_and_stays_within_the_limit(
+    client: TestClient, demo: Demo, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    stop_running_promotions(client, demo)
+    product, (sku,) = new_item(client, demo, "走查 秒杀 镜框", [20000], stock=30)
+    all_coupon = coupon_template(client, demo, name="全场立减 10 元", kind="fixed", amount=1000,
+                                 scope="products", scope_ids=[product])
+    r = client.post(f"{ADMIN}/flash-sales", headers=demo.operator, json={
+        "name": "走查 秒杀", **window(days_after=1), "per_member_limit": 1,
+        "items": [{"sku_id": sku, "flash_price": 9900, "activity_stock": 5}]})
+    assert r.status_code == 201, r.text
+    sale = r.json()
+    r = client.post(f"{ADMIN}/flash-sales/{sale['id']}/start", headers=demo.operator)
+    assert r.status_code == 200, r.text
+    (item,) = r.json()["items"]
+    assert (sale["allows_coupons"], sale["allows_order_promotions"]) == (False, False)  # the defaults
+
+    _, c = customer(client, demo, "flash-1")
+    coupon = claim(client, c, all_coupon["id"])["id"]
+    flash = {"flash_sale": {"item_id": item["id"]}}
+    # stacking: a flash-sale line takes no coupon (asked for: refused; left to the pipeline: noted)
+    r = client.post(f"{STORE}/checkout/preview", headers=c, json={
+        "items": [{"sku_id": sku, "quantity": 1}], "coupon_ids": [coupon], "options": flash})
+    assert r.status_code == 409 and r.json()["code"] == "coupon_excluded_by_activity", r.text
+    auto = preview(client, c, [(sku, 1)], options=flash)
+    assert amounts(auto) == (20000, 20000 - 9900, 0, 9900)
+    assert [(n["coupon_id"], n["code"]) for n in auto["notes"]["coupons"]] == [(coupon, "activity_excludes_coupons")]
+
+    r = client.post(f"{STORE}/flash-sales/{item['id']}/buy", json={}, headers={**c, **key()})
+    assert r.status_code == 201, r.text
+    assert amounts(r.json()) == (20000, 20000 - 9900, 0, 9900)
+    order = pay(client, c, r.json()["id"])
+    assert order["paid_amount"] == 9900
+    drain(session_factory, settings, demo)
+    assert wallet(client, c)[coupon] == "unused"
+    # the member's limit is 1
+    r = client.post(f"{STORE}/flash-sales/{item['id']}/buy", json={}, headers={**c, **key()})
+    assert r.status_code == 409 and r.json()["code"] == "flash_sale_limit_reached", r.text
+    got = client.get(f"{ADMIN}/flash-sales/{sale['id']}", headers=demo.operator).json()["items"][0]
+    assert (got["activity_stock"], got["sold"]) == (5, 1)
+    r = client.get(f"{ADMIN}/flash-sales/{sale['id']}/stats", headers=demo.operator)
+    assert r.status_code == 200, r.text
+    assert (r.json()["paid_units"], r.json()["paid_orders"], r.json()["gmv"]) == (1, 1, 9900)
+
+
+def test_spend_and_save_counts_an_activitys_lines_only_when_its_setting_allows_it(
+    client: TestClient, demo: Demo, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    stop_running_promotions(client, demo)
+    _, (sku,) = new_item(client, demo, "走查 叠加 镜框", [15000])
+    _, (plain,) = new_item(client, demo, "走查 叠加 镜布", [3000])
+    limited = promotion(client, demo, "limited_discount", {"items": [{"sku_id": sku, "price": 12000}]},
+                        allows_order_promotions=False)
+    promotion(client, demo, "spend_save", {"tiers": [{"threshold": 10000, "discount": 1000}]})
+    _, c = customer(client, demo, "stacking-1")
+
+    # forbidden: the ¥120 line does not count, ¥30 alone is under ¥100: no spend-and-save
+    out = preview(client, c, [(sku, 1), (plain, 1)], coupon_ids=[])
+    assert amounts(out) == (18000, 15000 - 12000, 0, 12000 + 3000)
+    # an active activity's rules are fixed (decided before it starts) ...
+    r = client.patch(f"{ADMIN}/promotions/{limited['id']}", json={"allows_order_promotions": True},
+                     headers=demo.operator)
+    assert r.status_code == 409 and r.json()["code"] == "promotion_state_invalid", r.text
+    # ... so the merchant stops it and runs the same price allowing spend-and-save:
+    # ¥120 + ¥30 = ¥150 ≥ ¥100 saves ¥10, allocated over both lines by largest remainder (120:30)
+    r = client.post(f"{ADMIN}/promotions/{limited['id']}/stop", headers=demo.operator)
+    assert r.status_code == 200, r.text
+    promotion(client, demo, "limited_discount", {"items": [{"sku_id": sku, "price": 12000}]},
+              allows_order_promotions=True)
+    out = preview(client, c, [(sku, 1), (plain, 1)], coupon_ids=[])
+    assert amounts(out) == (18000, 15000 - 12000 + 1000, 0, 12000 + 3000 - 1000)
+    assert [(ln["sku_id"], ln["payable_amount"]) for ln in out["lines"]] == [(sku, 12000 - 800), (plain, 3000 - 200)]
+    order = pay(client, c, submit(client, c, [(sku, 1), (plain, 1)], coupon_ids=[])["id"])
+    assert order["paid_amount"] == 14000
