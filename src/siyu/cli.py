@@ -59,6 +59,9 @@ def merchant_create(
     with unit_of_work(_factory(get_settings())) as session:
         merchant = service.create_merchant(session, code=code, name=name, timezone=timezone)
         session.flush()
+        from siyu.worker.schedules import ensure_merchant_schedules
+
+        ensure_merchant_schedules(session, [merchant.id])  # its nightly recomputes, at once
         typer.echo(f"merchant {merchant.code} id={merchant.id}")
 
 
@@ -154,11 +157,14 @@ def worker(
 
         freeze_startup_objects()  # every handler is imported by now
     if once:
+        added = w.ensure_schedules()
+        if added:
+            typer.echo(f"added {added} recurring schedules")
         typer.echo(f"ran {w.drain()} jobs")
         return
     typer.echo(f"worker {w.worker_id} polling every {settings.worker_poll_seconds}s")
     while True:
-        if w.run_once() == 0:
+        if w.poll() == 0:
             time.sleep(settings.worker_poll_seconds)
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import Select, and_, bindparam, exists, func, not_, or_, select,
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from siyu.audience import repository as repo
 from siyu.audience.definitions import (
     MEMBER_FIELDS,
     AndNode,
@@ -31,13 +32,16 @@ from siyu.audience.definitions import (
     PropertyFilter,
     PurchaseNode,
     RandomBucketNode,
+    RepurchaseOverdueNode,
     SequenceNode,
     StageNode,
+    SuperUserNode,
     TagNode,
 )
 from siyu.audience.models import STAGE_NEVER, MemberStats
+from siyu.audience.schemas import LifecycleConfig
 from siyu.catalog.models import Product
-from siyu.db.dialect import plus_seconds
+from siyu.db.dialect import epoch_seconds, plus_seconds
 from siyu.events.models import Event
 from siyu.members.models import Member, MemberTag
 from siyu.orders import models as om
@@ -48,6 +52,15 @@ class Compiler:
         self.session = session
         self.merchant_id = merchant_id
         self.now = now
+        self._config: LifecycleConfig | None = None
+
+    @property
+    def config(self) -> LifecycleConfig:
+        """The merchant's audience settings (read once, for the conditions that use them)."""
+        if self._config is None:
+            row = repo.settings_row(self.session, self.merchant_id)
+            self._config = LifecycleConfig.model_validate(row.lifecycle if row else {})
+        return self._config
 
     def base(self) -> Select[Any]:
         return (
@@ -84,9 +97,27 @@ class Compiler:
             return Member.id.in_(tagged) if node.op == "has" else not_(Member.id.in_(tagged))
         if isinstance(node, RandomBucketNode):
             return ((Member.id * 2654435761 + node.salt) % 1000003) % 100 < node.percent
+        if isinstance(node, SuperUserNode):
+            top = func.coalesce(MemberStats.super_score, -1.0) >= 100.0 - self.config.super_user_top_percent
+            return top if node.is_ else not_(top)
+        if isinstance(node, RepurchaseOverdueNode):
+            return self._repurchase_overdue(node)
         raise TypeError(f"unknown node {type(node).__name__}")
 
     # -- leaves ------------------------------------------------------------------------------
+    def _repurchase_overdue(self, node: RepurchaseOverdueNode) -> ColumnElement[bool]:
+        s = MemberStats
+        by_threshold = s.last_order_at < self.now - dt.timedelta(days=self.config.repurchase_overdue_days)
+        last, first = epoch_seconds(self.session, s.last_order_at), epoch_seconds(self.session, s.first_order_at)
+        # now - last > (last - first) / (n - 1), multiplied out (no division)
+        by_own = and_(s.paid_orders >= 2, (int(self.now.timestamp()) - last) * (s.paid_orders - 1) > last - first)
+        bought = s.paid_orders >= 1
+        if node.basis == "threshold":
+            return and_(bought, by_threshold)
+        if node.basis == "own_interval":
+            return by_own
+        return and_(bought, or_(by_threshold, by_own))
+
     def _attribute(self, node: AttributeNode) -> ColumnElement[bool]:
         column = getattr(Member if node.field in MEMBER_FIELDS else MemberStats, node.field)
         op, value = node.op, node.value

@@ -177,6 +177,25 @@ class TagNode(_Node):
     tag_ids: list[int] = Field(min_length=1, max_length=100)
 
 
+class SuperUserNode(_Node):
+    """In the merchant's top ``super_user_top_percent`` by super-user score (``is``: false for
+    everyone else, buyers or not). The score is a percentile (0..100) among the buyers, so the
+    top 5 % are the members scoring at least 95."""
+
+    type: Literal["super_user"]
+    is_: bool = Field(default=True, alias="is")
+
+
+class RepurchaseOverdueNode(_Node):
+    """A buyer due back and not seen: the last paid order is older than the merchant's
+    ``repurchase_overdue_days`` (``threshold``), or older than the member's own typical interval
+    between paid orders, (last - first) / (orders - 1), for members with two or more
+    (``own_interval``); ``either`` (the default) is true when one of them is."""
+
+    type: Literal["repurchase_overdue"]
+    basis: Literal["either", "threshold", "own_interval"] = "either"
+
+
 class AndNode(_Node):
     type: Literal["and"]
     nodes: list[Node] = Field(min_length=1, max_length=50)
@@ -194,7 +213,7 @@ class NotNode(_Node):
 
 Node = Annotated[
     AndNode | OrNode | NotNode | AttributeNode | StageNode | BehaviorNode | PurchaseNode | SequenceNode | RandomBucketNode
-    | TagNode,
+    | TagNode | SuperUserNode | RepurchaseOverdueNode,
     Field(discriminator="type"),
 ]
 

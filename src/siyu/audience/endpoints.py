@@ -1,4 +1,5 @@
-"""Admin API: lifecycle distribution and history, member statistics, lifecycle thresholds."""
+"""Admin API: lifecycle distribution and history, RFM tiers, predictions, super users, member
+statistics, audience settings (lifecycle thresholds, repurchase-overdue days, super-user share)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ from siyu.api.idempotency import idempotent
 from siyu.audience import repository as repo
 from siyu.audience import segments, service
 from siyu.audience.models import SegmentChange
-from siyu.audience.schemas import LifecycleConfig, MemberStatsOut, StageCount
+from siyu.audience.schemas import (
+    LifecycleConfig,
+    MemberStatsOut,
+    PredictionsOut,
+    RfmTierCount,
+    StageCount,
+    SuperUsersOut,
+)
 from siyu.kit.pagination import Page, PageParams, page_params, paginate
 from siyu.kit.timeutil import utcnow
 
@@ -62,6 +70,34 @@ def lifecycle_history(
 def recompute(session: DbSession, p: StaffPrincipal = Depends(require("audience:write"))) -> RecomputeOut:
     changed = service.recompute_lifecycle(session, p.merchant_id)
     return RecomputeOut(changed=changed, distribution=service.stage_distribution(session, p.merchant_id))
+
+
+@admin.get("/audience/rfm", response_model=list[RfmTierCount],
+           summary="Buyers per RFM tier (the eight classic tiers), with their net paid total")
+def rfm_distribution(session: DbSession, p: StaffPrincipal = Depends(require("audience:read"))) -> list[RfmTierCount]:
+    return service.rfm_distribution(session, p.merchant_id)
+
+
+@admin.get("/audience/predictions", response_model=PredictionsOut,
+           summary="The latest BG/NBD + Gamma-Gamma fit and the members' predicted totals (refreshed nightly)")
+def predictions(session: DbSession, p: StaffPrincipal = Depends(require("audience:read"))) -> PredictionsOut:
+    return service.predictions(session, p.merchant_id)
+
+
+@admin.post("/audience/predictions/refresh", response_model=PredictionsOut,
+            summary="Refit the models on the merchant's history now and rewrite each member's predictions")
+def refresh_predictions(session: DbSession, p: StaffPrincipal = Depends(require("audience:write"))) -> PredictionsOut:
+    return service.refresh_predictions(session, p.merchant_id)
+
+
+@admin.get("/audience/super-users", response_model=SuperUsersOut,
+           summary="The members in the merchant's top share by super-user score, best first")
+def super_users(
+    session: DbSession,
+    limit: int = Query(50, ge=1, le=1000, description="how many to list (the total counts them all)"),
+    p: StaffPrincipal = Depends(require("audience:read")),
+) -> SuperUsersOut:
+    return service.super_users(session, p.merchant_id, limit=limit)
 
 
 @admin.get("/audience/settings/lifecycle", response_model=LifecycleConfig)

@@ -34,6 +34,7 @@ from siyu.audience.models import (
     ActivityBatch,
     AudienceSettings,
     MemberStats,
+    PredictionModel,
     StageDaily,
     StageTransition,
 )
@@ -272,6 +273,49 @@ def stage_counts(session: Session, merchant_id: int) -> dict[str, int]:
         .group_by(MemberStats.lifecycle_stage)
     )
     return {stage: int(n) for stage, n in session.execute(stmt).all()}
+
+
+def rfm_tier_totals(session: Session, merchant_id: int) -> dict[str | None, tuple[int, int]]:
+    """Buyers per RFM tier (None: not scored yet) with their net paid total in fen."""
+    s = MemberStats
+    stmt = (
+        select(s.rfm_tier, func.count(), func.coalesce(func.sum(s.paid_total - s.refunded_total), 0))
+        .where(s.merchant_id == merchant_id, s.paid_orders > 0)
+        .group_by(s.rfm_tier)
+    )
+    return {tier: (int(n), int(total)) for tier, n, total in session.execute(stmt).all()}
+
+
+def latest_prediction_model(session: Session, merchant_id: int) -> PredictionModel | None:
+    stmt = select(PredictionModel).where(PredictionModel.merchant_id == merchant_id)
+    return session.scalar(stmt.order_by(PredictionModel.fitted_at.desc(), PredictionModel.id.desc()).limit(1))
+
+
+def prediction_totals(session: Session, merchant_id: int) -> tuple[int, float, int]:
+    """Members with a prediction, their expected purchases in 90 days and predicted value (fen)."""
+    s = MemberStats
+    row = session.execute(
+        select(func.count(s.p_alive), func.coalesce(func.sum(s.expected_purchases_90d), 0.0),
+               func.coalesce(func.sum(s.predicted_clv), 0))
+        .where(s.merchant_id == merchant_id, s.p_alive.is_not(None))
+    ).one()
+    return int(row[0]), float(row[1] or 0.0), int(row[2] or 0)
+
+
+def top_super_users(session: Session, merchant_id: int, min_score: float, limit: int) -> tuple[int, list[Any]]:
+    """How many members score at least ``min_score``, and the best ``limit`` of them with their nickname."""
+    s = MemberStats
+    where = (s.merchant_id == merchant_id, s.super_score >= min_score)
+    total = int(session.scalar(select(func.count()).select_from(s).where(*where)) or 0)
+    rows = session.execute(
+        select(s.member_id, Member.nickname, s.super_score, s.paid_orders, s.paid_total - s.refunded_total,
+               s.last_order_at)
+        .join(Member, and_(Member.merchant_id == s.merchant_id, Member.id == s.member_id))
+        .where(*where)
+        .order_by(s.super_score.desc(), s.member_id)
+        .limit(limit)
+    ).all()
+    return total, list(rows)
 
 
 def snapshot_day(session: Session, merchant_id: int, day: dt.date) -> None:

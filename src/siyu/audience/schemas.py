@@ -17,6 +17,9 @@ class LifecycleConfig(BaseModel):
     pre_churn_days: int = Field(default=365, ge=1, le=3650)
     new_member_days: int = Field(default=30, ge=1, le=365, description="'new member' if joined within this")
     repurchase_overdue_days: int = Field(default=180, ge=1, le=3650)
+    super_user_top_percent: float = Field(
+        default=5.0, gt=0, le=50, description="members in this top share by super-user score are super users"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> LifecycleConfig:
@@ -57,3 +60,44 @@ class StageCount(BaseModel):
     stage: str
     label: str
     members: int
+
+
+class RfmTierCount(BaseModel):
+    tier: str | None = Field(description="one of the eight classic tiers; null: buyers not scored yet")
+    label: str
+    label_en: str
+    members: int
+    paid_total: int = Field(description="their net paid total, fen")
+
+
+class PredictionModelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    fitted_at: dt.datetime
+    status: str = Field(description="fitted | skipped")
+    reason: str | None
+    customers: int
+    period_days: int
+    params: dict[str, float | int | str | None]
+
+
+class PredictionsOut(BaseModel):
+    model: PredictionModelOut | None = Field(description="the latest refresh (null before the first)")
+    members_predicted: int
+    expected_purchases_90d: float = Field(description="sum over the members with a prediction")
+    predicted_clv_total: int = Field(description="sum of the members' predicted value, fen")
+
+
+class SuperUserOut(BaseModel):
+    member_id: int
+    nickname: str | None
+    super_score: float
+    paid_orders: int
+    net_paid_total: int = Field(description="fen")
+    last_order_at: dt.datetime | None
+
+
+class SuperUsersOut(BaseModel):
+    top_percent: float = Field(description="the merchant's setting super_user_top_percent")
+    min_score: float = Field(description="super users score at least this (100 - top_percent)")
+    total: int = Field(description="how many members are super users now")
+    items: list[SuperUserOut]

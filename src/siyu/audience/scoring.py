@@ -3,11 +3,13 @@
 Each reads what it needs in one query into numpy arrays, computes vectorised, and writes back
 with ``db.dialect.bulk_update`` (COPY + one UPDATE on PostgreSQL).
 
-Super-user score (documented rule, 0..100): the weighted mean of four percentile ranks among the
-merchant's buyers — purchase frequency (paid orders) 35%, spend (net paid) 35%, engagement
-(shares + favourites) 15%, recency (newer is better) 15%. Referrals that bought will join the
-formula when the referral module records them. Members whose score is in the merchant's top
-``super_user_top_percent`` (default 5%) are super users; segments use ``super_score``.
+Super-user score (documented rule, 0..100): among the merchant's buyers, the weighted mean of
+five percentile ranks — purchase frequency (paid orders) 30 %, spend (net paid) 30 %, referrals
+that bought (invitees with a first paid order, from ``referral``) 15 %, engagement (reviews +
+shares + favourites) 15 %, recency (newer is better) 10 % — turned into a percentile itself, so
+a member's score says what share of the buyers scores lower. The merchant's top
+``super_user_top_percent`` (audience settings, default 5 %) are super users: ``super_score >=
+100 - top_percent``; segments use the score or the ``super_user`` condition.
 """
 
 from __future__ import annotations
@@ -69,18 +71,36 @@ def recompute_rfm(session: Session, merchant_id: int, now: dt.datetime) -> int:
     return len(r)
 
 
+def _per_member_counts(session: Session, stmt: Any, member_ids: np.ndarray) -> np.ndarray:
+    """``stmt`` yields (member_id, count): the counts aligned with ``member_ids`` (0 where none)."""
+    counts = {int(m): int(c) for m, c in session.execute(stmt)}
+    return np.array([counts.get(int(m), 0) for m in member_ids], dtype=np.float64)
+
+
 def recompute_super_users(session: Session, merchant_id: int, now: dt.datetime) -> int:
+    from siyu.referral.models import ReferralProfile
+    from siyu.reviews.models import ProductReview
+
     a = _stats_arrays(session, merchant_id)
     n = len(a["member_id"])
     if n == 0:
         return 0
+    p = ReferralProfile
+    referred = _per_member_counts(session, select(p.inviter_member_id, func.count()).where(
+        p.merchant_id == merchant_id, p.inviter_member_id.is_not(None), p.first_paid_order_id.is_not(None),
+    ).group_by(p.inviter_member_id), a["member_id"])
+    r = ProductReview
+    reviews = _per_member_counts(session, select(r.member_id, func.count()).where(r.merchant_id == merchant_id)
+                                 .group_by(r.member_id), a["member_id"])
 
     def pct(values: np.ndarray) -> np.ndarray:
         return np.asarray((rankdata(values, method="average") - 0.5) / n * 100.0)
 
-    score = (
-        0.35 * pct(a["orders"]) + 0.35 * pct(a["total"]) + 0.15 * pct(a["shares"] + a["favorites"]) + 0.15 * pct(a["last_epoch"])
+    weighted = (
+        0.30 * pct(a["orders"]) + 0.30 * pct(a["total"]) + 0.15 * pct(referred)
+        + 0.15 * pct(reviews + a["shares"] + a["favorites"]) + 0.10 * pct(a["last_epoch"])
     )
+    score = pct(weighted)
     rows = [
         {"merchant_id": merchant_id, "member_id": int(mid), "super_score": round(float(sc), 2)}
         for mid, sc in zip(a["member_id"], score, strict=True)
@@ -125,7 +145,7 @@ def refresh_predictions(
     offset = int(now.astimezone(ZoneInfo(timezone)).utcoffset().total_seconds())  # type: ignore[union-attr]
     tx = load_transactions(session, merchant_id, offset)
     today = int(np.floor((now.timestamp() + offset) / 86400.0))
-    result = PredictionResult("skipped", None, {}, 0)
+    result = PredictionResult("skipped", "no paid orders yet", {}, 0)
     if len(tx.member_ids):
         summary = summarize_transactions(tx.member_ids, tx.days, tx.amounts, calibration_end=today, period_days=period_days)
         result = _fit_and_write(session, merchant_id, summary, period_days, horizon_days, annual_discount)

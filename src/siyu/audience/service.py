@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 
 from siyu.audience import repository as repo
 from siyu.audience.models import STAGE_LABELS, STAGES, AudienceSettings, MemberStats
-from siyu.audience.schemas import LifecycleConfig, StageCount
+from siyu.audience.schemas import (
+    LifecycleConfig,
+    PredictionModelOut,
+    PredictionsOut,
+    RfmTierCount,
+    StageCount,
+    SuperUserOut,
+    SuperUsersOut,
+)
 from siyu.db.locks import xact_lock
 from siyu.events import hooks
 from siyu.kit.errors import not_found
@@ -136,6 +144,72 @@ def recompute_lifecycle(session: Session, merchant_id: int, *, now: dt.datetime 
 def stage_distribution(session: Session, merchant_id: int) -> list[StageCount]:
     counts = repo.stage_counts(session, merchant_id)
     return [StageCount(stage=s, label=STAGE_LABELS[s], members=counts.get(s, 0)) for s in STAGES]
+
+
+def rfm_distribution(session: Session, merchant_id: int) -> list[RfmTierCount]:
+    """The eight classic tiers in their usual order (every tier listed, empty ones with 0), then
+    the buyers not scored yet (before the first daily recompute), if any."""
+    from siyu.audience.rfm import RFM_TIERS
+
+    totals = repo.rfm_tier_totals(session, merchant_id)
+    out = [
+        RfmTierCount(tier=code, label=zh, label_en=en, members=totals.get(code, (0, 0))[0],
+                     paid_total=totals.get(code, (0, 0))[1])
+        for code, zh, en in RFM_TIERS
+    ]
+    if None in totals:
+        out.append(RfmTierCount(tier=None, label="未评分", label_en="Not scored yet", members=totals[None][0],
+                                paid_total=totals[None][1]))
+    return out
+
+
+def predictions(session: Session, merchant_id: int) -> PredictionsOut:
+    model = repo.latest_prediction_model(session, merchant_id)
+    members, expected, clv_total = repo.prediction_totals(session, merchant_id)
+    return PredictionsOut(
+        model=PredictionModelOut.model_validate(model) if model else None, members_predicted=members,
+        expected_purchases_90d=round(expected, 2), predicted_clv_total=clv_total,
+    )
+
+
+def refresh_predictions(session: Session, merchant_id: int, *, now: dt.datetime | None = None) -> PredictionsOut:
+    """Refit BG/NBD + Gamma-Gamma on the merchant's history now and write every member's values."""
+    from siyu.audience import scoring
+    from siyu.tenancy import service as tenancy_service
+
+    timezone = tenancy_service.get_merchant(session, merchant_id).timezone
+    scoring.refresh_predictions(session, merchant_id, now=now or utcnow(), timezone=timezone)
+    session.flush()
+    return predictions(session, merchant_id)
+
+
+def super_users(session: Session, merchant_id: int, *, limit: int = 50) -> SuperUsersOut:
+    top = lifecycle_config(session, merchant_id).super_user_top_percent
+    min_score = round(100.0 - top, 2)
+    total, rows = repo.top_super_users(session, merchant_id, min_score, limit)
+    return SuperUsersOut(
+        top_percent=top, min_score=min_score, total=total,
+        items=[SuperUserOut(member_id=r[0], nickname=r[1], super_score=r[2], paid_orders=r[3], net_paid_total=r[4],
+                            last_order_at=r[5]) for r in rows],
+    )
+
+
+def daily_recompute(session: Session, merchant_id: int, *, now: dt.datetime, day: dt.date) -> dict[str, int]:
+    """What the merchant's nightly job does, in order: lifecycle stages (with their transition
+    events), the day's stage counts, RFM scores and tiers, super-user scores, then every saved
+    segment (which emits its entered / left changes). Returns what each step touched."""
+    from siyu.audience import scoring, segments
+
+    done = {"stages_changed": recompute_lifecycle(session, merchant_id, now=now)}
+    repo.snapshot_day(session, merchant_id, day)
+    done["rfm_scored"] = scoring.recompute_rfm(session, merchant_id, now)
+    done["super_scored"] = scoring.recompute_super_users(session, merchant_id, now)
+    changed = 0
+    for seg in segments.list_segments(session, merchant_id):
+        result = segments.recompute(session, merchant_id, seg.id, now=now)
+        changed += result.entered + result.left
+    done["segment_changes"] = changed
+    return done
 
 
 def member_stats(session: Session, merchant_id: int, member_id: int) -> MemberStats:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from siyu.audience import repository as repo
 from siyu.audience import segments, service
 from siyu.kit.events import subscribe
 from siyu.kit.timeutil import local_date, utcnow
 from siyu.tenancy import service as tenancy_service
-from siyu.worker.registry import JobContext, job_handler
+from siyu.worker.registry import JobContext, job_handler, recurring
 
 
 @subscribe("order.paid", "audience.on_order_paid")
@@ -35,10 +34,15 @@ def apply_event_activity(ctx: JobContext) -> None:
     service.apply_activity_batch(ctx.session, ctx.merchant_id, ctx.payload)
 
 
-@job_handler("audience.daily_recompute")
+@recurring("audience.daily_recompute", "5 0 * * *",
+           "lifecycle stages, the day's stage counts, RFM, super users and saved segments, after local midnight")
 def daily_recompute(ctx: JobContext) -> None:
-    """Lifecycle stages for every member, then the day's stage counts for trend charts."""
     merchant = tenancy_service.get_merchant(ctx.session, ctx.merchant_id)
-    now = utcnow()
-    service.recompute_lifecycle(ctx.session, ctx.merchant_id, now=now)
-    repo.snapshot_day(ctx.session, ctx.merchant_id, local_date(now, merchant.timezone))
+    now = ctx.now()
+    service.daily_recompute(ctx.session, ctx.merchant_id, now=now, day=local_date(now, merchant.timezone))
+
+
+@recurring("audience.refresh_predictions", "30 2 * * *",
+           "BG/NBD + Gamma-Gamma refit and each member's P(alive), expected purchases and value, nightly")
+def refresh_predictions(ctx: JobContext) -> None:
+    service.refresh_predictions(ctx.session, ctx.merchant_id, now=ctx.now())

@@ -61,6 +61,36 @@ def job_handler(kind: str) -> Callable[[Handler], Handler]:
     return _register
 
 
+@dataclass(frozen=True)
+class Recurring:
+    """A job every merchant runs on ``cron`` in the merchant's own time zone."""
+
+    kind: str
+    cron: str
+    description: str
+
+
+_RECURRING: dict[str, Recurring] = {}
+
+
+def recurring(kind: str, cron: str, description: str) -> Callable[[Handler], Handler]:
+    """Register a handler that every merchant runs on a schedule (a ``job_schedules`` row named
+    ``kind`` per merchant, created with the merchant and, for merchants that predate the job, by
+    ``worker.schedules.ensure_merchant_schedules`` when a worker starts)."""
+
+    def _register(fn: Handler) -> Handler:
+        job_handler(kind)(fn)
+        _RECURRING[kind] = Recurring(kind, cron, description)
+        return fn
+
+    return _register
+
+
+def recurring_jobs() -> list[Recurring]:
+    import_all_tasks()
+    return sorted(_RECURRING.values(), key=lambda r: r.kind)
+
+
 def handler_for(kind: str) -> Handler | None:
     return _HANDLERS.get(kind)
 

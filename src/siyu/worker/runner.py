@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 
 import redis
@@ -72,6 +73,9 @@ def add_schedule(
     return sched
 
 
+SCHEDULE_SYNC_SECONDS = 300  # a merchant created meanwhile gets its recurring jobs within this
+
+
 class Worker:
     def __init__(
         self,
@@ -87,9 +91,40 @@ class Worker:
         self.redis = redis
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.merchant_id = merchant_id  # restrict to one merchant (tests, targeted runs)
+        self._schedules_synced_at: float | None = None
         import_all_tasks()
 
     # -- schedules ---------------------------------------------------------------------------
+    def ensure_schedules(self) -> int:
+        """Give every merchant (or this worker's one) the recurring jobs it lacks: a new merchant,
+        or one created before a job existed. Long-running workers call it at start and every
+        ``SCHEDULE_SYNC_SECONDS`` (``poll``); ``drain`` and ``run_once`` do not, so a test's
+        clock jumps fire only the schedules it made. Another worker adding the same rows first is fine."""
+        from sqlalchemy.exc import IntegrityError
+
+        from siyu.worker.schedules import ensure_merchant_schedules
+
+        try:
+            with unit_of_work(self.session_factory) as session:
+                return ensure_merchant_schedules(
+                    session, None if self.merchant_id is None else [self.merchant_id]
+                )
+        except IntegrityError:
+            log.info("recurring schedules were added by another worker meanwhile")
+            return 0
+
+    def poll(self) -> int:
+        """One pass of a long-running worker: keep the merchants' recurring schedules in place
+        (every ``SCHEDULE_SYNC_SECONDS``), then ``run_once``."""
+        clock = time.monotonic()
+        if self._schedules_synced_at is None or clock - self._schedules_synced_at >= SCHEDULE_SYNC_SECONDS:
+            self._schedules_synced_at = clock
+            try:
+                self.ensure_schedules()
+            except Exception:
+                log.exception("could not add the merchants' recurring schedules")
+        return self.run_once()
+
     def fire_schedules(self, now: dt.datetime | None = None) -> int:
         now = now or utcnow()
         fired = 0
@@ -215,7 +250,7 @@ class BackgroundWorker:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                ran = self.worker.run_once()
+                ran = self.worker.poll()
             except Exception:
                 log.exception("worker pass failed")
                 ran = 0
