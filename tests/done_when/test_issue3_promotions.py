@@ -304,3 +304,64 @@ def test_spend_and_save_counts_an_activitys_lines_only_when_its_setting_allows_i
     assert [(ln["sku_id"], ln["payable_amount"]) for ln in out["lines"]] == [(sku, 12000 - 800), (plain, 3000 - 200)]
     order = pay(client, c, submit(client, c, [(sku, 1), (plain, 1)], coupon_ids=[])["id"])
     assert order["paid_amount"] == 14000
+
+
+def test_group_buy_full_team_goes_to_fulfilment_and_a_timed_out_team_is_refunded_in_full(
+    client: TestClient, demo: Demo, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    stop_running_promotions(client, demo)
+    _, (sku,) = new_item(client, demo, "走查 拼团 镜框", [10000], stock=20)
+    r = client.post(f"{ADMIN}/group-buys", headers=demo.operator, json={
+        "name": "走查 双人团", "sku_id": sku, "team_size": 2, "valid_hours": 24, "group_price": 6000,
+        "leader_price": 5000, "per_member_limit": 1, **window()})
+    assert r.status_code == 201, r.text
+    gb = r.json()
+    assert (gb["allows_coupons"], gb["allows_points"]) == (False, False)  # the defaults
+
+    # a full team: the leader opens at the leader price, a friend joins at the group price
+    _, leader = customer(client, demo, "group-leader-1")
+    _, friend = customer(client, demo, "group-friend-1")
+    r = client.post(f"{STORE}/group-buys/{gb['id']}/teams", json={}, headers={**leader, **key()})
+    assert r.status_code == 201, r.text
+    assert amounts(r.json()) == (10000, 5000, 0, 5000)
+    lead = pay(client, leader, r.json()["id"])
+    page = client.get(f"{STORE}/group-buys/{gb['id']}", headers=friend).json()
+    assert [t["remaining_seats"] for t in page["open_teams"]] == [1]
+    team_id = page["open_teams"][0]["team_id"]
+    r = client.post(f"{STORE}/group-buys/teams/{team_id}/join", json={}, headers={**friend, **key()})
+    assert r.status_code == 201, r.text
+    assert amounts(r.json()) == (10000, 4000, 0, 6000)
+    joined = pay(client, friend, r.json()["id"])
+    drain(session_factory, settings, demo)
+    assert (lead["paid_amount"], joined["paid_amount"]) == (5000, 6000)
+    team = client.get(f"{ADMIN}/group-buys/teams/{team_id}", headers=demo.operator).json()
+    assert (team["status"], team["filled"], team["paid_count"]) == ("success", 2, 2)
+    assert sorted((st["order_id"], st["amount"], st["status"]) for st in team["seats"]) == [
+        (lead["id"], 5000, "paid"), (joined["id"], 6000, "paid")]
+    for order in (lead, joined):  # a full team's orders go to fulfilment
+        r = client.post(f"{ADMIN}/orders/{order['id']}/ship", json={"carrier": "SF", "tracking_no": "SF2001"},
+                        headers=demo.operator)
+        assert r.status_code == 200 and r.json()["status"] == "shipped", r.text
+
+    # a team that times out: its paid leader is refunded in full through the payment provider
+    _, lonely = customer(client, demo, "group-leader-2")
+    r = client.post(f"{STORE}/group-buys/{gb['id']}/teams", json={}, headers={**lonely, **key()})
+    assert r.status_code == 201, r.text
+    alone = pay(client, lonely, r.json()["id"])
+    r = client.post(f"{ADMIN}/orders/{alone['id']}/ship", json={"carrier": "SF", "tracking_no": "SF2002"},
+                    headers=demo.operator)
+    assert r.status_code == 409, r.text  # not before the team succeeds
+    teams = client.get(f"{ADMIN}/group-buys/{gb['id']}/teams", headers=demo.operator).json()["items"]
+    (open_team,) = [t for t in teams if t["status"] == "open"]
+    deadline = dt.datetime.fromisoformat(open_team["expires_at"])
+    drain(session_factory, settings, demo, now=deadline - dt.timedelta(minutes=1))
+    assert client.get(f"{ADMIN}/group-buys/teams/{open_team['id']}", headers=demo.operator).json()["status"] == "open"
+    drain(session_factory, settings, demo, now=deadline + dt.timedelta(seconds=1))
+    team = client.get(f"{ADMIN}/group-buys/teams/{open_team['id']}", headers=demo.operator).json()
+    assert team["status"] == "failed"
+    assert [(st["order_id"], st["status"]) for st in team["seats"]] == [(alone["id"], "refunded")]
+    order = client.get(f"{ADMIN}/orders/{alone['id']}", headers=demo.operator).json()
+    assert (order["status"], order["refund_status"], order["paid_amount"], order["refunded_amount"]) == (
+        "closed", "full", 5000, 5000)
+    refunds = client.get(f"{ADMIN}/refunds", params={"order_id": alone["id"]}, headers=demo.finance).json()["items"]
+    assert [(x["amount"], x["status"], x["provider_status"]) for x in refunds] == [(5000, "succeeded", "SUCCESS")]
