@@ -98,3 +98,30 @@ def test_scene_is_unique_per_merchant_and_refs_must_be_the_merchants(
     assert body.status_code == 422 and body.json()["fields"][0]["path"] == "body.scene"
     assert count(session_factory, ChannelCode, tenant.id) == 1
     assert [c["scene"] for c in ok(client.get(f"{ADMIN}/channel-codes", headers=tenant.admin_headers))] == ["same-scene"]
+
+
+def test_wxacode_of_a_sandbox_merchant_is_409_wechat_not_configured(client: TestClient, tenant: Tenant) -> None:
+    code = _code(client, tenant, kind="other", name="x", scene="wx-1")
+    refused(client.get(f"{ADMIN}/channel-codes/{code['id']}/wxacode.png", headers=tenant.admin_headers),
+            409, "wechat_not_configured")
+
+
+def test_wxacode_of_a_configured_merchant_is_the_png_from_wechat(
+    app: Any, settings: Any, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    import secrets
+
+    from siyu.app import create_app
+    from siyu.testing.fake_wechat import FakeWechat
+
+    with FakeWechat() as fake:
+        appid, secret = f"wx{secrets.token_hex(8)}", secrets.token_hex(16)
+        fake.register_app(appid, secret)
+        wx_app = create_app(settings.model_copy(update={"wechat_api_base": fake.base_url}))
+        with TestClient(wx_app) as wx:
+            ok(wx.patch(f"{ADMIN}/merchant", json={"wechat_appid": appid, "wechat_app_secret": secret},
+                        headers=tenant.admin_headers))
+            code = _code(wx, tenant, kind="other", name="x", scene="wx-2", page="pages/index/index")
+            r = wx.get(f"{ADMIN}/channel-codes/{code['id']}/wxacode.png", headers=tenant.admin_headers)
+            assert r.status_code == 200, r.text
+            assert r.headers["content-type"] == "image/png" and r.content.startswith(PNG_SIGNATURE)

@@ -1,6 +1,7 @@
 """Admin API (area ``members``): channel codes (渠道码) — create, list, read, change (``active:
 false`` retires a code; codes are never deleted, their scans and registrations stay counted),
-the plain QR PNG of the landing URL, per-code stats. Store API: the mini-program reports a scan
+the plain QR PNG of the landing URL, the mini-program code PNG from WeChat (merchants with WeChat
+configured), per-code stats. Store API: the mini-program reports a scan
 of a code's scene."""
 
 from __future__ import annotations
@@ -8,11 +9,12 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Response, status
+from fastapi import Depends, Header, Request, Response, status
 
 from siyu.api.deps import AppSettings, DbSession, StaffPrincipal, StoreMerchant, require
 from siyu.api.idempotency import idempotent
-from siyu.members import channel_codes
+from siyu.kit.errors import DomainError
+from siyu.members import channel_codes, service
 from siyu.members import repository as repo
 from siyu.members.routers import admin, store
 from siyu.members.schemas import (
@@ -91,3 +93,28 @@ def record_scan(
         member_id = token.subject_id
     code = channel_codes.record_scan(session, merchant.id, scene, body.anonymous_id, member_id)
     return ScanOut(scene=code.scene, kind=code.kind, name=code.name)
+
+
+@admin.get("/channel-codes/{code_id}/wxacode.png", response_class=Response, responses=PNG_RESPONSE, tags=TAGS,
+           summary="Mini-program code (PNG) from WeChat's getwxacodeunlimit, opening the code's page with its scene",
+           description="Merchants without WeChat AppID/AppSecret (sandbox): 409 `wechat_not_configured`; a WeChat "
+                       "error: 502 `wechat_unavailable`. WeChat is called with no database transaction open.")
+def channel_code_wxacode(
+    code_id: int, request: Request, session: DbSession, settings: AppSettings,
+    p: StaffPrincipal = Depends(require("members:read")),
+) -> Response:
+    from siyu.integrations.wechat.miniprogram import MiniProgramClient
+
+    code = channel_codes.get_code(session, p.merchant_id, code_id)
+    creds = service.credentials(tenancy_service.get_merchant(session, p.merchant_id), request.app.state.secret_box)
+    if creds.sandbox:
+        raise DomainError("wechat_not_configured")
+    assert creds.appid and creds.secret
+    scene, page = code.scene, code.page
+    session.commit()  # end the read transaction before calling WeChat
+    try:
+        with MiniProgramClient(creds.appid, creds.secret, base_url=settings.wechat_api_base) as client:
+            png = client.get_unlimited_qrcode(scene, page)
+    except Exception as exc:  # WeChat errors and network errors alike
+        raise DomainError("wechat_unavailable") from exc
+    return Response(content=png, media_type="image/png")
