@@ -116,3 +116,15 @@ def test_another_merchants_member_is_404_for_consents_export_and_deletion(
     refused(client.post(f"{ADMIN}/members/{theirs}/delete", json={"confirm": True}, headers=h), 404, "not_found")
     refused(client.get(f"{ADMIN}/members/{theirs}/merges", headers=h), 404, "not_found")
     assert ok(client.get(f"{ADMIN}/members/{theirs}", headers=other.admin_headers))["status"] == "active"
+
+
+def test_a_member_deleting_their_own_data_is_anonymised_and_logged_out(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    member_id, headers, order = _customer_with_history(client, tenant, session_factory)
+    refused(client.post(f"{STORE}/me/delete", json={}, headers=headers), 422, "validation_error")
+    out = ok(client.post(f"{STORE}/me/delete", json={"confirm": True}, headers=headers))
+    assert (out["member_id"], out["status"]) == (member_id, "deleted")
+    assert client.get(f"{STORE}/me", headers=headers).status_code == 401
+    assert admin_order(client, tenant, order["id"])["paid_amount"] == order["paid_amount"] == 25600
+    assert ok(client.get(f"{ADMIN}/members/{member_id}", headers=tenant.admin_headers))["nickname"] is None

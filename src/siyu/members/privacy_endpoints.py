@@ -1,6 +1,7 @@
 """Marketing consent and a member's data rights. Admin: a member's consents, JSON export
 (``members:export``), anonymising deletion (``members:erase``: owners only; body
-``{"confirm": true}``). Store: my consents (read, change), my data export."""
+``{"confirm": true}``). Store: my consents (read, change), my data export, deleting my data
+(the same anonymisation, confirmed; my login tokens are revoked with it)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,11 @@ def set_my_consents(body: ConsentIn, customer: Customer, session: DbSession) -> 
 @store.get("/me/export", response_model=dict[str, Any], tags=STORE_TAGS, summary="My data as JSON")
 def export_my_data(customer: Customer, session: DbSession) -> dict[str, Any]:
     return privacy.export(session, customer.merchant_id, customer.member_id)
+
+
+@store.post("/me/delete", response_model=DeleteOut, tags=STORE_TAGS,
+            summary="Delete my data (anonymisation, cannot be undone; body {\"confirm\": true}); logs me out")
+def delete_my_data(body: DeleteIn, customer: Customer, session: DbSession) -> DeleteOut:
+    member, summary = privacy.delete_member_data(session, customer.merchant_id, customer.member_id)
+    assert member.anonymised_at is not None
+    return DeleteOut(member_id=member.id, status=member.status, anonymised_at=member.anonymised_at, summary=summary)
