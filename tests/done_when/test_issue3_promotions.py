@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -365,3 +364,68 @@ def test_group_buy_full_team_goes_to_fulfilment_and_a_timed_out_team_is_refunded
         "closed", "full", 5000, 5000)
     refunds = client.get(f"{ADMIN}/refunds", params={"order_id": alone["id"]}, headers=demo.finance).json()["items"]
     assert [(x["amount"], x["status"], x["provider_status"]) for x in refunds] == [(5000, "succeeded", "SUCCESS")]
+
+
+def test_bargain_three_friends_cut_to_the_floor_and_the_initiator_buys_at_the_floor(
+    client: TestClient, demo: Demo, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    stop_running_promotions(client, demo)
+    _, (sku,) = new_item(client, demo, "走查 砍价 太阳镜", [10000], stock=20)
+    r = client.post(f"{ADMIN}/bargain-activities", headers=demo.operator, json={
+        "name": "走查 好友砍价", "sku_id": sku, "floor_price": 2000, "helpers_needed": 3, "valid_hours": 24,
+        **window()})
+    assert r.status_code == 201, r.text
+    activity = r.json()
+    assert (activity["allows_coupons"], activity["allows_points"]) == (False, False)  # the defaults
+
+    _, initiator = customer(client, demo, "bargain-initiator-1")
+    r = client.post(f"{STORE}/bargains/activities/{activity['id']}/start", json={}, headers={**initiator, **key()})
+    assert r.status_code == 201, r.text
+    bargain = r.json()
+    assert (bargain["start_price"], bargain["floor_price"], bargain["current_price"]) == (10000, 2000, 10000)
+    r = client.post(f"{STORE}/bargains/{bargain['id']}/help", headers=initiator)
+    assert r.status_code == 409 and r.json()["code"] == "bargain_help_own", r.text
+
+    price, cuts = 10000, []
+    for n in range(3):
+        _, friend = login(client, demo, f"bargain-helper-{n}")[:2]
+        r = client.post(f"{STORE}/bargains/{bargain['id']}/help", headers=friend)
+        assert r.status_code in (200, 201), r.text
+        cut = r.json()["cut"]
+        assert cut >= 1
+        price -= cut
+        cuts.append(cut)
+        assert (r.json()["current_price"], r.json()["helped_count"]) == (price, n + 1)
+    assert sum(cuts) == 10000 - 2000 and price == 2000  # the cuts sum exactly to the distance to the floor
+    r = client.post(f"{STORE}/bargains/{bargain['id']}/buy", json={}, headers={**initiator, **key()})
+    assert r.status_code == 201, r.text
+    assert amounts(r.json()) == (10000, 8000, 0, 2000)
+    order = pay(client, initiator, r.json()["id"])
+    assert order["paid_amount"] == 2000
+    got = client.get(f"{ADMIN}/bargains/{bargain['id']}", headers=demo.operator).json()
+    assert (got["status"], got["order_id"], got["cut_total"], got["current_price"]) == (
+        "ordered", order["id"], 8000, 2000)
+    assert [h["amount"] for h in got["helps"]] == cuts == got["cuts"]
+
+
+def test_every_activity_is_configurable_on_the_admin_docs_page(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/coupon-templates", "/promotions", "/promotions/{promotion_id}/activate", "/flash-sales",
+                 "/flash-sales/{sale_id}/start", "/group-buys", "/bargain-activities"):
+        assert "post" in paths[f"{ADMIN}{path}"], path
+
+
+def test_a_percent_coupon_is_computed_on_the_price_left_by_the_item_promotion(
+    client: TestClient, demo: Demo
+) -> None:
+    stop_running_promotions(client, demo)
+    product, (sku,) = new_item(client, demo, "走查 折上折 镜框", [20000])
+    promotion(client, demo, "limited_discount", {"items": [{"sku_id": sku, "price": 15000}]}, allows_coupons=True)
+    percent = coupon_template(client, demo, name="9 折券", kind="percent", percent_off=10, scope="products",
+                              scope_ids=[product])
+    _, c = customer(client, demo, "percent-after-item-1")
+    coupon = claim(client, c, percent["id"])["id"]
+    out = preview(client, c, [(sku, 1)], coupon_ids=[coupon])
+    # 10 % of the ¥150 limited-time price (¥15), never of the ¥200 list of the SKU (¥20)
+    assert amounts(out) == (20000, 5000 + 1500, 0, 13500)

@@ -29,6 +29,7 @@ from tests.done_when.conftest import (
     new_product,
     pay,
     ship_and_complete,
+    staff_login,
     stop_running_promotions,
     submit,
 )
@@ -93,11 +94,27 @@ def test_walk_invite_check_in_points_level_card_and_commission_frozen_settled_wi
     dist_level = r.json()["id"]
     (frame,) = new_product(client, demo, "走查 镜框", [FRAME])
 
-    # -- A registers from a staff entry, applies as a distributor and is approved ----------------
-    a_id, a, body = login(client, demo, "walk-alice", channel="staff-guide1")
+    # the shopping guide 导购 陈静 (guide1) gets her channel code (渠道码) with its QR image
+    guide = demo.staff_ids["guide1"]
+    r = client.post(f"{ADMIN}/channel-codes", headers={**demo.operator, **key()},
+                    json={"kind": "staff", "name": "导购 陈静", "scene": "walk-guide1", "staff_id": guide})
+    assert r.status_code == 201, r.text
+    code = r.json()
+    qr = client.get(f"{ADMIN}/channel-codes/{code['id']}/qr.png", headers=demo.operator)
+    assert qr.status_code == 200 and qr.content.startswith(b"\x89PNG"), qr.text[:200]
+
+    # -- A scans it, registers, applies as a distributor and is approved --------------------------
+    r = client.post(f"{STORE}/channel-codes/walk-guide1/scan", json={"anonymous_id": "anon-alice"},
+                    headers=demo.store)
+    assert r.status_code == 201, r.text
+    a_id, a, body = login(client, demo, "walk-alice", channel="walk-guide1")
     assert body["is_new"] is True
     member = client.get(f"{ADMIN}/members/{a_id}", headers=demo.operator).json()
-    assert member["registration_channel"] == "staff-guide1"
+    assert (member["registration_channel"], member["staff_id"]) == ("walk-guide1", guide)
+    guide_headers = staff_login(client, "guide1", "demo-staff-123")  # the guide sees her new customer
+    r = client.get(f"{ADMIN}/my-customers", params={"page_size": 100}, headers=guide_headers)
+    assert r.status_code == 200, r.text
+    assert a_id in [x["id"] for x in r.json()["items"]]
     r = client.post(f"{STORE}/referral/distributor/apply", json={"real_name": "王小明"}, headers=a)
     assert r.status_code == 201, r.text
     dist_a = r.json()["id"]
@@ -175,8 +192,10 @@ def test_walk_invite_check_in_points_level_card_and_commission_frozen_settled_wi
     drain(session_factory, settings, demo)
     assert (card_order["status"], card_order["paid_amount"]) == ("completed", card_price)
     points += card_price // 100  # at the level held before the card (multiplier 100 %)
+    spend += card_price
     got = _loyalty(client, demo, a_id)
-    assert (got["level_id"], got["level_source"], got["points_balance"]) == (middle["id"], "card", points)
+    assert (got["level_id"], got["level_source"], got["points_balance"], got["paid_spend"]) == (
+        middle["id"], "card", points, spend)
     cards = client.get(f"{ADMIN}/loyalty/members/{a_id}/cards", headers=demo.operator).json()
     assert [(c["order_id"], c["level_id"], c["status"]) for c in cards] == [(card_order["id"], middle["id"], "active")]
     history = client.get(f"{ADMIN}/loyalty/members/{a_id}/level-history", headers=demo.operator).json()
@@ -216,6 +235,11 @@ def test_walk_invite_check_in_points_level_card_and_commission_frozen_settled_wi
     assert _commission(client, demo, ob["id"])[0]["status"] == "settled"
     assert _account(client, demo, dist_a) == (0, 0, commission, 0, 0)
 
+    # -- the guide's channel code: one scan, one registration, one member with paid orders -----------
+    stats = {x["channel_code_id"]: x for x in client.get(f"{ADMIN}/channel-codes/stats", headers=demo.operator).json()}
+    got = stats[code["id"]]
+    assert (got["scans"], got["registrations"], got["first_orders"], got["gmv"]) == (1, 1, 1, spend)
+
     # -- A withdraws it; finance approves and pays by hand ----------------------------------------
     r = client.post(f"{STORE}/referral/withdrawals", json={"amount": commission}, headers={**a, **key()})
     assert r.status_code == 201, r.text
@@ -235,22 +259,3 @@ def test_walk_invite_check_in_points_level_card_and_commission_frozen_settled_wi
     entries = [(e["entry"], e["amount"]) for e in statement.json()["items"]]
     assert entries == [("withdrawal_paid", commission), ("withdrawal_requested", commission),
                        ("settled", commission), ("frozen", commission), ("accrued", commission)]
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "gap: channel codes have a service (siyu.members.channel_codes) but no HTTP route: "
-    "POST /api/admin/v1/channel-codes (and the store scan, qr.png, stats) answer 404 route_not_found; "
-    "siyu/members/endpoints.py mounts only login, phone, me and the member list/detail/profile"))
-def test_registration_through_a_staff_channel_code_makes_the_staff_member_the_owner(
-    client: TestClient, demo: Demo
-) -> None:
-    """The merchant creates a channel code (渠道码) for a shopping guide; a customer who registers
-    through it is attributed to the code and owned by that guide, visible in the admin API."""
-    guide = demo.staff_ids["guide2"]
-    r = client.post(f"{ADMIN}/channel-codes", json={"kind": "staff", "name": "导购 刘洋", "scene": "guide-liuyang", "staff_id": guide},
-                    headers=demo.operator)
-    assert r.status_code == 201, r.text
-    member_id, _, body = login(client, demo, "walk-carol", channel="guide-liuyang")
-    assert body["is_new"] is True
-    member = client.get(f"{ADMIN}/members/{member_id}", headers=demo.operator).json()
-    assert (member["registration_channel"], member["staff_id"]) == ("guide-liuyang", guide)
