@@ -130,3 +130,18 @@ def test_another_merchants_record_types_fields_and_members_are_404(
     refused(client.get(f"{ADMIN}/members/{their_member}/records", headers=h), 404, "not_found")
     refused(client.delete(f"{ADMIN}/member-fields/{their_field['id']}", headers=h), 404, "not_found")
     assert count(session_factory, MemberRecord, other.id) == 0 and count(session_factory, MemberRecord, tenant.id) == 0
+
+
+def test_a_retried_record_version_with_the_same_idempotency_key_adds_one_version(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    rtype = ok(client.post(f"{ADMIN}/record-types", json=PRESCRIPTION, headers=tenant.admin_headers), 201)
+    member_id, _ = login(client, tenant)
+    url = f"{ADMIN}/members/{member_id}/records/{rtype['id']}"
+    headers = {**tenant.admin_headers, "Idempotency-Key": "rx-2026-01-05"}
+    first = client.post(url, json={"data": {"exam_date": "2026-01-05"}}, headers=headers)
+    again = client.post(url, json={"data": {"exam_date": "2026-01-05"}}, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    refused(client.post(url, json={"data": {"exam_date": "2026-02-01"}}, headers=headers), 409, "idempotency_key_reused")
+    assert count(session_factory, MemberRecord, tenant.id, member_id=member_id) == 1

@@ -109,3 +109,24 @@ def test_a_staff_login_sees_only_its_own_customers_and_their_orders(
 def test_finance_cannot_use_my_customers(client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]) -> None:
     _, finance = staff(session_factory, tenant, "finance")
     refused(client.get(f"{ADMIN}/my-customers", headers=finance), 403, "forbidden")
+
+
+def test_an_api_key_has_no_customers_of_its_own(client: TestClient, tenant: Tenant) -> None:
+    r = client.post(f"{ADMIN}/api-keys", json={"name": "erp", "role": "operator"}, headers=tenant.admin_headers)
+    key = {"Authorization": f"Bearer {ok(r, 201)['key']}"}
+    refused(client.get(f"{ADMIN}/my-customers", headers=key), 403, "staff_only")
+
+
+def test_handover_to_a_disabled_successor_is_409_and_moves_nobody(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    leaving, _ = staff(session_factory, tenant)
+    gone, _ = staff(session_factory, tenant)
+    member, _ = login(client, tenant)
+    _assign(client, tenant, member, leaving)
+    ok(client.patch(f"{ADMIN}/staff/{gone}", json={"active": False}, headers=tenant.admin_headers))
+    refused(client.post(f"{ADMIN}/staff/{leaving}/handover", json={"to_staff_id": gone}, headers=tenant.admin_headers),
+            409, "staff_owner_inactive")
+    refused(client.put(f"{ADMIN}/members/{member}/owner", json={"staff_id": gone}, headers=tenant.admin_headers),
+            409, "staff_owner_inactive")
+    assert _owners(session_factory, tenant.id, [member]) == {member: leaving}
