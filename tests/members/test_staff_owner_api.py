@@ -130,3 +130,20 @@ def test_handover_to_a_disabled_successor_is_409_and_moves_nobody(
     refused(client.put(f"{ADMIN}/members/{member}/owner", json={"staff_id": gone}, headers=tenant.admin_headers),
             409, "staff_owner_inactive")
     assert _owners(session_factory, tenant.id, [member]) == {member: leaving}
+
+
+def test_my_customers_lists_a_merged_pair_once(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    staff_id, headers = staff(session_factory, tenant)
+    older, older_headers = login(client, tenant)
+    newer, newer_headers = login(client, tenant)
+    for m in (older, newer):
+        _assign(client, tenant, m, staff_id)
+    for h in (older_headers, newer_headers):  # the same phone: the newer member is merged into the older
+        ok(client.post("/api/store/v1/me/phone", json={"code": "sandbox-13900001111"}, headers=h))
+    assert ok(client.get(f"{ADMIN}/members/{newer}", headers=tenant.admin_headers))["status"] == "merged"
+    page = ok(client.get(f"{ADMIN}/my-customers", headers=headers))
+    assert (page["total"], [c["id"] for c in page["items"]]) == (1, [older])
+    merges = ok(client.get(f"{ADMIN}/members/{older}/merges", headers=tenant.admin_headers))
+    assert [(m["kept_member_id"], m["merged_member_id"], m["reason"]) for m in merges] == [(older, newer, "phone")]

@@ -13,7 +13,7 @@ from siyu.kit.errors import DomainError
 from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
 from siyu.members import repository as repo
 from siyu.members import staff_owner
-from siyu.members.models import Member
+from siyu.members.models import MEMBER_MERGED, Member
 from siyu.members.routers import admin
 from siyu.members.schemas import CustomerOut, HandoverIn, HandoverOut, OwnershipLogOut, StaffOwnerIn
 from siyu.orders.models import Order
@@ -57,12 +57,12 @@ def _me(p: StaffPrincipal) -> int:
 
 
 @admin.get("/my-customers", response_model=Page[CustomerOut], tags=TAGS,
-           summary="The signed-in staff member's own customers")
+           summary="The signed-in staff member's own customers (members merged into another are left out)")
 def my_customers(
     session: DbSession, q: str | None = Query(None, max_length=64), params: PageParams = Depends(page_params),
     p: StaffPrincipal = Depends(require("members:own")),
 ) -> Page[CustomerOut]:
-    stmt = repo.search(session, p.merchant_id, q, None, staff_id=_me(p))
+    stmt = repo.search(session, p.merchant_id, q, None, staff_id=_me(p)).where(Member.status != MEMBER_MERGED)
     stmt = apply_sort(stmt, params.sort, {"id": Member.id, "staff_bound_at": Member.staff_bound_at}, Member.id.desc())
     rows, total = paginate(session, stmt, params)
     return Page(items=[CustomerOut.model_validate(m) for m in rows], total=total, page=params.page,
