@@ -429,3 +429,71 @@ def test_a_percent_coupon_is_computed_on_the_price_left_by_the_item_promotion(
     out = preview(client, c, [(sku, 1)], coupon_ids=[coupon])
     # 10 % of the ¥150 limited-time price (¥15), never of the ¥200 list of the SKU (¥20)
     assert amounts(out) == (20000, 5000 + 1500, 0, 13500)
+
+
+
+
+def test_a_threshold_coupon_measures_the_amount_left_by_spend_and_save_and_returns_on_full_refund(
+    client: TestClient, demo: Demo, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    stop_running_promotions(client, demo)
+    product, (sku,) = new_item(client, demo, "走查 门槛 镜框", [10500], stock=20)
+    save = promotion(client, demo, "spend_save", {"tiers": [{"threshold": 10000, "discount": 1000}]})
+    t = coupon_template(client, demo, name="满100减15", kind="threshold", threshold=10000, amount=1500,
+                        scope="products", scope_ids=[product])
+    _, c = customer(client, demo, "threshold-1")
+    coupon = claim(client, c, t["id"])["id"]
+    # ¥105 − ¥10 (满100减10) leaves ¥95: under the coupon's ¥100
+    r = client.post(f"{STORE}/checkout/preview", headers=c,
+                    json={"items": [{"sku_id": sku, "quantity": 1}], "coupon_ids": [coupon]})
+    assert r.status_code == 409 and r.json()["code"] == "coupon_below_threshold", r.text
+    auto = preview(client, c, [(sku, 1)])
+    assert amounts(auto) == (10500, 1000, 0, 9500)
+    assert [(n["coupon_id"], n["code"], n["short_by"]) for n in auto["notes"]["coupons"]] == [
+        (coupon, "below_threshold", 500)]
+    # two units: ¥210 − ¥10 = ¥200, then ¥15 off
+    order = pay(client, c, submit(client, c, [(sku, 2)], coupon_ids=[coupon])["id"])
+    assert amounts(order) == (21000, 1000 + 1500, 0, 21000 - 2500) and order["paid_amount"] == 18500
+    codes = [row["code"] for row in order["pricing"] if row["amount"] < 0]
+    assert codes == [f"spend_save:{save['id']}", f"coupon:{coupon}"]
+    drain(session_factory, settings, demo)
+    assert wallet(client, c)[coupon] == "used"
+    # a full refund inside its validity gives the coupon back
+    r = client.post(f"{ADMIN}/orders/{order['id']}/refunds", json={"amount": 18500}, headers={**demo.finance, **key()})
+    assert r.status_code == 201, r.text
+    drain(session_factory, settings, demo)
+    got = client.get(f"{ADMIN}/orders/{order['id']}", headers=demo.operator).json()
+    assert (got["refund_status"], got["refunded_amount"]) == ("full", 18500)
+    assert wallet(client, c)[coupon] == "unused"
+
+
+def test_an_unpaid_flash_sale_order_gives_its_unit_back_at_the_payment_deadline(
+    client: TestClient, demo: Demo, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    stop_running_promotions(client, demo)
+    _, (sku,) = new_item(client, demo, "走查 秒杀超时", [20000], stock=30)
+    r = client.post(f"{ADMIN}/flash-sales", headers=demo.operator, json={
+        "name": "走查 秒杀 超时", **window(days_after=1), "per_member_limit": 1,
+        "items": [{"sku_id": sku, "flash_price": 9900, "activity_stock": 2}]})
+    assert r.status_code == 201, r.text
+    sale = r.json()
+    item = client.post(f"{ADMIN}/flash-sales/{sale['id']}/start", headers=demo.operator).json()["items"][0]
+    _, c = customer(client, demo, "flash-timeout-1")
+    r = client.post(f"{STORE}/flash-sales/{item['id']}/buy", json={}, headers={**c, **key()})
+    assert r.status_code == 201, r.text
+    order = r.json()
+
+    def sold() -> int:
+        return int(client.get(f"{ADMIN}/flash-sales/{sale['id']}", headers=demo.operator).json()["items"][0]["sold"])
+
+    assert sold() == 1
+    deadline = dt.datetime.fromisoformat(order["pay_deadline"])
+    drain(session_factory, settings, demo, now=deadline - dt.timedelta(minutes=1))
+    assert sold() == 1
+    drain(session_factory, settings, demo, now=deadline + dt.timedelta(seconds=1))
+    assert sold() == 0
+    assert client.get(f"{STORE}/orders/{order['id']}", headers=c).json()["status"] == "cancelled"
+    # the member may buy again (the unpaid order no longer counts against the limit)
+    r = client.post(f"{STORE}/flash-sales/{item['id']}/buy", json={}, headers={**c, **key()})
+    assert r.status_code == 201, r.text
+    assert r.json()["payable_amount"] == 9900 and sold() == 1
