@@ -497,3 +497,53 @@ def test_an_unpaid_flash_sale_order_gives_its_unit_back_at_the_payment_deadline(
     r = client.post(f"{STORE}/flash-sales/{item['id']}/buy", json={}, headers={**c, **key()})
     assert r.status_code == 201, r.text
     assert r.json()["payable_amount"] == 9900 and sold() == 1
+
+
+
+def test_activity_refusals_carry_their_specific_codes_and_change_nothing(client: TestClient, demo: Demo) -> None:
+    stop_running_promotions(client, demo)
+    _, (base,) = new_item(client, demo, "走查 拒绝 基", [5000])
+    _, (addon,) = new_item(client, demo, "走查 拒绝 换购", [3000])
+    ap = promotion(client, demo, "add_on", {"threshold": 10000, "items": [
+        {"sku_id": addon, "price": 500, "per_order_limit": 1, "stock": 5}]})
+    _, c = customer(client, demo, "refusals-1")
+
+    def submit_add_on(quantity: int, add: int) -> Any:
+        return client.post(f"{STORE}/checkout/submit", headers={**c, **key()}, json={
+            "items": [{"sku_id": base, "quantity": quantity}], "coupon_ids": [],
+            "options": {"add_on": [{"promotion_id": ap["id"], "sku_id": addon, "quantity": add}]}})
+
+    r = submit_add_on(1, 1)  # ¥50 < ¥100
+    assert r.status_code == 409 and r.json()["code"] == "add_on_threshold_not_met", r.text
+    r = submit_add_on(2, 2)  # one per order
+    assert r.status_code == 409 and r.json()["code"] == "add_on_limit_reached", r.text
+    assert client.get(f"{STORE}/orders", headers=c).json()["items"] == []
+
+    _, (gsku,) = new_item(client, demo, "走查 拒绝 拼团", [10000], stock=20)
+    r = client.post(f"{ADMIN}/group-buys", headers=demo.operator, json={
+        "name": "走查 拒绝 团", "sku_id": gsku, "team_size": 2, "valid_hours": 24, "group_price": 6000, **window()})
+    assert r.status_code == 201, r.text
+    gb = r.json()
+    r = client.post(f"{STORE}/group-buys/{gb['id']}/teams", json={}, headers={**c, **key()})
+    assert r.status_code == 201, r.text
+    pay(client, c, r.json()["id"])
+    team_id = client.get(f"{STORE}/group-buys/{gb['id']}", headers=c).json()["open_teams"][0]["team_id"]
+    r = client.post(f"{STORE}/group-buys/teams/{team_id}/join", json={}, headers={**c, **key()})
+    assert r.status_code == 409 and r.json()["code"] == "group_team_already_joined", r.text
+    _, f1 = customer(client, demo, "refusals-f1")
+    _, f2 = customer(client, demo, "refusals-f2")
+    assert client.post(f"{STORE}/group-buys/teams/{team_id}/join", json={}, headers={**f1, **key()}).status_code == 201
+    r = client.post(f"{STORE}/group-buys/teams/{team_id}/join", json={}, headers={**f2, **key()})
+    assert r.status_code == 409 and r.json()["code"] == "group_team_full", r.text  # the last seat is taken once
+
+    _, (bsku,) = new_item(client, demo, "走查 拒绝 砍价", [10000], stock=20)
+    r = client.post(f"{ADMIN}/bargain-activities", headers=demo.operator, json={
+        "name": "走查 拒绝 砍价", "sku_id": bsku, "floor_price": 6000, "helpers_needed": 2, **window()})
+    assert r.status_code == 201, r.text
+    bargain = client.post(f"{STORE}/bargains/activities/{r.json()['id']}/start", json={},
+                          headers={**c, **key()}).json()
+    first = client.post(f"{STORE}/bargains/{bargain['id']}/help", headers=f1)
+    again = client.post(f"{STORE}/bargains/{bargain['id']}/help", headers=f1)  # a friend helps once
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == first.json()
+    assert first.json()["helped_count"] == 1 and first.json()["current_price"] == 10000 - first.json()["cut"]
