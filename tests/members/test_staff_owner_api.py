@@ -147,3 +147,39 @@ def test_my_customers_lists_a_merged_pair_once(
     assert (page["total"], [c["id"] for c in page["items"]]) == (1, [older])
     merges = ok(client.get(f"{ADMIN}/members/{older}/merges", headers=tenant.admin_headers))
     assert [(m["kept_member_id"], m["merged_member_id"], m["reason"]) for m in merges] == [(older, newer, "phone")]
+
+
+def test_a_shopping_guide_reads_and_records_only_their_own_customers_records(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    """The eyewear example: the guide sees the prescription when their customer writes in and
+    records a new one; the member list, another guide's customer and the 360 stay closed."""
+    from siyu.members.models import MemberRecord
+    from tests.members.test_records_api import PRESCRIPTION
+
+    a_id, a = staff(session_factory, tenant)
+    b_id, _ = staff(session_factory, tenant)
+    mine, _ = login(client, tenant)
+    theirs, _ = login(client, tenant)
+    _assign(client, tenant, mine, a_id)
+    _assign(client, tenant, theirs, b_id)
+    rtype = ok(client.post(f"{ADMIN}/record-types", json=PRESCRIPTION, headers=tenant.admin_headers), 201)
+    ok(client.post(f"{ADMIN}/members/{mine}/records/{rtype['id']}", json={"data": {"exam_date": "2026-01-05", "pd": 62}},
+                   headers=tenant.admin_headers), 201)
+
+    assert [t["id"] for t in ok(client.get(f"{ADMIN}/record-types", headers=a))] == [rtype["id"]]
+    latest = ok(client.get(f"{ADMIN}/my-customers/{mine}/records", headers=a))
+    assert [(r["record_type_key"], r["version"]) for r in latest] == [("prescription", 1)]
+    v2 = ok(client.post(f"{ADMIN}/my-customers/{mine}/records/{rtype['id']}",
+                        json={"data": {"exam_date": "2026-11-30", "pd": 63}}, headers=a), 201)
+    assert (v2["version"], v2["actor_id"]) == (2, a_id)
+    assert [r["version"] for r in ok(client.get(f"{ADMIN}/my-customers/{mine}/records/{rtype['id']}", headers=a))] == [2, 1]
+
+    before = count(session_factory, MemberRecord, tenant.id)
+    refused(client.post(f"{ADMIN}/my-customers/{theirs}/records/{rtype['id']}",
+                        json={"data": {"exam_date": "2026-11-30"}}, headers=a), 404, "not_found")
+    refused(client.get(f"{ADMIN}/my-customers/{theirs}/records", headers=a), 404, "not_found")
+    assert count(session_factory, MemberRecord, tenant.id) == before
+    refused(client.get(f"{ADMIN}/members", headers=a), 403, "forbidden")
+    refused(client.get(f"{ADMIN}/members/{mine}/360", headers=a), 403, "forbidden")
+    refused(client.get(f"{ADMIN}/members/{theirs}/records", headers=a), 403, "forbidden")

@@ -9,13 +9,23 @@ from enum import Enum
 from fastapi import Depends, Query, status
 
 from siyu.api.deps import DbSession, StaffPrincipal, require
+from siyu.api.idempotency import idempotent
 from siyu.kit.errors import DomainError
 from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
+from siyu.members import records, staff_owner
 from siyu.members import repository as repo
-from siyu.members import staff_owner
 from siyu.members.models import MEMBER_MERGED, Member
 from siyu.members.routers import admin
-from siyu.members.schemas import CustomerOut, HandoverIn, HandoverOut, OwnershipLogOut, StaffOwnerIn
+from siyu.members.schemas import (
+    CustomerOut,
+    HandoverIn,
+    HandoverOut,
+    LatestRecordOut,
+    OwnershipLogOut,
+    RecordIn,
+    RecordOut,
+    StaffOwnerIn,
+)
 from siyu.orders.models import Order
 from siyu.orders.repository import search_orders
 from siyu.orders.schemas import OrderOut
@@ -87,3 +97,33 @@ def my_customer_orders(
     rows, total = paginate(session, stmt, params)
     return Page(items=[OrderOut.model_validate(o) for o in rows], total=total, page=params.page,
                 page_size=params.page_size)
+
+
+@admin.get("/my-customers/{member_id}/records", response_model=list[LatestRecordOut], tags=TAGS,
+           summary="The latest version of each record type of one of my customers (e.g. the prescription)")
+def my_customer_records(
+    member_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:own"))
+) -> list[LatestRecordOut]:
+    staff_owner.my_customer(session, p.merchant_id, _me(p), member_id)
+    return records.latest(session, p.merchant_id, member_id)
+
+
+@admin.get("/my-customers/{member_id}/records/{type_id}", response_model=list[RecordOut], tags=TAGS,
+           summary="Every version of one record type of one of my customers, newest first")
+def my_customer_record_history(
+    member_id: int, type_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:own"))
+) -> list[RecordOut]:
+    staff_owner.my_customer(session, p.merchant_id, _me(p), member_id)
+    return [RecordOut.model_validate(r) for r in records.history(session, p.merchant_id, member_id, type_id)]
+
+
+@admin.post("/my-customers/{member_id}/records/{type_id}", response_model=RecordOut,
+            status_code=status.HTTP_201_CREATED, tags=TAGS,
+            summary="Record a new version for one of my customers (an optician's new prescription)")
+@idempotent
+def add_my_customer_record(
+    member_id: int, type_id: int, body: RecordIn, session: DbSession,
+    p: StaffPrincipal = Depends(require("members:own")),
+) -> RecordOut:
+    staff_owner.my_customer(session, p.merchant_id, _me(p), member_id)
+    return RecordOut.model_validate(records.add_version(session, p.merchant_id, member_id, type_id, body, actor=p.actor))

@@ -24,7 +24,9 @@ TAGS: list[str | Enum] = ["admin: member records"]
 
 
 @admin.get("/record-types", response_model=list[RecordTypeOut], tags=TAGS)
-def list_record_types(session: DbSession, p: StaffPrincipal = Depends(require("members:read"))) -> list[RecordTypeOut]:
+def list_record_types(
+    session: DbSession, p: StaffPrincipal = Depends(require("members:read", "members:own"))
+) -> list[RecordTypeOut]:
     return [RecordTypeOut.model_validate(t) for t in records.list_types(session, p.merchant_id)]
 
 

@@ -53,8 +53,10 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
         {f"{a}:read" for a in ("orders", "payments", "refunds", "aftersales", "analytics", "finance", "members", "tags")}
         | {"refunds:write", "payments:write", "finance:write"}
     ),
-    Role.STAFF: frozenset({"catalog:read", "orders:read", "members:read", "aftersales:read", "storefront:read",
-                          "tags:read", "members:own"}),
+    # A shopping guide (导购) sees members only through "my customers" (members:own): their own
+    # customers, those customers' orders and records. Orders stay readable for fulfilment.
+    Role.STAFF: frozenset({"catalog:read", "orders:read", "aftersales:read", "storefront:read", "tags:read",
+                          "members:own"}),
 }
 
 
