@@ -370,3 +370,27 @@ def test_a_fully_refunded_order_no_longer_counts_as_a_paid_order(
     got = _loyalty(client, demo, member_id)
     assert got["paid_spend"] == 0
     assert got["paid_orders"] == 0
+
+
+
+def test_a_full_refund_of_the_first_order_revokes_both_rewards_and_reverses_the_commission(
+    client: TestClient, demo: Demo, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    a_id, _, dist, b_id, b, frame = _distributor_and_friend(client, demo, "first-refund")
+    order = pay(client, b, submit(client, b, [(frame, 1)], coupon_ids=[])["id"])
+    drain(session_factory, settings, demo)
+    assert _loyalty(client, demo, a_id)["points_balance"] == 100
+    assert _account(client, demo, dist) == (FRAME * RATE_BP // 10000, 0, 0, 0, 0)
+    r = client.post(f"{ADMIN}/orders/{order['id']}/refunds", json={"amount": order["paid_amount"]},
+                    headers={**demo.finance, **key()})
+    assert r.status_code == 201, r.text
+    drain(session_factory, settings, demo)
+    rewards = client.get(f"{ADMIN}/referral/rewards", params={"page_size": 100}, headers=demo.owner).json()["items"]
+    assert sorted((x["role"], x["status"]) for x in rewards if x["invitee_member_id"] == b_id) == [
+        ("invitee", "revoked"), ("inviter", "revoked")]
+    (c,) = _commission(client, demo, order["id"])
+    assert (c["status"], c["reversed_amount"]) == ("reversed", c["amount"])
+    assert _account(client, demo, dist) == (0, 0, 0, 0, 0)
+    assert _loyalty(client, demo, a_id)["points_balance"] == 0
+    got = _loyalty(client, demo, b_id)
+    assert (got["points_balance"], got["growth"], got["paid_spend"]) == (0, 0, 0)
