@@ -14,6 +14,8 @@
 - ``growth_entries``: the growth ledger (idempotent by key).
 - ``loyalty_levels`` / ``level_history``: the merchant's ladder and each member's moves on it.
 - ``task_counters``: daily cap counters for task rewards (one row per member, task, local day).
+- ``task_completions``: one row per rewarded task report (its idempotency key, unique): the
+  report's claim, written before its counter moves, so a duplicate never takes a slot.
 - ``check_ins``: one row per member and local day (unique).
 - ``card_plans`` / ``member_cards``: paid membership cards and the cards members hold.
 - ``pending_rewards``: coupon rewards recorded while the coupons module is not available.
@@ -268,6 +270,23 @@ class TaskCounter(IdMixin, TenantMixin, Base):
     task: Mapped[str] = mapped_column(String(32))
     day: Mapped[dt.date] = mapped_column(Date)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TaskCompletion(IdMixin, TenantMixin, Base):
+    """A rewarded task report, one per key ``task:<task>:<member>:<ref>`` (the key of its points
+    and growth entries). ``complete_task`` inserts it before it moves the day's counter, in the
+    same transaction: a parallel report with the same ref waits on the unique index and then
+    finds the key taken, so it never takes a slot of the daily cap."""
+
+    __tablename__ = "task_completions"
+    __table_args__ = (UniqueConstraint("merchant_id", "idempotency_key"),)
+
+    # the unique (merchant_id, idempotency_key) index serves every query: no single-column one
+    merchant_id: Mapped[int] = mapped_column(BigId, nullable=False)
+
+    member_id: Mapped[int] = mapped_column(BigId)
+    idempotency_key: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class CheckIn(IdMixin, TenantMixin, Base):

@@ -30,6 +30,7 @@ from siyu.loyalty.models import (
     PointsEntry,
     PointsLot,
     PointsLotUse,
+    TaskCompletion,
     TaskCounter,
 )
 
@@ -383,6 +384,17 @@ def bump_task_counter(session: Session, merchant_id: int, member_id: int, task: 
         .values(count=TaskCounter.count + 1)
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+def claim_task(session: Session, merchant_id: int, member_id: int, key: str, now: dt.datetime) -> bool:
+    """Insert a task report's claim (``ON CONFLICT DO NOTHING``); False when ``key`` is taken,
+    by a committed report or by a parallel one (PostgreSQL: this waits on the unique index until
+    that one commits — or rolls back, and then this one claims it)."""
+    return insert_ignore(
+        session, TaskCompletion.__table__,  # type: ignore[arg-type]
+        {"merchant_id": merchant_id, "member_id": member_id, "idempotency_key": key, "created_at": now},
+        ["merchant_id", "idempotency_key"],
+    )
 
 
 def check_in(session: Session, merchant_id: int, member_id: int, day: dt.date) -> CheckIn | None:

@@ -427,24 +427,40 @@ def _earn(
     return entry.delta
 
 
+class _DailyCapReached(Exception):
+    """Rolls a task report's savepoint back: its claim goes with it (the ref may come another day)."""
+
+
 def complete_task(
     session: Session, merchant_id: int, member_id: int, task: str, *, ref: str, now: dt.datetime | None = None
 ) -> TaskOut:
-    """Reward a task (complete_profile, first_review, share...) once per ``ref``, within its daily cap."""
+    """Reward a task (complete_profile, first_review, share...) once per ``ref``, within its daily cap.
+
+    One savepoint holds the whole report: the claim of its key (``task_completions``, unique)
+    first, then the day's counter (conditional update, ``count < daily_cap``), the points, the
+    growth and the level. A duplicate — also one running in parallel, which waits on the claim's
+    unique index — is answered before the counter moves, so it never takes a slot; a report
+    refused by the cap, or one that raises half-way, leaves nothing behind (not even its claim),
+    also for a caller that catches the error and commits."""
     rules = get_rules(session, merchant_id)
     rule = rules.earn.tasks.get(task)
     if rule is None:
         raise DomainError("task_unknown", task=task)
     now = now or utcnow()
     key = f"task:{task}:{member_id}:{ref}"
-    if repo.entry_by_key(session, merchant_id, key) or repo.growth_entry_by_key(session, merchant_id, key):
-        return TaskOut(task=task, rewarded=False, points=0, growth=0, reason="duplicate")
     day = local_date(now, _tz(session, merchant_id))
-    if not repo.bump_task_counter(session, merchant_id, member_id, task, day, rule.daily_cap):
+    try:
+        with session.begin_nested():
+            if not repo.claim_task(session, merchant_id, member_id, key, now):
+                return TaskOut(task=task, rewarded=False, points=0, growth=0, reason="duplicate")
+            if not repo.bump_task_counter(session, merchant_id, member_id, task, day, rule.daily_cap):
+                raise _DailyCapReached
+            points = _earn(session, merchant_id, member_id, rule.points, reason=f"task:{task}", ref=ref, key=key,
+                           now=now)
+            add_growth(session, merchant_id, member_id, rule.growth, action=task, ref=ref, key=key, now=now)
+            evaluate_level(session, merchant_id, member_id, now)
+    except _DailyCapReached:
         return TaskOut(task=task, rewarded=False, points=0, growth=0, reason="daily_cap")
-    points = _earn(session, merchant_id, member_id, rule.points, reason=f"task:{task}", ref=ref, key=key, now=now)
-    add_growth(session, merchant_id, member_id, rule.growth, action=task, ref=ref, key=key, now=now)
-    evaluate_level(session, merchant_id, member_id, now)
     return TaskOut(task=task, rewarded=True, points=points, growth=rule.growth)
 
 
