@@ -145,6 +145,21 @@ def test_notification_pays_the_withdrawal_once(wx: Wx, session_factory: sessionm
     assert h.ledger_sums(session_factory, wx.tenant.id, wx.dist) == acct
 
 
+def test_a_status_poll_keeps_the_package_the_payee_confirms_with(
+    wx: Wx, session_factory: sessionmaker[Session]
+) -> None:
+    """WeChat's query answer has no ``package_info`` (only the create answer has): a poll that finds
+    the bill still waiting keeps the one the send stored, so the payee can still confirm."""
+    wd = wx.withdraw(500)
+    wx.drain(session_factory)
+    package = wx.withdrawal(wd["id"])["provider_data"]["package_info"]
+    assert package
+    wx.drain(session_factory, now=utcnow() + dt.timedelta(minutes=6))  # the first status poll
+    mine = wx.withdrawal(wd["id"])
+    assert (mine["provider_state"], mine["provider_data"]) == ("WAIT_USER_CONFIRM", {"package_info": package})
+    assert wx.fake.count_requests(f"{BILLS}/out-bill-no/WD{wd['id']}") == 1
+
+
 def test_a_retried_send_returns_the_same_bill(wx: Wx, session_factory: sessionmaker[Session]) -> None:
     """The job's answer was lost (e.g. the worker died after sending): sending again with the same
     out_bill_no gets the same bill from WeChat Pay, and the money moves once."""

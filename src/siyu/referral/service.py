@@ -1332,7 +1332,10 @@ def apply_payout_result(
             result = replace(result, detail=w.review_note)
         return fail_withdrawal(session, merchant_id, w.id, result, source=source)
     if w.provider_state != CANCELING or result.state == CANCELING:
-        values: dict[str, Any] = {"provider_state": result.state, "provider_data": result.data or None}
+        # an answer without data (WeChat's query has no package_info) keeps what the last answer
+        # of the same state gave: the payee still confirms with the package the send returned
+        data = result.data or (w.provider_data if result.state == w.provider_state else None) or None
+        values: dict[str, Any] = {"provider_state": result.state, "provider_data": data}
         if result.reference:
             values["provider_reference"] = result.reference
         repo.set_withdrawal_status(session, merchant_id, w.id, (WD_APPROVED,), values)
