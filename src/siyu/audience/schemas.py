@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -77,7 +78,7 @@ class PredictionModelOut(BaseModel):
     reason: str | None
     customers: int
     period_days: int
-    params: dict[str, float | int | str | None]
+    params: dict[str, Any] = Field(description="bgnbd {r, alpha, a, b, log_likelihood}, gamma_gamma {p, q, gamma, ...}, period_days, repeat_buyers")
 
 
 class PredictionsOut(BaseModel):

@@ -14,6 +14,7 @@ a member's score says what share of the buyers scores lower. The merchant's top
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from siyu.orders import models as om
 
 PAID = (om.PAID, om.SHIPPED, om.COMPLETED)
 MIN_REPEAT_BUYERS = 20
+DROPOUT_CONCENTRATION_CAP = 1000.0  # a + b of the dropout Beta beyond which it is a point mass
 
 
 def _stats_arrays(session: Session, merchant_id: int) -> dict[str, np.ndarray]:
@@ -169,13 +171,32 @@ def _fit_and_write(
         gg = clv.fit_gamma_gamma(x, m)
     except (clv.FitError, ValueError, FloatingPointError) as exc:
         return PredictionResult("skipped", f"fit failed: {exc}", {}, len(x))
-    p_alive = clv.probability_alive(bg, x, t_x, big_t)
-    horizon_90 = 90.0 / period_days
-    expected_90 = clv.expected_purchases(bg, horizon_90, x, t_x, big_t)
-    periods = horizon_days / period_days
-    rate = (1 + annual_discount) ** (period_days / 365.0) - 1
-    value = clv.customer_lifetime_value(bg, gg, x, t_x, big_t, m, horizon_periods=periods, discount_rate_per_period=rate, step=4)
-    if not (np.all(np.isfinite(p_alive)) and np.all(np.isfinite(expected_90)) and np.all(np.isfinite(value))):
+    def predict(bg: clv.BgNbdParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        periods = horizon_days / period_days
+        rate = (1 + annual_discount) ** (period_days / 365.0) - 1
+        return (
+            clv.probability_alive(bg, x, t_x, big_t),
+            clv.expected_purchases(bg, 90.0 / period_days, x, t_x, big_t),
+            clv.customer_lifetime_value(bg, gg, x, t_x, big_t, m, horizon_periods=periods,
+                                        discount_rate_per_period=rate, step=4),
+        )
+
+    def finite(*arrays: np.ndarray) -> bool:
+        return all(bool(np.all(np.isfinite(a))) for a in arrays)
+
+    p_alive, expected_90, value = predict(bg)
+    capped = False
+    if not finite(p_alive, expected_90, value) and bg.a + bg.b > DROPOUT_CONCENTRATION_CAP:
+        # Everyone drops out with about the same probability: the likelihood is flat in a + b
+        # there and the optimiser runs off towards infinity, where the 2F1 of the expectations
+        # overflows. Keep the mean dropout a / (a + b) and cap a + b (a Beta this concentrated
+        # is that point mass for every purpose here; the log-likelihood moves by ~0.01).
+        scale = DROPOUT_CONCENTRATION_CAP / (bg.a + bg.b)
+        bg = dataclasses.replace(bg, a=bg.a * scale, b=bg.b * scale)
+        bg = dataclasses.replace(bg, log_likelihood=float(np.sum(clv.bgnbd_log_likelihood(bg, x, t_x, big_t))))
+        p_alive, expected_90, value = predict(bg)
+        capped = True
+    if not finite(p_alive, expected_90, value):
         # A history with no sign of dropout drives a and b to the edge of the parameter space,
         # where the 2F1 of the expectations cannot be evaluated: say so rather than write zeros.
         return PredictionResult(
@@ -193,6 +214,6 @@ def _fit_and_write(
     params = {
         "bgnbd": {"r": bg.r, "alpha": bg.alpha, "a": bg.a, "b": bg.b, "log_likelihood": bg.log_likelihood},
         "gamma_gamma": {"p": gg.p, "q": gg.q, "gamma": gg.gamma, "log_likelihood": gg.log_likelihood},
-        "period_days": period_days, "repeat_buyers": repeaters,
+        "period_days": period_days, "repeat_buyers": repeaters, "dropout_concentration_capped": capped,
     }
     return PredictionResult("fitted", None, params, len(x))

@@ -275,15 +275,24 @@ def _seed_orders(
     now = utcnow()
     count = 0
     for member, address in members:
-        # Purchase occasions from a simple heterogeneous process: some buy often, many once or never.
-        rate = rng.choice([0, 0, 1, 1, 2, 3, 4, 6])
-        for _ in range(rate):
-            created = member.registered_at + dt.timedelta(
-                seconds=rng.randint(0, max(1, int((now - member.registered_at).total_seconds())))
-            )
-            if created > now - dt.timedelta(days=365) or rng.random() < 0.3:
-                _one_order(session, merchant_id, rng, member, address, skus, created, count)
-                count += 1
+        # Purchase occasions from a BG/NBD-like process (the model the predictions fit): while a
+        # customer is "alive" she buys at her own rate (Gamma-distributed across customers, about
+        # every 50 days on average); after each purchase she drops out with her own probability
+        # (Beta-distributed). A quarter never buy. Some customers are therefore still buying,
+        # others bought a few times and went quiet, as in a real store.
+        if rng.random() < 0.25:
+            continue
+        per_day = rng.gammavariate(0.9, 1 / 45.0)
+        dropout = rng.betavariate(1.2, 3.0)
+        created = member.registered_at + dt.timedelta(days=rng.expovariate(per_day))
+        for _ in range(12):
+            if created >= now:
+                break
+            _one_order(session, merchant_id, rng, member, address, skus, created, count)
+            count += 1
+            if rng.random() < dropout:
+                break
+            created += dt.timedelta(days=rng.expovariate(per_day))
     return count
 
 
