@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Select, and_, exists, func, literal, select, update
 from sqlalchemy.orm import Session
@@ -718,22 +718,21 @@ def payout_job_live(session: Session, merchant_id: int, withdrawal_id: int) -> b
     )
 
 
-def payout_send_live(session: Session, merchant_id: int, withdrawal_id: int) -> bool:
-    """Whether the ``referral.payout`` send of the withdrawal is still queued or running: a bill
-    may be being created right now (its polls do not count)."""
-    from siyu.kit.outbox import JOB_PENDING, JOB_RUNNING, Job
+class SendJob(NamedTuple):
+    status: str
+    attempts: int  # attempts claimed by workers (a claim counts one before its handler runs)
 
-    return bool(
-        session.scalar(
-            select(
-                exists().where(
-                    Job.merchant_id == merchant_id,
-                    Job.status.in_((JOB_PENDING, JOB_RUNNING)),
-                    Job.dedupe_key == f"withdrawal:{withdrawal_id}:payout",
-                )
-            )
+
+def payout_send_job(session: Session, merchant_id: int, withdrawal_id: int) -> SendJob | None:
+    """The ``referral.payout`` send job of the withdrawal, as committed now (None if there is none)."""
+    from siyu.kit.outbox import Job
+
+    row = session.execute(
+        select(Job.status, Job.attempts).where(
+            Job.merchant_id == merchant_id, Job.dedupe_key == f"withdrawal:{withdrawal_id}:payout"
         )
-    )
+    ).first()
+    return SendJob(row[0], row[1]) if row is not None else None
 
 
 def job_exists(session: Session, merchant_id: int, dedupe_key: str) -> bool:

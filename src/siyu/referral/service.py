@@ -58,7 +58,8 @@ Account and withdrawals
   for the payee (WeChat's ``WAIT_USER_CONFIRM``) is withdrawn with ``cancel_payout``: the
   provider cancels it, and its ``CANCELLED`` (poll or notification) fails the withdrawal and
   returns the amount once; a bill the payee leaves unconfirmed is cancelled by WeChat after 24
-  hours and the polls return it the same way.
+  hours and the polls return it the same way. A payout whose send job never ran is cancelled
+  at once (the job then sends nothing); one sent without an answer is looked up first.
 - The applicant's real name and phone, and a payee's name on a withdrawal, are stored encrypted
   and bound to their row (``referral.pii``) with masked copies; in clear only for the payout
   and for finance / owner.
@@ -86,7 +87,7 @@ from siyu.kit import audit
 from siyu.kit.errors import DomainError, not_found, register_messages
 from siyu.kit.events import emit
 from siyu.kit.money import allocate, percent_of
-from siyu.kit.outbox import enqueue
+from siyu.kit.outbox import JOB_PENDING, JOB_RUNNING, enqueue
 from siyu.kit.timeutil import utcnow
 from siyu.referral import payout, pii
 from siyu.referral import repository as repo
@@ -208,7 +209,12 @@ register_messages(
         ),
         "withdrawal_payout_sending": (
             409, "打款正在提交到支付平台，请稍后再撤销",
-            "The payout is still being sent to the provider; try cancelling again in a moment",
+            "The payout is being sent to the provider right now; try cancelling again in a moment",
+        ),
+        "withdrawal_payout_cancel_unconfirmed": (
+            503, "撤销请求已发出，但未收到支付平台的答复；系统将自动查询结果，也可稍后再次撤销",
+            "The cancellation was sent but its answer was lost; the payout's status is checked "
+            "automatically (or cancel again later)",
         ),
         "payout_cancel_unsupported": (
             409, "打款方式 {name} 不支持撤销；线下打款请使用“标记打款失败”",
@@ -1214,13 +1220,18 @@ class PayoutSubmission:
 
 
 def payout_submission(
-    session: Session, merchant_id: int, withdrawal_id: int, settings: Settings | None
+    session: Session, merchant_id: int, withdrawal_id: int, settings: Settings | None, *, send: bool = False
 ) -> PayoutSubmission | None:
     """What the ``referral.payout`` / ``referral.payout_query`` jobs send: None when the
     withdrawal is no longer approved or its provider is not automatic. Reads credentials through
-    the provider's ``prepare`` (in the job's transaction; the job commits before sending)."""
-    w = repo.withdrawal(session, merchant_id, withdrawal_id)
-    if w is None or w.status != WD_APPROVED:
+    the provider's ``prepare`` (in the job's transaction; the job commits before sending).
+
+    ``send``: for the send itself. The withdrawal is read under its row lock — the lock
+    ``cancel_payout`` decides under, so a send either starts before a cancellation looks (which
+    then sees its job running) or finds the withdrawal failed — and a withdrawal whose bill
+    finance is cancelling (``CANCELING``) is not sent again."""
+    w = repo.withdrawal(session, merchant_id, withdrawal_id, lock=send)
+    if w is None or w.status != WD_APPROVED or (send and w.provider_state == CANCELING):
         return None
     provider = payout.get(w.provider)
     if provider is None or not provider.automatic:
@@ -1249,9 +1260,10 @@ def run_payout(
 
     Nothing is sent with a transaction open: the job's reads commit first. A send whose outcome
     is unknown (network, 5xx) raises, and the worker retries with the same idempotency key
-    (WeChat's ``out_bill_no``), which returns the same transfer instead of paying twice."""
+    (WeChat's ``out_bill_no``), which returns the same transfer instead of paying twice. A
+    withdrawal finance cancelled before it was sent is failed already: nothing is sent."""
     try:
-        sub = payout_submission(session, merchant_id, withdrawal_id, settings)
+        sub = payout_submission(session, merchant_id, withdrawal_id, settings, send=True)
     except payout.PayoutError as exc:  # e.g. the merchant's keys became unreadable
         if exc.retryable:
             raise
@@ -1328,8 +1340,8 @@ def apply_payout_result(
         repo.set_withdrawal_status(session, merchant_id, w.id, (WD_PAID,), {"provider_state": result.state})
         return w
     if result.status == "failed":
-        if w.provider_state == CANCELING and not result.detail:  # finance's note stays the reason
-            result = replace(result, detail=w.review_note)
+        if (w.provider_state == CANCELING or chain.startswith("c")) and not result.detail:
+            result = replace(result, detail=w.review_note)  # finance cancelled: its note stays the reason
         return fail_withdrawal(session, merchant_id, w.id, result, source=source)
     if w.provider_state != CANCELING or result.state == CANCELING:
         # an answer without data (WeChat's query has no package_info) keeps what the last answer
@@ -1452,30 +1464,51 @@ def cancel_payout(
     session: Session, merchant_id: int, withdrawal_id: int, note: str | None, *, actor: Actor,
     settings: Settings | None = None,
 ) -> Withdrawal:
-    """Finance withdraws an automatic payout the payee has not taken yet (WeChat: a bill in
-    ``WAIT_USER_CONFIRM`` or another state that is not final). Like ``fail_payout`` the provider
-    is called here, with no transaction open (the reads so far are committed; nothing written):
+    """Finance withdraws an automatic payout the payee has not taken yet: before it was sent, or
+    (WeChat) a bill in ``WAIT_USER_CONFIRM`` or another state that is not final.
+
+    Decided under the withdrawal's row lock, which the send job also takes before it sends
+    (``payout_submission(send=True)``), with the send job as committed (a worker's claim counts
+    an attempt before its handler runs):
+
+    - Never sent (the send job is queued and no worker ever claimed it): no bill can exist. The
+      withdrawal fails here and the amount returns to ``available`` (once, ledger key
+      ``withdrawal:<id>:failed``); the job, when it runs, finds it failed and sends nothing.
+    - A send attempt is running right now: ``withdrawal_payout_sending`` (a bill may be being
+      created; its answer comes within seconds — try again).
+    - Sent, but no send was ever answered (each attempt timed out or failed retryably, the job
+      waits to retry or gave up): the bill is looked up by ``out_bill_no`` first. No such bill
+      (``NOT_FOUND``) → failed here, provided no send attempt started meanwhile (the send job is
+      still as it was before the question; else ``withdrawal_payout_sending``); a final bill is
+      taken as below; a bill that is not final is cancelled.
+
+    Then the provider is called with no transaction open (the reads so far are committed; nothing
+    written):
 
     - ``CANCELING`` (accepted): the withdrawal stays ``approved`` with ``provider_state``
       ``CANCELING`` (its ``package_info`` dropped, the note kept as ``review_note``), the
       request is audited once (``cancel_requested``) and a series of status polls starts
       (``withdrawal:<id>:query:c<n>``; a retry once every poll ran out starts another,
       ``query:c<timestamp>-<n>``). Their ``CANCELLED`` — or the provider's notification —
-      fails the withdrawal and returns the amount to ``available``, once (ledger key
-      ``withdrawal:<id>:failed``, as every failure).
+      fails the withdrawal and returns the amount, once.
     - ``CANCELLED`` (already): failed now, the same way.
     - The bill is final (refused): it is asked for; ``SUCCESS`` is recorded paid (committed, the
       payee has the money) and the call refused ``withdrawal_payout_cancel_too_late``; ``FAIL``
       fails the withdrawal by that answer (the amount returns).
-    - ``NOT_FOUND``: no bill was ever created (and the send job is over): failed here.
-    - No answer: ``withdrawal_payout_unknown``, nothing changed; retry (a cancel is idempotent).
+    - ``NOT_FOUND``: no bill was ever created: failed here (with the same check of the send job).
+    - The cancel was sent and its answer lost (network, timeout, 5xx): WeChat may have accepted
+      it. The same status polls start (committed, with the request's audit and note) and the call
+      is refused ``withdrawal_payout_cancel_unconfirmed``: the polls settle it by themselves
+      (``CANCELLED`` fails it and returns the amount once, ``SUCCESS`` pays it, a bill still
+      waiting is shown so), or finance repeats the cancel.
+    - The lookup got no answer: ``withdrawal_payout_unknown``, nothing changed (nothing was
+      cancelled).
 
     A retry, or a parallel call, is harmless: WeChat answers the same, the transition and the
     ledger entry are conditional, and only the first call audits. Refused before anything is
     sent: ``withdrawal_payout_cancel_too_late`` (already paid), ``withdrawal_not_cancellable``
     (not approved), ``payout_cancel_unsupported`` (a provider without ``cancel``, e.g. manual:
-    use ``fail_payout``), ``withdrawal_payout_sending`` (the send job is queued or running: a
-    bill may be being created). A withdrawal already failed is returned unchanged.
+    use ``fail_payout``). A withdrawal already failed is returned unchanged.
     """
     w = _payout_to_cancel(session, merchant_id, withdrawal_id)
     if w.status == WD_FAILED:
@@ -1483,6 +1516,12 @@ def cancel_payout(
     provider = payout.get(w.provider)
     if provider is None or not provider.automatic or getattr(provider, "cancel", None) is None:
         raise DomainError("payout_cancel_unsupported", name=w.provider)
+    send = repo.payout_send_job(session, merchant_id, w.id)
+    if send is not None and send.status == JOB_RUNNING:
+        raise DomainError("withdrawal_payout_sending")
+    if send is not None and send.status == JOB_PENDING and send.attempts == 0 and w.provider_state is None:
+        return _cancel_unsent(session, merchant_id, w.id, note, "NOT_SENT", send, actor=actor)
+    unanswered = w.provider_state is None  # sent, never answered: the bill may or may not exist
     try:
         sub = payout_submission(session, merchant_id, withdrawal_id, settings)
     except payout.PayoutError as exc:
@@ -1490,21 +1529,32 @@ def cancel_payout(
     session.commit()  # nothing written: no transaction stays open while the provider answers
     if sub is None:  # it moved meanwhile (paid or failed): say so
         return _payout_to_cancel(session, merchant_id, withdrawal_id)
-    try:
-        result = sub.provider.cancel(sub.request)
-    except payout.PayoutError as exc:
-        if exc.code == "NOT_FOUND":
-            return _cancel_unsent(session, merchant_id, withdrawal_id, note, actor=actor)
-        if exc.retryable:
+    result: payout.PayoutResult | None = None
+    if unanswered:  # do not guess: ask for the bill first
+        try:
+            result = sub.provider.query(sub.request)
+        except payout.PayoutError as exc:
+            if exc.code == "NOT_FOUND":
+                return _cancel_unsent(session, merchant_id, withdrawal_id, note, "NOT_FOUND", send, actor=actor)
             raise DomainError("withdrawal_payout_unknown") from exc
-        result = _final_answer(sub)  # refused: the bill is final (or the refusal says why not)
-        if result.status == "paid":
-            apply_payout_result(session, merchant_id, withdrawal_id, result, source="admin_cancel")
-            session.commit()  # the provider's truth is kept although this call is refused
-            raise DomainError("withdrawal_payout_cancel_too_late") from exc
-        if result.status != "failed":
-            log.warning("withdrawal %s: cancel refused (%s) while %s", withdrawal_id, exc.code, result.state)
-            raise DomainError("withdrawal_payout_in_flight", state=result.state or "?") from exc
+        if result.status == "processing":  # the bill exists and is not final: cancel it
+            result = None
+    if result is None:
+        try:
+            result = sub.provider.cancel(sub.request)
+        except payout.PayoutError as exc:
+            if exc.code == "NOT_FOUND":
+                return _cancel_unsent(session, merchant_id, withdrawal_id, note, "NOT_FOUND", send, actor=actor)
+            if exc.retryable:
+                return _cancel_unanswered(session, merchant_id, withdrawal_id, note, actor=actor)
+            result = _final_answer(sub)  # refused: the bill is final (or the refusal says why not)
+            if result.status not in ("paid", "failed"):
+                log.warning("withdrawal %s: cancel refused (%s) while %s", withdrawal_id, exc.code, result.state)
+                raise DomainError("withdrawal_payout_in_flight", state=result.state or "?") from exc
+    if result.status == "paid":
+        apply_payout_result(session, merchant_id, withdrawal_id, result, source="admin_cancel")
+        session.commit()  # the provider's truth is kept although this call is refused
+        raise DomainError("withdrawal_payout_cancel_too_late")
     w = _payout_to_cancel(session, merchant_id, withdrawal_id)  # again, under the row lock
     if w.status == WD_FAILED:
         return w
@@ -1520,12 +1570,18 @@ def cancel_payout(
     if result.reference:
         values["provider_reference"] = result.reference
     repo.set_withdrawal_status(session, merchant_id, w.id, (WD_APPROVED,), values)
-    if not repo.job_exists(session, merchant_id, f"withdrawal:{w.id}:query:c0"):
-        _enqueue_poll(session, merchant_id, w.id, 0, "c", CANCEL_POLL_MINUTES)
-    elif not repo.payout_job_live(session, merchant_id, w.id):  # a retry after those polls ran out
-        _enqueue_poll(session, merchant_id, w.id, 0, f"c{utcnow():%Y%m%d%H%M%S}-", CANCEL_POLL_MINUTES)
+    _start_cancel_polls(session, merchant_id, w.id)
     session.refresh(w)
     return w
+
+
+def _start_cancel_polls(session: Session, merchant_id: int, withdrawal_id: int) -> None:
+    """The status polls of a cancellation (``query:c<n>``), once; a retry once they all ran out
+    starts another series (``query:c<timestamp>-<n>``)."""
+    if not repo.job_exists(session, merchant_id, f"withdrawal:{withdrawal_id}:query:c0"):
+        _enqueue_poll(session, merchant_id, withdrawal_id, 0, "c", CANCEL_POLL_MINUTES)
+    elif not repo.payout_job_live(session, merchant_id, withdrawal_id):
+        _enqueue_poll(session, merchant_id, withdrawal_id, 0, f"c{utcnow():%Y%m%d%H%M%S}-", CANCEL_POLL_MINUTES)
 
 
 def _final_answer(sub: PayoutSubmission) -> payout.PayoutResult:
@@ -1536,14 +1592,39 @@ def _final_answer(sub: PayoutSubmission) -> payout.PayoutResult:
     return result
 
 
-def _cancel_unsent(session: Session, merchant_id: int, withdrawal_id: int, note: str | None, *, actor: Actor) -> Withdrawal:
-    """The provider has no bill (the send never created one, and its job is over): failed here."""
+def _cancel_unsent(
+    session: Session, merchant_id: int, withdrawal_id: int, note: str | None, answer: str,
+    send: repo.SendJob | None, *, actor: Actor,
+) -> Withdrawal:
+    """No bill exists (``answer``: ``NOT_SENT``, or the provider's ``NOT_FOUND``) and none can
+    come: failed here, the amount returns once. Under the row lock the send job must still be as
+    ``send`` (seen before the decision): an attempt started since may be creating the bill
+    (``withdrawal_payout_sending``); one starting after this commit finds the withdrawal failed."""
     w = _payout_to_cancel(session, merchant_id, withdrawal_id)
     if w.status == WD_FAILED:
         return w
-    _audit_cancel_request(session, merchant_id, w, note, "NOT_FOUND", actor=actor)
+    if repo.payout_send_job(session, merchant_id, w.id) != send:
+        raise DomainError("withdrawal_payout_sending")
+    _audit_cancel_request(session, merchant_id, w, note, answer, actor=actor)
     result = payout.PayoutResult(status="failed", detail=_cancel_reason(note))
     return fail_withdrawal(session, merchant_id, w.id, result, source="admin_cancel")
+
+
+def _cancel_unanswered(
+    session: Session, merchant_id: int, withdrawal_id: int, note: str | None, *, actor: Actor
+) -> Withdrawal:
+    """The cancel was sent and its answer lost: the request is audited, finance's note kept and
+    the cancellation's status polls started — committed, although the call is then refused
+    ``withdrawal_payout_cancel_unconfirmed`` (the outcome is not known yet)."""
+    w = _payout_to_cancel(session, merchant_id, withdrawal_id)
+    if w.status == WD_FAILED:
+        return w
+    _audit_cancel_request(session, merchant_id, w, note, "NO_ANSWER", actor=actor)
+    repo.set_withdrawal_status(session, merchant_id, w.id, (WD_APPROVED,),
+                               {"review_note": _cancel_reason(note), "reviewed_by": actor[1]})
+    _start_cancel_polls(session, merchant_id, w.id)
+    session.commit()
+    raise DomainError("withdrawal_payout_cancel_unconfirmed")
 
 
 def _cancel_reason(note: str | None) -> str:
@@ -1572,12 +1653,9 @@ def _payout_locked(session: Session, merchant_id: int, withdrawal_id: int, *, pa
 
 
 def _payout_to_cancel(session: Session, merchant_id: int, withdrawal_id: int) -> Withdrawal:
-    """The withdrawal, locked, if finance may cancel its payout now (or it is failed already)."""
-    w = _payout_locked(session, merchant_id, withdrawal_id, paid="withdrawal_payout_cancel_too_late",
-                       not_in_payout="withdrawal_not_cancellable")
-    if w.status == WD_APPROVED and repo.payout_send_live(session, merchant_id, w.id):
-        raise DomainError("withdrawal_payout_sending")
-    return w
+    """The withdrawal, locked, if finance may cancel its payout (or it is failed already)."""
+    return _payout_locked(session, merchant_id, withdrawal_id, paid="withdrawal_payout_cancel_too_late",
+                          not_in_payout="withdrawal_not_cancellable")
 
 
 def _payout_to_fail(session: Session, merchant_id: int, withdrawal_id: int) -> Withdrawal:

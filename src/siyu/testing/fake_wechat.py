@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import logging
 import re
 import secrets
 import socket
@@ -292,6 +293,58 @@ class _InjectedError:
 
 
 @dataclass
+class _InjectedLoss:
+    method: str
+    path_prefix: str
+    times: int
+
+
+class _AnswerLost(Exception):
+    """Raised on purpose half-way through an answer: the server drops the connection."""
+
+
+class _LostAnswers:
+    """How many dropped answers uvicorn has yet to log as a server error ("Exception in ASGI
+    application"); as a logging filter on ``uvicorn.error`` it swallows those records."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = 0
+
+    def dropped(self) -> None:
+        with self._lock:
+            self._pending += 1
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is None:
+            return True
+        with self._lock:
+            if self._pending <= 0:
+                return True
+            self._pending -= 1
+            return False
+
+
+_LOST_ANSWERS = _LostAnswers()
+
+
+class _LostAnswer(Response):
+    """The answer that never arrives: its head and a first byte are sent, then the server gives
+    up on the response and drops the connection, so the client sees a network error
+    (``httpx.RemoteProtocolError``) for a request that *was* carried out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"512")]})
+        await send({"type": "http.response.body", "body": b"{", "more_body": True})
+        _LOST_ANSWERS.dropped()
+        raise _AnswerLost("the fake dropped this answer on purpose")
+
+
+@dataclass
 class RecordedRequest:
     method: str
     path: str
@@ -342,6 +395,7 @@ class FakeWechat:
         self._refunds: dict[tuple[str, str], _Refund] = {}
         self._transfers: dict[tuple[str, str], _TransferBill] = {}
         self._injected: list[_InjectedError] = []
+        self._losses: list[_InjectedLoss] = []
         self.requests: list[RecordedRequest] = []
         self._base_url = "http://testserver"
         self._server: uvicorn.Server | None = None
@@ -362,6 +416,7 @@ class FakeWechat:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
+        logging.getLogger("uvicorn.error").addFilter(_LOST_ANSWERS)  # once: a filter is added once
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="fake-wechat", daemon=True
@@ -454,6 +509,21 @@ class FakeWechat:
             self._injected.append(
                 _InjectedError(method.upper(), path_prefix, status, code, message or code, times)
             )
+
+    def lose_transfer_answer_next(self, method: str, path_prefix: str, times: int = 1) -> None:
+        """Carry out the next ``times`` transfer-bill requests matching ``method`` + ``path_prefix``
+        and then drop their answers (the connection breaks half-way through the answer), e.g. a
+        cancel WeChat accepted whose answer the merchant never got. Served fake only (``start``)."""
+        with self._lock:
+            self._losses.append(_InjectedLoss(method.upper(), path_prefix, times))
+
+    def _take_loss(self, method: str, path: str) -> bool:
+        with self._lock:
+            for loss in self._losses:
+                if loss.method == method and path.startswith(loss.path_prefix) and loss.times > 0:
+                    loss.times -= 1
+                    return True
+        return False
 
     # -- inspection -----------------------------------------------------------------------------
 
@@ -922,7 +992,7 @@ class FakeWechat:
         async def create_transfer(request: Request) -> Response:
             merchant, body = await self._pay_request(request)
             serial = request.headers.get("wechatpay-serial")
-            return self._signed_response(200, self._create_transfer(merchant, _pay_body(body), serial))
+            return self._transfer_response(request, self._create_transfer(merchant, _pay_body(body), serial))
 
         @app.get("/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}")
         async def query_transfer(request: Request, out_bill_no: str) -> Response:
@@ -934,7 +1004,7 @@ class FakeWechat:
                 self._expire_transfer(bill)
                 if bill.state == "CANCELING":  # the cancellation completes by the next query
                     bill.state, bill.update_time = "CANCELLED", _china_now()
-                return self._signed_response(200, self._transfer_view(bill))
+                return self._transfer_response(request, self._transfer_view(bill))
 
         @app.post("/v3/fund-app/mch-transfer/transfer-bills/out-bill-no/{out_bill_no}/cancel")
         async def cancel_transfer(request: Request, out_bill_no: str) -> Response:
@@ -951,11 +1021,18 @@ class FakeWechat:
                     bill.state, bill.update_time = "CANCELING", _china_now()
                 elif bill.state not in ("CANCELING", "CANCELLED"):
                     raise _PayError(400, "INVALID_REQUEST", f"单据状态为 {bill.state}，不可撤销")
-                return self._signed_response(
-                    200,
+                return self._transfer_response(
+                    request,
                     {"out_bill_no": bill.out_bill_no, "transfer_bill_no": bill.transfer_bill_no,
                      "state": bill.state, "update_time": bill.update_time},
                 )
+
+    def _transfer_response(self, request: Request, data: dict[str, Any]) -> Response:
+        """The signed answer of a transfer request carried out — or, when a loss was injected
+        (``lose_transfer_answer_next``), none: the connection drops half-way through it."""
+        if self._take_loss(request.method, request.url.path):
+            return _LostAnswer()
+        return self._signed_response(200, data)
 
     async def _pay_request(self, request: Request) -> tuple[FakeMerchant, bytes]:
         body = await request.body()
