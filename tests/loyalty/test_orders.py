@@ -267,6 +267,35 @@ def test_a_refund_handled_before_the_paid_job_is_netted_when_the_order_is_counte
     assert summary.growth == 100 - 100 * 2500 // 10000
 
 
+def test_an_order_refunded_in_full_no_longer_counts_as_a_paid_order_whichever_job_runs_first(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    """paid_orders feeds the level rules (min_orders): buying and refunding must not climb them.
+    Two partial refunds emptying the order take it off once; a refund seen before the paid job
+    means the order is never counted."""
+    from tests.factories.orders import submit_order
+
+    member = f.buyer(session_factory, tenant.id)
+    sku = make_sku(session_factory, tenant.id, price=10000, free_shipping=True)
+    first, second = (submit_order(session_factory, tenant.id, member, [(sku, 1)]) for _ in range(2))
+    with unit_of_work(session_factory) as s:
+        orders_service.mark_paid(s, tenant.id, first.id, amount=10000, paid_at=utcnow(), actor=h.SYSTEM)
+        service.on_order_paid(s, tenant.id, first.id)
+        orders_service.mark_paid(s, tenant.id, second.id, amount=10000, paid_at=utcnow(), actor=h.SYSTEM)
+        service.on_order_refunded(s, tenant.id, second.id, 993, 10000, full=True)  # the refund job ran first
+    with unit_of_work(session_factory) as s:
+        service.on_order_paid(s, tenant.id, second.id)
+    with session_factory() as s:
+        assert (service.summary(s, tenant.id, member).paid_orders, service.summary(s, tenant.id, member).paid_spend) == (
+            1, 10000)
+    for refund_id in (994, 995, 995):  # two halves, the second delivered twice
+        with unit_of_work(session_factory) as s:
+            service.on_order_refunded(s, tenant.id, first.id, refund_id, 5000, full=refund_id == 995)
+    with session_factory() as s:
+        summary = service.summary(s, tenant.id, member)
+    assert (summary.paid_orders, summary.paid_spend) == (0, 0)
+
+
 def test_a_retried_submit_with_points_spends_them_once(
     client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant
 ) -> None:

@@ -55,7 +55,7 @@ async def raw_events(request: Request) -> list[Any]:
         raise DomainError("malformed_body") from None
     events_list = doc.get("events") if isinstance(doc, dict) else None
     if not isinstance(events_list, list):
-        raise DomainError("validation_error", fields=[FieldError("events", "list_type", "a list of events is required")])
+        raise DomainError("validation_error", fields=[FieldError("events", "list_type", "a list of events is required", "需要事件列表")])
     return events_list
 
 

@@ -114,7 +114,8 @@ def _check_coupon_templates(session: Session, merchant_id: int, refs: list[tuple
         return
     for path, tid in refs:
         if tid not in found:
-            raise invalid(path, "coupon_template_not_found", f"no coupon template {tid} in this store")
+            raise invalid(path, "coupon_template_not_found", f"no coupon template {tid} in this store",
+                          f"本店没有优惠券模板 {tid}")
 
 
 def put_rules(session: Session, merchant_id: int, rules: LoyaltyRules, *, actor: Actor) -> LoyaltyRules:
@@ -495,7 +496,8 @@ def on_order_paid(session: Session, merchant_id: int, order_id: int, now: dt.dat
         op.paid_amount = order.paid_amount
         state = repo.member_state(session, merchant_id, order.member_id, lock=True)
         state.paid_spend += max(0, order.paid_amount - op.refunded_amount)  # a refund seen first is netted here
-        state.paid_orders += 1
+        if op.refunded_amount < order.paid_amount:  # an order refunded in full before it was counted never counts
+            state.paid_orders += 1
         goods_paid = max(0, order.paid_amount - order.freight_amount)
         growth = goods_paid * rules.earn.growth_per_yuan // 100
         if growth:
@@ -566,10 +568,14 @@ def on_order_refunded(
     op = repo.ensure_order_points(session, merchant_id, order_id, order.member_id)
     if not op.paid_amount:
         op.paid_amount = order.paid_amount
+    before = op.refunded_amount
     op.refunded_amount = min(op.paid_amount, op.refunded_amount + amount)
+    now_full = full or (op.paid_amount > 0 and op.refunded_amount >= op.paid_amount)
     if op.paid_counted:  # otherwise the paid handler nets this refund when it counts the order
         state = repo.member_state(session, merchant_id, order.member_id, lock=True)
         state.paid_spend = max(0, state.paid_spend - amount)
+        if now_full and before < op.paid_amount:  # the refund that empties the order: it no longer counts
+            state.paid_orders = max(0, state.paid_orders - 1)
     session.flush()
     _sync_refunds(session, merchant_id, op, full=full, now=now, refund_id=refund_id)
     if full:
@@ -771,7 +777,7 @@ def calendar(session: Session, merchant_id: int, member_id: int, month: str | No
         try:
             first = dt.date.fromisoformat(f"{month}-01")
         except ValueError:
-            raise invalid("month", "invalid_month", "month must be YYYY-MM") from None
+            raise invalid("month", "invalid_month", "month must be YYYY-MM", "月份格式应为 YYYY-MM") from None
     last = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
     rows = repo.check_ins_between(session, merchant_id, member_id, first, last)
     streak, _ = current_streak(session, merchant_id, member_id, today)
@@ -787,14 +793,14 @@ def save_card_plan(session: Session, merchant_id: int, data: CardPlanIn, *, plan
 
     product = session.get(Product, data.product_id)
     if product is None or product.merchant_id != merchant_id:
-        raise invalid("product_id", "product_not_found", "no such product")
+        raise invalid("product_id", "product_not_found", "no such product", "商品不存在")
     if product.kind != KIND_VIRTUAL:
         # A card is delivered by granting it (no address, no freight, complete on payment) and
         # sold at its own price: coupons stay off unless the merchant turns them back on.
         product.kind = KIND_VIRTUAL
         product.coupons_allowed = False
     if data.level_id is not None and repo.level(session, merchant_id, data.level_id) is None:
-        raise invalid("level_id", "level_not_found", "no such level")
+        raise invalid("level_id", "level_not_found", "no such level", "会员等级不存在")
     plan = card_plan(session, merchant_id, plan_id) if plan_id is not None else None
     for other in repo.card_plans_for_products(session, merchant_id, [data.product_id]):
         if plan is None or other.id != plan.id:
