@@ -21,6 +21,7 @@ from siyu.kit.outbox import Schedule
 from siyu.kit.timeutil import utcnow
 from siyu.members.models import Member
 from siyu.referral.models import ReferralProfile
+from siyu.worker.registry import recurring_jobs
 from siyu.worker.runner import Worker
 from tests.conftest import Tenant
 
@@ -61,7 +62,7 @@ def _preview(client: TestClient, tenant: Tenant, definition: dict[str, Any]) -> 
 
 def _scheduled(factory: sessionmaker[Session], settings: Settings, tenant: Tenant) -> dict[str, Schedule]:
     """What a long-running worker does for a merchant it has not seen yet (``Worker.poll``)."""
-    assert Worker(factory, settings, merchant_id=tenant.id).ensure_schedules() == 2
+    assert Worker(factory, settings, merchant_id=tenant.id).ensure_schedules() == len(recurring_jobs())
     return _schedules(factory, tenant.id)
 
 
@@ -78,6 +79,9 @@ def test_a_long_running_worker_gives_each_merchant_its_nightly_jobs_in_its_zone_
     assert found[DAILY].next_run_at > utcnow()
     local = found[PREDICT].next_run_at.astimezone(ZoneInfo("Asia/Shanghai"))
     assert (local.hour, local.minute) == (2, 30)
+    with session_factory() as s:
+        names = set(s.scalars(select(Schedule.name).where(Schedule.merchant_id == tenant.id)))
+    assert names == {j.kind for j in recurring_jobs()} and "referral.retry_rewards" in names
     assert worker.ensure_schedules() == 0  # idempotent
 
     with unit_of_work(session_factory) as s:  # a merchant whose rows went missing (or predate the jobs)

@@ -7,7 +7,8 @@
 - ``referral.settle`` (at ``settle_at``): frozen → settled (available balance).
 - ``order.refunded`` → ``referral.order_refunded``: commissions reversed in proportion (once per
   refund); a full refund of a rewarded first order within the window revokes the rewards.
-- ``referral.retry_rewards``: grant rewards left pending (loyalty / coupons were unavailable).
+- ``referral.retry_rewards`` (hourly, every merchant): grant rewards left pending (loyalty /
+  coupons were unavailable).
 - ``referral.payout``: an automatic payout provider pays an approved withdrawal (reads commit
   first; nothing is sent inside a transaction); a payout still in flight is asked about by
   ``referral.payout_query`` (5 minutes, then less and less often), or moved by the provider's
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from siyu.kit.events import subscribe
 from siyu.referral import service
-from siyu.worker.registry import JobContext, job_handler
+from siyu.worker.registry import JobContext, job_handler, recurring
 
 
 @subscribe("order.paid", "referral.order_paid")
@@ -52,7 +53,7 @@ def order_refunded(ctx: JobContext) -> None:
         service.revoke_rewards_for_refund(ctx.session, ctx.merchant_id, order_id, ctx.settings, now=ctx.now())
 
 
-@job_handler("referral.retry_rewards")
+@recurring("referral.retry_rewards", "17 * * * *", "grant the referral rewards left pending, hourly")
 def retry_rewards(ctx: JobContext) -> None:
     service.retry_pending_rewards(ctx.session, ctx.merchant_id)
 
