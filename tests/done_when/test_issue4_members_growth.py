@@ -396,3 +396,5 @@ def test_a_full_refund_of_the_first_order_revokes_both_rewards_and_reverses_the_
     assert _loyalty(client, demo, a_id)["points_balance"] == 0
     got = _loyalty(client, demo, b_id)
     assert (got["points_balance"], got["growth"], got["paid_spend"]) == (0, 0, 0)
+    invitees = client.get(f"{ADMIN}/referral/members/{a_id}/invitees", headers=demo.operator).json()["items"]
+    assert [(i["member_id"], i["paid_orders"], i["paid_amount"]) for i in invitees] == [(b_id, 0, 0)]

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, and_, exists, func, literal, select, update
+from sqlalchemy import Select, and_, exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu.aftersales.models import OPEN_STATUSES, AfterSale
@@ -178,12 +178,14 @@ def count_invitees(session: Session, merchant_id: int, inviter_member_id: int) -
 
 
 def paid_totals(session: Session, merchant_id: int, member_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """(paid order count, paid amount) per member."""
+    """(paid order count, net paid amount) per member: refunds are netted, and an order refunded
+    in full no longer counts as a paid order."""
     if not member_ids:
         return {}
     rows = session.execute(
-        select(Order.member_id, func.count(), func.coalesce(func.sum(Order.paid_amount), 0))
-        .where(Order.merchant_id == merchant_id, Order.member_id.in_(member_ids), Order.paid_at.is_not(None))
+        select(Order.member_id, func.count(), func.coalesce(func.sum(Order.paid_amount - Order.refunded_amount), 0))
+        .where(Order.merchant_id == merchant_id, Order.member_id.in_(member_ids), Order.paid_at.is_not(None),
+               or_(Order.refunded_amount < Order.paid_amount, Order.paid_amount == 0))
         .group_by(Order.member_id)
     ).all()
     return {int(m): (int(c), int(s)) for m, c, s in rows}
