@@ -1,4 +1,5 @@
-"""Full lifecycle + RFM recompute for every member, and one member's stage after a payment.
+"""Full lifecycle + RFM recompute for every member, super-user scores, (``--nightly``) the whole
+nightly job and the prediction refit, and one member's stage after a payment.
 
     .venv/bin/python bench/gen_data.py --members 100000 --fresh siyu_bench      # once
     .venv/bin/python bench/bench_recompute.py [--db siyu_bench] [--merchant bench] [--days-later 45]
@@ -51,6 +52,8 @@ def main() -> None:
     parser.add_argument("--days-later", type=float, default=45)
     parser.add_argument("--payments", type=int, default=50)
     parser.add_argument("--commit", action="store_true")
+    parser.add_argument("--nightly", action="store_true",
+                        help="also time the whole nightly job (with three saved segments) and the prediction refit")
     parser.add_argument("--all-rfm-rows", action="store_true",
                         help="clear the RFM columns first (not timed) so every buyer's row is rewritten")
     args = parser.parse_args()
@@ -105,6 +108,48 @@ def main() -> None:
         scored = scoring.recompute_rfm(s, mid, now)
         t_rfm = time.perf_counter() - t0
         getattr(s, finish)()
+    with factory() as s:
+        t0 = time.perf_counter()
+        supers = scoring.recompute_super_users(s, mid, now)
+        t_super = time.perf_counter() - t0
+        getattr(s, finish)()
+    nightly: dict[str, int] = {}
+    t_nightly = t_predict = 0.0
+    t_segments: list[float] = []
+    prediction = None
+    if args.nightly:
+        from siyu.audience import segments
+        from siyu.audience.definitions import SegmentDefinition
+        from siyu.audience.demo_data import SEGMENTS
+
+        with factory() as s:  # the demo's three saved segments (committed here, deleted at the end)
+            saved = [segments.save_segment(s, mid, name=f"bench {name}", description=description,
+                                           definition=SegmentDefinition.model_validate({"root": root})).id
+                     for name, description, root in SEGMENTS]
+            s.commit()
+        try:
+            with factory() as s:  # the 00:05 job's own transaction (rolled back)
+                t0 = time.perf_counter()
+                nightly = audience.daily_recompute(s, mid, now=now, day=now.date())
+                t_nightly = time.perf_counter() - t0
+                s.rollback()
+            for segment_id in saved:  # then one job per saved segment, each in its own transaction
+                with factory() as s:
+                    t0 = time.perf_counter()
+                    result = segments.recompute(s, mid, segment_id, now=now)
+                    t_segments.append(time.perf_counter() - t0)
+                    nightly[f"segment {segment_id} changes"] = result.entered + result.left
+                    s.rollback()
+        finally:
+            with factory() as s:
+                for segment_id in saved:
+                    segments.delete_segment(s, mid, segment_id)
+                s.commit()
+        with factory() as s:  # the 02:30 job
+            t0 = time.perf_counter()
+            prediction = scoring.refresh_predictions(s, mid, now=now, timezone="Asia/Shanghai")
+            t_predict = time.perf_counter() - t0
+            s.rollback()
     rss_full = peak_rss_mb()
 
     rng = random.Random(5)
@@ -129,6 +174,13 @@ def main() -> None:
           f"{' (every row rewritten)' if args.all_rfm_rows else ' (rows whose scores or tier changed rewritten)'}")
     print(f"lifecycle + RFM:     {full:.2f} s (target <= {TARGET_FULL_S:.0f} s at 1,000,000 members; "
           f"{'within' if full <= TARGET_FULL_S else 'OVER'} it at {members:,})")
+    print(f"super-user scores:   {t_super:.2f} s, {supers:,} buyers scored (with referrals and reviews)")
+    if args.nightly:
+        print(f"nightly 00:05 job:   {t_nightly:.2f} s (stages, stage counts, RFM, super users in one transaction), "
+              f"then the 3 saved segments' jobs {', '.join(f'{t:.2f}' for t in t_segments)} s ({nightly})")
+        assert prediction is not None
+        print(f"nightly 02:30 job:   {t_predict:.2f} s (prediction refit: {prediction.status}"
+              f"{', ' + prediction.reason if prediction.reason else ''}; {prediction.customers:,} customers)")
     print(f"peak RSS:            {rss_full:.0f} MB (before the recomputes {rss_before:.0f} MB; "
           f"target <= {TARGET_RSS_MB:.0f} MB)")
     print(f"one member's stage after a payment (record_payment, {len(latencies)} members): p50 "

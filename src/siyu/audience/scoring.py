@@ -123,8 +123,13 @@ def load_transactions(session: Session, merchant_id: int, utc_offset_seconds: in
     stmt = select(o.member_id, epoch_seconds(session, o.paid_at), o.paid_amount - o.refunded_amount).where(
         o.merchant_id == merchant_id, o.status.in_(PAID), o.paid_at.is_not(None)
     )
-    rows = session.execute(stmt).all()
-    data = np.array(rows, dtype=np.float64).reshape(-1, 3)
+    # Streamed in chunks straight into numpy: 4.4M paid orders as Row objects took ~1.7 GB and
+    # the nightly refit at 1M members peaked at 2.4 GB; the arrays themselves are ~100 MB.
+    chunks = [
+        np.array([tuple(r) for r in part], dtype=np.float64).reshape(-1, 3)
+        for part in session.execute(stmt.execution_options(yield_per=100_000)).partitions()
+    ]
+    data = np.concatenate(chunks) if chunks else np.empty((0, 3), dtype=np.float64)
     days = np.floor((data[:, 1] + utc_offset_seconds) / 86400.0).astype(np.int64)
     return Transactions(member_ids=data[:, 0].astype(np.int64), days=days, amounts=data[:, 2])
 

@@ -194,21 +194,28 @@ def super_users(session: Session, merchant_id: int, *, limit: int = 50) -> Super
     )
 
 
+SEGMENT_RECOMPUTE_JOB = "audience.recompute_segment"
+
+
 def daily_recompute(session: Session, merchant_id: int, *, now: dt.datetime, day: dt.date) -> dict[str, int]:
     """What the merchant's nightly job does, in order: lifecycle stages (with their transition
-    events), the day's stage counts, RFM scores and tiers, super-user scores, then every saved
-    segment (which emits its entered / left changes). Returns what each step touched."""
+    events), the day's stage counts, RFM scores and tiers, super-user scores; then one job per
+    saved segment (its entered / left changes), each in its own transaction after this one
+    commits. In this transaction they would read member_stats right after it rewrote most of
+    its rows, and at 1M members two of three segments took 134 s and 438 s instead of ~2 s.
+    Returns what each step touched."""
     from siyu.audience import scoring, segments
 
     done = {"stages_changed": recompute_lifecycle(session, merchant_id, now=now)}
     repo.snapshot_day(session, merchant_id, day)
     done["rfm_scored"] = scoring.recompute_rfm(session, merchant_id, now)
     done["super_scored"] = scoring.recompute_super_users(session, merchant_id, now)
-    changed = 0
+    queued = 0
     for seg in segments.list_segments(session, merchant_id):
-        result = segments.recompute(session, merchant_id, seg.id, now=now)
-        changed += result.entered + result.left
-    done["segment_changes"] = changed
+        enqueue(session, merchant_id, SEGMENT_RECOMPUTE_JOB, {"segment_id": seg.id, "at": now.isoformat()},
+                dedupe_key=f"segment:{seg.id}:nightly:{day.isoformat()}")
+        queued += 1
+    done["segments_queued"] = queued
     return done
 
 

@@ -46,3 +46,16 @@ def daily_recompute(ctx: JobContext) -> None:
            "BG/NBD + Gamma-Gamma refit and each member's P(alive), expected purchases and value, nightly")
 def refresh_predictions(ctx: JobContext) -> None:
     service.refresh_predictions(ctx.session, ctx.merchant_id, now=ctx.now())
+
+
+@job_handler(service.SEGMENT_RECOMPUTE_JOB)
+def recompute_segment(ctx: JobContext) -> None:
+    """One saved segment after the nightly scores (a segment deleted meanwhile is skipped)."""
+    from siyu.audience.models import Segment
+
+    segment_id = int(ctx.payload["segment_id"])
+    seg = ctx.session.get(Segment, segment_id)
+    if seg is None or seg.merchant_id != ctx.merchant_id:
+        return
+    at = dt.datetime.fromisoformat(ctx.payload["at"]) if ctx.payload.get("at") else ctx.now()
+    segments.recompute(ctx.session, ctx.merchant_id, segment_id, now=at)
