@@ -30,9 +30,13 @@ def _code(client: TestClient, tenant: Tenant, **body: Any) -> dict[str, Any]:
 def test_registration_through_a_staff_code_binds_the_member_to_that_staff_and_tags_them(
     client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
 ) -> None:
-    staff_id, _ = staff(session_factory, tenant)
+    staff_id, guide = staff(session_factory, tenant)
     tag = _tag(client, tenant)
     code = _code(client, tenant, staff_id=staff_id, tag_ids=[tag])
+    # the guide finds their own code and its QR image to share (but cannot create or change codes)
+    assert [c["id"] for c in ok(client.get(f"{ADMIN}/channel-codes", headers=guide))] == [code["id"]]
+    assert client.get(f"{ADMIN}/channel-codes/{code['id']}/qr.png", headers=guide).content.startswith(b"\x89PNG")
+    refused(client.patch(f"{ADMIN}/channel-codes/{code['id']}", json={"name": "x"}, headers=guide), 403, "forbidden")
     member_id, _ = login(client, tenant, channel="s-wang")
     member = ok(client.get(f"{ADMIN}/members/{member_id}", headers=tenant.admin_headers))
     assert (member["staff_id"], member["registration_channel"]) == (staff_id, "s-wang")

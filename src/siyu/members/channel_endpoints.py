@@ -38,7 +38,7 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 
 @admin.get("/channel-codes", response_model=list[ChannelCodeOut], tags=TAGS)
-def list_channel_codes(session: DbSession, p: StaffPrincipal = Depends(require("members:read"))) -> list[ChannelCodeOut]:
+def list_channel_codes(session: DbSession, p: StaffPrincipal = Depends(require("members:read", "members:own"))) -> list[ChannelCodeOut]:
     return [ChannelCodeOut.model_validate(c) for c in repo.channel_codes(session, p.merchant_id)]
 
 
@@ -53,12 +53,12 @@ def create_channel_code(
 
 @admin.get("/channel-codes/stats", response_model=list[ChannelStatsOut], tags=TAGS,
            summary="Per code: scans, unique scanners, registrations, members with a paid order and their GMV (fen)")
-def channel_code_stats(session: DbSession, p: StaffPrincipal = Depends(require("members:read"))) -> list[ChannelStatsOut]:
+def channel_code_stats(session: DbSession, p: StaffPrincipal = Depends(require("members:read", "members:own"))) -> list[ChannelStatsOut]:
     return channel_codes.stats(session, p.merchant_id)
 
 
 @admin.get("/channel-codes/{code_id}", response_model=ChannelCodeOut, tags=TAGS)
-def get_channel_code(code_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:read"))) -> ChannelCodeOut:
+def get_channel_code(code_id: int, session: DbSession, p: StaffPrincipal = Depends(require("members:read", "members:own"))) -> ChannelCodeOut:
     return ChannelCodeOut.model_validate(channel_codes.get_code(session, p.merchant_id, code_id))
 
 
@@ -72,7 +72,7 @@ def update_channel_code(
 @admin.get("/channel-codes/{code_id}/qr.png", response_class=Response, responses=PNG_RESPONSE, tags=TAGS,
            summary="Plain QR code (PNG) of the landing URL ({base}/s/{merchant}?scene={scene} by default)")
 def channel_code_qr(
-    code_id: int, session: DbSession, settings: AppSettings, p: StaffPrincipal = Depends(require("members:read"))
+    code_id: int, session: DbSession, settings: AppSettings, p: StaffPrincipal = Depends(require("members:read", "members:own"))
 ) -> Response:
     code = channel_codes.get_code(session, p.merchant_id, code_id)
     merchant = tenancy_service.get_merchant(session, p.merchant_id)
@@ -101,7 +101,7 @@ def record_scan(
                        "error: 502 `wechat_unavailable`. WeChat is called with no database transaction open.")
 def channel_code_wxacode(
     code_id: int, request: Request, session: DbSession, settings: AppSettings,
-    p: StaffPrincipal = Depends(require("members:read")),
+    p: StaffPrincipal = Depends(require("members:read", "members:own")),
 ) -> Response:
     from siyu.integrations.wechat.miniprogram import MiniProgramClient
 
