@@ -32,7 +32,6 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "siyu"
 #: functions that return the zh-CN text of a field message from a table (each covered by a test)
 LOCALIZERS = {
     "field_message",  # kit/validation_messages.py: Pydantic's error types and the domains' own codes
-    "value_message_zh",  # members/profile.py: the messages of members.schemas.check_values
 }
 _CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
 

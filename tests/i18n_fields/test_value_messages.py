@@ -1,13 +1,11 @@
 """The zh-CN text of a merchant-defined field's value error (custom profile fields, member
-records): ``members.schemas.check_values`` words them in English and ``members.profile``'s
-table gives each its zh-CN text. Every message ``check_values`` can make is made here, so a new
-or reworded one without an entry fails (it would otherwise fall back to 取值不正确：<English>)."""
+records): ``members.schemas.check_values`` words each error in both languages at its source.
+Every error it can make is made here, with its code, English and zh-CN text."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from siyu.members.profile import _VALUE_MESSAGES_ZH, value_message_zh
 from siyu.members.schemas import FieldDef, check_values
 
 DEFS = [
@@ -19,34 +17,30 @@ DEFS = [
     FieldDef(key="m", label="多选", type="multi_choice", options=["a", "b"]),
     FieldDef(key="r", label="必填", type="text", required=True),
 ]
-BAD: list[dict[str, Any]] = [
-    {"t": 5}, {"t": "abcd"}, {"n": "x"}, {"n": 0}, {"n": 9}, {"d": 5}, {"d": "2020-13-01"}, {"b": "yes"},
-    {"c": "z"}, {"m": "a"}, {"m": ["a", "z"]}, {"nope": 1}, {},
+EXPECTED: list[tuple[dict[str, Any], str, str, str, str]] = [  # values, path, code, English, zh-CN
+    ({"t": 5}, "data.t", "text_expected", "expected text", "应为文本"),
+    ({"t": "abcd"}, "data.t", "out_of_range", "at most 3 characters", "最多 3 个字符"),
+    ({"n": "x"}, "data.n", "number_expected", "expected a number", "应为数字"),
+    ({"n": 0}, "data.n", "out_of_range", "must be ≥ 1", "不能小于 1"),
+    ({"n": 9}, "data.n", "out_of_range", "must be ≤ 5.5", "不能大于 5.5"),
+    ({"d": 5}, "data.d", "date_expected", "expected a date YYYY-MM-DD", "应为日期（YYYY-MM-DD）"),
+    ({"d": "2020-13-01"}, "data.d", "date_expected", "expected a date YYYY-MM-DD", "应为日期（YYYY-MM-DD）"),
+    ({"b": "yes"}, "data.b", "bool_expected", "expected true or false", "应为 true 或 false"),
+    ({"c": "z"}, "data.c", "choice_expected", "expected one of ['a', 'b']", "应为以下选项之一：['a', 'b']"),
+    ({"m": "a"}, "data.m", "multi_choice_expected", "expected a list of options", "应为选项列表"),
+    ({"m": ["a", "z"]}, "data.m", "out_of_range", "unknown option(s) ['z']; options: ['a', 'b']",
+     "未知选项 ['z']；可选项：['a', 'b']"),
+    ({"nope": 1}, "data.nope", "unknown_field", "no such field", "没有这个字段"),
+    ({}, "data.r", "required", "this field is required", "此项为必填"),
 ]
 
 
-def _messages() -> list[tuple[str, str]]:
-    out = []
-    for values in BAD:
-        _, errors = check_values(DEFS, values, prefix="data")
-        out += [(code, message) for _, code, message in errors]
-    return out
+def test_every_value_error_carries_its_code_english_and_zh_text() -> None:
+    for values, path, code, en, zh in EXPECTED:
+        _, errors = check_values(DEFS, values, prefix="data", check_required=code == "required")
+        assert [(e.path, e.code, e.message, e.message_zh) for e in errors] == [(path, code, en, zh)], values
 
 
-def test_every_value_error_has_its_zh_text() -> None:
-    messages = _messages()
-    assert {code for code, _ in messages} >= {"text_expected", "number_expected", "out_of_range", "unknown_field",
-                                              "required", "date_expected", "bool_expected", "choice_expected"}
-    for _, message in messages:
-        zh = value_message_zh(message)
-        assert not zh.startswith("取值不正确"), f"no zh text for {message!r}"
-    used = {p.pattern for p, _ in _VALUE_MESSAGES_ZH for _, m in messages if p.fullmatch(m)}
-    assert used == {p.pattern for p, _ in _VALUE_MESSAGES_ZH}, "an entry no message uses"
-
-
-def test_values_are_kept_in_the_zh_text() -> None:
-    assert value_message_zh("at most 3 characters") == "最多 3 个字符"
-    assert value_message_zh("must be ≥ 1") == "不能小于 1"
-    assert value_message_zh("must be ≤ 5.5") == "不能大于 5.5"
-    assert value_message_zh("unknown option(s) ['z']; options: ['a', 'b']") == "未知选项 ['z']；可选项：['a', 'b']"
-    assert value_message_zh("something new") == "取值不正确：something new"
+def test_a_required_field_with_a_wrong_value_reports_the_value_not_the_absence() -> None:
+    _, errors = check_values(DEFS, {"r": 5}, prefix="data")
+    assert [(e.path, e.code) for e in errors] == [("data.r", "text_expected")]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import importlib.util
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +35,14 @@ from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import local_date, utcnow
 from siyu.members import repository as repo
 from siyu.members.models import CustomFieldDef, Member
-from siyu.members.schemas import CustomFieldDefIn, FieldDef, ProfileOut, ProfilePatch, check_values
+from siyu.members.schemas import (
+    CustomFieldDefIn,
+    FieldDef,
+    ProfileOut,
+    ProfilePatch,
+    check_values,
+    required_error,
+)
 
 register_messages(
     {
@@ -44,36 +50,6 @@ register_messages(
         "custom_field_key_taken": (409, "自定义字段 {key} 已存在", "Custom field {key} already exists"),
     }
 )
-
-#: the English messages of ``schemas.check_values`` (a merchant-defined field's value) -> zh-CN;
-#: ``tests/i18n_fields`` makes every one of them and checks none falls through
-_VALUE_MESSAGES_ZH: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(p), zh)
-    for p, zh in (
-        (r"expected text", "应为文本"),
-        (r"at most (\d+) characters", "最多 {0} 个字符"),
-        (r"expected a number", "应为数字"),
-        (r"must be ≥ (.+)", "不能小于 {0}"),
-        (r"must be ≤ (.+)", "不能大于 {0}"),
-        (r"expected a date YYYY-MM-DD", "应为日期（YYYY-MM-DD）"),
-        (r"expected true or false", "应为 true 或 false"),
-        (r"expected one of (.+)", "应为以下选项之一：{0}"),
-        (r"expected a list of options", "应为选项列表"),
-        (r"unknown option\(s\) (.+); options: (.+)", "未知选项 {0}；可选项：{1}"),
-        (r"no such field", "没有这个字段"),
-        (r"this field is required", "此项为必填"),
-    )
-]
-
-
-def value_message_zh(message: str) -> str:
-    """The zh-CN text of a merchant-defined field's value error from ``check_values`` (English)."""
-    for pattern, zh in _VALUE_MESSAGES_ZH:
-        m = pattern.fullmatch(message)
-        if m:
-            return zh.format(*m.groups())
-    return f"取值不正确：{message}"
-
 
 Section = Callable[[Session, int, int], Any]
 _SECTIONS: dict[str, Section] = {}
@@ -196,14 +172,10 @@ def patch_profile(session: Session, merchant_id: int, member_id: int, patch: Pro
                 merged.pop(k, None)
         merged.update(clean)
         if not errors:
-            errors = [
-                (f"custom_fields.{d.key}", "required", "this field is required")
-                for d in defs if d.required and merged.get(d.key) in (None, "", [])
-            ]
+            errors = [required_error(f"custom_fields.{d.key}") for d in defs
+                      if d.required and merged.get(d.key) in (None, "", [])]
         if errors:
-            raise DomainError(
-                "custom_field_invalid", fields=[FieldError(p, c, m, value_message_zh(m)) for p, c, m in errors]
-            )
+            raise DomainError("custom_field_invalid", fields=errors)
         new_custom = merged
     for key, value in fields.items():
         setattr(member, key, value)

@@ -29,7 +29,6 @@ from siyu.kit.errors import DomainError, FieldError, not_found, register_message
 from siyu.kit.timeutil import utcnow
 from siyu.members import repository as repo
 from siyu.members.models import MemberRecord, RecordType
-from siyu.members.profile import value_message_zh
 from siyu.members.schemas import (
     FieldDef,
     LatestRecordOut,
@@ -113,7 +112,7 @@ def add_version(
     defs = [FieldDef.model_validate(f) for f in rtype.fields]
     clean, errors = check_values(defs, body.data, prefix="data")
     if errors:
-        raise DomainError("record_invalid", fields=[FieldError(p, c, m, value_message_zh(m)) for p, c, m in errors])
+        raise DomainError("record_invalid", fields=errors)
     version = repo.record_max_version(session, merchant_id, member_id, type_id) + 1
     row = MemberRecord(
         merchant_id=merchant_id, member_id=member_id, record_type_id=type_id, version=version, data=clean,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from siyu.kit.errors import FieldError
 
 
 class WechatLoginIn(BaseModel):
@@ -87,79 +90,93 @@ class FieldDef(BaseModel):
         return self
 
 
-def check_value(fd: FieldDef, value: Any) -> tuple[Any, str | None]:
-    """Coerce ``value`` to the field's type; returns (json value, error message or None)."""
+@dataclass(frozen=True)
+class ValueProblem:
+    """Why a value does not fit its field, in both languages; ``expected``: a wrong type (code
+    ``<type>_expected``) rather than a value out of range (``out_of_range``)."""
+
+    message: str
+    message_zh: str
+    expected: bool = False
+
+
+def check_value(fd: FieldDef, value: Any) -> tuple[Any, ValueProblem | None]:
+    """Coerce ``value`` to the field's type; returns (json value, the problem or None)."""
     if value is None:
         return None, None
     t = fd.type
     if t == "text":
         if not isinstance(value, str):
-            return None, "expected text"
+            return None, ValueProblem(message="expected text", message_zh="应为文本", expected=True)
         if len(value) > fd.max_length:
-            return None, f"at most {fd.max_length} characters"
+            return None, ValueProblem(message=f"at most {fd.max_length} characters", message_zh=f"最多 {fd.max_length} 个字符")
         return value, None
     if t == "number":
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return None, "expected a number"
+            return None, ValueProblem(message="expected a number", message_zh="应为数字", expected=True)
         if fd.min is not None and value < fd.min:
-            return None, f"must be ≥ {fd.min:g}"
+            return None, ValueProblem(message=f"must be ≥ {fd.min:g}", message_zh=f"不能小于 {fd.min:g}")
         if fd.max is not None and value > fd.max:
-            return None, f"must be ≤ {fd.max:g}"
+            return None, ValueProblem(message=f"must be ≤ {fd.max:g}", message_zh=f"不能大于 {fd.max:g}")
         return value, None
     if t == "date":
+        bad_date = ValueProblem(message="expected a date YYYY-MM-DD", message_zh="应为日期（YYYY-MM-DD）", expected=True)
         if not isinstance(value, str):
-            return None, "expected a date YYYY-MM-DD"
+            return None, bad_date
         try:
             return dt.date.fromisoformat(value).isoformat(), None
         except ValueError:
-            return None, "expected a date YYYY-MM-DD"
+            return None, bad_date
     if t == "bool":
         if not isinstance(value, bool):
-            return None, "expected true or false"
+            return None, ValueProblem(message="expected true or false", message_zh="应为 true 或 false", expected=True)
         return value, None
     if t == "choice":
         if not isinstance(value, str) or value not in fd.options:
-            return None, f"expected one of {fd.options}"
+            return None, ValueProblem(message=f"expected one of {fd.options}", message_zh=f"应为以下选项之一：{fd.options}", expected=True)
         return value, None
     # multi_choice
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        return None, "expected a list of options"
+        return None, ValueProblem(message="expected a list of options", message_zh="应为选项列表", expected=True)
     bad = [v for v in value if v not in fd.options]
     if bad:
-        return None, f"unknown option(s) {bad}; options: {fd.options}"
+        return None, ValueProblem(message=f"unknown option(s) {bad}; options: {fd.options}", message_zh=f"未知选项 {bad}；可选项：{fd.options}")
     return list(dict.fromkeys(value)), None
+
+
+def required_error(path: str) -> FieldError:
+    return FieldError(path, "required", "this field is required", "此项为必填")
 
 
 def check_values(
     defs: list[FieldDef], values: dict[str, Any], *, prefix: str, check_required: bool = True
-) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+) -> tuple[dict[str, Any], list[FieldError]]:
     """Validate a dict of values against field definitions.
 
-    Returns the cleaned values and a list of ``(path, code, message)`` errors: unknown keys,
-    wrong types and (with ``check_required``) missing required fields.
+    Returns the cleaned values and the field errors (English and zh-CN): unknown keys, wrong
+    types and (with ``check_required``) missing required fields.
     """
     by_key = {d.key: d for d in defs}
     clean: dict[str, Any] = {}
-    errors: list[tuple[str, str, str]] = []
+    errors: list[FieldError] = []
     for key, raw in values.items():
         fd = by_key.get(key)
         if fd is None:
-            errors.append((f"{prefix}.{key}", "unknown_field", "no such field"))
+            errors.append(FieldError(f"{prefix}.{key}", "unknown_field", "no such field", "没有这个字段"))
             continue
-        value, err = check_value(fd, raw)
-        if err:
-            errors.append((f"{prefix}.{key}", f"{fd.type}_expected" if "expected" in err else "out_of_range", err))
+        value, problem = check_value(fd, raw)
+        if problem:
+            code = f"{fd.type}_expected" if problem.expected else "out_of_range"
+            errors.append(FieldError(f"{prefix}.{key}", code, problem.message, problem.message_zh))
         else:
             clean[key] = value
     if check_required:
+        failed = {e.path for e in errors}
         for fd in defs:
-            if fd.required and clean.get(fd.key) in (None, "", []) and not errors_for(errors, prefix, fd.key):
-                errors.append((f"{prefix}.{fd.key}", "required", "this field is required"))
+            path = f"{prefix}.{fd.key}"
+            if fd.required and clean.get(fd.key) in (None, "", []) and path not in failed:
+                errors.append(required_error(path))
     return clean, errors
-
-
-def errors_for(errors: list[tuple[str, str, str]], prefix: str, key: str) -> bool:
-    return any(path == f"{prefix}.{key}" for path, _, _ in errors)
 
 
 # -- profile --------------------------------------------------------------------------------------
