@@ -1,4 +1,4 @@
-"""Queries of ``idempotent_requests`` (and the one look-up of its purge job)."""
+"""Queries of ``idempotent_requests``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from siyu.db.dialect import insert_entity_or_nothing
 from siyu.idempotency.models import IdempotentRequest
-from siyu.kit.outbox import Job
 
 
 def insert_claim(session: Session, values: dict[str, Any]) -> IdempotentRequest | None:
@@ -54,7 +53,3 @@ def delete_older_than(session: Session, merchant_id: int, cutoff: dt.datetime) -
     )
     return int(result.rowcount or 0)
 
-
-def job_exists(session: Session, merchant_id: int, dedupe_key: str) -> bool:
-    stmt = select(Job.id).where(Job.merchant_id == merchant_id, Job.dedupe_key == dedupe_key).limit(1)
-    return session.scalar(stmt) is not None

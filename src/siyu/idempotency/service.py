@@ -13,8 +13,8 @@ index until the first commits (then it replays) or rolls back (then it claims th
 so exactly one creates; SQLite serialises writers anyway (``BEGIN IMMEDIATE``).
 
 Retention: a key is kept ``RETENTION`` (24 h). A key older than that is treated as unused (its
-row is replaced), and a purge job per merchant and UTC day (``tasks``), queued by the day's first
-claim, deletes the day's rows once they are past it.
+row is replaced), and each merchant's nightly purge (``tasks``, a recurring job) deletes the
+rows past it.
 """
 
 from __future__ import annotations
@@ -31,14 +31,12 @@ from siyu.idempotency import repository as repo
 from siyu.idempotency.models import IdempotentRequest
 from siyu.kit.crypto import SecretBox, bind
 from siyu.kit.errors import DomainError, FieldError, register_messages
-from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
 
 RETENTION = dt.timedelta(hours=24)
 KEY_MAX_LENGTH = 120
 HEADER = "Idempotency-Key"
 PURGE_JOB = "idempotency.purge"
-PURGE_DELAY = dt.timedelta(minutes=5)  # past the end of the day's retention, so the day's last key is due
 
 register_messages(
     {
@@ -100,7 +98,6 @@ def claim(
     for _ in range(3):
         row = repo.insert_claim(session, values)
         if row is not None:
-            _schedule_purge(session, merchant_id, now)
             return Claimed(row)
         found = repo.find(session, merchant_id, scope, key)
         if found is None:
@@ -131,19 +128,6 @@ def release(session: Session, claimed: Claimed) -> None:
 def purge(session: Session, merchant_id: int, now: dt.datetime) -> int:
     """Delete the merchant's keys past their retention; the number deleted."""
     return repo.delete_older_than(session, merchant_id, now - RETENTION)
-
-
-def _schedule_purge(session: Session, merchant_id: int, now: dt.datetime) -> None:
-    """One purge job per merchant and UTC day, due once the day's last key is past its retention.
-
-    Looked up before it is queued: the queue's own dedupe (a unique index) would make every
-    claim of the day wait for the first claimer's commit."""
-    day = now.astimezone(dt.UTC).date()
-    dedupe_key = f"{PURGE_JOB}:{day.isoformat()}"
-    if repo.job_exists(session, merchant_id, dedupe_key):
-        return
-    end_of_day = dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
-    enqueue(session, merchant_id, PURGE_JOB, run_at=end_of_day + RETENTION + PURGE_DELAY, dedupe_key=dedupe_key)
 
 
 _BOXES: dict[str, SecretBox] = {}

@@ -1,15 +1,13 @@
-"""``idempotency.purge``: delete a merchant's Idempotency-Keys past their retention (24 h).
-
-Queued by the first keyed create of each UTC day (``service._schedule_purge``) to run once that
-day's keys are all past it; deleting is idempotent, so a late or repeated run does no harm.
-"""
+"""``idempotency.purge``: every night, delete a merchant's Idempotency-Keys past their retention
+(24 h). Deleting is idempotent, so a late or repeated run does no harm; a key met after its
+retention is treated as unused anyway (``service.claim``)."""
 
 from __future__ import annotations
 
 from siyu.idempotency import service
-from siyu.worker.registry import JobContext, job_handler
+from siyu.worker.registry import JobContext, recurring
 
 
-@job_handler(service.PURGE_JOB)
+@recurring(service.PURGE_JOB, "40 3 * * *", "delete the Idempotency-Keys past their 24 h retention, nightly")
 def purge(ctx: JobContext) -> None:
     service.purge(ctx.session, ctx.merchant_id, ctx.now())
