@@ -58,8 +58,7 @@ class Compiler:
     def config(self) -> LifecycleConfig:
         """The merchant's audience settings (read once, for the conditions that use them)."""
         if self._config is None:
-            row = repo.settings_row(self.session, self.merchant_id)
-            self._config = LifecycleConfig.model_validate(row.lifecycle if row else {})
+            self._config = repo.lifecycle_config(self.session, self.merchant_id)
         return self._config
 
     def base(self) -> Select[Any]:

@@ -49,6 +49,12 @@ def settings_row(session: Session, merchant_id: int) -> AudienceSettings | None:
     return session.scalar(select(AudienceSettings).where(AudienceSettings.merchant_id == merchant_id))
 
 
+def lifecycle_config(session: Session, merchant_id: int) -> LifecycleConfig:
+    """The merchant's audience settings (defaults where it set none)."""
+    row = settings_row(session, merchant_id)
+    return LifecycleConfig.model_validate(row.lifecycle if row else {})
+
+
 def stats_row(session: Session, merchant_id: int, member_id: int) -> MemberStats | None:
     return session.scalar(
         select(MemberStats).where(MemberStats.merchant_id == merchant_id, MemberStats.member_id == member_id)

@@ -35,8 +35,7 @@ from siyu.kit.timeutil import utcnow
 
 
 def lifecycle_config(session: Session, merchant_id: int) -> LifecycleConfig:
-    row = repo.settings_row(session, merchant_id)
-    return LifecycleConfig.model_validate(row.lifecycle if row else {})
+    return repo.lifecycle_config(session, merchant_id)
 
 
 def set_lifecycle_config(session: Session, merchant_id: int, cfg: LifecycleConfig) -> LifecycleConfig:
