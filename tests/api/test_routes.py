@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from siyu.api.middleware import _route_template
+from siyu.api.middleware import route_template
 from siyu.api.routes import PREFIXES
 
 PARAM = re.compile(r"\{[^}]+\}")
@@ -81,11 +81,11 @@ def test_metrics_label_is_the_full_route_template_of_every_documented_route(clie
     for template, operations in paths.items():
         concrete = PARAM.sub("987654321", template)
         for method in operations:
-            label = _route_template(_routed_scope(app, method.upper(), concrete))
+            label = route_template(_routed_scope(app, method.upper(), concrete))
             if label != template:
                 wrong.append((method, template, label))
     assert not wrong
-    assert _route_template(_routed_scope(app, "GET", "/api/store/v1/no-such-thing")) == "unmatched"
+    assert route_template(_routed_scope(app, "GET", "/api/store/v1/no-such-thing")) == "unmatched"
 
 
 def test_metrics_endpoint_tells_store_and_admin_order_routes_apart(client: TestClient) -> None:

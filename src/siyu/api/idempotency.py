@@ -43,7 +43,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
 from siyu.api.deps import StaffPrincipal
-from siyu.api.middleware import _route_template
+from siyu.api.middleware import route_template
 from siyu.idempotency import service
 
 KEY_PARAM = "idempotency_key"
@@ -96,7 +96,7 @@ def _run_keyed(endpoint: Callable[..., Any], kwargs: dict[str, Any], raw_key: st
         raise RuntimeError("an idempotent endpoint runs behind an APIRoute")
     key = service.check_key(raw_key)
     kind, ident = principal.actor
-    scope = f"{request.method} {_route_template(request.scope)} {kind}:{ident}"
+    scope = f"{request.method} {route_template(request.scope)} {kind}:{ident}"
     digest = service.request_hash({name: jsonable_encoder(kwargs[name]) for name in _input_names(route)})
     secret_key: str = request.app.state.settings.secret_key
 

@@ -80,7 +80,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, _send)
         finally:
             elapsed = time.perf_counter() - started
-            route = _route_template(scope)
+            route = route_template(scope)
             count, latency = _children(scope["method"], route, status_holder[0])
             count.inc()
             latency.observe(elapsed)
@@ -110,7 +110,7 @@ def _would_log() -> bool:
     return last is not None and last.level <= logging.INFO
 
 
-def _route_template(scope: Scope) -> str:
+def route_template(scope: Scope) -> str:
     """The matched route's full path template, API prefix included (``/api/store/v1/orders/{order_id}``).
 
     Routers are included into prefixed routers, so ``scope["route"].path`` is the path within the
