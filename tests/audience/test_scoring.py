@@ -6,6 +6,7 @@ import datetime as dt
 import uuid
 
 import numpy as np
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -63,6 +64,67 @@ def test_super_user_score_ranks_frequent_big_spenders_first(session_factory: ses
         scores = {r.member_id: r.super_score for r in s.scalars(select(MemberStats).where(MemberStats.merchant_id == tenant.id))}
     assert scores[ids[0]] > scores[ids[2]] > scores[ids[1]]  # type: ignore[operator]
     assert all(0 <= v <= 100 for v in scores.values())  # type: ignore[operator]
+
+
+def test_super_user_recompute_writes_only_the_scores_that_moved(
+    session_factory: sessionmaker[Session], tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = _members_with_orders(session_factory, tenant.id, [(5, 20, 900000), (100, 1, 1000), (50, 5, 100000)])
+    written: list[list[dict[str, object]]] = []
+    real = scoring.bulk_update
+
+    def recording(session: Session, table: object, keys: list[str], rows: list[dict[str, object]]) -> None:
+        written.append(list(rows))
+        real(session, table, keys, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scoring, "bulk_update", recording)
+    with unit_of_work(session_factory) as s:
+        assert scoring.recompute_super_users(s, tenant.id, NOW) == 3
+    assert sorted(int(r["member_id"]) for r in written[-1]) == sorted(ids)  # type: ignore[call-overload]
+    with unit_of_work(session_factory) as s:  # nothing changed: every buyer scored, no row written
+        assert scoring.recompute_super_users(s, tenant.id, NOW) == 3
+    assert written[-1] == []
+    with unit_of_work(session_factory) as s:  # the low spender becomes the top buyer: only moved scores are written
+        row = repo.stats_row(s, tenant.id, ids[1])
+        assert row is not None
+        row.paid_orders, row.paid_total, row.last_order_at = 40, 2_000_000, NOW
+    with unit_of_work(session_factory) as s:
+        scoring.recompute_super_users(s, tenant.id, NOW)
+    with session_factory() as s:
+        scores = {r.member_id: r.super_score for r in s.scalars(select(MemberStats).where(MemberStats.merchant_id == tenant.id))}
+    moved = {int(r["member_id"]) for r in written[-1]}  # type: ignore[call-overload]
+    assert ids[1] in moved and scores[ids[1]] == max(v for v in scores.values() if v is not None)
+    assert all(int(r["member_id"]) in moved for r in written[-1])  # type: ignore[call-overload]
+
+
+def test_a_member_whose_orders_were_all_refunded_loses_rfm_super_and_prediction_scores(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    ids = _members_with_orders(session_factory, tenant.id, [(5, 20, 900000), (100, 1, 1000), (50, 5, 100000)])
+    with unit_of_work(session_factory) as s:
+        scoring.recompute_rfm(s, tenant.id, NOW)
+        scoring.recompute_super_users(s, tenant.id, NOW)
+        row = repo.stats_row(s, tenant.id, ids[0])
+        assert row is not None and row.super_score is not None and row.rfm_tier is not None
+        row.p_alive, row.expected_purchases_90d, row.predicted_clv, row.clv_percentile = 0.9, 1.5, 12000, 99.0
+    with unit_of_work(session_factory) as s:  # the top buyer's orders are all refunded
+        row = repo.stats_row(s, tenant.id, ids[0])
+        assert row is not None
+        row.paid_orders, row.paid_total = 0, 0
+    with unit_of_work(session_factory) as s:
+        assert scoring.recompute_rfm(s, tenant.id, NOW) == 2
+        assert scoring.recompute_super_users(s, tenant.id, NOW) == 2
+        result = scoring.refresh_predictions(s, tenant.id, now=NOW, timezone="Asia/Shanghai")
+    assert result.status == "skipped"  # no paid orders in the table at all here
+    with session_factory() as s:
+        row = repo.stats_row(s, tenant.id, ids[0])
+        assert row is not None
+        assert (row.rfm_r, row.rfm_f, row.rfm_m, row.rfm_tier, row.super_score) == (None, None, None, None, None)
+        assert (row.p_alive, row.expected_purchases_90d, row.predicted_clv, row.clv_percentile) == (None, None, None, None)
+        others = [repo.stats_row(s, tenant.id, i) for i in ids[1:]]
+        assert all(o is not None and o.super_score is not None and o.rfm_tier is not None for o in others)
+        total, top = repo.top_super_users(s, tenant.id, 0.0, 10)
+        assert ids[0] not in {r[0] for r in top} and total == 2
 
 
 def test_predictions_skip_with_a_reason_on_too_little_history(session_factory: sessionmaker[Session], tenant: Tenant) -> None:

@@ -281,6 +281,21 @@ def stage_counts(session: Session, merchant_id: int) -> dict[str, int]:
     return {stage: int(n) for stage, n in session.execute(stmt).all()}
 
 
+def clear_non_buyer_scores(session: Session, merchant_id: int, columns: Collection[str]) -> int:
+    """Empty ``columns`` (scores of buyers: RFM, predictions, super score) on the members who are
+    no longer buyers (their paid orders were all refunded), so a segment or ranking does not keep
+    reading last week's score. Returns the number of rows cleared."""
+    s = MemberStats
+    cols = [s.__table__.c[name] for name in columns]
+    stmt = (
+        update(s)
+        .where(s.merchant_id == merchant_id, s.paid_orders == 0, or_(*(c.is_not(None) for c in cols)))
+        .values({c.name: None for c in cols})
+        .execution_options(synchronize_session=False)
+    )
+    return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+
+
 def rfm_tier_totals(session: Session, merchant_id: int) -> dict[str | None, tuple[int, int]]:
     """Buyers per RFM tier (None: not scored yet) with their net paid total in fen."""
     s = MemberStats

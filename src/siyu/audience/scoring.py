@@ -25,6 +25,7 @@ from sqlalchemy import Float, cast, func, select
 from sqlalchemy.orm import Session
 
 from siyu.audience import clv, rfm
+from siyu.audience import repository as repo
 from siyu.audience.models import MemberStats, PredictionModel
 from siyu.audience.summary import summarize_transactions
 from siyu.db.dialect import bulk_update, epoch_seconds
@@ -32,24 +33,27 @@ from siyu.orders import models as om
 
 PAID = (om.PAID, om.SHIPPED, om.COMPLETED)
 MIN_REPEAT_BUYERS = 20
+RFM_COLUMNS = ("rfm_r", "rfm_f", "rfm_m", "rfm_tier")
+PREDICTION_COLUMNS = ("p_alive", "expected_purchases_90d", "predicted_clv", "clv_percentile")
 DROPOUT_CONCENTRATION_CAP = 1000.0  # a + b of the dropout Beta beyond which it is a point mass
 
 
 def _stats_arrays(session: Session, merchant_id: int) -> dict[str, np.ndarray]:
-    """The buyers' stats as float arrays, with their current RFM scores (0 when not scored yet)
-    and tier ("" when none) so a recompute can write only what changed."""
+    """The buyers' stats as float arrays, with their current RFM scores (0 when not scored yet),
+    tier ("" when none) and super score (-1 when none) so a recompute can write only what
+    changed."""
     s = MemberStats
     rows = session.execute(
         select(
             s.member_id, cast(epoch_seconds(session, s.last_order_at), Float), s.paid_orders, s.paid_total, s.shares,
             s.favorites, func.coalesce(s.rfm_r, 0), func.coalesce(s.rfm_f, 0), func.coalesce(s.rfm_m, 0),
-            func.coalesce(s.rfm_tier, ""),
+            func.coalesce(s.rfm_tier, ""), func.coalesce(s.super_score, -1.0),
         )
         .where(s.merchant_id == merchant_id, s.paid_orders > 0)
     ).all()
     # plain tuples of numbers: numpy converts them at C speed (Row objects make it probe attributes)
-    data = np.array([tuple(r[:9]) for r in rows], dtype=np.float64).reshape(-1, 9)
-    keys = ("member_id", "last_epoch", "orders", "total", "shares", "favorites", "r", "f", "m")
+    data = np.array([(*r[:9], r[10]) for r in rows], dtype=np.float64).reshape(-1, 10)
+    keys = ("member_id", "last_epoch", "orders", "total", "shares", "favorites", "r", "f", "m", "super")
     out = {k: data[:, i] for i, k in enumerate(keys)}
     out["tier"] = np.array([r[9] for r in rows], dtype=str)
     return out
@@ -57,7 +61,9 @@ def _stats_arrays(session: Session, merchant_id: int) -> dict[str, np.ndarray]:
 
 def recompute_rfm(session: Session, merchant_id: int, now: dt.datetime) -> int:
     """Score every buyer; only the rows whose scores or tier changed are written (a daily
-    recompute changes a fraction of them). Returns the number of buyers scored."""
+    recompute changes a fraction of them); a member whose every paid order was refunded loses
+    their scores. Returns the number of buyers scored."""
+    repo.clear_non_buyer_scores(session, merchant_id, RFM_COLUMNS)
     a = _stats_arrays(session, merchant_id)
     if len(a["member_id"]) == 0:
         return 0
@@ -83,6 +89,7 @@ def recompute_super_users(session: Session, merchant_id: int, now: dt.datetime) 
     from siyu.referral.models import ReferralProfile
     from siyu.reviews.models import ProductReview
 
+    repo.clear_non_buyer_scores(session, merchant_id, ("super_score",))
     a = _stats_arrays(session, merchant_id)
     n = len(a["member_id"])
     if n == 0:
@@ -102,10 +109,11 @@ def recompute_super_users(session: Session, merchant_id: int, now: dt.datetime) 
         0.30 * pct(a["orders"]) + 0.30 * pct(a["total"]) + 0.15 * pct(referred)
         + 0.15 * pct(reviews + a["shares"] + a["favorites"]) + 0.10 * pct(a["last_epoch"])
     )
-    score = pct(weighted)
+    score = np.round(pct(weighted), 2)
+    changed = score != np.round(a["super"], 2)  # only the rows whose stored score moves are written
     rows = [
-        {"merchant_id": merchant_id, "member_id": int(mid), "super_score": round(float(sc), 2)}
-        for mid, sc in zip(a["member_id"], score, strict=True)
+        {"merchant_id": merchant_id, "member_id": int(mid), "super_score": float(sc)}
+        for mid, sc in zip(a["member_id"][changed], score[changed], strict=True)
     ]
     bulk_update(session, MemberStats.__table__, ["merchant_id", "member_id"], rows)  # type: ignore[arg-type]
     return n
@@ -156,6 +164,8 @@ def refresh_predictions(
     if len(tx.member_ids):
         summary = summarize_transactions(tx.member_ids, tx.days, tx.amounts, calibration_end=today, period_days=period_days)
         result = _fit_and_write(session, merchant_id, summary, period_days, horizon_days, annual_discount)
+    if result.status == "fitted" or not len(tx.member_ids):  # a skipped fit keeps the last good predictions
+        repo.clear_non_buyer_scores(session, merchant_id, PREDICTION_COLUMNS)
     session.add(
         PredictionModel(merchant_id=merchant_id, fitted_at=now, period_days=period_days, customers=result.customers,
                         params=result.params, status=result.status, reason=result.reason)
