@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from siyu.kit.crypto import declare_previous_keys
 
 
 class Settings(BaseSettings):
@@ -23,6 +27,13 @@ class Settings(BaseSettings):
     secret_key: str = Field(
         default="siyu-dev-secret-change-me",
         description="Secret for deriving encryption keys of merchant credentials. Set it in production.",
+    )
+    secret_key_previous: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Older secret keys, still tried to open values sealed before a rotation (never to seal): "
+            "comma-separated, or a JSON list when a key contains a comma. Remove them after `siyu secrets rotate`."
+        ),
     )
     default_timezone: str = "Asia/Shanghai"
     env: str = Field(default="development", description="development | production | test")
@@ -47,6 +58,26 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     db_max_overflow: int = 20
     log_json: bool = True
+
+    @field_validator("secret_key_previous", mode="before")
+    @classmethod
+    def _split_previous(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _declare_previous(self) -> Settings:
+        # the previous keys, in order, without blanks, repeats or the current key; every box built
+        # from this secret alone (the app, workers, referral.pii) then opens values sealed with them
+        self.secret_key_previous = list(
+            dict.fromkeys(k for k in (p.strip() for p in self.secret_key_previous) if k and k != self.secret_key)
+        )
+        declare_previous_keys(self.secret_key, self.secret_key_previous)
+        return self
 
     def resolved_database_url(self) -> str:
         if self.database_url:
