@@ -11,25 +11,26 @@
   replaces ``distributors.real_name`` / ``phone`` by the encrypted columns: it must run in
   Python (the key never reaches the database) after the new columns exist and before the old
   ones are dropped, and it is idempotent (rows already encrypted are skipped).
+- The columns are registered in ``kit.sealed_columns`` (their purposes come from there), so
+  ``siyu secrets rotate`` re-seals them when ``SIYU_SECRET_KEY`` changes.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from siyu.kit.crypto import SecretBox, bind
 from siyu.kit.masking import mask_nickname
+from siyu.kit.sealed_columns import DISTRIBUTOR_PII_PURPOSE, PAYEE_NAME_PURPOSE
 
 if TYPE_CHECKING:
     from siyu.referral.models import Distributor, Withdrawal
 
-DISTRIBUTOR_PII_PURPOSE: Final = b"siyu/distributor-pii"
-PAYEE_NAME_PURPOSE: Final = b"siyu/payee-names"
-
-
 def distributor_box(secret_key: str) -> SecretBox:
+    """Encrypts distributors' names and phones. Opens values sealed with the previous secrets
+    declared for ``secret_key`` too (``SIYU_SECRET_KEY_PREVIOUS``, ``kit.crypto``)."""
     return SecretBox(secret_key, DISTRIBUTOR_PII_PURPOSE)
 
 

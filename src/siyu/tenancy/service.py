@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from siyu.kit.crypto import SecretBox, bind, new_token, token_digest
 from siyu.kit.errors import DomainError, not_found, register_messages
+from siyu.kit.sealed_columns import columns_of
 from siyu.kit.timeutil import utcnow
 from siyu.tenancy import repository as repo
 from siyu.tenancy import token_cache
@@ -125,7 +126,8 @@ def update_merchant(session: Session, box: SecretBox, merchant_id: int, data: Me
     return merchant
 
 
-MERCHANT_SECRET_COLUMNS = ("wechat_app_secret_enc", "pay_private_key_enc", "pay_apiv3_key_enc", "pay_platform_keys_enc")
+# the registry (kit.sealed_columns) lists them, so ``siyu secrets rotate`` re-seals them too
+MERCHANT_SECRET_COLUMNS = columns_of("merchants")
 
 
 def merchant_secret_aad(merchant_id: int, column: str) -> str:
