@@ -16,7 +16,10 @@ transaction (``siyu.idempotency.service`` has the semantics):
 - a retry after that commit: the stored body again, byte for byte, with 200 and
   ``Idempotent-Replayed: true`` (the store API's convention, ``activities.routes.mark_replayed``);
 - the same key with another body or other path/query values: 409 ``idempotency_key_reused``;
-- a blank key or one over 120 characters (after trimming): 422 ``idempotency_key_invalid``.
+- a blank key or one over 120 characters (after trimming): 422 ``idempotency_key_invalid``;
+- a retry whose stored answer no configured secret key opens (the server's ``SIYU_SECRET_KEY``
+  changed without ``SIYU_SECRET_KEY_PREVIOUS``): 409 ``idempotency_answer_unavailable`` — the
+  create was done, so it is not run again; the client looks the result up.
 
 Without the header the endpoint runs exactly as before. The scope of a key is the route (method
 and full path template) and the principal (``staff:<id>``, or ``api_key:<id>``), within the
@@ -55,7 +58,8 @@ HEADER_DESCRIPTION = (
     "kept 24 h) answers 200 with `Idempotent-Replayed: true` and the first answer's body, creating "
     "nothing; the same key with a different request is 409 `idempotency_key_reused`. Keys are per "
     "staff member or API key and per route. A refused request (4xx) keeps no key: correct it and "
-    "retry with the same key."
+    "retry with the same key. If the first answer can no longer be read (the server's secret key "
+    "changed), a retry is 409 `idempotency_answer_unavailable`: the create was done; look it up."
 )
 
 F = TypeVar("F", bound=Callable[..., Any])

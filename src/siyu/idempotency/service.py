@@ -12,6 +12,12 @@ Two requests with one key at once: on PostgreSQL the second one's claim waits on
 index until the first commits (then it replays) or rolls back (then it claims the key itself),
 so exactly one creates; SQLite serialises writers anyway (``BEGIN IMMEDIATE``).
 
+An answer that no configured key opens (``SIYU_SECRET_KEY`` changed and the old one is neither in
+``SIYU_SECRET_KEY_PREVIOUS`` nor was ``siyu secrets rotate`` run) is 409
+``idempotency_answer_unavailable``: the first request did create, so running the create again
+would duplicate it, and there is nothing to replay. The client looks the result up (or uses a
+new key to create again deliberately); the key frees itself after its retention. Never a 500.
+
 Retention: a key is kept ``RETENTION`` (24 h). A key older than that is treated as unused (its
 row is replaced), and each merchant's nightly purge (``tasks``, a recurring job) deletes the
 rows past it.
@@ -22,21 +28,27 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy.orm import Session
 
 from siyu.idempotency import repository as repo
 from siyu.idempotency.models import IdempotentRequest
-from siyu.kit.crypto import SecretBox, bind
+from siyu.kit.crypto import SecretBox
 from siyu.kit.errors import DomainError, FieldError, register_messages
+from siyu.kit.sealed_columns import sealed_column
 from siyu.kit.timeutil import utcnow
 
 RETENTION = dt.timedelta(hours=24)
 KEY_MAX_LENGTH = 120
 HEADER = "Idempotency-Key"
 PURGE_JOB = "idempotency.purge"
+SEALED = sealed_column("idempotent_requests", "response_enc")
+
+log = logging.getLogger(__name__)
 
 register_messages(
     {
@@ -44,6 +56,14 @@ register_messages(
             422,
             "Idempotency-Key 须为 1 到 120 个字符（去掉首尾空格后）",
             "The Idempotency-Key header must be 1 to 120 characters (leading and trailing spaces removed)",
+        ),
+        "idempotency_answer_unavailable": (
+            409,
+            "使用此 Idempotency-Key 的首次请求已完成，但其保存的应答已无法读取（服务器密钥已更换）："
+            "请查询该资源确认结果，不要用此键重试；如需再次创建，请使用新的键",
+            "The first request with this Idempotency-Key was completed, but its stored answer can no longer "
+            "be read (the server's secret key changed): look the result up instead of retrying with this key; "
+            "use a new key to create again",
         ),
     }
 )
@@ -109,7 +129,7 @@ def claim(
             raise DomainError("idempotency_key_reused")
         if found.status_code is None or found.response_enc is None:
             raise DomainError("conflict")  # cannot be committed without its answer; never a replay of nothing
-        return Stored(found.status_code, _box(secret_key).decrypt(found.response_enc, aad=_aad(found)).encode())
+        return Stored(found.status_code, _open_answer(found, secret_key).encode())
     raise DomainError("conflict")  # the key changed hands three times in a row: the client retries
 
 
@@ -130,15 +150,25 @@ def purge(session: Session, merchant_id: int, now: dt.datetime) -> int:
     return repo.delete_older_than(session, merchant_id, now - RETENTION)
 
 
-_BOXES: dict[str, SecretBox] = {}
+def _open_answer(row: IdempotentRequest, secret_key: str) -> str:
+    """The stored answer in clear; 409 ``idempotency_answer_unavailable`` when no key opens it."""
+    assert row.response_enc is not None
+    try:
+        return _box(secret_key).decrypt(row.response_enc, aad=_aad(row))
+    except (InvalidTag, ValueError):
+        log.warning(
+            "idempotent answer %s id=%s (merchant %s) opens with no configured secret key: "
+            "was SIYU_SECRET_KEY changed without SIYU_SECRET_KEY_PREVIOUS?",
+            SEALED.name, row.id, row.merchant_id,
+        )
+        raise DomainError("idempotency_answer_unavailable") from None
 
 
 def _box(secret_key: str) -> SecretBox:
-    box = _BOXES.get(secret_key)
-    if box is None:
-        box = _BOXES[secret_key] = SecretBox(secret_key, purpose=b"siyu/idempotent-responses")
-    return box
+    # built per use: the derived keys are cached in kit.crypto, and the previous secrets declared
+    # for this one (SIYU_SECRET_KEY_PREVIOUS) are looked up each time
+    return SEALED.box(secret_key)
 
 
 def _aad(row: IdempotentRequest) -> str:
-    return bind(IdempotentRequest.__tablename__, "response_enc", row.merchant_id, row.id)
+    return SEALED.aad(row.merchant_id, row.id)
