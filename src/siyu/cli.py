@@ -1,4 +1,4 @@
-"""The ``siyu`` command: demo, serve, worker, db upgrade, merchant and staff management."""
+"""The ``siyu`` command: demo, serve, worker, db upgrade, merchant and staff management, secrets rotate."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ app = typer.Typer(help="Siyu (私域): an open WeChat mini-program store and pri
 db_app = typer.Typer(help="Database commands.")
 merchant_app = typer.Typer(help="Merchants (tenants).")
 staff_app = typer.Typer(help="Staff accounts.")
+secrets_app = typer.Typer(help="Secrets at rest (SIYU_SECRET_KEY).")
 app.add_typer(db_app, name="db")
 app.add_typer(merchant_app, name="merchant")
 app.add_typer(staff_app, name="staff")
+app.add_typer(secrets_app, name="secrets")
 
 
 def _setup_logging() -> None:
@@ -84,6 +86,63 @@ def staff_create(
         )
         session.flush()
         typer.echo(f"staff {staff.username} ({staff.role}) id={staff.id} for {m.code}")
+
+
+@secrets_app.command("rotate")
+def secrets_rotate(
+    merchant: Annotated[
+        list[str] | None, typer.Option(help="merchant code (repeat for several); default: every merchant")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="rows per transaction")] = 500,
+) -> None:
+    """Re-seal every stored secret with the current SIYU_SECRET_KEY (values that open only with a
+    key in SIYU_SECRET_KEY_PREVIOUS, and legacy unbound ones). Idempotent and resumable: run it
+    again after an interruption. Once a run over every merchant reports 0 unreadable and 0 raced,
+    SIYU_SECRET_KEY_PREVIOUS can be removed. Exits 1 when some value opens with no configured key."""
+    from siyu.db.session import unit_of_work
+    from siyu.tenancy import repository as tenancy_repo
+    from siyu.tenancy.rotation import rotate
+
+    settings = get_settings()
+    merchant_ids: list[int] | None = None
+    if merchant:
+        merchant_ids = []
+        with unit_of_work(_factory(settings)) as session:
+            for code in merchant:
+                m = tenancy_repo.merchant_by_code(session, code)
+                if m is None:
+                    typer.echo(f"no merchant with code {code!r}", err=True)
+                    raise typer.Exit(2)
+                merchant_ids.append(m.id)
+    engine = _engine(settings)
+    try:
+        report = rotate(
+            engine, settings.secret_key, settings.secret_key_previous, merchant_ids=merchant_ids, batch_size=batch_size
+        )
+    finally:
+        engine.dispose()
+    scope = "every merchant" if merchant_ids is None else "merchant(s) " + ", ".join(merchant or [])
+    typer.echo(f"secrets rotate ({scope}; {len(settings.secret_key_previous)} previous key(s) configured)")
+    typer.echo(f"  {'column':<36} {'resealed':>9} {'current':>9} {'unreadable':>10} {'raced':>6}")
+    for c in report.columns:
+        typer.echo(f"  {c.column.name:<36} {c.resealed:>9} {c.current:>9} {c.unreadable:>10} {c.raced:>6}")
+    typer.echo(
+        f"  {'total':<36} {report.total('resealed'):>9} {report.total('current'):>9} "
+        f"{report.total('unreadable'):>10} {report.total('raced'):>6}"
+    )
+    if report.total("raced"):
+        typer.echo("some values changed while being resealed: run the command again to check them", err=True)
+    if report.total("unreadable"):
+        for place in report.unreadable_places:
+            typer.echo(f"  unreadable: {place.column} id={place.row_id} merchant={place.merchant_id}", err=True)
+        typer.echo(
+            "some values open with no configured key: keep SIYU_SECRET_KEY_PREVIOUS (add the key they were "
+            "sealed with) and run again; a merchant's credentials that stay unreadable must be entered again",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if merchant_ids is None and not report.total("raced"):
+        typer.echo("every stored secret is sealed with the current key: SIYU_SECRET_KEY_PREVIOUS can be removed")
 
 
 @app.command("import")
