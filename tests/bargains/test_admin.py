@@ -4,6 +4,7 @@ the store activity page; the checkout preview of a bargain and its stacking flag
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,6 +14,7 @@ from tests.bargains import helpers as h
 from tests.conftest import Tenant
 from tests.factories import payments as f
 from tests.factories.orders import buyer, make_sku
+from tests.factories.promotions import create_promotion
 
 ADMIN = "/api/admin/v1"
 STORE = "/api/store/v1"
@@ -72,3 +74,76 @@ def test_preview_prices_one_unit_at_the_current_price_with_flags(
     _, other = f.paying_customer(session_factory, tenant.id)
     r = client.post(f"{STORE}/checkout/preview", json=body, headers=other)
     assert r.status_code == 404
+
+
+def _preview(client: TestClient, headers: dict[str, str], items: list[tuple[int, int]], bargain_id: int) -> dict[str, Any]:
+    body = {"items": [{"sku_id": s, "quantity": q} for s, q in items], "coupon_ids": [],
+            "options": {"bargain": {"bargain_id": bargain_id}}}
+    r = client.post(f"{STORE}/checkout/preview", json=body, headers=headers)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _order_promotion_rows(out: dict[str, Any]) -> list[tuple[str, int]]:
+    return [(row["code"], row["amount"]) for row in out["breakdown"] if row["stage"] == "order_promotions"]
+
+
+def test_bargain_lines_take_spend_and_save_only_when_the_activity_allows_order_promotions(
+    client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    sku = make_sku(session_factory, tenant.id, price=10000)
+    plain = make_sku(session_factory, tenant.id, price=3000)
+    save = create_promotion(client, tenant, "spend_save", {"tiers": [{"threshold": 12000, "discount": 1000}]})
+    code = f"spend_save:{save['id']}"
+    member, headers = f.paying_customer(session_factory, tenant.id)
+    # no helps yet: the bargain's current price is its start price, ¥100
+    off = h.start(session_factory, tenant.id, member, h.make_activity(session_factory, tenant.id, sku))
+
+    # the default: off. The ¥100 bargain line does not count: ¥30 alone is under ¥120 ...
+    out = _preview(client, headers, [(sku, 1), (plain, 1)], off)
+    assert out["lines"][0]["flags"]["no_order_promotions"] is True
+    assert _order_promotion_rows(out) == []
+    assert [ln["payable_amount"] for ln in out["lines"]] == [10000, 3000]
+    # ... and with ¥120 of plain goods the threshold is met by them alone: the whole ¥10 is theirs
+    out = _preview(client, headers, [(sku, 1), (plain, 4)], off)
+    assert _order_promotion_rows(out) == [(code, -1000)]
+    assert [ln["discounts"].get("order_promotions", 0) for ln in out["lines"]] == [0, 1000]
+    assert [ln["payable_amount"] for ln in out["lines"]] == [10000, 12000 - 1000]
+
+    # allowed: ¥100 + ¥30 = ¥130 ≥ ¥120 saves ¥10, allocated 100:30 by largest remainder (769.23 / 230.77)
+    act = h.make_activity(session_factory, tenant.id, sku, allows_order_promotions=True)
+    on = h.start(session_factory, tenant.id, member, act)
+    out = _preview(client, headers, [(sku, 1), (plain, 1)], on)
+    assert out["lines"][0]["flags"]["no_order_promotions"] is False and out["lines"][0]["flags"]["no_coupon"] is True
+    assert _order_promotion_rows(out) == [(code, -1000)]
+    assert [ln["discounts"].get("order_promotions", 0) for ln in out["lines"]] == [769, 231]
+    assert [ln["payable_amount"] for ln in out["lines"]] == [10000 - 769, 3000 - 231]
+    body = {"items": [{"sku_id": sku, "quantity": 1}, {"sku_id": plain, "quantity": 1}], "coupon_ids": [],
+            "options": {"bargain": {"bargain_id": on}}}
+    r = client.post(f"{STORE}/checkout/submit", json=body, headers={**headers, "Idempotency-Key": "bargain-save-1"})
+    assert r.status_code == 201, r.text
+    assert [ln["payable_amount"] for ln in r.json()["lines"]] == [10000 - 769, 3000 - 231]
+    assert h.bargain(session_factory, on).status == "ordered"
+
+
+def test_stacking_settings_change_only_before_the_start(
+    client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    sku = make_sku(session_factory, tenant.id, price=10000)
+    running = h.make_activity(session_factory, tenant.id, sku)
+    upcoming = h.make_activity(session_factory, tenant.id, sku, starts_in=dt.timedelta(hours=2))
+    got = client.get(f"{ADMIN}/bargain-activities/{upcoming}", headers=tenant.admin_headers).json()
+    assert (got["allows_coupons"], got["allows_points"], got["allows_order_promotions"], got["free_shipping"]) == (
+        False, False, False, False)  # the defaults
+    stacking = {"allows_coupons": True, "allows_points": True, "allows_order_promotions": True, "free_shipping": True}
+    r = client.patch(f"{ADMIN}/bargain-activities/{upcoming}", json=stacking, headers=tenant.admin_headers)
+    assert r.status_code == 200, r.text
+    assert {k: r.json()[k] for k in stacking} == stacking
+    # once started, what the customer was told holds; nothing changes (the name neither)
+    r = client.patch(f"{ADMIN}/bargain-activities/{running}", json={"name": "改", "allows_order_promotions": True},
+                     headers=tenant.admin_headers)
+    assert r.status_code == 409 and r.json()["code"] == "bargain_state_invalid"
+    got = client.get(f"{ADMIN}/bargain-activities/{running}", headers=tenant.admin_headers).json()
+    assert got["allows_order_promotions"] is False and got["name"] == "好友砍价"
+    page = client.get(f"{STORE}/bargains/activities/{upcoming}", headers=tenant.store_headers).json()
+    assert {k: page[k] for k in stacking} == stacking and page["per_member_limit"] == 1

@@ -4,6 +4,7 @@ stacking flags, and a paid member refunded by after-sales while the team is stil
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,8 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from siyu.config import Settings
 from siyu.kit.timeutil import utcnow
 from tests.conftest import Tenant
+from tests.coupons.helpers import give, make_template
 from tests.factories import payments as f
 from tests.factories.orders import make_sku
+from tests.factories.promotions import create_promotion
 from tests.group_buys import helpers as h
 
 ADMIN = "/api/admin/v1"
@@ -117,3 +120,83 @@ def test_member_refunded_in_full_while_the_team_is_open_gives_the_seat_up(
     third = f.paying_customer(session_factory, tenant.id)[0]
     h.submit(session_factory, tenant.id, third, sku, gb, team_id)
     assert h.team(session_factory, team_id).filled == 2
+
+
+def _order_promotion_preview(
+    client: TestClient, headers: dict[str, str], items: list[tuple[int, int]], gb: int
+) -> dict[str, Any]:
+    body = {"items": [{"sku_id": s, "quantity": q} for s, q in items], "coupon_ids": [],
+            "options": {"group_buy": {"activity_id": gb}}}
+    r = client.post(f"{STORE}/checkout/preview", json=body, headers=headers)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _order_promotion_rows(out: dict[str, Any]) -> list[tuple[str, int]]:
+    return [(row["code"], row["amount"]) for row in out["breakdown"] if row["stage"] == "order_promotions"]
+
+
+def test_group_buy_lines_take_spend_and_save_only_when_the_activity_allows_order_promotions(
+    client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    sku = make_sku(session_factory, tenant.id, price=10000)
+    plain = make_sku(session_factory, tenant.id, price=3000)
+    save = create_promotion(client, tenant, "spend_save", {"tiers": [{"threshold": 8000, "discount": 1000}]})
+    code = f"spend_save:{save['id']}"
+    off = h.make_group_buy(session_factory, tenant.id, sku, group_price=6000)
+    member, headers = f.paying_customer(session_factory, tenant.id)
+
+    # the default: off. The ¥60 group-buy line does not count: ¥30 alone is under ¥80 ...
+    out = _order_promotion_preview(client, headers, [(sku, 1), (plain, 1)], off)
+    assert out["lines"][0]["flags"]["no_order_promotions"] is True
+    assert _order_promotion_rows(out) == []
+    assert [ln["payable_amount"] for ln in out["lines"]] == [6000, 3000]
+    # ... and with ¥90 of plain goods the threshold is met by them alone: the whole ¥10 is theirs
+    out = _order_promotion_preview(client, headers, [(sku, 1), (plain, 3)], off)
+    assert _order_promotion_rows(out) == [(code, -1000)]
+    assert [ln["discounts"].get("order_promotions", 0) for ln in out["lines"]] == [0, 1000]
+    assert [ln["payable_amount"] for ln in out["lines"]] == [6000, 9000 - 1000]
+
+    # allowed: ¥60 + ¥30 = ¥90 ≥ ¥80 saves ¥10, allocated 60:30 by largest remainder (666.67 / 333.33)
+    on = h.make_group_buy(session_factory, tenant.id, sku, group_price=6000, allows_order_promotions=True)
+    out = _order_promotion_preview(client, headers, [(sku, 1), (plain, 1)], on)
+    assert out["lines"][0]["flags"]["no_order_promotions"] is False
+    assert _order_promotion_rows(out) == [(code, -1000)]
+    assert [ln["discounts"].get("order_promotions", 0) for ln in out["lines"]] == [667, 333]
+    assert [ln["payable_amount"] for ln in out["lines"]] == [6000 - 667, 3000 - 333]
+    # still no coupon (its own setting: a coupon asked for is refused as the activity's rule),
+    # and the submit keeps the same allocation
+    assert out["lines"][0]["flags"]["no_coupon"] is True
+    coupon = give(session_factory, tenant.id, make_template(session_factory, tenant.id, "fixed", amount=500), member)
+    body = {"items": [{"sku_id": sku, "quantity": 1}], "coupon_ids": [coupon],
+            "options": {"group_buy": {"activity_id": on}}}
+    r = client.post(f"{STORE}/checkout/preview", json=body, headers=headers)
+    assert r.status_code == 409 and r.json()["code"] == "coupon_excluded_by_activity", r.text
+    body = {"items": [{"sku_id": sku, "quantity": 1}, {"sku_id": plain, "quantity": 1}], "coupon_ids": [],
+            "options": {"group_buy": {"activity_id": on}}}
+    r = client.post(f"{STORE}/checkout/submit", json=body, headers={**headers, "Idempotency-Key": "gb-save-1"})
+    assert r.status_code == 201, r.text
+    assert [ln["payable_amount"] for ln in r.json()["lines"]] == [6000 - 667, 3000 - 333]
+
+
+def test_group_buy_order_promotion_setting_through_the_admin_api(
+    client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    sku = make_sku(session_factory, tenant.id, price=10000)
+    base = {"name": "团", "sku_id": sku, "team_size": 2, "group_price": 7000}
+    upcoming = client.post(f"{ADMIN}/group-buys", json={**base, **_window(dt.timedelta(hours=2))},
+                           headers=tenant.admin_headers).json()
+    assert upcoming["allows_order_promotions"] is False  # the default
+    r = client.patch(f"{ADMIN}/group-buys/{upcoming['id']}", json={"allows_order_promotions": True},
+                     headers=tenant.admin_headers)
+    assert r.status_code == 200 and r.json()["allows_order_promotions"] is True, r.text
+    running = client.post(f"{ADMIN}/group-buys", json={**base, "allows_order_promotions": True,
+                                                       **_window(dt.timedelta(hours=-1))},
+                          headers=tenant.admin_headers).json()
+    assert running["allows_order_promotions"] is True
+    # a stacking setting is fixed once the activity has started
+    r = client.patch(f"{ADMIN}/group-buys/{running['id']}", json={"allows_order_promotions": False},
+                     headers=tenant.admin_headers)
+    assert r.status_code == 409 and r.json()["code"] == "group_buy_state_invalid"
+    r = client.get(f"{STORE}/group-buys/{running['id']}", headers=tenant.store_headers)
+    assert r.status_code == 200 and r.json()["allows_order_promotions"] is True

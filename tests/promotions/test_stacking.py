@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -65,6 +66,8 @@ def test_coupons_skip_lines_whose_promotion_forbids_them(
     _coupon(session_factory, tenant.id, member_id, 3000)
     out = preview(client, headers, [(promo_sku, 1)]).json()
     assert entries(out, "coupons") == [] and out["payable_amount"] == 8000
+    # the reason names the promotion's rule, not the product's own switch (which allows coupons)
+    assert [n["code"] for n in out["notes"]["coupons"]] == ["activity_excludes_coupons"]
     out = preview(client, headers, [(promo_sku, 1), (plain, 1)]).json()
     (row,) = entries(out, "coupons")
     assert row["amount"] == -3000
@@ -173,3 +176,58 @@ def test_a_cancel_returns_the_gift_unit(
     r = client.post(f"{STORE}/orders/{order['id']}/cancel", headers=headers)
     assert r.status_code == 200, r.text
     assert sku_stock(session_factory, gift) == 3
+
+
+def test_a_flash_sale_line_counts_for_spend_and_save_only_when_the_sale_allows_it(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    flash = make_sku(session_factory, tenant.id, price=30000, free_shipping=True)
+    plain = make_sku(session_factory, tenant.id, price=10000, free_shipping=True)
+    item = {"sku_id": flash, "flash_price": 9900, "activity_stock": 5}
+    _, (off,) = make_sale(session_factory, tenant.id, [item])
+    _, (on,) = make_sale(session_factory, tenant.id, [item], allows_order_promotions=True)
+    save = create_promotion(client, tenant, "spend_save", {"tiers": [{"threshold": 15000, "discount": 2000}]})
+    headers = shopper(client, tenant)
+    out = preview(client, headers, [(flash, 1), (plain, 1)], coupon_ids=[],
+                  options={"flash_sale": {"item_id": off}}).json()
+    assert entries(out, "order_promotions") == []  # ¥100 of eligible goods only
+    # allowed: ¥99 + ¥100 = ¥199 ≥ ¥150 saves ¥20, allocated 99:100 by largest remainder (994.97 / 1005.03)
+    out = preview(client, headers, [(flash, 1), (plain, 1)], coupon_ids=[],
+                  options={"flash_sale": {"item_id": on}}).json()
+    assert [(r["code"], r["amount"]) for r in entries(out, "order_promotions")] == [(f"spend_save:{save['id']}", -2000)]
+    assert [ln["discounts"].get("order_promotions", 0) for ln in out["lines"]] == [995, 1005]
+    assert [ln["payable_amount"] for ln in out["lines"]] == [9900 - 995, 10000 - 1005]
+
+
+STACKING = {"allows_coupons", "allows_points", "allows_order_promotions", "free_shipping", "per_member_limit"}
+
+
+def test_every_activity_kind_states_the_same_stacking_settings() -> None:
+    """Flash sale, group buy, bargain and the promotions table (limited-time discount, first-order
+    special, add-on deal, spend-and-save, spend-and-gift): each takes the five settings on create,
+    can change them (before the start), and shows them to the operator and on its store page."""
+    from siyu.bargains import schemas as bargains
+    from siyu.flash_sales import schemas as flash_sales
+    from siyu.group_buys import schemas as group_buys
+    from siyu.promotions import schemas as promotions
+
+    kinds: dict[str, tuple[type[BaseModel], ...]] = {
+        "flash_sale": (flash_sales.FlashSaleIn, flash_sales.FlashSaleUpdate, flash_sales.FlashSaleOut,
+                       flash_sales.StoreItemOut),
+        "group_buy": (group_buys.GroupBuyIn, group_buys.GroupBuyUpdate, group_buys.GroupBuyOut,
+                      group_buys.StoreGroupBuyOut),
+        "bargain": (bargains.BargainActivityIn, bargains.BargainActivityUpdate, bargains.BargainActivityOut,
+                    bargains.StoreActivityOut),
+        "promotion": (promotions.PromotionIn, promotions.PromotionUpdate, promotions.PromotionOut,
+                      promotions.StorePromotionOut),
+    }
+    for kind, models in kinds.items():
+        for model in models:
+            assert set(model.model_fields) >= STACKING, (kind, model.__name__, STACKING - set(model.model_fields))
+        create = models[0]
+        for name in STACKING - {"per_member_limit"}:
+            assert create.model_fields[name].description, (kind, name)
+    # the defaults follow common practice: activity items take no coupon, points or order promotion
+    for create in (flash_sales.FlashSaleIn, group_buys.GroupBuyIn, bargains.BargainActivityIn):
+        assert [create.model_fields[n].default for n in ("allows_coupons", "allows_points",
+                                                         "allows_order_promotions")] == [False, False, False]

@@ -40,6 +40,7 @@ class SkuActivity(Protocol):
     ends_at: dt.datetime
     allows_coupons: bool
     allows_points: bool
+    allows_order_promotions: bool
     free_shipping: bool
 
 
@@ -158,18 +159,21 @@ def check_no_other_activity(line: PricedLine, option: str) -> None:
 
 def flag_activity_line(line: PricedLine, act: SkuActivity, activity: str, extra: dict[str, Any]) -> None:
     """Mark the line as sold by the activity (``activity``, e.g. ``"group_buy:7"``) with its stacking
-    rules: no coupon / no points unless allowed, never order promotions, shipped free if so set."""
+    rules: no coupon / no points / no order promotions (spend-and-save, spend-and-gift, add-on
+    thresholds) unless allowed, shipped free if so set.
+
+    ``no_coupon`` carries the activity's rule; ``line.coupons_allowed`` stays the product's own
+    setting (as with flash sales), so the coupon stage tells the customer which of the two
+    excluded the line (``activity_excludes_coupons`` vs ``product_excludes_coupons``)."""
     line.flags.update(
         {
             "activity": activity,
             **extra,
             "no_coupon": not act.allows_coupons,
             "no_points": not act.allows_points,
-            "no_order_promotions": True,
+            "no_order_promotions": not act.allows_order_promotions,
         }
     )
-    if not act.allows_coupons:
-        line.coupons_allowed = False
     if act.free_shipping:
         line.flags["free_shipping"] = True
 

@@ -67,6 +67,8 @@ class BargainActivity(IdMixin, TenantMixin, TimestampMixin, Base):
     per_member_limit: Mapped[int] = mapped_column(Integer, default=1)
     allows_coupons: Mapped[bool] = mapped_column(Boolean, default=False)
     allows_points: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Its lines count toward (and take) spend-and-save / spend-and-gift / add-on thresholds.
+    allows_order_promotions: Mapped[bool] = mapped_column(Boolean, default=False)
     free_shipping: Mapped[bool] = mapped_column(Boolean, default=False)
     starts_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

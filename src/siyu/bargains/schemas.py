@@ -23,9 +23,13 @@ class BargainActivityIn(Strict):
     valid_hours: int = Field(default=24, ge=1, le=24 * 30, description="how long a bargain lasts")
     new_users_only: bool = Field(default=False, description="helpers must be members without a paid order")
     per_member_limit: int = Field(default=1, ge=1, le=99, description="bargains a member may start")
-    allows_coupons: bool = False
-    allows_points: bool = False
-    free_shipping: bool = False
+    allows_coupons: bool = Field(default=False, description="may its lines take coupons")
+    allows_points: bool = Field(default=False, description="may its lines take points deduction")
+    allows_order_promotions: bool = Field(
+        default=False,
+        description="may its lines count toward and take spend-and-save / spend-and-gift / add-on (满减/满赠/加价购)",
+    )
+    free_shipping: bool = Field(default=False, description="its lines ship free")
     starts_at: dt.datetime = Field(description="ISO 8601 with offset")
     ends_at: dt.datetime
 
@@ -35,6 +39,10 @@ class BargainActivityUpdate(Strict):
     valid_hours: int | None = Field(default=None, ge=1, le=24 * 30)
     new_users_only: bool | None = None
     per_member_limit: int | None = Field(default=None, ge=1, le=99)
+    allows_coupons: bool | None = Field(default=None, description="before the start only")
+    allows_points: bool | None = Field(default=None, description="before the start only")
+    allows_order_promotions: bool | None = Field(default=None, description="before the start only")
+    free_shipping: bool | None = Field(default=None, description="before the start only")
     ends_at: dt.datetime | None = None
 
 
@@ -53,6 +61,7 @@ class BargainActivityOut(BaseModel):
     per_member_limit: int
     allows_coupons: bool
     allows_points: bool
+    allows_order_promotions: bool
     free_shipping: bool
     starts_at: dt.datetime
     ends_at: dt.datetime
@@ -113,7 +122,11 @@ class StoreActivityOut(BaseModel):
     helpers_needed: int
     valid_hours: int
     new_users_only: bool
+    per_member_limit: int = Field(description="bargains a member may start")
     free_shipping: bool
+    allows_coupons: bool
+    allows_points: bool
+    allows_order_promotions: bool
     starts_at: dt.datetime
     ends_at: dt.datetime
 

@@ -146,7 +146,8 @@ def create_activity(session: Session, merchant_id: int, data: BargainActivityIn,
         merchant_id=merchant_id, name=data.name.strip(), status=ACTIVE, product_id=product.id, sku_id=sku.id,
         start_price=start_price, floor_price=data.floor_price, helpers_needed=data.helpers_needed,
         valid_hours=data.valid_hours, new_users_only=data.new_users_only, per_member_limit=data.per_member_limit,
-        allows_coupons=data.allows_coupons, allows_points=data.allows_points, free_shipping=data.free_shipping,
+        allows_coupons=data.allows_coupons, allows_points=data.allows_points,
+        allows_order_promotions=data.allows_order_promotions, free_shipping=data.free_shipping,
         starts_at=starts_at, ends_at=ends_at,
     )
     session.add(act)
@@ -155,10 +156,16 @@ def create_activity(session: Session, merchant_id: int, data: BargainActivityIn,
     return act
 
 
+STACKING_FIELDS = ("allows_coupons", "allows_points", "allows_order_promotions", "free_shipping")
+
+
 def update_activity(
-    session: Session, merchant_id: int, activity_id: int, data: BargainActivityUpdate, *, actor: activities.Actor
+    session: Session, merchant_id: int, activity_id: int, data: BargainActivityUpdate, *, actor: activities.Actor,
+    now: dt.datetime | None = None,
 ) -> BargainActivity:
-    """Prices and H are fixed once created (bargains already started carry their own copy)."""
+    """Prices and H are fixed once created (bargains already started carry their own copy); the
+    stacking settings change only before the start (what a customer was told holds), as with
+    group buys and flash sales."""
     act = get_activity(session, merchant_id, activity_id, lock=True)
     if act.status == DISABLED:
         raise DomainError("bargain_state_invalid", status=DISABLED)
@@ -166,12 +173,15 @@ def update_activity(
     for key, value in changes.items():
         if value is None:
             raise invalid(key, "required", f"{key} cannot be null", f"{key} 不能为 null")
+    state = activities.effective_status(act, now or utcnow())
+    if state != activities.SCHEDULED and any(k in changes for k in STACKING_FIELDS):
+        raise DomainError("bargain_state_invalid", status=state)
     if data.ends_at is not None:
         ends_at = activities.aware(data.ends_at, "ends_at")
         if ends_at <= act.starts_at:
             raise invalid("ends_at", "window_invalid", "ends_at must be after starts_at", "结束时间须晚于开始时间")
         act.ends_at = ends_at
-    for key in ("valid_hours", "new_users_only", "per_member_limit"):
+    for key in ("valid_hours", "new_users_only", "per_member_limit", *STACKING_FIELDS):
         if key in changes:
             setattr(act, key, changes[key])
     if data.name is not None:
@@ -449,8 +459,9 @@ def store_activity(session: Session, merchant_id: int, activity_id: int) -> Stor
         title=product.title, spec_text=orders_service.spec_text(product, sku),
         image_url=activities.image_url(sku, product), start_price=act.start_price,
         floor_price=act.floor_price, helpers_needed=act.helpers_needed, valid_hours=act.valid_hours,
-        new_users_only=act.new_users_only, free_shipping=act.free_shipping, starts_at=act.starts_at,
-        ends_at=act.ends_at,
+        new_users_only=act.new_users_only, per_member_limit=act.per_member_limit, free_shipping=act.free_shipping,
+        allows_coupons=act.allows_coupons, allows_points=act.allows_points,
+        allows_order_promotions=act.allows_order_promotions, starts_at=act.starts_at, ends_at=act.ends_at,
     )
 
 

@@ -53,10 +53,13 @@ class FlashSaleIn(Strict):
     starts_at: dt.datetime = Field(description="ISO 8601 with offset")
     ends_at: dt.datetime
     slots: list[Slot] = Field(default_factory=list, max_length=24, description="empty: the whole window")
-    allows_coupons: bool = False
-    allows_points: bool = False
-    allows_order_promotions: bool = False
-    free_shipping: bool = False
+    allows_coupons: bool = Field(default=False, description="may its lines take coupons")
+    allows_points: bool = Field(default=False, description="may its lines take points deduction")
+    allows_order_promotions: bool = Field(
+        default=False,
+        description="may its lines count toward and take spend-and-save / spend-and-gift / add-on (满减/满赠/加价购)",
+    )
+    free_shipping: bool = Field(default=False, description="its lines ship free")
     per_member_limit: int = Field(default=1, ge=1, le=999)
     items: list[FlashSaleItemIn] = Field(default_factory=list, max_length=200)
 
@@ -66,10 +69,10 @@ class FlashSaleUpdate(Strict):
     starts_at: dt.datetime | None = None
     ends_at: dt.datetime | None = None
     slots: list[Slot] | None = Field(default=None, max_length=24)
-    allows_coupons: bool | None = None
-    allows_points: bool | None = None
-    allows_order_promotions: bool | None = None
-    free_shipping: bool | None = None
+    allows_coupons: bool | None = Field(default=None, description="before the start only")
+    allows_points: bool | None = Field(default=None, description="before the start only")
+    allows_order_promotions: bool | None = Field(default=None, description="before the start only")
+    free_shipping: bool | None = Field(default=None, description="before the start only")
     per_member_limit: int | None = Field(default=None, ge=1, le=999)
 
 
@@ -155,6 +158,7 @@ class StoreItemOut(BaseModel):
     free_shipping: bool
     allows_coupons: bool
     allows_points: bool
+    allows_order_promotions: bool
 
 
 class SessionOut(BaseModel):

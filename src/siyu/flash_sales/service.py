@@ -846,6 +846,7 @@ def _store_items(
                 activity_stock=it.activity_stock, remaining=remaining.get(it.id, 0),
                 per_member_limit=item_limit(it, sale), free_shipping=sale.free_shipping,
                 allows_coupons=sale.allows_coupons, allows_points=sale.allows_points,
+                allows_order_promotions=sale.allows_order_promotions,
             )
         )
     return out

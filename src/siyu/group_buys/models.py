@@ -69,6 +69,8 @@ class GroupBuy(IdMixin, TenantMixin, TimestampMixin, Base):
     per_member_limit: Mapped[int] = mapped_column(Integer, default=1)  # units per member in the activity
     allows_coupons: Mapped[bool] = mapped_column(Boolean, default=False)
     allows_points: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Its lines count toward (and take) spend-and-save / spend-and-gift / add-on thresholds.
+    allows_order_promotions: Mapped[bool] = mapped_column(Boolean, default=False)
     free_shipping: Mapped[bool] = mapped_column(Boolean, default=False)
     virtual_min_paid: Mapped[int | None] = mapped_column(Integer, nullable=True)  # K of N for virtual success
     starts_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -22,9 +22,13 @@ class GroupBuyIn(Strict):
     group_price: int = Field(ge=0, le=INT_MAX, description="fen per unit, below the SKU's sale price")
     leader_price: int | None = Field(default=None, ge=0, le=INT_MAX, description="fen per unit for the leader (团长价)")
     per_member_limit: int = Field(default=1, ge=1, le=999, description="units per member in the activity")
-    allows_coupons: bool = False
-    allows_points: bool = False
-    free_shipping: bool = False
+    allows_coupons: bool = Field(default=False, description="may its lines take coupons")
+    allows_points: bool = Field(default=False, description="may its lines take points deduction")
+    allows_order_promotions: bool = Field(
+        default=False,
+        description="may its lines count toward and take spend-and-save / spend-and-gift / add-on (满减/满赠/加价购)",
+    )
+    free_shipping: bool = Field(default=False, description="its lines ship free")
     virtual_min_paid: int | None = Field(
         default=None, ge=1, description="virtual success: a team with at least K paid seats at its deadline succeeds"
     )
@@ -38,9 +42,10 @@ class GroupBuyUpdate(Strict):
     group_price: int | None = Field(default=None, ge=0, le=INT_MAX)
     leader_price: int | None = Field(default=None, ge=0, le=INT_MAX)
     per_member_limit: int | None = Field(default=None, ge=1, le=999)
-    allows_coupons: bool | None = None
-    allows_points: bool | None = None
-    free_shipping: bool | None = None
+    allows_coupons: bool | None = Field(default=None, description="before the start only")
+    allows_points: bool | None = Field(default=None, description="before the start only")
+    allows_order_promotions: bool | None = Field(default=None, description="before the start only")
+    free_shipping: bool | None = Field(default=None, description="before the start only")
     virtual_min_paid: int | None = Field(default=None, ge=1)
     starts_at: dt.datetime | None = None
     ends_at: dt.datetime | None = None
@@ -60,6 +65,7 @@ class GroupBuyOut(BaseModel):
     per_member_limit: int
     allows_coupons: bool
     allows_points: bool
+    allows_order_promotions: bool
     free_shipping: bool
     virtual_min_paid: int | None
     starts_at: dt.datetime
@@ -136,6 +142,7 @@ class StoreGroupBuyOut(BaseModel):
     free_shipping: bool
     allows_coupons: bool
     allows_points: bool
+    allows_order_promotions: bool
     starts_at: dt.datetime
     ends_at: dt.datetime
     open_teams: list[StoreTeamCard] = Field(description="teams still waiting for members, soonest deadline first")

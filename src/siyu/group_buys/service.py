@@ -8,8 +8,8 @@ A customer opens a team (leader) or joins one through the checkout::
    (``group_buy_not_started`` / ``group_buy_ended``), the team can be joined
    (``group_team_already_joined`` / ``group_team_full`` / ``group_team_expired``) and the member's
    limit (``group_buy_limit_reached``); it prices the line at the group (or leader) price and
-   flags it (``activity``; ``no_coupon`` / ``no_points`` from the stacking rules;
-   ``no_order_promotions`` always; ``free_shipping`` when the activity ships free). The line takes
+   flags it (``activity``; ``no_coupon`` / ``no_points`` / ``no_order_promotions`` from the
+   stacking rules; ``free_shipping`` when the activity ships free). The line takes
    normal SKU stock (reserved by the checkout); because it carries ``activity``, an order
    cancellation leaves its stock to this module, which gives it back with the seat.
 2. The submit hook (``take_seat``) repeats the checks where they bind: the member's units by a
@@ -157,7 +157,8 @@ def create_group_buy(session: Session, merchant_id: int, data: GroupBuyIn, *, ac
         merchant_id=merchant_id, name=data.name.strip(), status=ACTIVE, product_id=product.id, sku_id=sku.id,
         team_size=data.team_size, valid_hours=data.valid_hours, group_price=data.group_price,
         leader_price=data.leader_price, per_member_limit=data.per_member_limit, allows_coupons=data.allows_coupons,
-        allows_points=data.allows_points, free_shipping=data.free_shipping, virtual_min_paid=data.virtual_min_paid,
+        allows_points=data.allows_points, allows_order_promotions=data.allows_order_promotions,
+        free_shipping=data.free_shipping, virtual_min_paid=data.virtual_min_paid,
         starts_at=starts_at, ends_at=ends_at,
     )
     session.add(gb)
@@ -170,7 +171,10 @@ def create_group_buy(session: Session, merchant_id: int, data: GroupBuyIn, *, ac
     return gb
 
 
-PRICE_FIELDS = ("group_price", "leader_price", "virtual_min_paid", "allows_coupons", "allows_points", "free_shipping")
+PRICE_FIELDS = (
+    "group_price", "leader_price", "virtual_min_paid", "allows_coupons", "allows_points", "allows_order_promotions",
+    "free_shipping",
+)
 
 
 def update_group_buy(
@@ -601,7 +605,8 @@ def store_detail(session: Session, merchant_id: int, group_buy_id: int, *, now: 
         image_url=activities.image_url(sku, product), list_price=sku.list_price,
         sale_price=sku.sale_price, group_price=gb.group_price, leader_price=gb.leader_price, team_size=gb.team_size,
         valid_hours=gb.valid_hours, per_member_limit=gb.per_member_limit, free_shipping=gb.free_shipping,
-        allows_coupons=gb.allows_coupons, allows_points=gb.allows_points, starts_at=gb.starts_at, ends_at=gb.ends_at,
+        allows_coupons=gb.allows_coupons, allows_points=gb.allows_points,
+        allows_order_promotions=gb.allows_order_promotions, starts_at=gb.starts_at, ends_at=gb.ends_at,
         open_teams=[
             StoreTeamCard(
                 team_id=t.id,

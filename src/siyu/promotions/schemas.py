@@ -192,5 +192,6 @@ class StorePromotionOut(BaseModel):
     tiers: list[dict[str, Any]] = Field(default_factory=list)
     allows_coupons: bool
     allows_points: bool
+    allows_order_promotions: bool
     free_shipping: bool
     per_member_limit: int | None

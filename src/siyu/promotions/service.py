@@ -489,10 +489,12 @@ def _reserve(ctx: PricingContext, applied: Applied) -> None:
 
 
 def _restrict(line: PricedLine, promo: Promotion, *, item: bool) -> None:
-    """Carry the promotion's stacking settings to the later stages (never loosen an earlier flag)."""
+    """Carry the promotion's stacking settings to the later stages (never loosen an earlier flag).
+
+    ``no_coupon`` carries the promotion's rule; ``line.coupons_allowed`` stays the product's own
+    setting, so the coupon stage names the right reason (``activity_excludes_coupons``)."""
     if not promo.allows_coupons:
         line.flags["no_coupon"] = True
-        line.coupons_allowed = False
     if not promo.allows_points:
         line.flags["no_points"] = True
     if item and not promo.allows_order_promotions:
@@ -1150,7 +1152,8 @@ def store_promotions(
                 promotion_id=promo.id, kind=promo.kind, name=promo.name, label=promotion_label(promo),
                 starts_at=promo.starts_at, ends_at=promo.ends_at, sku_prices=prices, tiers=tiers,
                 allows_coupons=promo.allows_coupons, allows_points=promo.allows_points,
-                free_shipping=promo.free_shipping, per_member_limit=promo.per_member_limit,
+                allows_order_promotions=promo.allows_order_promotions, free_shipping=promo.free_shipping,
+                per_member_limit=promo.per_member_limit,
             )
         )
     return result
