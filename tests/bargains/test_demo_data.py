@@ -23,5 +23,7 @@ def test_demo_seed_adds_one_running_bargain(session_factory: sessionmaker[Sessio
         (act,) = s.scalars(select(BargainActivity).where(BargainActivity.merchant_id == tenant.id)).all()
         assert act.sku_id == sku and act.floor_price == 8800 * 3 // 10
         assert service.effective_status(act, utcnow()) == "active"
+        # the stacking settings as the usual practice has them
+        assert (act.allows_coupons, act.allows_points, act.allows_order_promotions) == (False, False, False)
     bargain_id = h.start(session_factory, tenant.id, buyer(session_factory, tenant.id), act.id)
     assert sum(h.bargain(session_factory, bargain_id).cuts) == 8800 - 8800 * 3 // 10

@@ -22,5 +22,8 @@ def test_demo_seed_adds_one_running_group_buy(session_factory: sessionmaker[Sess
     with session_factory() as s:
         (gb,) = s.scalars(select(GroupBuy).where(GroupBuy.merchant_id == tenant.id)).all()
         assert gb.sku_id == sku and gb.group_price < 12900 and service.effective_status(gb, utcnow()) == "active"
+        # the stacking settings as the usual practice has them
+        assert (gb.allows_coupons, gb.allows_points, gb.allows_order_promotions, gb.free_shipping) == (
+            False, False, False, True)
     order_id = h.submit(session_factory, tenant.id, buyer(session_factory, tenant.id), sku, gb.id)
     assert h.team_of(session_factory, tenant.id, order_id).size == 3

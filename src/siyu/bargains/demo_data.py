@@ -1,5 +1,7 @@
 """Demo data: one bargain activity (5 friends cut to 30% of the price, new users only) on a
-demo product. Called by ``siyu.demo.seed`` after the catalogue exists."""
+demo product. Its stacking settings are stated as the usual practice has them: the bargained
+line takes no coupon, no points deduction and does not count toward spend-and-save,
+spend-and-gift or add-on thresholds (``allows_order_promotions``). Called by ``siyu.demo.seed`` after the catalogue exists."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ def seed(session: Session, merchant_id: int) -> None:
         session, merchant_id,
         BargainActivityIn(
             name="好友帮砍 低至 3 折", sku_id=sku.id, floor_price=sku.sale_price * 3 // 10, helpers_needed=5,
-            valid_hours=48, new_users_only=True, per_member_limit=1, starts_at=now - dt.timedelta(hours=1),
+            valid_hours=48, new_users_only=True, per_member_limit=1, allows_coupons=False, allows_points=False,
+            allows_order_promotions=False, free_shipping=False, starts_at=now - dt.timedelta(hours=1),
             ends_at=now + dt.timedelta(days=30),
         ),
         actor=("system", None),

@@ -1,5 +1,7 @@
 """Demo data: one group buy (3-person team, leader price, shipped free, virtual success at 2)
-on a demo product. Called by ``siyu.demo.seed`` after the catalogue exists."""
+on a demo product. Its stacking settings are stated as the usual practice has them: its line
+takes no coupon, no points deduction and does not count toward spend-and-save, spend-and-gift
+or add-on thresholds (``allows_order_promotions``). Called by ``siyu.demo.seed`` after the catalogue exists."""
 
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def seed(session: Session, merchant_id: int) -> None:
         GroupBuyIn(
             name="三人成团 7 折", sku_id=sku.id, team_size=3, valid_hours=24, group_price=group_price,
             leader_price=group_price - 500 if group_price > 500 else None, per_member_limit=2, free_shipping=True,
-            virtual_min_paid=2, starts_at=now - dt.timedelta(hours=1), ends_at=now + dt.timedelta(days=30),
+            allows_coupons=False, allows_points=False, allows_order_promotions=False, virtual_min_paid=2, starts_at=now - dt.timedelta(hours=1), ends_at=now + dt.timedelta(days=30),
         ),
         actor=("system", None),
     )
