@@ -18,6 +18,7 @@ from siyu.api.deps import commit_in_endpoint_threads
 from siyu.api.middleware import RequestContextMiddleware
 from siyu.api.params import bound_int_params
 from siyu.api.routes import import_all_models, include_all, install_static_route_index
+from siyu.api.text_guard import NulTextGuard
 from siyu.config import Settings, get_settings
 from siyu.db.engine import make_engine
 from siyu.db.session import make_session_factory
@@ -83,6 +84,9 @@ def create_app(settings: Settings | None = None, *, worker_in_process: bool = Fa
     app.state.secret_box = SecretBox(settings.secret_key)
     app.state.redis = redisconn.connect(settings.redis_url)
     problems.install(app)
+    # inside the request context (its refusals carry the request id); the event batch rejects
+    # an event with a NUL on its own and stores the rest
+    app.add_middleware(NulTextGuard, exempt=frozenset({"/api/events/v1/batch"}))
     app.add_middleware(RequestContextMiddleware, log_requests=settings.env != "test")
     include_all(app)
     bound_int_params(app.routes)  # already here, so that the OpenAPI document states the range

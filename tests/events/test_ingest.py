@@ -146,3 +146,20 @@ def test_http_batch_with_customer_token_and_anonymous(client: TestClient, tenant
     assert r.status_code == 400 and r.json()["code"] == "merchant_required"
     names = client.get("/api/admin/v1/events/names", headers=tenant.admin_headers).json()
     assert {n["name"]: n["count"] for n in names}["page_view"] == 2
+
+
+def test_an_event_with_a_nul_character_is_rejected_alone(client: TestClient, tenant: Tenant) -> None:
+    """PostgreSQL cannot store U+0000 (text or JSONB); SQLite could. Both now reject that event
+    with its field paths and store the rest of the batch."""
+    headers = customer_login(client, tenant)
+    events = [ev(), ev("search", properties={"keyword": "镜\u0000框"}), ev(properties={"k\u0000": "v"})]
+    r = client.post("/api/events/v1/batch", json={"events": events}, headers=headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["accepted"] == 1
+    assert [(x["index"], x["code"], [f["path"] for f in x["fields"]]) for x in body["rejected"]] == [
+        (1, "event_text_nul", ["properties.keyword"]), (2, "event_text_nul", ["properties.k\u0000"])
+    ]
+    assert body["rejected"][0]["message"] == "事件的文本包含 NUL（\\u0000）字符"
+    names = client.get("/api/admin/v1/events/names", headers=tenant.admin_headers).json()
+    assert {n["name"]: n["count"] for n in names}.get("search") == 0

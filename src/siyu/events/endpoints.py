@@ -16,6 +16,7 @@ from siyu.events.models import Event
 from siyu.events.schemas import BatchIn, BatchOut, EventNameOut, EventOut
 from siyu.kit.errors import DomainError, FieldError
 from siyu.kit.i18n import pick_language
+from siyu.kit.nul_text import ESCAPE
 from siyu.kit.pagination import Page, PageParams, page_params, paginate
 from siyu.kit.timeutil import utcnow
 from siyu.tenancy import service as tenancy_service
@@ -49,6 +50,7 @@ async def raw_events(request: Request) -> list[Any]:
     (``service.ingest``), so here only the body's shape is checked.
     """
     body = await request.body()
+    request.state.may_hold_nul = ESCAPE in body  # the service then rejects each event holding one
     try:
         doc = pydantic_core.from_json(body)
     except ValueError:
@@ -77,7 +79,8 @@ def ingest_batch(
     events_body: list[Any] = Depends(raw_events),
 ) -> Response:
     lang = pick_language(request.headers.get("accept-language"))
-    out = service.ingest(session, caller, events_body, now=utcnow(), lang=lang)
+    out = service.ingest(session, caller, events_body, now=utcnow(), lang=lang,
+                         may_hold_nul=getattr(request.state, "may_hold_nul", False))
     # serialised straight from the model: no second validation of the response
     return Response(
         content=out.__pydantic_serializer__.to_json(out), media_type="application/json", headers={"Content-Language": lang}

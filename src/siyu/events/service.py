@@ -35,6 +35,8 @@ from siyu.events.messages import field_errors, naive_timestamp
 from siyu.events.models import SOURCES
 from siyu.events.schemas import BATCH, DEFAULT_SOURCE, ENVELOPE, MAX_BATCH, BatchOut, Rejected
 from siyu.kit.errors import DomainError, register_messages
+from siyu.kit.nul_text import nul_paths
+from siyu.kit.validation_messages import field_message
 
 FUTURE_TOLERANCE = dt.timedelta(minutes=10)
 MAX_AGE = dt.timedelta(days=400)
@@ -52,6 +54,7 @@ register_messages(
         "event_too_old": (422, "事件时间过早（超过 400 天）", "The event is older than 400 days"),
         "event_timestamp_naive": (422, "事件时间必须带时区", "The timestamp needs a time zone offset"),
         "event_source_invalid": (422, "未知的事件来源", "Unknown event source"),
+        "event_text_nul": (422, "事件的文本包含 NUL（\\u0000）字符", "The event's text holds a NUL (\\u0000) character"),
         "event_properties_invalid": (422, "事件属性不符合 {name} 的定义", "Properties do not match the schema of {name}"),
         "event_member_mismatch": (
             422,
@@ -94,10 +97,13 @@ def _reject(
 
 
 def ingest(
-    session: Session, caller: Caller, raw_events: list[Any], *, now: dt.datetime, lang: str = "zh-CN"
+    session: Session, caller: Caller, raw_events: list[Any], *, now: dt.datetime, lang: str = "zh-CN",
+    may_hold_nul: bool = True,
 ) -> BatchOut:
     """Validate and store a batch; ``lang`` (``kit.i18n.pick_language``) is the language of the
-    rejection messages."""
+    rejection messages. An event with a NUL character (U+0000) in any text is rejected
+    (``event_text_nul``, PostgreSQL cannot store it); the HTTP boundary passes ``may_hold_nul``
+    False when the body has no ``\\u0000`` escape, which spares the walk over every event."""
     if len(raw_events) > MAX_BATCH:
         raise DomainError("event_batch_too_large", max=MAX_BATCH, count=len(raw_events))
     if not raw_events:
@@ -125,6 +131,11 @@ def ingest(
     unknown_names: set[str] = set()
     for index, event in enumerate(events):
         if event is None:  # rejected by _validate_each
+            continue
+        if may_hold_nul and (paths := list(nul_paths(raw_events[index], ""))):
+            nul = field_message("text_nul_character", lang)
+            rejected.append(_reject(index, raw_events[index], "event_text_nul", lang,
+                                    [{"path": p, "code": "text_nul_character", "message": nul} for p in paths]))
             continue
         code = _problem(event, own_member, trusted, latest, earliest)
         if code is not None:

@@ -35,6 +35,7 @@ FIELD_MESSAGES: dict[str, tuple[str, str]] = {
     "string_type": ("应为字符串", "Must be a string"),
     "string_too_short": ("至少 {min_length} 个字符", "At least {min_length} characters"),
     "string_too_long": ("最多 {max_length} 个字符", "At most {max_length} characters"),
+    "text_nul_character": ("文本不能包含 NUL（\\u0000）字符", "Text cannot contain the NUL (\\u0000) character"),
     "string_pattern_mismatch": ("格式不正确，应符合 {pattern}", "Must match {pattern}"),
     "string_unicode": ("应为合法的 Unicode 字符串", "Must be a valid Unicode string"),
     "int_type": _INT,
