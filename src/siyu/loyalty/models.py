@@ -255,7 +255,7 @@ class LevelHistory(IdMixin, TenantMixin, Base):
     member_id: Mapped[int] = mapped_column(BigId)
     from_level_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     to_level_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
-    reason: Mapped[str] = mapped_column(String(32))  # upgrade | retention | card | card_end | manual
+    reason: Mapped[str] = mapped_column(String(32))  # upgrade | refund | retention | card | card_revoked
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

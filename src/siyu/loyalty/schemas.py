@@ -94,11 +94,25 @@ class CheckInRules(Strict):
         return self
 
 
+class LevelRules(Strict):
+    refund_lowers_level: bool = Field(
+        default=True,
+        description=(
+            "A refund that takes the member's net figures (paid spend, points earned, growth, paid "
+            "orders) below their level's thresholds moves them down to the highest level they still "
+            "qualify for (level history reason `refund`, event `level.changed`). false: levels reached "
+            "stay until the yearly retention review. A level held by an active paid card is never "
+            "lowered by a refund."
+        ),
+    )
+
+
 class LoyaltyRules(Strict):
     earn: EarnRules = Field(default_factory=EarnRules)
     expiry: ExpiryRules = Field(default_factory=ExpiryRules)
     deduction: DeductionRules = Field(default_factory=DeductionRules)
     check_in: CheckInRules = Field(default_factory=CheckInRules)
+    levels: LevelRules = Field(default_factory=LevelRules)
 
 
 # -- levels ------------------------------------------------------------------------------------------

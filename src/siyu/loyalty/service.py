@@ -13,9 +13,14 @@ refund reverses exactly everything.
 
 Levels: a member reaches a level when ANY of its set thresholds is met (cumulative paid spend
 net of refunds, points earned, growth value, paid orders), at exactly the threshold. Upgrades
-are evaluated whenever one of those changes; levels only go down through the yearly retention
-review (``retain_growth`` growth in the last 365 days, one step down) in the daily job. A paid
-card holds its level for its term; the benefits applied are those of the higher of the two.
+are evaluated whenever one of those changes. Levels go down in two ways: the yearly retention
+review (``retain_growth`` growth in the last 365 days, one step down) in the daily job, and a
+refund (``_refund_review``, unless the merchant's ``levels.refund_lowers_level`` is false) that
+takes the net figures below what the member's level needs: they move down to the highest level
+they still qualify for (history reason ``refund``). A paid card holds its level for its term; the
+benefits applied are those of the higher of the two, so a refund that lowers the rules level
+leaves a card's level alone. Level coupons are keyed by level and member: reaching a level again
+after a refund took it away issues nothing twice.
 
 Check-in: one per member and local day in the merchant's zone (unique key). Streak rewards pay
 on the day the streak reaches N, total rewards on the Nth check-in ever (once). A make-up
@@ -264,19 +269,29 @@ def multiplier_percent(session: Session, merchant_id: int, member_id: int) -> in
     return lv.points_multiplier_percent if lv else 100
 
 
+def _figures(session: Session, merchant_id: int, state: Any) -> tuple[int, int, int, int]:
+    """What the level rules read: (paid spend net of refunds, points earned, growth, paid orders)."""
+    acct = repo.account(session, merchant_id, state.member_id)
+    return state.paid_spend, acct.earned_total if acct else 0, state.growth, state.paid_orders
+
+
+def _highest_qualified(ladder: list[Level], figures: tuple[int, int, int, int]) -> Level | None:
+    target = None
+    for lv in ladder:  # ascending rank
+        if _qualifies(lv, *figures):
+            target = lv
+    return target
+
+
 def evaluate_level(session: Session, merchant_id: int, member_id: int, now: dt.datetime | None = None) -> Level | None:
-    """Upgrade to the highest level the member qualifies for (never down: see ``review_levels``)."""
+    """Upgrade to the highest level the member qualifies for (never down: see ``review_levels``
+    and ``_refund_review``)."""
     ladder = repo.levels(session, merchant_id)
     if not ladder:
         return None
     now = now or utcnow()
     state = repo.member_state(session, merchant_id, member_id, lock=True)
-    acct = repo.account(session, merchant_id, member_id)
-    earned = acct.earned_total if acct else 0
-    target = None
-    for lv in ladder:  # ascending rank
-        if _qualifies(lv, state.paid_spend, earned, state.growth, state.paid_orders):
-            target = lv
+    target = _highest_qualified(ladder, _figures(session, merchant_id, state))
     current = next((lv for lv in ladder if lv.id == state.level_id), None)
     if target is None or (current is not None and target.rank <= current.rank):
         return current
@@ -568,18 +583,51 @@ def on_order_refunded(
     op = repo.ensure_order_points(session, merchant_id, order_id, order.member_id)
     if not op.paid_amount:
         op.paid_amount = order.paid_amount
+    ladder = repo.levels(session, merchant_id)
+    state = repo.member_state(session, merchant_id, order.member_id, lock=True)
+    figures_before = _figures(session, merchant_id, state) if ladder else (0, 0, 0, 0)
     before = op.refunded_amount
     op.refunded_amount = min(op.paid_amount, op.refunded_amount + amount)
     now_full = full or (op.paid_amount > 0 and op.refunded_amount >= op.paid_amount)
     if op.paid_counted:  # otherwise the paid handler nets this refund when it counts the order
-        state = repo.member_state(session, merchant_id, order.member_id, lock=True)
-        state.paid_spend = max(0, state.paid_spend - amount)
+        # exactly what this refund took off the order's paid amount (a refund past it takes no more)
+        state.paid_spend = max(0, state.paid_spend - (op.refunded_amount - before))
         if now_full and before < op.paid_amount:  # the refund that empties the order: it no longer counts
             state.paid_orders = max(0, state.paid_orders - 1)
     session.flush()
     _sync_refunds(session, merchant_id, op, full=full, now=now, refund_id=refund_id)
     if full:
         revoke_cards(session, merchant_id, order, now)
+    _refund_review(session, merchant_id, state, ladder, figures_before, now)
+
+
+def _refund_review(
+    session: Session, merchant_id: int, state: Any, ladder: list[Level], figures_before: tuple[int, int, int, int],
+    now: dt.datetime,
+) -> Level | None:
+    """After a refund: a member whose net figures no longer reach their rules level moves down to
+    the highest level they still qualify for (reason ``refund``); returns that level, or None
+    when nothing moved.
+
+    Only what the refund itself cost counts: the member goes down when the highest level their
+    figures reach fell below both their level and what the figures reached before the refund.
+    So a member kept above their figures by an earlier ladder change, or set one step down by
+    the retention review, is not moved by a refund that changes nothing about what they
+    qualify for. Off when the merchant's ``levels.refund_lowers_level`` is false. A card's level
+    is not the rules level: ``effective_level`` still applies the higher of the two.
+    """
+    if not ladder or state.level_id is None or not get_rules(session, merchant_id).levels.refund_lowers_level:
+        return None
+    current = next((lv for lv in ladder if lv.id == state.level_id), None)
+    if current is None:
+        return None
+    reached_before = _highest_qualified(ladder, figures_before)
+    reached = _highest_qualified(ladder, _figures(session, merchant_id, state))
+    rank = reached.rank if reached is not None else -1
+    if rank >= current.rank or rank >= (reached_before.rank if reached_before is not None else -1):
+        return None
+    _move(session, merchant_id, state.member_id, state, current, reached, "refund", now)
+    return reached
 
 
 def _share(total: int, refunded: int, paid: int, full: bool) -> int:
