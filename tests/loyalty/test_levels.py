@@ -66,8 +66,10 @@ def test_upgrade_happens_at_exactly_the_points_threshold(session_factory: sessio
     with unit_of_work(session_factory) as s:
         service.evaluate_level(s, tenant.id, member)
     assert h.level_of(session_factory, tenant.id, member) == "普通会员"
-    with unit_of_work(session_factory) as s:
+    with unit_of_work(session_factory) as s:  # a correction is not earning: 1999 earned still
         service.adjust(s, tenant.id, member, 1, reason="one more", idempotency_key="x", actor=h.SYSTEM)
+    assert h.level_of(session_factory, tenant.id, member) == "普通会员"
+    h.award(session_factory, tenant.id, member, 1, "b")
     assert h.level_of(session_factory, tenant.id, member) == "中级会员"  # 2000 earned: skips to rank 2
 
 

@@ -116,14 +116,18 @@ def member_statement(
 
 
 @admin.post("/loyalty/members/{member_id}/points/adjust", response_model=PointsEntryOut,
-            status_code=status.HTTP_201_CREATED, summary="Manual adjustment with a reason (Idempotency-Key required)")
+            status_code=status.HTTP_201_CREATED, summary="Manual adjustment with a reason (Idempotency-Key required)",
+            description="A correction: it moves the balance and the statement but not the points earned that "
+                        "the `min_points` level rule reads, unless `counts_as_earned` is true (positive points "
+                        "only; a negative one is 422 `adjust_earned_needs_positive`).")
 def adjust_points(
     member_id: int, body: AdjustIn, session: DbSession, response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
     p: StaffPrincipal = Depends(require("loyalty:write")),
 ) -> PointsEntryOut:
     entry, created = points.adjust_once(session, p.merchant_id, member_id, body.points, reason=body.reason,
-                                        idempotency_key=idempotency_key, actor=p.actor)
+                                        idempotency_key=idempotency_key, actor=p.actor,
+                                        counts_as_earned=body.counts_as_earned)
     mark_replayed(response, created)
     return PointsEntryOut.model_validate(entry)
 

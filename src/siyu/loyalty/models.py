@@ -72,7 +72,7 @@ class PointsAccount(IdMixin, TenantMixin, Base):
 
     member_id: Mapped[int] = mapped_column(BigId)
     balance: Mapped[int] = mapped_column(Integer, default=0)
-    earned_total: Mapped[int] = mapped_column(Integer, default=0)  # earn + positive adjust - reversed earn
+    earned_total: Mapped[int] = mapped_column(Integer, default=0)  # earn (+ adjust counts_as_earned) - reversed earn
     spent_total: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

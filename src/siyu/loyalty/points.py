@@ -34,6 +34,8 @@ so they take those). ``points.expiring`` is emitted once per lot, ``notice_days`
 
 Levels live in ``service`` and read the account's ``earned_total``; an award that may lift a
 level calls back into them at call time (the one import cycle, kept out of module load).
+``earned_total`` counts earning (orders, check-in, tasks, rewards) net of reversals; an
+operator's adjustment is a correction and stays out of it unless marked ``counts_as_earned``.
 """
 
 from __future__ import annotations
@@ -147,8 +149,12 @@ def award(
     kind: str = EARN,
     now: dt.datetime | None = None,
     expires_at: dt.datetime | bool | None = True,
+    counts_as_earned: bool = True,
 ) -> PointsEntry:
     """Add points in a new lot (expiry per the merchant's rules unless ``expires_at`` is given).
+
+    ``counts_as_earned=False`` (an operator's correction, see ``adjust``) moves the balance but not
+    the account's ``earned_total``, the "points earned" that the ``min_points`` level rule reads.
 
     The balance moves first (conditional update, row lock), then the entry is inserted with
     ``ON CONFLICT DO NOTHING``; if the key already exists (a retry, or a concurrent one that
@@ -159,7 +165,8 @@ def award(
     """
     _check_points(points)
     now = now or utcnow()
-    fast = _award_one_statement(session, merchant_id, member_id, points, reason=reason, ref=ref,
+    earned = points if counts_as_earned else 0
+    fast = _award_one_statement(session, merchant_id, member_id, points, earned=earned, reason=reason, ref=ref,
                                 key=idempotency_key, kind=kind, now=now, expires_at=expires_at)
     if fast is not None:
         return fast
@@ -167,10 +174,10 @@ def award(
         expires = expiry_for(get_rules(session, merchant_id), merchant_tz(session, merchant_id), now)
     else:
         expires = expires_at if isinstance(expires_at, dt.datetime) else None
-    balance = repo.credit(session, merchant_id, member_id, points, earned=points)
+    balance = repo.credit(session, merchant_id, member_id, points, earned=earned)
     entry = _new_entry(session, merchant_id, member_id, points, kind, reason, ref, idempotency_key, balance, now)
     if entry is None:
-        back = repo.debit(session, merchant_id, member_id, points, unearned=points)
+        back = repo.debit(session, merchant_id, member_id, points, unearned=earned)
         assert back is not None  # we hold the row lock and just added them
         return _winner(session, merchant_id, member_id, idempotency_key)
     session.add(PointsLot(
@@ -179,7 +186,7 @@ def award(
     ))
     session.flush()
     _emit_points(session, merchant_id, "points.earned", entry, points)
-    if _ladder_uses(session, merchant_id, "min_points"):
+    if earned and _ladder_uses(session, merchant_id, "min_points"):
         _evaluate_level(session, merchant_id, member_id, now)
     return entry
 
@@ -215,8 +222,8 @@ def _load_expiry_inputs(session: Session, merchant_id: int, per_engine: dict[int
 
 
 def _award_one_statement(
-    session: Session, merchant_id: int, member_id: int, points: int, *, reason: str, ref: str | None, key: str,
-    kind: str, now: dt.datetime, expires_at: dt.datetime | bool | None,
+    session: Session, merchant_id: int, member_id: int, points: int, *, earned: int, reason: str, ref: str | None,
+    key: str, kind: str, now: dt.datetime, expires_at: dt.datetime | bool | None,
 ) -> PointsEntry | None:
     """The PostgreSQL award (see ``db.ledger``); None on another database."""
     bind = session.get_bind().engine
@@ -233,14 +240,14 @@ def _award_one_statement(
     else:
         expires = expires_at if isinstance(expires_at, dt.datetime) else None
     done = ledger.award_points(
-        session, merchant_id=merchant_id, member_id=member_id, points=points, earned=points, kind=kind,
+        session, merchant_id=merchant_id, member_id=member_id, points=points, earned=earned, kind=kind,
         reason=reason[:64], ref=ref, key=key, expires_at=expires, now=now,
     )
     if done is None:
         return None
     _forget_account(session, done.account_id)
     if done.entry_id is None:  # the key exists: take the credit back, return the first entry
-        back = repo.debit(session, merchant_id, member_id, points, unearned=points)
+        back = repo.debit(session, merchant_id, member_id, points, unearned=earned)
         assert back is not None  # we hold the row lock and just added them
         return _winner(session, merchant_id, member_id, key)
     if inputs is None or (done.rules_version, done.timezone) != (inputs.version, inputs.tz):
@@ -255,7 +262,7 @@ def _award_one_statement(
         "created_at": now,
     })
     _emit_points(session, merchant_id, "points.earned", entry, points)
-    if done.ladder_uses_points:
+    if earned and done.ladder_uses_points:
         _evaluate_level(session, merchant_id, member_id, now)
     return entry
 
@@ -518,51 +525,73 @@ def _reverse_spend(
     return entry
 
 
+# ``ref`` of an adjustment's entry: a correction, or (``counts_as_earned``) points earned by hand
+ADJUST_REF = "manual"
+ADJUST_EARNED_REF = "manual:earned"
+
+
 def adjust(
-    session: Session, merchant_id: int, member_id: int, points: int, *, reason: str, idempotency_key: str, actor: Actor
+    session: Session, merchant_id: int, member_id: int, points: int, *, reason: str, idempotency_key: str, actor: Actor,
+    counts_as_earned: bool = False,
 ) -> PointsEntry:
     """Manual adjustment by an operator (positive adds a lot, negative takes; never below zero).
-    A key already used returns its entry and records nothing more (no second audit event, also
-    when a concurrent twin committed it first: its entry is the only one not stamped ``now``)."""
+
+    An adjustment is a correction, not earning: it moves the balance and the ledger but not the
+    account's ``earned_total`` (the ``min_points`` level rule), unless the operator marks a
+    positive one ``counts_as_earned`` (its entry's ref is then ``manual:earned``, else
+    ``manual``). A key already used returns its entry and records nothing more (no second audit
+    event, also when a concurrent twin committed it first: its entry is the only one not stamped
+    ``now``)."""
+    if counts_as_earned and points < 0:
+        raise DomainError("points_invalid")  # the API refuses it first (AdjustIn, a field error)
     check_member(session, merchant_id, member_id)
     key = f"adjust:{idempotency_key}"
     now = utcnow()
     if points > 0:
-        entry = award(session, merchant_id, member_id, points, reason=reason, ref="manual", idempotency_key=key,
-                      kind=ADJUST, now=now)
+        entry = award(session, merchant_id, member_id, points, reason=reason,
+                      ref=ADJUST_EARNED_REF if counts_as_earned else ADJUST_REF, idempotency_key=key, kind=ADJUST,
+                      now=now, counts_as_earned=counts_as_earned)
     else:
-        entry = spend(session, merchant_id, member_id, -points, reason=reason, ref="manual", idempotency_key=key,
+        entry = spend(session, merchant_id, member_id, -points, reason=reason, ref=ADJUST_REF, idempotency_key=key,
                       kind=ADJUST, now=now)
     if entry.created_at != now:
         return entry
     audit.record(session, merchant_id, "member", member_id, "points_adjusted", actor=actor,
-                 data={"points": points, "reason": reason, "entry_id": entry.id})
-    _evaluate_level(session, merchant_id, member_id)
+                 data={"points": points, "reason": reason, "entry_id": entry.id, "counts_as_earned": counts_as_earned})
+    if counts_as_earned:
+        _evaluate_level(session, merchant_id, member_id)
     return entry
 
 
 def adjust_once(
     session: Session, merchant_id: int, member_id: int, points: int, *, reason: str, idempotency_key: str | None,
-    actor: Actor,
+    actor: Actor, counts_as_earned: bool = False,
 ) -> tuple[PointsEntry, bool]:
     """The admin API's manual adjustment: ``adjust`` keyed by the client's ``Idempotency-Key``
     (required, at most 80 characters, as the checkout submit's), returning ``(entry, created)``.
 
     A retry (same key, same member, points and reason) returns the first entry and writes
     nothing else (no second audit event); the same key with another member, amount or reason is
-    409 ``idempotency_key_reused`` (what checkout answers), never the first entry in disguise."""
+    409 ``idempotency_key_reused`` (what checkout answers), never the first entry in disguise;
+    so is the same key with the other ``counts_as_earned``."""
     from siyu.orders.checkout import check_idempotency_key
 
     key = check_idempotency_key(idempotency_key)
     found = repo.entry_by_key(session, merchant_id, f"adjust:{key}")
     if found is not None:
-        return _same_adjustment(found, member_id, points, reason), False
-    entry = adjust(session, merchant_id, member_id, points, reason=reason, idempotency_key=key, actor=actor)
-    return _same_adjustment(entry, member_id, points, reason), True
+        return _same_adjustment(found, member_id, points, reason, counts_as_earned), False
+    entry = adjust(session, merchant_id, member_id, points, reason=reason, idempotency_key=key, actor=actor,
+                   counts_as_earned=counts_as_earned)
+    return _same_adjustment(entry, member_id, points, reason, counts_as_earned), True
 
 
-def _same_adjustment(entry: PointsEntry, member_id: int, points: int, reason: str) -> PointsEntry:
-    if (entry.member_id, entry.kind, entry.delta, entry.reason) != (member_id, ADJUST, points, reason[:64]):
+def _same_adjustment(
+    entry: PointsEntry, member_id: int, points: int, reason: str, counts_as_earned: bool
+) -> PointsEntry:
+    ref = ADJUST_EARNED_REF if counts_as_earned else ADJUST_REF
+    if (entry.member_id, entry.kind, entry.delta, entry.reason, entry.ref) != (
+        member_id, ADJUST, points, reason[:64], ref
+    ):
         raise DomainError("idempotency_key_reused")
     return entry
 

@@ -1,6 +1,8 @@
 """Loyalty rules (merchant configuration as validated data) and the API bodies.
 
-Every number in the rules is ``>= 0`` (a negative rule is a 422 and nothing is saved).
+Every number in the rules is ``>= 0`` (a negative rule is a 422 and nothing is saved). A rule a
+schema refuses for a reason of its own (not a Pydantic type or bound) gets a field code of its
+own with zh-CN and English text (``register_field_messages``), as Pydantic's codes have.
 """
 
 from __future__ import annotations
@@ -8,7 +10,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from siyu.kit.validation_messages import register_field_messages
+
+register_field_messages({
+    "adjust_earned_needs_positive": (
+        "只有增加积分的调整才能计入累计获得积分", "Only an adjustment that adds points can count as earned",
+    ),
+})
 
 NonNeg = Field(default=0, ge=0)
 
@@ -166,12 +177,30 @@ class StatementOut(BaseModel):
 class AdjustIn(Strict):
     points: int = Field(ge=-POINTS_MAX, le=POINTS_MAX, description="positive adds, negative takes (never below zero)")
     reason: str = Field(min_length=1, max_length=64)
+    counts_as_earned: bool = Field(
+        default=False,
+        description=(
+            "A manual adjustment is a correction: it moves the balance and the statement but not the "
+            "points earned that the `min_points` level rule reads. true (positive points only): the "
+            "points also count as earned (e.g. points the member should have earned on an order)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _nonzero(self) -> AdjustIn:
         if self.points == 0:
             raise ValueError("points must not be 0")
         return self
+
+    @field_validator("counts_as_earned")
+    @classmethod
+    def _earned_adds(cls, value: bool, info: ValidationInfo) -> bool:
+        points = info.data.get("points")  # absent when ``points`` itself was refused
+        if value and isinstance(points, int) and points < 0:
+            raise PydanticCustomError(
+                "adjust_earned_needs_positive", "Only an adjustment that adds points can count as earned"
+            )
+        return value
 
 
 class PointsOut(BaseModel):
