@@ -140,3 +140,34 @@ def test_redeem_code_once_and_wallet_by_state(
     assert client.get(f"{STORE}/coupons/mine", headers=other).json()["total"] == 0
     stats = client.get(f"{ADMIN}/coupon-templates/{tpl['id']}/stats", headers=tenant.admin_headers).json()
     assert (stats["codes_total"], stats["codes_redeemed"], stats["issued"]) == (3, 1, 1)
+
+
+def test_a_keyed_claim_replays_like_checkout_even_after_the_template_closed_claims(
+    client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    """A retry with the same Idempotency-Key answers 200, ``Idempotent-Replayed: true`` and the
+    first coupon, as the checkout submit does; the key is looked up before the template's current
+    state, so an operator stopping the template or closing its claim channel since does not turn
+    the client's retry into a refusal (a new key is refused)."""
+    _, headers = f.paying_customer(session_factory, tenant.id)
+    tpl = _create(client, tenant, "fixed", amount=800, per_member_limit=1)
+    url = f"{STORE}/coupons/templates/{tpl['id']}/claim"
+    first = client.post(url, headers={**headers, "Idempotency-Key": "claim-k1"})
+    assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers, first.text
+    again = client.post(url, headers={**headers, "Idempotency-Key": "claim-k1"})
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    # the member's limit is reached: a new key is refused, the old one still replays
+    r = client.post(url, headers={**headers, "Idempotency-Key": "claim-k2"})
+    assert r.status_code == 409 and r.json()["code"] == "coupon_limit_reached", r.text
+
+    for change in ({"channels": ["operator"]}, {"status": "stopped"}):
+        r = client.patch(f"{ADMIN}/coupon-templates/{tpl['id']}", json=change, headers=tenant.admin_headers)
+        assert r.status_code == 200, r.text
+        again = client.post(url, headers={**headers, "Idempotency-Key": "claim-k1"})
+        assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true", (change, again.text)
+        assert again.json() == first.json()
+    r = client.post(url, headers={**headers, "Idempotency-Key": "claim-k3"})
+    assert r.status_code == 409 and r.json()["code"] == "coupon_channel_closed", r.text
+    wallet = client.get(f"{STORE}/coupons/mine", headers=headers).json()
+    assert [c["id"] for c in wallet["items"]] == [first.json()["id"]]

@@ -482,19 +482,24 @@ def claim(
     ``idempotency_key_reused``. (Keys stored before this rule were scoped by template,
     ``claim:<template>:<member>:k:<key>``; they are still looked up, so such a retry replays.)
     Without a client key, the n-th claim of a member has the key ``claim:<template>:<member>:<n>``,
-    so a double tap never yields two coupons."""
+    so a double tap never yields two coupons.
+
+    The key is looked up before the template's current state, as the checkout submit does: a
+    retry replays its coupon even if the template has since been stopped or closed to claims."""
+    key: str | None = None
+    if idempotency_key is not None:
+        client_key = _client_key(idempotency_key)
+        key = f"claim:m{member_id}:k:{client_key}"
+        for known in (f"claim:{template_id}:{member_id}:k:{client_key[:60]}", key):
+            existing = repo.coupon_by_key(session, merchant_id, known)
+            if existing is not None:
+                return _replay(existing, template_id, member_id), False
     t = repo.template(session, merchant_id, template_id)
     if t is None or (t.status == DRAFT):
         raise _template_not_found()
     if CH_CLAIM not in t.channels:
         raise DomainError("coupon_channel_closed")
-    if idempotency_key is not None:
-        client_key = _client_key(idempotency_key)
-        legacy = repo.coupon_by_key(session, merchant_id, f"claim:{template_id}:{member_id}:k:{client_key[:60]}")
-        if legacy is not None:
-            return _replay(legacy, template_id, member_id), False
-        key = f"claim:m{member_id}:k:{client_key}"
-    else:
+    if key is None:
         received = repo.received_counts(session, merchant_id, member_id, [template_id]).get(template_id, 0)
         key = f"claim:{template_id}:{member_id}:{received + 1}"
     return issue_once(session, merchant_id, template_id, member_id, source="claim", idempotency_key=key, now=now)
