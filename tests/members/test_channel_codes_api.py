@@ -129,3 +129,64 @@ def test_wxacode_of_a_configured_merchant_is_the_png_from_wechat(
             r = wx.get(f"{ADMIN}/channel-codes/{code['id']}/wxacode.png", headers=tenant.admin_headers)
             assert r.status_code == 200, r.text
             assert r.headers["content-type"] == "image/png" and r.content.startswith(PNG_SIGNATURE)
+
+
+WECHAT_SCENE_CHARS = "!#$&'()*+,/:;=?@-._~"
+
+
+def test_a_scene_with_a_slash_or_any_character_wechat_allows_is_reachable_by_the_scan_route(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    """WeChat's scene may hold ``/``: the scan route takes it (as is or as ``%2F``), and every other
+    character WeChat allows when percent-encoded; the scans and the registration are counted."""
+    from urllib.parse import quote
+
+    scenes = ["store/1", "a/b/scan", "Zz09" + WECHAT_SCENE_CHARS, "x" * 32]
+    codes = {s: _code(client, tenant, kind="other", name=f"码{i}", scene=s, staff_id=None) for i, s in enumerate(scenes)}
+    for scene in scenes:
+        out = ok(client.post(f"{STORE}/channel-codes/{quote(scene, safe='')}/scan", json={"anonymous_id": "a1"},
+                             headers=tenant.store_headers), 201)
+        assert out == {"scene": scene, "kind": "other", "name": codes[scene]["name"]}
+        login(client, tenant, channel=scene)
+    for raw in ("store/1", "a/b/scan"):  # a slash sent as is
+        assert ok(client.post(f"{STORE}/channel-codes/{raw}/scan", json={"anonymous_id": "a2"},
+                              headers=tenant.store_headers), 201)["scene"] == raw
+    stats = {s["scene"]: s for s in ok(client.get(f"{ADMIN}/channel-codes/stats", headers=tenant.admin_headers))}
+    assert {s: (stats[s]["scans"], stats[s]["unique_scanners"], stats[s]["registrations"]) for s in scenes} == {
+        "store/1": (2, 2, 1), "a/b/scan": (2, 2, 1), "Zz09" + WECHAT_SCENE_CHARS: (1, 1, 1), "x" * 32: (1, 1, 1),
+    }
+    refused(client.post(f"{STORE}/channel-codes/store/2/scan", json={}, headers=tenant.store_headers), 404, "not_found")
+    refused(client.post(f"{STORE}/channel-codes/store%2F1%2Fscan/scan", json={}, headers=tenant.store_headers),
+            404, "not_found")
+    assert count(session_factory, ChannelScan, tenant.id) == 6
+
+
+def test_a_scene_outside_wechat_rules_is_422_at_create_in_both_languages_and_saves_nothing(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    pattern = r"^[A-Za-z0-9!#$&'()*+,/:;=?@\-._~]+$"
+    for scene, code, en, zh in (
+        ("has space", "string_pattern_mismatch", f"Must match {pattern}", f"格式不正确，应符合 {pattern}"),
+        ("渠道1", "string_pattern_mismatch", f"Must match {pattern}", f"格式不正确，应符合 {pattern}"),
+        ("50%off", "string_pattern_mismatch", f"Must match {pattern}", f"格式不正确，应符合 {pattern}"),
+        ("a\\b", "string_pattern_mismatch", f"Must match {pattern}", f"格式不正确，应符合 {pattern}"),
+        ("x" * 33, "string_too_long", "At most 32 characters", "最多 32 个字符"),
+        ("", "string_too_short", "At least 1 characters", "至少 1 个字符"),
+    ):
+        for lang, message in (("en", en), ("zh-CN", zh)):
+            body = refused(client.post(f"{ADMIN}/channel-codes", json={"kind": "other", "name": "x", "scene": scene},
+                                       headers={**tenant.admin_headers, "Accept-Language": lang}),
+                           422, "validation_error")
+            assert [(f["path"], f["code"], f["message"]) for f in body["fields"]] == [("body.scene", code, message)]
+    assert count(session_factory, ChannelCode, tenant.id) == 0
+
+
+def test_the_landing_url_percent_encodes_the_scene() -> None:
+    from siyu.members.channel_codes import landing_url
+
+    code = ChannelCode(scene="a/b&c=d#e+f?g", landing_url=None)
+    assert landing_url(code, "shop1", "https://siyu.example/") == (
+        "https://siyu.example/s/shop1?scene=a%2Fb%26c%3Dd%23e%2Bf%3Fg"
+    )
+    code = ChannelCode(scene="flyer-2._~", landing_url="https://m.example/{merchant}/go/{scene}")
+    assert landing_url(code, "shop1", "https://siyu.example") == "https://m.example/shop1/go/flyer-2._~"

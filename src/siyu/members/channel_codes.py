@@ -2,7 +2,9 @@
 the official account, a staff member), whose scene value records who came in through it.
 
 - Scans: the mini-program reports ``POST /api/store/v1/channel-codes/{scene}/scan`` with its
-  anonymous id when it is opened with a scene.
+  anonymous id when it is opened with a scene (percent-encoded; the route takes a ``/`` in it).
+- Scene: what WeChat's ``getwxacodeunlimit`` accepts, at most 32 of ``0-9a-zA-Z`` and
+  ``!#$&'()*+,/:;=?@-._~`` (``ChannelCodeIn``: anything else is a 422 at ``scene``).
 - Registrations: ``wechat-login`` carries ``channel``; when it is the scene of an active code and
   the member is new, the member's ``registration_channel`` is the scene, the code's staff
   becomes the owner (if the member has none) and the code's tags are applied
@@ -19,6 +21,7 @@ the official account, a staff member), whose scene value records who came in thr
 from __future__ import annotations
 
 import io
+from urllib.parse import quote
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -105,9 +108,13 @@ def attribute_registration(session: Session, merchant_id: int, member: Member, s
 
 
 def landing_url(code: ChannelCode, merchant_code: str, base_url: str) -> str:
+    """The URL the plain QR code encodes. The scene is percent-encoded: WeChat's scene characters
+    include ``&``, ``=``, ``?``, ``#``, ``+`` and ``/``, which would otherwise end or change the
+    query (``?scene=a&b`` reads as ``a``); letters, digits and ``-._~`` stay as they are."""
     template = code.landing_url or DEFAULT_LANDING
     return (
-        template.replace("{base}", base_url.rstrip("/")).replace("{merchant}", merchant_code).replace("{scene}", code.scene)
+        template.replace("{base}", base_url.rstrip("/")).replace("{merchant}", merchant_code)
+        .replace("{scene}", quote(code.scene, safe=""))
     )
 
 

@@ -80,9 +80,14 @@ def channel_code_qr(
     return Response(content=channel_codes.qr_png(url), media_type="image/png")
 
 
-@store.post("/channel-codes/{scene}/scan", response_model=ScanOut, status_code=status.HTTP_201_CREATED,
+# ``{scene:path}``: WeChat's scene may hold ``/`` (and the schema allows it), which the default
+# converter stops at, so a code with one was unreachable. The path converter takes everything up
+# to the last ``/scan``, sent as is or percent-encoded (``%2F``; ``?`` and ``#`` must be encoded).
+@store.post("/channel-codes/{scene:path}/scan", response_model=ScanOut, status_code=status.HTTP_201_CREATED,
             tags=["store: channel codes"],
-            summary="Record that the mini-program was opened through a channel code (unknown or retired scene: 404)")
+            summary="Record that the mini-program was opened through a channel code (unknown or retired scene: 404)",
+            description="The scene as WeChat gives it (up to 32 of `0-9a-zA-Z!#$&'()*+,/:;=?@-._~`), "
+                        "percent-encoded; a `/` may also be sent as is.")
 def record_scan(
     scene: str, body: ScanIn, session: DbSession, merchant: StoreMerchant,
     authorization: Annotated[str | None, Header()] = None,

@@ -498,7 +498,11 @@ class ChannelCodeIn(BaseModel):
     kind: Literal["offline_flyer", "store_counter", "community_group", "official_account", "staff", "other"]
     name: str = Field(min_length=1, max_length=64)
     # WeChat allows at most 32 visible characters: digits, letters and !#$&'()*+,/:;=?@-._~
-    scene: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9!#$&'()*+,/:;=?@\-._~]+$")
+    scene: str = Field(
+        min_length=1, max_length=32, pattern=r"^[A-Za-z0-9!#$&'()*+,/:;=?@\-._~]+$",
+        description="WeChat's wxacode scene: at most 32 of 0-9a-zA-Z!#$&'()*+,/:;=?@-._~ (unique per merchant; "
+                    "the store's scan path takes it percent-encoded)",
+    )
     staff_id: int | None = None
     tag_ids: list[int] = Field(default_factory=list, max_length=20)
     page: str | None = Field(default=None, max_length=128, pattern=r"^[^/].*$")
