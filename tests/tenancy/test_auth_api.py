@@ -143,9 +143,14 @@ def test_health_metrics_docs(client: TestClient) -> None:
 def test_merchant_time_zone_must_be_a_known_zone_and_a_refusal_changes_nothing(client: TestClient, tenant: Tenant) -> None:
     """An empty time zone was stored unchecked (and every local date then failed with a 500); "Asia"
     (a folder of the zone database) was a 500 itself. Found by scripts/fuzz_api.py."""
-    for bad in ("", "Asia", "posixrules", "../etc", "x" * 300, "Asia/Shanghai\x00"):
+    for bad in ("", "Asia", "posixrules", "../etc", "x" * 300):
         r = client.patch("/api/admin/v1/merchant", json={"timezone": bad, "name": "Renamed"}, headers=tenant.admin_headers)
         assert r.status_code == 422 and r.json()["code"] == "invalid_timezone", (bad, r.text)
+    # a NUL is refused before the endpoint (api.text_guard), with the field's path
+    r = client.patch("/api/admin/v1/merchant", json={"timezone": "Asia/Shanghai\x00", "name": "Renamed"},
+                     headers=tenant.admin_headers)
+    assert r.status_code == 422 and [(f["path"], f["code"]) for f in r.json()["fields"]] == [
+        ("body.timezone", "text_nul_character")], r.text
     merchant = client.get("/api/admin/v1/merchant", headers=tenant.admin_headers).json()
     assert merchant["timezone"] == "Asia/Shanghai" and merchant["name"] != "Renamed"
     r = client.patch("/api/admin/v1/merchant", json={"timezone": "Europe/Berlin"}, headers=tenant.admin_headers)
