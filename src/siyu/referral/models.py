@@ -62,6 +62,8 @@ WD_APPROVED = "approved"
 WD_REJECTED = "rejected"
 WD_PAID = "paid"
 WD_FAILED = "failed"  # the payout provider failed it (or it was cancelled): the amount returned
+# (``paid`` after ``failed``: a late bill the payee took anyway — ``failed_at`` stays set, the
+# amount is taken back, ledger entry ``withdrawal_paid_late``, audit ``paid_after_failure``)
 
 BUCKETS = ("pending", "frozen", "available", "withdrawing", "withdrawn", "debt")
 

@@ -13,7 +13,9 @@ the member's openid) while the job's transaction is open and returns it as ``con
 ``query(request)`` asks about a ``processing`` payout; ``cancel(request)`` withdraws a payout the
 payee has not taken yet (answers like ``query``: ``processing`` while the provider cancels,
 ``failed`` once cancelled); ``configured(session, merchant_id)`` says whether the merchant can use
-the provider (checked when the settings choose it).
+the provider (checked when the settings choose it); ``send_seconds`` (the longest one send's HTTP
+call takes) and ``confirm_window`` (how long a payout waits for the payee) time the late checks
+of a payout that failed while a send may still have been on its way (``service.check_late_bill``).
 
 ``wechat_transfer``: WeChat Pay's merchant transfer to the user's balance (商家转账, see
 ``siyu.integrations.wechat.transfer``), with the merchant's WeChat Pay credentials (encrypted
@@ -41,6 +43,7 @@ more without a stored name fails before anything is sent (the amount returns).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -149,6 +152,21 @@ class WechatTransferProvider:
     report_infos = (("岗位类型", "分销员"), ("报酬说明", "分销佣金提现"))
     user_recv_perception = "劳务报酬"
     remark = "分销佣金提现"
+
+    @property
+    def send_seconds(self) -> float:
+        """The longest one send's HTTP call can take before it gives up (connect + write + read
+        timeouts of the WeChat Pay client): a late check looks after a frozen send's lease plus this."""
+        from siyu.integrations.wechat.pay_v3 import DEFAULT_TIMEOUT
+
+        return float(sum(t or 0.0 for t in (DEFAULT_TIMEOUT.connect, DEFAULT_TIMEOUT.write, DEFAULT_TIMEOUT.read)))
+
+    @property
+    def confirm_window(self) -> dt.timedelta:
+        """How long WeChat keeps a bill waiting for the payee before it cancels it itself."""
+        from siyu.integrations.wechat.transfer import CONFIRM_WINDOW
+
+        return CONFIRM_WINDOW
 
     def configured(self, session: Session, merchant_id: int) -> bool:
         """The merchant pays with WeChat Pay and its credentials are all there (checked when the

@@ -60,6 +60,12 @@ Account and withdrawals
   returns the amount once; a bill the payee leaves unconfirmed is cancelled by WeChat after 24
   hours and the polls return it the same way. A payout whose send job never ran is cancelled
   at once (the job then sends nothing); one sent without an answer is looked up first.
+- A bill that comes after the withdrawal failed (a send that outlived its job lease reached
+  WeChat after a cancel or fail-payout found no bill) is fenced: the send records its answer
+  under the withdrawal's row lock and cancels such a bill at once, and late checks queued with
+  the failure look it up by ``out_bill_no`` (``check_late_bill``). A bill paid nevertheless is
+  recorded ``paid_after_failure``: withdrawn, the returned amount taken back from ``available``
+  and the rest a ``debt`` (recovered first from later settlements and returned withdrawals).
 - The applicant's real name and phone, and a payee's name on a withdrawal, are stored encrypted
   and bound to their row (``referral.pii``) with masked copies; in clear only for the payout
   and for finance / owner.
@@ -1220,7 +1226,8 @@ class PayoutSubmission:
 
 
 def payout_submission(
-    session: Session, merchant_id: int, withdrawal_id: int, settings: Settings | None, *, send: bool = False
+    session: Session, merchant_id: int, withdrawal_id: int, settings: Settings | None, *, send: bool = False,
+    after_failure: bool = False,
 ) -> PayoutSubmission | None:
     """What the ``referral.payout`` / ``referral.payout_query`` jobs send: None when the
     withdrawal is no longer approved or its provider is not automatic. Reads credentials through
@@ -1229,17 +1236,25 @@ def payout_submission(
     ``send``: for the send itself. The withdrawal is read under its row lock — the lock
     ``cancel_payout`` decides under, so a send either starts before a cancellation looks (which
     then sees its job running) or finds the withdrawal failed — and a withdrawal whose bill
-    finance is cancelling (``CANCELING``) is not sent again."""
+    finance is cancelling (``CANCELING``) is not sent again.
+
+    ``after_failure``: for the late checks of a *failed* withdrawal (``check_late_bill``): the
+    submission to look its bill up and cancel it with (None unless it is failed; no payee name,
+    neither needs one)."""
     w = repo.withdrawal(session, merchant_id, withdrawal_id, lock=send)
-    if w is None or w.status != WD_APPROVED or (send and w.provider_state == CANCELING):
+    if w is None or w.status != (WD_FAILED if after_failure else WD_APPROVED):
+        return None
+    if send and w.provider_state == CANCELING:
         return None
     provider = payout.get(w.provider)
     if provider is None or not provider.automatic:
         return None
     prepare = getattr(provider, "prepare", None)
     context = prepare(session, merchant_id, settings, w.member_id) if prepare is not None else None
+    payee_name: str | None = None
     try:
-        payee_name = pii.payee_name_of(w, (settings or get_settings()).secret_key)
+        if not after_failure:
+            payee_name = pii.payee_name_of(w, (settings or get_settings()).secret_key)
     except (InvalidTag, ValueError) as exc:  # SIYU_SECRET_KEY changed: ask the distributor again
             raise payout.PayoutError("PAYEE_NAME_UNREADABLE", "the stored payee name cannot be decrypted",
                                      retryable=False) from exc
@@ -1261,7 +1276,17 @@ def run_payout(
     Nothing is sent with a transaction open: the job's reads commit first. A send whose outcome
     is unknown (network, 5xx) raises, and the worker retries with the same idempotency key
     (WeChat's ``out_bill_no``), which returns the same transfer instead of paying twice. A
-    withdrawal finance cancelled before it was sent is failed already: nothing is sent."""
+    withdrawal finance cancelled before it was sent is failed already: nothing is sent.
+
+    The fence for a send that outlived its lease (the worker froze after reading, another
+    attempt failed meanwhile, finance cancelled or failed the withdrawal and the amount
+    returned; then this send reached the provider): the answer is recorded under the
+    withdrawal's row lock (``apply_payout_result``). A withdrawal found failed by then with a
+    bill that is not final gets a follow-up check queued (``withdrawal:<id>:late:f0``, committed
+    with the answer), and the bill is cancelled at once (``_cancel_late_bill``) — the check then
+    sees it ``CANCELLED``, or cancels it again, or records it paid (``paid_after_failure``). A
+    send without an answer for a withdrawal failed meanwhile queues the same follow-up and ends
+    (no retry would send again)."""
     try:
         sub = payout_submission(session, merchant_id, withdrawal_id, settings, send=True)
     except payout.PayoutError as exc:  # e.g. the merchant's keys became unreadable
@@ -1277,9 +1302,33 @@ def run_payout(
         result = sub.provider.send(sub.request)
     except payout.PayoutError as exc:
         if exc.retryable:
+            if _unanswered_send_after_failure(session, merchant_id, withdrawal_id, exc, settings, now=now):
+                return
             raise
         result = payout.PayoutResult(status="failed", detail=f"{exc.code}: {exc.message}"[:200])
-    apply_payout_result(session, merchant_id, withdrawal_id, result, source="send", now=now)
+    w = apply_payout_result(session, merchant_id, withdrawal_id, result, source="send", now=now)
+    if w is not None and w.status == WD_FAILED and result.status == "processing":
+        session.commit()  # the answer and its follow-up check are kept before the provider is asked again
+        _cancel_late_bill(session, merchant_id, withdrawal_id, sub, result, source="send", settings=settings, now=now)
+
+
+def _unanswered_send_after_failure(
+    session: Session, merchant_id: int, withdrawal_id: int, exc: payout.PayoutError, settings: Settings | None,
+    *, now: dt.datetime | None,
+) -> bool:
+    """A send without an answer: if the withdrawal failed meanwhile (finance cancelled or failed
+    it while this send was on its way), a bill may have been created although the amount
+    returned. The follow-up checks look it up (``withdrawal:<id>:late:f<n>``) and the send ends:
+    its retry would find the withdrawal failed and send nothing. False: still approved (retry)."""
+    w = repo.withdrawal(session, merchant_id, withdrawal_id, lock=True)
+    if w is None or w.status != WD_FAILED:
+        return False
+    log.warning("withdrawal %s: a send without answer (%s) after the withdrawal failed: checking later",
+                withdrawal_id, exc.code)
+    audit.record(session, merchant_id, "withdrawal", w.id, "late_send_unanswered", from_state=WD_FAILED,
+                 to_state=WD_FAILED, actor=SYSTEM, data={"error": exc.code})
+    _enqueue_late_check(session, merchant_id, w.id, "f", 0, settings, now=now)
+    return True
 
 
 def query_payout(
@@ -1327,13 +1376,26 @@ def apply_payout_result(
     """Move a withdrawal by a provider's answer (send, query or notification). Idempotent: a
     withdrawal already paid or failed stays as it is; each move happens once (conditional
     transition + ledger keys). A cancellation finance asked for (``CANCELING``) is not undone
-    by an older in-flight answer (e.g. a poll that left before it)."""
-    w = repo.withdrawal(session, merchant_id, withdrawal_id)
+    by an older in-flight answer (e.g. a poll that left before it).
+
+    Decided under the withdrawal's row lock (the lock ``cancel_payout`` and ``fail_payout`` fail
+    it under), so an answer never lands on a state it did not see. A withdrawal that failed
+    meanwhile (its amount returned) while the provider has a bill after all: ``paid`` is
+    recorded as paid after failure (``_record_paid_after_failure``: withdrawn, the returned
+    amount taken back, a debt for what is no longer available); a bill that is not final gets
+    the follow-up checks (``withdrawal:<id>:late:f0``) that cancel it; the send job cancels it at
+    once as well (``run_payout``)."""
+    w = repo.withdrawal(session, merchant_id, withdrawal_id, lock=True)
     if w is None:
         return None
+    if w.status == WD_FAILED and result.status == "paid":
+        return _record_paid_after_failure(session, merchant_id, w.id, result, source=source)
+    if w.status == WD_FAILED and result.status == "processing":
+        log.error("withdrawal %s: the provider has a bill (%s, %s) after the withdrawal failed",
+                  w.id, result.state, source)
+        _enqueue_late_check(session, merchant_id, w.id, "f", 0, None, now=now)
+        return w
     if w.status != WD_APPROVED:
-        if result.status == "paid" and w.status == WD_FAILED:
-            log.error("withdrawal %s: provider reports paid after it failed (%s)", w.id, source)
         return w
     if result.status == "paid":
         w = mark_withdrawal_paid(session, merchant_id, w.id, result.reference or "", actor=SYSTEM)
@@ -1387,6 +1449,177 @@ def fail_withdrawal(
     return w
 
 
+# -- a bill that comes after the withdrawal failed -----------------------------------------------
+
+# follow-up checks of a bill that exists (or may: a send without answer) for a failed withdrawal,
+# minutes after the previous one: 34 hours in all, past WeChat's 24-hour confirmation window
+LATE_FOLLOW_UP_MINUTES = (1, 5, 15, 60, 180, 360, 720, 720)
+LATE_CHECK_MARGIN = dt.timedelta(seconds=60)  # added to a send's lease and HTTP time
+LATE_CHECK_AGAIN = dt.timedelta(minutes=15)
+LATE_CHECK_JOB = "referral.payout_late_check"
+
+
+def late_check_delays(series: str, settings: Settings | None, provider: Any) -> tuple[dt.timedelta, ...]:
+    """The delays of a series of late checks (``check_late_bill``), each after the previous one.
+
+    ``n`` — a cancel or fail-payout found no bill (``NOT_FOUND``) although a send had been
+    attempted: after the send job's lease + the provider's longest send (``send_seconds``) + a
+    margin (a send that froze within its lease has reached the provider or given up by then), 15
+    minutes later, and once more past the provider's confirmation window (``confirm_window``) +
+    1 hour (a bill made before the second check is final by then: paid, or cancelled by WeChat).
+    ``f`` — a bill exists (or a send without answer may have made one): ``LATE_FOLLOW_UP_MINUTES``."""
+    if series == "f":
+        return tuple(dt.timedelta(minutes=m) for m in LATE_FOLLOW_UP_MINUTES)
+    lease = dt.timedelta(seconds=(settings or get_settings()).worker_lease_seconds)
+    http = dt.timedelta(seconds=float(getattr(provider, "send_seconds", 30.0)))
+    window: dt.timedelta = getattr(provider, "confirm_window", dt.timedelta(hours=24))
+    return lease + http + LATE_CHECK_MARGIN, LATE_CHECK_AGAIN, window + dt.timedelta(hours=1)
+
+
+def _enqueue_late_check(
+    session: Session, merchant_id: int, withdrawal_id: int, series: str, step: int, settings: Settings | None,
+    *, provider: Any = None, now: dt.datetime | None = None,
+) -> bool:
+    """The late check ``step`` of ``series`` (``referral.payout_late_check``), once: dedupe key
+    ``withdrawal:<id>:late:<series><step>``, on the job's clock like the polls. False when the
+    series has no such step (it ran out)."""
+    delays = late_check_delays(series, settings, provider)
+    if step >= len(delays):
+        return False
+    enqueue(
+        session, merchant_id, LATE_CHECK_JOB, {"withdrawal_id": withdrawal_id, "series": series, "step": step},
+        run_at=max(now or utcnow(), utcnow()) + delays[step],
+        dedupe_key=f"withdrawal:{withdrawal_id}:late:{series}{step}",
+    )
+    return True
+
+
+def _record_paid_after_failure(
+    session: Session, merchant_id: int, withdrawal_id: int, result: payout.PayoutResult, *, source: str
+) -> Withdrawal:
+    """The provider paid (``SUCCESS``) a bill of a withdrawal that had failed and returned its
+    amount (a send that reached WeChat after finance cancelled or failed the withdrawal, and the
+    payee confirmed it before it was cancelled): the payee has the money, so no fen may stay
+    returned as well.
+
+    Once (conditional ``failed`` → ``paid``, ledger key ``withdrawal:<id>:paid_after_failure``):
+    the withdrawal is ``paid`` (``failed_at`` and the note kept, ``paid_at`` now), ``withdrawn``
+    grows by the amount and the amount is taken back from ``available`` as far as it goes; the
+    rest becomes ``debt`` (never a negative balance), recovered first from later settlements and
+    returned withdrawals (``_credit_available``). Audited ``paid_after_failure`` (how much came
+    from ``available``, how much is debt) and emitted ``withdrawal.paid_after_failure``."""
+    w = repo.withdrawal(session, merchant_id, withdrawal_id, lock=True)
+    assert w is not None
+    if w.status != WD_FAILED:
+        return w
+    dist = repo.distributor(session, merchant_id, w.distributor_id, lock=True)
+    assert dist is not None
+    take = min(dist.available, w.amount)
+    debt = w.amount - take
+    values: dict[str, Any] = {"status": WD_PAID, "paid_at": utcnow(), "provider_state": result.state,
+                              "provider_data": None}
+    if result.reference:
+        values["provider_reference"] = result.reference
+    if not repo.set_withdrawal_status(session, merchant_id, w.id, (WD_FAILED,), values):  # pragma: no cover - locked
+        session.refresh(w)
+        return w
+    repo.move(
+        session, merchant_id, w.distributor_id, key=f"withdrawal:{w.id}:paid_after_failure",
+        entry="withdrawal_paid_late", amount=w.amount,
+        deltas={"available": -take, "debt": debt, "withdrawn": w.amount}, withdrawal_id=w.id,
+    )
+    session.refresh(w)
+    log.error("withdrawal %s: paid by the provider after it failed (%s): %s fen taken back, %s fen debt",
+              w.id, source, take, debt)
+    audit.record(session, merchant_id, "withdrawal", w.id, "paid_after_failure", from_state=WD_FAILED,
+                 to_state=WD_PAID, actor=SYSTEM,
+                 data={"reference": result.reference, "state": result.state, "source": source, "amount": w.amount,
+                       "from_available": take, "debt": debt})
+    emit(
+        session, merchant_id, "withdrawal.paid_after_failure",
+        {"withdrawal_id": w.id, "distributor_id": w.distributor_id, "member_id": w.member_id, "amount": w.amount,
+         "reference": result.reference, "from_available": take, "debt": debt},
+        key=f"withdrawal:{w.id}:paid_after_failure",
+    )
+    return w
+
+
+def _cancel_late_bill(
+    session: Session, merchant_id: int, withdrawal_id: int, sub: PayoutSubmission, seen: payout.PayoutResult,
+    *, source: str, settings: Settings | None, now: dt.datetime | None, follow_up: int | None = None,
+) -> None:
+    """Ask the provider to cancel a bill that is not final (``seen``) of a failed withdrawal; the
+    caller committed (no transaction is open while the provider answers). Audited
+    ``late_bill_cancel`` (the bill's state, the answer or error code). ``follow_up``: the step of
+    the ``f`` checks to queue unless the answer is final (``CANCELLED``); the send's fence queued
+    its check before asking. A refusal (the bill turned final, e.g. the payee confirmed) or a lost
+    answer is settled by that check: ``SUCCESS`` is recorded paid after failure."""
+    cancelled: payout.PayoutResult | None = None
+    try:
+        cancelled = sub.provider.cancel(sub.request)
+        answer = cancelled.state or cancelled.status
+    except payout.PayoutError as exc:
+        answer = exc.code
+    w = repo.withdrawal(session, merchant_id, withdrawal_id, lock=True)
+    if w is None or w.status != WD_FAILED:  # recorded paid meanwhile (e.g. the notification)
+        return
+    log.warning("withdrawal %s: cancelled a bill (%s) made after it failed: %s", w.id, seen.state, answer)
+    audit.record(session, merchant_id, "withdrawal", w.id, "late_bill_cancel", from_state=WD_FAILED,
+                 to_state=WD_FAILED, actor=SYSTEM,
+                 data={"bill_state": seen.state, "reference": seen.reference, "answer": answer, "source": source})
+    if follow_up is not None and (cancelled is None or cancelled.status != "failed"):
+        _enqueue_late_check(session, merchant_id, w.id, "f", follow_up, settings, now=now)
+
+
+def check_late_bill(
+    session: Session, merchant_id: int, withdrawal_id: int, series: str, step: int, settings: Settings | None,
+    now: dt.datetime | None = None,
+) -> None:
+    """``referral.payout_late_check`` job: is there a bill for this *failed* withdrawal after all?
+    Looked up by ``out_bill_no`` with no transaction open (the reads commit first).
+
+    - ``NOT_FOUND``: nothing (yet); the next check of the series, if any.
+    - Not final (e.g. ``WAIT_USER_CONFIRM``): cancelled at the provider (``_cancel_late_bill``),
+      then followed up by the ``f`` checks until it is final; ``CANCELING``: followed up only.
+    - ``SUCCESS``: recorded paid after failure (``_record_paid_after_failure``).
+    - ``FAIL`` / ``CANCELLED``: nothing to do (audited ``late_bill_closed`` when the bill was
+      known: the ``f`` checks).
+    - No answer: the next check of the series; after the last one the job fails and is retried.
+
+    A withdrawal no longer failed (recorded paid after failure) or not paid automatically: nothing."""
+    sub = payout_submission(session, merchant_id, withdrawal_id, settings, after_failure=True)
+    if sub is None or getattr(sub.provider, "query", None) is None or getattr(sub.provider, "cancel", None) is None:
+        return
+    session.commit()
+    try:
+        result: payout.PayoutResult = sub.provider.query(sub.request)
+    except payout.PayoutError as exc:
+        if exc.code == "NOT_FOUND":
+            _enqueue_late_check(session, merchant_id, withdrawal_id, series, step + 1, settings,
+                                provider=sub.provider, now=now)
+            return
+        if not _enqueue_late_check(session, merchant_id, withdrawal_id, series, step + 1, settings,
+                                   provider=sub.provider, now=now):
+            raise
+        log.warning("withdrawal %s: late check %s%s got no answer (%s)", withdrawal_id, series, step, exc.code)
+        return
+    if result.status == "paid":
+        apply_payout_result(session, merchant_id, withdrawal_id, result, source="late_check", now=now)
+        return
+    follow_up = step + 1 if series == "f" else 0
+    if result.status == "failed":
+        w = repo.withdrawal(session, merchant_id, withdrawal_id, lock=True)
+        if series == "f" and w is not None and w.status == WD_FAILED:
+            audit.record(session, merchant_id, "withdrawal", w.id, "late_bill_closed", from_state=WD_FAILED,
+                         to_state=WD_FAILED, actor=SYSTEM, data={"state": result.state, "reference": result.reference})
+        return
+    if result.state == CANCELING:  # asked already: see it end
+        _enqueue_late_check(session, merchant_id, withdrawal_id, "f", follow_up, settings, now=now)
+        return
+    _cancel_late_bill(session, merchant_id, withdrawal_id, sub, result, source="late_check", settings=settings,
+                      now=now, follow_up=follow_up)
+
+
 def fail_payout(
     session: Session, merchant_id: int, withdrawal_id: int, note: str | None, *, actor: Actor,
     settings: Settings | None = None,
@@ -1402,10 +1635,13 @@ def fail_payout(
     - ``withdrawal_payout_in_flight``: a send or poll job of it is still queued or running, or
       the provider reports the transfer still in progress (e.g. ``WAIT_USER_CONFIRM``).
     - For a provider with ``query`` the provider is asked first, with no transaction open (the
-      reads so far are committed; nothing was written): no such transfer (``NOT_FOUND``: nothing
-      was ever created, the same ``out_bill_no`` cannot pay later because the withdrawal is no
-      longer approved when a job looks) → failed here; already failed or cancelled → failed by
-      the provider's answer; paid → the withdrawal is recorded paid (committed) and the call
+      reads so far are committed; nothing was written): no such transfer (``NOT_FOUND``: no
+      job sends it again, the withdrawal is no longer approved when one looks) → failed here;
+      when a send had been attempted, a send that outlived its lease may still reach the
+      provider, so the late checks are queued with the failure (``withdrawal:<id>:late:n0``,
+      ``check_late_bill``: such a bill is cancelled, or recorded paid after failure with a
+      debt, and the send's own fence does the same when its answer comes); already failed or
+      cancelled → failed by the provider's answer; paid → the withdrawal is recorded paid (committed) and the call
       refused ``withdrawal_already_paid``; no answer → ``withdrawal_payout_unknown``, nothing
       changed.
     """
@@ -1451,6 +1687,9 @@ def fail_payout(
     )
     audit.record(session, merchant_id, "withdrawal", w.id, "failed", from_state=WD_APPROVED, to_state=WD_FAILED,
                  actor=actor, data={"note": note, "source": "admin", "provider_answer": found})
+    send = repo.payout_send_job(session, merchant_id, w.id) if found == "NOT_FOUND" else None
+    if send is not None and send.attempts > 0:  # a send that outlived its lease may still come: look later
+        _enqueue_late_check(session, merchant_id, w.id, "n", 0, settings, provider=provider)
     emit(
         session, merchant_id, "withdrawal.failed",
         {"withdrawal_id": w.id, "distributor_id": w.distributor_id, "member_id": w.member_id, "amount": w.amount,
@@ -1481,6 +1720,14 @@ def cancel_payout(
       (``NOT_FOUND``) → failed here, provided no send attempt started meanwhile (the send job is
       still as it was before the question; else ``withdrawal_payout_sending``); a final bill is
       taken as below; a bill that is not final is cancelled.
+    - A send attempt that outlived its job lease (the worker froze after it read the withdrawal,
+      longer than the lease; another attempt failed meanwhile) may still reach WeChat after this
+      ``NOT_FOUND``. Two guards: the late checks queued with the failure
+      (``withdrawal:<id>:late:n0``, after the lease + the send's HTTP time + a margin, again 15
+      minutes later and past WeChat's 24-hour window; ``check_late_bill``), and the send's own
+      fence (``run_payout``: its answer is recorded under the row lock, finds the withdrawal
+      failed and cancels the bill at once). A bill the payee confirmed before it was cancelled is
+      recorded paid after failure: withdrawn, the returned amount taken back, the rest a debt.
 
     Then the provider is called with no transaction open (the reads so far are committed; nothing
     written):
@@ -1495,7 +1742,8 @@ def cancel_payout(
     - The bill is final (refused): it is asked for; ``SUCCESS`` is recorded paid (committed, the
       payee has the money) and the call refused ``withdrawal_payout_cancel_too_late``; ``FAIL``
       fails the withdrawal by that answer (the amount returns).
-    - ``NOT_FOUND``: no bill was ever created: failed here (with the same check of the send job).
+    - ``NOT_FOUND``: no bill was ever created: failed here (with the same check of the send job
+      and the same late checks).
     - The cancel was sent and its answer lost (network, timeout, 5xx): WeChat may have accepted
       it. The same status polls start (committed, with the request's audit and note) and the call
       is refused ``withdrawal_payout_cancel_unconfirmed``: the polls settle it by themselves
@@ -1535,7 +1783,8 @@ def cancel_payout(
             result = sub.provider.query(sub.request)
         except payout.PayoutError as exc:
             if exc.code == "NOT_FOUND":
-                return _cancel_unsent(session, merchant_id, withdrawal_id, note, "NOT_FOUND", send, actor=actor)
+                return _cancel_unsent(session, merchant_id, withdrawal_id, note, "NOT_FOUND", send, actor=actor,
+                                      settings=settings)
             raise DomainError("withdrawal_payout_unknown") from exc
         if result.status == "processing":  # the bill exists and is not final: cancel it
             result = None
@@ -1544,7 +1793,8 @@ def cancel_payout(
             result = sub.provider.cancel(sub.request)
         except payout.PayoutError as exc:
             if exc.code == "NOT_FOUND":
-                return _cancel_unsent(session, merchant_id, withdrawal_id, note, "NOT_FOUND", send, actor=actor)
+                return _cancel_unsent(session, merchant_id, withdrawal_id, note, "NOT_FOUND", send, actor=actor,
+                                      settings=settings)
             if exc.retryable:
                 return _cancel_unanswered(session, merchant_id, withdrawal_id, note, actor=actor)
             result = _final_answer(sub)  # refused: the bill is final (or the refusal says why not)
@@ -1594,12 +1844,15 @@ def _final_answer(sub: PayoutSubmission) -> payout.PayoutResult:
 
 def _cancel_unsent(
     session: Session, merchant_id: int, withdrawal_id: int, note: str | None, answer: str,
-    send: repo.SendJob | None, *, actor: Actor,
+    send: repo.SendJob | None, *, actor: Actor, settings: Settings | None = None,
 ) -> Withdrawal:
-    """No bill exists (``answer``: ``NOT_SENT``, or the provider's ``NOT_FOUND``) and none can
-    come: failed here, the amount returns once. Under the row lock the send job must still be as
-    ``send`` (seen before the decision): an attempt started since may be creating the bill
-    (``withdrawal_payout_sending``); one starting after this commit finds the withdrawal failed."""
+    """No bill exists (``answer``: ``NOT_SENT``, or the provider's ``NOT_FOUND``): failed here,
+    the amount returns once. Under the row lock the send job must still be as ``send`` (seen
+    before the decision): an attempt started since may be creating the bill
+    (``withdrawal_payout_sending``); one starting after this commit finds the withdrawal failed.
+    ``NOT_FOUND`` after a send attempt (``send.attempts > 0``): an attempt that outlived its
+    lease may still reach the provider, so the late checks are queued in the same transaction
+    (``withdrawal:<id>:late:n0``; ``check_late_bill`` cancels such a bill, or records it paid)."""
     w = _payout_to_cancel(session, merchant_id, withdrawal_id)
     if w.status == WD_FAILED:
         return w
@@ -1607,7 +1860,11 @@ def _cancel_unsent(
         raise DomainError("withdrawal_payout_sending")
     _audit_cancel_request(session, merchant_id, w, note, answer, actor=actor)
     result = payout.PayoutResult(status="failed", detail=_cancel_reason(note))
-    return fail_withdrawal(session, merchant_id, w.id, result, source="admin_cancel")
+    w = fail_withdrawal(session, merchant_id, w.id, result, source="admin_cancel")
+    if answer == "NOT_FOUND" and send is not None and send.attempts > 0:
+        # a send that outlived its lease may still reach the provider: look for its bill later
+        _enqueue_late_check(session, merchant_id, w.id, "n", 0, settings, provider=payout.get(w.provider))
+    return w
 
 
 def _cancel_unanswered(

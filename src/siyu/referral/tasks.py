@@ -15,6 +15,11 @@
   notification (``POST /api/pay/wechat/transfer-notify/{merchant}``). A cancellation finance asked
   for (``cancel_payout``: ``CANCELING``) starts its own series of polls (payload ``chain: "c"``)
   that sees ``CANCELLED`` and returns the amount.
+- ``referral.payout_late_check``: a bill that may come after the withdrawal failed (a send that
+  outlived its lease and reached WeChat after a cancel or fail-payout found no bill): looked up
+  by ``out_bill_no`` — cancelled if not final, recorded paid after failure (with a debt) if the
+  payee took it (``service.check_late_bill``; ``withdrawal:<id>:late:n<k>`` after such a
+  ``NOT_FOUND``, ``late:f<k>`` once a bill is known or a send's answer was lost).
 
 Each is idempotent: a job run twice finds nothing left to do.
 """
@@ -68,4 +73,12 @@ def payout_query(ctx: JobContext) -> None:
     service.query_payout(
         ctx.session, ctx.merchant_id, int(ctx.payload["withdrawal_id"]), int(ctx.payload.get("poll", 0)), ctx.settings,
         chain=str(ctx.payload.get("chain", "")), now=ctx.now(),
+    )
+
+
+@job_handler("referral.payout_late_check")
+def payout_late_check(ctx: JobContext) -> None:
+    service.check_late_bill(
+        ctx.session, ctx.merchant_id, int(ctx.payload["withdrawal_id"]), str(ctx.payload.get("series", "n")),
+        int(ctx.payload.get("step", 0)), ctx.settings, now=ctx.now(),
     )
