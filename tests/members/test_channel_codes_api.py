@@ -79,6 +79,22 @@ def test_qr_png_is_a_png_image_of_the_landing_url(client: TestClient, tenant: Te
     assert list(doc["responses"]["200"]["content"]) == ["image/png"]
 
 
+def test_qr_png_of_a_landing_url_with_a_run_of_zeros_and_of_one_too_long_for_a_qr_code(
+    client: TestClient, tenant: Tenant
+) -> None:
+    """qrcode 8.2 failed (glog(0), a 500) on a run of zeros, which its digit segments turn into a
+    block of zero bytes; a URL longer than a QR code holds was a 500 too (both found fuzzing)."""
+    for i, landing in enumerate(("0" * 146, "https://shop.example.com/p?id=" + "0" * 400, "{base}/s/{merchant}?scene={scene}")):
+        code = _code(client, tenant, kind="offline_flyer", name="传单", scene=f"z{i}000000000000000000000", staff_id=None,
+                     landing_url=landing)
+        r = client.get(f"{ADMIN}/channel-codes/{code['id']}/qr.png", headers=tenant.admin_headers)
+        assert r.status_code == 200 and r.content.startswith(PNG_SIGNATURE), (landing, r.text)
+    code = _code(client, tenant, kind="offline_flyer", name="长链接", scene="too-long", staff_id=None, landing_url="中" * 800)
+    r = client.get(f"{ADMIN}/channel-codes/{code['id']}/qr.png", headers=tenant.admin_headers)
+    refused(r, 422, "channel_qr_too_long")
+    assert "2400" in r.json()["message"]
+
+
 def test_scene_is_unique_per_merchant_and_refs_must_be_the_merchants(
     client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
 ) -> None:

@@ -21,6 +21,7 @@ the official account, a staff member), whose scene value records who came in thr
 from __future__ import annotations
 
 import io
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy.exc import IntegrityError
@@ -35,10 +36,15 @@ from siyu.members.schemas import ChannelCodeIn, ChannelCodePatch, ChannelStatsOu
 register_messages(
     {
         "channel_scene_taken": (409, "场景值 {scene} 已被其他渠道码使用", "Scene {scene} is used by another channel code"),
+        "channel_qr_too_long": (
+            422, "落地页地址过长（{length} 字节），二维码最多容纳 {max} 字节，请缩短 landing_url",
+            "The landing URL is too long for a QR code ({length} bytes, at most {max}): shorten landing_url",
+        ),
     }
 )
 
 DEFAULT_LANDING = "{base}/s/{merchant}?scene={scene}"
+QR_MAX_BYTES = 2331  # byte mode, version 40, error correction M
 
 
 def get_code(session: Session, merchant_id: int, code_id: int) -> ChannelCode:
@@ -119,15 +125,36 @@ def landing_url(code: ChannelCode, merchant_code: str, base_url: str) -> str:
 
 
 def qr_png(text: str, *, box_size: int = 10, border: int = 2) -> bytes:
-    import qrcode
+    """A QR code of ``text`` as PNG (error correction M).
 
-    qr = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, box_size=box_size, border=border)
-    qr.add_data(text)
-    qr.make(fit=True)
-    image = qr.make_image(fill_color="black", back_color="white")
+    qrcode 8.2's Reed-Solomon step fails (``ValueError: glog(0)``, python-qrcode #330, fixed on
+    its main branch, not released) on a data block of zero bytes, which its digit segments make
+    of a run of zeros (a scene like ``2026000000…``; found by fuzzing the admin API). In byte
+    mode every other byte holds the high half of a character, non-zero for printable text, so
+    the code is then made again with the text as bytes (a little larger). A text beyond a QR
+    code's capacity is refused ``channel_qr_too_long`` (a 500 before)."""
+    import qrcode.util
+
+    length = len(text.encode())
+    if length > QR_MAX_BYTES:
+        raise DomainError("channel_qr_too_long", length=length, max=QR_MAX_BYTES)
+
+    try:
+        image = _qr_image(text, box_size, border)
+    except ValueError:  # glog(0), or mixed segments' headers past version 40: plain bytes fit
+        image = _qr_image(qrcode.util.QRData(text.encode(), mode=qrcode.util.MODE_8BIT_BYTE), box_size, border)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _qr_image(data: Any, box_size: int, border: int) -> Any:
+    import qrcode
+
+    qr = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, box_size=box_size, border=border)
+    qr.add_data(data)
+    qr.make(fit=True)
+    return qr.make_image(fill_color="black", back_color="white")
 
 
 def stats(session: Session, merchant_id: int) -> list[ChannelStatsOut]:
