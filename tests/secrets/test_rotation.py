@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from cryptography.exceptions import InvalidTag
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -120,7 +119,7 @@ def test_rotate_per_merchant_then_all_then_drop_the_old_key(fresh_engine: Engine
     with fresh_factory() as s:
         m = s.get(Merchant, a.merchant_id)
         assert m is not None
-        with pytest.raises(InvalidTag):
+        with pytest.raises(DomainError, match="merchant_credentials_unreadable"):
             tenancy.open_merchant_secret(SecretBox(new), m, "pay_apiv3_key_enc")
         with pytest.raises(DomainError) as refused:
             idempotency.claim(s, a.merchant_id, a.scope, a.key, "d" * 64, secret_key=new)
@@ -164,7 +163,7 @@ def test_rotate_per_merchant_then_all_then_drop_the_old_key(fresh_engine: Engine
     with fresh_factory() as s:  # and nothing opens with the old key any more
         m = s.get(Merchant, b.merchant_id)
         assert m is not None
-        with pytest.raises(InvalidTag):
+        with pytest.raises(DomainError, match="merchant_credentials_unreadable"):
             tenancy.open_merchant_secret(SecretBox(old), m, "wechat_app_secret_enc")
 
     # a second run changes nothing

@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import logging
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
+from cryptography.exceptions import InvalidTag
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,8 +24,16 @@ from siyu.tenancy.models import AuthToken, Merchant, Staff
 from siyu.tenancy.permissions import Role
 from siyu.tenancy.schemas import MerchantUpdate
 
+log = logging.getLogger(__name__)
+
 register_messages(
     {
+        "merchant_credentials_unreadable": (
+            503,
+            "商户的支付/小程序密钥无法解密：SIYU_SECRET_KEY 是否已更换？请把旧密钥配置到 SIYU_SECRET_KEY_PREVIOUS 后运行 siyu secrets rotate",
+            "The merchant's stored credentials cannot be decrypted: was SIYU_SECRET_KEY changed? Put the old key in "
+            "SIYU_SECRET_KEY_PREVIOUS and run `siyu secrets rotate`",
+        ),
         "merchant_required": (
             400,
             "请在 X-Siyu-Merchant 请求头中指明商户",
@@ -144,11 +154,17 @@ def seal_merchant_secret(box: SecretBox, merchant: Merchant, column: str, value:
 
 def open_merchant_secret(box: SecretBox, merchant: Merchant, column: str) -> str | None:
     """The credential in ``column`` in clear (None when unset): a ``v2`` value only in its own
-    merchant and column, a legacy ``v1`` value as before."""
+    merchant and column, a legacy ``v1`` value as before.
+    A value no configured secret opens (the secret changed without ``SIYU_SECRET_KEY_PREVIOUS``)
+    is ``merchant_credentials_unreadable`` (503, logged), not a 500 deep inside a payment."""
     token = getattr(merchant, column)
     if not token:
         return None
-    return box.decrypt(token, aad=merchant_secret_aad(merchant.id, column))
+    try:
+        return box.decrypt(token, aad=merchant_secret_aad(merchant.id, column))
+    except (InvalidTag, ValueError) as exc:
+        log.error("merchant %s: %s cannot be decrypted with the configured secret keys", merchant.id, column)
+        raise DomainError("merchant_credentials_unreadable") from exc
 
 
 # -- staff -------------------------------------------------------------------------------------
