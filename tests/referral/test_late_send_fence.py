@@ -19,7 +19,11 @@ reaches WeChat and creates a bill the payee could confirm.
 from __future__ import annotations
 
 import datetime as dt
+import random
+import threading
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -28,13 +32,21 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.db.session import unit_of_work
+from siyu.kit.errors import DomainError
 from siyu.kit.outbox import JOB_DEAD, JOB_DONE, JOB_PENDING, Job
 from siyu.kit.timeutil import utcnow
 from siyu.referral import payout, service
 from siyu.worker.runner import Worker
 from tests.referral import helpers as h
 from tests.referral import test_wechat_transfer_payout as wtp
-from tests.referral.test_cancel_before_send import _bill_requests, _send_job, _wd
+from tests.referral.test_cancel_before_send import (
+    _assert_each_returned_once_and_no_bill_left,
+    _bill_requests,
+    _pg_only,
+    _send_job,
+    _settle_everything,
+    _wd,
+)
 from tests.referral.test_cancel_payout import _audits, _cancel, _returned_once
 from tests.referral.test_fail_payout import _fail, _ledger
 from tests.referral.test_wechat_transfer_payout import BILLS, Wx
@@ -333,3 +345,83 @@ def test_a_cancel_before_any_send_needs_no_late_check(wx: Wx, session_factory: s
     wx.drain(session_factory, now=utcnow() + dt.timedelta(days=3))
     assert _late_jobs(session_factory, wx, wd_id) == {}
     assert _bill_requests(wx, f"WD{wd_id}") == {"create": 0, "query": 0, "cancel": 0}
+
+
+# -- PostgreSQL: the frozen send's answer and finance's cancel at the same moment, many times ----
+
+ROUNDS = 15
+
+
+def _frozen_race(wx: Wx, factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch, wd_id: int) -> tuple[Any, Any]:
+    """After the takeover's attempt failed, the frozen send (create + recording its answer under
+    the row lock) and finance's cancel (lookup + failing under the row lock) are released
+    together, each up to 50 ms late. (the worker's drain, the cancel's outcome or refusal code)"""
+    barrier = threading.Barrier(2, timeout=30)
+    outcome: list[Any] = [None, None]
+
+    def meanwhile() -> None:
+        _lease_taken_over_without_bill(wx, factory, wd_id)
+        barrier.wait()
+        time.sleep(random.uniform(0, 0.05))
+
+    def frozen_worker() -> None:
+        try:
+            wx.drain(factory)
+            outcome[0] = "drained"
+        except Exception as exc:  # surfaced by the assertion
+            outcome[0] = f"{type(exc).__name__}: {exc}"
+
+    def cancel() -> None:
+        barrier.wait()
+        time.sleep(random.uniform(0, 0.05))
+        try:
+            with unit_of_work(factory) as s:
+                w = service.cancel_payout(s, wx.tenant.id, wd_id, "race", actor=("staff", wx.tenant.owner_id),
+                                          settings=wx.settings)
+                outcome[1] = (w.status, w.provider_state)
+        except DomainError as exc:
+            outcome[1] = exc.code
+        except Exception as exc:  # surfaced by the assertion
+            outcome[1] = f"{type(exc).__name__}: {exc}"
+
+    _freeze_send(monkeypatch, meanwhile)
+    threads = [threading.Thread(target=frozen_worker), threading.Thread(target=cancel)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return outcome[0], outcome[1]
+
+
+def test_a_frozen_send_racing_the_cancel_never_leaves_a_live_bill_with_the_money_back(
+    wx: Wx, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the order: right after the race, a failed withdrawal has no bill that could still
+    be paid, an approved one still holds its amount; in the end every fen returns once."""
+    _pg_only(session_factory)
+    seen: Counter[str] = Counter()
+    ids: list[int] = []
+    for _ in range(ROUNDS):
+        wd_id = int(wx.withdraw(100)["id"])
+        ids.append(wd_id)
+        drained, outcome = _frozen_race(wx, session_factory, monkeypatch, wd_id)
+        assert drained == "drained", drained
+        w = _wd(session_factory, wx, wd_id)
+        acct = h.account(session_factory, wx.tenant.id, wx.dist)
+        state = wx.fake.transfer(f"WD{wd_id}")["state"]  # the frozen send always creates the bill
+        if w.status == "failed":  # the cancel found no bill: the fence cancelled it at once
+            assert outcome == ("failed", None), outcome
+            assert state in ("CANCELING", "CANCELLED"), (outcome, state)
+            assert acct["withdrawing"] == 0, acct
+            seen["failed, late bill cancelled by the send"] += 1
+        else:  # the cancel saw the bill (cancelling it at WeChat) or the send's answer (refused)
+            assert w.status == "approved", (outcome, w.status)
+            assert acct["withdrawing"] == 100, (outcome, acct)
+            assert outcome in (("approved", "CANCELING"), "withdrawal_payout_sending"), outcome
+            seen[f"approved, {outcome}"] += 1
+        _settle_everything(wx, session_factory, [wd_id])
+    print(f"\n{ROUNDS} races of a frozen send with the cancel: {dict(seen)}")
+    _assert_each_returned_once_and_no_bill_left(wx, session_factory, ids)
+    for wd_id in ids:
+        assert wx.fake.transfer(f"WD{wd_id}")["state"] == "CANCELLED"
+        assert _actions(session_factory, wx, wd_id, "paid_after_failure")["paid_after_failure"] == []
