@@ -111,6 +111,40 @@ def test_refunds_reverse_earned_and_return_spent_in_proportion_then_exactly_on_f
     assert summary.growth == 0 and summary.paid_spend == 0
 
 
+def test_refunding_every_item_takes_back_every_point_and_all_growth_although_the_freight_was_kept(
+    client: TestClient, session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    """Points and growth are earned on the goods (freight excluded), so their reversal follows
+    the goods too: a refund counts against the goods first. In proportion to the paid amount
+    (freight included), refunding both items of 10,000 + 800 freight left 8 of 100 points."""
+    from tests.factories.orders import make_freight_template
+
+    make_freight_template(session_factory, tenant.id, default=True)  # 800 fen for the first unit
+    member, headers = f.paying_customer(session_factory, tenant.id)
+    sku = make_sku(session_factory, tenant.id, price=5000)
+    order = _submit(client, headers, [(sku, 2)])
+    assert (order["freight_amount"], order["payable_amount"]) == (1000, 11000)  # 800 + 200 for the second unit
+    _pay(client, order["id"], headers)
+    _drain(session_factory, settings, tenant)
+    assert h.balance(session_factory, tenant.id, member) == 100  # 10,000 fen of goods, 1 point per yuan
+    with session_factory() as s:
+        assert service.summary(s, tenant.id, member).growth == 100
+
+    _refund(client, tenant, order["id"], 5000, "goods-1")  # one item: half the goods
+    _drain(session_factory, settings, tenant)
+    assert h.balance(session_factory, tenant.id, member) == 50
+    with session_factory() as s:
+        assert service.summary(s, tenant.id, member).growth == 50
+
+    _refund(client, tenant, order["id"], 5000, "goods-2")  # the other item; the freight stays paid
+    _drain(session_factory, settings, tenant)
+    assert h.balance(session_factory, tenant.id, member) == 0
+    assert h.entries_sum(session_factory, tenant.id, member) == 0 == h.open_lots_sum(session_factory, tenant.id, member)
+    with session_factory() as s:
+        summary = service.summary(s, tenant.id, member)
+    assert (summary.growth, summary.paid_spend) == (0, 1000)
+
+
 def test_cancelled_order_returns_its_points(
     client: TestClient, session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
 ) -> None:

@@ -513,8 +513,7 @@ def on_order_paid(session: Session, merchant_id: int, order_id: int, now: dt.dat
         state.paid_spend += max(0, order.paid_amount - op.refunded_amount)  # a refund seen first is netted here
         if op.refunded_amount < order.paid_amount:  # an order refunded in full before it was counted never counts
             state.paid_orders += 1
-        goods_paid = max(0, order.paid_amount - order.freight_amount)
-        growth = goods_paid * rules.earn.growth_per_yuan // 100
+        growth = _goods_paid(order) * rules.earn.growth_per_yuan // 100
         if growth:
             add_growth(session, merchant_id, order.member_id, growth, action="order", ref=f"order:{order_id}",
                        key=f"order:{order_id}:growth", now=now)
@@ -525,7 +524,7 @@ def on_order_paid(session: Session, merchant_id: int, order_id: int, now: dt.dat
         _earn_order(session, merchant_id, order, lines, op, rules, now)
     if newly_paid:
         grant_cards(session, merchant_id, order, lines, now)
-    _sync_refunds(session, merchant_id, op, full=False, now=now)
+    _sync_refunds(session, merchant_id, op, _goods_paid(order), full=False, now=now)
     evaluate_level(session, merchant_id, order.member_id, now)
 
 
@@ -539,7 +538,7 @@ def on_order_completed(session: Session, merchant_id: int, order_id: int, now: d
     if not op.paid_counted:  # completed before the paid job ran: do the paid part first
         on_order_paid(session, merchant_id, order_id, now)
     _earn_order(session, merchant_id, order, lines, op, rules, now)
-    _sync_refunds(session, merchant_id, op, full=False, now=now)
+    _sync_refunds(session, merchant_id, op, _goods_paid(order), full=False, now=now)
     evaluate_level(session, merchant_id, order.member_id, now)
 
 
@@ -548,8 +547,7 @@ def _earn_order(
 ) -> None:
     if op.earned_at is not None:
         return
-    goods_paid = max(0, order.paid_amount - order.freight_amount)
-    base = goods_paid * rules.earn.points_per_yuan // 100
+    base = _goods_paid(order) * rules.earn.points_per_yuan // 100
     if rules.earn.product_bonus:
         base += sum(line.bonus_points for line in lines)
     op.earned = _earn(session, merchant_id, order.member_id, base, reason="order", ref=f"order:{order.id}",
@@ -595,7 +593,7 @@ def on_order_refunded(
         if now_full and before < op.paid_amount:  # the refund that empties the order: it no longer counts
             state.paid_orders = max(0, state.paid_orders - 1)
     session.flush()
-    _sync_refunds(session, merchant_id, op, full=full, now=now, refund_id=refund_id)
+    _sync_refunds(session, merchant_id, op, _goods_paid(order), full=full, now=now, refund_id=refund_id)
     if full:
         revoke_cards(session, merchant_id, order, now)
     _refund_review(session, merchant_id, state, ladder, figures_before, now)
@@ -630,6 +628,12 @@ def _refund_review(
     return reached
 
 
+def _goods_paid(order: Any) -> int:
+    """What the order paid for its goods (freight excluded): the base of its points and growth,
+    and so of their reversal on refunds."""
+    return max(0, order.paid_amount - order.freight_amount)
+
+
 def _share(total: int, refunded: int, paid: int, full: bool) -> int:
     if full or (paid and refunded >= paid):
         return total
@@ -639,24 +643,30 @@ def _share(total: int, refunded: int, paid: int, full: bool) -> int:
 
 
 def _sync_refunds(
-    session: Session, merchant_id: int, op: Any, *, full: bool, now: dt.datetime, refund_id: int | None = None
+    session: Session, merchant_id: int, op: Any, goods_paid: int, *, full: bool, now: dt.datetime,
+    refund_id: int | None = None,
 ) -> None:
+    """Earned points, spent points and growth follow the order's refunds in proportion to its
+    goods: a refund counts against the goods first (``goods_paid``; freight is refunded last),
+    so refunding every item takes back every point and all growth although the freight was
+    kept. Each step runs once per refund (keys); the targets are cumulative, so it ends exact."""
     if op.refunded_amount <= 0 and not full:
         return
     full = full or (op.paid_amount > 0 and op.refunded_amount >= op.paid_amount)
     tag = f"refund:{refund_id}" if refund_id is not None else f"sync:{op.refunded_amount}"
     order_ref = f"order:{op.order_id}"
-    target = _share(op.earned, op.refunded_amount, op.paid_amount, full)
+    basis = goods_paid or op.paid_amount  # an order of freight alone: the paid amount
+    target = _share(op.earned, op.refunded_amount, basis, full)
     if target > op.earn_reversed:
         reverse(session, merchant_id, f"{order_ref}:earn", target - op.earn_reversed, reason="order_refunded",
                 ref=order_ref, idempotency_key=f"{order_ref}:{tag}:earn", now=now)
         op.earn_reversed = target
-    target = _share(op.spent, op.refunded_amount, op.paid_amount, full)
+    target = _share(op.spent, op.refunded_amount, basis, full)
     if target > op.spent_returned:
         reverse(session, merchant_id, f"{order_ref}:spend", target - op.spent_returned, reason="order_refunded",
                 ref=order_ref, idempotency_key=f"{order_ref}:{tag}:spend", now=now)
         op.spent_returned = target
-    target = _share(op.growth, op.refunded_amount, op.paid_amount, full)
+    target = _share(op.growth, op.refunded_amount, basis, full)
     if target > op.growth_reversed:
         add_growth(session, merchant_id, op.member_id, -(target - op.growth_reversed), action="order_refunded",
                    ref=order_ref, key=f"{order_ref}:{tag}:growth", now=now)
