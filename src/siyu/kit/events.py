@@ -30,6 +30,12 @@ EVENTS = {
     "order.shipped": "order_id, member_id",
     "order.completed": "order_id, member_id",
     "order.refunded": "a refund succeeded (order_id, member_id, refund_id, amount, lines, full)",
+    "order.refund_failed": "the payment provider refused a refund for good (order_id, member_id, refund_id, aftersale_id, "
+    "amount, reason)",
+    "aftersale.requested": "a customer asked for an after-sale (aftersale_id, order_id, member_id, kind, status, refund_amount)",
+    "aftersale.completed": "an after-sale was completed (aftersale_id, order_id, member_id, kind, status, refund_amount)",
+    "review.created": "a customer reviewed a bought product (review_id, member_id, product_id, rating)",
+    "member.profile_completed": "a member filled in every profile field the task asks for (member_id)",
     "segment.changed": "a saved segment gained or lost members (segment_id, entered, left, at)",
     "member.registered": "a new member registered (member_id, channel)",
     "coupon.issued": "a coupon entered a wallet (coupon_id, template_id, member_id, source)",
@@ -49,6 +55,11 @@ EVENTS = {
     "referral.rewarded": "an invitee's first paid order rewarded both sides (invitee_member_id, inviter_member_id, order_id, rewards)",
     "commission.settled": "a commission left the after-sales window (commission_id, distributor_id, order_id, amount)",
     "withdrawal.paid": "a distributor's withdrawal was paid out (withdrawal_id, distributor_id, member_id, amount, reference)",
+    "withdrawal.failed": "a payout failed or was cancelled; the amount is available again (withdrawal_id, distributor_id, "
+    "member_id, amount, detail)",
+    "withdrawal.paid_after_failure": "a payout failed here was paid by the provider after all: recorded paid, the amount "
+    "taken back from available and any rest kept as debt (withdrawal_id, distributor_id, member_id, amount, reference, "
+    "from_available, debt)",
 }
 
 
