@@ -128,6 +128,24 @@ def test_window_and_foreign_ids(client: TestClient, tenant: Tenant, session_fact
     assert _count(session_factory, tenant) == 0
 
 
+def test_a_first_order_special_takes_no_limit_above_one_unit(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    """首单特价 is one unit of a member's first order by definition; a larger limit was accepted and ignored."""
+    sku = make_sku(session_factory, tenant.id, price=10000)
+    rules = {"items": [{"sku_id": sku, "price": 100}]}
+    r = _post(client, tenant, promotion_body("first_order", rules, per_member_limit=2))
+    assert r.status_code == 422, r.text
+    assert [(f["path"], f["code"]) for f in r.json()["fields"]] == [("per_member_limit", "first_order_one_unit")]
+    assert r.json()["fields"][0]["message"] == "首单特价每位会员限购 1 件（限购请留空或填 1）"
+    assert _count(session_factory, tenant) == 0
+    created = create_promotion(client, tenant, "first_order", rules, activate=False, per_member_limit=1)
+    r = client.patch(f"{ADMIN}/promotions/{created['id']}", json={"per_member_limit": 3}, headers=tenant.admin_headers)
+    assert r.status_code == 422 and r.json()["fields"][0]["code"] == "first_order_one_unit", r.text
+    r = client.get(f"{ADMIN}/promotions/{created['id']}", headers=tenant.admin_headers)
+    assert r.json()["per_member_limit"] == 1
+
+
 def test_another_merchants_promotion_is_404(
     client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
 ) -> None:

@@ -126,7 +126,8 @@ class PromotionIn(Strict):
     allows_order_promotions: bool = Field(default=True, description="item kinds: may its lines count for 满减/满赠/加价购")
     free_shipping: bool = Field(default=False, description="item kinds: its lines ship free; order kinds: the order")
     per_member_limit: int | None = Field(
-        default=None, ge=1, le=999, description="item kinds: units per member; order kinds: orders per member"
+        default=None, ge=1, le=999,
+        description="item kinds: units per member (first_order: 1 by definition, empty or 1 only); order kinds: orders per member"
     )
     exclusive: bool = Field(default=True, description="spend_save: exclusive (best one wins) or stackable")
 

@@ -345,9 +345,19 @@ def check_rules(session: Session, merchant_id: int, kind: str, raw: dict[str, An
     return rules.model_dump(mode="json")
 
 
+def _check_limit(kind: str, per_member_limit: int | None) -> None:
+    """A first-order special is one unit for a member's first order by definition: a larger
+    limit was accepted and silently ignored."""
+    if kind == FIRST_ORDER and per_member_limit not in (None, 1):
+        raise invalid("per_member_limit", "first_order_one_unit",
+                      "a first-order special sells one unit per member (leave the limit empty or 1)",
+                      "首单特价每位会员限购 1 件（限购请留空或填 1）")
+
+
 def create(session: Session, merchant_id: int, data: PromotionIn, *, actor: Actor) -> Promotion:
     starts_at, ends_at = _aware(data.starts_at, "starts_at"), _aware(data.ends_at, "ends_at")
     _check_window(starts_at, ends_at)
+    _check_limit(data.kind, data.per_member_limit)
     rules = check_rules(session, merchant_id, data.kind, data.rules)
     promo = Promotion(
         merchant_id=merchant_id, name=data.name.strip(), kind=data.kind, status=DRAFT, starts_at=starts_at,
@@ -388,6 +398,8 @@ def update(
     if promo.status == ACTIVE and starts_at <= now:
         raise invalid("starts_at", "in_the_past", "an activated promotion cannot be moved to start in the past",
                       "已启用的活动不能把开始时间改到过去")
+    if "per_member_limit" in changes:
+        _check_limit(promo.kind, changes["per_member_limit"])
     if data.rules is not None:
         promo.rules = check_rules(session, merchant_id, promo.kind, data.rules)
     for key in ("allows_coupons", "allows_points", "allows_order_promotions", "free_shipping", "per_member_limit",
