@@ -288,7 +288,30 @@ def _apply_fields(t: CouponTemplate, body: TemplateFields) -> None:
         setattr(t, name, _aware(value) if isinstance(value, dt.datetime) and value.tzinfo else value)
 
 
-def create_template(session: Session, merchant_id: int, body: TemplateIn, *, actor: Actor) -> CouponTemplate:
+def _check_scope_ids(
+    session: Session, merchant_id: int, t: CouponTemplate, before: CouponTemplate | None = None
+) -> None:
+    """The scope's products or categories and the excluded products are the merchant's own (as a
+    promotion's scope is checked): 404 ``not_found`` naming the kind. On an update only the ids
+    the update adds are looked up, so a template keeps working once a product it names is gone."""
+    def added(name: str) -> list[int]:
+        old = set(getattr(before, name) or []) if before is not None else set()
+        return [i for i in (getattr(t, name) or []) if i not in old]
+
+    scope_ids = added("scope_ids") if before is None or before.scope == t.scope else list(t.scope_ids or [])
+    if (t.scope == SCOPE_CATEGORIES and scope_ids
+            and set(scope_ids) - repo.existing_category_ids(session, merchant_id, scope_ids)):
+        raise not_found("分类", "Category")
+    products = [*(scope_ids if t.scope == SCOPE_PRODUCTS else []), *added("excluded_product_ids")]
+    if products and set(products) - repo.existing_product_ids(session, merchant_id, products):
+        raise not_found("商品", "Product")
+
+
+def create_template(
+    session: Session, merchant_id: int, body: TemplateIn, *, actor: Actor, check_ids: bool = False
+) -> CouponTemplate:
+    """``check_ids``: look the scope's and exclusions' ids up (the admin API does; other modules
+    and fixtures pass ids they already hold)."""
     t = CouponTemplate(
         merchant_id=merchant_id, name=body.name, kind=body.kind, amount=0, threshold=0, percent_off_bp=0,
         scope=SCOPE_ALL, scope_ids=[], excluded_product_ids=[], stackable=False, validity_mode=VALID_FIXED,
@@ -299,6 +322,8 @@ def create_template(session: Session, merchant_id: int, body: TemplateIn, *, act
     if t.status == STOPPED:
         raise DomainError("coupon_template_state_invalid", status="new", target=STOPPED)
     validate_template(t)
+    if check_ids:
+        _check_scope_ids(session, merchant_id, t)
     session.add(t)
     session.flush()
     audit.record(session, merchant_id, "coupon_template", t.id, "created", to_state=t.status, actor=actor,
@@ -319,7 +344,8 @@ _TRANSITIONS = {(DRAFT, ACTIVE), (ACTIVE, STOPPED), (STOPPED, ACTIVE), (DRAFT, S
 
 
 def update_template(
-    session: Session, merchant_id: int, template_id: int, body: TemplateUpdate, *, actor: Actor
+    session: Session, merchant_id: int, template_id: int, body: TemplateUpdate, *, actor: Actor,
+    check_ids: bool = False,
 ) -> CouponTemplate:
     t = get_template(session, merchant_id, template_id)
     before = {name: getattr(t, name) for name in _RULE_FIELDS}
@@ -332,6 +358,8 @@ def update_template(
     if t.issued > 0 and any(getattr(draft, n) != before[n] for n in _RULE_FIELDS):
         raise DomainError("coupon_template_in_use")
     validate_template(draft)
+    if check_ids:
+        _check_scope_ids(session, merchant_id, draft, before=t)
     for c in CouponTemplate.__table__.columns:
         if c.key not in ("id", "merchant_id", "issued", "created_at"):
             setattr(t, c.key, getattr(draft, c.key))
