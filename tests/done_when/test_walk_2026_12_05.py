@@ -3,11 +3,12 @@ pinned by a test that failed before its fix."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.done_when.conftest import ADMIN, Demo, new_item
+from tests.done_when.conftest import ADMIN, STORE, Demo, key, login, new_item
 
 
 def _template(**fields: Any) -> dict[str, Any]:
@@ -45,3 +46,39 @@ def test_a_coupon_template_scoped_to_unknown_products_or_categories_is_refused_a
                      headers=demo.operator)
     assert r.status_code == 404 and r.json()["code"] == "not_found", r.text
     assert client.get(f"{ADMIN}/coupon-templates/{tid}", headers=demo.operator).json()["scope_ids"] == [product]
+
+
+def test_making_up_today_or_a_future_day_says_why_not_the_window(client: TestClient, demo: Demo) -> None:
+    """补签 of today or of a day to come was refused with "只能补签 3 天内" (only within 3 days),
+    though the day is inside those three days; the reason now names the real rule."""
+    rules = client.get(f"{ADMIN}/loyalty/rules", headers=demo.owner)
+    assert rules.status_code == 200, rules.text
+    merchant = rules.json()
+    merchant["check_in"] = {**merchant["check_in"], "enabled": True,
+                            "makeup": {"enabled": True, "cost_points": 20, "within_days": 3}}
+    r = client.put(f"{ADMIN}/loyalty/rules", json=merchant, headers=demo.owner)
+    assert r.status_code == 200, r.text
+    try:
+        _makeup_refusals(client, demo)
+    finally:
+        client.put(f"{ADMIN}/loyalty/rules", json=rules.json(), headers=demo.owner)
+
+
+def _makeup_refusals(client: TestClient, demo: Demo) -> None:
+    _, c, _ = login(client, demo, "walk-makeup-1")
+    r = client.post(f"{STORE}/loyalty/me/check-in", headers={**c, **key()})
+    assert r.status_code == 201, r.text
+    today, earned = dt.date.fromisoformat(r.json()["day"]), r.json()["points"]
+    for day in (today, today + dt.timedelta(days=1)):
+        r = client.post(f"{STORE}/loyalty/me/check-in/makeup", json={"day": day.isoformat()}, headers={**c, **key()})
+        assert r.status_code == 422 and r.json()["code"] == "makeup_not_allowed", r.text
+        assert r.json()["message"] == "该日期不能补签：只能补签今天之前的日期", r.text
+        en = client.post(f"{STORE}/loyalty/me/check-in/makeup", json={"day": day.isoformat()},
+                         headers={**c, **key(), "Accept-Language": "en"})
+        assert en.json()["message"] == "Cannot make up that day: only days before today", en.text
+    # a day too far back still names the window
+    old = today - dt.timedelta(days=30)
+    r = client.post(f"{STORE}/loyalty/me/check-in/makeup", json={"day": old.isoformat()}, headers={**c, **key()})
+    assert r.status_code == 422 and "天内" in r.json()["message"], r.text
+    me = client.get(f"{STORE}/loyalty/me", headers=c).json()
+    assert (me["check_in_streak"], me["points_balance"]) == (1, earned)  # nothing made up, nothing charged

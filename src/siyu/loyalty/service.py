@@ -789,7 +789,9 @@ def makeup_check_in(
     if not rules.makeup.enabled:
         raise DomainError("makeup_not_allowed", reason="补签未开启", reason_en="make-up is not enabled")
     today = local_date(now, _tz(session, merchant_id))
-    if day >= today or (today - day).days > rules.makeup.within_days:
+    if day >= today:
+        raise DomainError("makeup_not_allowed", reason="只能补签今天之前的日期", reason_en="only days before today")
+    if (today - day).days > rules.makeup.within_days:
         raise DomainError("makeup_not_allowed", reason=f"只能补签 {rules.makeup.within_days} 天内",
                           reason_en=f"only the last {rules.makeup.within_days} days")
     if repo.check_in(session, merchant_id, member_id, day) is not None:
