@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import pytest
 from fastapi.testclient import TestClient
 
+from siyu.kit.timeutil import utcnow
 from tests.done_when.conftest import ADMIN, STORE, Demo, key, login, new_item
 
 
@@ -82,3 +85,36 @@ def _makeup_refusals(client: TestClient, demo: Demo) -> None:
     assert r.status_code == 422 and "天内" in r.json()["message"], r.text
     me = client.get(f"{STORE}/loyalty/me", headers=c).json()
     assert (me["check_in_streak"], me["points_balance"]) == (1, earned)  # nothing made up, nothing charged
+
+
+def test_between_two_flash_sale_sessions_the_next_start_is_said_in_the_stores_time(
+    client: TestClient, demo: Demo
+) -> None:
+    """The refusal read "下一场 2026-12-05T19:00:00+00:00 开始" for a session at 03:00 in the
+    store's zone (Asia/Shanghai): a customer in China read 19:00. The message now says the
+    store's local time; the detail keeps the instant."""
+    _, (sku,) = new_item(client, demo, "走查 场次 镜框", [10000], stock=10)
+    local = utcnow().astimezone(ZoneInfo("Asia/Shanghai"))
+    start = local + dt.timedelta(hours=2)
+    slot = {"start": start.strftime("%H:%M"), "end": (start + dt.timedelta(minutes=1)).strftime("%H:%M")}
+    if slot["end"] <= slot["start"]:
+        pytest.skip("the slot two hours from now would cross local midnight")
+    now = utcnow()
+    r = client.post(f"{ADMIN}/flash-sales", headers=demo.operator, json={
+        "name": "走查 场次", "starts_at": (now - dt.timedelta(hours=1)).isoformat(),
+        "ends_at": (now + dt.timedelta(days=3)).isoformat(), "per_member_limit": 1, "slots": [slot],
+        "items": [{"sku_id": sku, "flash_price": 5000, "activity_stock": 2}]})
+    assert r.status_code == 201, r.text
+    r = client.post(f"{ADMIN}/flash-sales/{r.json()['id']}/start", headers=demo.operator)
+    assert r.status_code == 200, r.text
+    item = r.json()["items"][0]["id"]
+    _, c, _ = login(client, demo, "walk-session-1")
+    shown = start.strftime("%Y-%m-%d %H:%M")
+    r = client.post(f"{STORE}/flash-sales/{item}/buy", json={}, headers={**c, **key()})
+    assert r.status_code == 409 and r.json()["code"] == "flash_sale_outside_session", r.text
+    assert r.json()["message"] == f"当前不在秒杀场次内，下一场 {shown} 开始", r.text
+    instant = dt.datetime.fromisoformat(r.json()["detail"]["next_session_starts_at"])
+    assert instant.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M") == shown
+    en = client.post(f"{STORE}/flash-sales/{item}/buy", json={}, headers={**c, **key(), "Accept-Language": "en"})
+    assert en.status_code == 409 and shown in en.json()["message"], en.text
+    assert client.get(f"{STORE}/orders", headers=c).json()["items"] == []

@@ -94,8 +94,8 @@ _MESSAGES = {
     "flash_sale_ended": (409, "秒杀已结束", "The flash sale has ended"),
     "flash_sale_outside_session": (
         409,
-        "当前不在秒杀场次内，下一场 {next_session_starts_at} 开始",
-        "Not inside a flash-sale session now; the next one starts at {next_session_starts_at}",
+        "当前不在秒杀场次内，下一场 {next_session_local} 开始",
+        "Not inside a flash-sale session now; the next one starts at {next_session_local} (store time)",
     ),
     "flash_sale_sold_out": (409, "手慢了，秒杀商品已抢光", "The flash-sale item is sold out"),
     "flash_sale_limit_reached": (
@@ -608,7 +608,9 @@ def check_open(sale: FlashSale, tz: str, now: dt.datetime) -> tuple[dt.datetime,
     if state == DRAFT:
         raise _item_not_found()
     if state == "upcoming" and span is not None and now >= sale.starts_at:
-        raise DomainError("flash_sale_outside_session", next_session_starts_at=span[0].isoformat())
+        # the message says the store's wall clock; the detail keeps the instant (UTC)
+        raise DomainError("flash_sale_outside_session", next_session_starts_at=span[0].isoformat(),
+                          next_session_local=span[0].astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M"))
     if state == "upcoming":
         raise DomainError("flash_sale_not_started")
     if state == ENDED or span is None:
