@@ -143,7 +143,7 @@ def test_submit_refuses_missing_key_and_client_prices(
         r = _submit(client, h, tampered)
         assert r.status_code == 422 and r.json()["code"] == "validation_error", tampered
     r = _submit(client, h, {"items": [{"sku_id": sku, "quantity": 0}]})
-    assert r.status_code == 422 and r.json()["fields"][0]["path"] == "items.0.quantity"
+    assert r.status_code == 422 and r.json()["fields"][0]["path"] == "body.items.0.quantity"  # as README.md shows
     r = _submit(client, h, {"items": [{"sku_id": sku, "quantity": 11}]})
     assert r.status_code == 409 and r.json()["code"] == "insufficient_stock"
     assert sku_stock(session_factory, sku) == 10

@@ -17,6 +17,13 @@ from siyu.kit.bounds import RefId
 MAX_LINE_QUANTITY = 999
 
 
+def _omittable(**constraints: Any) -> Any:
+    """A PATCH field that may be left out (unchanged) but not sent as ``null``: its type has no
+    ``None``, so Pydantic refuses a null (``string_type``, ``bool_type`` ...) and the OpenAPI
+    document does not offer one."""
+    return Field(default=None, **constraints)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -74,12 +81,15 @@ class AddressIn(Strict):
 
 
 class AddressUpdate(Strict):
-    name: str | None = Field(default=None, min_length=1, max_length=32)
-    phone: str | None = Field(default=None, min_length=5, max_length=20, pattern=r"^[0-9+\- ]+$")
-    province: str | None = Field(default=None, min_length=1, max_length=32)
-    city: str | None = Field(default=None, min_length=1, max_length=32)
-    district: str | None = Field(default=None, max_length=32)
-    detail: str | None = Field(default=None, min_length=1, max_length=200)
+    """Absent keys are left alone. Only ``postal_code`` may be ``null`` (clears it); the other
+    fields are required on an address, so ``null`` is refused (``string_type``)."""
+
+    name: str = _omittable(min_length=1, max_length=32)
+    phone: str = _omittable(min_length=5, max_length=20, pattern=r"^[0-9+\- ]+$")
+    province: str = _omittable(min_length=1, max_length=32)
+    city: str = _omittable(min_length=1, max_length=32)
+    district: str = _omittable(max_length=32)
+    detail: str = _omittable(min_length=1, max_length=200)
     postal_code: str | None = Field(default=None, max_length=10)
     is_default: bool | None = None
 
@@ -145,7 +155,11 @@ class FreightTemplateOut(BaseModel):
 # -- checkout ------------------------------------------------------------------------------------
 class CheckoutItem(Strict):
     sku_id: RefId
-    quantity: int
+    quantity: int = Field(
+        ge=1, le=MAX_LINE_QUANTITY,
+        description=f"units; lines of the same SKU are merged and their total is at most {MAX_LINE_QUANTITY} too "
+                    "(else quantity_out_of_range on the line)",
+    )
 
 
 class CheckoutIn(Strict):

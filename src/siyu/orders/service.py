@@ -279,9 +279,7 @@ def update_address(
     changes = data.model_dump(exclude_unset=True)
     make_default = changes.pop("is_default", None)
     for key, value in changes.items():
-        if value is None and key != "postal_code":
-            raise invalid(key, "required", f"{key} cannot be null", f"{key} 不能为 null")
-        setattr(address, key, value)
+        setattr(address, key, value)  # AddressUpdate refuses null but for postal_code
     if make_default:
         address.is_default = True
         session.flush()
