@@ -248,7 +248,11 @@ class CheckInOut(BaseModel):
 
 
 class MakeupIn(Strict):
-    day: dt.date
+    """Make-up must be enabled in the merchant's check-in rules (else 422 ``checkin_disabled`` /
+    ``makeup_not_allowed``); ``day`` is before today (the merchant's time zone), at most
+    ``makeup.within_days`` days back, and a day without a check-in (else 422 ``makeup_not_allowed``)."""
+
+    day: dt.date = Field(description="a missed day before today, within the merchant's makeup.within_days")
 
 
 class CalendarOut(BaseModel):
@@ -259,6 +263,9 @@ class CalendarOut(BaseModel):
 
 
 class TaskIn(Strict):
+    """The task must be enabled in the merchant's loyalty rules (else 404 ``task_unknown``); a
+    repeated ``ref`` or a report beyond the daily cap earns nothing."""
+
     ref: str = Field(min_length=1, max_length=64, description="what was done, e.g. the shared page id (idempotent)")
 
 

@@ -8,11 +8,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from siyu.kit.bounds import RefId
 from siyu.kit.errors import FieldError
 
 
 class WechatLoginIn(BaseModel):
-    code: str = Field(min_length=1, max_length=128, description="the code from wx.login()")
+    """Needs the ``X-Siyu-Merchant`` header. The code is checked with WeChat (400
+    ``wechat_code_invalid`` when it refuses it); a merchant in sandbox mode takes only codes
+    ``sandbox-<name>`` (a non-empty name)."""
+
+    code: str = Field(
+        min_length=1, max_length=128,
+        description="the code from wx.login(); sandbox merchants: sandbox-<name>",
+        examples=["sandbox-alice"],
+    )
     channel: str | None = Field(default=None, max_length=64, description="scene value of the entry (channel code)")
     nickname: str | None = Field(default=None, max_length=64)
     avatar_url: str | None = Field(default=None, max_length=500)
@@ -22,7 +31,14 @@ class WechatLoginIn(BaseModel):
 
 
 class PhoneBindIn(BaseModel):
-    code: str = Field(min_length=1, max_length=128, description="the code from the getPhoneNumber button")
+    """The code is checked with WeChat (400 ``wechat_code_invalid`` when it refuses it); a merchant in
+    sandbox mode takes only codes starting with ``sandbox-`` (its digits make the phone number)."""
+
+    code: str = Field(
+        min_length=1, max_length=128,
+        description="the code from the getPhoneNumber button; sandbox merchants: sandbox-...",
+        examples=["sandbox-13800000001"],
+    )
 
 
 class CustomerTokenOut(BaseModel):
@@ -62,7 +78,9 @@ KEY_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 
 
 class FieldDef(BaseModel):
-    """One typed field: a custom profile field or a field of a record type."""
+    """One typed field: a custom profile field or a field of a record type. ``choice`` and
+    ``multi_choice`` fields need ``options`` (unique); other types take none. ``min``/``max`` apply
+    to ``number`` fields only, with ``min`` ≤ ``max`` (else 422 ``value_error`` on the field)."""
 
     model_config = ConfigDict(extra="forbid", from_attributes=True)
     key: str = Field(pattern=KEY_PATTERN)
@@ -196,19 +214,24 @@ class CustomFieldDefOut(CustomFieldDefIn):
 
 class ProfilePatch(BaseModel):
     """Fields a member (store) or an operator (admin) may change. Absent keys are left alone;
-    ``null`` clears. ``custom_fields`` is merged key by key (``null`` clears a key)."""
+    ``null`` clears. ``custom_fields`` is merged key by key (``null`` clears a key); its keys and
+    values must match the merchant's custom field definitions (``GET /custom-fields``), else 422
+    ``custom_field_invalid`` with a field error per key. ``birthday`` lies between 1900-01-01 and
+    today."""
 
     model_config = ConfigDict(extra="forbid")
     nickname: str | None = Field(default=None, max_length=64)
     avatar_url: str | None = Field(default=None, max_length=500)
     gender: Literal["male", "female", "unknown"] | None = None
-    birthday: dt.date | None = None
+    birthday: dt.date | None = Field(default=None, description="from 1900-01-01 to today")
     province: str | None = Field(default=None, max_length=32)
     city: str | None = Field(default=None, max_length=32)
     occupation: str | None = Field(default=None, max_length=64)
     income_band: Literal["lt_3k", "3k_5k", "5k_10k", "10k_20k", "20k_50k", "gte_50k"] | None = None
     interests: list[Annotated[str, Field(min_length=1, max_length=32)]] | None = Field(default=None, max_length=30)
-    custom_fields: dict[str, Any] | None = None
+    custom_fields: dict[str, Any] | None = Field(
+        default=None, description="keys and values as the merchant's custom field definitions allow; null clears a key"
+    )
 
     @field_validator("birthday")
     @classmethod
@@ -260,7 +283,10 @@ class RecordTypePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     label: str | None = Field(default=None, min_length=1, max_length=64)
     description: str | None = Field(default=None, max_length=500)
-    fields: list[FieldDef] | None = Field(default=None, min_length=1, max_length=60)
+    fields: list[FieldDef] | None = Field(
+        default=None, min_length=1, max_length=60,
+        description="replaces the fields of new versions; keys unique (else 422 duplicate_key on body.fields)",
+    )
     active: bool | None = None
 
 
@@ -494,6 +520,9 @@ CHANNEL_KINDS = ("offline_flyer", "store_counter", "community_group", "official_
 
 
 class ChannelCodeIn(BaseModel):
+    """``scene`` is unique per merchant (else 409 ``channel_scene_taken``); ``staff_id`` and
+    ``tag_ids`` must name this merchant's staff member and tags (else 404)."""
+
     model_config = ConfigDict(extra="forbid")
     kind: Literal["offline_flyer", "store_counter", "community_group", "official_account", "staff", "other"]
     name: str = Field(min_length=1, max_length=64)
@@ -503,8 +532,8 @@ class ChannelCodeIn(BaseModel):
         description="WeChat's wxacode scene: at most 32 of 0-9a-zA-Z!#$&'()*+,/:;=?@-._~ (unique per merchant; "
                     "the store's scan path takes it percent-encoded)",
     )
-    staff_id: int | None = None
-    tag_ids: list[int] = Field(default_factory=list, max_length=20)
+    staff_id: RefId | None = None
+    tag_ids: list[RefId] = Field(default_factory=list, max_length=20)
     page: str | None = Field(default=None, max_length=128, pattern=r"^[^/].*$")
     landing_url: str | None = Field(
         default=None, max_length=1000, description="URL the plain QR code encodes; {scene} and {merchant} are replaced"

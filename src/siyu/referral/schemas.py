@@ -142,6 +142,9 @@ class LevelOut(BaseModel):
 
 
 class ApplyIn(Strict):
+    """Needs the merchant's referral programme enabled (else 409 ``referral_disabled``); one application per
+    member (409 ``distributor_already_applied``), again only after a rejection."""
+
     real_name: str | None = Field(default=None, max_length=32)
     phone: str | None = Field(default=None, max_length=20)
     note: str | None = Field(default=None, max_length=200)
