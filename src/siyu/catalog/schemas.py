@@ -28,6 +28,13 @@ MAX_SPEC_NAMES = 5
 MAX_IMAGES = 20
 
 
+def _omittable(**constraints: Any) -> Any:
+    """A PATCH field that may be left out (unchanged) but not sent as ``null``: its type has no
+    ``None``, so Pydantic refuses a null (``string_type``, ``bool_type`` ...) and the OpenAPI
+    document does not offer one."""
+    return Field(default=None, **constraints)
+
+
 # -- categories ----------------------------------------------------------------------------------
 
 
@@ -155,21 +162,23 @@ class ProductCreate(ProductFields):
 
 class ProductUpdate(BaseModel):
     """Only the fields sent change. ``spec_names`` is fixed once SKUs use it and ``status`` has its own
-    endpoint, so they (and any unknown field) are refused here rather than silently ignored."""
+    endpoint, so they (and any unknown field) are refused here rather than silently ignored. Only
+    ``subtitle``, ``description``, ``category_id`` and ``freight_template_id`` may be ``null``
+    (clears them); the category and freight template must exist (404)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)] | None = None
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)] = _omittable()
     subtitle: Annotated[str, StringConstraints(max_length=200)] | None = None
     description: Annotated[str, StringConstraints(max_length=20000)] | None = None
-    images: list[ImageUrl] | None = Field(default=None, max_length=MAX_IMAGES)
+    images: list[ImageUrl] = _omittable(max_length=MAX_IMAGES)
     category_id: RefId | None = None
-    kind: Literal["physical", "virtual"] | None = None
-    free_shipping: bool | None = None
-    bonus_points: int | None = Field(default=None, ge=0, le=1_000_000)
-    coupons_allowed: bool | None = None
+    kind: Literal["physical", "virtual"] = _omittable()
+    free_shipping: bool = _omittable()
+    bonus_points: int = _omittable(ge=0, le=1_000_000)
+    coupons_allowed: bool = _omittable()
     freight_template_id: RefId | None = None
-    sort: SortKey | None = None
+    sort: SortKey = _omittable()
 
 
 class ProductStatusIn(BaseModel):

@@ -332,7 +332,6 @@ def create_product(session: Session, merchant_id: int, data: ProductCreate) -> P
 def update_product(session: Session, merchant_id: int, product_id: int, data: ProductUpdate) -> Product:
     product = get_product(session, merchant_id, product_id)
     fields = data.model_dump(exclude_unset=True)
-    _refuse_nulls(fields, ("title", "kind", "images", "free_shipping", "bonus_points", "coupons_allowed", "sort"))
     _check_references(session, merchant_id, fields.get("category_id"), fields.get("freight_template_id"))
     if fields.get("kind", KIND_VIRTUAL) != KIND_VIRTUAL and product.kind == KIND_VIRTUAL:
         _check_not_a_card(session, merchant_id, product.id)
