@@ -15,6 +15,11 @@ class Strict(BaseModel):
 
 
 class BargainActivityIn(Strict):
+    """``ends_at`` is after ``starts_at`` (else 422 ``window_invalid``). The SKU exists (404) and is
+    not a virtual product; ``floor_price`` is below the start price (422 ``floor_not_below_start``)
+    and the start price less the floor is at least ``helpers_needed`` fen, one per helper
+    (422 ``cut_below_one_fen``)."""
+
     name: str = Field(min_length=1, max_length=64)
     sku_id: int = Field(ge=1, le=ID_MAX)
     start_price: int | None = Field(default=None, ge=1, le=INT_MAX, description="fen; omitted: the SKU's sale price")

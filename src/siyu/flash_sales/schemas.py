@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+START_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$"  # HH:MM, 00:00-23:59
+END_PATTERN = r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$"  # also 24:00 (midnight) as an end
 
 
 # Bounds of the columns the numbers land in: a larger value would fail in the database (a 500).
@@ -20,17 +20,12 @@ class Strict(BaseModel):
 
 
 class Slot(Strict):
-    """A daily session in the merchant's time zone, ``start`` inclusive, ``end`` exclusive."""
+    """A daily session in the merchant's time zone, ``start`` inclusive, ``end`` exclusive. ``end``
+    is after ``start`` (else 422 ``slot_end_before_start``) and the slots of an activity do not
+    overlap (else 422 ``slots_overlap``)."""
 
-    start: str = Field(examples=["10:00"], description="HH:MM")
-    end: str = Field(examples=["10:30"], description="HH:MM, after start (24:00 = midnight)")
-
-    @field_validator("start", "end")
-    @classmethod
-    def _hhmm(cls, value: str) -> str:
-        if not HHMM.match(value):
-            raise ValueError("must be HH:MM (00:00-23:59, or 24:00 as an end)")
-        return value
+    start: str = Field(pattern=START_PATTERN, examples=["10:00"], description="HH:MM, 00:00-23:59")
+    end: str = Field(pattern=END_PATTERN, examples=["10:30"], description="HH:MM, after start (24:00 = midnight)")
 
 
 class FlashSaleItemIn(Strict):
@@ -49,6 +44,10 @@ class FlashSaleItemUpdate(Strict):
 
 
 class FlashSaleIn(Strict):
+    """``ends_at`` is after ``starts_at`` (else 422 ``window_invalid``); each item's SKU exists (404),
+    appears once (422 ``duplicate_sku``) and its ``flash_price`` is below the SKU's sale price
+    (422 ``price_not_below_sale_price``)."""
+
     name: str = Field(min_length=1, max_length=64)
     starts_at: dt.datetime = Field(description="ISO 8601 with offset")
     ends_at: dt.datetime

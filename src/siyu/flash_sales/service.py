@@ -145,9 +145,7 @@ def check_slots(slots: list[Slot], path: str = "slots") -> list[dict[str, str]]:
     """Each slot starts before it ends; slots do not overlap. Returned sorted by start."""
     spans = []
     for i, slot in enumerate(slots):
-        start, end = _minutes(slot.start), _minutes(slot.end)
-        if start >= 24 * 60:
-            raise invalid(f"{path}.{i}.start", "slot_invalid", "a slot cannot start at 24:00", "场次不能从 24:00 开始")
+        start, end = _minutes(slot.start), _minutes(slot.end)  # Slot's patterns: start before 24:00
         if end <= start:
             raise invalid(f"{path}.{i}.end", "slot_end_before_start", "a slot must end after it starts",
                           "场次结束时间须晚于开始时间")
