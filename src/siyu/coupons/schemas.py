@@ -7,7 +7,7 @@ Rules a schema cannot express (percent range, cap sign, scope ids, validity) are
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,36 +24,91 @@ Id = Annotated[int, Field(ge=1, le=ID_MAX)]
 CouponStatus = Literal["unused", "locked", "used", "expired", "voided"]
 
 
+MAX_VALID_DAYS = 3650  # service.MAX_DAYS
+
+
+def _states(**bounds: int) -> dict[str, Any]:
+    """JSON Schema keywords a field's OpenAPI document states while ``service.validate_template``
+    enforces them with the template's own field codes (the whole template is checked there, also
+    after a PATCH), so Pydantic does not check them a second time."""
+    return bounds
+
+
+# an id of the scope: positive (``id_invalid`` in ``validate_template``), at most BIGINT
+_PositiveId = Annotated[int, Field(le=ID_MAX, json_schema_extra=_states(minimum=1))]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+TEMPLATE_RULES = (
+    "Each bound of a field is stated here and checked with its own field code (cap_negative, limit_invalid ...), "
+    "as are the rules between fields: the kind decides which of amount / threshold / percent_off / max_discount "
+    "apply; validity_mode fixed needs valid_until (after valid_from) and no valid_days, relative needs valid_days "
+    "and no dates; issue_ends_at is after issue_starts_at; times carry a UTC offset (timezone_required)."
+)
+
+
 class TemplateFields(Strict):
+    """The rules of a template (``TEMPLATE_RULES``, the models' description in the OpenAPI document),
+    all checked by ``service.validate_template`` on the whole template, also after a PATCH."""
+
+    model_config = ConfigDict(json_schema_extra={"description": TEMPLATE_RULES})
+
     name: str | None = Field(default=None, min_length=1, max_length=64)
     description: str | None = Field(default=None, max_length=500)
     kind: Kind | None = None
-    amount: int | None = Field(default=None, le=INT_MAX, description="fen off (fixed, threshold)")
-    threshold: int | None = Field(default=None, le=INT_MAX, description="minimum spend on eligible lines, fen (0: none)")
-    percent_off: int | None = Field(default=None, description="integer percent off (15 = 15% off); or percent_off_bp")
-    percent_off_bp: int | None = Field(default=None, description="basis points off (1550 = 15.5% off)")
-    max_discount: int | None = Field(default=None, le=INT_MAX, description="cap of a percent coupon, fen")
+    amount: int | None = Field(
+        default=None, le=INT_MAX, description="fen off: positive for fixed and threshold (at most the threshold), "
+        "0 or omitted for the other kinds", json_schema_extra=_states(minimum=0),
+    )
+    threshold: int | None = Field(
+        default=None, le=INT_MAX, description="minimum spend on eligible lines, fen (0: none; a threshold coupon needs one)",
+        json_schema_extra=_states(minimum=0),
+    )
+    percent_off: int | None = Field(
+        default=None, description="integer percent off (15 = 15% off), percent coupons only (1-100); or percent_off_bp, "
+        "not both", json_schema_extra=_states(minimum=0, maximum=100),
+    )
+    percent_off_bp: int | None = Field(
+        default=None, description="basis points off (1550 = 15.5% off), percent coupons only (1-10000)",
+        json_schema_extra=_states(minimum=0, maximum=10000),
+    )
+    max_discount: int | None = Field(
+        default=None, le=INT_MAX, description="cap of a percent coupon, fen (other kinds take none)",
+        json_schema_extra=_states(minimum=0),
+    )
     scope: Scope | None = None
-    scope_ids: list[int] | None = Field(default=None, description="category or product ids of the scope")
-    excluded_product_ids: list[int] | None = None
+    scope_ids: list[_PositiveId] | None = Field(
+        default=None, description="category or product ids of the scope: required for categories/products, none for all"
+    )
+    excluded_product_ids: list[_PositiveId] | None = None
     stackable: bool | None = Field(
         default=None, description="may be combined with one stackable coupon of the other kind (discount + free shipping)"
     )
     validity_mode: ValidityMode | None = None
     valid_from: dt.datetime | None = None
     valid_until: dt.datetime | None = None
-    valid_days: int | None = Field(default=None, description="relative validity: days after receipt")
+    valid_days: int | None = Field(
+        default=None, description=f"relative validity: days after receipt (1-{MAX_VALID_DAYS}); fixed validity takes none",
+        json_schema_extra=_states(minimum=1, maximum=MAX_VALID_DAYS),
+    )
     issue_starts_at: dt.datetime | None = None
     issue_ends_at: dt.datetime | None = None
-    total_quantity: int | None = Field(default=None, le=INT_MAX, description="omitted/null: unlimited")
-    per_member_limit: int | None = Field(default=None, le=INT_MAX)
-    channels: list[Channel] | None = None
-    after_payment_min_amount: int | None = Field(default=None, le=INT_MAX, description="after_payment: paid amount needed, fen")
-    expiry_reminder_days: int | None = Field(default=None, description="coupon.expiring this many days before (0: off)")
+    total_quantity: int | None = Field(
+        default=None, le=INT_MAX, description="omitted/null: unlimited; never below what was issued",
+        json_schema_extra=_states(minimum=1),
+    )
+    per_member_limit: int | None = Field(default=None, le=INT_MAX, json_schema_extra=_states(minimum=1))
+    channels: list[Channel] | None = Field(default=None, json_schema_extra=_states(minItems=1))
+    after_payment_min_amount: int | None = Field(
+        default=None, le=INT_MAX, description="after_payment: paid amount needed, fen", json_schema_extra=_states(minimum=0)
+    )
+    expiry_reminder_days: int | None = Field(
+        default=None, description="coupon.expiring this many days before (0: off)",
+        json_schema_extra=_states(minimum=0, maximum=60),
+    )
     status: TemplateStatus | None = None
 
 
@@ -146,6 +201,8 @@ class RedeemIn(Strict):
 
 
 class CodesIn(Strict):
+    """The template must have the ``code`` channel (409 ``coupon_channel_closed``)."""
+
     count: int = Field(ge=1, le=10000)
 
 
