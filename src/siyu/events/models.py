@@ -2,8 +2,10 @@
 
 One row per behaviour event, idempotent by the client's event id (unique per merchant). The
 indexes serve the segment queries: "did E at least N times in the last D days" by member, and
-funnels by name and time. On PostgreSQL the table can be range-partitioned by month for tens of
-millions of rows (see README); the columns are the same.
+funnels by name and time. One table, not partitioned: at 21.3M events (1M members) the segment
+conditions on it answer in about a second (README, Performance). Month partitions on PostgreSQL
+would make dropping old months cheap, but the client event id's unique key would then have to
+include the time; not done.
 """
 
 from __future__ import annotations
