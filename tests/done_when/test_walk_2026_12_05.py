@@ -118,3 +118,19 @@ def test_between_two_flash_sale_sessions_the_next_start_is_said_in_the_stores_ti
     en = client.post(f"{STORE}/flash-sales/{item}/buy", json={}, headers={**c, **key(), "Accept-Language": "en"})
     assert en.status_code == 409 and shown in en.json()["message"], en.text
     assert client.get(f"{STORE}/orders", headers=c).json()["items"] == []
+
+
+def test_deleting_a_coupon_template_already_issued_says_so_and_how_to_end_it(client: TestClient, demo: Demo) -> None:
+    """DELETE of a template with coupons out answered "优惠券已发放，不能修改其优惠规则" (its rules
+    cannot change): the merchant asked to delete, not to change a rule, and was not told to stop it."""
+    r = client.post(f"{ADMIN}/coupon-templates", json=_template(status="active"), headers=demo.operator)
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    _, c, _ = login(client, demo, "walk-delete-template-1")
+    assert client.post(f"{STORE}/coupons/templates/{tid}/claim", headers={**c, **key()}).status_code == 201
+    r = client.delete(f"{ADMIN}/coupon-templates/{tid}", headers=demo.operator)
+    assert r.status_code == 409 and r.json()["code"] == "coupon_template_in_use", r.text
+    assert "删除" in r.json()["message"] and "停用" in r.json()["message"], r.text
+    en = client.delete(f"{ADMIN}/coupon-templates/{tid}", headers={**demo.operator, "Accept-Language": "en"})
+    assert "deleted" in en.json()["message"] and "stop" in en.json()["message"], en.text
+    assert client.get(f"{ADMIN}/coupon-templates/{tid}", headers=demo.operator).json()["issued"] == 1

@@ -98,7 +98,8 @@ _MESSAGES = {
     "coupon_template_inactive": (409, "优惠券未启用", "The coupon is not active"),
     "coupon_channel_closed": (409, "该优惠券不支持此领取方式", "The coupon cannot be received this way"),
     "coupon_template_in_use": (
-        409, "优惠券已发放，不能修改其优惠规则", "The coupon was already issued: its rules can no longer change"
+        409, "优惠券已发放，不能修改其优惠规则，也不能删除（可停用）",
+        "The coupon was already issued: its rules can no longer change and it cannot be deleted (stop it instead)",
     ),
     "coupon_template_state_invalid": (
         409, "优惠券当前状态（{status}）不能变为 {target}", "The coupon cannot go from {status} to {target}"
