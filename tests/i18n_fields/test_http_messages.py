@@ -117,6 +117,22 @@ def test_segment_definition(client: TestClient, tenant: Tenant) -> None:
     assert (zh["message"], en["message"]) == ("缺少必填字段", "This field is required")
 
 
+def test_segment_definition_rules_have_their_own_codes_and_text(client: TestClient, tenant: Tenant) -> None:
+    """The definition's own rules were Pydantic's value_error with English detail after a zh-CN prefix."""
+    cases = [
+        ({"type": "stage", "in": ["zombie"]}, "definition.stage", "segment_unknown_stage", "未知的生命周期阶段 zombie"),
+        ({"type": "behavior", "event": "product_view"}, "definition.behavior", "segment_window_needed",
+         "需要 within_days 或 since"),
+        ({"type": "attribute", "field": "registered_at", "op": "gt", "value": "yesterday"}, "definition.attribute",
+         "segment_date_invalid", "应为 ISO 8601 日期时间"),
+    ]
+    for definition, path, field_code, zh_start in cases:
+        code, zh, en = _field(client, "POST", f"{ADMIN}/segments/preview", tenant.admin_headers, path,
+                              {"definition": definition})
+        assert (code, zh["code"], en["code"]) == ("segment_invalid", field_code, field_code)
+        assert zh["message"].startswith(zh_start), zh
+
+
 def test_aftersale_quantity_above_what_was_bought(
     client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
 ) -> None:

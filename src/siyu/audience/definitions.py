@@ -18,8 +18,29 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from siyu.audience.models import STAGES
+from siyu.kit.validation_messages import register_field_messages
+
+# the definition's own field codes, with their zh-CN and English text (a 422's field messages)
+register_field_messages({
+    "segment_unknown_field": ("未知字段 {field}；可用字段：{known}", "unknown field {field}; known: {known}"),
+    "segment_days_needed": ("{op} 需要日期字段和不小于 0 的天数", "{op} needs a date field and a number of days >= 0"),
+    "segment_list_needed": ("{op} 需要非空列表", "{op} needs a non-empty list"),
+    "segment_between_pair": ("between 需要 [下限, 上限] 两个值", "between needs [low, high]"),
+    "segment_contains_text": ("contains 只能用于文本字段", "contains works on text fields"),
+    "segment_value_needed": ("{op} 需要 value", "{op} needs a value"),
+    "segment_date_invalid": ("应为 ISO 8601 日期时间（如 2026-01-01T00:00:00+08:00）",
+                             "Must be an ISO 8601 date-time (e.g. 2026-01-01T00:00:00+08:00)"),
+    "segment_unknown_stage": ("未知的生命周期阶段 {bad}；可用：{stages}", "unknown stage(s) {bad}; stages: {stages}"),
+    "segment_window_needed": ("需要 within_days 或 since", "give within_days or since"),
+})
+
+
+def _refuse(code: str, **ctx: Any) -> PydanticCustomError:
+    """A definition refused with its field ``code`` (text in ``register_field_messages`` above)."""
+    return PydanticCustomError(code, code, ctx)
 
 MEMBER_FIELDS = {
     "gender": "str",
@@ -76,28 +97,31 @@ class AttributeNode(_Node):
     def _check(self) -> AttributeNode:
         kind = FIELDS.get(self.field)
         if kind is None:
-            raise ValueError(f"unknown field {self.field!r}; known: {', '.join(sorted(FIELDS))}")
+            raise _refuse("segment_unknown_field", field=self.field, known=", ".join(sorted(FIELDS)))
         op, v = self.op, self.value
         if op in ("is_set", "is_not_set"):
             return self
         if op in ("within_last_days", "before_days_ago"):
             if kind != "datetime" or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{op} needs a date field and a number of days ≥ 0")
+                raise _refuse("segment_days_needed", op=op)
             return self
         if op in ("in", "not_in"):
             if not isinstance(v, list) or not v:
-                raise ValueError(f"{op} needs a non-empty list")
+                raise _refuse("segment_list_needed", op=op)
             return self
         if op == "between":
             if not isinstance(v, list) or len(v) != 2:
-                raise ValueError("between needs [low, high]")
+                raise _refuse("segment_between_pair")
             return self
         if op == "contains" and kind != "str":
-            raise ValueError("contains works on text fields")
+            raise _refuse("segment_contains_text")
         if v is None:
-            raise ValueError(f"{op} needs a value")
+            raise _refuse("segment_value_needed", op=op)
         if kind == "datetime" and isinstance(v, str):
-            dt.datetime.fromisoformat(v)
+            try:
+                dt.datetime.fromisoformat(v)
+            except ValueError:
+                raise _refuse("segment_date_invalid") from None
         return self
 
 
@@ -109,7 +133,7 @@ class StageNode(_Node):
     def _check(self) -> StageNode:
         bad = [s for s in self.in_ if s not in STAGES]
         if bad:
-            raise ValueError(f"unknown stage(s) {bad}; stages: {', '.join(STAGES)}")
+            raise _refuse("segment_unknown_stage", bad=", ".join(bad), stages=", ".join(STAGES))
         return self
 
 
@@ -134,7 +158,7 @@ class BehaviorNode(_Node):
     @model_validator(mode="after")
     def _check(self) -> BehaviorNode:
         if self.within_days is None and self.since is None:
-            raise ValueError("give within_days or since")
+            raise _refuse("segment_window_needed")
         return self
 
 
