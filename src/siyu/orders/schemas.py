@@ -166,7 +166,8 @@ class CheckoutIn(Strict):
     """What to buy and how. Never carries a price: every amount is computed on the server."""
 
     items: list[CheckoutItem] | None = Field(
-        default=None, description="explicit items (buy now); omitted means the selected cart items"
+        default=None, min_length=1,
+        description="explicit items (buy now); omitted means the selected cart items (none selected: 422 checkout_empty)",
     )
     address_id: RefId | None = Field(default=None, description="omitted: the member's default address")
     coupon_ids: list[RefId] | None = Field(default=None, description="omitted: let the pipeline pick")
