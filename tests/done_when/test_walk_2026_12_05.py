@@ -134,3 +134,28 @@ def test_deleting_a_coupon_template_already_issued_says_so_and_how_to_end_it(cli
     en = client.delete(f"{ADMIN}/coupon-templates/{tid}", headers={**demo.operator, "Accept-Language": "en"})
     assert "deleted" in en.json()["message"] and "stop" in en.json()["message"], en.text
     assert client.get(f"{ADMIN}/coupon-templates/{tid}", headers=demo.operator).json()["issued"] == 1
+
+
+def test_a_level_without_thresholds_above_the_entry_level_is_not_given_to_everyone(
+    client: TestClient, demo: Demo
+) -> None:
+    """A level with no threshold (no spend, points, growth or orders) counted as met by everyone:
+    a merchant adding a top level and leaving its thresholds for later (or one meant to be reached
+    only with the paid card) put every member there at their next check-in or order, with its
+    member price. Only the entry level (the lowest rank) is reached without a threshold."""
+    ranks = [lv["rank"] for lv in client.get(f"{ADMIN}/loyalty/levels", headers=demo.operator).json()]
+    r = client.post(f"{ADMIN}/loyalty/levels", headers={**demo.owner, **key()},
+                    json={"rank": max(ranks) + 1, "name": "走查 无门槛顶级", "member_price_percent": 50})
+    assert r.status_code == 201, r.text
+    top = r.json()["id"]
+    try:
+        member_id, c, _ = login(client, demo, "walk-level-1")
+        r = client.post(f"{STORE}/loyalty/me/check-in", headers={**c, **key()})
+        assert r.status_code == 201, r.text
+        got = client.get(f"{ADMIN}/loyalty/members/{member_id}", headers=demo.operator).json()
+        assert got["level_id"] != top and got["paid_spend"] == 0, got
+        entry = min(client.get(f"{ADMIN}/loyalty/levels", headers=demo.operator).json(), key=lambda lv: lv["rank"])
+        assert got["level_id"] == entry["id"], got
+    finally:  # out of the other walks' way: reachable by nobody
+        client.put(f"{ADMIN}/loyalty/levels/{top}", headers=demo.owner,
+                   json={"rank": max(ranks) + 1, "name": "走查 无门槛顶级", "min_spend": 2**31 - 1})

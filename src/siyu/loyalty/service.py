@@ -235,13 +235,15 @@ def save_level(session: Session, merchant_id: int, data: LevelIn, *, level_id: i
     return found
 
 
-def _qualifies(lv: Level, paid_spend: int, points_earned: int, growth: int, orders: int) -> bool:
+def _qualifies(lv: Level, paid_spend: int, points_earned: int, growth: int, orders: int, *, entry: bool) -> bool:
+    """``entry``: ``lv`` is the lowest rank. A level without any threshold is met only when it is
+    the entry level; above it, it is reached with a paid card (or not at all), never by everyone."""
     checks = [
         (lv.min_spend, paid_spend), (lv.min_points, points_earned), (lv.min_growth, growth), (lv.min_orders, orders),
     ]
     set_checks = [(need, have) for need, have in checks if need is not None]
     if not set_checks:
-        return True  # the entry level
+        return entry
     return any(have >= need for need, have in set_checks)
 
 
@@ -277,8 +279,8 @@ def _figures(session: Session, merchant_id: int, state: Any) -> tuple[int, int, 
 
 def _highest_qualified(ladder: list[Level], figures: tuple[int, int, int, int]) -> Level | None:
     target = None
-    for lv in ladder:  # ascending rank
-        if _qualifies(lv, *figures):
+    for i, lv in enumerate(ladder):  # ascending rank
+        if _qualifies(lv, *figures, entry=i == 0):
             target = lv
     return target
 
