@@ -79,6 +79,25 @@ def test_application_lifecycle_and_refusals(
     assert client.get(f"{h.STORE}/distributor", headers=m).json()["status"] == "approved"
 
 
+def test_an_application_with_a_phone_that_is_not_one_or_a_blank_name_is_refused(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    """A phone "abcdefg" and a blank name were stored (the phone masked)."""
+    _, m = h.login(client, tenant)
+    before = h.snapshot(session_factory, tenant.id)
+    cases = [({"phone": "abcdefg"}, "body.phone", "string_pattern_mismatch"),
+             ({"real_name": "   "}, "body.real_name", "real_name_not_printable"),
+             ({"real_name": "张\u0007三"}, "body.real_name", "real_name_not_printable")]
+    for body, path, code in cases:
+        r = client.post(f"{h.STORE}/distributor/apply", json=body, headers=m)
+        assert r.status_code == 422 and [(f["path"], f["code"]) for f in r.json()["fields"]] == [(path, code)], r.text
+        assert "张" not in r.text  # the name is never echoed
+    assert r.json()["fields"][0]["message"] == "姓名应为可打印的文字"
+    assert h.snapshot(session_factory, tenant.id) == before
+    r = client.post(f"{h.STORE}/distributor/apply", json={"real_name": " 李四 ", "phone": "+86 138-0000-0000"}, headers=m)
+    assert r.status_code == 201 and r.json()["real_name_masked"] == "李*", r.text
+
+
 def test_auto_approval(client: TestClient, tenant: Tenant) -> None:
     h.configure(client, tenant, auto_approve_distributors=True)
     h.create_level(client, tenant)

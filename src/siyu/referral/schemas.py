@@ -11,6 +11,22 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from siyu.kit.validation_messages import register_field_messages
+
+register_field_messages({"real_name_not_printable": ("姓名应为可打印的文字", "A real name is printable text")})
+
+
+def printable_name(value: str | None) -> str | None:
+    """A real name trimmed; blank or with control characters is ``real_name_not_printable`` (the
+    value itself is never echoed: it is personal data)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or any(not ch.isprintable() for ch in value):
+        raise PydanticCustomError("real_name_not_printable", "A real name is printable text")
+    return value
 
 
 class Strict(BaseModel):
@@ -145,9 +161,17 @@ class ApplyIn(Strict):
     """Needs the merchant's referral programme enabled (else 409 ``referral_disabled``); one application per
     member (409 ``distributor_already_applied``), again only after a rejection."""
 
-    real_name: str | None = Field(default=None, max_length=32)
-    phone: str | None = Field(default=None, max_length=20)
+    real_name: str | None = Field(default=None, min_length=1, max_length=32, description="printable text")
+    phone: str | None = Field(
+        default=None, min_length=5, max_length=20, pattern=r"^[0-9+\- ]+$",
+        description="digits, with +, - or spaces (as an address's phone)",
+    )
     note: str | None = Field(default=None, max_length=200)
+
+    @field_validator("real_name")
+    @classmethod
+    def _clean_name(cls, value: str | None) -> str | None:
+        return printable_name(value)
 
 
 class ReviewIn(Strict):
@@ -288,12 +312,7 @@ class WithdrawalIn(Strict):
     @field_validator("real_name")
     @classmethod
     def _clean_name(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip()
-        if not value or any(not ch.isprintable() for ch in value):
-            raise ValueError("a real name is printable text")  # the value is never echoed
-        return value
+        return printable_name(value)
 
 
 class MarkPaidIn(Strict):
