@@ -80,7 +80,7 @@ def test_rules_cannot_change_once_started(client: TestClient, tenant: Tenant, se
         ("limited_discount", {"items": [{"sku_id": "SKU", "price": 10000}]}, "rules.items.0.price",
          "price_not_below_sale_price"),
         ("limited_discount", {"items": [{"sku_id": "SKU", "price": 100, "percent_off": 10}]}, "rules.items.0",
-         "value_error"),
+         "price_or_percent_off"),
         ("first_order", {"items": [{"sku_id": "SKU", "price": 100}, {"sku_id": "SKU", "price": 200}]},
          "rules.items.1.sku_id", "duplicate_sku"),
         ("add_on", {"threshold": 100, "items": [{"sku_id": "SKU", "price": 100}]}, "rules.items.0.stock", "missing"),

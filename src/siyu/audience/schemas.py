@@ -6,6 +6,15 @@ import datetime as dt
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from siyu.kit.validation_messages import register_field_messages
+
+register_field_messages({
+    "stage_thresholds_not_increasing": (
+        "阈值须递增：活跃 < 沉默 < 睡眠 < 预流失", "Thresholds must increase: active < silent < sleeping < pre_churn",
+    ),
+})
 
 
 class LifecycleConfig(BaseModel):
@@ -25,7 +34,8 @@ class LifecycleConfig(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> LifecycleConfig:
         if not self.active_days < self.silent_days < self.sleeping_days < self.pre_churn_days:
-            raise ValueError("thresholds must increase: active < silent < sleeping < pre_churn")
+            raise PydanticCustomError("stage_thresholds_not_increasing",
+                                      "Thresholds must increase: active < silent < sleeping < pre_churn")
         return self
 
 

@@ -19,6 +19,8 @@ register_field_messages({
     "adjust_earned_needs_positive": (
         "只有增加积分的调整才能计入累计获得积分", "Only an adjustment that adds points can count as earned",
     ),
+    "reward_day_repeated": ("{name}：每一天只能有一个奖励", "{name}: one reward per day"),
+    "points_zero": ("积分不能为 0", "Points must not be 0"),
 })
 
 NonNeg = Field(default=0, ge=0)
@@ -101,7 +103,7 @@ class CheckInRules(Strict):
         for name, rewards in (("streak_rewards", self.streak_rewards), ("total_rewards", self.total_rewards)):
             days = [r.day for r in rewards]
             if len(days) != len(set(days)):
-                raise ValueError(f"{name}: one reward per day")
+                raise PydanticCustomError("reward_day_repeated", "{name}: one reward per day", {"name": name})
         return self
 
 
@@ -189,7 +191,7 @@ class AdjustIn(Strict):
     @model_validator(mode="after")
     def _nonzero(self) -> AdjustIn:
         if self.points == 0:
-            raise ValueError("points must not be 0")
+            raise PydanticCustomError("points_zero", "Points must not be 0")
         return self
 
     @field_validator("counts_as_earned")

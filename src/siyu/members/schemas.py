@@ -7,9 +7,22 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from siyu.kit.bounds import RefId
 from siyu.kit.errors import FieldError
+from siyu.kit.validation_messages import register_field_messages
+
+register_field_messages({
+    "field_options_needed": ("选择题字段需要选项", "Choice fields need options"),
+    "field_options_repeated": ("选项不能重复", "Options must be unique"),
+    "field_options_not_choice": ("只有选择题字段才有选项", "Only choice fields take options"),
+    "field_min_max_not_number": ("min/max 只适用于数字字段", "min/max apply to number fields"),
+    "field_min_above_max": ("min 不能大于 max", "min is above max"),
+    "birthday_out_of_range": ("生日应在 1900 年到今天之间", "A birthday is between 1900 and today"),
+    "field_keys_repeated": ("字段 key 不能重复", "Field keys must be unique"),
+    "tag_template_month_missing": ("tag_name_template 须包含 {{month}}", "tag_name_template must contain {{month}}"),
+})
 
 
 class WechatLoginIn(BaseModel):
@@ -96,15 +109,15 @@ class FieldDef(BaseModel):
     def _check(self) -> FieldDef:
         if self.type in ("choice", "multi_choice"):
             if not self.options:
-                raise ValueError("choice fields need options")
+                raise PydanticCustomError("field_options_needed", "Choice fields need options")
             if len(set(self.options)) != len(self.options):
-                raise ValueError("options must be unique")
+                raise PydanticCustomError("field_options_repeated", "Options must be unique")
         elif self.options:
-            raise ValueError("only choice fields take options")
+            raise PydanticCustomError("field_options_not_choice", "Only choice fields take options")
         if (self.min is not None or self.max is not None) and self.type != "number":
-            raise ValueError("min/max apply to number fields")
+            raise PydanticCustomError("field_min_max_not_number", "min/max apply to number fields")
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError("min is above max")
+            raise PydanticCustomError("field_min_above_max", "min is above max")
         return self
 
 
@@ -237,7 +250,7 @@ class ProfilePatch(BaseModel):
     @classmethod
     def _not_future(cls, v: dt.date | None) -> dt.date | None:
         if v is not None and (v > dt.date.today() or v.year < 1900):
-            raise ValueError("birthday must be between 1900 and today")
+            raise PydanticCustomError("birthday_out_of_range", "A birthday is between 1900 and today")
         return v
 
 
@@ -275,7 +288,7 @@ class RecordTypeIn(BaseModel):
     def _unique_keys(self) -> RecordTypeIn:
         keys = [f.key for f in self.fields]
         if len(set(keys)) != len(keys):
-            raise ValueError("field keys must be unique")
+            raise PydanticCustomError("field_keys_repeated", "Field keys must be unique")
         return self
 
 
@@ -469,7 +482,7 @@ class TagTemplateIn(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> TagTemplateIn:
         if "{month}" not in self.tag_name_template:
-            raise ValueError("tag_name_template must contain {month}")
+            raise PydanticCustomError("tag_template_month_missing", "tag_name_template must contain {{month}}")
         return self
 
 

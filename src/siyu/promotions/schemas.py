@@ -10,6 +10,14 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from siyu.kit.validation_messages import register_field_messages
+
+register_field_messages({
+    "scope_ids_needed": ("范围不是全部商品时需要 ids", "ids are required unless the scope is all"),
+    "price_or_percent_off": ("price 和 percent_off 须且只能给一个", "Give exactly one of price and percent_off"),
+})
 
 Kind = Literal["limited_discount", "first_order", "spend_save", "spend_gift", "add_on"]
 
@@ -32,7 +40,7 @@ class Scope(Strict):
     @model_validator(mode="after")
     def _ids(self) -> Scope:
         if self.type != "all" and not self.ids:
-            raise ValueError("ids are required unless the scope is all")
+            raise PydanticCustomError("scope_ids_needed", "ids are required unless the scope is all")
         return self
 
 
@@ -44,7 +52,7 @@ class LimitedItem(Strict):
     @model_validator(mode="after")
     def _one(self) -> LimitedItem:
         if (self.price is None) == (self.percent_off is None):
-            raise ValueError("give exactly one of price and percent_off")
+            raise PydanticCustomError("price_or_percent_off", "Give exactly one of price and percent_off")
         return self
 
 

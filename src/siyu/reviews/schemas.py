@@ -6,8 +6,12 @@ import datetime as dt
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 from siyu.kit.bounds import RefId
+from siyu.kit.validation_messages import register_field_messages
+
+register_field_messages({"image_url_not_http": ("图片地址应以 http:// 或 https:// 开头", "Image URLs must be http(s) URLs")})
 
 ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 ReviewStatus = Literal["visible", "hidden"]
@@ -32,7 +36,7 @@ class ReviewIn(BaseModel):
     def _urls(cls, value: list[str]) -> list[str]:
         for url in value:
             if not url.startswith(("https://", "http://")):
-                raise ValueError("image URLs must be http(s) URLs")
+                raise PydanticCustomError("image_url_not_http", "Image URLs must be http(s) URLs")
         return value
 
 
