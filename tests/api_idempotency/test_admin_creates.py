@@ -96,3 +96,4 @@ def test_the_openapi_document_describes_the_header_on_every_covered_route(client
         assert f"{ADMIN}{path}" in covered
     header = next(p for p in spec["paths"][f"{ADMIN}/categories"]["post"]["parameters"] if p["name"] == "Idempotency-Key")
     assert header["in"] == "header" and not header.get("required", False)
+    assert (header["schema"]["minLength"], header["schema"]["maxLength"]) == (1, 120)  # as the service enforces

@@ -76,7 +76,9 @@ def idempotent(endpoint: F) -> F:
         raise TypeError(f"{endpoint.__name__}: cannot add the Idempotency-Key parameters")
     key_param = inspect.Parameter(
         KEY_PARAM, inspect.Parameter.KEYWORD_ONLY, default=None,
-        annotation=Annotated[str | None, Header(alias=service.HEADER, description=HEADER_DESCRIPTION)],
+        # the document states the bounds; the service enforces them after trimming (422 idempotency_key_invalid)
+        annotation=Annotated[str | None, Header(alias=service.HEADER, description=HEADER_DESCRIPTION,
+                                                json_schema_extra={"minLength": 1, "maxLength": 120})],
     )
     request_param = inspect.Parameter(REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
 
