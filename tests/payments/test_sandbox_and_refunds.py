@@ -160,6 +160,11 @@ def test_partial_refunds_by_line_then_the_rest_total_exactly_paid(
     order = f.order(session_factory, tenant.id, order_id)
     freight = paid - sum(ln.payable_amount for ln in f.order_lines(session_factory, tenant.id, order_id))
     assert freight > 0 and order.refund_status == "partial" and order.status == "paid"
+    # every item refunded: the order is still paid (its freight), but there is nothing to ship
+    r = client.post(f"/api/admin/v1/orders/{order_id}/ship", json={"carrier": "SF", "tracking_no": "SF1"},
+                    headers=tenant.admin_headers)
+    assert (r.status_code, r.json()["code"]) == (409, "order_nothing_to_ship"), r.text
+    assert f.order(session_factory, tenant.id, order_id).status == "paid"
     if freight:  # the rest (freight) as an amount
         r = client.post(url, json={"amount": freight}, headers={**tenant.admin_headers, "Idempotency-Key": "rest"})
         assert r.status_code == 201, r.text

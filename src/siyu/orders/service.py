@@ -89,6 +89,11 @@ _MESSAGES = {
         "The refund to release exceeds what was reserved",
     ),
     "address_limit": (409, "收货地址最多 {limit} 个", "At most {limit} addresses"),
+    "order_nothing_to_ship": (
+        409,
+        "订单的商品已全部退款，无需发货；如需退还运费，请按金额退款",
+        "Every item of this order was refunded: there is nothing to ship (refund the freight as an amount if due)",
+    ),
 }
 register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
 
@@ -538,6 +543,11 @@ def ship(
     if not tracking_no:
         raise invalid("tracking_no", "required", "tracking_no is required", "请填写快递单号")
     order = _locked_order(session, merchant_id, order_id)
+    if order.status == PAID:
+        physical = [ln for ln in order_lines(session, merchant_id, order.id) if not ln.is_virtual]
+        if physical and all(ln.refunded_quantity >= ln.quantity for ln in physical):
+            # every unit to ship was refunded (the freight, refunded last, may keep the order paid)
+            raise DomainError("order_nothing_to_ship")
     run_ship_guards(session, order)  # an activity may hold its orders back (a group buy before success)
     _transition(session, order, SHIPPED, "shipped", actor, {"carrier": carrier, "tracking_no": tracking_no})
     now = utcnow()
