@@ -30,8 +30,9 @@ from pathlib import Path
 
 import httpx
 
-# writes that end the login the fuzzer runs with, or lock the demo owner out
-EXCLUDE = r"(/auth/logout$|/staff/\{staff_id\}$|/api-keys/\{key_id\}$)"
+# writes that end the login the fuzzer runs with (a customer's own deletion revokes their token),
+# or lock the demo owner out
+EXCLUDE = r"(/auth/logout$|/me/delete$|/staff/\{staff_id\}$|/api-keys/\{key_id\}$)"
 CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
 
 
