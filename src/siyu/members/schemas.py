@@ -21,7 +21,10 @@ register_field_messages({
     "field_min_above_max": ("min 不能大于 max", "min is above max"),
     "birthday_out_of_range": ("生日应在 1900 年到今天之间", "A birthday is between 1900 and today"),
     "field_keys_repeated": ("字段 key 不能重复", "Field keys must be unique"),
-    "tag_template_month_missing": ("tag_name_template 须包含 {{month}}", "tag_name_template must contain {{month}}"),
+    # the token is written in words: a message's braces are placeholders (and must all be filled)
+    "tag_template_month_missing": (
+        "tag_name_template 须包含月份占位符：花括号括起的 month", "tag_name_template must contain month in curly braces",
+    ),
 })
 
 
@@ -482,7 +485,7 @@ class TagTemplateIn(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> TagTemplateIn:
         if "{month}" not in self.tag_name_template:
-            raise PydanticCustomError("tag_template_month_missing", "tag_name_template must contain {{month}}")
+            raise PydanticCustomError("tag_template_month_missing", "tag_name_template must contain month in curly braces")
         return self
 
 
