@@ -56,6 +56,24 @@ def products_by_ids(session: Session, merchant_id: int, product_ids: Iterable[in
     return list(session.scalars(select(Product).where(Product.merchant_id == merchant_id, Product.id.in_(ids))))
 
 
+def existing_product_ids(session: Session, merchant_id: int, ids: Iterable[int]) -> set[int]:
+    """Which of ``ids`` are the merchant's products (a promotion's or coupon's scope)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    stmt = select(Product.id).where(Product.merchant_id == merchant_id, Product.id.in_(wanted))
+    return {int(i) for i in session.scalars(stmt)}
+
+
+def existing_category_ids(session: Session, merchant_id: int, ids: Iterable[int]) -> set[int]:
+    """Which of ``ids`` are the merchant's categories."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    stmt = select(Category.id).where(Category.merchant_id == merchant_id, Category.id.in_(wanted))
+    return {int(i) for i in session.scalars(stmt)}
+
+
 def _like(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"

@@ -407,23 +407,4 @@ def unused_count(session: Session, merchant_id: int, member_id: int, now: dt.dat
     return int(session.scalar(stmt) or 0)
 
 
-def existing_product_ids(session: Session, merchant_id: int, ids: Iterable[int]) -> set[int]:
-    """Which of ``ids`` are the merchant's products (a template's scope and exclusions)."""
-    from siyu.catalog.models import Product
 
-    wanted = sorted(set(ids))
-    if not wanted:
-        return set()
-    stmt = select(Product.id).where(Product.merchant_id == merchant_id, Product.id.in_(wanted))
-    return {int(i) for i in session.scalars(stmt)}
-
-
-def existing_category_ids(session: Session, merchant_id: int, ids: Iterable[int]) -> set[int]:
-    """Which of ``ids`` are the merchant's categories (a template's scope)."""
-    from siyu.catalog.models import Category
-
-    wanted = sorted(set(ids))
-    if not wanted:
-        return set()
-    stmt = select(Category.id).where(Category.merchant_id == merchant_id, Category.id.in_(wanted))
-    return {int(i) for i in session.scalars(stmt)}

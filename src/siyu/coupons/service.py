@@ -42,6 +42,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from siyu.catalog import repository as catalog_repo
 from siyu.coupons import repository as repo
 from siyu.coupons.models import (
     ACTIVE,
@@ -301,10 +302,10 @@ def _check_scope_ids(
 
     scope_ids = added("scope_ids") if before is None or before.scope == t.scope else list(t.scope_ids or [])
     if (t.scope == SCOPE_CATEGORIES and scope_ids
-            and set(scope_ids) - repo.existing_category_ids(session, merchant_id, scope_ids)):
+            and set(scope_ids) - catalog_repo.existing_category_ids(session, merchant_id, scope_ids)):
         raise not_found("分类", "Category")
     products = [*(scope_ids if t.scope == SCOPE_PRODUCTS else []), *added("excluded_product_ids")]
-    if products and set(products) - repo.existing_product_ids(session, merchant_id, products):
+    if products and set(products) - catalog_repo.existing_product_ids(session, merchant_id, products):
         raise not_found("商品", "Product")
 
 

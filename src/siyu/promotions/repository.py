@@ -399,22 +399,8 @@ def has_usage(session: Session, merchant_id: int, promotion_id: int) -> bool:
 
 
 
-def existing_product_ids(session: Session, merchant_id: int, ids: Iterable[int]) -> set[int]:
-    wanted = sorted(set(ids))
-    if not wanted:
-        return set()
-    stmt = select(Product.id).where(Product.merchant_id == merchant_id, Product.id.in_(wanted))
-    return {int(i) for i in session.scalars(stmt)}
 
 
-def existing_category_ids(session: Session, merchant_id: int, ids: Iterable[int]) -> set[int]:
-    from siyu.catalog.models import Category
-
-    wanted = sorted(set(ids))
-    if not wanted:
-        return set()
-    stmt = select(Category.id).where(Category.merchant_id == merchant_id, Category.id.in_(wanted))
-    return {int(i) for i in session.scalars(stmt)}
 
 
 def on_sale_skus(session: Session, merchant_id: int, limit: int = 200) -> list[Sku]:

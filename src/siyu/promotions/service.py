@@ -48,6 +48,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
+from siyu.catalog import repository as catalog_repo
 from siyu.catalog.models import KIND_VIRTUAL
 from siyu.kit import audit
 from siyu.kit.errors import DomainError, FieldError, catalogue, invalid, not_found, register_messages
@@ -247,9 +248,9 @@ def _check_window(starts_at: dt.datetime, ends_at: dt.datetime) -> None:
 
 def _check_scope(session: Session, merchant_id: int, scope: Scope) -> None:
     if scope.type == "products":
-        found = repo.existing_product_ids(session, merchant_id, scope.ids)
+        found = catalog_repo.existing_product_ids(session, merchant_id, scope.ids)
     elif scope.type == "categories":
-        found = repo.existing_category_ids(session, merchant_id, scope.ids)
+        found = catalog_repo.existing_category_ids(session, merchant_id, scope.ids)
     else:
         return
     missing = [i for i in scope.ids if i not in found]
