@@ -6,6 +6,8 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from siyu.activities.schemas import StackingIn, StackingOut, StackingUpdate
+
 # Bounds of the columns the numbers land in: a larger value would fail in the database (a 500).
 INT_MAX = 2_147_483_647  # INTEGER: money in fen, counts
 ID_MAX = 2**63 - 1  # BIGINT: ids
@@ -14,7 +16,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class BargainActivityIn(Strict):
+class BargainActivityIn(Strict, StackingIn):
     """``ends_at`` is after ``starts_at`` (else 422 ``window_invalid``). The SKU exists (404) and is
     not a virtual product; ``floor_price`` is below the start price (422 ``floor_not_below_start``)
     and the start price less the floor is at least ``helpers_needed`` fen, one per helper
@@ -28,30 +30,19 @@ class BargainActivityIn(Strict):
     valid_hours: int = Field(default=24, ge=1, le=24 * 30, description="how long a bargain lasts")
     new_users_only: bool = Field(default=False, description="helpers must be members without a paid order")
     per_member_limit: int = Field(default=1, ge=1, le=99, description="bargains a member may start")
-    allows_coupons: bool = Field(default=False, description="may its lines take coupons")
-    allows_points: bool = Field(default=False, description="may its lines take points deduction")
-    allows_order_promotions: bool = Field(
-        default=False,
-        description="may its lines count toward and take spend-and-save / spend-and-gift / add-on (满减/满赠/加价购)",
-    )
-    free_shipping: bool = Field(default=False, description="its lines ship free")
     starts_at: dt.datetime = Field(description="ISO 8601 with offset")
     ends_at: dt.datetime
 
 
-class BargainActivityUpdate(Strict):
+class BargainActivityUpdate(Strict, StackingUpdate):
     name: str | None = Field(default=None, min_length=1, max_length=64)
     valid_hours: int | None = Field(default=None, ge=1, le=24 * 30)
     new_users_only: bool | None = None
     per_member_limit: int | None = Field(default=None, ge=1, le=99)
-    allows_coupons: bool | None = Field(default=None, description="before the start only")
-    allows_points: bool | None = Field(default=None, description="before the start only")
-    allows_order_promotions: bool | None = Field(default=None, description="before the start only")
-    free_shipping: bool | None = Field(default=None, description="before the start only")
     ends_at: dt.datetime | None = None
 
 
-class BargainActivityOut(BaseModel):
+class BargainActivityOut(StackingOut):
     model_config = ConfigDict(from_attributes=True)
     id: int
     name: str
@@ -64,10 +55,6 @@ class BargainActivityOut(BaseModel):
     valid_hours: int
     new_users_only: bool
     per_member_limit: int
-    allows_coupons: bool
-    allows_points: bool
-    allows_order_promotions: bool
-    free_shipping: bool
     starts_at: dt.datetime
     ends_at: dt.datetime
     created_at: dt.datetime
@@ -113,7 +100,7 @@ class BargainAdminOut(BargainOut):
 # -- store ---------------------------------------------------------------------------------------
 
 
-class StoreActivityOut(BaseModel):
+class StoreActivityOut(StackingOut):
     id: int
     name: str
     status: str = Field(description="scheduled | active | ended")
@@ -128,10 +115,6 @@ class StoreActivityOut(BaseModel):
     valid_hours: int
     new_users_only: bool
     per_member_limit: int = Field(description="bargains a member may start")
-    free_shipping: bool
-    allows_coupons: bool
-    allows_points: bool
-    allows_order_promotions: bool
     starts_at: dt.datetime
     ends_at: dt.datetime
 

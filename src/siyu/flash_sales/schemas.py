@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from siyu.activities.schemas import StackingIn, StackingOut, StackingUpdate
+
 START_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$"  # HH:MM, 00:00-23:59
 END_PATTERN = r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$"  # also 24:00 (midnight) as an end
 
@@ -43,7 +45,7 @@ class FlashSaleItemUpdate(Strict):
     sort: int | None = Field(default=None, ge=-INT_MAX, le=INT_MAX)
 
 
-class FlashSaleIn(Strict):
+class FlashSaleIn(Strict, StackingIn):
     """``ends_at`` is after ``starts_at`` (else 422 ``window_invalid``); each item's SKU exists (404),
     appears once (422 ``duplicate_sku``) and its ``flash_price`` is below the SKU's sale price
     (422 ``price_not_below_sale_price``)."""
@@ -52,26 +54,15 @@ class FlashSaleIn(Strict):
     starts_at: dt.datetime = Field(description="ISO 8601 with offset")
     ends_at: dt.datetime
     slots: list[Slot] = Field(default_factory=list, max_length=24, description="empty: the whole window")
-    allows_coupons: bool = Field(default=False, description="may its lines take coupons")
-    allows_points: bool = Field(default=False, description="may its lines take points deduction")
-    allows_order_promotions: bool = Field(
-        default=False,
-        description="may its lines count toward and take spend-and-save / spend-and-gift / add-on (满减/满赠/加价购)",
-    )
-    free_shipping: bool = Field(default=False, description="its lines ship free")
     per_member_limit: int = Field(default=1, ge=1, le=999)
     items: list[FlashSaleItemIn] = Field(default_factory=list, max_length=200)
 
 
-class FlashSaleUpdate(Strict):
+class FlashSaleUpdate(Strict, StackingUpdate):
     name: str | None = Field(default=None, min_length=1, max_length=64)
     starts_at: dt.datetime | None = None
     ends_at: dt.datetime | None = None
     slots: list[Slot] | None = Field(default=None, max_length=24)
-    allows_coupons: bool | None = Field(default=None, description="before the start only")
-    allows_points: bool | None = Field(default=None, description="before the start only")
-    allows_order_promotions: bool | None = Field(default=None, description="before the start only")
-    free_shipping: bool | None = Field(default=None, description="before the start only")
     per_member_limit: int | None = Field(default=None, ge=1, le=999)
 
 
@@ -90,7 +81,7 @@ class FlashSaleItemOut(BaseModel):
     returned_stock: int
 
 
-class FlashSaleOut(BaseModel):
+class FlashSaleOut(StackingOut):
     model_config = ConfigDict(from_attributes=True)
     id: int
     name: str
@@ -98,10 +89,6 @@ class FlashSaleOut(BaseModel):
     starts_at: dt.datetime
     ends_at: dt.datetime
     slots: list[dict[str, Any]]
-    allows_coupons: bool
-    allows_points: bool
-    allows_order_promotions: bool
-    free_shipping: bool
     per_member_limit: int
     started_at: dt.datetime | None
     ended_at: dt.datetime | None
@@ -140,7 +127,7 @@ class FlashSaleStatsOut(BaseModel):
 # -- store ---------------------------------------------------------------------------------------
 
 
-class StoreItemOut(BaseModel):
+class StoreItemOut(StackingOut):
     item_id: int
     flash_sale_id: int
     sku_id: int
@@ -154,10 +141,6 @@ class StoreItemOut(BaseModel):
     activity_stock: int
     remaining: int
     per_member_limit: int
-    free_shipping: bool
-    allows_coupons: bool
-    allows_points: bool
-    allows_order_promotions: bool
 
 
 class SessionOut(BaseModel):

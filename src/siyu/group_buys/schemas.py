@@ -6,6 +6,8 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from siyu.activities.schemas import StackingIn, StackingOut, StackingUpdate
+
 # Bounds of the columns the numbers land in: a larger value would fail in the database (a 500).
 INT_MAX = 2_147_483_647  # INTEGER: money in fen, counts
 ID_MAX = 2**63 - 1  # BIGINT: ids
@@ -14,7 +16,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class GroupBuyIn(Strict):
+class GroupBuyIn(Strict, StackingIn):
     name: str = Field(min_length=1, max_length=64)
     sku_id: int = Field(ge=1, le=ID_MAX)
     team_size: int = Field(ge=2, le=100, description="N members make a team")
@@ -22,13 +24,6 @@ class GroupBuyIn(Strict):
     group_price: int = Field(ge=0, le=INT_MAX, description="fen per unit, below the SKU's sale price")
     leader_price: int | None = Field(default=None, ge=0, le=INT_MAX, description="fen per unit for the leader (团长价)")
     per_member_limit: int = Field(default=1, ge=1, le=999, description="units per member in the activity")
-    allows_coupons: bool = Field(default=False, description="may its lines take coupons")
-    allows_points: bool = Field(default=False, description="may its lines take points deduction")
-    allows_order_promotions: bool = Field(
-        default=False,
-        description="may its lines count toward and take spend-and-save / spend-and-gift / add-on (满减/满赠/加价购)",
-    )
-    free_shipping: bool = Field(default=False, description="its lines ship free")
     virtual_min_paid: int | None = Field(
         default=None, ge=1, description="virtual success: a team with at least K paid seats at its deadline succeeds"
     )
@@ -36,22 +31,18 @@ class GroupBuyIn(Strict):
     ends_at: dt.datetime
 
 
-class GroupBuyUpdate(Strict):
+class GroupBuyUpdate(Strict, StackingUpdate):
     name: str | None = Field(default=None, min_length=1, max_length=64)
     valid_hours: int | None = Field(default=None, ge=1, le=24 * 30)
     group_price: int | None = Field(default=None, ge=0, le=INT_MAX)
     leader_price: int | None = Field(default=None, ge=0, le=INT_MAX)
     per_member_limit: int | None = Field(default=None, ge=1, le=999)
-    allows_coupons: bool | None = Field(default=None, description="before the start only")
-    allows_points: bool | None = Field(default=None, description="before the start only")
-    allows_order_promotions: bool | None = Field(default=None, description="before the start only")
-    free_shipping: bool | None = Field(default=None, description="before the start only")
     virtual_min_paid: int | None = Field(default=None, ge=1)
     starts_at: dt.datetime | None = None
     ends_at: dt.datetime | None = None
 
 
-class GroupBuyOut(BaseModel):
+class GroupBuyOut(StackingOut):
     model_config = ConfigDict(from_attributes=True)
     id: int
     name: str
@@ -63,10 +54,6 @@ class GroupBuyOut(BaseModel):
     group_price: int
     leader_price: int | None
     per_member_limit: int
-    allows_coupons: bool
-    allows_points: bool
-    allows_order_promotions: bool
-    free_shipping: bool
     virtual_min_paid: int | None
     starts_at: dt.datetime
     ends_at: dt.datetime
@@ -123,7 +110,7 @@ class StoreTeamCard(BaseModel):
     expires_at: dt.datetime
 
 
-class StoreGroupBuyOut(BaseModel):
+class StoreGroupBuyOut(StackingOut):
     id: int
     name: str
     status: str = Field(description="scheduled | active | ended")
@@ -139,10 +126,6 @@ class StoreGroupBuyOut(BaseModel):
     team_size: int
     valid_hours: int
     per_member_limit: int
-    free_shipping: bool
-    allows_coupons: bool
-    allows_points: bool
-    allows_order_promotions: bool
     starts_at: dt.datetime
     ends_at: dt.datetime
     open_teams: list[StoreTeamCard] = Field(description="teams still waiting for members, soonest deadline first")
