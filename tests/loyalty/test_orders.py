@@ -116,7 +116,7 @@ def test_refunding_every_item_takes_back_every_point_and_all_growth_although_the
 ) -> None:
     """Points and growth are earned on the goods (freight excluded), so their reversal follows
     the goods too: a refund counts against the goods first. In proportion to the paid amount
-    (freight included), refunding both items of 10,000 + 800 freight left 8 of 100 points."""
+    (freight included), refunding both items of 10,000 + 1,000 freight left 10 of 100 points and 10 growth."""
     from tests.factories.orders import make_freight_template
 
     make_freight_template(session_factory, tenant.id, default=True)  # 800 fen for the first unit
