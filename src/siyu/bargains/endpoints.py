@@ -16,6 +16,7 @@ from siyu.bargains.models import Bargain, BargainActivity
 from siyu.bargains.schemas import (
     BargainActivityAdminOut,
     BargainActivityIn,
+    BargainActivityStatsOut,
     BargainActivityUpdate,
     BargainAdminOut,
     BargainBuyIn,
@@ -60,6 +61,14 @@ add_admin_routes(admin, AdminRoutes(
         items=lambda _session, _merchant_id, rows: [BargainOut.model_validate(r) for r in rows],
     ),
 ))
+
+
+@admin.get("/bargain-activities/{activity_id}/stats", response_model=BargainActivityStatsOut,
+           summary="Usage for ROI: bargains by outcome, helps, paid orders, GMV and discount given")
+def bargain_activity_stats(
+    activity_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:read"))
+) -> BargainActivityStatsOut:
+    return service.stats(session, p.merchant_id, activity_id)
 
 
 @admin.get("/bargains/{bargain_id}", response_model=BargainDetailOut, summary="A bargain with its cuts and helps")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.activities.repository import ActivityTables, rowcount
@@ -168,3 +168,45 @@ def bargain_by_start_key(session: Session, merchant_id: int, member_id: int, key
         Bargain.merchant_id == merchant_id, Bargain.member_id == member_id, Bargain.start_key == key
     )
     return session.scalar(stmt)
+
+
+def bargain_outcomes(session: Session, merchant_id: int, activity_id: int) -> dict[str, int]:
+    """Bargains of an activity by status."""
+    b = Bargain
+    stmt = (
+        select(b.status, func.count())
+        .where(b.merchant_id == merchant_id, b.activity_id == activity_id)
+        .group_by(b.status)
+    )
+    return {str(status): int(n) for status, n in session.execute(stmt).all()}
+
+
+def help_figures(session: Session, merchant_id: int, activity_id: int) -> tuple[int, int]:
+    """(helps, distinct helpers) of an activity's bargains."""
+    h, b = BargainHelp, Bargain
+    stmt = select(func.count(), func.count(func.distinct(h.helper_member_id))).select_from(h).join(
+        b, (b.merchant_id == h.merchant_id) & (b.id == h.bargain_id)
+    ).where(h.merchant_id == merchant_id, b.activity_id == activity_id)
+    helps, helpers = session.execute(stmt).one()
+    return int(helps), int(helpers)
+
+
+def paid_order_figures(session: Session, merchant_id: int, activity_id: int) -> tuple[int, int, int, int]:
+    """The bargains' paid orders (paid, shipped or completed): (orders, units, the bargain lines'
+    payable net of refunds, what those lines were given off the sale price), fen."""
+    from siyu.orders.models import PAID_STATUSES, OrderLine
+
+    b, o, ln = Bargain, Order, OrderLine
+    stmt = (
+        select(
+            func.count(func.distinct(o.id)), func.coalesce(func.sum(ln.quantity - ln.refunded_quantity), 0),
+            func.coalesce(func.sum(ln.payable_amount - ln.refunded_amount), 0),
+            func.coalesce(func.sum(ln.goods_amount - ln.payable_amount), 0),
+        )
+        .select_from(b)
+        .join(o, (o.merchant_id == b.merchant_id) & (o.id == b.order_id))
+        .join(ln, (ln.merchant_id == b.merchant_id) & (ln.order_id == b.order_id) & (ln.sku_id == b.sku_id))
+        .where(b.merchant_id == merchant_id, b.activity_id == activity_id, o.status.in_(PAID_STATUSES))
+    )
+    orders, units, gmv, discount = session.execute(stmt).one()
+    return int(orders), int(units), int(gmv), int(discount)

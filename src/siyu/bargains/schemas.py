@@ -158,3 +158,20 @@ class HelpResultOut(BaseModel):
 class BargainBuyIn(Strict):
     address_id: int | None = Field(default=None, ge=1, le=ID_MAX)
     remark: str | None = Field(default=None, max_length=200)
+
+
+class BargainActivityStatsOut(BaseModel):
+    """A bargain activity's usage for ROI: bargains by outcome, helps, and the paid orders' money (fen)."""
+
+    activity_id: int
+    bargains_started: int
+    bargains_active: int = Field(description="still collecting helps")
+    bargains_floor_reached: int = Field(description="at the floor price, not ordered yet")
+    bargains_ordered: int = Field(description="bought (an order was placed)")
+    bargains_expired: int
+    helps: int
+    helpers: int = Field(description="distinct members who helped")
+    paid_orders: int = Field(description="orders paid, shipped or completed")
+    paid_units: int = Field(description="units of those orders' bargain lines, net of refunds")
+    gmv: int = Field(description="those lines' payable net of refunds, fen")
+    discount_given: int = Field(description="what those lines were given off the sale price, fen")

@@ -51,6 +51,7 @@ from siyu.bargains.schemas import (
     BargainActivityAdminOut,
     BargainActivityIn,
     BargainActivityOut,
+    BargainActivityStatsOut,
     BargainActivityUpdate,
     BargainBuyIn,
     HelpResultOut,
@@ -507,3 +508,21 @@ def buy(
 
 # Kept importable from here (tests, callers).
 effective_status = activities.effective_status
+
+
+# -- usage (ROI) ---------------------------------------------------------------------------------------
+
+
+def stats(session: Session, merchant_id: int, activity_id: int) -> BargainActivityStatsOut:
+    """Bargains by outcome, the helps they drew, and the money of their paid orders (404 for
+    another merchant's activity)."""
+    act = get_activity(session, merchant_id, activity_id)
+    outcomes = repo.bargain_outcomes(session, merchant_id, act.id)
+    helps, helpers = repo.help_figures(session, merchant_id, act.id)
+    orders, units, gmv, discount = repo.paid_order_figures(session, merchant_id, act.id)
+    return BargainActivityStatsOut(
+        activity_id=act.id, bargains_started=sum(outcomes.values()), bargains_active=outcomes.get(ACTIVE, 0),
+        bargains_floor_reached=outcomes.get(FLOOR_REACHED, 0), bargains_ordered=outcomes.get(ORDERED, 0),
+        bargains_expired=outcomes.get(EXPIRED, 0), helps=helps, helpers=helpers, paid_orders=orders,
+        paid_units=units, gmv=gmv, discount_given=discount,
+    )

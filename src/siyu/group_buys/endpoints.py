@@ -17,6 +17,7 @@ from siyu.group_buys.schemas import (
     GroupBuyAdminOut,
     GroupBuyIn,
     GroupBuyOrderIn,
+    GroupBuyStatsOut,
     GroupBuyUpdate,
     StoreGroupBuyOut,
     StoreTeamOut,
@@ -53,6 +54,14 @@ add_admin_routes(admin, AdminRoutes(
         sortable=("id", "expires_at"), item=TeamAdminOut, items=service.teams_with_seats,
     ),
 ))
+
+
+@admin.get("/group-buys/{group_buy_id}/stats", response_model=GroupBuyStatsOut,
+           summary="Usage for ROI: teams by outcome, seats by state, GMV and discount given")
+def group_buy_stats(
+    group_buy_id: int, session: DbSession, p: StaffPrincipal = Depends(require("promotions:read"))
+) -> GroupBuyStatsOut:
+    return service.stats(session, p.merchant_id, group_buy_id)
 
 
 @admin.get("/group-buys/teams/{team_id}", response_model=TeamAdminOut)

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from siyu.activities.repository import ActivityTables, rowcount
@@ -247,3 +247,36 @@ def uncount_paid_seat(session: Session, merchant_id: int, team_id: int, now: dt.
     )
 
 
+
+
+def team_outcomes(session: Session, merchant_id: int, group_buy_id: int) -> dict[tuple[str, bool], int]:
+    """Teams of a group buy by (status, virtual success)."""
+    t = GroupTeam
+    stmt = (
+        select(t.status, t.virtual, func.count())
+        .where(t.merchant_id == merchant_id, t.group_buy_id == group_buy_id)
+        .group_by(t.status, t.virtual)
+    )
+    return {(str(status), bool(virtual)): int(n) for status, virtual, n in session.execute(stmt).all()}
+
+
+def seat_figures(session: Session, merchant_id: int, group_buy_id: int) -> dict[str, tuple[int, int, int]]:
+    """Seats of a group buy by status: (seats, units, amount in fen)."""
+    s = GroupSeat
+    stmt = (
+        select(s.status, func.count(), func.coalesce(func.sum(s.quantity), 0), func.coalesce(func.sum(s.amount), 0))
+        .where(s.merchant_id == merchant_id, s.group_buy_id == group_buy_id)
+        .group_by(s.status)
+    )
+    return {str(status): (int(n), int(units), int(amount)) for status, n, units, amount in session.execute(stmt).all()}
+
+
+def paid_seat_discount(session: Session, merchant_id: int, group_buy_id: int) -> int:
+    """What the paid seats' order lines were given off the sale price (fen)."""
+    from siyu.orders.models import OrderLine
+
+    s, ln = GroupSeat, OrderLine
+    stmt = select(func.coalesce(func.sum(ln.goods_amount - ln.payable_amount), 0)).select_from(s).join(
+        ln, (ln.merchant_id == s.merchant_id) & (ln.order_id == s.order_id) & (ln.sku_id == s.sku_id)
+    ).where(s.merchant_id == merchant_id, s.group_buy_id == group_buy_id, s.status == PAID)
+    return int(session.scalar(stmt) or 0)

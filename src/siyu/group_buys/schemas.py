@@ -161,3 +161,22 @@ class GroupBuyOrderIn(Strict):
     quantity: int = Field(default=1, ge=1, le=999)
     address_id: int | None = Field(default=None, ge=1, le=ID_MAX)
     remark: str | None = Field(default=None, max_length=200)
+
+
+class GroupBuyStatsOut(BaseModel):
+    """A group buy's usage for ROI: teams, seats and money (fen). A seat is one member's order in a team."""
+
+    group_buy_id: int
+    teams_opened: int
+    teams_open: int = Field(description="still waiting for members")
+    teams_succeeded: int = Field(description="full, or successful by virtual success (counted in teams_virtual too)")
+    teams_virtual: int
+    teams_failed: int = Field(description="timed out: every paid member refunded")
+    paid_seats: int = Field(description="seats paid and kept (not refunded)")
+    paid_units: int
+    gmv: int = Field(description="what the paid seats' lines cost the customers, fen")
+    discount_given: int = Field(description="what those lines were given off the sale price, fen")
+    refunded_seats: int
+    refunded_amount: int = Field(description="the refunded seats' line amounts, fen")
+    pending_seats: int = Field(description="taken, not paid yet")
+    released_seats: int = Field(description="given back unpaid (order cancelled or team over)")
