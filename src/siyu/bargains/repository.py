@@ -170,16 +170,6 @@ def bargain_by_start_key(session: Session, merchant_id: int, member_id: int, key
     return session.scalar(stmt)
 
 
-def bargain_outcomes(session: Session, merchant_id: int, activity_id: int) -> dict[str, int]:
-    """Bargains of an activity by status."""
-    b = Bargain
-    stmt = (
-        select(b.status, func.count())
-        .where(b.merchant_id == merchant_id, b.activity_id == activity_id)
-        .group_by(b.status)
-    )
-    return {str(status): int(n) for status, n in session.execute(stmt).all()}
-
 
 def help_figures(session: Session, merchant_id: int, activity_id: int) -> tuple[int, int]:
     """(helps, distinct helpers) of an activity's bargains."""

@@ -517,7 +517,7 @@ def stats(session: Session, merchant_id: int, activity_id: int) -> BargainActivi
     """Bargains by outcome, the helps they drew, and the money of their paid orders (404 for
     another merchant's activity)."""
     act = get_activity(session, merchant_id, activity_id)
-    outcomes = repo.bargain_outcomes(session, merchant_id, act.id)
+    outcomes = repo.bargain_counts(session, merchant_id, act.id)
     helps, helpers = repo.help_figures(session, merchant_id, act.id)
     orders, units, gmv, discount = repo.paid_order_figures(session, merchant_id, act.id)
     return BargainActivityStatsOut(

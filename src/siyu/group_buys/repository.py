@@ -249,15 +249,13 @@ def uncount_paid_seat(session: Session, merchant_id: int, team_id: int, now: dt.
 
 
 
-def team_outcomes(session: Session, merchant_id: int, group_buy_id: int) -> dict[tuple[str, bool], int]:
-    """Teams of a group buy by (status, virtual success)."""
+def virtual_successes(session: Session, merchant_id: int, group_buy_id: int) -> int:
+    """Teams of a group buy that succeeded by virtual success."""
     t = GroupTeam
-    stmt = (
-        select(t.status, t.virtual, func.count())
-        .where(t.merchant_id == merchant_id, t.group_buy_id == group_buy_id)
-        .group_by(t.status, t.virtual)
+    stmt = select(func.count()).where(
+        t.merchant_id == merchant_id, t.group_buy_id == group_buy_id, t.status == SUCCESS, t.virtual.is_(True)
     )
-    return {(str(status), bool(virtual)): int(n) for status, virtual, n in session.execute(stmt).all()}
+    return int(session.scalar(stmt) or 0)
 
 
 def seat_figures(session: Session, merchant_id: int, group_buy_id: int) -> dict[str, tuple[int, int, int]]:

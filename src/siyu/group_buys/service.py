@@ -680,18 +680,16 @@ __all__ = ["REFUNDED", "RELEASED"]
 def stats(session: Session, merchant_id: int, group_buy_id: int) -> GroupBuyStatsOut:
     """Teams by outcome, seats by state, and the money of the paid ones (404 for another merchant's)."""
     gb = get_group_buy(session, merchant_id, group_buy_id)
-    teams = repo.team_outcomes(session, merchant_id, gb.id)
+    teams = repo.team_counts(session, merchant_id, gb.id)
     seats = repo.seat_figures(session, merchant_id, gb.id)
 
     def seat(status: str) -> tuple[int, int, int]:
         return seats.get(status, (0, 0, 0))
 
     return GroupBuyStatsOut(
-        group_buy_id=gb.id, teams_opened=sum(teams.values()),
-        teams_open=sum(n for (status, _), n in teams.items() if status == OPEN),
-        teams_succeeded=sum(n for (status, _), n in teams.items() if status == SUCCESS),
-        teams_virtual=teams.get((SUCCESS, True), 0),
-        teams_failed=sum(n for (status, _), n in teams.items() if status == FAILED),
+        group_buy_id=gb.id, teams_opened=sum(teams.values()), teams_open=teams.get(OPEN, 0),
+        teams_succeeded=teams.get(SUCCESS, 0), teams_virtual=repo.virtual_successes(session, merchant_id, gb.id),
+        teams_failed=teams.get(FAILED, 0),
         paid_seats=seat(PAID)[0], paid_units=seat(PAID)[1], gmv=seat(PAID)[2],
         discount_given=repo.paid_seat_discount(session, merchant_id, gb.id),
         refunded_seats=seat(REFUNDED)[0], refunded_amount=seat(REFUNDED)[2],
