@@ -108,11 +108,12 @@ def test_explicit_choice_errors_have_specific_codes_and_change_nothing(
     other = buyer(session_factory, tenant.id)
     sku, _, _ = make_product_sku(session_factory, tenant.id, price=5000)
     sku_off, _, _ = make_product_sku(session_factory, tenant.id, price=5000, coupons_allowed=False)
+    _, other_product, _ = make_product_sku(session_factory, tenant.id, price=5000)  # not in the cart
     fixed = make_template(session_factory, tenant.id, "fixed", amount=500, per_member_limit=5)
     thr = give(session_factory, tenant.id, make_template(
         session_factory, tenant.id, "threshold", amount=1000, threshold=20000), member)
     scoped = give(session_factory, tenant.id, make_template(
-        session_factory, tenant.id, "fixed", amount=100, scope="products", scope_ids=[999_999]), member)
+        session_factory, tenant.id, "fixed", amount=100, scope="products", scope_ids=[other_product]), member)
     expired = give(session_factory, tenant.id, make_template(session_factory, tenant.id, "fixed", amount=300),
                    member, now=utcnow() - dt.timedelta(days=31))
     foreign = give(session_factory, tenant.id, fixed, other)

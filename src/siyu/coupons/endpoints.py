@@ -62,7 +62,7 @@ def list_templates(
 def create_template(
     body: TemplateIn, session: DbSession, p: StaffPrincipal = Depends(require("promotions:write"))
 ) -> TemplateOut:
-    return service.template_out(service.create_template(session, p.merchant_id, body, actor=p.actor, check_ids=True))
+    return service.template_out(service.create_template(session, p.merchant_id, body, actor=p.actor))
 
 
 @admin.get("/coupon-templates/{template_id}", response_model=TemplateOut)
@@ -78,8 +78,7 @@ def update_template(
     template_id: int, body: TemplateUpdate, session: DbSession,
     p: StaffPrincipal = Depends(require("promotions:write")),
 ) -> TemplateOut:
-    return service.template_out(service.update_template(session, p.merchant_id, template_id, body, actor=p.actor,
-                                                        check_ids=True))
+    return service.template_out(service.update_template(session, p.merchant_id, template_id, body, actor=p.actor))
 
 
 @admin.delete("/coupon-templates/{template_id}", status_code=status.HTTP_204_NO_CONTENT,

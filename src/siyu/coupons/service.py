@@ -310,10 +310,8 @@ def _check_scope_ids(
 
 
 def create_template(
-    session: Session, merchant_id: int, body: TemplateIn, *, actor: Actor, check_ids: bool = False
+    session: Session, merchant_id: int, body: TemplateIn, *, actor: Actor
 ) -> CouponTemplate:
-    """``check_ids``: look the scope's and exclusions' ids up (the admin API does; other modules
-    and fixtures pass ids they already hold)."""
     t = CouponTemplate(
         merchant_id=merchant_id, name=body.name, kind=body.kind, amount=0, threshold=0, percent_off_bp=0,
         scope=SCOPE_ALL, scope_ids=[], excluded_product_ids=[], stackable=False, validity_mode=VALID_FIXED,
@@ -324,8 +322,7 @@ def create_template(
     if t.status == STOPPED:
         raise DomainError("coupon_template_state_invalid", status="new", target=STOPPED)
     validate_template(t)
-    if check_ids:
-        _check_scope_ids(session, merchant_id, t)
+    _check_scope_ids(session, merchant_id, t)
     session.add(t)
     session.flush()
     audit.record(session, merchant_id, "coupon_template", t.id, "created", to_state=t.status, actor=actor,
@@ -347,7 +344,6 @@ _TRANSITIONS = {(DRAFT, ACTIVE), (ACTIVE, STOPPED), (STOPPED, ACTIVE), (DRAFT, S
 
 def update_template(
     session: Session, merchant_id: int, template_id: int, body: TemplateUpdate, *, actor: Actor,
-    check_ids: bool = False,
 ) -> CouponTemplate:
     t = get_template(session, merchant_id, template_id)
     before = {name: getattr(t, name) for name in _RULE_FIELDS}
@@ -360,8 +356,7 @@ def update_template(
     if t.issued > 0 and any(getattr(draft, n) != before[n] for n in _RULE_FIELDS):
         raise DomainError("coupon_template_in_use")
     validate_template(draft)
-    if check_ids:
-        _check_scope_ids(session, merchant_id, draft, before=t)
+    _check_scope_ids(session, merchant_id, draft, before=t)
     for c in CouponTemplate.__table__.columns:
         if c.key not in ("id", "merchant_id", "issued", "created_at"):
             setattr(t, c.key, getattr(draft, c.key))
