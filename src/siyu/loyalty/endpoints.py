@@ -80,6 +80,12 @@ def update_level(
     return LevelOut.model_validate(service.save_level(session, p.merchant_id, body, level_id=level_id, actor=p.actor))
 
 
+@admin.delete("/loyalty/levels/{level_id}", status_code=status.HTTP_204_NO_CONTENT,
+              summary="Delete a level no member, card or card plan holds (409 level_in_use otherwise)")
+def delete_level(level_id: int, session: DbSession, p: StaffPrincipal = Depends(require("loyalty:write"))) -> None:
+    service.delete_level(session, p.merchant_id, level_id, actor=p.actor)
+
+
 @admin.get("/loyalty/cards", response_model=list[CardPlanOut])
 def list_card_plans(session: DbSession, p: StaffPrincipal = Depends(require("loyalty:read"))) -> list[CardPlanOut]:
     return [CardPlanOut.model_validate(c) for c in repo.card_plans(session, p.merchant_id)]

@@ -330,6 +330,24 @@ def level(session: Session, merchant_id: int, level_id: int) -> Level | None:
     return session.scalar(select(Level).where(Level.merchant_id == merchant_id, Level.id == level_id))
 
 
+def level_users(session: Session, merchant_id: int, level_id: int, now: dt.datetime) -> tuple[int, int, int]:
+    """(members holding the level as their rules level, members holding it through an active,
+    unexpired card, card plans granting it)."""
+    holders = session.scalar(
+        select(func.count()).select_from(MemberLoyalty)
+        .where(MemberLoyalty.merchant_id == merchant_id, MemberLoyalty.level_id == level_id)
+    ) or 0
+    carded = session.scalar(
+        select(func.count(func.distinct(MemberCard.member_id)))
+        .where(MemberCard.merchant_id == merchant_id, MemberCard.level_id == level_id,
+               MemberCard.status == CARD_ACTIVE, MemberCard.ends_at > now)
+    ) or 0
+    plans = session.scalar(
+        select(func.count()).select_from(CardPlan).where(CardPlan.merchant_id == merchant_id, CardPlan.level_id == level_id)
+    ) or 0
+    return holders, carded, plans
+
+
 def level_history(session: Session, merchant_id: int, member_id: int, limit: int = 50) -> list[LevelHistory]:
     return list(
         session.scalars(

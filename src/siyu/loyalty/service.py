@@ -39,8 +39,9 @@ from sqlalchemy.orm import Session
 
 from siyu.db.dialect import insert_ignore
 from siyu.kit import audit
-from siyu.kit.errors import DomainError, invalid, not_found, register_messages
+from siyu.kit.errors import DomainError, FieldError, invalid, not_found, register_messages
 from siyu.kit.events import emit
+from siyu.kit.money import yuan
 from siyu.kit.timeutil import local_date, utcnow
 from siyu.loyalty import repository as repo
 from siyu.loyalty.models import (
@@ -93,6 +94,20 @@ register_messages(
         "makeup_not_allowed": (422, "该日期不能补签：{reason}", "Cannot make up that day: {reason}"),
         "task_unknown": (404, "没有这个任务：{task}", "No such task: {task}"),
         "level_rank_taken": (409, "等级序号 {rank} 已存在", "Level rank {rank} already exists"),
+        "level_thresholds_not_ascending": (
+            409,
+            "等级门槛必须随等级升高而升高：「{higher}」(序号 {higher_rank}) 的{criterion}门槛 {higher_value} "
+            "不高于「{lower}」(序号 {lower_rank}) 的 {lower_value}",
+            "Level thresholds must rise up the ladder: {criterion_en} of \"{higher}\" (rank {higher_rank}) is "
+            "{higher_value}, not above \"{lower}\" (rank {lower_rank}) at {lower_value}",
+        ),
+        "level_in_use": (
+            409,
+            "等级「{name}」仍在使用：{members} 位会员按规则处于该等级，{carded} 位会员通过会员卡持有该等级，"
+            "{plans} 个会员卡方案授予该等级",
+            "Level \"{name}\" is in use: {members} member(s) hold it by the rules, {carded} through a card, "
+            "and {plans} card plan(s) grant it",
+        ),
         "card_not_on_sale": (409, "该会员卡未在售", "This membership card is not on sale"),
         "card_product_taken": (409, "该商品已是另一张会员卡", "This product already sells another card"),
     }
@@ -213,15 +228,64 @@ def _level_or_404(session: Session, merchant_id: int, level_id: int) -> Level:
     return found
 
 
+# (column, zh, en) of the upgrade criteria, in the order the ladder check reports them
+_CRITERIA = (
+    ("min_spend", "累计消费", "cumulative paid spend"),
+    ("min_points", "累计获得积分", "points earned"),
+    ("min_growth", "成长值", "growth value"),
+    ("min_orders", "支付订单数", "paid order count"),
+)
+
+
+def _shown(column: str, value: int) -> str:
+    return yuan(value) if column == "min_spend" else str(value)
+
+
+def _check_ladder(others: list[Level], data: LevelIn) -> None:
+    """The ladder rule: for each criterion, the thresholds of the levels that set it rise
+    strictly with rank (a level that leaves a criterion unset is skipped for it). Equal is
+    refused too: a member meeting a threshold goes to the highest level it opens (ANY of a
+    level's set thresholds is enough), so of two levels with the same threshold the lower one is
+    never reached through it. ``data`` is the level being saved (created, changed or moved to a
+    new rank); ``others`` the merchant's other levels. Only pairs with the saved level are
+    checked, so a ladder stored before this rule existed never blocks an unrelated edit, while
+    every write through here keeps a valid ladder valid. Deleting a level cannot break it (a
+    subsequence of a rising sequence rises). Not checked: that every level is reachable across
+    criteria (rank 2 at ¥2,000 of spend is skipped by anyone reaching rank 3 through 1 paid
+    order): the criteria are alternatives a merchant mixes on purpose."""
+    for other in sorted(others, key=lambda lv: (abs(lv.rank - data.rank), lv.rank)):  # nearest first
+        lower, higher = (other, data) if other.rank < data.rank else (data, other)
+        for column, zh, en in _CRITERIA:
+            low, high = getattr(lower, column), getattr(higher, column)
+            if low is not None and high is not None and high <= low:
+                raise DomainError(
+                    "level_thresholds_not_ascending",
+                    fields=[FieldError(column, "level_thresholds_not_ascending",
+                                       f"must be above {_shown(column, low)}" if data is higher
+                                       else f"must be below {_shown(column, high)}",
+                                       f"须高于 {_shown(column, low)}" if data is higher
+                                       else f"须低于 {_shown(column, high)}")],
+                    criterion=zh, criterion_en=en, lower=lower.name, lower_rank=lower.rank,
+                    lower_value=_shown(column, low), higher=higher.name, higher_rank=higher.rank,
+                    higher_value=_shown(column, high),
+                )
+
+
 def save_level(session: Session, merchant_id: int, data: LevelIn, *, level_id: int | None, actor: Actor) -> Level:
+    """Create or change a level (a new ``rank`` moves it on the ladder). Refused, with nothing
+    changed: an unknown coupon template, a rank another level has (``level_rank_taken``), and
+    thresholds out of order with another level (``level_thresholds_not_ascending``, see
+    ``_check_ladder``)."""
     found = _level_or_404(session, merchant_id, level_id) if level_id is not None else None
     refs = [(f"coupon_template_ids.{i}", tid) for i, tid in enumerate(data.coupon_template_ids)]
     if data.birthday_coupon_template_id is not None:
         refs.append(("birthday_coupon_template_id", data.birthday_coupon_template_id))
     _check_coupon_templates(session, merchant_id, refs)
-    for other in repo.levels(session, merchant_id):
-        if other.rank == data.rank and (found is None or other.id != found.id):
+    others = [lv for lv in repo.levels(session, merchant_id) if found is None or lv.id != found.id]
+    for other in others:
+        if other.rank == data.rank:
             raise DomainError("level_rank_taken", rank=data.rank)
+    _check_ladder(others, data)
     if found is None:
         found = Level(merchant_id=merchant_id, **data.model_dump())
         session.add(found)
@@ -233,6 +297,23 @@ def save_level(session: Session, merchant_id: int, data: LevelIn, *, level_id: i
     audit.record(session, merchant_id, "loyalty_level", found.id, "saved", actor=actor, data=data.model_dump())
     ensure_schedules(session, merchant_id)
     return found
+
+
+def delete_level(session: Session, merchant_id: int, level_id: int, *, actor: Actor, now: dt.datetime | None = None) -> None:
+    """Delete a level nobody stands on: refused (``level_in_use``, nothing changed) while members
+    hold it as their rules level, a card plan grants it, or an unexpired card holds it. The rest
+    of the ladder stays valid (its thresholds still rise). Level history keeps the old id. A member
+    moved onto the level by a transaction racing this one is left with a level id that no longer
+    exists: they count as having no rules level and the next evaluation moves them up again."""
+    found = _level_or_404(session, merchant_id, level_id)
+    members, carded, plans = repo.level_users(session, merchant_id, found.id, now or utcnow())
+    if members or carded or plans:
+        raise DomainError("level_in_use", name=found.name, members=members, carded=carded, plans=plans)
+    session.delete(found)
+    session.flush()
+    session.info.get("loyalty_ladder", {}).pop(merchant_id, None)
+    audit.record(session, merchant_id, "loyalty_level", level_id, "deleted", actor=actor,
+                 data={"rank": found.rank, "name": found.name})
 
 
 def _qualifies(lv: Level, paid_spend: int, points_earned: int, growth: int, orders: int, *, entry: bool) -> bool:
