@@ -28,7 +28,9 @@ def test_update_disable_delete(client: TestClient, session_factory: sessionmaker
 
     r = client.patch(f"{ADMIN}/bargain-activities/{used}", json={"name": "砍一刀", "per_member_limit": 2},
                      headers=tenant.admin_headers)
-    assert r.status_code == 200 and r.json()["name"] == "砍一刀" and r.json()["per_member_limit"] == 2
+    assert r.status_code == 409 and r.json()["code"] == "bargain_state_invalid"  # the limit is fixed once started
+    r = client.patch(f"{ADMIN}/bargain-activities/{used}", json={"name": "砍一刀"}, headers=tenant.admin_headers)
+    assert r.status_code == 200 and r.json()["name"] == "砍一刀" and r.json()["per_member_limit"] == 1
     assert r.json()["bargains"] == {"active": 1}
     r = client.patch(f"{ADMIN}/bargain-activities/{used}", json={"floor_price": 1}, headers=tenant.admin_headers)
     assert r.status_code == 422  # prices and H are fixed once created

@@ -49,9 +49,26 @@ def test_admin_create_update_disable_delete(client: TestClient, session_factory:
     # prices change only before the start
     r = client.patch(f"{ADMIN}/group-buys/{running['id']}", json={"group_price": 6000}, headers=tenant.admin_headers)
     assert r.status_code == 409 and r.json()["code"] == "group_buy_state_invalid"
-    r = client.patch(f"{ADMIN}/group-buys/{running['id']}", json={"name": "三人团", "per_member_limit": 3},
+    # so do the limit and the team's validity (issue 3: the rules are decided before the start)
+    for change in ({"per_member_limit": 3}, {"valid_hours": 48}, {"name": "三人团", "per_member_limit": 3}):
+        r = client.patch(f"{ADMIN}/group-buys/{running['id']}", json=change, headers=tenant.admin_headers)
+        assert r.status_code == 409 and r.json()["code"] == "group_buy_state_invalid", r.text
+        assert "active" in r.json()["message"]
+    got = client.get(f"{ADMIN}/group-buys/{running['id']}", headers=tenant.admin_headers).json()
+    assert (got["name"], got["per_member_limit"], got["valid_hours"]) == ("团", 1, 24)
+    # the name and the end change any time
+    new_end = (utcnow() + dt.timedelta(days=2)).replace(microsecond=0)
+    r = client.patch(f"{ADMIN}/group-buys/{running['id']}", json={"name": "三人团", "ends_at": new_end.isoformat()},
                      headers=tenant.admin_headers)
     assert r.status_code == 200 and r.json()["name"] == "三人团" and r.json()["group_price"] == 7000
+    assert dt.datetime.fromisoformat(r.json()["ends_at"]) == new_end
+    r = client.patch(f"{ADMIN}/group-buys/{upcoming['id']}", json={"per_member_limit": 3, "valid_hours": 48},
+                     headers=tenant.admin_headers)
+    assert r.status_code == 200 and (r.json()["per_member_limit"], r.json()["valid_hours"]) == (3, 48), r.text
+    props = client.get("/openapi.json").json()["components"]["schemas"]["GroupBuyUpdate"]["properties"]
+    assert {props[k]["description"] for k in ("per_member_limit", "valid_hours", "group_price")} == {
+        "before the start only"}
+    assert props["name"]["description"] == "any time"
     r = client.patch(f"{ADMIN}/group-buys/{upcoming['id']}", json={"group_price": 6000}, headers=tenant.admin_headers)
     assert r.status_code == 200 and r.json()["group_price"] == 6000
 

@@ -20,7 +20,9 @@ from siyu.bargains.schemas import (
     BargainActivityUpdate,
     BargainAdminOut,
     BargainBuyIn,
+    BargainHelpIn,
     BargainOut,
+    BargainStartIn,
     HelpOut,
     HelpResultOut,
     StoreActivityOut,
@@ -50,6 +52,7 @@ add_admin_routes(admin, AdminRoutes(
            "update": "update_activity", "disable": "disable_activity", "delete": "delete_activity"},
     summaries={
         "create": "Create a bargain activity on one SKU",
+        "update": "Change the name or the end any time; every other rule only before the start",
         "disable": "Stop new bargains; started ones run to their deadline",
         "delete": "Delete an activity nobody started a bargain in (else 409: disable it instead)",
     },
@@ -98,6 +101,7 @@ def start_bargain(
     session: DbSession,
     response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    body: BargainStartIn | None = None,
 ) -> BargainOut:
     bargain, created = service.start_with_key(
         session, customer.merchant_id, customer.member_id, activity_id, idempotency_key
@@ -114,7 +118,9 @@ def store_bargain(bargain_id: int, customer: Customer, session: DbSession) -> St
 
 @store.post("/bargains/{bargain_id}/help", response_model=HelpResultOut,
             summary="Help a friend's bargain (once; a repeat answers with the first help's result)")
-def help_bargain(bargain_id: int, customer: Customer, session: DbSession, response: Response) -> HelpResultOut:
+def help_bargain(
+    bargain_id: int, customer: Customer, session: DbSession, response: Response, body: BargainHelpIn | None = None
+) -> HelpResultOut:
     result, created = service.help_bargain_once(session, customer.merchant_id, bargain_id, customer.member_id)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"

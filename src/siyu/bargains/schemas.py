@@ -35,11 +35,23 @@ class BargainActivityIn(Strict, StackingIn):
 
 
 class BargainActivityUpdate(Strict, StackingUpdate):
-    name: str | None = Field(default=None, min_length=1, max_length=64)
-    valid_hours: int | None = Field(default=None, ge=1, le=24 * 30)
-    new_users_only: bool | None = None
-    per_member_limit: int | None = Field(default=None, ge=1, le=99)
-    ends_at: dt.datetime | None = None
+    """Only the fields given change. ``name`` and ``ends_at`` change any time; every other field
+    locks at the start: once the activity runs, a change to it is 409 ``bargain_state_invalid``
+    (with the status) and changes nothing. Prices and ``helpers_needed`` are fixed once created."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=64, description="any time")
+    valid_hours: int | None = Field(default=None, ge=1, le=24 * 30, description="before the start only")
+    new_users_only: bool | None = Field(default=None, description="before the start only")
+    per_member_limit: int | None = Field(default=None, ge=1, le=99, description="before the start only")
+    ends_at: dt.datetime | None = Field(default=None, description="any time (after starts_at)")
+
+
+class BargainStartIn(Strict):
+    """No fields: the body may be omitted or ``{}``; an unknown key is 422."""
+
+
+class BargainHelpIn(Strict):
+    """No fields: the body may be omitted or ``{}``; an unknown key is 422."""
 
 
 class BargainActivityOut(StackingOut):

@@ -158,6 +158,8 @@ def create_activity(session: Session, merchant_id: int, data: BargainActivityIn,
 
 
 STACKING_FIELDS = ("allows_coupons", "allows_points", "allows_order_promotions", "free_shipping")
+# Fixed once the activity starts (the name and the end stay changeable).
+LOCKED_AT_START = ("valid_hours", "new_users_only", "per_member_limit", *STACKING_FIELDS)
 
 
 def update_activity(
@@ -165,8 +167,9 @@ def update_activity(
     now: dt.datetime | None = None,
 ) -> BargainActivity:
     """Prices and H are fixed once created (bargains already started carry their own copy); the
-    stacking settings change only before the start (what a customer was told holds), as with
-    group buys and flash sales."""
+    validity, ``new_users_only``, the per-member limit and the stacking settings change only
+    before the start (what a customer was told holds; 409 ``bargain_state_invalid`` with the
+    status otherwise), as with group buys and flash sales. The name and the end change any time."""
     act = get_activity(session, merchant_id, activity_id, lock=True)
     if act.status == DISABLED:
         raise DomainError("bargain_state_invalid", status=DISABLED)
@@ -175,7 +178,7 @@ def update_activity(
         if value is None:
             raise invalid(key, "required", f"{key} cannot be null", f"{key} 不能为 null")
     state = activities.effective_status(act, now or utcnow())
-    if state != activities.SCHEDULED and any(k in changes for k in STACKING_FIELDS):
+    if state != activities.SCHEDULED and any(k in changes for k in LOCKED_AT_START):
         raise DomainError("bargain_state_invalid", status=state)
     if data.ends_at is not None:
         ends_at = activities.aware(data.ends_at, "ends_at")

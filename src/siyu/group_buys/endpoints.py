@@ -43,7 +43,7 @@ add_admin_routes(admin, AdminRoutes(
            "update": "update_group_buy", "disable": "disable_group_buy", "delete": "delete_group_buy"},
     summaries={
         "create": "Create a group-buy activity on one SKU",
-        "update": "Change the rules (prices and stacking only before the start)",
+        "update": "Change the name or the end any time; every other rule only before the start",
         "disable": "Stop now: no new teams or joins; open teams run to their deadline",
         "delete": "Delete an activity nobody joined (else 409: disable it instead)",
     },

@@ -32,14 +32,19 @@ class GroupBuyIn(Strict, StackingIn):
 
 
 class GroupBuyUpdate(Strict, StackingUpdate):
-    name: str | None = Field(default=None, min_length=1, max_length=64)
-    valid_hours: int | None = Field(default=None, ge=1, le=24 * 30)
-    group_price: int | None = Field(default=None, ge=0, le=INT_MAX)
-    leader_price: int | None = Field(default=None, ge=0, le=INT_MAX)
-    per_member_limit: int | None = Field(default=None, ge=1, le=999)
-    virtual_min_paid: int | None = Field(default=None, ge=1)
-    starts_at: dt.datetime | None = None
-    ends_at: dt.datetime | None = None
+    """Only the fields given change. ``name`` and ``ends_at`` change any time (an earlier end
+    brings open teams' deadlines to it); every other field locks at the start: once the activity
+    runs, a change to it is 409 ``group_buy_state_invalid`` (with the status) and changes nothing.
+    A disabled or ended activity changes no more."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=64, description="any time")
+    valid_hours: int | None = Field(default=None, ge=1, le=24 * 30, description="before the start only")
+    group_price: int | None = Field(default=None, ge=0, le=INT_MAX, description="before the start only")
+    leader_price: int | None = Field(default=None, ge=0, le=INT_MAX, description="before the start only")
+    per_member_limit: int | None = Field(default=None, ge=1, le=999, description="before the start only")
+    virtual_min_paid: int | None = Field(default=None, ge=1, description="before the start only")
+    starts_at: dt.datetime | None = Field(default=None, description="before the start only")
+    ends_at: dt.datetime | None = Field(default=None, description="any time (after starts_at)")
 
 
 class GroupBuyOut(StackingOut):

@@ -176,16 +176,19 @@ PRICE_FIELDS = (
     "group_price", "leader_price", "virtual_min_paid", "allows_coupons", "allows_points", "allows_order_promotions",
     "free_shipping",
 )
+# Fixed once the activity starts: the prices and stacking rules, the limit, the validity, the start.
+LOCKED_AT_START = (*PRICE_FIELDS, "per_member_limit", "valid_hours", "starts_at")
 
 
 def update_group_buy(
     session: Session, merchant_id: int, group_buy_id: int, data: GroupBuyUpdate, *, actor: activities.Actor,
     now: dt.datetime | None = None,
 ) -> GroupBuy:
-    """Name, limit, validity and the end can change any time; prices and stacking rules only
-    before the start (a customer who already joined keeps what was announced). An end moved
-    before an open team's deadline brings that deadline to the new end (a team never outlives
-    its activity), with a deadline job at that time."""
+    """The name and the end can change any time; every other rule (prices, stacking, the
+    per-member limit, the team's validity, the start) only before the start: what a customer
+    was told when joining holds (409 ``group_buy_state_invalid`` with the status otherwise). An
+    end moved before an open team's deadline brings that deadline to the new end (a team never
+    outlives its activity), with a deadline job at that time."""
     now = now or utcnow()
     gb = get_group_buy(session, merchant_id, group_buy_id, lock=True)
     state = activities.effective_status(gb, now)
@@ -195,7 +198,7 @@ def update_group_buy(
     for key, value in changes.items():
         if value is None and key not in ("leader_price", "virtual_min_paid"):
             raise invalid(key, "required", f"{key} cannot be null", f"{key} 不能为 null")
-    if state == ACTIVE and any(k in changes for k in (*PRICE_FIELDS, "starts_at")):
+    if state == ACTIVE and any(k in changes for k in LOCKED_AT_START):
         raise DomainError("group_buy_state_invalid", status=state)
     starts_at = activities.aware(data.starts_at, "starts_at") if data.starts_at is not None else gb.starts_at
     ends_at = activities.aware(data.ends_at, "ends_at") if data.ends_at is not None else gb.ends_at
