@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.config import Settings
@@ -140,45 +141,123 @@ def test_payment_for_cancelled_order_is_refunded_automatically(
     assert refund.status == "succeeded"
 
 
-def test_partial_refunds_by_line_then_the_rest_total_exactly_paid(
+def _refund(client: TestClient, tenant: Tenant, order_id: int, key: str, body: dict) -> dict:
+    r = client.post(f"/api/admin/v1/orders/{order_id}/refunds", json=body,
+                    headers={**tenant.admin_headers, "Idempotency-Key": key})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _lines(*lines: tuple[int, int]) -> dict:
+    return {"lines": [{"order_line_id": x, "quantity": q} for x, q in lines], "reason": "退货"}
+
+
+def test_partial_refunds_by_line_take_the_freight_with_the_last_goods_before_shipment(
     client: TestClient, session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
 ) -> None:
-    make_freight_template(session_factory, tenant.id, default=True)  # freight is paid, refunded last
+    make_freight_template(session_factory, tenant.id, default=True)
     order_id, _ = paid_order(client, session_factory, tenant, [(12990, 3), (3333, 3)])
-    paid = f.order(session_factory, tenant.id, order_id).paid_amount
-    a, b = (ln.id for ln in f.order_lines(session_factory, tenant.id, order_id))
-    url = f"/api/admin/v1/orders/{order_id}/refunds"
-
-    amounts = []
-    for i, lines in enumerate([[(a, 1)], [(b, 2)], [(a, 2), (b, 1)]]):
-        body = {"lines": [{"order_line_id": x, "quantity": q} for x, q in lines], "reason": "退货"}
-        r = client.post(url, json=body, headers={**tenant.admin_headers, "Idempotency-Key": f"r{i}"})
-        assert r.status_code == 201, r.text
-        amounts.append(r.json()["amount"])
-        _drain(session_factory, settings, tenant)
-    assert amounts[0] == 12990 * 3 // 3 and amounts[1] == 3333 * 3 * 2 // 3
     order = f.order(session_factory, tenant.id, order_id)
-    freight = paid - sum(ln.payable_amount for ln in f.order_lines(session_factory, tenant.id, order_id))
-    assert freight > 0 and order.refund_status == "partial" and order.status == "paid"
-    # every item refunded: the order is still paid (its freight), but there is nothing to ship
-    r = client.post(f"/api/admin/v1/orders/{order_id}/ship", json={"carrier": "SF", "tracking_no": "SF1"},
-                    headers=tenant.admin_headers)
-    assert (r.status_code, r.json()["code"]) == (409, "order_nothing_to_ship"), r.text
-    assert f.order(session_factory, tenant.id, order_id).status == "paid"
-    if freight:  # the rest (freight) as an amount
-        r = client.post(url, json={"amount": freight}, headers={**tenant.admin_headers, "Idempotency-Key": "rest"})
-        assert r.status_code == 201, r.text
+    paid, freight = order.paid_amount, order.freight_amount
+    a, b = (ln.id for ln in f.order_lines(session_factory, tenant.id, order_id))
+    assert freight > 0 and paid == sum(ln.payable_amount for ln in f.order_lines(session_factory, tenant.id, order_id)) + freight
+
+    answers = []
+    for i, lines in enumerate([[(a, 1)], [(b, 2)], [(a, 2), (b, 1)]]):
+        answers.append(_refund(client, tenant, order_id, f"r{i}", _lines(*lines)))
         _drain(session_factory, settings, tenant)
-        order = f.order(session_factory, tenant.id, order_id)
+        if i < 2:  # goods are left to ship: the freight stays paid
+            order = f.order(session_factory, tenant.id, order_id)
+            assert (order.status, order.refund_status) == ("paid", "partial")
+    assert [x["amount"] for x in answers[:2]] == [12990 * 3 // 3, 3333 * 3 * 2 // 3]
+    # The last goods before shipment: the refund gives the freight back with them.
+    assert [x["freight_amount"] for x in answers] == [0, 0, freight]
+    last = answers[2]
+    assert last["amount"] == sum(ln["amount"] for ln in last["lines"]) + freight
+    assert sum(x["amount"] for x in answers) == paid
+    # A retry with the same key answers the same refund, freight included.
+    r = client.post(f"/api/admin/v1/orders/{order_id}/refunds", json=_lines((a, 2), (b, 1)),
+                    headers={**tenant.admin_headers, "Idempotency-Key": "r2"})
+    assert r.status_code == 200 and {k: r.json()[k] for k in ("id", "amount", "freight_amount", "lines")} == {
+        k: last[k] for k in ("id", "amount", "freight_amount", "lines")}
+    assert client.get(f"/api/admin/v1/refunds/{last['id']}", headers=tenant.admin_headers).json()[
+        "freight_amount"] == freight
+
+    order = f.order(session_factory, tenant.id, order_id)
     refunds = f.refunds(session_factory, tenant.id, order_id)
-    assert all(r.status == "succeeded" for r in refunds)
+    assert all(r.status == "succeeded" for r in refunds) and len(refunds) == 3
     assert sum(r.amount for r in refunds) == paid == order.refunded_amount
     assert order.refund_status == "full" and order.status == "closed"
     assert all(ln.refunded_quantity == ln.quantity for ln in f.order_lines(session_factory, tenant.id, order_id))
-    refunded = f.jobs(session_factory, tenant.id, "test.payments.order_refunded")
-    assert sorted(j.payload["refund_id"] for j in refunded) == sorted(r.id for r in refunds)
-    assert [j.payload["full"] for j in sorted(refunded, key=lambda j: j.payload["refund_id"])][-1] is True
+    refunded = sorted(f.jobs(session_factory, tenant.id, "test.payments.order_refunded"),
+                      key=lambda j: j.payload["refund_id"])
+    assert [j.payload["refund_id"] for j in refunded] == [r.id for r in refunds]
+    assert [j.payload["full"] for j in refunded] == [False, False, True]
+    assert [j.payload["freight_amount"] for j in refunded] == [0, 0, freight]
     assert sum(j.payload["amount"] for j in refunded) == paid
+    with session_factory() as s:
+        requested = s.scalars(select(AuditEvent).where(
+            AuditEvent.merchant_id == tenant.id, AuditEvent.subject_type == "refund", AuditEvent.action == "requested"))
+        assert sorted((e.data["amount"], e.data["freight_amount"]) for e in requested) == sorted(
+            (x["amount"], x["freight_amount"]) for x in answers)
+
+
+def test_all_goods_at_once_before_shipment_is_the_full_paid_amount(
+    client: TestClient, session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    """After a refund by amount (a compensation), the last goods bring back only what is left of
+    the payment: never more than was paid."""
+    make_freight_template(session_factory, tenant.id, default=True)
+    order_id, _ = paid_order(client, session_factory, tenant, [(12990, 2), (3333, 3)])
+    order = f.order(session_factory, tenant.id, order_id)
+    paid, freight = order.paid_amount, order.freight_amount
+    a, b = (ln.id for ln in f.order_lines(session_factory, tenant.id, order_id))
+    first = _refund(client, tenant, order_id, "comp", {"amount": 300, "reason": "补偿"})
+    assert first["freight_amount"] == 0 and first["lines"] == []
+    rest = _refund(client, tenant, order_id, "all", _lines((a, 2), (b, 3)))
+    assert rest["freight_amount"] == freight - 300 and rest["amount"] == paid - 300
+    _drain(session_factory, settings, tenant)
+    order = f.order(session_factory, tenant.id, order_id)
+    assert (order.refunded_amount, order.refund_status, order.status) == (paid, "full", "closed")
+
+
+def test_lowered_last_line_refund_adds_no_freight(
+    client: TestClient, session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    make_freight_template(session_factory, tenant.id, default=True)
+    order_id, _ = paid_order(client, session_factory, tenant, [(12990, 1)])
+    order = f.order(session_factory, tenant.id, order_id)
+    (line,) = f.order_lines(session_factory, tenant.id, order_id)
+    lowered = _refund(client, tenant, order_id, "low", {**_lines((line.id, 1)), "amount": 12000})
+    assert (lowered["amount"], lowered["freight_amount"]) == (12000, 0)
+    _drain(session_factory, settings, tenant)
+    order = f.order(session_factory, tenant.id, order_id)
+    assert (order.refunded_amount, order.refund_status, order.status) == (12000, "partial", "paid")
+
+
+def test_after_shipment_the_freight_stays_unless_refunded_by_amount(
+    client: TestClient, session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    make_freight_template(session_factory, tenant.id, default=True)
+    order_id, _ = paid_order(client, session_factory, tenant, [(12990, 2), (3333, 3)])
+    order = f.order(session_factory, tenant.id, order_id)
+    paid, freight = order.paid_amount, order.freight_amount
+    a, b = (ln.id for ln in f.order_lines(session_factory, tenant.id, order_id))
+    r = client.post(f"/api/admin/v1/orders/{order_id}/ship", json={"carrier": "SF", "tracking_no": "SF1"},
+                    headers=tenant.admin_headers)
+    assert r.status_code == 200, r.text
+    answers = [_refund(client, tenant, order_id, "s1", _lines((a, 1))),
+               _refund(client, tenant, order_id, "s2", _lines((a, 1), (b, 3)))]
+    assert [x["freight_amount"] for x in answers] == [0, 0]
+    assert sum(x["amount"] for x in answers) == paid - freight
+    _drain(session_factory, settings, tenant)
+    order = f.order(session_factory, tenant.id, order_id)
+    assert (order.refunded_amount, order.refund_status, order.status) == (paid - freight, "partial", "shipped")
+    # the merchant may still give the freight back by amount
+    _refund(client, tenant, order_id, "s3", {"amount": freight, "reason": "运费"})
+    _drain(session_factory, settings, tenant)
+    order = f.order(session_factory, tenant.id, order_id)
+    assert (order.refunded_amount, order.refund_status, order.status) == (paid, "full", "closed")
 
 
 def test_refund_above_paid_changes_nothing(

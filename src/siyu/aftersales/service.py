@@ -31,8 +31,12 @@ Refunds go through ``payments.service.request_refund`` with the idempotency key
 ``aftersale:{id}``; the after-sale completes when ``order.refunded`` arrives for that refund
 (``tasks.on_refunded``). A refund the provider refuses (``order.refund_failed``) sends the
 after-sale back to ``approved`` / ``returned``, and ``retry_refund`` books a new refund (key
-``aftersale:{id}:{attempt}``: the failed one keeps the first key). Services never commit; every state change is audited in the same
-transaction.
+``aftersale:{id}:{attempt}``: the failed one keeps the first key). A refund-only request
+approved at its full share that takes the last goods of an order not yet shipped also gives back
+the remaining freight (``orders.service.freight_to_refund``): the refund's ``amount`` is then
+``refund_amount`` plus its ``freight_amount`` (in the ``refund_requested`` audit data), and the
+order closes fully refunded. A return (after shipment) or a lowered amount never adds freight.
+Services never commit; every state change is audited in the same transaction.
 """
 
 from __future__ import annotations
@@ -658,7 +662,7 @@ def _start_refund(
         REFUNDING,
         "refund_requested",
         actor,
-        {"refund_id": refund.id, "amount": aftersale.refund_amount},
+        {"refund_id": refund.id, "amount": aftersale.refund_amount, "freight_amount": refund.freight_amount},
     )
 
 

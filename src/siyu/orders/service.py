@@ -13,8 +13,8 @@ Every transition locks the order row (``FOR UPDATE`` on PostgreSQL), checks the 
 Services never commit.
 
 Functions other domains call: ``get_order``, ``get_order_by_no``, ``order_lines``,
-``mark_paid``, ``line_refund_amount``, ``reserve_refund``, ``release_refund``, ``ship``,
-``complete``, ``cancel``.
+``mark_paid``, ``line_refund_amount``, ``freight_to_refund``, ``reserve_refund``, ``release_refund``,
+``ship``, ``complete``, ``cancel``.
 """
 
 from __future__ import annotations
@@ -546,7 +546,8 @@ def ship(
     if order.status == PAID:
         physical = [ln for ln in order_lines(session, merchant_id, order.id) if not ln.is_virtual]
         if physical and all(ln.refunded_quantity >= ln.quantity for ln in physical):
-            # every unit to ship was refunded (the freight, refunded last, may keep the order paid)
+            # every unit to ship was refunded, yet the order is still paid: a lowered line refund
+            # or an earlier refund by amount kept part of the freight (freight_to_refund)
             raise DomainError("order_nothing_to_ship")
     run_ship_guards(session, order)  # an activity may hold its orders back (a group buy before success)
     _transition(session, order, SHIPPED, "shipped", actor, {"carrier": carrier, "tracking_no": tracking_no})
@@ -609,6 +610,41 @@ def line_refund_amount(line: OrderLine, quantity: int) -> int:
     return payable * (done + quantity) // total - payable * done // total
 
 
+def freight_to_refund(session: Session, merchant_id: int, order: Order, lines: list[tuple[int, int, int]]) -> int:
+    """The freight a refund of ``lines`` (``(order_line_id, quantity, amount)``) gives back with them.
+
+    Before shipment (the order is ``paid``, nothing shipped) a refund that takes the last
+    unrefunded units of the goods to ship leaves nothing to ship, so the freight goes back with
+    them and the order is refunded in full (as Youzan / WeChat malls do). After shipment the
+    freight stays with the merchant (refund it as an amount if due). The refund must take at
+    least one unit to ship (a virtual line refunded last never brings the freight).
+
+    What is given back is what is left of the freight: at most ``order.freight_amount`` and at
+    most what remains of the payment once the goods' unrefunded shares are set aside (a lowered
+    line refund or an earlier refund by amount are kept), so the order's refunds never exceed
+    what was paid. Read with the order row locked by the caller.
+    """
+    if order.status != PAID or order.shipped_at is not None or order.freight_amount <= 0 or not lines:
+        return 0
+    taking: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for line_id, quantity, amount in lines:
+        taking[line_id][0] += quantity
+        taking[line_id][1] += amount
+    takes_goods_to_ship = False
+    outstanding = 0  # the goods' paid shares not refunded once these lines are
+    for line in repo.order_lines(session, merchant_id, order.id):
+        quantity, amount = taking.get(line.id, (0, 0))
+        if not line.is_virtual:
+            if line.refunded_quantity + quantity < line.quantity:
+                return 0  # goods are left to ship: the freight stays paid
+            takes_goods_to_ship = takes_goods_to_ship or quantity > 0
+        outstanding += line.payable_amount - line.refunded_amount - amount
+    if not takes_goods_to_ship:
+        return 0
+    left = order.paid_amount - order.refunded_amount - sum(a for _, _, a in lines) - outstanding
+    return max(0, min(order.freight_amount, left))
+
+
 def _refund_lines(
     session: Session, merchant_id: int, order_id: int, lines: list[tuple[int, int, int]]
 ) -> list[tuple[OrderLine, int, int]]:
@@ -636,13 +672,20 @@ def _set_refund_status(order: Order) -> None:
 
 
 def reserve_refund(
-    session: Session, merchant_id: int, order_id: int, *, amount: int, lines: list[tuple[int, int, int]]
+    session: Session,
+    merchant_id: int,
+    order_id: int,
+    *,
+    amount: int,
+    lines: list[tuple[int, int, int]],
+    freight: int = 0,
 ) -> Order:
     """Book a requested refund against the order (lines: ``(order_line_id, quantity, amount)``).
 
     With the order row locked: ``amount`` must not exceed ``paid_amount - refunded_amount``, and
     each line's quantity/amount must fit what is left on it. A full refund of a paid, shipped or
     completed order closes it. ``release_refund`` undoes this when the provider refuses.
+    ``freight`` is the part of ``amount`` that is freight (``freight_to_refund``), for the audit.
     """
     order = _locked_order(session, merchant_id, order_id)
     if order.paid_at is None:
@@ -663,7 +706,9 @@ def reserve_refund(
         line.refunded_amount += line_amount
     order.refunded_amount += amount
     _set_refund_status(order)
-    data = {"amount": amount, "lines": [list(t) for t in lines]}
+    data: dict[str, Any] = {"amount": amount, "lines": [list(t) for t in lines]}
+    if freight:
+        data["freight_amount"] = freight
     if order.refund_status == REFUND_FULL and order.status in (PAID, SHIPPED, COMPLETED):
         order.closed_from = _transition(session, order, CLOSED, "refund_reserved", SYSTEM, data)
         order.closed_at = utcnow()

@@ -114,6 +114,16 @@ class Refund(IdMixin, TenantMixin, TimestampMixin, Base):
     succeeded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     failed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
+    @property
+    def freight_amount(self) -> int:
+        """The part of ``amount`` that is the order's freight, given back with the last goods of an
+        order not yet shipped (``service.request_refund``): ``amount`` minus the lines' amounts,
+        which otherwise add up to ``amount`` exactly. 0 for a refund by amount (not split between
+        goods and freight) and for an automatic refund."""
+        if not self.lines:
+            return 0
+        return self.amount - sum(int(ln["amount"]) for ln in self.lines)
+
 
 class PaymentNotification(IdMixin, TenantMixin, Base):
     """One row per delivery of a provider notification (append-only)."""

@@ -54,7 +54,8 @@ class RefundLineIn(Strict):
 class RefundIn(Strict):
     """Either ``lines`` (units of order lines; amounts computed from what was paid for them), or a
     whole-order ``amount`` (fen), or both (``amount`` then lowers the lines' share and must not
-    exceed it)."""
+    exceed it). Lines refunded at their full share that take the last goods of an order not yet
+    shipped also give back the remaining freight (see ``RefundOut.freight_amount``)."""
 
     lines: list[RefundLineIn] | None = Field(default=None, min_length=1)
     amount: int | None = Field(default=None, ge=1)
@@ -62,6 +63,10 @@ class RefundIn(Strict):
 
 
 class RefundOut(BaseModel):
+    """A refund. ``amount`` is everything given back; ``freight_amount`` is the part of it that is
+    the order's freight (given back with the last goods of an order not yet shipped; 0 for a refund
+    by amount), so ``amount == sum(lines[].amount) + freight_amount`` for a refund by lines."""
+
     model_config = ConfigDict(from_attributes=True)
     id: int
     order_id: int
@@ -69,6 +74,7 @@ class RefundOut(BaseModel):
     member_id: int
     out_refund_no: str
     amount: int
+    freight_amount: int = 0
     lines: list[dict[str, Any]]
     status: str
     reason: str

@@ -433,7 +433,13 @@ def request_refund(
 
     ``lines`` are ``(order_line_id, quantity)``: each is worth ``orders.service.line_refund_amount``
     (the paid share of those units). Without lines, ``amount`` is a whole-order amount; with
-    both, ``amount`` lowers the lines' share (allocated over them by largest remainder). The same
+    both, ``amount`` lowers the lines' share (allocated over them by largest remainder).
+
+    Freight: when the lines are refunded at their full share (no lower ``amount``) and take the
+    last goods of an order not yet shipped, the refund also gives back what is left of the
+    freight (``orders.service.freight_to_refund``), so the order is refunded in full and closes;
+    ``Refund.freight_amount`` is that part (``amount`` minus the lines' amounts). After shipment,
+    or with a lowered amount, no freight is added (refund it as an amount if due). The same
     ``idempotency_key`` returns the first refund (another body with it is 409). More than what
     is left of the payment is 409 ``refund_exceeds_paid`` and changes nothing.
     """
@@ -456,6 +462,7 @@ def request_refund(
         raise DomainError("refund_no_payment")
 
     booked: list[tuple[int, int, int]] = []
+    freight = 0
     if lines:
         by_id = {ln.id: ln for ln in orders_service.order_lines(session, merchant_id, order.id)}
         seen: set[int] = set()
@@ -476,12 +483,15 @@ def request_refund(
             raise DomainError("refund_exceeds_paid", refundable=share_total)
         parts = shares if amount == share_total else allocate(amount, shares)
         booked = [(line_id, quantity, part) for (line_id, quantity), part in zip(lines, parts, strict=True)]
+        if amount == share_total:  # a lowered amount is the merchant's final figure: no freight added
+            freight = orders_service.freight_to_refund(session, merchant_id, order, booked)
+            amount += freight
     elif amount is None:
         raise DomainError("refund_target_required")
     if amount <= 0:
         raise DomainError("refund_exceeds_paid", refundable=order.paid_amount - order.refunded_amount)
 
-    orders_service.reserve_refund(session, merchant_id, order.id, amount=amount, lines=booked)
+    orders_service.reserve_refund(session, merchant_id, order.id, amount=amount, lines=booked, freight=freight)
     refund = Refund(
         merchant_id=merchant_id, order_id=order.id, payment_id=payment.id, member_id=order.member_id,
         out_refund_no=new_reference("R"), amount=amount,
@@ -493,7 +503,8 @@ def request_refund(
     session.flush()
     audit.record(
         session, merchant_id, "refund", refund.id, "requested", to_state=REFUND_PENDING, actor=actor,
-        data={"order_id": order.id, "amount": amount, "lines": refund.lines, "reason": reason},
+        data={"order_id": order.id, "amount": amount, "freight_amount": freight, "lines": refund.lines,
+              "reason": reason},
     )
     _enqueue_submit(session, refund)
     return refund
@@ -662,6 +673,7 @@ def _emit_refunded(session: Session, refund: Refund) -> None:
     emit(
         session, refund.merchant_id, "order.refunded",
         {"order_id": refund.order_id, "member_id": refund.member_id, "refund_id": refund.id, "amount": refund.amount,
-         "lines": refund.lines, "full": sum(succeeded) >= order.paid_amount, "aftersale_id": refund.aftersale_id},
+         "freight_amount": refund.freight_amount, "lines": refund.lines, "full": sum(succeeded) >= order.paid_amount,
+         "aftersale_id": refund.aftersale_id},
         key=f"refund:{refund.id}",
     )
