@@ -80,3 +80,52 @@ def test_birthday_coupon_goes_to_members_of_a_level_with_one_once_a_year(
             service.birthday_coupons(s, tenant.id, now)
     assert [c.source for c in _coupons(session_factory, tenant, member)] == ["birthday"]
     assert _coupons(session_factory, tenant, other) == []
+
+
+def test_a_member_born_on_29_february_gets_the_birthday_coupon_on_the_28th_of_other_years(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    """Born 29 February: on 28 February of 2027 (no 29th) the coupon comes; in 2028 it comes on
+    the 29th, not the 28th; once a year either way. A member born on the 28th gets theirs too."""
+    template = make_template(session_factory, tenant.id, per_member_limit=10)
+    h.add_level(session_factory, tenant.id, 0, "普通会员", birthday_coupon_template_id=template)
+    leap, plain = make_member(session_factory, tenant.id), make_member(session_factory, tenant.id)
+    with unit_of_work(session_factory) as s:
+        s.get(Member, leap).birthday = dt.date(1992, 2, 29)  # type: ignore[union-attr]
+        s.get(Member, plain).birthday = dt.date(1990, 2, 28)  # type: ignore[union-attr]
+        service.evaluate_level(s, tenant.id, leap)
+        service.evaluate_level(s, tenant.id, plain)
+
+    def run(day: dt.date) -> int:
+        noon = dt.datetime(day.year, day.month, day.day, 4, tzinfo=dt.UTC)  # 12:00 in Shanghai
+        with unit_of_work(session_factory) as s:
+            return service.birthday_coupons(s, tenant.id, noon)
+
+    assert run(dt.date(2027, 2, 27)) == 0
+    assert run(dt.date(2027, 2, 28)) == 2
+    assert run(dt.date(2027, 3, 1)) == 0
+    assert run(dt.date(2028, 2, 28)) == 1  # only the member born on the 28th
+    assert run(dt.date(2028, 2, 29)) == 1
+    assert len(_coupons(session_factory, tenant, leap)) == 2 and len(_coupons(session_factory, tenant, plain)) == 2
+
+
+def test_a_pending_reward_that_cannot_be_issued_is_marked_failed_and_the_others_go_out(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    """One pending reward whose template is gone must not fail the daily job (which also runs the
+    level review and the birthday coupons) every day: it is marked failed, the rest is issued."""
+    from siyu.loyalty.models import PendingReward
+
+    template = make_template(session_factory, tenant.id)
+    member = make_member(session_factory, tenant.id)
+    with unit_of_work(session_factory) as s:
+        for key, tid in (("gone", 987654321), ("good", template)):
+            s.add(PendingReward(merchant_id=tenant.id, member_id=member, template_id=tid, source="level",
+                                idempotency_key=f"pending-{key}", status="pending"))
+    with unit_of_work(session_factory) as s:
+        assert service.issue_pending_rewards(s, tenant.id) == 1
+    with session_factory() as s:
+        got = {r.idempotency_key: r.status for r in s.scalars(
+            select(PendingReward).where(PendingReward.merchant_id == tenant.id))}
+    assert got == {"pending-gone": "failed", "pending-good": "issued"}
+    assert [c.template_id for c in _coupons(session_factory, tenant, member)] == [template]

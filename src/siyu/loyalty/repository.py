@@ -7,6 +7,7 @@ touches a member's points (lots included) for the rest of the transaction.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from collections.abc import Sequence
 
@@ -373,14 +374,20 @@ def members_due_review(session: Session, merchant_id: int, before: dt.datetime, 
 
 
 def members_with_birthday(session: Session, merchant_id: int, day: dt.date) -> list[tuple[int, int | None]]:
-    """(member_id, rules level_id) of members whose birthday is ``day`` (month and day)."""
+    """(member_id, rules level_id) of members whose birthday is ``day`` (month and day); on 28
+    February of a year without a 29th, also those born on 29 February."""
+    from sqlalchemy import or_
+
     from siyu.members.models import Member
 
+    month, dom = extract("month", Member.birthday), extract("day", Member.birthday)
+    match = (month == day.month) & (dom == day.day)
+    if (day.month, day.day) == (2, 28) and not calendar.isleap(day.year):
+        match = or_(match, (month == 2) & (dom == 29))
     stmt = (
         select(Member.id, MemberLoyalty.level_id)
         .join(MemberLoyalty, (MemberLoyalty.merchant_id == Member.merchant_id) & (MemberLoyalty.member_id == Member.id))
-        .where(Member.merchant_id == merchant_id, Member.birthday.is_not(None),
-               extract("month", Member.birthday) == day.month, extract("day", Member.birthday) == day.day)
+        .where(Member.merchant_id == merchant_id, Member.birthday.is_not(None), match)
     )
     return [(int(a), b) for a, b in session.execute(stmt).all()]
 

@@ -492,7 +492,15 @@ def issue_pending_rewards(session: Session, merchant_id: int) -> int:
         select(PendingReward).where(PendingReward.merchant_id == merchant_id, PendingReward.status == "pending").limit(500)
     )
     for row in list(rows):
-        issue(session, merchant_id, row.template_id, row.member_id, source=row.source, idempotency_key=row.idempotency_key)
+        try:
+            with session.begin_nested():
+                issue(session, merchant_id, row.template_id, row.member_id, source=row.source,
+                      idempotency_key=row.idempotency_key)
+        except DomainError as exc:  # e.g. the template ended meanwhile: one bad reward must not fail the
+            # daily job (and with it the level review and the birthday coupons) day after day
+            log.warning("pending coupon %s not issued to member %s: %s", row.template_id, row.member_id, exc)
+            row.status = "failed"
+            continue
         row.status = "issued"
         done += 1
     session.flush()
@@ -500,13 +508,17 @@ def issue_pending_rewards(session: Session, merchant_id: int) -> int:
 
 
 def birthday_coupons(session: Session, merchant_id: int, now: dt.datetime) -> int:
+    """The level's birthday coupon, once a year (key ``birthday:<member>:<year>``), on the local
+    birthday; members born on 29 February get it on the 28th in years without a 29th. Returns the
+    coupons issued (or found issued by an earlier run) now; refused ones are kept as failed rewards."""
     today = local_date(now, _tz(session, merchant_id))
     issued = 0
     for member_id, _ in repo.members_with_birthday(session, merchant_id, today):
         lv, _, _ = effective_level(session, merchant_id, member_id, now)
-        if lv is not None and lv.birthday_coupon_template_id:
-            issue_coupon(session, merchant_id, member_id, lv.birthday_coupon_template_id, source="birthday",
-                         key=f"birthday:{member_id}:{today.year}")
+        if lv is not None and lv.birthday_coupon_template_id and issue_coupon(
+            session, merchant_id, member_id, lv.birthday_coupon_template_id, source="birthday",
+            key=f"birthday:{member_id}:{today.year}",
+        ):
             issued += 1
     return issued
 
