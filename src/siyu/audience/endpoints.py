@@ -8,9 +8,9 @@ import datetime as dt
 import io
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request, status
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -28,6 +28,7 @@ from siyu.audience.schemas import (
     StageCount,
     SuperUsersOut,
 )
+from siyu.kit.i18n import pick_language
 from siyu.kit.pagination import Page, PageParams, page_params, paginate
 from siyu.kit.timeutil import utcnow
 
@@ -132,10 +133,25 @@ def member_transitions(
 
 
 
+class DefinitionWarning(BaseModel):
+    """A part of a valid definition that probably does not do what was meant (today: an event
+    name neither registered nor received yet, ``segment_event_unseen``)."""
+
+    path: str
+    code: str
+    message: str = Field(description="in the request's language (Accept-Language, zh-CN by default)")
+
+
+def _warnings(accept_language: str | None, found: list[Any]) -> list[DefinitionWarning]:
+    lang = pick_language(accept_language)
+    return [DefinitionWarning(path=f.path, code=f.code, message=f.text(lang)) for f in found]
+
+
 class PreviewOut(BaseModel):
     count: int
     sample: list[dict[str, Any]]
     took_ms: float
+    warnings: list[DefinitionWarning] = Field(default_factory=list)
 
 
 class SegmentIn(BaseModel):
@@ -151,6 +167,8 @@ class SegmentOut(BaseModel):
     definition: dict[str, Any]
     member_count: int
     computed_at: dt.datetime | None
+    warnings: list[DefinitionWarning] = Field(
+        default_factory=list, description="on create and update only: see the preview's warnings")
 
 
 class RecomputeSegmentOut(BaseModel):
@@ -172,13 +190,17 @@ def _out(seg: Any) -> SegmentOut:
 
 @admin.post("/segments/preview", response_model=PreviewOut, summary="Count and sample the members matching a definition")
 def preview_segment(
-    session: DbSession, definition: dict[str, Any] = Body(..., embed=True),
+    request: Request, session: DbSession, definition: dict[str, Any] = Body(..., embed=True),
     p: StaffPrincipal = Depends(require("audience:read")),
 ) -> PreviewOut:
+    """A tag that is not the store's is a 422 (``segment_invalid``, the field's path and code
+    ``segment_unknown_tag``); an event name neither registered nor received yet only warns."""
     parsed = segments.parse_definition(definition)
+    warnings = segments.check_references(session, p.merchant_id, parsed)
     started = time.perf_counter()
     result = segments.preview(session, p.merchant_id, parsed)
-    return PreviewOut(count=result.count, sample=result.sample, took_ms=round((time.perf_counter() - started) * 1000, 1))
+    return PreviewOut(count=result.count, sample=result.sample, took_ms=round((time.perf_counter() - started) * 1000, 1),
+                      warnings=_warnings(request.headers.get("accept-language"), warnings))
 
 
 @admin.get("/segments", response_model=list[SegmentOut])
@@ -188,10 +210,14 @@ def list_segments(session: DbSession, p: StaffPrincipal = Depends(require("audie
 
 @admin.post("/segments", response_model=SegmentOut, status_code=status.HTTP_201_CREATED)
 @idempotent
-def create_segment(body: SegmentIn, session: DbSession, p: StaffPrincipal = Depends(require("audience:write"))) -> SegmentOut:
-    seg = segments.save_segment(session, p.merchant_id, name=body.name, description=body.description,
-                                definition=segments.parse_definition(body.definition))
-    return _out(seg)
+def create_segment(
+    body: SegmentIn, session: DbSession, p: StaffPrincipal = Depends(require("audience:write")),
+    accept_language: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> SegmentOut:
+    parsed = segments.parse_definition(body.definition)
+    warnings = segments.check_references(session, p.merchant_id, parsed)
+    seg = segments.save_segment(session, p.merchant_id, name=body.name, description=body.description, definition=parsed)
+    return _out(seg).model_copy(update={"warnings": _warnings(accept_language, warnings)})
 
 
 @admin.get("/segments/{segment_id}", response_model=SegmentOut)
@@ -201,11 +227,14 @@ def get_segment(segment_id: int, session: DbSession, p: StaffPrincipal = Depends
 
 @admin.put("/segments/{segment_id}", response_model=SegmentOut)
 def update_segment(
-    segment_id: int, body: SegmentIn, session: DbSession, p: StaffPrincipal = Depends(require("audience:write"))
+    segment_id: int, body: SegmentIn, session: DbSession, p: StaffPrincipal = Depends(require("audience:write")),
+    accept_language: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> SegmentOut:
+    parsed = segments.parse_definition(body.definition)
+    warnings = segments.check_references(session, p.merchant_id, parsed)
     seg = segments.save_segment(session, p.merchant_id, name=body.name, description=body.description,
-                                definition=segments.parse_definition(body.definition), segment_id=segment_id)
-    return _out(seg)
+                                definition=parsed, segment_id=segment_id)
+    return _out(seg).model_copy(update={"warnings": _warnings(accept_language, warnings)})
 
 
 @admin.delete("/segments/{segment_id}", status_code=status.HTTP_204_NO_CONTENT)

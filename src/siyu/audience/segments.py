@@ -17,13 +17,22 @@ from sqlalchemy import and_, delete, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from siyu.audience.compiler import Compiler
-from siyu.audience.definitions import SegmentDefinition
+from siyu.audience.definitions import (
+    AndNode,
+    BehaviorNode,
+    Node,
+    NotNode,
+    OrNode,
+    SegmentDefinition,
+    SequenceNode,
+    TagNode,
+)
 from siyu.audience.models import STAGE_NEVER, MemberStats, Segment, SegmentChange, SegmentMember
 from siyu.kit.errors import DomainError, FieldError, not_found, register_messages
 from siyu.kit.events import emit
 from siyu.kit.timeutil import utcnow
-from siyu.kit.validation_messages import field_message
-from siyu.members.models import Member
+from siyu.kit.validation_messages import field_message, register_field_messages
+from siyu.members.models import Member, Tag
 
 register_messages(
     {
@@ -31,6 +40,12 @@ register_messages(
         "segment_name_taken": (409, "分群名称 {name} 已存在", "A segment named {name} already exists"),
     }
 )
+register_field_messages({
+    "segment_unknown_tag": ("标签 {tag_id} 不存在", "no tag {tag_id} in this store"),
+    "segment_event_unseen": ("事件 {name} 未登记，且本店尚未收到过：条件暂时不会匹配任何人",
+                             "event {name} is not registered and none has been received yet: the condition "
+                             "matches no one until it is"),
+})
 
 
 def parse_definition(raw: Any) -> SegmentDefinition:
@@ -48,6 +63,69 @@ def parse_definition(raw: Any) -> SegmentDefinition:
             for e in exc.errors()
         ]
         raise DomainError("segment_invalid", fields=fields) from exc
+
+
+def _references(node: Node, path: str) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
+    """The tag ids and event names a definition names, each with the path of its field (the
+    same form as a validation error's: ``definition.and.nodes.1.tag.tag_ids.0``)."""
+    tags: list[tuple[str, int]] = []
+    names: list[tuple[str, str]] = []
+    here = f"{path}.{node.type}"
+    if isinstance(node, AndNode | OrNode):
+        for i, child in enumerate(node.nodes):
+            t, n = _references(child, f"{here}.nodes.{i}")
+            tags += t
+            names += n
+    elif isinstance(node, NotNode):
+        tags, names = _references(node.node, f"{here}.node")
+    elif isinstance(node, TagNode):
+        tags = [(f"{here}.tag_ids.{i}", tag_id) for i, tag_id in enumerate(node.tag_ids)]
+    elif isinstance(node, BehaviorNode):
+        names = [(f"{here}.event", node.event)]
+    elif isinstance(node, SequenceNode):
+        names = [(f"{here}.first", node.first), (f"{here}.then_not", node.then_not)]
+    return tags, names
+
+
+def _field(path: str, code: str, **ctx: Any) -> FieldError:
+    return FieldError(path=path, code=code, message=field_message(code, "en", ctx),
+                      message_zh=field_message(code, "zh-CN", ctx))
+
+
+def check_references(session: Session, merchant_id: int, definition: SegmentDefinition) -> list[FieldError]:
+    """What a definition names, checked against the store (preview and save; not the nightly
+    recompute, which must not fail on a tag deleted since).
+
+    - A tag that is not the merchant's is an error (``segment_invalid`` with the tag's path,
+      code ``segment_unknown_tag``): the condition could never be what the operator meant.
+    - An event name that is neither registered (``events.catalog``) nor among the merchant's
+      received events is a *warning* (returned, code ``segment_event_unseen``): unknown names
+      are accepted by ingestion, so a segment may be built before the app sends the new event;
+      the operator is told it matches no one yet. One index probe per name
+      (``ix_events_name_time_member``).
+    """
+    from siyu.events.catalog import REGISTERED
+    from siyu.events.models import Event
+
+    tags, names = _references(definition.root, "definition")
+    if tags:
+        wanted = {t for _, t in tags}
+        known = set(session.scalars(select(Tag.id).where(Tag.merchant_id == merchant_id, Tag.id.in_(wanted))))
+        bad = [_field(path, "segment_unknown_tag", tag_id=t) for path, t in tags if t not in known]
+        if bad:
+            raise DomainError("segment_invalid", fields=bad)
+    warnings: list[FieldError] = []
+    seen: dict[str, bool] = {}
+    for path, name in names:
+        if name in REGISTERED:
+            continue
+        if name not in seen:
+            seen[name] = bool(session.scalar(select(
+                select(Event.id).where(Event.merchant_id == merchant_id, Event.name == name).exists()
+            )))
+        if not seen[name]:
+            warnings.append(_field(path, "segment_event_unseen", name=name))
+    return warnings
 
 
 @dataclass
@@ -148,6 +226,8 @@ def recompute(
     entered_q = matching.except_(current)
     left_q = current.except_(matching)
     change_cols = ["merchant_id", "segment_id", "member_id", "change", "at"]
+    # the changes written by THIS call: several one-member calls may share ``now``
+    just_member = [] if member_id is None else [SegmentChange.member_id == member_id]
 
     def _changes(q: Any, change: str) -> int:
         sub = q.subquery()
@@ -162,7 +242,7 @@ def recompute(
             session.scalar(
                 select(func.count()).select_from(SegmentChange).where(
                     SegmentChange.merchant_id == merchant_id, SegmentChange.segment_id == seg.id,
-                    SegmentChange.at == now, SegmentChange.change == change,
+                    SegmentChange.at == now, SegmentChange.change == change, *just_member,
                 )
             ) or 0
         )
@@ -172,7 +252,7 @@ def recompute(
     if left:
         gone = select(SegmentChange.member_id).where(
             SegmentChange.merchant_id == merchant_id, SegmentChange.segment_id == seg.id,
-            SegmentChange.at == now, SegmentChange.change == "left",
+            SegmentChange.at == now, SegmentChange.change == "left", *just_member,
         )
         session.execute(
             delete(SegmentMember).where(
@@ -185,7 +265,7 @@ def recompute(
             literal(merchant_id), literal(seg.id), SegmentChange.member_id, literal(now, type_=SegmentMember.entered_at.type)
         ).where(
             SegmentChange.merchant_id == merchant_id, SegmentChange.segment_id == seg.id,
-            SegmentChange.at == now, SegmentChange.change == "entered",
+            SegmentChange.at == now, SegmentChange.change == "entered", *just_member,
         )
         session.execute(insert(SegmentMember).from_select(["merchant_id", "segment_id", "member_id", "entered_at"], new))
     seg.member_count = int(
@@ -207,6 +287,40 @@ def recompute(
 def reevaluate_member(session: Session, merchant_id: int, member_id: int) -> dict[int, RecomputeResult]:
     """Re-check one member against every saved segment (after a payment, a tag ...)."""
     return {seg.id: recompute(session, merchant_id, seg.id, member_id=member_id) for seg in list_segments(session, merchant_id)}
+
+
+#: a tag change of up to this many members re-evaluates them in the same transaction; a larger
+#: (bulk) change queues one full recompute per segment instead
+TAG_CHANGE_AT_ONCE = 100
+
+
+def on_tags_changed(session: Session, merchant_id: int, tag_id: int, member_ids: list[int]) -> int:
+    """A tag given to or taken from members (``members.tags``): the saved segments that name the
+    tag see it at once. Up to ``TAG_CHANGE_AT_ONCE`` members are re-evaluated here, in the
+    transaction of the change (their entered / left rows and ``segment.changed`` commit with
+    it); a bulk change queues each such segment's recompute as a job. Segments that do not
+    name the tag are not touched. Returns the segments affected."""
+    if not member_ids:
+        return 0
+    naming = []
+    for seg in list_segments(session, merchant_id):
+        definition = SegmentDefinition.model_validate({"root": seg.definition})
+        if any(t == tag_id for _, t in _references(definition.root, "definition")[0]):
+            naming.append(seg)
+    if not naming:
+        return 0
+    now = utcnow()
+    for seg in naming:
+        if len(member_ids) <= TAG_CHANGE_AT_ONCE:
+            for member_id in sorted(set(member_ids)):
+                recompute(session, merchant_id, seg.id, now=now, member_id=member_id)
+        else:
+            from siyu.audience.service import SEGMENT_RECOMPUTE_JOB
+            from siyu.kit.outbox import enqueue
+
+            enqueue(session, merchant_id, SEGMENT_RECOMPUTE_JOB, {"segment_id": seg.id, "at": now.isoformat()},
+                    dedupe_key=f"segment:{seg.id}:tag:{tag_id}:{now.isoformat()}")
+    return len(naming)
 
 
 def export_rows(session: Session, merchant_id: int, segment_id: int) -> Any:

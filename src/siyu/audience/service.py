@@ -30,8 +30,15 @@ from siyu.audience.schemas import (
 from siyu.db.locks import xact_lock
 from siyu.events import hooks
 from siyu.kit.errors import not_found
+from siyu.kit.events import EVENTS, emit
 from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
+
+EVENTS.setdefault(
+    "member.stage_changed",
+    "lifecycle stages moved (at, changed, member_id; for one member after a payment also from_stage, to_stage; "
+    "member_id null for the daily recompute, whose moves are the lifecycle_transitions rows at `at`)",
+)
 
 
 def lifecycle_config(session: Session, merchant_id: int) -> LifecycleConfig:
@@ -52,7 +59,25 @@ def record_payment(session: Session, merchant_id: int, member_id: int, amount: i
     now = utcnow()
     repo.ensure_rows(session, merchant_id, {member_id})
     repo.apply_payment(session, merchant_id, member_id, amount, paid_at, now)
-    repo.recompute_stages(session, merchant_id, lifecycle_config(session, merchant_id), now, member_id=member_id)
+    changed = repo.recompute_stages(session, merchant_id, lifecycle_config(session, merchant_id), now, member_id=member_id)
+    _announce_transitions(session, merchant_id, changed, now, member_id)
+
+
+def _announce_transitions(session: Session, merchant_id: int, changed: int, now: dt.datetime,
+                          member_id: int | None = None) -> None:
+    """Stage transitions as a domain event (``member.stage_changed``) in the transaction that
+    wrote them: one per member after a payment (with its from / to stage), one per merchant for
+    the daily recompute (the moves are the ``lifecycle_transitions`` rows at ``at``, read by
+    ``GET /members/{id}/lifecycle`` or set-based by a subscriber). Nothing when no
+    stage moved."""
+    if not changed:
+        return
+    payload: dict[str, Any] = {"at": now.isoformat(), "changed": changed, "member_id": member_id}
+    if member_id is not None:
+        last = repo.transitions_for(session, merchant_id, member_id)[-1]
+        payload.update(from_stage=last.from_stage, to_stage=last.to_stage)
+    emit(session, merchant_id, "member.stage_changed", payload,
+         key=f"stage:{member_id or 'all'}:{now.isoformat()}")
 
 
 def record_refund(session: Session, merchant_id: int, member_id: int, amount: int, *, full: bool) -> None:
@@ -137,6 +162,7 @@ def recompute_lifecycle(session: Session, merchant_id: int, *, now: dt.datetime 
     now = now or utcnow()
     repo.backfill_rows(session, merchant_id)
     changed = repo.recompute_stages(session, merchant_id, lifecycle_config(session, merchant_id), now)
+    _announce_transitions(session, merchant_id, changed, now)
     return changed
 
 

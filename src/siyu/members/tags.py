@@ -217,6 +217,9 @@ def _log(session: Session, merchant_id: int, member_ids: list[int], tag_id: int,
     for mid in member_ids:
         session.add(MemberTagLog(merchant_id=merchant_id, member_id=mid, tag_id=tag_id, action=action, source=source,
                                  actor_type=actor[0], actor_id=actor[1], at=at))
+    from siyu.audience.segments import on_tags_changed  # saved segments naming the tag see it at once
+
+    on_tags_changed(session, merchant_id, tag_id, member_ids)
 
 
 def add_tag(
