@@ -376,12 +376,12 @@ def members_due_review(session: Session, merchant_id: int, before: dt.datetime, 
 def members_with_birthday(session: Session, merchant_id: int, day: dt.date) -> list[tuple[int, int | None]]:
     """(member_id, rules level_id) of members whose birthday is ``day`` (month and day); on 28
     February of a year without a 29th, also those born on 29 February."""
-    from sqlalchemy import or_
+    from sqlalchemy import ColumnElement, or_
 
     from siyu.members.models import Member
 
     month, dom = extract("month", Member.birthday), extract("day", Member.birthday)
-    match = (month == day.month) & (dom == day.day)
+    match: ColumnElement[bool] = (month == day.month) & (dom == day.day)
     if (day.month, day.day) == (2, 28) and not calendar.isleap(day.year):
         match = or_(match, (month == 2) & (dom == 29))
     stmt = (
