@@ -34,7 +34,8 @@ def test_crud_activate_stop(client: TestClient, tenant: Tenant, session_factory:
     assert r.status_code == 201, r.text
     promo = r.json()
     assert (promo["status"], promo["effective_status"], promo["allows_coupons"]) == ("draft", "draft", False)
-    assert promo["rules"] == {"items": [{"sku_id": sku, "price": 8000, "percent_off": None}]}
+    assert promo["rules"] == {"items": [{"sku_id": sku, "price": 8000, "percent_off": None}], "over_limit": "refuse"}
+    assert promo["over_limit"] == "refuse"
     pid = promo["id"]
     r = client.patch(f"{ADMIN}/promotions/{pid}", json={"name": "双十一 8 折", "per_member_limit": 3},
                      headers=tenant.admin_headers)

@@ -99,3 +99,34 @@ def test_racing_add_ons_never_oversell_the_add_on_stock(
         sold = s.scalar(select(PromotionSkuCounter.sold).where(PromotionSkuCounter.promotion_id == pid))
     assert sold == 7
     assert sku_stock(session_factory, extra) == 93
+
+
+def test_racing_orders_of_one_member_get_exactly_the_limit_of_discounted_units_at_full_price_over_it(
+    session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
+) -> None:
+    """``over_limit: full_price`` (每人前 5 件享折扣): 12 racing submits of 2 units each. An order
+    priced before a concurrent one took the allowance is refused with
+    ``promotion_allowance_changed`` (nothing kept); submitted again, it is priced on what is left.
+    In the end every order is placed and exactly 5 units were discounted."""
+    _postgres_only(settings)
+    sku = make_sku(session_factory, tenant.id, price=10000, stock=100, free_shipping=True)
+    pid = make_promotion(session_factory, tenant.id, "limited_discount",
+                         {"items": [{"sku_id": sku, "price": 5000}], "over_limit": "full_price"}, per_member_limit=5)
+    member = buyer(session_factory, tenant.id)
+    results = race(12, lambda i: _submit(session_factory, tenant, member, [(sku, 2)], {}, f"first-n-{i}"))
+    allowed = {"order:10000", "order:15000", "order:20000", "promotion_allowance_changed"}
+    assert set(results) <= allowed, results
+    assert "promotion_limit_reached" not in results
+    print("first race:", Counter(results))
+    for i, outcome in enumerate(results):
+        if outcome == "promotion_allowance_changed":  # the customer submits again (same key: nothing was kept)
+            results[i] = _submit(session_factory, tenant, member, [(sku, 2)], {}, f"first-n-{i}")
+    assert all(r.startswith("order:") for r in results), results
+    payable = sum(int(r.split(":")[1]) for r in results)
+    assert payable == 12 * 2 * 10000 - 5 * 5000  # exactly 5 units at ¥50 off, the other 19 at full price
+    with session_factory() as s:
+        units = s.scalar(select(PromotionMemberCounter.units).where(PromotionMemberCounter.promotion_id == pid))
+        used = s.scalar(select(func.sum(PromotionUsage.units)).where(PromotionUsage.promotion_id == pid))
+    assert (units, used) == (5, 5)
+    assert _count(session_factory, Order, tenant) == 12
+    assert sku_stock(session_factory, sku) == 100 - 24

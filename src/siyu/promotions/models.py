@@ -94,9 +94,13 @@ class PromotionUsage(IdMixin, TenantMixin, TimestampMixin, Base):
     refund_ids: Mapped[list[int]] = mapped_column(JSONDoc, default=list)  # refunds counted, once each
     add_on: Mapped[list[list[int]]] = mapped_column(JSONDoc, default=list)  # [[sku_id, qty]] taken
     first_order: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Item kinds: the order lines the units sit on, ``[[line_index, sku_id, units, freed]]`` (the
-    # line's position in the order, which is its rank by id), so a refund of those lines frees
-    # exactly their units. ``units_freed``: units already given back to the member by refunds.
+    # Item kinds: the order lines the units sit on, ``[[line_index, sku_id, units, freed,
+    # line_quantity, refunded]]`` (the line's position in the order, which is its rank by id; units:
+    # the discounted units of the line, fewer than its quantity for a ``full_price`` limited-time
+    # discount over the limit; refunded: the line's units refunded so far), so a refund of those
+    # lines frees exactly the discounted units the member no longer keeps (discounted units are
+    # refunded last). Rows from before have the first four numbers only (every unit discounted).
+    # ``units_freed``: units already given back to the member by refunds.
     lines: Mapped[list[list[int]]] = mapped_column(JSONDoc, default=list)
     units_freed: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16), default=RESERVED)

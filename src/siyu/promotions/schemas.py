@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from siyu.kit.validation_messages import register_field_messages
@@ -17,7 +17,19 @@ from siyu.kit.validation_messages import register_field_messages
 register_field_messages({
     "scope_ids_needed": ("范围不是全部商品时需要 ids", "ids are required unless the scope is all"),
     "price_or_percent_off": ("price 和 percent_off 须且只能给一个", "Give exactly one of price and percent_off"),
+    "over_limit_invalid": (
+        "over_limit 应为 refuse（超出限购拒绝下单）或 full_price（超出部分按原价）",
+        "over_limit must be refuse (refuse the checkout over the limit) or full_price (units over it at the normal price)",
+    ),
+    "over_limit_limited_discount_only": (
+        "只有限时折扣可以设置 over_limit（超出限购的处理方式）",
+        "Only a limited-time discount has over_limit (what happens over the purchase limit)",
+    ),
 })
+
+OVER_LIMIT_REFUSE = "refuse"
+OVER_LIMIT_FULL_PRICE = "full_price"
+OVER_LIMIT_MODES = (OVER_LIMIT_REFUSE, OVER_LIMIT_FULL_PRICE)
 
 Kind = Literal["limited_discount", "first_order", "spend_save", "spend_gift", "add_on"]
 
@@ -57,7 +69,20 @@ class LimitedItem(Strict):
 
 
 class LimitedDiscountRules(Strict):
+    """限时折扣. ``over_limit``: what a member's units over ``per_member_limit`` do. ``refuse``
+    (每人每种商品限购 N 件, the default): the checkout is refused (``promotion_limit_reached``).
+    ``full_price`` (每人前 N 件享受折扣): the first N units get the discount, the others are sold
+    at the normal price. Without a ``per_member_limit`` nothing is over it."""
+
     items: list[LimitedItem] = Field(min_length=1, max_length=200)
+    over_limit: str = Field(default=OVER_LIMIT_REFUSE, description="refuse | full_price")
+
+    @field_validator("over_limit")
+    @classmethod
+    def _over_limit(cls, value: str) -> str:
+        if value not in OVER_LIMIT_MODES:
+            raise PydanticCustomError("over_limit_invalid", "over_limit must be refuse or full_price")
+        return value
 
 
 class PriceItem(Strict):
@@ -168,6 +193,9 @@ class PromotionOut(BaseModel):
     allows_order_promotions: bool
     free_shipping: bool
     per_member_limit: int | None
+    over_limit: str | None = Field(
+        default=None, description="limited_discount: refuse (限购 N 件) or full_price (前 N 件享折扣); other kinds: null"
+    )
     exclusive: bool
     activated_at: dt.datetime | None
     stopped_at: dt.datetime | None
@@ -204,3 +232,9 @@ class StorePromotionOut(BaseModel):
     allows_order_promotions: bool
     free_shipping: bool
     per_member_limit: int | None
+    over_limit: str | None = Field(
+        default=None, description="limited_discount: refuse or full_price (units over the limit at the normal price)"
+    )
+    limit_label: str | None = Field(
+        default=None, description='with a per-member limit: "每人限购 N 件", or "每人前 N 件享折扣" (full_price)'
+    )

@@ -11,11 +11,19 @@ Pricing (the same code serves preview and submit):
 
 - ITEM_PROMOTIONS (``apply_item_promotions``): each line not already sold by an activity
   (``flags["activity"]``, e.g. a flash sale) gets the best of the limited-time discounts and
-  first-order specials covering its SKU. A limited-time discount over the member's purchase limit
-  (units of paid + pending orders, ``PromotionMemberCounter``) is refused
-  (``promotion_limit_reached``). A first-order special takes one unit, only for a member with no
-  paid order and no pending first-order claim. The line is flagged with the stacking settings
-  (``no_coupon``, ``no_points``, ``no_order_promotions``, ``free_shipping``).
+  first-order specials covering its SKU. A limited-time discount's ``rules.over_limit`` says what
+  units over the member's purchase limit (units of paid + pending orders,
+  ``PromotionMemberCounter``, plus this checkout's lines priced before, so all lines share one
+  allowance) do: ``refuse`` (the default, 每人限购 N 件) refuses the checkout
+  (``promotion_limit_reached``); ``full_price`` (每人前 N 件享折扣) discounts only the first
+  ``min(q, left)`` units of a line of ``q`` (their share of the line's amount, rounded down to the
+  fen, priced as the rule says; details ``units`` / ``full_price_units`` and a
+  ``promotion_limit_partial`` note say which) and counts only those against the limit; with no
+  allowance left the promotion offers nothing on the line (note ``promotion_limit_used``), which
+  stays at its normal price unless another item promotion on the SKU wins it. A first-order
+  special takes one unit, only for a member with no paid order and no pending first-order claim.
+  The line (all its units) is flagged with the stacking settings (``no_coupon``, ``no_points``,
+  ``no_order_promotions``, ``free_shipping``).
 - ORDER_PROMOTIONS (``apply_order_promotions``), on the amounts the item stage left, over the
   lines in each promotion's scope that are not ``no_order_promotions``: spend-and-save (the best
   exclusive one, or all stackable ones together, whichever saves the customer more),
@@ -26,10 +34,14 @@ Pricing (the same code serves preview and submit):
 Submit (``take``, a submit hook in the order transaction): the first-order claim (unique per
 member), the per-member counters and the add-on stock move by conditional updates, and one
 ``PromotionUsage`` row per promotion records discount and GMV. A refusal aborts the whole submit.
+A ``full_price`` discount whose allowance a concurrent order of the member took after the pricing
+is refused with ``promotion_allowance_changed`` (409; submitting again prices the units over the
+limit at the normal price), so the member never gets more than ``limit`` discounted units.
 ``order.paid`` marks the rows paid; ``order.cancelled`` releases them and gives everything back,
 exactly once; ``order.refunded`` adds each refund once to the rows (net GMV in the stats) and
-frees the refunded units of the member's purchase limit (all on a full refund, the refunded
-quantity of the promotion's lines on a partial one).
+frees the refunded units of the member's purchase limit (all on a full refund; on a partial one
+the discounted units of the promotion's lines the member no longer keeps: discounted units are
+refunded last, see ``_units_to_free``).
 
 Gift and add-on lines take normal SKU stock through the checkout's own reservation, so a gift
 whose last unit goes to a concurrent order between the pricing and the reservation makes that
@@ -78,6 +90,8 @@ from siyu.promotions.models import (
     PromotionUsage,
 )
 from siyu.promotions.schemas import (
+    OVER_LIMIT_FULL_PRICE,
+    OVER_LIMIT_REFUSE,
     RULES,
     AddOnRules,
     FirstOrderRules,
@@ -104,6 +118,12 @@ _MESSAGES = {
         409,
         "该活动商品每人限购 {limit} 件，您还可购买 {remaining} 件",
         "This promotion is limited to {limit} per member; you can buy {remaining} more",
+    ),
+    "promotion_allowance_changed": (
+        409,
+        "您的限时折扣名额（每人前 {limit} 件）刚被另一笔订单占用，价格已变化，请重新提交",
+        "Another of your orders has just used your discounted units (first {limit} per member); the price has "
+        "changed, please submit again",
     ),
     "first_order_not_eligible": (
         409,
@@ -235,9 +255,29 @@ def get_promotion(session: Session, merchant_id: int, promotion_id: int, *, lock
     return found
 
 
+def over_limit(promo: Promotion) -> str | None:
+    """A limited-time discount's ``over_limit`` (``refuse`` for rules written before the setting);
+    None for the other kinds."""
+    if promo.kind != LIMITED_DISCOUNT:
+        return None
+    return str(promo.rules.get("over_limit") or OVER_LIMIT_REFUSE)
+
+
+def limit_label(promo: Promotion) -> str | None:
+    """"每人限购 2 件" / "每人前 2 件享折扣" (limited-time discounts), "每人限用 1 次" (order kinds)."""
+    if promo.per_member_limit is None:
+        return None
+    if promo.kind in ORDER_KINDS:
+        return f"每人限用 {promo.per_member_limit} 次"
+    if over_limit(promo) == OVER_LIMIT_FULL_PRICE:
+        return f"每人前 {promo.per_member_limit} 件享折扣"
+    return f"每人限购 {promo.per_member_limit} 件"
+
+
 def out(promo: Promotion, now: dt.datetime | None = None) -> PromotionOut:
     result = PromotionOut.model_validate(promo)
     result.effective_status = effective_status(promo, now or utcnow())
+    result.over_limit = over_limit(promo)
     return result
 
 
@@ -309,6 +349,10 @@ def _check_thresholds(tiers: list[Any]) -> None:
 def check_rules(session: Session, merchant_id: int, kind: str, raw: dict[str, Any]) -> dict[str, Any]:
     """Validate ``raw`` for ``kind`` (schema, then the rules a schema cannot express); returns the
     normalised document to store."""
+    if kind != LIMITED_DISCOUNT and "over_limit" in raw:
+        raise invalid("rules.over_limit", "over_limit_limited_discount_only",
+                      "only a limited-time discount has over_limit (what happens over the purchase limit)",
+                      "只有限时折扣可以设置 over_limit（超出限购的处理方式）")
     rules = parse_rules(kind, raw)
     if isinstance(rules, LimitedDiscountRules | FirstOrderRules):
         _check_price_items(session, merchant_id, rules.items, physical_only=True)
@@ -487,13 +531,15 @@ class Applied:
     limit: int | None = None
     first_order: bool = False
     add_on: list[list[int]] = field(default_factory=list)
-    lines: list[list[int]] = field(default_factory=list)  # item kinds: [[line_index, sku_id, units]]
+    # item kinds: [[line_index, sku_id, units, line_quantity]] (units: the discounted ones of the line)
+    lines: list[list[int]] = field(default_factory=list)
+    full_price: bool = False  # a limited-time discount whose units over the limit are sold at the normal price
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "promotion_id": self.promotion_id, "kind": self.kind, "units": self.units, "discount": self.discount,
             "limit": self.limit, "first_order": self.first_order, "add_on": [list(p) for p in self.add_on],
-            "lines": [list(p) for p in self.lines],
+            "lines": [list(p) for p in self.lines], "full_price": self.full_price,
         }
 
 
@@ -538,6 +584,25 @@ def _first_order_request(options: dict[str, Any]) -> int | None:
     return pid
 
 
+def _held(ctx: PricingContext, facts: ItemFacts, promotion_id: int) -> int:
+    """Units of the promotion the member holds: paid and pending orders, plus the lines of this
+    checkout already priced (so lines share one allowance)."""
+    return facts.member_units.get(promotion_id, 0) + sum(
+        int(r["units"]) for r in ctx.reservations.get(RESERVATION, []) if r["promotion_id"] == promotion_id
+    )
+
+
+def limited_discount_amount(line: PricedLine, item: Any, units: int) -> tuple[int, int]:
+    """(discount, discounted unit price) of a limited-time discount on ``units`` of the line's units.
+
+    The units' share of what is left on the line is ``amount × units // quantity`` (fen, rounded
+    down; the whole line's amount when every unit is discounted, as before the over-limit setting),
+    priced as the rule says: a fixed ``price`` per unit, or ``percent_off`` of the share."""
+    share = line.amount if units == line.quantity else line.amount * units // line.quantity
+    amount = max(0, share - item.price * units) if item.price is not None else share * item.percent_off // 100
+    return amount, (share - amount) // units
+
+
 def apply_item_promotions(
     ctx: PricingContext, promos: list[Promotion], facts: ItemFacts, requested_first_order: int | None = None,
     virtual_products: frozenset[int] | set[int] = frozenset(),
@@ -547,11 +612,13 @@ def apply_item_promotions(
     Lines of ``virtual_products`` (a product turned virtual after the promotion listed its SKU)
     keep their price; a first-order special asked for on such a line only is refused
     (``promotion_virtual_product``)."""
-    parsed: list[tuple[Promotion, dict[int, Any]]] = []
+    parsed: list[tuple[Promotion, dict[int, Any], bool]] = []  # promotion, items by SKU, first N units only
     for promo in promos:
         rules = parse_rules(promo.kind, promo.rules)
         assert isinstance(rules, LimitedDiscountRules | FirstOrderRules)
-        parsed.append((promo, {it.sku_id: it for it in rules.items}))
+        first_n = (isinstance(rules, LimitedDiscountRules) and rules.over_limit == OVER_LIMIT_FULL_PRICE
+                   and promo.per_member_limit is not None)
+        parsed.append((promo, {it.sku_id: it for it in rules.items}, first_n))
     first_order_applied = False
     first_order_missed = False
     virtual_asked: int | None = None  # a virtual line the requested first-order special lists
@@ -560,24 +627,25 @@ def apply_item_promotions(
             continue
         if line.product_id in virtual_products:
             if requested_first_order is not None and any(
-                p.id == requested_first_order and line.sku_id in by_sku for p, by_sku in parsed
+                p.id == requested_first_order and line.sku_id in by_sku for p, by_sku, _ in parsed
             ):
                 virtual_asked = line.sku_id
             continue
         best: tuple[int, Promotion, int, str, int] | None = None  # discount, promo, units, label, unit price
-        for promo, by_sku in parsed:
+        used_up: list[Promotion] = []  # full_price promotions with no allowance left for this line
+        for promo, by_sku, first_n in parsed:
             item = by_sku.get(line.sku_id)
             if item is None:
                 continue
             if promo.kind == LIMITED_DISCOUNT:
-                if item.price is not None:
-                    amount = max(0, line.amount - item.price * line.quantity)
-                    label = "限时折扣"
-                else:
-                    amount = line.amount * item.percent_off // 100
-                    label = f"限时{percent_label(item.percent_off)}"
                 units = line.quantity
-                unit_price = (line.amount - amount) // line.quantity
+                if first_n:  # only the member's first N units: what is left of the allowance
+                    units = min(units, max(0, int(promo.per_member_limit or 0) - _held(ctx, facts, promo.id)))
+                    if units <= 0:
+                        used_up.append(promo)
+                        continue
+                amount, unit_price = limited_discount_amount(line, item, units)
+                label = "限时折扣" if item.price is not None else f"限时{percent_label(item.percent_off)}"
             else:
                 if first_order_applied or not facts.first_order_eligible:
                     first_order_missed = True
@@ -593,26 +661,34 @@ def apply_item_promotions(
                 break
             if amount > 0 and (best is None or amount > best[0]):
                 best = (amount, promo, units, label, unit_price)
+        for promo in used_up:
+            ctx.note(ITEM_PROMOTIONS, code="promotion_limit_used", promotion_id=promo.id, sku_id=line.sku_id,
+                     limit=promo.per_member_limit, full_price_units=line.quantity,
+                     message=f"每人前 {promo.per_member_limit} 件享折扣，已用完，按原价购买")
         if best is None:
             continue
         amount, promo, units, label, unit_price = best
         limit = promo.per_member_limit if promo.kind == LIMITED_DISCOUNT else None
-        if limit is not None:
-            held = facts.member_units.get(promo.id, 0) + sum(
-                int(r["units"]) for r in ctx.reservations.get(RESERVATION, []) if r["promotion_id"] == promo.id
-            )
+        first_n = limit is not None and next(f for p, _, f in parsed if p is promo)
+        if limit is not None and not first_n:
+            held = _held(ctx, facts, promo.id)
             if held + units > limit:
                 raise DomainError("promotion_limit_reached", limit=limit, remaining=max(0, limit - held))
-        applied = ctx.discount(
-            ITEM_PROMOTIONS, f"{promo.kind}:{promo.id}", label, amount, [idx],
-            details={"promotion_id": promo.id, "kind": promo.kind, "unit_price": unit_price, "units": units},
-        )
+        details: dict[str, Any] = {"promotion_id": promo.id, "kind": promo.kind, "unit_price": unit_price,
+                                   "units": units}
+        if promo.kind == LIMITED_DISCOUNT:
+            details["full_price_units"] = line.quantity - units
+        applied = ctx.discount(ITEM_PROMOTIONS, f"{promo.kind}:{promo.id}", label, amount, [idx], details=details)
+        if units < line.quantity and promo.kind == LIMITED_DISCOUNT:
+            ctx.note(ITEM_PROMOTIONS, code="promotion_limit_partial", promotion_id=promo.id, sku_id=line.sku_id,
+                     limit=limit, units=units, full_price_units=line.quantity - units,
+                     message=f"每人前 {limit} 件享折扣：{units} 件享折扣，{line.quantity - units} 件原价")
         line.flags["promotion"] = f"{promo.kind}:{promo.id}"
         _restrict(line, promo, item=True)
         is_first = promo.kind == FIRST_ORDER
         first_order_applied = first_order_applied or is_first
         _reserve(ctx, Applied(promo.id, promo.kind, units=units, discount=applied, limit=limit, first_order=is_first,
-                              lines=[[idx, line.sku_id, units]]))
+                              lines=[[idx, line.sku_id, units, line.quantity]], full_price=bool(first_n)))
     if requested_first_order is not None and not first_order_applied:
         if virtual_asked is not None:
             raise _virtual_product(virtual_asked, "options.first_order.promotion_id")
@@ -1006,8 +1082,10 @@ def take(ctx: PricingContext, order_id: int) -> None:
         entry.units += int(raw["units"])
         entry.discount += int(raw["discount"])
         entry.first_order = entry.first_order or bool(raw.get("first_order"))
+        entry.full_price = entry.full_price or bool(raw.get("full_price"))
         entry.add_on += [list(p) for p in raw.get("add_on", [])]
-        entry.lines += [[int(i), int(sku), int(units), 0] for i, sku, units in raw.get("lines", [])]
+        # stored: [line_index, sku_id, units, freed, line_quantity, refunded] (see ``_units_to_free``)
+        entry.lines += [[int(i), int(sku), int(units), 0, int(qty), 0] for i, sku, units, qty in raw.get("lines", [])]
     for pid in sorted(merged):
         entry = merged[pid]
         if entry.first_order:
@@ -1019,7 +1097,11 @@ def take(ctx: PricingContext, order_id: int) -> None:
             session, merchant_id, pid, member_id, entry.units, int(entry.limit)
         ):
             held = repo.member_units(session, merchant_id, member_id, [pid]).get(pid, 0)
-            raise DomainError("promotion_limit_reached", limit=entry.limit, remaining=max(0, int(entry.limit) - held))
+            # full_price: a concurrent order of the member took part of the allowance after this one
+            # was priced; its discounted units are no longer right, so the submit is refused (nothing
+            # kept) and a new submit prices the units over the limit at the normal price.
+            code = "promotion_allowance_changed" if entry.full_price else "promotion_limit_reached"
+            raise DomainError(code, limit=entry.limit, remaining=max(0, int(entry.limit) - held))
         for sku_id, qty in sorted((int(s), int(q)) for s, q in entry.add_on):
             if not repo.take_sku_units(session, merchant_id, pid, sku_id, qty):
                 raise DomainError("add_on_sold_out")
@@ -1037,25 +1119,45 @@ def mark_paid(session: Session, merchant_id: int, order_id: int, *, now: dt.date
     return repo.mark_order_paid(session, merchant_id, order_id, now or utcnow())
 
 
+def _line_mark(mark: list[int]) -> tuple[int, int, int, int, int, int]:
+    """A stored ``lines`` entry as (line_index, sku_id, units, freed, line_quantity, refunded).
+
+    Rows written before the over-limit setting have four numbers: every unit of their line was
+    discounted (limited-time discount) or the line's refunds were not counted apart from the freed
+    units, so the line's quantity is its units and its refunded quantity its freed units."""
+    i, sku, units, freed = (int(v) for v in mark[:4])
+    if len(mark) >= 6:
+        return i, sku, units, freed, int(mark[4]), int(mark[5])
+    return i, sku, units, freed, units, freed
+
+
 def _units_to_free(usage: PromotionUsage, refunded_qty: dict[int, int], line_ids: list[int], *, full: bool) -> int:
-    """Units of ``usage`` this refund frees (and the per-line ``freed`` marks moved with them).
+    """Units of ``usage`` this refund frees (and the per-line ``freed`` / ``refunded`` marks moved
+    with them).
 
     A full refund frees every unit still held. Otherwise an item kind frees, per order line it
-    sits on, the refunded quantity up to the units on that line; an order kind (one use per
-    order) is freed only by the full refund."""
+    sits on, the discounted units the member no longer keeps: refunds free discounted units
+    **last**. A line of 3 with 2 discounted (limited-time discount, ``over_limit: full_price``)
+    refunded 1 unit frees nothing (the member still keeps 2 units, as many as were discounted);
+    a second unit refunded frees 1, the third the other. So the member never keeps more
+    discounted units than the limit, however a refund is cut. On a line whose every unit was
+    discounted this is the refunded quantity. An order kind (one use per order) is freed only by
+    the full refund."""
     left = usage.units - usage.units_freed
     if left <= 0:
         return 0
     if full:
-        usage.lines = [[i, sku, units, units] for i, sku, units, _freed in usage.lines]
+        usage.lines = [[i, sku, units, units, qty, qty] for i, sku, units, _f, qty, _r in map(_line_mark, usage.lines)]
         return left
     free = 0
     marks = []
-    for i, sku, units, freed in usage.lines:
+    for i, sku, units, freed, quantity, refunded in map(_line_mark, usage.lines):
         qty = refunded_qty.get(line_ids[i], 0) if i < len(line_ids) else 0
-        step = max(0, min(qty, units - freed, left - free))
+        refunded = min(quantity, refunded + qty)
+        kept = quantity - refunded
+        step = max(0, min(units - min(units, kept) - freed, left - free))
         free += step
-        marks.append([i, sku, units, freed + step])
+        marks.append([i, sku, units, freed + step, quantity, refunded])
     usage.lines = marks
     return free
 
@@ -1166,7 +1268,7 @@ def store_promotions(
                 starts_at=promo.starts_at, ends_at=promo.ends_at, sku_prices=prices, tiers=tiers,
                 allows_coupons=promo.allows_coupons, allows_points=promo.allows_points,
                 allows_order_promotions=promo.allows_order_promotions, free_shipping=promo.free_shipping,
-                per_member_limit=promo.per_member_limit,
+                per_member_limit=promo.per_member_limit, over_limit=over_limit(promo), limit_label=limit_label(promo),
             )
         )
     return result
