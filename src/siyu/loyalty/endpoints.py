@@ -1,7 +1,7 @@
 """Admin API (area ``loyalty``): rules, levels, card plans, member points (statement, adjust),
 member loyalty summary and level history.
 Store API: my points and statement, my level and progress, check-in (+ make-up, calendar),
-tasks, card plans and buying a card."""
+tasks, card plans and buying a card, the points mall (coupons for points)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ from siyu.loyalty.schemas import (
     LevelProgressOut,
     LoyaltyRules,
     MakeupIn,
+    MallItemOut,
+    MallRedemptionOut,
     MemberCardOut,
     MemberLoyaltyOut,
     PointsEntryOut,
@@ -207,6 +209,24 @@ def my_calendar(customer: Customer, session: DbSession, month: str | None = None
 @store.post("/loyalty/me/tasks/share", response_model=TaskOut, summary="Report a share (rewarded within the daily cap)")
 def share(body: TaskIn, customer: Customer, session: DbSession) -> TaskOut:
     return service.complete_task(session, customer.merchant_id, customer.member_id, "share", ref=body.ref)
+
+
+@store.get("/loyalty/mall", response_model=list[MallItemOut], summary="Coupons in the points mall")
+def mall(session: DbSession, merchant: StoreMerchant) -> list[MallItemOut]:
+    return service.mall_items(session, merchant.id)
+
+
+@store.post("/loyalty/mall/{template_id}/redeem", response_model=MallRedemptionOut,
+            status_code=status.HTTP_201_CREATED,
+            summary="Buy a points-mall coupon with points (Idempotency-Key required; a retry returns it with 200)")
+def redeem(
+    template_id: int, customer: Customer, session: DbSession, response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> MallRedemptionOut:
+    out, created = service.redeem_coupon(session, customer.merchant_id, customer.member_id, template_id,
+                                         idempotency_key=idempotency_key)
+    mark_replayed(response, created)
+    return out
 
 
 @store.get("/loyalty/cards", response_model=list[CardPlanOut], summary="Membership cards on sale")

@@ -533,3 +533,18 @@ def existing_coupon_template_ids(session: Session, merchant_id: int, ids: set[in
     return set(session.scalars(
         select(CouponTemplate.id).where(CouponTemplate.merchant_id == merchant_id, CouponTemplate.id.in_(sorted(ids)))
     ))
+
+
+def coupon_template_names(session: Session, merchant_id: int, ids: set[int]) -> dict[int, str]:
+    """Names of these coupon templates of the merchant ({} without the coupons module)."""
+    try:
+        from siyu.coupons.models import CouponTemplate
+    except ImportError:
+        return {}
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(CouponTemplate.id, CouponTemplate.name)
+        .where(CouponTemplate.merchant_id == merchant_id, CouponTemplate.id.in_(sorted(ids)))
+    )
+    return {int(i): str(n) for i, n in rows}

@@ -21,6 +21,7 @@ register_field_messages({
     ),
     "reward_day_repeated": ("{name}：每一天只能有一个奖励", "{name}: one reward per day"),
     "points_zero": ("积分不能为 0", "Points must not be 0"),
+    "mall_item_repeated": ("积分商城中同一优惠券模板只能出现一次", "A coupon template appears once in the points mall"),
 })
 
 NonNeg = Field(default=0, ge=0)
@@ -120,12 +121,44 @@ class LevelRules(Strict):
     )
 
 
+class MallItem(Strict):
+    """A coupon sold for points in the points mall. The coupon template's own limits (total
+    quantity, per member, issue window, status) apply to every redemption."""
+
+    coupon_template_id: int = Field(ge=1, le=ID_MAX)
+    points: int = Field(ge=1, le=POINTS_MAX, description="points one coupon costs")
+    enabled: bool = True
+
+
 class LoyaltyRules(Strict):
     earn: EarnRules = Field(default_factory=EarnRules)
     expiry: ExpiryRules = Field(default_factory=ExpiryRules)
     deduction: DeductionRules = Field(default_factory=DeductionRules)
     check_in: CheckInRules = Field(default_factory=CheckInRules)
     levels: LevelRules = Field(default_factory=LevelRules)
+    mall: list[MallItem] = Field(default_factory=list, max_length=200,
+                                 description="points mall: coupons members redeem for points")
+
+    @model_validator(mode="after")
+    def _mall_unique(self) -> LoyaltyRules:
+        ids = [item.coupon_template_id for item in self.mall]
+        if len(ids) != len(set(ids)):
+            raise PydanticCustomError("mall_item_repeated", "A coupon template appears once in the points mall")
+        return self
+
+
+class MallItemOut(BaseModel):
+    coupon_template_id: int
+    points: int
+    name: str
+
+
+class MallRedemptionOut(BaseModel):
+    coupon_id: int
+    coupon_template_id: int
+    points: int = Field(description="points the coupon cost")
+    points_entry_id: int
+    balance_after: int
 
 
 # -- levels ------------------------------------------------------------------------------------------

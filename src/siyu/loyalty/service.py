@@ -81,6 +81,8 @@ from siyu.loyalty.schemas import (
     LevelOut,
     LevelProgressOut,
     LoyaltyRules,
+    MallItemOut,
+    MallRedemptionOut,
     MemberLoyaltyOut,
     TaskOut,
 )
@@ -109,6 +111,7 @@ register_messages(
             "and {plans} card plan(s) grant it",
         ),
         "card_not_on_sale": (409, "该会员卡未在售", "This membership card is not on sale"),
+        "mall_item_not_found": (404, "积分商城没有这张优惠券：{template_id}", "No such coupon in the points mall: {template_id}"),
         "card_product_taken": (409, "该商品已是另一张会员卡", "This product already sells another card"),
     }
 )
@@ -144,7 +147,7 @@ def put_rules(session: Session, merchant_id: int, rules: LoyaltyRules, *, actor:
         for name, rewards in (("streak_rewards", rules.check_in.streak_rewards),
                               ("total_rewards", rules.check_in.total_rewards))
         for i, r in enumerate(rewards) if r.coupon_template_id is not None
-    ])
+    ] + [(f"mall.{i}.coupon_template_id", item.coupon_template_id) for i, item in enumerate(rules.mall)])
     row = repo.settings_row(session, merchant_id)
     doc = rules.model_dump(mode="json")
     if row is None:
@@ -866,10 +869,10 @@ def makeup_once(
         return row, False
 
 
-def _check_client_key(key: str) -> None:
+def _check_client_key(key: str | None) -> str:
     from siyu.orders.checkout import check_idempotency_key
 
-    check_idempotency_key(key)
+    return check_idempotency_key(key)
 
 
 def makeup_check_in(
@@ -1057,6 +1060,61 @@ def buy_card(
     body = CheckoutIn.model_validate({"items": [{"sku_id": sku_id, "quantity": 1}], "address_id": address_id})
     return checkout.submit(session, merchant_id, member_id, body, idempotency_key=idempotency_key,
                            payment_timeout=payment_timeout)
+
+
+# -- points mall ----------------------------------------------------------------------------------------
+
+
+def mall_items(session: Session, merchant_id: int) -> list[MallItemOut]:
+    """The enabled points-mall coupons (``rules.mall``) whose template still exists, in the
+    merchant's order."""
+    items = [item for item in get_rules(session, merchant_id).mall if item.enabled]
+    names = repo.coupon_template_names(session, merchant_id, {item.coupon_template_id for item in items})
+    return [MallItemOut(coupon_template_id=item.coupon_template_id, points=item.points,
+                        name=names[item.coupon_template_id]) for item in items if item.coupon_template_id in names]
+
+
+def redeem_coupon(
+    session: Session, merchant_id: int, member_id: int, template_id: int, *, idempotency_key: str | None,
+    now: dt.datetime | None = None,
+) -> tuple[MallRedemptionOut, bool]:
+    """Buy a points-mall coupon: the points are spent (reason ``mall``, ref
+    ``coupon_template:<id>``) and the coupon issued (source ``points_mall``) under one key
+    derived from the member and the client's ``Idempotency-Key`` (required), in one savepoint:
+    a refusal (``points_insufficient``, or the template's ``coupon_sold_out``,
+    ``coupon_limit_reached``, ``coupon_ended``...) spends nothing and issues nothing. A retry
+    with the key returns the first redemption (``created`` False), also after the item was
+    taken out of the mall; the key sent again for another coupon is ``idempotency_key_reused``."""
+    import hashlib
+
+    from siyu.coupons import service as coupons
+
+    client_key = _check_client_key(idempotency_key)
+    key = f"mall:{member_id}:{hashlib.sha256(client_key.encode()).hexdigest()[:40]}"
+    ref = f"coupon_template:{template_id}"
+    first = repo.entry_by_key(session, merchant_id, key)
+    if first is not None:
+        if first.member_id != member_id or first.ref != ref:
+            raise DomainError("idempotency_key_reused")
+        coupon, _ = coupons.issue_once(session, merchant_id, template_id, member_id, source="points_mall",
+                                       idempotency_key=key)
+        return _redemption(coupon.id, template_id, first), False
+    item = next((x for x in get_rules(session, merchant_id).mall if x.coupon_template_id == template_id and x.enabled),
+                None)
+    if item is None:
+        raise DomainError("mall_item_not_found", template_id=template_id)
+    now = now or utcnow()
+    with session.begin_nested():
+        entry = spend(session, merchant_id, member_id, item.points, reason="mall", ref=ref, idempotency_key=key,
+                      now=now)
+        coupon, _ = coupons.issue_once(session, merchant_id, template_id, member_id, source="points_mall",
+                                       idempotency_key=key, now=now)
+    return _redemption(coupon.id, template_id, entry), True
+
+
+def _redemption(coupon_id: int, template_id: int, entry: PointsEntry) -> MallRedemptionOut:
+    return MallRedemptionOut(coupon_id=coupon_id, coupon_template_id=template_id, points=-entry.delta,
+                             points_entry_id=entry.id, balance_after=entry.balance_after)
 
 
 # -- summaries ----------------------------------------------------------------------------------------
