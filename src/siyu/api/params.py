@@ -12,6 +12,12 @@ every route is known: such a value is then the usual 422 with the parameter's pa
 The parameters' fields are FastAPI's ``ModelField``s: the bound goes into their metadata and
 their validator is rebuilt from it (``__post_init__``), as FastAPI builds it. Applying it
 twice changes nothing.
+
+The same pass makes every request body refuse a JSON boolean (and a float) where its schema says
+integer, whichever domain wrote the model (``kit.bounds.refuse_json_bools``): the body field's
+validator is rebuilt from a rewritten copy of its core schema. Only the API's validation of
+request bodies changes; the models themselves, their JSON schema and the OpenAPI document do
+not, and a body costs one Python call per integer in it more than before.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from typing import Any
 
 import annotated_types
 from fastapi.routing import APIRoute
+from pydantic._internal._config import ConfigWrapper
 
-from siyu.kit.bounds import INT64_MAX, INT64_MIN
+from siyu.kit.bounds import INT64_MAX, INT64_MIN, refuse_json_bools
 
 __all__ = ["INT64_MAX", "INT64_MIN", "bound_int_params"]
 
@@ -86,8 +93,27 @@ def _route_dependants(routes: Sequence[Any]) -> Iterator[Any]:
             yield from _route_dependants(route.routes)
 
 
+def _refuse_body_bools(field: Any) -> bool:
+    """Swap a body field's validator for one whose integers refuse booleans; True when it changed.
+
+    FastAPI validates a body with ``field._type_adapter.validate_python``, which runs
+    ``validator``: only that attribute of the field's own adapter is replaced (the adapter of a
+    body type used as is may share the model's validator, which stays as it is).
+    """
+    if getattr(field, "siyu_no_bool_ints", False):
+        return False
+    adapter = field._type_adapter
+    config = ConfigWrapper(field.config).core_config(None) if field.config else None
+    validator = refuse_json_bools(adapter.core_schema, config)
+    if validator is not None:
+        adapter.validator = validator
+    field.siyu_no_bool_ints = True
+    return validator is not None
+
+
 def bound_int_params(routes: Sequence[Any]) -> int:
-    """Bound every unbounded ``int`` path and query parameter of ``routes``; the number changed."""
+    """Bound every unbounded ``int`` path and query parameter of ``routes`` and make every
+    request body's integers refuse booleans; the number of fields changed."""
     seen: set[int] = set()
     changed = 0
     for top in _route_dependants(routes):
@@ -97,4 +123,9 @@ def bound_int_params(routes: Sequence[Any]) -> int:
                     continue
                 seen.add(id(field))
                 changed += _bound(field)
+            for field in dependant.body_params:
+                if id(field) in seen:
+                    continue
+                seen.add(id(field))
+                changed += _refuse_body_bools(field)
     return changed

@@ -41,7 +41,7 @@ FIELD_MESSAGES: dict[str, tuple[str, str]] = {
     "int_type": _INT,
     "int_parsing": _INT,
     "int_parsing_size": ("整数超出范围", "The integer is out of range"),
-    "int_from_float": ("应为整数，不能带小数", "Must be a whole number"),
+    "int_from_float": ("应为整数，不能带小数点", "Must be a whole number, without a decimal point"),
     "greater_than": ("必须大于 {gt}", "Must be greater than {gt}"),
     "greater_than_equal": ("不能小于 {ge}", "Must be at least {ge}"),
     "less_than": ("必须小于 {lt}", "Must be less than {lt}"),
