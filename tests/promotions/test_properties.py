@@ -1,6 +1,7 @@
 """Property tests over random carts and random promotion sets (the pure stage logic, no database).
 
-For every cart and every combination of limited-time discounts, first-order specials,
+For every cart and every combination of limited-time discounts (with or without a per-member
+limit, refused or at full price over it), first-order specials,
 spend-and-save (exclusive / stackable / repeating), spend-and-gift and add-on deals — with a
 flash-sale-like activity line and coupon and points stages after them:
 
@@ -95,8 +96,10 @@ def scenario(draw: st.DrawFn) -> dict[str, Any]:
                 items.append({"sku_id": sku, "price": draw(st.integers(0, price)), "percent_off": None})
             else:
                 items.append({"sku_id": sku, "price": None, "percent_off": draw(st.integers(1, 99))})
-        if items:
-            promos.append(promo(next_id(), "limited_discount", {"items": items}, **draw(stacking)))
+        if items:  # with or without a per-member limit, refused or at full price over it
+            rules = {"items": items, "over_limit": draw(st.sampled_from(["refuse", "full_price"]))}
+            promos.append(promo(next_id(), "limited_discount", rules, per_member_limit=draw(st.none() | st.integers(1, 8)),
+                                **draw(stacking)))
     if draw(st.booleans()):
         sku = draw(st.sampled_from(skus))
         promos.append(promo(next_id(), "first_order", {"items": [{"sku_id": sku, "price": draw(st.integers(0, 500))}]},
