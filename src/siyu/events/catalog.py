@@ -91,6 +91,15 @@ class MessageClicked(TypedDict):
     message_id: NotRequired[Annotated[str, Field(max_length=64)] | None]
 
 
+@with_config(_EXTRA)
+class LevelChanged(TypedDict):
+    """Written by the server (``events.tasks``) when a member moves on the level ladder."""
+
+    from_level_id: NotRequired[PositiveId | None]
+    to_level_id: NotRequired[PositiveId | None]
+    reason: NotRequired[Annotated[str, Field(max_length=32)] | None]
+
+
 REGISTERED: dict[str, type[Any]] = {
     "page_view": PageView,
     "product_view": ProductView,
@@ -104,6 +113,7 @@ REGISTERED: dict[str, type[Any]] = {
     "coupon_claimed": CouponClaimed,
     "check_in": CheckIn,
     "message_clicked": MessageClicked,
+    "level_changed": LevelChanged,
 }
 
 

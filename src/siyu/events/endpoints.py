@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import pydantic_core
 from fastapi import APIRouter, Depends, Header, Request, Response
+from pydantic import BaseModel, Field
 
 from siyu.api.deps import DbSession, StaffPrincipal, _bearer, require
 from siyu.events import repository as repo
@@ -85,6 +86,29 @@ def ingest_batch(
     return Response(
         content=out.__pydantic_serializer__.to_json(out), media_type="application/json", headers={"Content-Language": lang}
     )
+
+
+class IdentifyIn(BaseModel):
+    anonymous_id: str = Field(min_length=1, max_length=64, description="the device id sent with the anonymous events")
+
+
+class IdentifyOut(BaseModel):
+    linked: int = Field(description="anonymous events attached to the member now (0 on a repeat)")
+
+
+@events.post(
+    "/identify",
+    response_model=IdentifyOut,
+    summary="Join an anonymous device's history to the logged-in member",
+    description="Call right after the customer logs in, with their customer token and the anonymous_id the "
+    "mini-program used before: the device's earlier events become the member's (their statistics and segments "
+    "count them) and later events sent with that anonymous_id are attributed to the member. Harmless to repeat.",
+)
+def identify(body: IdentifyIn, session: DbSession, caller: service.Caller = Depends(event_caller)) -> IdentifyOut:
+    if caller.member_id is None:
+        raise DomainError("event_identify_needs_member")
+    return IdentifyOut(linked=service.link_anonymous(session, caller.merchant_id, body.anonymous_id, caller.member_id,
+                                                     now=utcnow()))
 
 
 @admin.get("/events", response_model=Page[EventOut])

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 import pydantic_core
 from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.orm import Session
 
 from siyu.db.bulk import in_ints, insert_ignore_json
-from siyu.db.dialect import insert_ignore, is_postgres
+from siyu.db.dialect import for_update, insert_ignore, is_postgres
 from siyu.events.models import AnonymousLink, Event
 from siyu.events.schemas import DEFAULT_SOURCE
 from siyu.members.models import Member
@@ -89,21 +89,28 @@ def insert_events(
     return insert_ignore_json(session, Event.__table__, rows, ["merchant_id", "event_id"], "event_id")  # type: ignore[arg-type]
 
 
-def link_anonymous(session: Session, merchant_id: int, anonymous_id: str, member_id: int, at: dt.datetime) -> int:
-    """Record the link and attach the anonymous history to the member; returns events attached."""
+def link_anonymous(
+    session: Session, merchant_id: int, anonymous_id: str, member_id: int, at: dt.datetime
+) -> list[dict[str, Any]]:
+    """Record the link and attach the anonymous history to the member; returns the events
+    attached (``event_id``, ``name``, ``occurred_at``, ``member_id``), none when they already were."""
     insert_ignore(
         session,
         AnonymousLink.__table__,  # type: ignore[arg-type]
         {"merchant_id": merchant_id, "anonymous_id": anonymous_id, "member_id": member_id, "linked_at": at},
         ["merchant_id", "anonymous_id"],
     )
-    result = session.execute(
-        update(Event)
-        .where(Event.merchant_id == merchant_id, Event.anonymous_id == anonymous_id, Event.member_id.is_(None))
-        .values(member_id=member_id)
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    unowned = [Event.merchant_id == merchant_id, Event.anonymous_id == anonymous_id, Event.member_id.is_(None)]
+    # locked, so a second login of the same device at the same time finds them attached
+    stmt = cast("Select[Any]", select(Event.id, Event.event_id, Event.name, Event.occurred_at).where(*unowned))
+    found = session.execute(for_update(stmt.order_by(Event.id), session)).all()
+    rows = [{"event_id": r.event_id, "name": r.name, "occurred_at": r.occurred_at, "member_id": member_id} for r in found]
+    if found:
+        session.execute(
+            update(Event).where(*unowned, Event.id <= found[-1].id).values(member_id=member_id)
+            .execution_options(synchronize_session=False)
+        )
+    return rows
 
 
 def list_events(

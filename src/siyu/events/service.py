@@ -68,6 +68,11 @@ register_messages(
             "An event needs a member_id or an anonymous_id",
         ),
         "event_duplicate_in_batch": (422, "同一批次中 event_id 重复", "Duplicate event_id in the batch"),
+        "event_identify_needs_member": (
+            422,
+            "关联匿名记录需要会员登录凭证",
+            "Joining an anonymous history needs the logged-in customer's token",
+        ),
     }
 )
 
@@ -248,8 +253,21 @@ def _problem(
 
 
 def link_anonymous(session: Session, merchant_id: int, anonymous_id: str, member_id: int, *, now: dt.datetime) -> int:
-    """Join an anonymous device's history to the member who just logged in."""
-    return repo.link_anonymous(session, merchant_id, anonymous_id, member_id, now)
+    """Join an anonymous device's history to the member who just logged in
+    (``POST /api/events/v1/identify``); returns the events attached (0 on a repeat).
+
+    The attached events reach the listeners (``hooks``) as the member's, once: the member's last
+    visit and counters (views, cart adds ...) then include what they did before logging in.
+    Their batch is named ``link:<first event id>`` so it never collides with the ingested batch
+    that stored them (whose other members' counters may already have been added under its
+    own name). Later events of the device are attributed at ingestion (the link is stored)."""
+    rows = repo.link_anonymous(session, merchant_id, anonymous_id, member_id, now)
+    if rows:
+        from siyu.events import hooks
+
+        rows[0] = {**rows[0], "event_id": f"link:{rows[0]['event_id']}"}
+        hooks.after_insert(session, merchant_id, rows)
+    return len(rows)
 
 
 def record_server_event(
@@ -261,8 +279,11 @@ def record_server_event(
     *,
     event_id: str,
     occurred_at: dt.datetime,
+    by_member: bool = True,
 ) -> None:
-    """Write an event that happened on the server (order paid, refund ...), idempotent by ``event_id``."""
+    """Write an event that happened on the server (order paid, refund ...), idempotent by ``event_id``.
+    ``by_member`` False: not the member's own doing (a coupon an operator sent, a level change),
+    so the listeners (the member's last visit and counters) are not told."""
     row = {
         "event_id": event_id,
         "name": name,
@@ -272,7 +293,7 @@ def record_server_event(
         "properties": properties,
     }
     inserted = repo.insert_events(session, merchant_id, [row], occurred_at)
-    if inserted:
+    if inserted and by_member:
         from siyu.events import hooks
 
         hooks.after_insert(session, merchant_id, [row])
