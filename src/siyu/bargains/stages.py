@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from siyu.bargains import service
 from siyu.orders.pricing import ITEM_PROMOTIONS, PricingContext, register_stage, register_submit_hook
+from siyu.orders.schemas import register_checkout_option
+
+register_checkout_option(service.OPTION, '{"bargain_id": N}: one unit at the bargain\'s current price')
 
 
 @register_stage(ITEM_PROMOTIONS, "bargains")

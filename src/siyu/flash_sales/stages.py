@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from siyu.flash_sales import service
 from siyu.orders.pricing import ITEM_PROMOTIONS, PricingContext, register_stage, register_submit_hook
+from siyu.orders.schemas import register_checkout_option
+
+register_checkout_option(service.FLAG, '{"item_id": N}: the flash-sale item N at its flash price')
 
 
 @register_stage(ITEM_PROMOTIONS, "flash_sales")

@@ -13,6 +13,9 @@ from siyu.orders.pricing import (
     register_stage,
     register_submit_hook,
 )
+from siyu.orders.schemas import register_checkout_option
+
+register_checkout_option(service.OPTION, '{"activity_id": N, "team_id": T}: the group price; team_id joins team T')
 
 
 @register_stage(ITEM_PROMOTIONS, "group_buys")

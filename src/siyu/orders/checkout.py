@@ -57,7 +57,7 @@ from sqlalchemy.orm import Session
 from siyu.catalog import stock
 from siyu.catalog.models import KIND_VIRTUAL
 from siyu.db.dialect import insert_entity_or_nothing, is_postgres, loaded_instance
-from siyu.kit.errors import DomainError, catalogue, invalid, register_messages
+from siyu.kit.errors import DomainError, FieldError, catalogue, invalid, register_messages
 from siyu.kit.events import emit
 from siyu.kit.outbox import JOB_PENDING, enqueue
 from siyu.kit.timeutil import utcnow
@@ -69,11 +69,12 @@ from siyu.orders.pricing import (
     PricedLine,
     PricingContext,
     answer_probes,
+    load_stage_modules,
     probe_columns,
     run_pipeline,
     run_submit_hooks,
 )
-from siyu.orders.schemas import AddressOut, CheckoutIn, CheckoutOut, PricedLineOut
+from siyu.orders.schemas import CHECKOUT_OPTIONS, AddressOut, CheckoutIn, CheckoutOut, PricedLineOut
 
 _MESSAGES = {
     "checkout_empty": (422, "没有要结算的商品", "Nothing to check out"),
@@ -239,6 +240,24 @@ def _address(
     return found
 
 
+def check_options(options: dict[str, Any]) -> None:
+    """Refuse every ``options`` key that no pricing stage registered (``schemas.CHECKOUT_OPTIONS``):
+    a 422 ``checkout_unknown_option`` at ``options.<key>`` naming the keys there are, before
+    anything is read or priced. A misspelt ``first_order`` would otherwise be ignored by every
+    stage and the order priced without the deal the customer asked for."""
+    if not options:
+        return
+    load_stage_modules()  # the stages register their keys
+    unknown = [key for key in options if key not in CHECKOUT_OPTIONS]
+    if unknown:
+        known = ", ".join(sorted(CHECKOUT_OPTIONS))
+        raise DomainError("validation_error", fields=[
+            FieldError(f"options.{key}", "checkout_unknown_option", f"unknown checkout option {key!r}; known: {known}",
+                       f"不支持的下单参数 {key!r}，可用的有：{known}")
+            for key in unknown
+        ])
+
+
 def price(
     session: Session,
     merchant_id: int,
@@ -249,6 +268,7 @@ def price(
     address_required: bool = False,
 ) -> Priced:
     """Run the pricing pipeline over the selection (no writes)."""
+    check_options(body.options)
     pairs = _selection(session, merchant_id, member_id, body)
     now = now or utcnow()
     lines, timezone, answers, read = _load_lines(

@@ -28,6 +28,35 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# -- checkout options ------------------------------------------------------------------------------
+#: the keys a checkout's ``options`` may carry, each with what it asks for (English, for the
+#: OpenAPI document): a pricing stage reads its own key, so a key no stage registered (a typo
+#: such as ``frist_order``) would be ignored and the customer would pay more than asked. The
+#: domain that reads a key registers it next to its stage (``<domain>/stages.py``), and
+#: ``checkout.check_options`` refuses any other key before anything is priced.
+CHECKOUT_OPTIONS: dict[str, str] = {}
+
+
+def register_checkout_option(key: str, description: str) -> None:
+    """Let checkouts carry ``options[key]`` (read by the registering domain's pricing stage)."""
+    existing = CHECKOUT_OPTIONS.get(key)
+    if existing is not None and existing != description:
+        raise ValueError(f"checkout option {key!r} registered twice with different descriptions")
+    CHECKOUT_OPTIONS[key] = description
+
+
+def _document_options(schema: dict[str, Any]) -> None:
+    """The ``options`` description lists the registered keys when the document is generated."""
+    from siyu.orders.pricing import load_stage_modules  # the stages register the keys
+
+    load_stage_modules()
+    keys = "; ".join(f"`{key}`: {text}" for key, text in sorted(CHECKOUT_OPTIONS.items()))
+    schema["description"] = (
+        "parameters for the pricing stages, one key per activity; any other key is refused "
+        f"(422 checkout_unknown_option at options.<key>). Keys: {keys}"
+    )
+
+
 # -- cart ----------------------------------------------------------------------------------------
 class CartAddIn(Strict):
     sku_id: RefId
@@ -174,7 +203,8 @@ class CheckoutIn(Strict):
     points_to_use: int = Field(default=0, ge=0)
     remark: str | None = Field(default=None, max_length=200)
     options: dict[str, Any] = Field(
-        default_factory=dict, description='activity parameters for pricing stages, e.g. {"activity": {...}}'
+        default_factory=dict, json_schema_extra=_document_options,
+        description='parameters for the pricing stages, one key per activity, e.g. {"flash_sale": {"item_id": 3}}',
     )
 
     def canonical(self) -> dict[str, Any]:

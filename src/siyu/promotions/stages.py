@@ -14,10 +14,13 @@ from siyu.orders.pricing import (
     register_stage,
     register_submit_hook,
 )
+from siyu.orders.schemas import register_checkout_option
 from siyu.promotions import service
 from siyu.promotions.models import ACTIVE, ITEM_KINDS, ORDER_KINDS, Promotion
 
 PROBE_LIVE = "promotions_live"
+register_checkout_option(service.OPTION_FIRST_ORDER, '{"promotion_id": N}: the first-order special N, refused if not met')
+register_checkout_option(service.OPTION_ADD_ON, '[{"promotion_id", "sku_id", "quantity"}]: add-on deals to buy')
 
 
 @register_probe(PROBE_LIVE)
