@@ -3,7 +3,8 @@
 About 50 products with SKUs, 300 customers with addresses, staff for every role and a year of
 orders in every state, generated deterministically (``random.Random(20261123)``) so every
 endpoint answers with something real. Historical orders are written directly (they are history,
-not new checkouts); new orders in the demo go through the real checkout.
+not new checkouts), each paid one with its succeeded sandbox payment so it can be refunded; new
+orders in the demo go through the real checkout.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from siyu.kit import audit
 from siyu.kit.timeutil import utcnow
 from siyu.members.models import Member
 from siyu.orders import models as om
+from siyu.payments import service as payments_service
 from siyu.tenancy import repository as tenancy_repo
 from siyu.tenancy import service as tenancy_service
+from siyu.tenancy.models import Merchant
 
 DEMO_CODE = "demo-optical"
 STAFF = [
@@ -86,7 +89,7 @@ def seed_demo(factory: sessionmaker[Session], settings: Settings, *, customers: 
         skus = _seed_catalog(session, merchant.id, rng)
         _seed_freight(session, merchant.id)
         members = _seed_members(session, merchant.id, rng, customers, staff_ids)
-        orders = _seed_orders(session, merchant.id, rng, members, skus)
+        orders = _seed_orders(session, merchant, rng, members, skus)
         catalog_repo.recount_sales(session, merchant.id)
         summary = SeedSummary(
             products=len({s.product_id for s, _ in skus}), skus=len(skus), members=len(members), orders=orders
@@ -267,7 +270,7 @@ def _seed_members(
 
 def _seed_orders(
     session: Session,
-    merchant_id: int,
+    merchant: Merchant,
     rng: random.Random,
     members: list[tuple[Member, om.Address]],
     skus: list[tuple[Sku, Product]],
@@ -288,7 +291,7 @@ def _seed_orders(
         for _ in range(12):
             if created >= now:
                 break
-            _one_order(session, merchant_id, rng, member, address, skus, created, count)
+            _one_order(session, merchant, rng, member, address, skus, created, count)
             count += 1
             if rng.random() < dropout:
                 break
@@ -298,7 +301,7 @@ def _seed_orders(
 
 def _one_order(
     session: Session,
-    merchant_id: int,
+    merchant: Merchant,
     rng: random.Random,
     member: Member,
     address: om.Address,
@@ -306,6 +309,10 @@ def _one_order(
     created: dt.datetime,
     seq: int,
 ) -> None:
+    """One historical order. A paid one gets its succeeded sandbox payment (as the sandbox path
+    writes it), so the merchant can refund it in the demo; a closed one also its succeeded full
+    refund (the goods and the freight: closed before shipment)."""
+    merchant_id = merchant.id
     now = utcnow()
     age = now - created
     if age < dt.timedelta(minutes=30):
@@ -364,9 +371,10 @@ def _one_order(
         order.closed_at = (order.paid_at or created) + dt.timedelta(days=1)
     session.add(order)
     session.flush()
+    order_lines = []
     for sku, product, qty in lines:
         amount = sku.sale_price * qty
-        session.add(
+        order_lines.append(
             om.OrderLine(
                 merchant_id=merchant_id,
                 order_id=order.id,
@@ -387,6 +395,18 @@ def _one_order(
                 refunded_amount=amount if status == om.CLOSED else 0,
             )
         )
+    session.add_all(order_lines)
+    if order.paid_amount:
+        session.flush()
+        payment = payments_service.record_historical_payment(
+            session, merchant, order, out_trade_no=f"P{order.order_no}", source="demo_seed"
+        )
+        if status == om.CLOSED:
+            payments_service.record_historical_refund(
+                session, payment, amount=order.refunded_amount, reason="demo", source="demo_seed",
+                lines=[(ln.id, ln.refunded_quantity, ln.refunded_amount) for ln in order_lines],
+                succeeded_at=order.closed_at or now,
+            )
     if order.shipped_at:
         session.add(
             om.Shipment(

@@ -260,14 +260,7 @@ def apply_transaction(
     # succeed at the same time are applied one after the other.
     order = _lock_order(session, merchant.id, payment.order_id)
     from_state = payment.status
-    paid_at = result.success_time or utcnow()
-    payment.status = PAYMENT_SUCCEEDED
-    payment.transaction_id = result.transaction_id
-    payment.trade_state = result.trade_state
-    payment.payer_openid = result.payer_openid or payment.payer_openid
-    payment.paid_at = paid_at
-    payment.open_order_id = None
-    payment.fee_amount = percent_of(payment.amount, merchant.pay_fee_bp)
+    paid_at = _mark_succeeded(payment, result, merchant)
     try:
         with session.begin_nested():
             session.flush()
@@ -298,6 +291,91 @@ def apply_transaction(
     return Applied(ACCEPTED, payment_id=payment.id)
 
 
+def _mark_succeeded(payment: Payment, result: TransactionResult, merchant: Merchant) -> dt.datetime:
+    """The fields a provider-reported SUCCESS sets on a payment; returns when it was paid."""
+    paid_at = result.success_time or utcnow()
+    payment.status = PAYMENT_SUCCEEDED
+    payment.transaction_id = result.transaction_id
+    payment.trade_state = result.trade_state
+    payment.payer_openid = result.payer_openid or payment.payer_openid
+    payment.paid_at = paid_at
+    payment.open_order_id = None
+    payment.fee_amount = percent_of(payment.amount, merchant.pay_fee_bp)
+    return paid_at
+
+
+def _sandbox_result(payment: Payment, payer: str | None, success_time: dt.datetime) -> TransactionResult:
+    """What the sandbox reports for a payment the customer 'paid' (no money moves)."""
+    return TransactionResult(
+        out_trade_no=payment.out_trade_no, trade_state=TRADE_SUCCESS, transaction_id=f"SBX{payment.out_trade_no}",
+        amount_total=payment.amount, payer_openid=payer, success_time=success_time,
+    )
+
+
+def record_historical_payment(
+    session: Session, merchant: Merchant, order: Order, *, out_trade_no: str | None = None, source: str = "history"
+) -> Payment:
+    """A succeeded sandbox payment for an order written as history (the demo seed), so it can be
+    refunded like any order paid through the sandbox.
+
+    The same ``Payment`` row, sandbox transaction and fields (``_mark_succeeded``) as the sandbox
+    path, for ``order.paid_amount`` at ``order.paid_at``; it is not applied through
+    ``orders.service.mark_paid`` (the history already has the order paid) and emits no
+    ``order.paid`` (points and stats of history are seeded as history). Audited ``succeeded``
+    with ``source``.
+    """
+    if order.paid_at is None or order.paid_amount <= 0:
+        raise ValueError("only a paid order has a payment to record")
+    payment = Payment(
+        merchant_id=merchant.id, order_id=order.id, member_id=order.member_id,
+        out_trade_no=out_trade_no or new_reference("P"), provider=SANDBOX, amount=order.paid_amount,
+        status=PAYMENT_CREATED, open_order_id=None, description=f"订单 {order.order_no}",
+        expires_at=order.pay_deadline, fee_amount=0, created_at=order.created_at,
+    )
+    payer = members_service.get_member(session, merchant.id, order.member_id).openid
+    _mark_succeeded(payment, _sandbox_result(payment, payer, order.paid_at), merchant)
+    session.add(payment)
+    session.flush()
+    audit.record(
+        session, merchant.id, "payment", payment.id, "succeeded", from_state=PAYMENT_CREATED,
+        to_state=PAYMENT_SUCCEEDED,
+        data={"source": source, "transaction_id": payment.transaction_id, "amount": payment.amount},
+    )
+    return payment
+
+
+def record_historical_refund(
+    session: Session,
+    payment: Payment,
+    *,
+    lines: list[tuple[int, int, int]],
+    amount: int,
+    succeeded_at: dt.datetime,
+    reason: str,
+    source: str = "history",
+) -> Refund:
+    """A succeeded refund of a payment recorded by ``record_historical_payment``, for an order
+    written as already refunded (booked on the order by the history itself: no reservation, no
+    ``order.refunded``). ``lines``: ``(order_line_id, quantity, amount)``."""
+    refund = Refund(
+        merchant_id=payment.merchant_id, order_id=payment.order_id, payment_id=payment.id,
+        member_id=payment.member_id, out_refund_no=f"R{payment.out_trade_no[1:]}"[:32], amount=amount,
+        lines=[{"order_line_id": lid, "quantity": q, "amount": a} for lid, q, a in lines],
+        status=REFUND_SUCCEEDED, reason=reason[:80], reserved=True, automatic=False,
+        idempotency_key=f"{source}:payment:{payment.id}"[:IDEMPOTENCY_KEY_MAX],
+        request_hash=content_digest({"history": payment.id, "amount": amount}), requested_by_type="system",
+        provider_status=REFUND_SUCCESS, provider_refund_id=f"SBXR{payment.out_trade_no}"[:64],
+        submitted_at=succeeded_at, succeeded_at=succeeded_at, created_at=succeeded_at,
+    )
+    session.add(refund)
+    session.flush()
+    audit.record(
+        session, payment.merchant_id, "refund", refund.id, "succeeded", to_state=REFUND_SUCCEEDED,
+        data={"source": source, "amount": amount, "freight_amount": refund.freight_amount},
+    )
+    return refund
+
+
 def complete_sandbox_payment(session: Session, merchant_id: int, member_id: int, out_trade_no: str) -> Payment:
     """SANDBOX: pretend the customer paid, and record it exactly like a verified notification."""
     merchant = tenancy_service.get_merchant(session, merchant_id)
@@ -310,10 +388,7 @@ def complete_sandbox_payment(session: Session, merchant_id: int, member_id: int,
         return payment
     if payment.status != PAYMENT_CREATED:
         raise DomainError("payment_not_open", status=payment.status)
-    result = TransactionResult(
-        out_trade_no=payment.out_trade_no, trade_state=TRADE_SUCCESS, transaction_id=f"SBX{payment.out_trade_no}",
-        amount_total=payment.amount, payer_openid=payer_openid(session, merchant_id, member_id), success_time=utcnow(),
-    )
+    result = _sandbox_result(payment, payer_openid(session, merchant_id, member_id), utcnow())
     try:
         apply_transaction(session, merchant, result, source="sandbox", actor=("customer", member_id))
     except Rejected as exc:  # cannot happen for a result built from the payment itself
