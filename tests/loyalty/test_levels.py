@@ -217,3 +217,51 @@ def _paid_order_of_sku(factory: sessionmaker[Session], tenant: Tenant, member: i
         orders_service.mark_paid(s, tenant.id, order.id, amount=order.payable_amount, paid_at=utcnow(), actor=h.SYSTEM)
         service.on_order_paid(s, tenant.id, order.id)
     return order.id
+
+
+def test_a_card_whose_term_ends_expires_once_and_the_fall_is_in_the_level_history(
+    session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    """Card 高级 for 30 days over rules level 普通: at the end the hourly job marks it expired and
+    writes 高级 → 普通 (reason card_expired) once; a card followed by another of the same level, or
+    below the rules level, expires without a history line."""
+    levels = _ladder(session_factory, tenant)
+    member, other = make_member(session_factory, tenant.id), make_member(session_factory, tenant.id)
+    t0 = utcnow() - dt.timedelta(days=90)
+    with unit_of_work(session_factory) as s:
+        for m in (member, other):
+            service.evaluate_level(s, tenant.id, m, t0)
+        s.add_all([
+            MemberCard(merchant_id=tenant.id, member_id=member, plan_id=1, order_id=1, level_id=levels["高级会员"],
+                       starts_at=t0, ends_at=t0 + dt.timedelta(days=30)),
+            # other: two stacked cards of one level, then a card of the entry level
+            MemberCard(merchant_id=tenant.id, member_id=other, plan_id=1, order_id=2, level_id=levels["中级会员"],
+                       starts_at=t0, ends_at=t0 + dt.timedelta(days=30)),
+            MemberCard(merchant_id=tenant.id, member_id=other, plan_id=1, order_id=3, level_id=levels["中级会员"],
+                       starts_at=t0 + dt.timedelta(days=30), ends_at=t0 + dt.timedelta(days=60)),
+            MemberCard(merchant_id=tenant.id, member_id=other, plan_id=2, order_id=4, level_id=levels["普通会员"],
+                       starts_at=t0, ends_at=t0 + dt.timedelta(days=45)),
+        ])
+
+    def run(days: int) -> int:
+        with unit_of_work(session_factory) as s:
+            return service.expire_cards(s, tenant.id, t0 + dt.timedelta(days=days))
+
+    def history(m: int) -> list[tuple[str, int | None, int | None]]:
+        with session_factory() as s:
+            rows = s.scalars(select(LevelHistory).where(LevelHistory.merchant_id == tenant.id,
+                                                        LevelHistory.member_id == m).order_by(LevelHistory.id))
+            return [(x.reason, x.from_level_id, x.to_level_id) for x in rows]
+
+    assert run(29) == 0
+    assert run(30) == 2 and run(30) == 0
+    assert history(member) == [("upgrade", None, levels["普通会员"]),
+                               ("card_expired", levels["高级会员"], levels["普通会员"])]
+    assert history(other) == [("upgrade", None, levels["普通会员"])]  # the second 中级 card goes on
+    assert run(45) == 1 and history(other) == [("upgrade", None, levels["普通会员"])]
+    assert run(60) == 1
+    assert history(other) == [("upgrade", None, levels["普通会员"]),
+                              ("card_expired", levels["中级会员"], levels["普通会员"])]
+    with session_factory() as s:
+        statuses = s.scalars(select(MemberCard.status).where(MemberCard.merchant_id == tenant.id)).all()
+    assert sorted(statuses) == ["expired"] * 4

@@ -43,6 +43,7 @@ ENTRY_KINDS = (EARN, SPEND, EXPIRE, REVERSE, ADJUST)
 
 CARD_ACTIVE = "active"
 CARD_REVOKED = "revoked"
+CARD_EXPIRED = "expired"  # its term ended (set by the hourly job, ``service.expire_cards``)
 
 
 class LoyaltySettings(IdMixin, TenantMixin, TimestampMixin, Base):
@@ -255,7 +256,7 @@ class LevelHistory(IdMixin, TenantMixin, Base):
     member_id: Mapped[int] = mapped_column(BigId)
     from_level_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     to_level_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
-    reason: Mapped[str] = mapped_column(String(32))  # upgrade | refund | retention | card | card_revoked
+    reason: Mapped[str] = mapped_column(String(32))  # upgrade | refund | retention | card | card_revoked | card_expired
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

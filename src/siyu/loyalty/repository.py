@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from siyu.db.dialect import for_update, insert_ignore
 from siyu.loyalty.models import (
     CARD_ACTIVE,
+    CARD_EXPIRED,
     CardPlan,
     CheckIn,
     GrowthEntry,
@@ -502,6 +503,26 @@ def last_card_end(session: Session, merchant_id: int, member_id: int, plan_id: i
             MemberCard.status == CARD_ACTIVE, MemberCard.ends_at > now,
         )
     )
+
+
+def cards_ended(session: Session, merchant_id: int, now: dt.datetime, limit: int = 500) -> list[MemberCard]:
+    """Active cards whose term is over, the earliest first."""
+    return list(session.scalars(
+        select(MemberCard)
+        .where(MemberCard.merchant_id == merchant_id, MemberCard.status == CARD_ACTIVE, MemberCard.ends_at <= now)
+        .order_by(MemberCard.ends_at, MemberCard.id).limit(limit)
+    ))
+
+
+def claim_card_expiry(session: Session, merchant_id: int, card_id: int) -> bool:
+    """active → expired, once (a parallel run finds it taken)."""
+    result = session.execute(
+        update(MemberCard)
+        .where(MemberCard.merchant_id == merchant_id, MemberCard.id == card_id, MemberCard.status == CARD_ACTIVE)
+        .values(status=CARD_EXPIRED)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def cards_of_order(session: Session, merchant_id: int, order_id: int) -> list[MemberCard]:

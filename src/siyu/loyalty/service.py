@@ -1037,6 +1037,35 @@ def revoke_cards(session: Session, merchant_id: int, order: Any, now: dt.datetim
     return revoked
 
 
+def expire_cards(session: Session, merchant_id: int, now: dt.datetime) -> int:
+    """Cards whose term ended become ``expired``. When that lowers the level whose benefits the
+    member gets (the card's level was above their rules level and any other card's), the move is
+    written to the level history (reason ``card_expired``) and ``level.changed`` is emitted, as
+    for every other move; the benefits themselves stopped at ``ends_at`` already (they are read
+    from the active cards). Run hourly; idempotent. Returns the cards expired."""
+    expired = 0
+    moved: set[tuple[int, int | None]] = set()  # (member, level now) written in this run
+    for card in repo.cards_ended(session, merchant_id, now):
+        if not repo.claim_card_expiry(session, merchant_id, card.id):
+            continue
+        expired += 1
+        session.expire(card, ["status"])
+        after, _, _ = effective_level(session, merchant_id, card.member_id, now)
+        held = repo.level(session, merchant_id, card.level_id) if card.level_id is not None else None
+        if held is None or (after is not None and after.rank >= held.rank):
+            continue
+        if (card.member_id, after.id if after else None) in moved:  # two cards of one level ending together
+            continue
+        moved.add((card.member_id, after.id if after else None))
+        session.add(LevelHistory(merchant_id=merchant_id, member_id=card.member_id, from_level_id=held.id,
+                                 to_level_id=after.id if after else None, reason="card_expired", created_at=now))
+        emit(session, merchant_id, "level.changed",
+             {"member_id": card.member_id, "from_level_id": held.id, "to_level_id": after.id if after else None,
+              "reason": "card_expired"}, key=f"card:{card.id}:expired")
+    session.flush()
+    return expired
+
+
 def buy_card(
     session: Session, merchant_id: int, member_id: int, plan_id: int, *, address_id: int | None,
     idempotency_key: str | None, payment_timeout: dt.timedelta,

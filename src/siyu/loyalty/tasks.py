@@ -4,7 +4,8 @@
 - ``order.completed`` → ``loyalty.order_completed``: points when award_on=completed.
 - ``order.cancelled`` → ``loyalty.order_cancelled``: points spent at checkout come back.
 - ``order.refunded`` → ``loyalty.order_refunded``: proportional reversal, card revocation.
-- ``loyalty.hourly`` (schedule): lots past expiry expire; ``points.expiring`` notices.
+- ``loyalty.hourly`` (schedule): lots past expiry expire; ``points.expiring`` notices; paid
+  cards past their term expire (level history ``card_expired`` when the level falls).
 - ``loyalty.daily`` (schedule, 00:10 in the merchant's zone): yearly level retention,
   birthday coupons, pending coupon rewards.
 """
@@ -45,6 +46,7 @@ def hourly(ctx: JobContext) -> None:
     now = ctx.now()
     points.expire_due(ctx.session, ctx.merchant_id, now)
     points.notify_expiring(ctx.session, ctx.merchant_id, now)
+    service.expire_cards(ctx.session, ctx.merchant_id, now)
 
 
 @job_handler("loyalty.daily")
