@@ -29,7 +29,7 @@ from siyu.catalog.schemas import (
     StoreCategoryNode,
     StoreProductOut,
 )
-from siyu.kit.pagination import Page, PageParams, page_params
+from siyu.kit.pagination import Page, PageParams, sort_values, sorted_page_params
 
 admin = APIRouter(tags=["admin: catalog"])
 store = APIRouter(tags=["store: catalog"])
@@ -94,7 +94,7 @@ def list_products(
     category_id: int | None = Query(None, description="includes its sub-categories"),
     q: str | None = Query(None, max_length=120, description="title contains"),
     low_stock: int | None = Query(None, ge=0, description="only products with an active SKU whose stock ≤ this"),
-    params: PageParams = Depends(page_params),
+    params: PageParams = Depends(sorted_page_params(sort_values(service.ADMIN_SORTS))),
     p: StaffPrincipal = Depends(require("catalog:read")),
 ) -> Page[ProductListItem]:
     return service.list_products(
@@ -200,7 +200,10 @@ def store_products(
     session: DbSession,
     category_id: int | None = Query(None, description="includes its sub-categories"),
     q: str | None = Query(None, max_length=120),
-    params: PageParams = Depends(page_params),
+    params: PageParams = Depends(sorted_page_params(
+        sort_values(service.STORE_SORTS, *service.STORE_SORT_ALIASES),
+        "price and sales ascending, '-' first for descending; newest = -created_at; default: the merchant's order",
+    )),
 ) -> Page[ProductCard]:
     return service.store_list_products(session, merchant.id, params, category_id=category_id, q=q)
 

@@ -592,6 +592,8 @@ def list_products(
 
 
 STORE_SORT_ALIASES = {"newest": "-created_at"}
+#: the names ``repository.store_product_search`` sorts by (its ``sortable``), for the endpoint's enum
+STORE_SORTS = ("price", "sales", "created_at", "sort")
 
 
 def store_list_products(

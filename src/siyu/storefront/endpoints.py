@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from siyu.api.deps import DbSession, StaffPrincipal, StoreMerchant, require
 from siyu.api.idempotency import idempotent
-from siyu.kit.pagination import Page, PageParams, page_params
+from siyu.kit.pagination import Page, PageParams, sort_values, sorted_page_params
 from siyu.storefront import service
 from siyu.storefront.schemas import HomeOut, ReorderIn, SlotIn, SlotOut, SlotUpdate
 
@@ -23,7 +23,7 @@ def list_slots(
     session: DbSession,
     kind: Kind | None = Query(None),
     enabled: bool | None = Query(None),
-    params: PageParams = Depends(page_params),
+    params: PageParams = Depends(sorted_page_params(sort_values(service.SORTS))),
     p: StaffPrincipal = Depends(require("storefront:read")),
 ) -> Page[SlotOut]:
     return service.list_slots(session, p.merchant_id, params, kind=kind, enabled=enabled)
