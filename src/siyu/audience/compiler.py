@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, exists, func, not_, or_, select, true
+from sqlalchemy import Select, and_, bindparam, exists, func, not_, or_, select, true, union_all
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -26,12 +26,16 @@ from siyu.audience.definitions import (
     AndNode,
     AttributeNode,
     BehaviorNode,
+    ConsentNode,
+    CustomFieldNode,
+    LevelNode,
     Node,
     NotNode,
     OrNode,
     PropertyFilter,
     PurchaseNode,
     RandomBucketNode,
+    RecordNode,
     RepurchaseOverdueNode,
     SequenceNode,
     StageNode,
@@ -43,7 +47,7 @@ from siyu.audience.schemas import LifecycleConfig
 from siyu.catalog.models import Product
 from siyu.db.dialect import epoch_seconds, plus_seconds
 from siyu.events.models import Event
-from siyu.members.models import Member, MemberTag
+from siyu.members.models import Member, MemberConsent, MemberRecord, MemberTag, RecordType
 from siyu.orders import models as om
 
 
@@ -101,6 +105,18 @@ class Compiler:
             return top if node.is_ else not_(top)
         if isinstance(node, RepurchaseOverdueNode):
             return self._repurchase_overdue(node)
+        if isinstance(node, CustomFieldNode):
+            return self._custom_field(node)
+        if isinstance(node, RecordNode):
+            return self._record(node)
+        if isinstance(node, LevelNode):
+            return self._level(node)
+        if isinstance(node, ConsentNode):
+            granted = select(MemberConsent.member_id).where(
+                MemberConsent.merchant_id == self.merchant_id, MemberConsent.channel == node.channel,
+                MemberConsent.granted.is_(True),
+            )
+            return Member.id.in_(granted) if node.granted else not_(Member.id.in_(granted))
         raise TypeError(f"unknown node {type(node).__name__}")
 
     # -- leaves ------------------------------------------------------------------------------
@@ -116,6 +132,60 @@ class Compiler:
         if node.basis == "own_interval":
             return by_own
         return and_(bought, or_(by_threshold, by_own))
+
+    def _custom_field(self, node: CustomFieldNode) -> ColumnElement[bool]:
+        element = Member.custom_fields[node.key]
+        if node.op in ("is_set", "is_not_set"):
+            present = _typed(element, "").is_not(None)
+            return present if node.op == "is_set" else not_(present)
+        compared = _compare(element, node.op, node.value)
+        # "ne" also holds for a member without the field (as an attribute's does)
+        return or_(compared, _typed(element, "").is_(None)) if node.op == "ne" else compared
+
+    def _level(self, node: LevelNode) -> ColumnElement[bool]:
+        """The effective level's rank per member: the highest of the rules level
+        (``member_loyalty``) and the levels of active cards (``member_cards``); ranks are unique
+        per merchant, so comparing ranks compares levels."""
+        from siyu.loyalty.models import CARD_ACTIVE, Level, MemberCard, MemberLoyalty
+
+        held = union_all(
+            select(MemberLoyalty.member_id.label("member_id"), MemberLoyalty.level_id.label("level_id")).where(
+                MemberLoyalty.merchant_id == self.merchant_id, MemberLoyalty.level_id.is_not(None)),
+            select(MemberCard.member_id, MemberCard.level_id).where(
+                MemberCard.merchant_id == self.merchant_id, MemberCard.level_id.is_not(None),
+                MemberCard.status == CARD_ACTIVE, MemberCard.starts_at <= self.now, MemberCard.ends_at > self.now),
+        ).subquery()
+        best = (
+            select(held.c.member_id, func.max(Level.rank).label("rank"))
+            .join(Level, and_(Level.merchant_id == self.merchant_id, Level.id == held.c.level_id))
+            .group_by(held.c.member_id)
+            .subquery()
+        )
+        if node.op == "none":
+            return not_(Member.id.in_(select(best.c.member_id)))
+        named = select(Level.rank).where(Level.merchant_id == self.merchant_id, Level.id.in_(node.level_ids))
+        if node.op == "in":
+            return Member.id.in_(select(best.c.member_id).where(best.c.rank.in_(named)))
+        lowest = select(func.min(Level.rank)).where(
+            Level.merchant_id == self.merchant_id, Level.id.in_(node.level_ids)).scalar_subquery()
+        return Member.id.in_(select(best.c.member_id).where(best.c.rank >= lowest))
+
+    def _record(self, node: RecordNode) -> ColumnElement[bool]:
+        """Members whose latest record of the type matches (the index on member, type serves
+        the latest-version probe)."""
+        r, newer = aliased(MemberRecord), aliased(MemberRecord)
+        type_id = select(RecordType.id).where(
+            RecordType.merchant_id == self.merchant_id, RecordType.key == node.record_type
+        ).scalar_subquery()
+        latest = ~exists().where(
+            newer.merchant_id == r.merchant_id, newer.member_id == r.member_id,
+            newer.record_type_id == r.record_type_id, newer.version > r.version,
+        )
+        having = select(r.member_id).where(
+            r.merchant_id == self.merchant_id, r.record_type_id == type_id, latest,
+            *(_compare(r.data[f.property], f.op, f.value) for f in node.where),
+        )
+        return Member.id.in_(having) if node.has else not_(Member.id.in_(having))
 
     def _attribute(self, node: AttributeNode) -> ColumnElement[bool]:
         column = getattr(Member if node.field in MEMBER_FIELDS else MemberStats, node.field)
@@ -273,26 +343,32 @@ def _coerce(value: Any) -> Any:
     return value
 
 
-def _property(f: PropertyFilter) -> ColumnElement[bool]:
-    element = Event.properties[f.property]
-    sample = f.value[0] if isinstance(f.value, list) and f.value else f.value
+def _typed(element: Any, sample: Any) -> Any:
+    """A JSON value read as the type of ``sample`` (portable accessors, no dialect branch)."""
     if isinstance(sample, bool):
-        accessor: Any = element.as_boolean()
-    elif isinstance(sample, int):
-        accessor = element.as_integer()
-    elif isinstance(sample, float):
-        accessor = element.as_float()
-    else:
-        accessor = element.as_string()
+        return element.as_boolean()
+    if isinstance(sample, int):
+        return element.as_integer()
+    if isinstance(sample, float):
+        return element.as_float()
+    return element.as_string()
+
+
+def _compare(element: Any, op: str, value: Any) -> ColumnElement[bool]:
+    """``element`` (a JSON path) ``op`` ``value``, read as the value's type."""
+    accessor = _typed(element, value[0] if isinstance(value, list) and value else value)
     ops = {
-        "eq": lambda: accessor == f.value,
-        "ne": lambda: accessor != f.value,
-        "in": lambda: accessor.in_(f.value if isinstance(f.value, list) else [f.value]),
-        "gt": lambda: accessor > f.value,
-        "gte": lambda: accessor >= f.value,
-        "lt": lambda: accessor < f.value,
-        "lte": lambda: accessor <= f.value,
+        "eq": lambda: accessor == value,
+        "ne": lambda: accessor != value,
+        "in": lambda: accessor.in_(value if isinstance(value, list) else [value]),
+        "gt": lambda: accessor > value,
+        "gte": lambda: accessor >= value,
+        "lt": lambda: accessor < value,
+        "lte": lambda: accessor <= value,
     }
-    result: ColumnElement[bool] = ops[f.op]()
+    result: ColumnElement[bool] = ops[op]()
     return result
 
+
+def _property(f: PropertyFilter) -> ColumnElement[bool]:
+    return _compare(Event.properties[f.property], f.op, f.value)

@@ -220,6 +220,65 @@ class RepurchaseOverdueNode(_Node):
     basis: Literal["either", "threshold", "own_interval"] = "either"
 
 
+class CustomFieldNode(_Node):
+    """A merchant-defined custom field of the member (``members.custom_fields``, keyed by the
+    field's ``key``): compared as the value's JSON type (a number compares as a number; a date
+    field holds ``YYYY-MM-DD`` text, which orders as dates). An unknown key is refused on
+    preview and save (``segment_unknown_custom_field``)."""
+
+    type: Literal["custom_field"]
+    key: str = Field(min_length=1, max_length=40)
+    op: Literal["eq", "ne", "in", "gt", "gte", "lt", "lte", "is_set", "is_not_set"]
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _check(self) -> CustomFieldNode:
+        if self.op in ("is_set", "is_not_set"):
+            return self
+        if self.op == "in" and (not isinstance(self.value, list) or not self.value):
+            raise _refuse("segment_list_needed", op=self.op)
+        if self.value is None:
+            raise _refuse("segment_value_needed", op=self.op)
+        return self
+
+
+class RecordNode(_Node):
+    """Has a member record of the type ``record_type`` (its key) whose latest version matches
+    every ``where`` filter on the record's data (none: any record of the type). ``has``: false
+    for the members without such a record."""
+
+    type: Literal["record"]
+    record_type: str = Field(min_length=1, max_length=40)
+    where: list[PropertyFilter] = Field(default_factory=list, max_length=20)
+    has: bool = True
+
+
+class ConsentNode(_Node):
+    """Has granted (``granted``: true, the default) or not granted (no consent recorded, or
+    revoked) marketing on ``channel`` (the channels of ``members.schemas.CONSENT_CHANNELS``)."""
+
+    type: Literal["consent"]
+    channel: Literal["subscribe_message", "sms", "email", "wecom", "official_account"]
+    granted: bool = True
+
+
+class LevelNode(_Node):
+    """The member's level (loyalty): the one whose benefits apply, i.e. the higher-ranked of the
+    level earned by the rules and an active paid card's level. ``in``: is one of
+    ``level_ids``; ``at_least``: ranks at or above the lowest-ranked of them; ``none``: holds
+    no level (``level_ids`` empty). Unknown level ids are refused on preview and save."""
+
+    type: Literal["level"]
+    op: Literal["in", "at_least", "none"] = "in"
+    level_ids: list[int] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _check(self) -> LevelNode:
+        if self.op != "none" and not self.level_ids:
+            raise _refuse("segment_list_needed", op=self.op)
+        return self
+
+
 class AndNode(_Node):
     type: Literal["and"]
     nodes: list[Node] = Field(min_length=1, max_length=50)
@@ -237,7 +296,8 @@ class NotNode(_Node):
 
 Node = Annotated[
     AndNode | OrNode | NotNode | AttributeNode | StageNode | BehaviorNode | PurchaseNode | SequenceNode | RandomBucketNode
-    | TagNode | SuperUserNode | RepurchaseOverdueNode,
+    | TagNode | SuperUserNode | RepurchaseOverdueNode | CustomFieldNode | RecordNode | ConsentNode
+    | LevelNode,
     Field(discriminator="type"),
 ]
 

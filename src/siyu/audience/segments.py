@@ -20,9 +20,12 @@ from siyu.audience.compiler import Compiler
 from siyu.audience.definitions import (
     AndNode,
     BehaviorNode,
+    CustomFieldNode,
+    LevelNode,
     Node,
     NotNode,
     OrNode,
+    RecordNode,
     SegmentDefinition,
     SequenceNode,
     TagNode,
@@ -32,7 +35,7 @@ from siyu.kit.errors import DomainError, FieldError, not_found, register_message
 from siyu.kit.events import emit
 from siyu.kit.timeutil import utcnow
 from siyu.kit.validation_messages import field_message, register_field_messages
-from siyu.members.models import Member, Tag
+from siyu.members.models import CustomFieldDef, Member, RecordType, Tag
 
 register_messages(
     {
@@ -42,6 +45,9 @@ register_messages(
 )
 register_field_messages({
     "segment_unknown_tag": ("标签 {tag_id} 不存在", "no tag {tag_id} in this store"),
+    "segment_unknown_level": ("会员等级 {level_id} 不存在", "no member level {level_id} in this store"),
+    "segment_unknown_custom_field": ("未定义的自定义字段 {key}；已定义：{known}", "no custom field {key}; defined: {known}"),
+    "segment_unknown_record_type": ("未定义的档案类型 {key}；已定义：{known}", "no record type {key}; defined: {known}"),
     "segment_event_unseen": ("事件 {name} 未登记，且本店尚未收到过：条件暂时不会匹配任何人",
                              "event {name} is not registered and none has been received yet: the condition "
                              "matches no one until it is"),
@@ -65,29 +71,34 @@ def parse_definition(raw: Any) -> SegmentDefinition:
         raise DomainError("segment_invalid", fields=fields) from exc
 
 
-def _references(node: Node, path: str) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
-    """The tag ids and event names a definition names, each with the path of its field (the
-    same form as a validation error's: ``definition.and.nodes.1.tag.tag_ids.0``)."""
-    tags: list[tuple[str, int]] = []
-    names: list[tuple[str, str]] = []
+def _references(node: Node, path: str, found: dict[str, list[tuple[str, Any]]] | None = None) -> dict[str, list[tuple[str, Any]]]:
+    """What a definition names in the store, by kind (``tag``, ``event``, ``custom_field``,
+    ``record_type``), each with the path of its field (the same form as a validation error's:
+    ``definition.and.nodes.1.tag.tag_ids.0``)."""
+    if found is None:
+        found = {"tag": [], "event": [], "custom_field": [], "record_type": [], "level": []}
     here = f"{path}.{node.type}"
     if isinstance(node, AndNode | OrNode):
         for i, child in enumerate(node.nodes):
-            t, n = _references(child, f"{here}.nodes.{i}")
-            tags += t
-            names += n
+            _references(child, f"{here}.nodes.{i}", found)
     elif isinstance(node, NotNode):
-        tags, names = _references(node.node, f"{here}.node")
+        _references(node.node, f"{here}.node", found)
     elif isinstance(node, TagNode):
-        tags = [(f"{here}.tag_ids.{i}", tag_id) for i, tag_id in enumerate(node.tag_ids)]
+        found["tag"] += [(f"{here}.tag_ids.{i}", tag_id) for i, tag_id in enumerate(node.tag_ids)]
     elif isinstance(node, BehaviorNode):
-        names = [(f"{here}.event", node.event)]
+        found["event"].append((f"{here}.event", node.event))
     elif isinstance(node, SequenceNode):
-        names = [(f"{here}.first", node.first), (f"{here}.then_not", node.then_not)]
-    return tags, names
+        found["event"] += [(f"{here}.first", node.first), (f"{here}.then_not", node.then_not)]
+    elif isinstance(node, CustomFieldNode):
+        found["custom_field"].append((f"{here}.key", node.key))
+    elif isinstance(node, RecordNode):
+        found["record_type"].append((f"{here}.record_type", node.record_type))
+    elif isinstance(node, LevelNode):
+        found["level"] += [(f"{here}.level_ids.{i}", level_id) for i, level_id in enumerate(node.level_ids)]
+    return found
 
 
-def _field(path: str, code: str, **ctx: Any) -> FieldError:
+def _reference_error(path: str, code: str, **ctx: Any) -> FieldError:
     return FieldError(path=path, code=code, message=field_message(code, "en", ctx),
                       message_zh=field_message(code, "zh-CN", ctx))
 
@@ -96,8 +107,10 @@ def check_references(session: Session, merchant_id: int, definition: SegmentDefi
     """What a definition names, checked against the store (preview and save; not the nightly
     recompute, which must not fail on a tag deleted since).
 
-    - A tag that is not the merchant's is an error (``segment_invalid`` with the tag's path,
-      code ``segment_unknown_tag``): the condition could never be what the operator meant.
+    - A tag, level, custom field or record type that is not the merchant's is an error
+      (``segment_invalid`` with each one's path, codes ``segment_unknown_tag``,
+      ``segment_unknown_level``, ``segment_unknown_custom_field``,
+      ``segment_unknown_record_type``): the condition could never be what the operator meant.
     - An event name that is neither registered (``events.catalog``) nor among the merchant's
       received events is a *warning* (returned, code ``segment_event_unseen``): unknown names
       are accepted by ingestion, so a segment may be built before the app sends the new event;
@@ -107,16 +120,31 @@ def check_references(session: Session, merchant_id: int, definition: SegmentDefi
     from siyu.events.catalog import REGISTERED
     from siyu.events.models import Event
 
-    tags, names = _references(definition.root, "definition")
-    if tags:
-        wanted = {t for _, t in tags}
+    refs = _references(definition.root, "definition")
+    bad: list[FieldError] = []
+    if refs["tag"]:
+        wanted = {t for _, t in refs["tag"]}
         known = set(session.scalars(select(Tag.id).where(Tag.merchant_id == merchant_id, Tag.id.in_(wanted))))
-        bad = [_field(path, "segment_unknown_tag", tag_id=t) for path, t in tags if t not in known]
-        if bad:
-            raise DomainError("segment_invalid", fields=bad)
+        bad += [_reference_error(path, "segment_unknown_tag", tag_id=t) for path, t in refs["tag"] if t not in known]
+    if refs["custom_field"]:
+        keys = set(session.scalars(select(CustomFieldDef.key).where(CustomFieldDef.merchant_id == merchant_id)))
+        bad += [_reference_error(path, "segment_unknown_custom_field", key=k, known=", ".join(sorted(keys)) or "-")
+                for path, k in refs["custom_field"] if k not in keys]
+    if refs["record_type"]:
+        kinds = set(session.scalars(select(RecordType.key).where(RecordType.merchant_id == merchant_id)))
+        bad += [_reference_error(path, "segment_unknown_record_type", key=k, known=", ".join(sorted(kinds)) or "-")
+                for path, k in refs["record_type"] if k not in kinds]
+    if refs["level"]:
+        from siyu.loyalty.models import Level
+
+        wanted = {t for _, t in refs["level"]}
+        known = set(session.scalars(select(Level.id).where(Level.merchant_id == merchant_id, Level.id.in_(wanted))))
+        bad += [_reference_error(path, "segment_unknown_level", level_id=v) for path, v in refs["level"] if v not in known]
+    if bad:
+        raise DomainError("segment_invalid", fields=bad)
     warnings: list[FieldError] = []
     seen: dict[str, bool] = {}
-    for path, name in names:
+    for path, name in refs["event"]:
         if name in REGISTERED:
             continue
         if name not in seen:
@@ -124,7 +152,7 @@ def check_references(session: Session, merchant_id: int, definition: SegmentDefi
                 select(Event.id).where(Event.merchant_id == merchant_id, Event.name == name).exists()
             )))
         if not seen[name]:
-            warnings.append(_field(path, "segment_event_unseen", name=name))
+            warnings.append(_reference_error(path, "segment_event_unseen", name=name))
     return warnings
 
 
@@ -305,7 +333,7 @@ def on_tags_changed(session: Session, merchant_id: int, tag_id: int, member_ids:
     naming = []
     for seg in list_segments(session, merchant_id):
         definition = SegmentDefinition.model_validate({"root": seg.definition})
-        if any(t == tag_id for _, t in _references(definition.root, "definition")[0]):
+        if any(t == tag_id for _, t in _references(definition.root, "definition")["tag"]):
             naming.append(seg)
     if not naming:
         return 0

@@ -30,15 +30,9 @@ from siyu.audience.schemas import (
 from siyu.db.locks import xact_lock
 from siyu.events import hooks
 from siyu.kit.errors import not_found
-from siyu.kit.events import EVENTS, emit
+from siyu.kit.events import emit
 from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
-
-EVENTS.setdefault(
-    "member.stage_changed",
-    "lifecycle stages moved (at, changed, member_id; for one member after a payment also from_stage, to_stage; "
-    "member_id null for the daily recompute, whose moves are the lifecycle_transitions rows at `at`)",
-)
 
 
 def lifecycle_config(session: Session, merchant_id: int) -> LifecycleConfig:
