@@ -183,3 +183,25 @@ def test_a_shopping_guide_reads_and_records_only_their_own_customers_records(
     refused(client.get(f"{ADMIN}/members", headers=a), 403, "forbidden")
     refused(client.get(f"{ADMIN}/members/{mine}/360", headers=a), 403, "forbidden")
     refused(client.get(f"{ADMIN}/members/{theirs}/records", headers=a), 403, "forbidden")
+
+
+def test_a_merge_does_not_hand_the_kept_member_to_a_staff_member_who_left(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    """The newer entry was owned by a guide who has left (disabled); the older one has no owner:
+    after the merge the kept member stays unowned (to be handed over by an operator), while an
+    active guide's customer is taken over as before."""
+    gone, _ = staff(session_factory, tenant)
+    here, _ = staff(session_factory, tenant)
+    pairs = []
+    for owner, phone in ((gone, "sandbox-13900002222"), (here, "sandbox-13900003333")):
+        older, older_headers = login(client, tenant)
+        newer, newer_headers = login(client, tenant)
+        _assign(client, tenant, newer, owner)
+        pairs.append((older, older_headers, newer_headers, phone))
+    ok(client.patch(f"{ADMIN}/staff/{gone}", json={"active": False}, headers=tenant.admin_headers))
+    for _, older_headers, newer_headers, phone in pairs:
+        for h in (newer_headers, older_headers):
+            ok(client.post("/api/store/v1/me/phone", json={"code": phone}, headers=h))
+    kept = [older for older, _, _, _ in pairs]
+    assert _owners(session_factory, tenant.id, kept) == {kept[0]: None, kept[1]: here}

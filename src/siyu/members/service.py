@@ -22,7 +22,8 @@ Moved to the kept member (safe: no money, no uniqueness tied to history):
 tags (and their log), member records (renumbered after the kept member's versions), addresses,
 behaviour events and anonymous-id links, channel scans, consents (the most recent decision per
 channel wins), customer login tokens; empty profile fields of the kept member are filled from
-the merged one, and its staff owner is taken when the kept member has none.
+the merged one, and its staff owner is taken when the kept member has none (and that staff member
+is still active).
 
 Referral (``siyu.referral.service.merge_members``): invitees, binding history, rewards,
 withdrawals and the distributor account move to the kept member; one binding remains (a locked
@@ -223,7 +224,7 @@ def merge_members(session: Session, merchant_id: int, a: Member, b: Member, *, r
         keep.unionid = unionid
     if phone and not keep.phone:
         keep.phone = phone
-    if keep.staff_id is None and drop.staff_id is not None:
+    if keep.staff_id is None and drop.staff_id is not None and _staff_active(session, merchant_id, drop.staff_id):
         from siyu.members import staff_owner
 
         staff_owner.set_owner(session, merchant_id, keep, drop.staff_id, reason="merge")
@@ -239,6 +240,16 @@ def merge_members(session: Session, merchant_id: int, a: Member, b: Member, *, r
 
     profile.note_completion(session, merchant_id, keep)
     return keep
+
+
+def _staff_active(session: Session, merchant_id: int, staff_id: int) -> bool:
+    """A merge hands the kept member only to a staff member who still works here (one who left
+    keeps no new customers, as for channel codes and operators)."""
+    from sqlalchemy import select
+
+    from siyu.tenancy.models import Staff
+
+    return bool(session.scalar(select(Staff.active).where(Staff.merchant_id == merchant_id, Staff.id == staff_id)))
 
 
 def resolve_phone(creds: MiniProgramCredentials, code: str, *, base_url: str) -> str:
