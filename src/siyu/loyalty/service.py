@@ -12,7 +12,9 @@ the running total (``floor(x * refunded / paid)``), so partial refunds never dri
 refund reverses exactly everything.
 
 Levels: a member reaches a level when ANY of its set thresholds is met (cumulative paid spend
-net of refunds, points earned, growth value, paid orders), at exactly the threshold. Upgrades
+net of refunds, points earned, growth value, paid orders), at exactly the threshold. The ladder
+is kept in order on every save: per criterion, the thresholds of the levels that set it rise
+strictly with rank (``_check_ladder``, 409 ``level_thresholds_not_ascending``). Upgrades
 are evaluated whenever one of those changes. Levels go down in two ways: the yearly retention
 review (``retain_growth`` growth in the last 365 days, one step down) in the daily job, and a
 refund (``_refund_review``, unless the merchant's ``levels.refund_lowers_level`` is false) that
