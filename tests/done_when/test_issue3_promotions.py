@@ -323,7 +323,12 @@ def test_group_buy_full_team_goes_to_fulfilment_and_a_timed_out_team_is_refunded
     r = client.post(f"{STORE}/group-buys/{gb['id']}/teams", json={}, headers={**leader, **key()})
     assert r.status_code == 201, r.text
     assert amounts(r.json()) == (10000, 5000, 0, 5000)
-    lead = pay(client, leader, r.json()["id"])
+    leader_order = r.json()["id"]
+    # the team opens (开团) once the leader has paid: before, it is listed nowhere and cannot be joined
+    page = client.get(f"{STORE}/group-buys/{gb['id']}", headers=friend).json()
+    assert page["open_teams"] == []
+    lead = pay(client, leader, leader_order)
+    drain(session_factory, settings, demo)
     page = client.get(f"{STORE}/group-buys/{gb['id']}", headers=friend).json()
     assert [t["remaining_seats"] for t in page["open_teams"]] == [1]
     team_id = page["open_teams"][0]["team_id"]
@@ -347,6 +352,7 @@ def test_group_buy_full_team_goes_to_fulfilment_and_a_timed_out_team_is_refunded
     r = client.post(f"{STORE}/group-buys/{gb['id']}/teams", json={}, headers={**lonely, **key()})
     assert r.status_code == 201, r.text
     alone = pay(client, lonely, r.json()["id"])
+    drain(session_factory, settings, demo)  # the payment opens the team; its 24 hours run from here
     r = client.post(f"{ADMIN}/orders/{alone['id']}/ship", json={"carrier": "SF", "tracking_no": "SF2002"},
                     headers=demo.operator)
     assert r.status_code == 409, r.text  # not before the team succeeds
@@ -500,7 +506,9 @@ def test_an_unpaid_flash_sale_order_gives_its_unit_back_at_the_payment_deadline(
 
 
 
-def test_activity_refusals_carry_their_specific_codes_and_change_nothing(client: TestClient, demo: Demo) -> None:
+def test_activity_refusals_carry_their_specific_codes_and_change_nothing(
+    client: TestClient, demo: Demo, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
     stop_running_promotions(client, demo)
     _, (base,) = new_item(client, demo, "走查 拒绝 基", [5000])
     _, (addon,) = new_item(client, demo, "走查 拒绝 换购", [3000])
@@ -527,6 +535,7 @@ def test_activity_refusals_carry_their_specific_codes_and_change_nothing(client:
     r = client.post(f"{STORE}/group-buys/{gb['id']}/teams", json={}, headers={**c, **key()})
     assert r.status_code == 201, r.text
     pay(client, c, r.json()["id"])
+    drain(session_factory, settings, demo)  # the leader's payment opens the team
     team_id = client.get(f"{STORE}/group-buys/{gb['id']}", headers=c).json()["open_teams"][0]["team_id"]
     r = client.post(f"{STORE}/group-buys/teams/{team_id}/join", json={}, headers={**c, **key()})
     assert r.status_code == 409 and r.json()["code"] == "group_team_already_joined", r.text

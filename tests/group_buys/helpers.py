@@ -18,6 +18,8 @@ from siyu.group_buys.models import GroupSeat, GroupTeam
 from siyu.group_buys.schemas import GroupBuyIn
 from siyu.kit.timeutil import utcnow
 from siyu.orders import checkout
+from siyu.orders import service as orders_service
+from siyu.orders.models import Order
 from siyu.orders.schemas import CheckoutIn
 from siyu.worker.runner import Worker
 
@@ -86,3 +88,39 @@ def seats(factory: sessionmaker[Session], merchant_id: int, team_id: int) -> lis
     with factory() as s:
         stmt = select(GroupSeat).where(GroupSeat.merchant_id == merchant_id, GroupSeat.team_id == team_id)
         return list(s.scalars(stmt.order_by(GroupSeat.id)))
+
+
+def lead(
+    client: TestClient, factory: sessionmaker[Session], settings: Settings, merchant_id: int,
+    person: tuple[int, dict[str, str]], sku_id: int, activity_id: int, **kw: Any,
+) -> tuple[int, int]:
+    """A leader opens a team and pays through the sandbox provider; the ``order.paid`` job opens
+    the team (开团). ``(order_id, team_id)``."""
+    order_id = submit(factory, merchant_id, person[0], sku_id, activity_id, **kw)
+    pay(client, order_id, person[1])
+    drain(factory, settings, merchant_id)
+    found = team_of(factory, merchant_id, order_id)
+    assert found.status == "open", found.status
+    return order_id, found.id
+
+
+def mark_paid(factory: sessionmaker[Session], merchant_id: int, order_id: int, *, now: dt.datetime | None = None) -> None:
+    """The order paid without a provider (no refund possible), then its ``order.paid`` handling run."""
+    with unit_of_work(factory) as s:
+        order = s.get(Order, order_id)
+        assert order is not None
+        orders_service.mark_paid(s, merchant_id, order_id, amount=order.payable_amount, paid_at=now or utcnow(),
+                                 actor=("system", None))
+    with unit_of_work(factory) as s:
+        service.on_order_paid(s, merchant_id, order_id, now=now)
+
+
+def lead_marked_paid(
+    factory: sessionmaker[Session], merchant_id: int, member_id: int, sku_id: int, activity_id: int, **kw: Any
+) -> tuple[int, int]:
+    """A leader opens a team, paid without a provider (for races and checks that refund nothing)."""
+    order_id = submit(factory, merchant_id, member_id, sku_id, activity_id, **kw)
+    mark_paid(factory, merchant_id, order_id, now=kw.get("now"))
+    found = team_of(factory, merchant_id, order_id)
+    assert found.status == "open", found.status
+    return order_id, found.id

@@ -73,7 +73,7 @@ def test_admin_create_update_disable_delete(client: TestClient, session_factory:
     assert r.status_code == 200 and r.json()["group_price"] == 6000
 
     # an activity with a team cannot be deleted; one without can
-    h.submit(session_factory, tenant.id, f.paying_customer(session_factory, tenant.id)[0], sku, running["id"])
+    h.lead_marked_paid(session_factory, tenant.id, f.paying_customer(session_factory, tenant.id)[0], sku, running["id"])
     r = client.delete(f"{ADMIN}/group-buys/{running['id']}", headers=tenant.admin_headers)
     assert r.status_code == 409 and r.json()["code"] == "group_buy_state_invalid"
     assert client.delete(f"{ADMIN}/group-buys/{upcoming['id']}", headers=tenant.admin_headers).status_code == 204
@@ -117,10 +117,8 @@ def test_member_refunded_in_full_while_the_team_is_open_gives_the_seat_up(
     sku = make_sku(session_factory, tenant.id, price=10000)
     gb = h.make_group_buy(session_factory, tenant.id, sku, team_size=3)
     (leader, lh), (friend, fh) = (f.paying_customer(session_factory, tenant.id) for _ in range(2))
-    first = h.submit(session_factory, tenant.id, leader, sku, gb)
-    team_id = h.team_of(session_factory, tenant.id, first).id
+    _, team_id = h.lead(client, session_factory, settings, tenant.id, (leader, lh), sku, gb)
     second = h.submit(session_factory, tenant.id, friend, sku, gb, team_id)
-    h.pay(client, first, lh)
     h.pay(client, second, fh)
     h.drain(session_factory, settings, tenant.id)
     assert h.team(session_factory, team_id).paid_count == 2

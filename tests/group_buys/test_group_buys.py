@@ -55,7 +55,7 @@ def test_open_join_pay_succeed_then_ship(
         f"{ADMIN}/group-buys",
         json={"name": "双人团", "sku_id": sku, "team_size": 2, "group_price": 6000, "leader_price": 5500,
               "free_shipping": True, "starts_at": (utcnow() - dt.timedelta(hours=1)).isoformat(),
-              "ends_at": (utcnow() + dt.timedelta(days=1)).isoformat()},
+              "ends_at": (utcnow() + dt.timedelta(days=3)).isoformat()},
         headers=tenant.admin_headers,
     )
     assert r.status_code == 201, r.text
@@ -70,10 +70,37 @@ def test_open_join_pay_succeed_then_ship(
     assert leader_order["payable_amount"] == 5500  # leader price, shipped free
     assert leader_order["lines"][0]["discount_amount"] == 10000 - 5500
     team_id = h.team_of(session_factory, tenant.id, leader_order["id"]).id
-    assert len(f.jobs(session_factory, tenant.id, "test.group_buys.team_opened", team_id=team_id)) == 1
+    # Not open (开团) before the leader pays: listed nowhere, the share page says so, a join is refused.
+    h.drain(session_factory, settings, tenant.id)
+    assert h.team(session_factory, team_id).status == "pending"
+    assert f.jobs(session_factory, tenant.id, "test.group_buys.team_opened", team_id=team_id) == []
+    detail = client.get(f"{STORE}/group-buys/{gb['id']}", headers=tenant.store_headers).json()
+    assert detail["open_teams"] == []
+    page = client.get(f"{STORE}/group-buys/teams/{team_id}", headers=tenant.store_headers)
+    assert page.status_code == 200, page.text
+    assert (page.json()["status"], page.json()["remaining_seats"], page.json()["seats"]) == ("pending", 0, [])
+    r = client.post(f"{STORE}/group-buys/teams/{team_id}/join", json={}, headers={**friend_h, "Idempotency-Key": "j-0"})
+    assert r.status_code == 409 and r.json()["code"] == "group_team_not_open", r.text
+    assert "团长" in r.json()["message"] or "leader" in r.json()["message"]
+    assert h.team(session_factory, team_id).filled == 1 and sku_stock(session_factory, sku) == 9
+    assert _order_count(session_factory, tenant.id) == 1
 
+    h.pay(client, leader_order["id"], leader_h)
+    h.drain(session_factory, settings, tenant.id)
+    # The leader's payment opens the team; its validity (24 h) counts from the payment.
+    team = h.team(session_factory, team_id)
+    paid_at = f.order(session_factory, tenant.id, leader_order["id"]).paid_at
+    assert paid_at is not None
+    assert (team.status, team.paid_count, team.expires_at) == ("open", 1, paid_at + dt.timedelta(hours=24))
+    (opened,) = f.jobs(session_factory, tenant.id, "test.group_buys.team_opened", team_id=team_id)
+    assert opened.payload["order_id"] == leader_order["id"]
     detail = client.get(f"{STORE}/group-buys/{gb['id']}", headers=tenant.store_headers).json()
     assert [t["team_id"] for t in detail["open_teams"]] == [team_id] and detail["open_teams"][0]["remaining_seats"] == 1
+    # One seat paid: not a success yet, and the paid order cannot ship.
+    r = client.post(f"{ADMIN}/orders/{leader_order['id']}/ship", json={"carrier": "SF", "tracking_no": "SF1"},
+                    headers=tenant.admin_headers)
+    assert r.status_code == 409 and r.json()["code"] == "group_buy_not_succeeded"
+    assert f.order(session_factory, tenant.id, leader_order["id"]).status == "paid"
 
     r = client.post(f"{STORE}/group-buys/teams/{team_id}/join", json={}, headers={**friend_h, "Idempotency-Key": "j-1"})
     assert r.status_code == 201, r.text
@@ -81,15 +108,6 @@ def test_open_join_pay_succeed_then_ship(
     assert friend_order["payable_amount"] == 6000
     assert h.team(session_factory, team_id).filled == 2
     assert sku_stock(session_factory, sku) == 8
-
-    h.pay(client, leader_order["id"], leader_h)
-    h.drain(session_factory, settings, tenant.id)
-    # One seat paid: not a success yet, and the paid order cannot ship.
-    assert h.team(session_factory, team_id).status == "open"
-    r = client.post(f"{ADMIN}/orders/{leader_order['id']}/ship", json={"carrier": "SF", "tracking_no": "SF1"},
-                    headers=tenant.admin_headers)
-    assert r.status_code == 409 and r.json()["code"] == "group_buy_not_succeeded"
-    assert f.order(session_factory, tenant.id, leader_order["id"]).status == "paid"
 
     h.pay(client, friend_order["id"], friend_h)
     h.drain(session_factory, settings, tenant.id)
@@ -115,11 +133,9 @@ def test_timed_out_team_refunds_every_paid_member_in_full(
     sku = make_sku(session_factory, tenant.id, price=10000, stock=10)
     gb = h.make_group_buy(session_factory, tenant.id, sku, team_size=4, valid_hours=2)
     people = [f.paying_customer(session_factory, tenant.id) for _ in range(3)]
-    leader_order = h.submit(session_factory, tenant.id, people[0][0], sku, gb)
-    team_id = h.team_of(session_factory, tenant.id, leader_order).id
+    leader_order, team_id = h.lead(client, session_factory, settings, tenant.id, people[0], sku, gb)
     second = h.submit(session_factory, tenant.id, people[1][0], sku, gb, team_id)
     unpaid = h.submit(session_factory, tenant.id, people[2][0], sku, gb, team_id)
-    h.pay(client, leader_order, people[0][1])
     h.pay(client, second, people[1][1])
     h.drain(session_factory, settings, tenant.id)
     assert h.team(session_factory, team_id).paid_count == 2 and sku_stock(session_factory, sku) == 7
@@ -153,10 +169,8 @@ def test_virtual_success_with_k_of_n_paid(
     sku = make_sku(session_factory, tenant.id, price=10000, stock=10)
     gb = h.make_group_buy(session_factory, tenant.id, sku, team_size=3, virtual_min_paid=2)
     a, b = (f.paying_customer(session_factory, tenant.id) for _ in range(2))
-    first = h.submit(session_factory, tenant.id, a[0], sku, gb)
-    team_id = h.team_of(session_factory, tenant.id, first).id
+    first, team_id = h.lead(client, session_factory, settings, tenant.id, a, sku, gb)
     second = h.submit(session_factory, tenant.id, b[0], sku, gb, team_id)
-    h.pay(client, first, a[1])
     h.pay(client, second, b[1])
     h.drain(session_factory, settings, tenant.id)
     assert h.team(session_factory, team_id).status == "open"
@@ -189,6 +203,13 @@ def test_each_refusal_has_its_code_and_changes_nothing(session_factory: sessionm
         return _order_count(session_factory, tenant.id), h.team(session_factory, team.id).filled, sku_stock(session_factory, sku)
 
     before = state()
+    # a team whose leader has not paid is not open yet
+    assert _refused(lambda: h.submit(session_factory, tenant.id, friend, sku, gb, team.id)) == "group_team_not_open"
+    assert state() == before and h.team(session_factory, team.id).status == "pending"
+    h.mark_paid(session_factory, tenant.id, leader_order)
+    team = h.team(session_factory, team.id)
+    assert team.status == "open"
+    before = state()
     # joining own team
     assert _refused(lambda: h.submit(session_factory, tenant.id, leader, sku, gb, team.id)) == "group_team_already_joined"
     # past the per-member limit (1 unit): a second team, or 2 units at once
@@ -220,7 +241,8 @@ def test_cancelled_order_gives_the_seat_back(
     gb = h.make_group_buy(session_factory, tenant.id, sku, team_size=2)
     leader = f.paying_customer(session_factory, tenant.id)[0]
     friend = f.paying_customer(session_factory, tenant.id)[0]
-    team = h.team_of(session_factory, tenant.id, h.submit(session_factory, tenant.id, leader, sku, gb))
+    _, team_id = h.lead_marked_paid(session_factory, tenant.id, leader, sku, gb)
+    team = h.team(session_factory, team_id)
     joined = h.submit(session_factory, tenant.id, friend, sku, gb, team.id)
     assert h.team(session_factory, team.id).filled == 2 and sku_stock(session_factory, sku) == 3
     with unit_of_work(session_factory) as s:
@@ -242,10 +264,11 @@ def test_share_page_masks_nicknames_and_unknown_ids_are_404(
         member = s.get(Member, leader)
         assert member is not None
         member.nickname = "王小明"
-    team = h.team_of(session_factory, tenant.id, h.submit(session_factory, tenant.id, leader, sku, gb))
+    _, team_id = h.lead_marked_paid(session_factory, tenant.id, leader, sku, gb)
+    team = h.team(session_factory, team_id)
     page = client.get(f"{STORE}/group-buys/teams/{team.id}", headers=tenant.store_headers).json()
     assert page["remaining_seats"] == 2 and page["status"] == "open"
-    assert page["seats"] == [{"seat_no": 1, "nickname": "王**明", "avatar_url": None, "is_leader": True, "paid": False}]
+    assert page["seats"] == [{"seat_no": 1, "nickname": "王**明", "avatar_url": None, "is_leader": True, "paid": True}]
     r = client.get(f"{STORE}/group-buys/teams/{team.id + 10_000_000}", headers=tenant.store_headers)
     assert r.status_code == 404 and r.json()["code"] == "not_found"
     r = client.get(f"{ADMIN}/group-buys/teams/{team.id + 10_000_000}", headers=tenant.admin_headers)
@@ -259,7 +282,7 @@ def test_mask_nickname(nickname: str | None, masked: str) -> None:
     assert mask_nickname(nickname) == masked
 
 
-def test_leader_alone_cancels_so_the_team_fails_without_refunds(
+def test_leader_cancelling_unpaid_cancels_the_team_it_never_opened(
     client: TestClient, session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
 ) -> None:
     sku = make_sku(session_factory, tenant.id, price=10000, stock=5)
@@ -274,15 +297,20 @@ def test_leader_alone_cancels_so_the_team_fails_without_refunds(
     assert r.status_code == 200, r.text
     h.drain(session_factory, settings, tenant.id)
     team = h.team(session_factory, team_id)
-    assert team.status == "failed" and team.filled == 0 and sku_stock(session_factory, sku) == 5
-    (job,) = f.jobs(session_factory, tenant.id, "test.group_buys.failed", team_id=team_id)
-    assert job.payload["reason"] == "empty" and job.payload["refunded_order_ids"] == []
+    assert team.status == "cancelled" and team.filled == 0 and sku_stock(session_factory, sku) == 5
+    # it never opened: no failure, no opening, nothing refunded
+    assert f.jobs(session_factory, tenant.id, "test.group_buys.failed", team_id=team_id) == []
+    assert f.jobs(session_factory, tenant.id, "test.group_buys.team_opened", team_id=team_id) == []
     assert f.refunds(session_factory, tenant.id) == []
     r = client.get(f"{STORE}/group-buys/teams/{team_id}", headers=tenant.store_headers)
-    assert r.json()["status"] == "failed" and r.json()["remaining_seats"] == 0
+    assert (r.json()["status"], r.json()["remaining_seats"], r.json()["seats"]) == ("cancelled", 0, [])
+    stats = client.get(f"{ADMIN}/group-buys/{gb}/stats", headers=tenant.admin_headers).json()
+    assert (stats["teams_opened"], stats["teams_pending"], stats["teams_cancelled"]) == (0, 0, 1)
+    # the member's unit went back: they may open again
+    assert h.submit(session_factory, tenant.id, _leader, sku, gb) != first.json()["id"]
 
 
-def test_payment_landing_after_the_team_failed_is_refunded_automatically(
+def test_payment_landing_after_the_unopened_team_was_cancelled_is_refunded_automatically(
     client: TestClient, session_factory: sessionmaker[Session], settings: Settings, tenant: Tenant
 ) -> None:
     sku = make_sku(session_factory, tenant.id, price=10000, stock=5)
@@ -294,9 +322,11 @@ def test_payment_landing_after_the_team_failed_is_refunded_automatically(
     assert r.status_code == 200, r.text
     complete_url = r.json()["params"]["complete_url"]
     deadline = h.team(session_factory, team_id).expires_at
+    assert deadline == f.order(session_factory, tenant.id, order_id).pay_deadline  # unpaid: the leader's pay-by
     with unit_of_work(session_factory) as s:  # the deadline job alone, before the payment is closed
-        assert expire_team(s, tenant.id, team_id, deadline + dt.timedelta(seconds=1)) == "failed"
+        assert expire_team(s, tenant.id, team_id, deadline + dt.timedelta(seconds=1)) == "cancelled"
     assert f.order(session_factory, tenant.id, order_id).status == "cancelled"
+    assert h.team(session_factory, team_id).status == "cancelled"
     # ...and pays after the team failed: the money goes back through the provider.
     assert client.post(complete_url, headers=headers).status_code == 200
     h.drain(session_factory, settings, tenant.id, now=deadline + dt.timedelta(seconds=2))

@@ -38,10 +38,8 @@ def test_refunds_after_success_give_the_units_back(
     sku = make_sku(session_factory, tenant.id, price=10000, stock=10)
     gb = h.make_group_buy(session_factory, tenant.id, sku, team_size=2, per_member_limit=2)
     (leader, leader_h), (friend, friend_h) = (f.paying_customer(session_factory, tenant.id) for _ in range(2))
-    leader_order = h.submit(session_factory, tenant.id, leader, sku, gb, quantity=2)
-    team_id = h.team_of(session_factory, tenant.id, leader_order).id
+    leader_order, team_id = h.lead(client, session_factory, settings, tenant.id, (leader, leader_h), sku, gb, quantity=2)
     friend_order = h.submit(session_factory, tenant.id, friend, sku, gb, team_id)
-    h.pay(client, leader_order, leader_h)
     h.pay(client, friend_order, friend_h)
     h.drain(session_factory, settings, tenant.id)
     assert h.team(session_factory, team_id).status == "success"

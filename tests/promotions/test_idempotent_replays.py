@@ -126,6 +126,7 @@ def group_join(client: TestClient, factory: Factory, tenant: Tenant) -> Case:
     _, leader = f.paying_customer(factory, tenant.id)
     r = client.post(f"{STORE}/group-buys/{gb}/teams", json={}, headers=_keyed(leader, "lead"))
     assert r.status_code == 201, r.text
+    group_h.mark_paid(factory, tenant.id, r.json()["id"])  # a team opens (joinable) once its leader paid
     team_id = group_h.team_of(factory, tenant.id, r.json()["id"]).id
     _, friend = f.paying_customer(factory, tenant.id)
     h = _keyed(friend, "join-1")

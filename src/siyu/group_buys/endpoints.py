@@ -28,7 +28,7 @@ from siyu.orders.schemas import OrderDetailOut
 admin = APIRouter(tags=["admin: group buys"])
 store = APIRouter(tags=["store: group buys"])
 
-TeamStatus = Literal["open", "success", "failed"]
+TeamStatus = Literal["pending", "open", "success", "failed", "cancelled"]
 
 
 # -- admin ----------------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def store_group_buy(group_buy_id: int, session: DbSession, merchant: StoreMercha
 
 
 @store.get("/group-buys/teams/{team_id}", response_model=StoreTeamOut,
-           summary="A team's share page (members' nicknames masked)")
+           summary="A team's share page (members' nicknames masked); status pending: not open until its leader pays")
 def store_team(team_id: int, session: DbSession, merchant: StoreMerchant) -> StoreTeamOut:
     return service.store_team(session, merchant.id, team_id)
 
@@ -97,7 +97,8 @@ def _place(
 
 
 @store.post("/group-buys/{group_buy_id}/teams", response_model=OrderDetailOut, status_code=status.HTTP_201_CREATED,
-            summary="Open a team as its leader: an order at the leader/group price (Idempotency-Key required)")
+            summary="Open a team as its leader: an order at the leader/group price; the team opens (others can "
+                    "join) once this order is paid (Idempotency-Key required)")
 def open_team(
     group_buy_id: int,
     body: GroupBuyOrderIn,
@@ -111,7 +112,8 @@ def open_team(
 
 
 @store.post("/group-buys/teams/{team_id}/join", response_model=OrderDetailOut, status_code=status.HTTP_201_CREATED,
-            summary="Join a team from its share link: an order at the group price (Idempotency-Key required)")
+            summary="Join a team from its share link: an order at the group price; 409 group_team_not_open "
+                    "before its leader paid (Idempotency-Key required)")
 def join_team(
     team_id: int,
     body: GroupBuyOrderIn,

@@ -3,11 +3,16 @@
 - ``GroupBuy``: the activity on one SKU — team size N, validity hours, group price and an
   optional leader price, per-member limit (units), stacking rules, window, optional virtual
   success (a team with at least ``virtual_min_paid`` paid seats at its deadline succeeds).
-- ``GroupTeam``: one team. ``filled`` counts the seats taken (pending or paid), moved only by
-  conditional updates (``filled < size AND status = 'open'``); ``CHECK (filled <= size)`` backs
-  them up, so the last seat cannot be taken twice. ``paid_count`` counts paid seats; a team whose
-  every seat is paid moves ``open → success``; at its deadline an unfinished team moves
-  ``open → failed`` (its paid members are refunded in full).
+- ``GroupTeam``: one team. It is written ``pending`` with its leader's seat: until the leader's
+  order is paid the team is not open (开团 happens on payment): nobody can join it and the store
+  lists it nowhere. The leader's payment moves it ``pending → open`` and starts its validity
+  (``expires_at``); a leader's order cancelled or timed out first moves it
+  ``pending → cancelled`` (it never opened: no failure, nothing to refund). ``filled`` counts the
+  seats taken (pending or paid), moved only by conditional updates
+  (``filled < size AND status = 'open'``); ``CHECK (filled <= size)`` backs them up, so the last
+  seat cannot be taken twice. ``paid_count`` counts paid seats; a team whose every seat is paid
+  moves ``open → success``; at its deadline an unfinished team moves ``open → failed`` (its paid
+  members are refunded in full).
 - ``GroupSeat``: a member's seat, tied to the order that took it. ``holder_member_id`` equals
   ``member_id`` while the seat is held and becomes NULL when it is released, so
   ``UNIQUE (team_id, holder_member_id)`` refuses a second seat of the same member in a team
@@ -31,10 +36,12 @@ from siyu.db.types import BigId, UTCDateTime
 ACTIVE = "active"
 DISABLED = "disabled"
 
+TEAM_PENDING = "pending"  # the leader's order is not paid yet: not open, not joinable, not listed
 OPEN = "open"
 SUCCESS = "success"
 FAILED = "failed"
-TEAM_STATUSES = (OPEN, SUCCESS, FAILED)
+CANCELLED = "cancelled"  # the leader's order was cancelled (or timed out) unpaid: the team never opened
+TEAM_STATUSES = (TEAM_PENDING, OPEN, SUCCESS, FAILED, CANCELLED)
 
 PENDING = "pending"
 PAID = "paid"
@@ -91,6 +98,8 @@ class GroupTeam(IdMixin, TenantMixin, TimestampMixin, Base):
     filled: Mapped[int] = mapped_column(Integer, default=0)
     paid_count: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16), default=OPEN)
+    # open: the deadline (the leader's payment + validity hours, capped at the activity's end);
+    # pending: the leader's payment deadline (capped at the activity's end), when the team is cancelled unpaid
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     virtual: Mapped[bool] = mapped_column(Boolean, default=False)  # succeeded by virtual success
     succeeded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from siyu.activities.repository import ActivityTables, rowcount
 from siyu.db.dialect import for_update
 from siyu.group_buys.models import (
+    CANCELLED,
     FAILED,
     OPEN,
     PAID,
@@ -25,6 +26,7 @@ from siyu.group_buys.models import (
     REFUNDED,
     RELEASED,
     SUCCESS,
+    TEAM_PENDING,
     GroupBuy,
     GroupBuyMemberCounter,
     GroupSeat,
@@ -116,6 +118,29 @@ def count_paid_seat(session: Session, merchant_id: int, team_id: int, now: dt.da
     return (int(row[0]), int(row[1])) if row else None
 
 
+def open_team(session: Session, merchant_id: int, team_id: int, expires_at: dt.datetime, now: dt.datetime) -> bool:
+    """pending → open, once, on the leader's payment: the leader's seat counts as paid and the
+    validity starts (``expires_at``). A joiner's ``take_seat`` waits for this row and then sees it open."""
+    result = session.execute(
+        update(GroupTeam)
+        .where(GroupTeam.merchant_id == merchant_id, GroupTeam.id == team_id, GroupTeam.status == TEAM_PENDING)
+        .values(status=OPEN, expires_at=expires_at, paid_count=GroupTeam.paid_count + 1, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result) == 1
+
+
+def cancel_team(session: Session, merchant_id: int, team_id: int, now: dt.datetime) -> bool:
+    """pending → cancelled, once: the leader's order went unpaid, the team never opened."""
+    result = session.execute(
+        update(GroupTeam)
+        .where(GroupTeam.merchant_id == merchant_id, GroupTeam.id == team_id, GroupTeam.status == TEAM_PENDING)
+        .values(status=CANCELLED, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result) == 1
+
+
 def finish_team(
     session: Session, merchant_id: int, team_id: int, to_status: str, now: dt.datetime, *, virtual: bool = False
 ) -> bool:
@@ -138,13 +163,14 @@ def finish_team(
 def cap_open_teams(
     session: Session, merchant_id: int, group_buy_id: int, ends_at: dt.datetime, now: dt.datetime
 ) -> list[int]:
-    """Open teams of the activity whose deadline is after ``ends_at`` get ``ends_at``; their ids."""
+    """Open (and not yet open) teams of the activity whose deadline is after ``ends_at`` get
+    ``ends_at``; their ids."""
     rows = session.execute(
         update(GroupTeam)
         .where(
             GroupTeam.merchant_id == merchant_id,
             GroupTeam.group_buy_id == group_buy_id,
-            GroupTeam.status == OPEN,
+            GroupTeam.status.in_((OPEN, TEAM_PENDING)),
             GroupTeam.expires_at > ends_at,
         )
         .values(expires_at=ends_at, updated_at=now)
@@ -156,7 +182,7 @@ def cap_open_teams(
 
 def due_teams(session: Session, merchant_id: int, now: dt.datetime) -> list[int]:
     stmt = select(GroupTeam.id).where(
-        GroupTeam.merchant_id == merchant_id, GroupTeam.status == OPEN, GroupTeam.expires_at <= now
+        GroupTeam.merchant_id == merchant_id, GroupTeam.status.in_((OPEN, TEAM_PENDING)), GroupTeam.expires_at <= now
     )
     return list(session.scalars(stmt.order_by(GroupTeam.id)))
 

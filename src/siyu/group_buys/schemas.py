@@ -80,7 +80,7 @@ class TeamOut(BaseModel):
     size: int
     filled: int
     paid_count: int
-    status: str
+    status: str = Field(description="pending (leader not paid) | open | success | failed | cancelled")
     virtual: bool
     expires_at: dt.datetime
     succeeded_at: dt.datetime | None
@@ -154,11 +154,14 @@ class StoreTeamOut(BaseModel):
     image_url: str | None
     group_price: int
     sale_price: int
-    status: str = Field(description="open | success | failed")
+    status: str = Field(
+        description="pending (its leader has not paid: not open yet, cannot be joined, no seats shown) | open | "
+        "success | failed | cancelled (the leader never paid: it never opened)"
+    )
     size: int
     filled: int
     remaining_seats: int
-    expires_at: dt.datetime
+    expires_at: dt.datetime = Field(description="open: the team's deadline; pending: when it is cancelled if still unpaid")
     seats: list[StoreSeatOut]
 
 
@@ -172,7 +175,9 @@ class GroupBuyStatsOut(BaseModel):
     """A group buy's usage for ROI: teams, seats and money (fen). A seat is one member's order in a team."""
 
     group_buy_id: int
-    teams_opened: int
+    teams_opened: int = Field(description="teams whose leader paid (open, succeeded or failed)")
+    teams_pending: int = Field(description="leader's order not paid yet: not open, not joinable, not counted as opened")
+    teams_cancelled: int = Field(description="the leader's order was cancelled unpaid: the team never opened")
     teams_open: int = Field(description="still waiting for members")
     teams_succeeded: int = Field(description="full, or successful by virtual success (counted in teams_virtual too)")
     teams_virtual: int

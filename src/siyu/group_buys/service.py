@@ -4,28 +4,42 @@ A customer opens a team (leader) or joins one through the checkout::
 
     CheckoutIn.options = {"group_buy": {"activity_id": 7, "team_id": 42}}   # team_id omitted: open a team
 
+A team opens (开团) only once its leader's order is paid, as on Pinduoduo or Youzan: until then it
+is ``pending``, listed nowhere, and a join is 409 ``group_team_not_open``; its share page answers
+with ``status = "pending"``. The team's validity (``valid_hours``) counts from the leader's
+payment. A leader's order cancelled or timed out unpaid cancels the team (``cancelled``: it never
+opened, so no ``group_buy.failed`` and nothing to refund).
+
 1. The ITEM_PROMOTIONS stage (``apply_to_pricing``) checks the activity is running
    (``group_buy_not_started`` / ``group_buy_ended``), the team can be joined
-   (``group_team_already_joined`` / ``group_team_full`` / ``group_team_expired``) and the member's
+   (``group_team_already_joined`` / ``group_team_not_open`` / ``group_team_full`` /
+   ``group_team_expired``) and the member's
    limit (``group_buy_limit_reached``); it prices the line at the group (or leader) price and
    flags it (``activity``; ``no_coupon`` / ``no_points`` / ``no_order_promotions`` from the
    stacking rules; ``free_shipping`` when the activity ships free). The line takes
    normal SKU stock (reserved by the checkout); because it carries ``activity``, an order
    cancellation leaves its stock to this module, which gives it back with the seat.
 2. The submit hook (``take_seat``) repeats the checks where they bind: the member's units by a
-   conditional update of ``GroupBuyMemberCounter``; a new team is inserted with the leader's
-   seat (``filled = 1``) and its deadline job (``team_deadline``: opened + validity hours, capped at
-   the activity's end); a seat in an existing team is taken by
+   conditional update of ``GroupBuyMemberCounter``; a new team is inserted ``pending`` with the
+   leader's seat (``filled = 1``) and a job at the leader's payment deadline (capped at the
+   activity's end); a seat in an existing team is taken by
    ``UPDATE group_teams SET filled = filled + 1 WHERE id = ? AND status = 'open' AND
-   filled < size AND expires_at > now`` (the last seat cannot be taken twice) and the seat row's
-   ``UNIQUE (team_id, holder_member_id)`` refuses a member twice. Any refusal aborts the submit.
-3. ``order.paid`` → the seat becomes paid (``pending → paid``) and the team's ``paid_count``
-   grows; when every seat is paid the team succeeds (``group_buy.succeeded``): its orders stay
-   paid and may ship. Before that, ``orders.service.ship`` refuses a group-buy order with 409
-   ``group_buy_not_succeeded`` (a ship guard).
+   filled < size AND expires_at > now`` (the last seat cannot be taken twice; a pending team is
+   refused) and the seat row's ``UNIQUE (team_id, holder_member_id)`` refuses a member twice. Any
+   refusal aborts the submit.
+3. ``order.paid`` → the seat becomes paid (``pending → paid``). The leader's payment opens the
+   team (``UPDATE ... SET status = 'open' WHERE status = 'pending'``, with ``paid_count = 1`` and
+   ``expires_at = team_deadline(paid_at, valid_hours, activity end)``), schedules its deadline job
+   and emits ``group_buy.team_opened``; a joiner racing it either waits for that row and gets in,
+   or read it pending and is refused. A joiner's payment grows ``paid_count``; when every seat is
+   paid the team succeeds (``group_buy.succeeded``): its orders stay paid and may ship. Before
+   that, ``orders.service.ship`` refuses a group-buy order with 409 ``group_buy_not_succeeded``
+   (a ship guard).
 4. ``order.cancelled`` → the pending seat is released: ``filled - 1``, the member's units and the
-   SKU stock back, exactly once.
-5. At the team's deadline (``group_buys.expire_team``, ``run_at = expires_at``): unpaid orders are
+   SKU stock back, exactly once. The leader's order of a pending team: the team is cancelled.
+5. At a pending team's deadline, an unpaid leader's order is cancelled and the team with it (a
+   paid one whose ``order.paid`` job has not run yet opens the team instead).
+   At an open team's deadline (``group_buys.expire_team``, ``run_at = expires_at``): unpaid orders are
    cancelled; a team with at least ``virtual_min_paid`` paid seats succeeds (virtual success);
    otherwise it fails (``group_buy.failed``) and every paid member gets a full refund through the
    payment provider: one ``group_buys.refund_seat`` job per seat calls
@@ -50,6 +64,7 @@ from siyu.catalog.models import KIND_VIRTUAL, Sku
 from siyu.group_buys import repository as repo
 from siyu.group_buys.models import (
     ACTIVE,
+    CANCELLED,
     DISABLED,
     FAILED,
     OPEN,
@@ -58,6 +73,7 @@ from siyu.group_buys.models import (
     REFUNDED,
     RELEASED,
     SUCCESS,
+    TEAM_PENDING,
     GroupBuy,
     GroupSeat,
     GroupTeam,
@@ -101,6 +117,11 @@ _MESSAGES = {
     "group_team_full": (409, "该团已满员，请开新团或加入其他团", "This team is full; open a new one or join another"),
     "group_team_expired": (409, "该团已结束，请开新团", "This team has ended; open a new one"),
     "group_team_already_joined": (409, "您已在该团中", "You are already in this team"),
+    "group_team_not_open": (
+        409,
+        "该团尚未开团（团长还未支付），暂不能参团",
+        "This team is not open yet (its leader has not paid); it cannot be joined yet",
+    ),
     "group_buy_not_succeeded": (
         409,
         "拼团尚未成团，暂不能发货",
@@ -285,13 +306,15 @@ check_running = KIND.check_running
 def _team_refusal(team: GroupTeam | None, now: dt.datetime) -> DomainError:
     if team is None:
         return _team_not_found()
-    if team.status == FAILED or (team.status == OPEN and team.expires_at <= now):
+    if team.status == TEAM_PENDING:
+        return DomainError("group_team_not_open")
+    if team.status in (FAILED, CANCELLED) or (team.status == OPEN and team.expires_at <= now):
         return DomainError("group_team_expired")
     return DomainError("group_team_full")
 
 
 def check_joinable(session: Session, team: GroupTeam, member_id: int | None, now: dt.datetime) -> None:
-    """Advisory (the submit hook's conditional update binds): own seat, then full, then expired."""
+    """Advisory (the submit hook's conditional update binds): own seat, then not open yet, full, expired."""
     if member_id is not None and repo.held_seat(session, team.merchant_id, team.id, member_id) is not None:
         raise DomainError("group_team_already_joined")
     if team.status != OPEN or team.expires_at <= now or team.filled >= team.size:
@@ -336,8 +359,9 @@ def apply_to_pricing(ctx: PricingContext) -> None:
 
 
 def team_deadline(opened_at: dt.datetime, valid_hours: int, activity_ends_at: dt.datetime | str) -> dt.datetime:
-    """A team's deadline: ``valid_hours`` after it opens, but never after the activity's end (a team
-    opened near the end expires with the activity, and the timeout flow refunds its members)."""
+    """A team's deadline: ``valid_hours`` after it opens (its leader's payment), but never after the
+    activity's end (a team opened near the end expires with the activity, and the timeout flow
+    refunds its members)."""
     ends_at = dt.datetime.fromisoformat(activity_ends_at) if isinstance(activity_ends_at, str) else activity_ends_at
     return min(opened_at + dt.timedelta(hours=valid_hours), ends_at)
 
@@ -354,23 +378,22 @@ def take_seat(ctx: PricingContext, order_id: int) -> None:
         raise DomainError("group_buy_limit_reached", limit=limit)
     team_id = res["team_id"]
     if team_id is None:
+        # Not open until the leader pays: it lasts as long as the leader's order can be paid
+        # (never past the activity's end), then the deadline job cancels it if still unpaid.
+        order = session.get(Order, order_id)  # written by this submit: in the session already
+        ends_at = dt.datetime.fromisoformat(res["ends_at"])
+        pay_by = order.pay_deadline if order is not None and order.pay_deadline is not None else None
+        deadline = min(pay_by, ends_at) if pay_by is not None else team_deadline(now, int(res["valid_hours"]), ends_at)
         team = GroupTeam(
             merchant_id=merchant_id, group_buy_id=gb_id, leader_member_id=member_id, size=int(res["size"]), filled=1,
-            paid_count=0, status=OPEN, expires_at=team_deadline(now, int(res["valid_hours"]), res["ends_at"]),
-            virtual=False,
+            paid_count=0, status=TEAM_PENDING, expires_at=deadline, virtual=False,
         )
         session.add(team)
         session.flush()
         team_id, seat_no = team.id, 1
         enqueue(
             session, merchant_id, "group_buys.expire_team", {"team_id": team.id}, run_at=team.expires_at,
-            dedupe_key=f"group_team:{team.id}:expire",
-        )
-        emit(
-            session, merchant_id, "group_buy.team_opened",
-            {"team_id": team.id, "group_buy_id": gb_id, "member_id": member_id, "order_id": order_id,
-             "expires_at": team.expires_at.isoformat()},
-            key=f"group_team:{team.id}",
+            dedupe_key=f"group_team:{team.id}:unpaid",
         )
     else:
         taken = repo.take_seat(session, merchant_id, int(team_id), now)
@@ -437,6 +460,42 @@ def _release_seat(session: Session, seat: GroupSeat, now: dt.datetime) -> bool:
     return True
 
 
+def _open_team(session: Session, team: GroupTeam, seat: GroupSeat, now: dt.datetime) -> bool:
+    """The leader paid (their seat just moved to paid): ``pending → open`` with the leader's seat
+    counted, the validity counted from the payment, the deadline job and ``group_buy.team_opened``."""
+    m = team.merchant_id
+    gb = repo.group_buy(session, m, team.group_buy_id)
+    assert gb is not None
+    order = orders_repo.order(session, m, seat.order_id)
+    paid_at = order.paid_at if order is not None and order.paid_at is not None else now
+    expires_at = team_deadline(paid_at, gb.valid_hours, gb.ends_at)
+    if not repo.open_team(session, m, team.id, expires_at, now):
+        return False
+    enqueue(
+        session, m, "group_buys.expire_team", {"team_id": team.id}, run_at=expires_at,
+        dedupe_key=f"group_team:{team.id}:expire",
+    )
+    audit.record(session, m, "group_team", team.id, "opened", from_state=TEAM_PENDING, to_state=OPEN,
+                 data={"order_id": seat.order_id, "expires_at": expires_at.isoformat()})
+    emit(
+        session, m, "group_buy.team_opened",
+        {"team_id": team.id, "group_buy_id": team.group_buy_id, "member_id": seat.member_id,
+         "order_id": seat.order_id, "expires_at": expires_at.isoformat()},
+        key=f"group_team:{team.id}",
+    )
+    return True
+
+
+def _cancel_team(session: Session, team: GroupTeam, now: dt.datetime, *, reason: str) -> bool:
+    """pending → cancelled: the leader's order went unpaid; the team never opened (no failure event,
+    nothing to refund: the seat, units and stock went back with the order)."""
+    if not repo.cancel_team(session, team.merchant_id, team.id, now):
+        return False
+    audit.record(session, team.merchant_id, "group_team", team.id, "cancelled", from_state=TEAM_PENDING,
+                 to_state=CANCELLED, data={"reason": reason})
+    return True
+
+
 def on_order_paid(session: Session, merchant_id: int, order_id: int, *, now: dt.datetime | None = None) -> None:
     now = now or utcnow()
     seat = repo.seat_of_order(session, merchant_id, order_id)
@@ -446,7 +505,9 @@ def on_order_paid(session: Session, merchant_id: int, order_id: int, *, now: dt.
     assert team is not None
     if not repo.move_seat(session, merchant_id, seat.id, PENDING, PAID, now):
         return
-    if team.status == OPEN:
+    if team.status == TEAM_PENDING:  # the leader paid: 开团
+        _open_team(session, team, seat, now)
+    elif team.status == OPEN:
         counted = repo.count_paid_seat(session, merchant_id, team.id, now)
         if counted is not None and counted[0] >= counted[1]:
             _succeed(session, team, now, virtual=False)
@@ -464,7 +525,9 @@ def on_order_cancelled(session: Session, merchant_id: int, order_id: int, *, now
     if not _release_seat(session, seat, now):
         return
     team = repo.team(session, merchant_id, seat.team_id)
-    if team is not None and team.status == OPEN and team.filled == 0:  # nobody left: the team is over
+    if team is not None and team.status == TEAM_PENDING:  # the leader's unpaid order: it never opened
+        _cancel_team(session, team, now, reason="leader_order_cancelled")
+    elif team is not None and team.status == OPEN and team.filled == 0:  # nobody left: the team is over
         _fail(session, team, now, reason="empty")
 
 
@@ -530,8 +593,10 @@ def expire_team(session: Session, merchant_id: int, team_id: int, now: dt.dateti
     """At the deadline: cancel unpaid orders, then succeed (every seat paid, or virtual success)
     or fail (refund every paid member). Returns the outcome, None when nothing was due."""
     team = repo.team(session, merchant_id, team_id, lock=True)
-    if team is None or team.status != OPEN or now < team.expires_at:
+    if team is None or team.status not in (OPEN, TEAM_PENDING) or now < team.expires_at:
         return None
+    if team.status == TEAM_PENDING:
+        return _expire_unopened(session, team, now)
     gb = repo.group_buy(session, merchant_id, team.group_buy_id)
     assert gb is not None
     for seat in repo.seats(session, merchant_id, [team.id]):
@@ -556,6 +621,25 @@ def expire_team(session: Session, merchant_id: int, team_id: int, now: dt.dateti
         return SUCCESS
     _fail(session, team, now, reason="timeout")
     return FAILED
+
+
+def _expire_unopened(session: Session, team: GroupTeam, now: dt.datetime) -> str | None:
+    """A pending team at its deadline (the leader's payment deadline, or the activity's end): an
+    unpaid leader's order is cancelled and the team with it; a paid one (its ``order.paid`` job
+    has not run yet) opens the team instead. ``cancelled`` / ``open``, or None."""
+    m = team.merchant_id
+    for seat in repo.seats(session, m, [team.id]):
+        if seat.status != PENDING:
+            continue
+        order = orders_repo.order(session, m, seat.order_id, lock=True)
+        if order is not None and order.paid_at is not None:
+            if repo.move_seat(session, m, seat.id, PENDING, PAID, now) and _open_team(session, team, seat, now):
+                return OPEN
+            return None
+        if order is not None and order.status == PENDING_PAYMENT:
+            orders_service.cancel(session, m, order.id, reason="group_buy_timeout", actor=SYSTEM)
+        _release_seat(session, seat, now)
+    return CANCELLED if _cancel_team(session, team, now, reason="leader_unpaid") else None
 
 
 def expire_due(session: Session, merchant_id: int, now: dt.datetime) -> int:
@@ -629,6 +713,8 @@ def store_team(session: Session, merchant_id: int, team_id: int) -> StoreTeamOut
     held = [s for s in repo.seats(session, merchant_id, [team.id]) if s.status in (PENDING, PAID, REFUNDED)]
     if team.status != FAILED:
         held = [s for s in held if s.status != REFUNDED]
+    if team.status in (TEAM_PENDING, CANCELLED):  # not open (yet): nobody to show, no seat to take
+        held = []
     people = members(session, merchant_id, [s.member_id for s in held])
     return StoreTeamOut(
         team_id=team.id, group_buy_id=gb.id, name=gb.name, title=product.title,
@@ -690,7 +776,8 @@ def stats(session: Session, merchant_id: int, group_buy_id: int) -> GroupBuyStat
         return seats.get(status, (0, 0, 0))
 
     return GroupBuyStatsOut(
-        group_buy_id=gb.id, teams_opened=sum(teams.values()), teams_open=teams.get(OPEN, 0),
+        group_buy_id=gb.id, teams_opened=sum(teams.get(s, 0) for s in (OPEN, SUCCESS, FAILED)),
+        teams_pending=teams.get(TEAM_PENDING, 0), teams_cancelled=teams.get(CANCELLED, 0), teams_open=teams.get(OPEN, 0),
         teams_succeeded=teams.get(SUCCESS, 0), teams_virtual=repo.virtual_successes(session, merchant_id, gb.id),
         teams_failed=teams.get(FAILED, 0),
         paid_seats=seat(PAID)[0], paid_units=seat(PAID)[1], gmv=seat(PAID)[2],
