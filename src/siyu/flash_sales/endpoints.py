@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
@@ -37,6 +37,7 @@ from siyu.flash_sales.schemas import (
     SessionOut,
     StoreItemDetailOut,
 )
+from siyu.kit.bounds import body_validator
 from siyu.kit.errors import DomainError
 from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
 from siyu.orders import service as orders_service
@@ -205,9 +206,12 @@ _BUY_DOC: dict[str, Any] = {
 }
 
 
+_BUY_BODY = body_validator(BuyIn)
+
+
 def _buy_body(raw: bytes) -> BuyIn:
     try:
-        return BuyIn.model_validate_json(raw or b"null")
+        return cast(BuyIn, _BUY_BODY.validate_json(raw or b"null"))  # true is no quantity (kit.bounds)
     except ValidationError as exc:  # the 422 FastAPI would give for a declared body
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)], body=raw

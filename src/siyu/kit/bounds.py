@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, cast
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_core import CoreConfig, CoreSchema, PydanticKnownError, SchemaValidator, core_schema
 
 INT64_MAX = 2**63 - 1
@@ -130,3 +130,10 @@ def refuse_json_bools(schema: CoreSchema, config: CoreConfig | None = None) -> S
         for cls, flag in flags.items():
             if flag is not None:
                 cls.__pydantic_complete__ = flag  # type: ignore[attr-defined]
+
+
+def body_validator(model: type[BaseModel]) -> SchemaValidator | Any:
+    """``model``'s validator as a request body's: ``refuse_json_bools`` applied. For a route that
+    reads its body itself rather than declaring it (``api.params`` hardens the declared ones);
+    build it once, at import."""
+    return refuse_json_bools(model.__pydantic_core_schema__) or model.__pydantic_validator__
