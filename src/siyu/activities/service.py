@@ -184,7 +184,7 @@ def flag_activity_line(line: PricedLine, act: SkuActivity, activity: str, extra:
 def submit_order(
     session: Session, merchant_id: int, member_id: int, *, sku_id: int, quantity: int, address_id: int | None,
     remark: str | None, option: str, value: dict[str, Any], idempotency_key: str | None,
-    payment_timeout: dt.timedelta, now: dt.datetime | None = None,
+    payment_timeout: dt.timedelta, now: dt.datetime | None = None, coupon_ids: list[int] | None = None,
 ) -> tuple[Order, bool]:
     """The checkout submit of one SKU with the activity's option (``options={option: value}``);
     ``(order, created)`` as ``checkout.submit`` returns it."""
@@ -192,6 +192,7 @@ def submit_order(
         {
             "items": [{"sku_id": sku_id, "quantity": quantity}],
             "address_id": address_id,
+            "coupon_ids": coupon_ids,
             "remark": remark,
             "options": {option: value},
         }

@@ -505,7 +505,7 @@ def buy(
     return activities.submit_order(
         session, merchant_id, member_id, sku_id=bargain.sku_id, quantity=1, address_id=body.address_id,
         remark=body.remark, option=OPTION, value={"bargain_id": bargain.id}, idempotency_key=idempotency_key,
-        payment_timeout=payment_timeout, now=now,
+        payment_timeout=payment_timeout, now=now, coupon_ids=body.coupon_ids,
     )
 
 

@@ -753,7 +753,7 @@ def order(
     return activities.submit_order(
         session, merchant_id, member_id, sku_id=gb.sku_id, quantity=body.quantity, address_id=body.address_id,
         remark=body.remark, option=OPTION, value=option, idempotency_key=idempotency_key,
-        payment_timeout=payment_timeout, now=now,
+        payment_timeout=payment_timeout, now=now, coupon_ids=body.coupon_ids,
     )
 
 
