@@ -22,6 +22,7 @@ not, and a body costs one Python call per integer in it more than before.
 
 from __future__ import annotations
 
+import logging
 import types
 import typing
 from collections.abc import Iterator, Sequence
@@ -29,11 +30,13 @@ from typing import Any
 
 import annotated_types
 from fastapi.routing import APIRoute
-from pydantic._internal._config import ConfigWrapper
 
 from siyu.kit.bounds import INT64_MAX, INT64_MIN, refuse_json_bools
 
 __all__ = ["INT64_MAX", "INT64_MIN", "bound_int_params"]
+
+log = logging.getLogger(__name__)
+_lax_bodies_logged: list[bool] = []  # the warning below, once per process
 
 
 def _is_int(annotation: Any) -> bool:
@@ -102,12 +105,21 @@ def _refuse_body_bools(field: Any) -> bool:
     """
     if getattr(field, "siyu_no_bool_ints", False):
         return False
-    adapter = field._type_adapter
-    config = ConfigWrapper(field.config).core_config(None) if field.config else None
-    validator = refuse_json_bools(adapter.core_schema, config)
+    field.siyu_no_bool_ints = True
+    try:  # FastAPI's and Pydantic's internals: feature-checked by use, like the route index
+        from pydantic._internal._config import ConfigWrapper
+
+        adapter = field._type_adapter
+        config = ConfigWrapper(field.config).core_config(None) if field.config else None
+        validator = refuse_json_bools(adapter.core_schema, config)
+    except Exception:  # a FastAPI or Pydantic release that moved them: bodies stay as lax as before
+        if not _lax_bodies_logged:
+            _lax_bodies_logged.append(True)
+            log.warning("request bodies keep reading JSON booleans as integers: unsupported FastAPI/Pydantic "
+                        "internals", exc_info=True)
+        return False
     if validator is not None:
         adapter.validator = validator
-    field.siyu_no_bool_ints = True
     return validator is not None
 
 

@@ -136,4 +136,7 @@ def body_validator(model: type[BaseModel]) -> SchemaValidator | Any:
     """``model``'s validator as a request body's: ``refuse_json_bools`` applied. For a route that
     reads its body itself rather than declaring it (``api.params`` hardens the declared ones);
     build it once, at import."""
-    return refuse_json_bools(model.__pydantic_core_schema__) or model.__pydantic_validator__
+    try:
+        return refuse_json_bools(model.__pydantic_core_schema__) or model.__pydantic_validator__
+    except Exception:  # a Pydantic release whose schema internals moved: the model's own (lax) validator
+        return model.__pydantic_validator__
