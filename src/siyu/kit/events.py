@@ -29,7 +29,7 @@ EVENTS = {
     "order.cancelled": "an unpaid order was cancelled (order_id, member_id, reason)",
     "order.shipped": "order_id, member_id",
     "order.completed": "order_id, member_id",
-    "order.refunded": "a refund succeeded (order_id, member_id, refund_id, amount, lines, full)",
+    "order.refunded": "a refund succeeded (order_id, member_id, refund_id, amount, freight_amount, lines, full)",
     "order.refund_failed": "the payment provider refused a refund for good (order_id, member_id, refund_id, aftersale_id, "
     "amount, reason)",
     "aftersale.requested": "a customer asked for an after-sale (aftersale_id, order_id, member_id, kind, status, refund_amount)",
@@ -42,7 +42,7 @@ EVENTS = {
     "member.registered": "a new member registered (member_id, channel)",
     "coupon.issued": "a coupon entered a wallet (coupon_id, template_id, member_id, source)",
     "coupon.expiring": "a coupon expires soon; once per coupon (coupon_id, member_id, template_id, valid_until)",
-    "group_buy.team_opened": "a leader opened a group-buy team (team_id, group_buy_id, member_id, order_id, expires_at)",
+    "group_buy.team_opened": "a leader's payment opened a group-buy team (team_id, group_buy_id, member_id, order_id, expires_at)",
     "group_buy.succeeded": "every seat paid, or virtual success (team_id, group_buy_id, virtual, order_ids, member_ids)",
     "group_buy.failed": "a team timed out; paid members refunded (team_id, group_buy_id, reason, refunded_order_ids, member_ids)",
     "bargain.started": "a member started a bargain (bargain_id, activity_id, member_id, start_price, floor_price)",
