@@ -245,3 +245,27 @@ class ChannelScan(IdMixin, TenantMixin, Base):
     anonymous_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     member_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     scanned_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ActivityTagRule(IdMixin, TenantMixin, TimestampMixin, Base):
+    """A tag a member gets by taking part in an activity (``siyu.members.activity_tags``).
+
+    ``activity_kind``: ``coupon`` (a coupon template) | ``flash_sale`` | ``group_buy`` | ``bargain``
+    (a bargain activity) | ``promotion`` (any promotion kind). ``moment`` (``on`` in the API):
+    ``joined`` (took part: a coupon received, a bargain started) | ``paid`` (an order of the
+    activity paid). No foreign key to ``tags``: a tag deleted later leaves the rule behind, and the
+    rule is skipped.
+    """
+
+    __tablename__ = "activity_tag_rules"
+    __table_args__ = (
+        # the convention's name would pass PostgreSQL's 63 characters
+        UniqueConstraint(
+            "merchant_id", "activity_kind", "activity_id", "tag_id", "moment", name="uq_activity_tag_rules_rule"
+        ),
+    )
+
+    activity_kind: Mapped[str] = mapped_column(String(20))
+    activity_id: Mapped[int] = mapped_column(BigId)
+    tag_id: Mapped[int] = mapped_column(BigId)
+    moment: Mapped[str] = mapped_column(String(10))
