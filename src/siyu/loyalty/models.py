@@ -39,7 +39,9 @@ SPEND = "spend"
 EXPIRE = "expire"
 REVERSE = "reverse"
 ADJUST = "adjust"
-ENTRY_KINDS = (EARN, SPEND, EXPIRE, REVERSE, ADJUST)
+MERGE_OUT = "merge_out"  # a member merge: the dropped member's points leave (``merge.merge_members``)
+MERGE_IN = "merge_in"  # ... and arrive on the kept member, lot by lot with their expiry
+ENTRY_KINDS = (EARN, SPEND, EXPIRE, REVERSE, ADJUST, MERGE_OUT, MERGE_IN)
 
 CARD_ACTIVE = "active"
 CARD_REVOKED = "revoked"

@@ -569,3 +569,29 @@ def coupon_template_names(session: Session, merchant_id: int, ids: set[int]) -> 
         .where(CouponTemplate.merchant_id == merchant_id, CouponTemplate.id.in_(sorted(ids)))
     )
     return {int(i): str(n) for i, n in rows}
+
+
+# -- member merge (``merge.merge_members``) ----------------------------------------------------------
+
+
+def move_active_cards(session: Session, merchant_id: int, drop_id: int, keep_id: int, now: dt.datetime) -> int:
+    """Active cards not yet ended (renewals that start later too) re-pointed to ``keep_id``."""
+    result = session.execute(
+        update(MemberCard)
+        .where(MemberCard.merchant_id == merchant_id, MemberCard.member_id == drop_id,
+               MemberCard.status == CARD_ACTIVE, MemberCard.ends_at > now)
+        .values(member_id=keep_id)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def move_pending_rewards(session: Session, merchant_id: int, drop_id: int, keep_id: int) -> int:
+    result = session.execute(
+        update(PendingReward)
+        .where(PendingReward.merchant_id == merchant_id, PendingReward.member_id == drop_id,
+               PendingReward.status == "pending")
+        .values(member_id=keep_id)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -31,9 +31,28 @@ one wins, else the merchant's binding rule; never a self-invite or a ring); the 
 member's invite code keeps working for the kept member; two distributor accounts are folded
 into one (ledger, commissions, withdrawals and buckets together).
 
+Loyalty (``siyu.loyalty.merge.merge_members``): the person's whole standing moves. Points go
+through the append-only ledger (a ``merge_out`` entry on the dropped account, a ``merge_in`` on
+the kept one, keys ``merge:<drop_id>:out|in``), lot by lot with their expiry dates, so the
+dropped account ends at 0 and the expiry job still expires them on time; points earned/spent
+totals follow (earned points count for the kept member's level). Growth moves by ``merge_out``
+/ ``merge_in`` growth entries, paid spend and paid orders are added. The kept member takes the
+highest of the two levels and the level the combined figures reach (history reason
+``merge``); active paid cards and pending coupon rewards move. Check-ins are not combined: the
+kept member's streak stands.
+
+Coupons (``siyu.coupons.merge.merge_members``): unused coupons move to the kept member's wallet;
+locked ones move too, still held by the dropped member's pending order (paid: used; cancelled:
+back as unused in the kept member's wallet); used/expired/voided stay as history. Per-template
+claim counters are added up so the per-member limit holds for the person.
+
+Both are idempotent (ledger keys; emptied rows and zeroed counters), so a retried merge moves
+nothing twice; what moved is recorded in the ``MemberMerge`` row.
+
 Not moved (they stay under the merged member id, which the ``MemberMerge`` row links):
-orders, order lines, payments, refunds, after-sales, points and coupons (ledgers are
-append-only and audited), cart items, member statistics and segment memberships (recomputed).
+orders, order lines, payments, refunds, after-sales, the points/growth ledger history written
+before the merge, used/expired/voided coupons, check-ins, cart items, member statistics and
+segment memberships (recomputed).
 The merged row keeps its openid (unique per merchant) so a later login with it is redirected
 to the kept member; its unionid and phone move to the kept member.
 """
@@ -210,6 +229,11 @@ def merge_members(session: Session, merchant_id: int, a: Member, b: Member, *, r
     from siyu.referral import service as referral
 
     moved.update(referral.merge_members(session, merchant_id, drop.id, keep.id))
+    from siyu.coupons import merge as coupons_merge
+    from siyu.loyalty import merge as loyalty_merge
+
+    moved.update(loyalty_merge.merge_members(session, merchant_id, drop.id, keep.id))
+    moved.update(coupons_merge.merge_members(session, merchant_id, drop.id, keep.id))
     for name in _PROFILE_FILL:
         if getattr(keep, name) in (None, "") and getattr(drop, name) not in (None, ""):
             setattr(keep, name, getattr(drop, name))
