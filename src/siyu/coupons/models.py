@@ -12,6 +12,8 @@
   cancelled / fully refunded while still valid; ``expired`` after its validity). ``unused →
   expired`` by the expiry job, ``unused → voided`` by an operator. ``idempotency_key`` is unique
   per merchant: a retried issue returns the first coupon.
+- ``CouponTemplate.level_ids``: a level-exclusive coupon (等级专属券) is received only by members
+  whose effective level is one of these (``service.check_level``); ``[]``: everyone.
 - ``CouponCode``: one-time redeem codes of a template; redeemed once by a conditional update.
 """
 
@@ -104,6 +106,9 @@ class CouponTemplate(IdMixin, TenantMixin, TimestampMixin, Base):
     channels: Mapped[list[str]] = mapped_column(JSONDoc, default=list)
     after_payment_min_amount: Mapped[int] = mapped_column(Integer, default=0)  # fen paid to earn it
     expiry_reminder_days: Mapped[int] = mapped_column(Integer, default=3)  # 0: no reminder
+    # Level-exclusive coupon (等级专属券): loyalty level ids whose members may receive it; [] = everyone.
+    # Checked at receipt (``service.check_level``), never at checkout.
+    level_ids: Mapped[list[int]] = mapped_column(JSONDoc, default=list, server_default="[]")
     status: Mapped[str] = mapped_column(String(16), default=DRAFT)
 
 

@@ -42,11 +42,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+LEVEL_RULE = (
+    "level-exclusive coupon (等级专属券): only members whose effective level (the rules level, or an active paid "
+    "card's level when higher: the level whose benefits apply now) is one of these loyalty levels may receive it, "
+    "by any channel (self-claim and redeem code: 403 coupon_level_required, nothing changed; operator bulk issue: "
+    "the others are counted in refused.coupon_level_required; registration / after-payment / other modules: not "
+    "issued to the others). Empty or omitted: everyone. Checked at receipt only: a coupon already held stays "
+    "usable at checkout when the member's level later drops. Ids must be the merchant's levels (422 "
+    "coupon_level_unknown at level_ids); they may change after coupons were issued."
+)
+
 TEMPLATE_RULES = (
     "Each bound of a field is stated here and checked with its own field code (cap_negative, limit_invalid ...), "
     "as are the rules between fields: the kind decides which of amount / threshold / percent_off / max_discount "
     "apply; validity_mode fixed needs valid_until (after valid_from) and no valid_days, relative needs valid_days "
-    "and no dates; issue_ends_at is after issue_starts_at; times carry a UTC offset (timezone_required)."
+    "and no dates; issue_ends_at is after issue_starts_at; times carry a UTC offset (timezone_required). "
+    + "level_ids: " + LEVEL_RULE
 )
 
 
@@ -109,6 +120,7 @@ class TemplateFields(Strict):
         default=None, description="coupon.expiring this many days before (0: off)",
         json_schema_extra=_states(minimum=0, maximum=60),
     )
+    level_ids: list[_PositiveId] | None = Field(default=None, max_length=100, description=LEVEL_RULE)
     status: TemplateStatus | None = None
 
 
@@ -148,17 +160,32 @@ class TemplateOut(BaseModel):
     channels: list[str]
     after_payment_min_amount: int
     expiry_reminder_days: int
+    level_ids: list[int] = Field(description=LEVEL_RULE)
     status: str
     created_at: dt.datetime
     updated_at: dt.datetime
 
 
+class LevelRef(BaseModel):
+    id: int
+    name: str
+
+
 class ClaimableOut(BaseModel):
+    """One template of the store's coupon centre (领券中心). A level-exclusive template is listed to
+    every member, marked 会员专享 (the member sees what a higher level brings, which is the point of
+    such a coupon); ``level_required`` names its levels, and for a member outside them
+    ``can_claim`` is false with ``reason`` ``coupon_level_required``."""
+
     template: TemplateOut
     remaining: int | None
     received: int
     can_claim: bool
-    reason: str | None = None
+    reason: str | None = Field(default=None, description="why can_claim is false: an error code of the claim "
+                               "(coupon_sold_out, coupon_limit_reached, coupon_not_started, coupon_level_required)")
+    level_required: list[LevelRef] | None = Field(
+        default=None, description="level-exclusive coupon: the levels that may claim it (null: everyone)"
+    )
 
 
 class CouponOut(BaseModel):

@@ -11,6 +11,31 @@ All three happen in a savepoint, so a refusal leaves no counter moved even when 
 catches the error and goes on (bulk issue). Rows are always locked in the same order
 (template, then the member counter), so concurrent claims never deadlock.
 
+Level-exclusive coupons (等级专属券, ``CouponTemplate.level_ids``; empty = everyone): the member's
+*effective* level (``siyu.loyalty.service.effective_level``: the rules level, or an active paid
+card's level when that ranks higher — the level whose benefits apply now, as the member price
+and points multiplier use) must be one of them when the coupon is received. ``issue_once`` checks
+it for every channel, after the key lookup (a retry replays its first coupon) and before any
+counter moves, so a refusal changes nothing:
+
+- self-claim (领券) and redeem codes: 403 ``coupon_level_required`` naming the levels; the code
+  stays unredeemed;
+- operator bulk issue: members outside the levels are skipped and counted in
+  ``refused["coupon_level_required"]`` (an operator who wants to reach them issues a template
+  without levels: the restriction is part of what the merchant promised about this coupon);
+- registration / after-payment: not issued to them (logged, as a sold-out template is);
+- other modules through ``issue_to_member`` (level rewards, birthday coupons, points mall,
+  journeys, lottery): refused with ``coupon_level_required`` for a member outside the levels, so a
+  points-mall purchase spends nothing; a level reward is issued after the move, so the member
+  reaching the level receives that level's exclusive coupon.
+
+The restriction is at receipt only: a coupon held stays usable at checkout (and is returned to
+the wallet by a cancel or refund) even when the member's level later drops (what the member was
+given is theirs); pricing never looks at levels. ``level_ids`` may change after coupons were issued (it is
+not one of the frozen discount rules); only the ids an update adds are checked to be the
+merchant's levels, so a template keeps working after one of its levels was deleted (that id
+then matches nobody).
+
 Wallet lifecycle::
 
     unused ──submit (lock, conditional)──► locked ──order.paid──► used
@@ -74,6 +99,7 @@ from siyu.coupons.schemas import (
     CouponOut,
     IssueIn,
     IssueOut,
+    LevelRef,
     TemplateFields,
     TemplateIn,
     TemplateOut,
@@ -87,6 +113,7 @@ from siyu.kit.events import emit
 from siyu.kit.money import percent_of, yuan
 from siyu.kit.outbox import enqueue
 from siyu.kit.timeutil import utcnow
+from siyu.loyalty import repository as loyalty_repo
 from siyu.orders.pricing import COUPONS, PricedLine, PricingContext
 
 log = logging.getLogger("siyu.coupons")
@@ -121,6 +148,9 @@ _MESSAGES = {
     "coupon_no_discount": (409, "该优惠券对本单没有优惠", "The coupon takes nothing off this order"),
     "coupon_not_stackable": (409, "这些优惠券不能同时使用", "These coupons cannot be used together"),
     "coupon_not_voidable": (409, "只有未使用的优惠券可以作废", "Only an unused coupon can be voided"),
+    "coupon_level_required": (
+        403, "该优惠券仅限 {levels} 会员领取", "Only members of level {levels} can receive this coupon"
+    ),
 }
 register_messages({k: v for k, v in _MESSAGES.items() if k not in catalogue()})
 
@@ -279,13 +309,13 @@ def _apply_fields(t: CouponTemplate, body: TemplateFields) -> None:
         data["percent_off_bp"] = bp if bp is not None else (pct * 100 if pct is not None else 0)
     if "channels" in data and data["channels"] is not None:
         data["channels"] = sorted(set(data["channels"]))
-    for name in ("scope_ids", "excluded_product_ids"):
+    for name in ("scope_ids", "excluded_product_ids", "level_ids"):
         if name in data and data[name] is not None:
             data[name] = sorted(set(data[name]))
     for name, value in data.items():
         if value is None and name in ("name", "kind", "scope", "validity_mode", "channels", "status", "stackable",
                                       "amount", "threshold", "per_member_limit", "after_payment_min_amount",
-                                      "expiry_reminder_days", "scope_ids", "excluded_product_ids"):
+                                      "expiry_reminder_days", "scope_ids", "excluded_product_ids", "level_ids"):
             continue
         setattr(t, name, _aware(value) if isinstance(value, dt.datetime) and value.tzinfo else value)
 
@@ -309,6 +339,27 @@ def _check_scope_ids(
         raise not_found("商品", "Product")
 
 
+def _check_level_ids(
+    session: Session, merchant_id: int, t: CouponTemplate, before: CouponTemplate | None = None
+) -> None:
+    """The levels of a level-exclusive coupon are the merchant's loyalty levels: else 422, one
+    ``coupon_level_unknown`` at ``level_ids`` per unknown id, naming it (the list is stored sorted,
+    so an index would not point into what the client sent). On an update only the ids it adds
+    are looked up (a template keeps its deleted level's id, which then matches nobody)."""
+    old = set(before.level_ids or []) if before is not None else set()
+    added = [lid for lid in t.level_ids or [] if lid not in old]
+    if not added:
+        return
+    known = {lv.id for lv in loyalty_repo.levels(session, merchant_id)}
+    errors = [
+        _field("level_ids", "coupon_level_unknown", f"level {lid} is not a member level of this store",
+               f"会员等级 {lid} 不存在")
+        for lid in added if lid not in known
+    ]
+    if errors:
+        raise DomainError("validation_error", fields=errors)
+
+
 def create_template(
     session: Session, merchant_id: int, body: TemplateIn, *, actor: Actor
 ) -> CouponTemplate:
@@ -316,13 +367,14 @@ def create_template(
         merchant_id=merchant_id, name=body.name, kind=body.kind, amount=0, threshold=0, percent_off_bp=0,
         scope=SCOPE_ALL, scope_ids=[], excluded_product_ids=[], stackable=False, validity_mode=VALID_FIXED,
         issued=0, per_member_limit=1, channels=[CH_CLAIM], after_payment_min_amount=0, expiry_reminder_days=3,
-        status=DRAFT,
+        level_ids=[], status=DRAFT,
     )
     _apply_fields(t, body)
     if t.status == STOPPED:
         raise DomainError("coupon_template_state_invalid", status="new", target=STOPPED)
     validate_template(t)
     _check_scope_ids(session, merchant_id, t)
+    _check_level_ids(session, merchant_id, t)
     session.add(t)
     session.flush()
     audit.record(session, merchant_id, "coupon_template", t.id, "created", to_state=t.status, actor=actor,
@@ -357,6 +409,7 @@ def update_template(
         raise DomainError("coupon_template_in_use")
     validate_template(draft)
     _check_scope_ids(session, merchant_id, draft, before=t)
+    _check_level_ids(session, merchant_id, draft, before=t)
     for c in CouponTemplate.__table__.columns:
         if c.key not in ("id", "merchant_id", "issued", "created_at"):
             setattr(t, c.key, getattr(draft, c.key))
@@ -406,6 +459,44 @@ def check_issuable(t: CouponTemplate, now: dt.datetime) -> None:
         raise DomainError("coupon_ended")
 
 
+def _level_names(session: Session, merchant_id: int) -> dict[int, str]:
+    return {lv.id: lv.name for lv in loyalty_repo.levels(session, merchant_id)}
+
+
+def level_required(session: Session, merchant_id: int, t: CouponTemplate) -> list[LevelRef] | None:
+    """The levels a level-exclusive template names (ladder order; a deleted level's id is left
+    out), or None when everyone may receive it."""
+    if not t.level_ids:
+        return None
+    return _level_refs(_level_names(session, merchant_id), t)
+
+
+def _level_refs(names: dict[int, str], t: CouponTemplate) -> list[LevelRef]:
+    wanted = set(t.level_ids)
+    return [LevelRef(id=lid, name=name) for lid, name in names.items() if lid in wanted]
+
+
+def member_level_id(session: Session, merchant_id: int, member_id: int, now: dt.datetime | None = None) -> int | None:
+    """The id of the member's effective level (rules level or an active card's, the higher)."""
+    from siyu.loyalty import service as loyalty
+
+    lv, _, _ = loyalty.effective_level(session, merchant_id, member_id, now)
+    return lv.id if lv is not None else None
+
+
+def check_level(
+    session: Session, merchant_id: int, t: CouponTemplate, member_id: int, now: dt.datetime | None = None
+) -> None:
+    """403 ``coupon_level_required`` (naming the levels) unless the member may receive this
+    level-exclusive template now; a template without levels is for everyone."""
+    if not t.level_ids or member_level_id(session, merchant_id, member_id, now) in t.level_ids:
+        return
+    refs = level_required(session, merchant_id, t) or []
+    names = "、".join(r.name for r in refs) or "-"
+    raise DomainError("coupon_level_required", levels=names, levels_en=", ".join(r.name for r in refs) or "-",
+                      level_ids=",".join(str(i) for i in t.level_ids))
+
+
 def issue_to_member(
     session: Session,
     merchant_id: int,
@@ -419,9 +510,11 @@ def issue_to_member(
     """Put one coupon of the template in the member's wallet; the stable entry point for other
     modules (lottery, journeys, referral...). Idempotent by ``idempotency_key`` (unique per
     merchant): a retry returns the first coupon, whatever changed since. Respects the template's
-    status, issue window, total quantity and per-member limit; raises ``coupon_sold_out``,
-    ``coupon_limit_reached``, ``coupon_template_inactive``, ``coupon_not_started``,
-    ``coupon_ended``, or 404 for a template or member of another merchant. Never commits;
+    status, issue window, levels (a level-exclusive template goes only to members whose effective
+    level is one of its ``level_ids``), total quantity and per-member limit; raises
+    ``coupon_sold_out``, ``coupon_limit_reached``, ``coupon_template_inactive``,
+    ``coupon_not_started``, ``coupon_ended``, ``coupon_level_required``, or 404 for a template or
+    member of another merchant. Never commits;
     a refusal leaves nothing changed (savepoint).
     """
     return issue_once(session, merchant_id, template_id, member_id, source=source,
@@ -454,6 +547,7 @@ def issue_once(
     if not repo.member_exists(session, merchant_id, member_id):
         raise not_found("会员", "Member")
     check_issuable(t, now)
+    check_level(session, merchant_id, t, member_id, now)
     valid_from, valid_until = _validity(t, now)
     remind_at = valid_until - dt.timedelta(days=t.expiry_reminder_days) if t.expiry_reminder_days else None
     try:
@@ -553,7 +647,9 @@ def redeem(
 ) -> tuple[MemberCoupon, bool]:
     """One-time code → coupon; returns ``(coupon, created)``. The code is the request's natural
     idempotency key: redeeming one's own code again returns the same coupon (``created`` False,
-    answered 200 with ``Idempotent-Replayed: true``); another member's is ``coupon_code_used``."""
+    answered 200 with ``Idempotent-Replayed: true``); another member's is ``coupon_code_used``.
+    A member outside a level-exclusive template's levels is refused (``coupon_level_required``)
+    and the code stays unredeemed, for a member who qualifies."""
     now = now or utcnow()
     row = repo.code_row(session, merchant_id, code.strip().upper())
     if row is None:
@@ -569,6 +665,7 @@ def redeem(
     if t is None or CH_CODE not in t.channels:
         raise DomainError("coupon_channel_closed")
     check_issuable(t, now)
+    check_level(session, merchant_id, t, member_id, now)  # before the code is taken: it stays unredeemed
     if not repo.redeem_code(session, merchant_id, row.id, member_id, now):
         # A concurrent redeem took it first: ours if it was this member's retry.
         session.expire(row)
@@ -585,7 +682,9 @@ def redeem(
 def bulk_issue(
     session: Session, merchant_id: int, template_id: int, body: IssueIn, *, actor: Actor, now: dt.datetime | None = None
 ) -> IssueOut:
-    """Operator issue to members matching every given condition; idempotent per ``batch_key``."""
+    """Operator issue to members matching every given condition; idempotent per ``batch_key``.
+    For a level-exclusive template the members outside its levels are skipped and counted in
+    ``refused["coupon_level_required"]`` (the others are issued)."""
     t = get_template(session, merchant_id, template_id)
     conditions = (body.member_ids, body.province, body.city, body.gender, body.tag_id)
     if all(c is None for c in conditions):
@@ -716,9 +815,17 @@ def wallet_out(session: Session, merchant_id: int, coupons: list[MemberCoupon], 
 
 
 def claimable(session: Session, merchant_id: int, member_id: int | None, now: dt.datetime | None = None) -> list[ClaimableOut]:
+    """The coupon centre (领券中心): active templates with the claim channel. Level-exclusive ones
+    are listed to every member with ``level_required``; ``can_claim`` is false (reason
+    ``coupon_level_required``) for a member whose effective level is not one of them, so the
+    page can show them greyed out as 会员专享 (what a higher level unlocks) rather than hide them.
+    One effective level read per call, only when some template is level-exclusive."""
     now = now or utcnow()
     templates = [t for t in repo.active_templates(session, merchant_id) if CH_CLAIM in t.channels]
     received = repo.received_counts(session, merchant_id, member_id, [t.id for t in templates]) if member_id else {}
+    exclusive = any(t.level_ids for t in templates)
+    names = _level_names(session, merchant_id) if exclusive else {}
+    mine_level = member_level_id(session, merchant_id, member_id, now) if exclusive and member_id else None
     out = []
     for t in templates:
         reason = None
@@ -734,8 +841,11 @@ def claimable(session: Session, merchant_id: int, member_id: int | None, now: dt
             reason = "coupon_sold_out"
         if reason is None and mine >= t.per_member_limit:
             reason = "coupon_limit_reached"
+        if reason is None and t.level_ids and mine_level not in t.level_ids:
+            reason = "coupon_level_required"
         out.append(ClaimableOut(template=template_out(t), remaining=remaining, received=mine,
-                                can_claim=reason is None, reason=reason))
+                                can_claim=reason is None, reason=reason,
+                                level_required=_level_refs(names, t) if t.level_ids else None))
     return out
 
 
