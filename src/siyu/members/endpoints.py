@@ -20,6 +20,7 @@ from siyu.db.session import unit_of_work
 from siyu.kit.errors import DomainError
 from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
 from siyu.members import (  # noqa: F401  (the routes of these modules are on admin / store)
+    activity_tags_endpoints,
     channel_endpoints,
     owners_endpoints,
     privacy_endpoints,

@@ -1,10 +1,11 @@
 """Member jobs: rule tags and tag templates (daily, and after a member changes); the loyalty
-task ``complete_profile`` when a profile becomes complete."""
+task ``complete_profile`` when a profile becomes complete. Activity tags subscribe in
+``siyu.members.activity_tags`` (imported here so the worker registers them)."""
 
 from __future__ import annotations
 
 from siyu.kit.events import subscribe
-from siyu.members import profile, tags
+from siyu.members import activity_tags, profile, tags  # noqa: F401  (activity_tags: its event handlers)
 from siyu.worker.registry import JobContext, job_handler
 
 
