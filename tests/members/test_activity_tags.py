@@ -180,6 +180,24 @@ def test_a_coupon_template_tags_on_receiving_by_default_and_a_bargain_on_start_w
     assert [e[0] for e in _log(session_factory, tenant.id, member)].count(coupon_tag) == 1
 
 
+def test_a_coupon_template_set_to_paid_tags_when_a_coupon_of_it_is_spent_on_a_paid_order(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    template = make_template(session_factory, tenant.id)
+    tag = _tag(client, tenant, "用券下单")
+    ok(_put(client, tenant, "coupon", template, [{"tag_id": tag, "on": "paid"}]))
+    sku = make_sku(session_factory, tenant.id, price=10000, stock=50)
+    headers, member = login(client, tenant)
+    coupon = give(session_factory, tenant.id, template, member)
+    _drain(session_factory, settings, tenant)
+    assert _member_tags(session_factory, tenant.id, member) == {}  # received only: this rule waits for payment
+    order = submit_items(client, headers, [(sku, 1)], coupon_ids=[coupon])
+    assert order.status_code == 201, order.text
+    _pay(client, headers, order.json()["id"])
+    _drain(session_factory, settings, tenant)
+    assert _member_tags(session_factory, tenant.id, member) == {tag: f"activity:coupon:{template}"}
+
+
 def test_a_paid_order_that_took_a_spend_and_save_discount_tags_its_buyer(
     client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
