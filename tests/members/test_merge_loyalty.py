@@ -36,10 +36,11 @@ from siyu.loyalty.models import (
 )
 from siyu.members.models import Member, MemberMerge
 from siyu.orders import checkout
+from siyu.orders.models import Order
 from siyu.orders.schemas import CheckoutIn
 from tests.conftest import Tenant
 from tests.coupons.helpers import make_product_sku, make_template
-from tests.factories.orders import make_address
+from tests.factories.orders import make_address, submit_order
 from tests.loyalty.helpers import add_level
 from tests.members.api_helpers import STORE, login
 
@@ -207,3 +208,56 @@ def test_merge_of_a_member_with_no_loyalty_rows_moves_nothing(
     assert not [e for e in _rows(session_factory, PointsEntry, tenant.id) if e.idempotency_key.startswith("merge:")]
     [merge] = _rows(session_factory, MemberMerge, tenant.id, merged_member_id=drop_id)
     assert (merge.moved["points"], merge.moved["growth"], merge.moved["coupons_unused"]) == (0, 0, 0)
+
+
+def _merge(client: TestClient, keep: dict[str, str], drop: dict[str, str]) -> None:
+    code = f"sandbox-{uuid.uuid4().int % 10**8}"
+    assert client.post(f"{STORE}/me/phone", json={"code": code}, headers=drop).status_code == 200
+    assert client.post(f"{STORE}/me/phone", json={"code": code}, headers=keep).status_code == 200
+
+
+def test_orders_placed_before_the_merge_count_for_the_kept_member_after_it(
+    client: TestClient, tenant: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    """A pending order of the merged member cancelled after the merge gives its spent points back
+    to the kept member (with the expiry of the lot they came from); one paid after the merge earns
+    there, and its refund takes back from there: the merged member stays at zero throughout."""
+    m = tenant.id
+    keep_id, keep = login(client, tenant)
+    drop_id, drop = login(client, tenant)
+    soon = utcnow() + dt.timedelta(days=5)
+    sku, _, _ = make_product_sku(session_factory, m, price=3000)
+    make_address(session_factory, m, drop_id)
+    checkout_spend = 10**9 + drop_id  # the order of a checkout that spent points, left unpaid
+    with unit_of_work(session_factory) as s:
+        ledger.award(s, m, drop_id, 100, reason="order", idempotency_key="d-earn", expires_at=soon)
+        loyalty.record_checkout_spend(s, m, drop_id, checkout_spend, 40)
+    pending = submit_order(session_factory, m, drop_id, [(sku, 1)]).id
+    _merge(client, keep, drop)
+    assert _account(session_factory, m, keep_id) == (60, 100, 40)
+    assert _account(session_factory, m, drop_id) == (0, 0, 0)
+
+    with unit_of_work(session_factory) as s:
+        loyalty.on_order_cancelled(s, m, checkout_spend)
+    assert _account(session_factory, m, keep_id) == (100, 100, 0)
+    assert _account(session_factory, m, drop_id) == (0, 0, 0)
+    lots = _open_lots(session_factory, m, keep_id)
+    assert sorted(n for n, _ in lots) == [40, 60] and all(_same_instant(e, soon) for _, e in lots)
+
+    with unit_of_work(session_factory) as s:
+        order = s.get(Order, pending)
+        assert order is not None
+        order.paid_amount, order.paid_at = order.payable_amount, utcnow()
+        paid_total, paid = order.payable_amount, order.payable_amount - order.freight_amount
+    with unit_of_work(session_factory) as s:
+        loyalty.on_order_paid(s, m, pending)
+    earned = paid // 100
+    assert _account(session_factory, m, keep_id) == (100 + earned, 100 + earned, 0)
+    assert _state(session_factory, m, keep_id)[1:] == (earned, paid_total, 1)
+    assert _account(session_factory, m, drop_id) == (0, 0, 0)
+    with unit_of_work(session_factory) as s:
+        loyalty.on_order_refunded(s, m, pending, 10**9 + pending, paid_total, full=True)
+    assert _account(session_factory, m, keep_id) == (100, 100, 0)
+    assert _state(session_factory, m, keep_id)[1:] == (0, 0, 0)
+    assert _account(session_factory, m, drop_id) == (0, 0, 0)
+    assert _state(session_factory, m, drop_id)[1:] == (0, 0, 0)

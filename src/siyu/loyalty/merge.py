@@ -28,6 +28,10 @@ more (the ledger keys below are unique per merchant, and the counters it empties
   Their refund still revokes them (cards are found by order).
 - **Pending coupon rewards** (``loyalty_pending_rewards``) move, so the daily job issues them to
   the kept member.
+- **Orders placed before the merge** stay the merged member's (``members.service``), but their
+  loyalty follows the person: paid, completed, cancelled or refunded after the merge, their
+  points, growth, paid counters and the reversals of them land on the kept member
+  (``repo.holder``: ``service._order_and_lines`` and ``points.reverse`` follow the merge).
 - **Check-in**: the kept member's check-ins and streak stand; the dropped member's stay as its
   history (neither streak nor "Nth check-in ever" counts are combined: one check-in per local
   day per member and merging two calendars would invent days).

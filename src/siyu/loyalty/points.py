@@ -28,6 +28,12 @@ Reversals (``reverse``) undo part or all of an earlier entry, never more than it
   the meantime does not get them back — they go into a new lot with the merchant's expiry
   counted from now.
 
+After a member merge (``merge.merge_members``) the merged member's points live on the kept
+member's account, so a reversal of one of its entries (an order placed before the merge and
+cancelled or refunded after it) works on the kept member's account: an earn is taken back from
+the kept member's soonest-expiring lots, a spend's points come back in new lots of the kept
+member with the expiry of the lots they came from (``repo.holder`` finds the kept member).
+
 Expiry runs in the hourly job (``loyalty.hourly``): a lot past its expiry can still be spent
 until that job has written its ``expire`` entry (spends take the soonest-expiring lots first,
 so they take those). ``points.expiring`` is emitted once per lot, ``notice_days`` before.
@@ -447,25 +453,29 @@ def reverse(
     if original is None or original.delta == 0:
         return None
     now = now or utcnow()
-    member_id = original.member_id
+    member_id = repo.holder(session, merchant_id, original.member_id)  # merged: the kept member
     repo.lock_account(session, merchant_id, member_id)  # the member's points mutex, before reading lots
+    kept = repo.holder(session, merchant_id, member_id)
+    if kept != member_id:  # a merge (which locks both accounts) committed while this waited
+        member_id = kept
+        repo.lock_account(session, merchant_id, member_id)
     left = abs(original.delta) - _reversed_so_far(session, merchant_id, original)
     wanted = left if points is None else min(points, left)
     if wanted <= 0:
         return None
     with session.begin_nested():
         if original.delta > 0:
-            entry = _reverse_earn(session, merchant_id, original, wanted, reason, ref, idempotency_key, now)
+            entry = _reverse_earn(session, merchant_id, member_id, original, wanted, reason, ref, idempotency_key, now)
         else:
-            entry = _reverse_spend(session, merchant_id, original, wanted, reason, ref, idempotency_key, now)
+            entry = _reverse_spend(session, merchant_id, member_id, original, wanted, reason, ref, idempotency_key,
+                                   now)
     return entry
 
 
 def _reverse_earn(
-    session: Session, merchant_id: int, original: PointsEntry, wanted: int, reason: str, ref: str | None, key: str,
-    now: dt.datetime,
+    session: Session, merchant_id: int, member_id: int, original: PointsEntry, wanted: int, reason: str,
+    ref: str | None, key: str, now: dt.datetime,
 ) -> PointsEntry:
-    member_id = original.member_id
     acct = repo.lock_account(session, merchant_id, member_id)
     take = min(wanted, acct.balance)
     balance = acct.balance
@@ -481,16 +491,16 @@ def _reverse_earn(
     session.add(entry)
     session.flush()
     if take:
+        own = repo.lot_of_entry(session, merchant_id, original.id)  # after a merge: another member's, empty
         _take_from_lots(session, merchant_id, member_id, entry.id, take,
-                        first_lot=repo.lot_of_entry(session, merchant_id, original.id))
+                        first_lot=own if own is not None and own.member_id == member_id else None)
     return entry
 
 
 def _reverse_spend(
-    session: Session, merchant_id: int, original: PointsEntry, wanted: int, reason: str, ref: str | None, key: str,
-    now: dt.datetime,
+    session: Session, merchant_id: int, member_id: int, original: PointsEntry, wanted: int, reason: str,
+    ref: str | None, key: str, now: dt.datetime,
 ) -> PointsEntry:
-    member_id = original.member_id
     balance = repo.credit(session, merchant_id, member_id, wanted, earned=0,
                           unspent=wanted if original.kind == SPEND else 0)
     entry = PointsEntry(
@@ -501,6 +511,7 @@ def _reverse_spend(
     session.flush()
     left = wanted
     orphan = 0
+    moved: dict[dt.datetime | None, int] = {}  # lots of a member merged since: back as new lots, same expiry
     for use in repo.lot_uses(session, merchant_id, original.id):
         if left <= 0:
             break
@@ -511,10 +522,16 @@ def _reverse_spend(
         left -= back
         lt = repo.lot(session, merchant_id, use.lot_id)
         if lt is not None and lt.expired_at is None and (lt.expires_at is None or lt.expires_at > now):
-            lt.remaining += back
+            if lt.member_id == member_id:
+                lt.remaining += back
+            else:
+                moved[lt.expires_at] = moved.get(lt.expires_at, 0) + back
         else:
             orphan += back
     orphan += left
+    for expires_at, back in moved.items():
+        session.add(PointsLot(merchant_id=merchant_id, member_id=member_id, entry_id=entry.id, points=back,
+                              remaining=back, expires_at=expires_at, created_at=now))
     if orphan:
         session.add(PointsLot(
             merchant_id=merchant_id, member_id=member_id, entry_id=entry.id, points=orphan, remaining=orphan,

@@ -595,3 +595,18 @@ def move_pending_rewards(session: Session, merchant_id: int, drop_id: int, keep_
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def holder(session: Session, merchant_id: int, member_id: int) -> int:
+    """The member whose loyalty ``member_id``'s is now: itself, or (after a member merge) the
+    member it was merged into, following a chain of merges."""
+    from siyu.members.models import MEMBER_MERGED, Member
+
+    for _ in range(10):
+        row = session.execute(
+            select(Member.status, Member.merged_into).where(Member.merchant_id == merchant_id, Member.id == member_id)
+        ).first()
+        if row is None or row[0] != MEMBER_MERGED or row[1] is None:
+            break
+        member_id = int(row[1])
+    return member_id

@@ -580,13 +580,30 @@ def complete_task(
     return TaskOut(task=task, rewarded=True, points=points, growth=rule.growth)
 
 
+class _MergedOrder:
+    """An order of a member merged since it was placed, as loyalty sees it: every attribute the
+    order's, but ``member_id`` the kept member (its points, growth, counters and cards go there)."""
+
+    def __init__(self, order: Any, member_id: int) -> None:
+        self._order = order
+        self.member_id = member_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._order, name)
+
+
 def _order_and_lines(session: Session, merchant_id: int, order_id: int) -> tuple[Any, list[Any]]:
+    """The order and its lines. The order of a member merged into another (``members.service``)
+    counts for the kept member: paid, completed and refunded after the merge, its loyalty lands
+    where the person's standing now is, not on the emptied merged member."""
     from siyu.orders import repository as orders_repo
 
     order = orders_repo.order(session, merchant_id, order_id)
     if order is None:
         raise not_found("订单", "Order")
-    return order, orders_repo.order_lines(session, merchant_id, order_id)
+    lines = orders_repo.order_lines(session, merchant_id, order_id)
+    holder = repo.holder(session, merchant_id, order.member_id)
+    return (order if holder == order.member_id else _MergedOrder(order, holder)), lines
 
 
 def record_checkout_spend(session: Session, merchant_id: int, member_id: int, order_id: int, points: int) -> PointsEntry:
@@ -768,7 +785,8 @@ def _sync_refunds(
         op.spent_returned = target
     target = _share(op.growth, op.refunded_amount, basis, full)
     if target > op.growth_reversed:
-        add_growth(session, merchant_id, op.member_id, -(target - op.growth_reversed), action="order_refunded",
+        add_growth(session, merchant_id, repo.holder(session, merchant_id, op.member_id),
+                   -(target - op.growth_reversed), action="order_refunded",
                    ref=order_ref, key=f"{order_ref}:{tag}:growth", now=now)
         op.growth_reversed = target
     session.flush()

@@ -39,7 +39,8 @@ totals follow (earned points count for the kept member's level). Growth moves by
 / ``merge_in`` growth entries, paid spend and paid orders are added. The kept member takes the
 highest of the two levels and the level the combined figures reach (history reason
 ``merge``); active paid cards and pending coupon rewards move. Check-ins are not combined: the
-kept member's streak stands.
+kept member's streak stands. An order placed before the merge and paid, cancelled or refunded
+after it counts for the kept member (its points, growth and counters, and their reversal).
 
 Coupons (``siyu.coupons.merge.merge_members``): unused coupons move to the kept member's wallet;
 locked ones move too, still held by the dropped member's pending order (paid: used; cancelled:
