@@ -111,3 +111,25 @@ def test_coupon_check_in_and_level_changes_are_stored_as_server_events(
     assert rows[1][2] == {"to_level_id": 3, "reason": "growth"}
     assert rows[3][2] == {"streak": 3, "day": "2026-12-05", "points": 5}
     assert {"coupon_claimed", "check_in", "level_changed"} <= REGISTERED.keys()  # listed as registered names
+
+
+def test_login_with_the_devices_anonymous_id_joins_its_history(
+    client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    anon = f"dev-{uuid.uuid4().hex[:8]}"
+    r = client.post("/api/events/v1/batch", json={"events": [ev("product_view", anon, product_id=3)]},
+                    headers=tenant.store_headers)
+    assert r.json()["accepted"] == 1
+    r = client.post("/api/store/v1/auth/wechat-login", json={"code": "sandbox-dev-owner", "anonymous_id": anon},
+                    headers=tenant.store_headers)
+    assert r.status_code == 200, r.text
+    member_id = r.json()["member_id"]
+    with session_factory() as s:
+        assert set(s.scalars(select(Event.member_id).where(Event.merchant_id == tenant.id))) == {member_id}
+    # a second login with it links nothing more; an empty one is a 422 and logs nobody in
+    r = client.post("/api/store/v1/auth/wechat-login", json={"code": "sandbox-dev-owner", "anonymous_id": anon},
+                    headers=tenant.store_headers)
+    assert r.status_code == 200 and r.json()["member_id"] == member_id
+    r = client.post("/api/store/v1/auth/wechat-login", json={"code": "sandbox-other", "anonymous_id": ""},
+                    headers=tenant.store_headers)
+    assert r.status_code == 422 and r.json()["fields"][0]["path"] == "body.anonymous_id", r.text

@@ -19,6 +19,7 @@ from siyu.api.idempotency import idempotent
 from siyu.db.session import unit_of_work
 from siyu.kit.errors import DomainError
 from siyu.kit.pagination import Page, PageParams, apply_sort, page_params, paginate
+from siyu.kit.timeutil import utcnow
 from siyu.members import (  # noqa: F401  (the routes of these modules are on admin / store)
     activity_tags_endpoints,
     channel_endpoints,
@@ -69,6 +70,10 @@ def wechat_login(body: WechatLoginIn, request: Request, session: DbSession, sett
         from siyu.referral import service as referral_service
 
         referral_service.bind_on_login(session, merchant_id, member.id, body.inviter)
+    if body.anonymous_id is not None:
+        from siyu.events import service as events_service
+
+        events_service.link_anonymous(session, merchant_id, body.anonymous_id, member.id, now=utcnow())
     token, row = tenancy_service.issue_customer_token(
         session, merchant_id, member.id, dt.timedelta(days=settings.customer_token_ttl_days)
     )

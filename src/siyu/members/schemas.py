@@ -44,6 +44,11 @@ class WechatLoginIn(BaseModel):
     inviter: str | None = Field(
         default=None, max_length=16, description="invite code from the share link (?inviter=CODE); binds a new member"
     )
+    anonymous_id: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="the device id the mini-program sent with its events before login: that history becomes the "
+        "member's at once (as POST /api/events/v1/identify does)",
+    )
 
 
 class PhoneBindIn(BaseModel):
