@@ -156,7 +156,7 @@ def loyalty_level(client: TestClient, factory: Factory, tenant: Tenant) -> Case:
 
 def card_plan(client: TestClient, factory: Factory, tenant: Tenant) -> Case:
     def body() -> Body:
-        return {"name": f"年卡 {_n()}", "product_id": create_product(client, tenant, f"年卡 {_n()}")["id"]}
+        return {"name": f"年卡 {_n()}", "product_id": create_product(client, tenant, f"年卡 {_n()}")["id"], "free_shipping": True}
 
     return Case(f"{ADMIN}/loyalty/cards", body(), body, CardPlan, duplicate="card_product_taken")
 

@@ -50,16 +50,16 @@ def test_saving_a_card_plan_makes_its_product_virtual_with_coupons_off(
     assert _product(session_factory, product_id).kind == KIND_PHYSICAL
     assert _product(session_factory, product_id).coupons_allowed is True
     with unit_of_work(session_factory) as s:
-        plan = service.save_card_plan(s, tenant.id, CardPlanIn(name="年卡", product_id=product_id), plan_id=None,
-                                      actor=h.SYSTEM)
+        plan = service.save_card_plan(s, tenant.id, CardPlanIn(name="年卡", product_id=product_id, free_shipping=True),
+                                      plan_id=None, actor=h.SYSTEM)
     product = _product(session_factory, product_id)
     assert product.kind == KIND_VIRTUAL and product.coupons_allowed is False
     # The merchant allows coupons again; saving the plan once more leaves that choice alone.
     with unit_of_work(session_factory) as s:
         s.get(Product, product_id).coupons_allowed = True  # type: ignore[union-attr]
     with unit_of_work(session_factory) as s:
-        service.save_card_plan(s, tenant.id, CardPlanIn(name="年卡 2", product_id=product_id), plan_id=plan.id,
-                               actor=h.SYSTEM)
+        service.save_card_plan(s, tenant.id, CardPlanIn(name="年卡 2", product_id=product_id, free_shipping=True),
+                               plan_id=plan.id, actor=h.SYSTEM)
     product = _product(session_factory, product_id)
     assert product.kind == KIND_VIRTUAL and product.coupons_allowed is True
 
@@ -79,7 +79,7 @@ def test_admin_products_carry_kind_and_a_card_product_cannot_turn_physical(
     assert r.status_code == 422, r.text
 
     r = client.post(f"{ADMIN}/loyalty/cards", headers=tenant.admin_headers,
-                    json={"name": "年卡", "product_id": glasses["id"], "term_days": 365})
+                    json={"name": "年卡", "product_id": glasses["id"], "term_days": 365, "free_shipping": True})
     assert r.status_code == 201, r.text
     r = client.patch(f"{ADMIN}/products/{glasses['id']}", json={"kind": "physical"}, headers=tenant.admin_headers)
     assert r.status_code == 409 and r.json()["code"] == "card_product_virtual", r.text

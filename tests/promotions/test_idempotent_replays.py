@@ -103,7 +103,7 @@ def card_buy(client: TestClient, factory: Factory, tenant: Tenant) -> Case:
         sku = make_sku(factory, tenant.id, price=9900, title=title)
         with unit_of_work(factory) as s:
             product_id = s.get(Sku, sku).product_id  # type: ignore[union-attr]
-            plans.append(service.save_card_plan(s, tenant.id, CardPlanIn(name=title, product_id=product_id),
+            plans.append(service.save_card_plan(s, tenant.id, CardPlanIn(name=title, product_id=product_id, free_shipping=True),
                                                 plan_id=None, actor=("system", None)).id)
     _, headers = f.paying_customer(factory, tenant.id)
     h = _keyed(headers, "card-1")

@@ -27,6 +27,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import Boolean, CheckConstraint, Date, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.db.base import Base, IdMixin, TenantMixin, TimestampMixin
@@ -321,6 +322,13 @@ class CardPlan(IdMixin, TenantMixin, TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(64))
     product_id: Mapped[int] = mapped_column(BigId)
     level_id: Mapped[int | None] = mapped_column(BigId, nullable=True)  # level held for the term
+    # Benefits of their own for the term, with or without a level (``service.member_benefits``
+    # takes the better of these and the member's level): basis points off physical goods (500 =
+    # 5 % off, the level's ``member_price_percent`` 95), free shipping, points multiplier (150 = 1.5x;
+    # 100 = none). A plan grants a level or at least one of them (``card_plan_grants_nothing``).
+    member_discount_bp: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    free_shipping: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    points_multiplier_percent: Mapped[int] = mapped_column(Integer, default=100, server_default="100")
     term_days: Mapped[int] = mapped_column(Integer, default=365)
     refund_days: Mapped[int] = mapped_column(Integer, default=7)  # full refund within N days revokes
     active: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -465,6 +465,14 @@ def card_plan(session: Session, merchant_id: int, plan_id: int) -> CardPlan | No
     return session.scalar(select(CardPlan).where(CardPlan.merchant_id == merchant_id, CardPlan.id == plan_id))
 
 
+def card_plans_by_ids(session: Session, merchant_id: int, plan_ids: Sequence[int]) -> list[CardPlan]:
+    if not plan_ids:
+        return []
+    return list(session.scalars(
+        select(CardPlan).where(CardPlan.merchant_id == merchant_id, CardPlan.id.in_(list(plan_ids))).order_by(CardPlan.id)
+    ))
+
+
 def card_plans_for_products(session: Session, merchant_id: int, product_ids: Sequence[int]) -> list[CardPlan]:
     if not product_ids:
         return []

@@ -316,7 +316,13 @@ class TaskOut(BaseModel):
 class CardPlanIn(Strict):
     name: str = Field(min_length=1, max_length=64)
     product_id: int = Field(ge=1, le=ID_MAX, description="the catalog product sold as this card")
-    level_id: int | None = Field(default=None, ge=1, le=ID_MAX)
+    level_id: int | None = Field(default=None, ge=1, le=ID_MAX, description="level held for the term")
+    member_discount_bp: int = Field(
+        default=0, ge=0, le=9900,
+        description="member price of the card: basis points off physical goods (500 = 5 % off, 9.5折); 0: none",
+    )
+    free_shipping: bool = Field(default=False, description="orders of the holder ship free")
+    points_multiplier_percent: int = Field(default=100, ge=100, le=1000, description="150 = 1.5x points; 100: none")
     term_days: int = Field(default=365, ge=1, le=3660)
     refund_days: int = Field(default=7, ge=0, le=365)
     active: bool = True

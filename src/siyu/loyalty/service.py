@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -115,6 +116,11 @@ register_messages(
         "card_not_on_sale": (409, "该会员卡未在售", "This membership card is not on sale"),
         "mall_item_not_found": (404, "积分商城没有这张优惠券：{template_id}", "No such coupon in the points mall: {template_id}"),
         "card_product_taken": (409, "该商品已是另一张会员卡", "This product already sells another card"),
+        "card_plan_grants_nothing": (
+            422,
+            "会员卡须授予一个等级或至少一项权益（会员折扣、包邮、积分倍率）",
+            "A card plan must grant a level or at least one benefit (member discount, free shipping, points multiplier)",
+        ),
     }
 )
 
@@ -352,9 +358,60 @@ def effective_level(
     return best, source, card_until
 
 
+@dataclass(frozen=True)
+class Benefits:
+    """What a member gets now: for each benefit the better of their level's (the effective level:
+    rules level or an active card's, the higher) and their active cards' own. "Better" is the
+    highest discount, free shipping if any grants it, the highest multiplier. ``*_from`` name the
+    source: ``level:<id>`` or ``card_plan:<id>`` (the level wins a tie)."""
+
+    level: Level | None
+    level_source: str | None
+    card_until: dt.datetime | None
+    discount_bp: int  # off physical goods, 500 = 5 %
+    discount_from: str | None
+    discount_name: str | None  # the level's or the plan's name, for the breakdown label
+    free_shipping_from: str | None
+    multiplier_percent: int
+    multiplier_from: str | None
+
+    @property
+    def free_shipping(self) -> bool:
+        return self.free_shipping_from is not None
+
+
+def member_benefits(session: Session, merchant_id: int, member_id: int, now: dt.datetime | None = None) -> Benefits:
+    """The member's benefits (``Benefits``). A card plan's benefits are read from the plan as it
+    is now (like a level's): a merchant who changes a plan changes them for its holders too. They
+    stop with the card: a card counts while active and ``starts_at <= now < ends_at``, so they end
+    at ``ends_at`` (the hourly job then marks the card expired) or when a refund revokes it."""
+    now = now or utcnow()
+    lv, source, card_until = effective_level(session, merchant_id, member_id, now)
+    discount, discount_from, discount_name = 0, None, None
+    free_from, mult, mult_from = None, 100, None
+    if lv is not None:
+        if lv.member_price_percent < 100:
+            discount, discount_from, discount_name = (100 - lv.member_price_percent) * 100, f"level:{lv.id}", lv.name
+        if lv.free_shipping:
+            free_from = f"level:{lv.id}"
+        mult, mult_from = lv.points_multiplier_percent, f"level:{lv.id}"
+    if card_until is not None:
+        plan_ids = sorted({card.plan_id for card in repo.active_cards(session, merchant_id, member_id, now)})
+        for plan in repo.card_plans_by_ids(session, merchant_id, plan_ids):
+            if plan.member_discount_bp > discount:
+                discount, discount_from, discount_name = plan.member_discount_bp, f"card_plan:{plan.id}", plan.name
+            if plan.free_shipping and free_from is None:
+                free_from = f"card_plan:{plan.id}"
+            if plan.points_multiplier_percent > 100 and plan.points_multiplier_percent > mult:
+                mult, mult_from = plan.points_multiplier_percent, f"card_plan:{plan.id}"
+    return Benefits(level=lv, level_source=source, card_until=card_until, discount_bp=discount,
+                    discount_from=discount_from, discount_name=discount_name, free_shipping_from=free_from,
+                    multiplier_percent=mult, multiplier_from=mult_from)
+
+
 def multiplier_percent(session: Session, merchant_id: int, member_id: int) -> int:
-    lv, _, _ = effective_level(session, merchant_id, member_id)
-    return lv.points_multiplier_percent if lv else 100
+    """The points multiplier of the member's benefits (level or card, the highest)."""
+    return member_benefits(session, merchant_id, member_id).multiplier_percent
 
 
 def _figures(session: Session, merchant_id: int, state: Any) -> tuple[int, int, int, int]:
@@ -967,22 +1024,28 @@ def calendar(session: Session, merchant_id: int, member_id: int, month: str | No
 
 
 def save_card_plan(session: Session, merchant_id: int, data: CardPlanIn, *, plan_id: int | None, actor: Actor) -> CardPlan:
+    """Create or change a card plan. It grants a level (``level_id``) or at least one benefit of its
+    own (``member_discount_bp`` > 0, ``free_shipping``, ``points_multiplier_percent`` > 100), else
+    422 ``card_plan_grants_nothing``; every check runs before anything (the product's kind) changes."""
     from siyu.catalog.models import KIND_VIRTUAL, Product
 
     product = session.get(Product, data.product_id)
     if product is None or product.merchant_id != merchant_id:
         raise invalid("product_id", "product_not_found", "no such product", "商品不存在")
+    if data.level_id is not None and repo.level(session, merchant_id, data.level_id) is None:
+        raise invalid("level_id", "level_not_found", "no such level", "会员等级不存在")
+    if data.level_id is None and not (data.member_discount_bp > 0 or data.free_shipping
+                                      or data.points_multiplier_percent > 100):
+        raise DomainError("card_plan_grants_nothing")
+    plan = card_plan(session, merchant_id, plan_id) if plan_id is not None else None
+    for other in repo.card_plans_for_products(session, merchant_id, [data.product_id]):
+        if plan is None or other.id != plan.id:
+            raise DomainError("card_product_taken")
     if product.kind != KIND_VIRTUAL:
         # A card is delivered by granting it (no address, no freight, complete on payment) and
         # sold at its own price: coupons stay off unless the merchant turns them back on.
         product.kind = KIND_VIRTUAL
         product.coupons_allowed = False
-    if data.level_id is not None and repo.level(session, merchant_id, data.level_id) is None:
-        raise invalid("level_id", "level_not_found", "no such level", "会员等级不存在")
-    plan = card_plan(session, merchant_id, plan_id) if plan_id is not None else None
-    for other in repo.card_plans_for_products(session, merchant_id, [data.product_id]):
-        if plan is None or other.id != plan.id:
-            raise DomainError("card_product_taken")
     if plan is None:
         plan = CardPlan(merchant_id=merchant_id, **data.model_dump())
         session.add(plan)

@@ -4,7 +4,10 @@
   an active paid card's level) takes ``100 - member_price_percent`` % off every physical line
   (the member pays ``member_price_percent`` % of those goods, rounded half up; a virtual line,
   e.g. a membership card, keeps its own price), one breakdown entry
-  ``member_level:<id>``; a level with free shipping sets ``ctx.free_shipping``.
+  ``member_level:<id>``; a level with free shipping sets ``ctx.free_shipping``. An active paid
+  card's own benefits (``CardPlan.member_discount_bp`` / ``free_shipping``) count too: the
+  better of the level's and the cards' applies (``service.member_benefits``: the highest
+  discount, free shipping if any grants it); a card's discount is the entry ``member_card:<plan id>``.
 - POINTS ``loyalty_points``: ``CheckoutIn.points_to_use`` is clamped to the balance, to
   ``max_percent`` of the lines not flagged ``no_points`` and to whole fen
   (``points_per_yuan`` points = ¥1), refused below ``min_points``; every clamp is noted.
@@ -54,24 +57,32 @@ def level_probe() -> ColumnElement[bool]:
 def member_price_stage(ctx: PricingContext) -> None:
     if ctx.member_id is None or not ctx.may_apply(PROBE_LEVEL):
         return
-    level, source, _ = service.effective_level(ctx.session, ctx.merchant_id, ctx.member_id, ctx.now)
-    if level is None:
-        return
-    if level.free_shipping:
+    benefits = service.member_benefits(ctx.session, ctx.merchant_id, ctx.member_id, ctx.now)
+    level = benefits.level
+    if benefits.free_shipping_from is not None:
         ctx.free_shipping = True
-        ctx.note(MEMBER_PRICE, code="level_free_shipping", level_id=level.id)
-    pct = level.member_price_percent
-    if pct >= 100:
+        if benefits.free_shipping_from.startswith("level:") and level is not None:
+            ctx.note(MEMBER_PRICE, code="level_free_shipping", level_id=level.id)
+        else:
+            ctx.note(MEMBER_PRICE, code="card_free_shipping",
+                     card_plan_id=int(benefits.free_shipping_from.split(":")[1]))
+    bp = benefits.discount_bp
+    if bp <= 0 or benefits.discount_from is None:
         return
     # Virtual lines (a membership card) are sold at their own price: no member price on them.
     eligible = ctx.eligible(lambda line: not line.flags.get(VIRTUAL))
     total = sum(ctx.lines[i].amount for i in eligible)
     if total <= 0:
         return
-    pay = (total * pct + 50) // 100
-    label = f"会员价（{level.name} {pct / 10:g}折）"
-    ctx.discount(MEMBER_PRICE, f"member_level:{level.id}", label, total - pay, eligible,
-                 details={"level_id": level.id, "percent": pct, "source": source})
+    pay = (total * (10000 - bp) + 5000) // 10000  # rounded half up; = (total * pct + 50) // 100 for a level
+    label = f"会员价（{benefits.discount_name} {(10000 - bp) / 1000:g}折）"
+    kind, ref = benefits.discount_from.split(":")
+    if kind == "level" and level is not None:
+        ctx.discount(MEMBER_PRICE, f"member_level:{level.id}", label, total - pay, eligible,
+                     details={"level_id": level.id, "percent": level.member_price_percent, "source": benefits.level_source})
+    else:
+        ctx.discount(MEMBER_PRICE, f"member_card:{ref}", label, total - pay, eligible,
+                     details={"card_plan_id": int(ref), "discount_bp": bp, "source": "card"})
 
 
 @register_stage(POINTS, "loyalty_points")
