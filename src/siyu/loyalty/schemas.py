@@ -50,6 +50,8 @@ def _default_tasks() -> dict[str, TaskRule]:
         "complete_profile": TaskRule(points=100, growth=20, daily_cap=1),
         "first_review": TaskRule(points=50, growth=10, daily_cap=1),
         "share": TaskRule(points=5, growth=2, daily_cap=3),
+        # every review (not only the first): growth within the daily cap, see ``service.on_review_created``
+        "review": TaskRule(points=0, growth=5, daily_cap=3),
     }
 
 
@@ -58,7 +60,15 @@ class EarnRules(Strict):
     growth_per_yuan: int = Field(default=1, ge=0, le=PER_YUAN_MAX, description="growth value per ¥1 paid")
     award_on: Literal["paid", "completed"] = "paid"
     product_bonus: bool = Field(default=True, description="add OrderLine.bonus_points")
-    tasks: dict[str, TaskRule] = Field(default_factory=_default_tasks)
+    tasks: dict[str, TaskRule] = Field(
+        default_factory=_default_tasks,
+        description=(
+            "rewarded tasks by name. `review`: every review the member writes earns its points and growth "
+            "once (by review id) within `daily_cap` reviews per local day; a review hidden or deleted later "
+            "keeps what it earned. `first_review`: a one-time bonus for the first review, on top. A task left "
+            "out, or with daily_cap 0, rewards nothing"
+        ),
+    )
 
 
 class ExpiryRules(Strict):

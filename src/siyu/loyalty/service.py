@@ -637,6 +637,27 @@ def complete_task(
     return TaskOut(task=task, rewarded=True, points=points, growth=rule.growth)
 
 
+def on_review_created(
+    session: Session, merchant_id: int, member_id: int, review_id: int, now: dt.datetime | None = None
+) -> TaskOut | None:
+    """Every review earns the task ``review`` of the merchant's rules (growth, and points if the
+    merchant sets them) within its ``daily_cap`` per local day, once per review id (ref
+    ``review:<id>``, the task's claim key): a retried or duplicated ``review.created`` job earns
+    nothing twice, and a review refused by the cap does not earn later. Hiding or deleting the
+    review afterwards takes nothing back (moderation is not a refund: what a review earned when
+    written stays, like the ``first_review`` bonus). Rules without the task (saved before it
+    existed, or the merchant removed it) reward nothing. A member merged meanwhile earns on the
+    kept member."""
+    try:
+        with session.begin_nested():
+            return complete_task(session, merchant_id, repo.holder(session, merchant_id, member_id), "review",
+                                 ref=f"review:{review_id}", now=now)
+    except DomainError as exc:
+        if exc.code != "task_unknown":
+            raise
+        return None
+
+
 class _MergedOrder:
     """An order of a member merged since it was placed, as loyalty sees it: every attribute the
     order's, but ``member_id`` the kept member (its points, growth, counters and cards go there)."""

@@ -4,6 +4,7 @@
 - ``order.completed`` → ``loyalty.order_completed``: points when award_on=completed.
 - ``order.cancelled`` → ``loyalty.order_cancelled``: points spent at checkout come back.
 - ``order.refunded`` → ``loyalty.order_refunded``: proportional reversal, card revocation.
+- ``review.created`` → ``loyalty.review_created``: the task ``review`` (growth per review, daily cap).
 - ``loyalty.hourly`` (schedule): lots past expiry expire; ``points.expiring`` notices; paid
   cards past their term expire (level history ``card_expired`` when the level falls).
 - ``loyalty.daily`` (schedule, 00:10 in the merchant's zone): yearly level retention,
@@ -39,6 +40,12 @@ def order_refunded(ctx: JobContext) -> None:
         ctx.session, ctx.merchant_id, int(p["order_id"]), int(p["refund_id"]), int(p["amount"]),
         full=bool(p.get("full")), now=ctx.now(),
     )
+
+
+@subscribe("review.created", "loyalty.review_created")
+def review_created(ctx: JobContext) -> None:
+    p = ctx.payload
+    service.on_review_created(ctx.session, ctx.merchant_id, int(p["member_id"]), int(p["review_id"]), ctx.now())
 
 
 @job_handler("loyalty.hourly")
