@@ -49,7 +49,8 @@ def test_a_mall_coupon_costs_its_points_once_and_a_retry_returns_it(
     assert r.status_code == 200, r.text
     headers, member = _member(client, tenant)
     assert client.get(f"{STORE}/mall", headers=tenant.store_headers).json() == [
-        {"coupon_template_id": cheap, "points": 300, "name": "满减 10 元"},
+        {"coupon_template_id": cheap, "points": 300, "name": "满减 10 元", "can_redeem": True, "reason": None,
+         "level_required": None},
     ]
     h.award(session_factory, tenant.id, member, 700, "mall-start")
 
@@ -115,3 +116,45 @@ def test_the_mall_in_the_rules_is_validated(client: TestClient, session_factory:
         if path:
             assert [f["path"] for f in r.json()["fields"]] == [path]
     assert client.get(f"{ADMIN}/rules", headers=tenant.admin_headers).json() == before
+
+
+def test_level_exclusive_mall_coupons_are_listed_to_everyone_redeemable_by_their_levels(
+    client: TestClient, session_factory: sessionmaker[Session], tenant: Tenant
+) -> None:
+    """Like the coupon centre: a level-exclusive coupon is shown to every member (and anonymous
+    visitors) with level_required; can_redeem is false (coupon_level_required) outside its levels,
+    and buying it is refused there by coupons with nothing spent."""
+    from siyu.db.session import unit_of_work
+    from siyu.loyalty import repository as repo
+    from siyu.loyalty import service
+
+    h.add_level(session_factory, tenant.id, 1, "普通会员")
+    gold = h.add_level(session_factory, tenant.id, 2, "金卡", min_spend=100_000)
+    everyone = make_template(session_factory, tenant.id, name="通用券", per_member_limit=5)
+    golden = make_template(session_factory, tenant.id, name="金卡专享", per_member_limit=5, level_ids=[gold])
+    r = client.put(f"{ADMIN}/rules", headers=tenant.admin_headers, json={"mall": [
+        {"coupon_template_id": everyone, "points": 100}, {"coupon_template_id": golden, "points": 200},
+    ]})
+    assert r.status_code == 200, r.text
+    headers, member = _member(client, tenant)
+    with unit_of_work(session_factory) as s:
+        service.evaluate_level(s, tenant.id, member)  # 普通会员
+    h.award(session_factory, tenant.id, member, 1000, "mall-levels")
+
+    def listing(hdrs: dict[str, str]) -> list[tuple[int, bool, str | None, Any]]:
+        r = client.get(f"{STORE}/mall", headers=hdrs)
+        assert r.status_code == 200, r.text
+        return [(i["coupon_template_id"], i["can_redeem"], i["reason"], i["level_required"]) for i in r.json()]
+
+    gold_only = [{"id": gold, "name": "金卡"}]
+    refused = [(everyone, True, None, None), (golden, False, "coupon_level_required", gold_only)]
+    assert listing(headers) == refused
+    assert listing(tenant.store_headers) == refused  # anonymous: no level
+    r = _redeem(client, headers, golden, "gold-1")
+    assert r.status_code == 403 and r.json()["code"] == "coupon_level_required", r.text
+    assert h.balance(session_factory, tenant.id, member) == 1000 and _coupons(session_factory, tenant, member) == []
+
+    with unit_of_work(session_factory) as s:
+        repo.member_state(s, tenant.id, member, lock=True).level_id = gold
+    assert listing(headers) == [(everyone, True, None, None), (golden, True, None, gold_only)]
+    assert _redeem(client, headers, golden, "gold-2").status_code == 201

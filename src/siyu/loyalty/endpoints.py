@@ -211,9 +211,20 @@ def share(body: TaskIn, customer: Customer, session: DbSession) -> TaskOut:
     return service.complete_task(session, customer.merchant_id, customer.member_id, "share", ref=body.ref)
 
 
-@store.get("/loyalty/mall", response_model=list[MallItemOut], summary="Coupons in the points mall")
-def mall(session: DbSession, merchant: StoreMerchant) -> list[MallItemOut]:
-    return service.mall_items(session, merchant.id)
+@store.get("/loyalty/mall", response_model=list[MallItemOut],
+           summary="Coupons in the points mall (level-exclusive ones with level_required / can_redeem)")
+def mall(
+    session: DbSession, merchant: StoreMerchant, authorization: Annotated[str | None, Header()] = None,
+) -> list[MallItemOut]:
+    """Anonymous with the merchant header; with a customer token (``store_merchant`` checked it)
+    ``can_redeem`` is judged for that member."""
+    from siyu.tenancy import service as tenancy_service
+
+    member_id = None
+    if authorization:
+        token = tenancy_service.authenticate(session, authorization.partition(" ")[2].strip(), kinds=("customer",))
+        member_id = token.subject_id
+    return service.mall_items(session, merchant.id, member_id)
 
 
 @store.post("/loyalty/mall/{template_id}/redeem", response_model=MallRedemptionOut,

@@ -579,6 +579,21 @@ def coupon_template_names(session: Session, merchant_id: int, ids: set[int]) -> 
     return {int(i): str(n) for i, n in rows}
 
 
+def coupon_template_levels(session: Session, merchant_id: int, ids: set[int]) -> dict[int, list[int]]:
+    """The ``level_ids`` of these coupon templates (empty: everyone; {} without the coupons module)."""
+    try:
+        from siyu.coupons.models import CouponTemplate
+    except ImportError:
+        return {}
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(CouponTemplate.id, CouponTemplate.level_ids)
+        .where(CouponTemplate.merchant_id == merchant_id, CouponTemplate.id.in_(sorted(ids)))
+    )
+    return {int(i): [int(x) for x in (lv or [])] for i, lv in rows}
+
+
 # -- member merge (``merge.merge_members``) ----------------------------------------------------------
 
 

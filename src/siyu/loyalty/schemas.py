@@ -157,10 +157,26 @@ class LoyaltyRules(Strict):
         return self
 
 
+class MallLevelOut(BaseModel):
+    id: int
+    name: str
+
+
 class MallItemOut(BaseModel):
+    """A points-mall coupon as the member sees it. A level-exclusive coupon (its template's
+    ``level_ids``) is listed to everyone with ``level_required``; ``can_redeem`` is false with
+    ``reason`` ``coupon_level_required`` for a member (or an anonymous visitor) whose effective
+    level is not one of them, so the page can grey it out. Only the level is judged here: the
+    balance and the template's own limits are checked when redeeming."""
+
     coupon_template_id: int
     points: int
     name: str
+    can_redeem: bool = True
+    reason: str | None = Field(default=None, description="why can_redeem is false: coupon_level_required")
+    level_required: list[MallLevelOut] | None = Field(
+        default=None, description="level-exclusive coupon: the levels that may redeem it (null: everyone)"
+    )
 
 
 class MallRedemptionOut(BaseModel):

@@ -85,6 +85,7 @@ from siyu.loyalty.schemas import (
     LevelProgressOut,
     LoyaltyRules,
     MallItemOut,
+    MallLevelOut,
     MallRedemptionOut,
     MemberLoyaltyOut,
     TaskOut,
@@ -1198,13 +1199,38 @@ def buy_card(
 # -- points mall ----------------------------------------------------------------------------------------
 
 
-def mall_items(session: Session, merchant_id: int) -> list[MallItemOut]:
+def mall_items(
+    session: Session, merchant_id: int, member_id: int | None = None, now: dt.datetime | None = None
+) -> list[MallItemOut]:
     """The enabled points-mall coupons (``rules.mall``) whose template still exists, in the
-    merchant's order."""
+    merchant's order. Level-exclusive coupons carry ``level_required`` (ladder order; a deleted
+    level left out) and, for ``member_id`` (None: an anonymous visitor) outside those levels,
+    ``can_redeem`` false with ``reason`` ``coupon_level_required`` — the check redeeming makes
+    (``coupons.service.check_level``: the effective level). One level read per call, only when
+    some item is level-exclusive."""
     items = [item for item in get_rules(session, merchant_id).mall if item.enabled]
-    names = repo.coupon_template_names(session, merchant_id, {item.coupon_template_id for item in items})
-    return [MallItemOut(coupon_template_id=item.coupon_template_id, points=item.points,
-                        name=names[item.coupon_template_id]) for item in items if item.coupon_template_id in names]
+    ids = {item.coupon_template_id for item in items}
+    names = repo.coupon_template_names(session, merchant_id, ids)
+    levels = repo.coupon_template_levels(session, merchant_id, ids)
+    exclusive = any(levels.get(tid) for tid in ids)
+    ladder = [(lv.id, lv.name) for lv in repo.levels(session, merchant_id)] if exclusive else []
+    mine = None
+    if exclusive and member_id is not None:
+        lv, _, _ = effective_level(session, merchant_id, member_id, now)
+        mine = lv.id if lv is not None else None
+    out = []
+    for item in items:
+        tid = item.coupon_template_id
+        if tid not in names:
+            continue
+        wanted = levels.get(tid) or []
+        allowed = not wanted or mine in wanted
+        out.append(MallItemOut(
+            coupon_template_id=tid, points=item.points, name=names[tid], can_redeem=allowed,
+            reason=None if allowed else "coupon_level_required",
+            level_required=[MallLevelOut(id=i, name=n) for i, n in ladder if i in wanted] if wanted else None,
+        ))
+    return out
 
 
 def redeem_coupon(
