@@ -154,7 +154,8 @@ def test_deleting_a_level_keeps_the_ladder_valid_and_a_level_in_use_stays(
     r = client.delete(f"{LEVELS}/{ids['高级会员']}", headers={**tenant.admin_headers, "Accept-Language": "en"})
     assert r.status_code == 409 and r.json()["code"] == "level_in_use", r.text
     assert r.json()["message"] == (
-        'Level "高级会员" is in use: 1 member(s) hold it by the rules, 0 through a card, and 0 card plan(s) grant it'
+        'Level "高级会员" is in use: 1 member(s) hold it by the rules, 0 through a card, 0 card plan(s) grant it, '
+        "and 0 draft or active coupon template(s) are exclusive to it (-)"
     )
     assert _ladder(client, tenant) == before
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from siyu.coupons.models import (
     ACTIVE,
+    DRAFT,
     EXPIRED,
     LOCKED,
     UNUSED,
@@ -40,6 +41,19 @@ def template(session: Session, merchant_id: int, template_id: int, *, refresh: b
     if refresh:
         stmt = stmt.execution_options(populate_existing=True)
     return session.scalar(stmt)
+
+
+def templates_naming_level(session: Session, merchant_id: int, level_id: int) -> list[int]:
+    """Ids of the merchant's draft or active templates whose ``level_ids`` name ``level_id``
+    (ascending). ``level_ids`` is a JSON list: the merchant's draft/active templates that have
+    any are read and matched here rather than with a dialect's JSON containment (``@>`` on
+    PostgreSQL, ``json_each`` on SQLite); it runs only when a level is deleted."""
+    rows = session.execute(
+        select(CouponTemplate.id, CouponTemplate.level_ids)
+        .where(CouponTemplate.merchant_id == merchant_id, CouponTemplate.status.in_((DRAFT, ACTIVE)))
+        .order_by(CouponTemplate.id)
+    )
+    return [int(tid) for tid, level_ids in rows if level_ids and level_id in {int(x) for x in level_ids}]
 
 
 def search_templates(merchant_id: int, status: str | None = None, kind: str | None = None) -> Select[Any]:

@@ -83,7 +83,7 @@ def update_level(
 
 
 @admin.delete("/loyalty/levels/{level_id}", status_code=status.HTTP_204_NO_CONTENT,
-              summary="Delete a level no member, card or card plan holds (409 level_in_use otherwise)")
+              summary="Delete a level no member, card, card plan or coupon template holds (409 level_in_use otherwise)")
 def delete_level(level_id: int, session: DbSession, p: StaffPrincipal = Depends(require("loyalty:write"))) -> None:
     service.delete_level(session, p.merchant_id, level_id, actor=p.actor)
 

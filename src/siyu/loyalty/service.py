@@ -110,9 +110,10 @@ register_messages(
         "level_in_use": (
             409,
             "等级「{name}」仍在使用：{members} 位会员按规则处于该等级，{carded} 位会员通过会员卡持有该等级，"
-            "{plans} 个会员卡方案授予该等级",
+            "{plans} 个会员卡方案授予该等级，{coupon_templates} 个未停用的优惠券模板限定该等级（{coupon_template_ids}）",
             "Level \"{name}\" is in use: {members} member(s) hold it by the rules, {carded} through a card, "
-            "and {plans} card plan(s) grant it",
+            "{plans} card plan(s) grant it, and {coupon_templates} draft or active coupon template(s) are exclusive "
+            "to it ({coupon_template_ids})",
         ),
         "card_not_on_sale": (409, "该会员卡未在售", "This membership card is not on sale"),
         "mall_item_not_found": (404, "积分商城没有这张优惠券：{template_id}", "No such coupon in the points mall: {template_id}"),
@@ -313,19 +314,34 @@ def save_level(session: Session, merchant_id: int, data: LevelIn, *, level_id: i
 
 def delete_level(session: Session, merchant_id: int, level_id: int, *, actor: Actor, now: dt.datetime | None = None) -> None:
     """Delete a level nobody stands on: refused (``level_in_use``, nothing changed) while members
-    hold it as their rules level, a card plan grants it, or an unexpired card holds it. The rest
+    hold it as their rules level, a card plan grants it, an unexpired card holds it, or a draft or
+    active coupon template is exclusive to it (its ``level_ids``; the ids are in the detail's
+    ``coupon_template_ids``). The rest
     of the ladder stays valid (its thresholds still rise). Level history keeps the old id. A member
     moved onto the level by a transaction racing this one is left with a level id that no longer
     exists: they count as having no rules level and the next evaluation moves them up again."""
     found = _level_or_404(session, merchant_id, level_id)
     members, carded, plans = repo.level_users(session, merchant_id, found.id, now or utcnow())
-    if members or carded or plans:
-        raise DomainError("level_in_use", name=found.name, members=members, carded=carded, plans=plans)
+    templates = _coupon_templates_naming(session, merchant_id, found.id)
+    if members or carded or plans or templates:
+        raise DomainError("level_in_use", name=found.name, members=members, carded=carded, plans=plans,
+                          coupon_templates=len(templates),
+                          coupon_template_ids=",".join(str(t) for t in templates) or "-")
     session.delete(found)
     session.flush()
     session.info.get("loyalty_ladder", {}).pop(merchant_id, None)
     audit.record(session, merchant_id, "loyalty_level", level_id, "deleted", actor=actor,
                  data={"rank": found.rank, "name": found.name})
+
+
+def _coupon_templates_naming(session: Session, merchant_id: int, level_id: int) -> list[int]:
+    """Draft or active coupon templates exclusive to the level (``coupons.repository``; none
+    without the coupons module). A stopped template no longer issues, so it does not hold the level."""
+    try:
+        from siyu.coupons import repository as coupons_repo
+    except ImportError:
+        return []
+    return coupons_repo.templates_naming_level(session, merchant_id, level_id)
 
 
 def _qualifies(lv: Level, paid_spend: int, points_earned: int, growth: int, orders: int, *, entry: bool) -> bool:
