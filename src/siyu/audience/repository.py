@@ -9,9 +9,11 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Integer,
+    String,
     and_,
     bindparam,
     case,
+    cast,
     func,
     insert,
     literal,
@@ -265,11 +267,44 @@ def recompute_stages(
     session.execute(
         insert(StageTransition).from_select(["merchant_id", "member_id", "from_stage", "to_stage", "at"], changed)
     )
+    _record_stage_events(session, merchant_id, where, stage, now, first_too=member_id is not None)
     result = session.execute(
         update(MemberStats).where(*where).values(lifecycle_stage=stage, stage_changed_at=now)
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _record_stage_events(
+    session: Session, merchant_id: int, where: list[Any], stage: ColumnElement[str], now: dt.datetime, *,
+    first_too: bool,
+) -> None:
+    """One ``stage_changed`` behaviour event (properties ``from`` / ``to``) per member whose stage
+    moves, in ONE ``INSERT ... SELECT`` over the rows the transitions were just taken from (run
+    before the stages are updated). The event id is the recompute's and the member's
+    (``srv:stage:<now in µs>:<member id>``), so a second run of the same recompute writes none.
+
+    ``first_too`` False (the merchant-wide recompute): a row whose stage was never set by a
+    recompute (``stage_changed_at`` empty: stats created by the backfill or a rebuild, then
+    given a stage from their order history) is an initial assignment, not an event; the first
+    run after the feature is switched on would otherwise announce every member with an order.
+    A new member's first payment goes through ``record_payment`` (``first_too``) and is
+    announced, from ``never_purchased``."""
+    from siyu.db.dialect import json_object
+    from siyu.events import service as events_service
+
+    s = MemberStats
+    micros = (now - _EPOCH) // dt.timedelta(microseconds=1)
+    ts = UTCDateTime()
+    rows = select(
+        literal(merchant_id), literal(f"srv:stage:{micros}:") + cast(s.member_id, String), literal("stage_changed"),
+        s.member_id, literal("server"), literal(now, type_=ts), literal(now, type_=ts),
+        json_object(session, {"from": s.lifecycle_stage, "to": stage}),
+    ).where(*where, *([] if first_too else [s.stage_changed_at.is_not(None)]))
+    events_service.record_server_events_from(session, rows)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def stage_counts(session: Session, merchant_id: int) -> dict[str, int]:

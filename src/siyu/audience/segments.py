@@ -3,7 +3,9 @@
 A recompute is set-based: the entered members are ``compiled EXCEPT current``, the left ones
 ``current EXCEPT compiled``; both are written with INSERT ... SELECT / DELETE statements, and
 each change is appended to ``segment_changes`` in the same transaction, so a journey reading
-changes never sees a membership that did not commit.
+changes never sees a membership that did not commit. Each change row is also a behaviour event
+(``segment_entered`` / ``segment_left``, one ``INSERT ... SELECT`` into the events table), which
+journeys trigger on and segment definitions can name.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, func, insert, literal, select
+from sqlalchemy import String, and_, cast, delete, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from siyu.audience.compiler import Compiler
@@ -31,6 +33,8 @@ from siyu.audience.definitions import (
     TagNode,
 )
 from siyu.audience.models import STAGE_NEVER, MemberStats, Segment, SegmentChange, SegmentMember
+from siyu.db.types import JSONDoc, UTCDateTime
+from siyu.events import service as events_service
 from siyu.kit.errors import DomainError, FieldError, not_found, register_messages
 from siyu.kit.events import emit
 from siyu.kit.timeutil import utcnow
@@ -254,8 +258,14 @@ def recompute(
     entered_q = matching.except_(current)
     left_q = current.except_(matching)
     change_cols = ["merchant_id", "segment_id", "member_id", "change", "at"]
-    # the changes written by THIS call: several one-member calls may share ``now``
-    just_member = [] if member_id is None else [SegmentChange.member_id == member_id]
+    # the changes written by THIS call: several one-member calls may share ``now``, and a re-run
+    # of the same recompute (a segment job retried with its ``at``) finds the first run's rows at
+    # ``now``; this call's rows are those above the highest change id before it (its own
+    # transaction's inserts, the id ascending)
+    floor = session.scalar(select(func.max(SegmentChange.id))) or 0
+    this_call = [SegmentChange.id > floor]
+    if member_id is not None:
+        this_call.append(SegmentChange.member_id == member_id)
 
     def _changes(q: Any, change: str) -> int:
         sub = q.subquery()
@@ -270,17 +280,19 @@ def recompute(
             session.scalar(
                 select(func.count()).select_from(SegmentChange).where(
                     SegmentChange.merchant_id == merchant_id, SegmentChange.segment_id == seg.id,
-                    SegmentChange.at == now, SegmentChange.change == change, *just_member,
+                    SegmentChange.at == now, SegmentChange.change == change, *this_call,
                 )
             ) or 0
         )
 
     left = _changes(left_q, "left")
     entered = _changes(entered_q, "entered")
+    if entered or left:
+        _record_change_events(session, merchant_id, seg.id, now, this_call)
     if left:
         gone = select(SegmentChange.member_id).where(
             SegmentChange.merchant_id == merchant_id, SegmentChange.segment_id == seg.id,
-            SegmentChange.at == now, SegmentChange.change == "left", *just_member,
+            SegmentChange.at == now, SegmentChange.change == "left", *this_call,
         )
         session.execute(
             delete(SegmentMember).where(
@@ -293,7 +305,7 @@ def recompute(
             literal(merchant_id), literal(seg.id), SegmentChange.member_id, literal(now, type_=SegmentMember.entered_at.type)
         ).where(
             SegmentChange.merchant_id == merchant_id, SegmentChange.segment_id == seg.id,
-            SegmentChange.at == now, SegmentChange.change == "entered", *just_member,
+            SegmentChange.at == now, SegmentChange.change == "entered", *this_call,
         )
         session.execute(insert(SegmentMember).from_select(["merchant_id", "segment_id", "member_id", "entered_at"], new))
     seg.member_count = int(
@@ -310,6 +322,26 @@ def recompute(
              {"segment_id": seg.id, "entered": entered, "left": left, "at": now.isoformat()},
              key=f"segment:{seg.id}:{now.isoformat()}:{member_id or 'all'}")
     return RecomputeResult(entered=entered, left=left, members=seg.member_count)
+
+
+def _record_change_events(
+    session: Session, merchant_id: int, segment_id: int, now: dt.datetime, this_call: list[Any]
+) -> None:
+    """This recompute's change rows as behaviour events, ONE ``INSERT ... SELECT``: one
+    ``segment_entered`` / ``segment_left`` (properties ``segment_id``) per member, at ``now``,
+    source ``server``, so journeys and segments ("did segment_entered with segment_id = 7 in
+    the last 7 days") see each member's move. The event id is the change row's
+    (``srv:seg:<segment_changes.id>``): writing them again skips them (the events' unique key).
+    Not the member's doing: last visit and counters are not touched."""
+    c = SegmentChange
+    ts = UTCDateTime()
+    properties: Any = literal({"segment_id": segment_id}, type_=JSONDoc)
+    rows = select(
+        literal(merchant_id), literal("srv:seg:") + cast(c.id, String), literal("segment_") + c.change, c.member_id,
+        literal("server"), literal(now, type_=ts), literal(now, type_=ts),
+        properties,
+    ).where(c.merchant_id == merchant_id, c.segment_id == segment_id, c.at == now, *this_call)
+    events_service.record_server_events_from(session, rows)
 
 
 def reevaluate_member(session: Session, merchant_id: int, member_id: int) -> dict[int, RecomputeResult]:

@@ -5,8 +5,9 @@
   member's stage at once (a payment makes a sleeping member active the moment it is recorded).
 - Behaviour events update last visit and counters through the events module's hook: a batch
   from the ingestion API through one worker job per batch (``record_activity``).
-- ``recompute_lifecycle`` re-evaluates every member of a merchant with two set-based statements
-  (transitions INSERT ... SELECT, then UPDATE), run daily at the merchant's midnight.
+- ``recompute_lifecycle`` re-evaluates every member of a merchant with set-based statements
+  (transitions INSERT ... SELECT, the ``stage_changed`` behaviour events INSERT ... SELECT, then
+  UPDATE), run daily at the merchant's midnight.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def _announce_transitions(session: Session, merchant_id: int, changed: int, now:
     wrote them: one per member after a payment (with its from / to stage), one per merchant for
     the daily recompute (the moves are the ``lifecycle_transitions`` rows at ``at``, read by
     ``GET /members/{id}/lifecycle`` or set-based by a subscriber). Nothing when no
-    stage moved."""
+    stage moved. Each member's move is also a ``stage_changed`` behaviour event (written by
+    ``repository.recompute_stages``), which journeys and segments read per member."""
     if not changed:
         return
     payload: dict[str, Any] = {"at": now.isoformat(), "changed": changed, "member_id": member_id}

@@ -191,6 +191,18 @@ def epoch_seconds(session: Session, column: Any) -> Any:
     return cast(func.strftime("%s", column), Integer)
 
 
+def json_object(session: Session, pairs: dict[str, Any]) -> Any:
+    """A JSON object built in SQL from ``{key: column expression}`` (one per row of an
+    ``INSERT ... SELECT``): ``jsonb_build_object`` on PostgreSQL, ``json_object`` on SQLite
+    (its text is how SQLite stores a JSON column). The keys are constants of the code."""
+    from sqlalchemy import String, cast, func, literal
+
+    args: list[Any] = []
+    for key, value in pairs.items():
+        args += [cast(literal(key), String), value]
+    return func.jsonb_build_object(*args) if is_postgres(session) else func.json_object(*args)
+
+
 def bulk_update(session: Session, table: Table, key_cols: list[str], rows: list[dict[str, Any]]) -> None:
     """Update many rows by key. PostgreSQL: COPY into a temporary table, then one UPDATE ... FROM;
     SQLite: an executemany UPDATE. ``rows`` all carry the same keys."""

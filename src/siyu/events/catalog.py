@@ -100,6 +100,22 @@ class LevelChanged(TypedDict):
     reason: NotRequired[Annotated[str, Field(max_length=32)] | None]
 
 
+@with_config(_EXTRA)
+class SegmentMove(TypedDict):
+    """Written by the server (``audience.segments.recompute``), one per member whose saved-segment
+    membership changed: ``segment_entered`` / ``segment_left``."""
+
+    segment_id: PositiveId
+
+
+_Stage = Annotated[str, Field(min_length=1, max_length=20)]
+#: Written by the server (``audience.repository.recompute_stages``), one per member whose lifecycle
+#: stage moved; ``from`` / ``to`` are stage codes (never_purchased, active, silent, sleeping,
+#: pre_churn, churned). Functional form: ``from`` is a Python keyword.
+StageChanged = TypedDict("StageChanged", {"from": _Stage, "to": _Stage})
+with_config(_EXTRA)(StageChanged)
+
+
 REGISTERED: dict[str, type[Any]] = {
     "page_view": PageView,
     "product_view": ProductView,
@@ -114,7 +130,15 @@ REGISTERED: dict[str, type[Any]] = {
     "check_in": CheckIn,
     "message_clicked": MessageClicked,
     "level_changed": LevelChanged,
+    "segment_entered": SegmentMove,
+    "segment_left": SegmentMove,
+    "stage_changed": StageChanged,
 }
+
+
+#: written only by the server, set-based from the audience module's change rows: journeys and
+#: segments trust them, so the ingestion API refuses them (``event_name_reserved``)
+SERVER_ONLY = frozenset({"segment_entered", "segment_left", "stage_changed"})
 
 
 def without_none(properties: dict[str, Any]) -> dict[str, Any]:

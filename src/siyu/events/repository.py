@@ -10,7 +10,7 @@ from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.orm import Session
 
 from siyu.db.bulk import in_ints, insert_ignore_json
-from siyu.db.dialect import for_update, insert_ignore, is_postgres
+from siyu.db.dialect import for_update, insert_from_select_ignore, insert_ignore, is_postgres
 from siyu.events.models import AnonymousLink, Event
 from siyu.events.schemas import DEFAULT_SOURCE
 from siyu.members.models import Member
@@ -87,6 +87,20 @@ def insert_events(
         for e in events
     ]
     return insert_ignore_json(session, Event.__table__, rows, ["merchant_id", "event_id"], "event_id")  # type: ignore[arg-type]
+
+
+#: the columns of ``insert_from_select``'s source, in this order
+SELECT_COLUMNS = ["merchant_id", "event_id", "name", "member_id", "source", "occurred_at", "received_at", "properties"]
+
+
+def insert_from_select(session: Session, source: Select[Any]) -> None:
+    """``INSERT INTO events (SELECT_COLUMNS) <source> ON CONFLICT (merchant_id, event_id) DO
+    NOTHING``: events derived set-based from other rows, in one statement; an event id already
+    stored is skipped. ``source`` needs a WHERE clause (``db.dialect.insert_from_select_ignore``;
+    its rowcount is not relied on: psycopg reported -1 for an INSERT ... SELECT of 0 rows)."""
+    insert_from_select_ignore(
+        session, Event.__table__, SELECT_COLUMNS, source, ["merchant_id", "event_id"]  # type: ignore[arg-type]
+    )
 
 
 def link_anonymous(

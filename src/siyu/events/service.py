@@ -3,7 +3,8 @@
 A batch of up to 500 events is validated event by event: a bad event is rejected with its
 reason (stable code, field paths, each field's code and message in the request's language:
 ``events.messages``) while the rest are stored. Registered names
-(``catalog.REGISTERED``) have their properties validated; unknown names are stored as they are
+(``catalog.REGISTERED``) have their properties validated (the server-only ones,
+``catalog.SERVER_ONLY``, are refused: ``event_name_reserved``); unknown names are stored as they are
 and reported back so the integrator sees them. Events more than ``FUTURE_TOLERANCE`` ahead of
 the server clock are refused. The body is parsed once (pydantic-core, ``endpoints.raw_events``)
 and the batch's envelopes validated in one call of the compiled validator (event by event only
@@ -27,10 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from siyu.events import repository as repo
-from siyu.events.catalog import PROPERTIES, without_none
+from siyu.events.catalog import PROPERTIES, SERVER_ONLY, without_none
 from siyu.events.messages import field_errors, naive_timestamp
 from siyu.events.models import SOURCES
 from siyu.events.schemas import BATCH, DEFAULT_SOURCE, ENVELOPE, MAX_BATCH, BatchOut, Rejected
@@ -62,6 +64,11 @@ register_messages(
             "member_id differs from the logged-in member",
         ),
         "event_member_unknown": (422, "会员不存在", "No such member"),
+        "event_name_reserved": (
+            422,
+            "事件 {name} 由系统写入，不能上报",
+            "The event {name} is written by the server and cannot be sent",
+        ),
         "event_subject_missing": (
             422,
             "事件必须指明 member_id 或 anonymous_id",
@@ -148,6 +155,9 @@ def ingest(
             rejected.append(_reject(index, raw_events[index], code, lang, fields))
             continue
         name = event["name"]
+        if name in SERVER_ONLY:
+            rejected.append(_reject(index, raw_events[index], "event_name_reserved", lang, name=name))
+            continue
         check = PROPERTIES.get(name)
         if check is None:
             unknown_names.add(name)
@@ -297,3 +307,14 @@ def record_server_event(
         from siyu.events import hooks
 
         hooks.after_insert(session, merchant_id, [row])
+
+
+def record_server_events_from(session: Session, source: Select[Any]) -> None:
+    """Write many server events in ONE ``INSERT ... SELECT`` (``source`` selects
+    ``repository.SELECT_COLUMNS``, source ``server``), idempotent by each row's ``event_id``:
+    per-member events derived from another table's rows (a segment recompute's changes, a stage
+    recompute's moves) without a Python loop or a job per member.
+
+    Like ``record_server_event(by_member=False)`` the listeners are not told: these are not the
+    member's own doing, so their last visit and activity counters stay as they are."""
+    repo.insert_from_select(session, source)

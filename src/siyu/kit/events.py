@@ -36,9 +36,11 @@ EVENTS = {
     "aftersale.completed": "an after-sale was completed (aftersale_id, order_id, member_id, kind, status, refund_amount)",
     "review.created": "a customer reviewed a bought product (review_id, member_id, product_id, rating)",
     "member.profile_completed": "a member filled in every profile field the task asks for (member_id)",
-    "segment.changed": "a saved segment gained or lost members (segment_id, entered, left, at)",
+    "segment.changed": "a saved segment gained or lost members (segment_id, entered, left, at); one per recompute. "
+    "Per member: the behaviour events segment_entered / segment_left (properties segment_id) in the events table",
     "member.stage_changed": "lifecycle stages moved (at, changed, member_id; after a payment also from_stage, to_stage; "
-    "member_id null for the daily recompute, whose moves are the lifecycle_transitions rows at `at`)",
+    "member_id null for the daily recompute, whose moves are the lifecycle_transitions rows at `at`). Per member: the "
+    "behaviour event stage_changed (properties from, to) in the events table",
     "member.registered": "a new member registered (member_id, channel)",
     "coupon.issued": "a coupon entered a wallet (coupon_id, template_id, member_id, source)",
     "coupon.expiring": "a coupon expires soon; once per coupon (coupon_id, member_id, template_id, valid_until)",
