@@ -8,8 +8,8 @@
   in the merged member's, which nobody can log in as.
 - **Used, expired and voided** coupons stay under the dropped member as history (the
   ``MemberMerge`` row links the two). A used coupon returned later by a full refund of an order
-  paid before the merge therefore lands in the merged member's wallet; an operator can issue a
-  replacement (known limitation).
+  paid before the merge goes to the kept member's wallet (``service._to_holders`` follows
+  ``merged_into`` on every return path), not to the merged member's.
 - **Per-member claim counters** (``received``): the dropped member's are added to the kept
   member's, per template, and zeroed, so the per-member limit holds for the person (the sum may
   be above the limit: the person already holds that many, and can claim no more).

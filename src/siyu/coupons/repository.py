@@ -251,6 +251,30 @@ def return_coupons(
     return out
 
 
+def coupon_holders(session: Session, merchant_id: int, coupon_ids: list[int]) -> dict[int, int]:
+    """``{coupon id: member id}`` of these coupons."""
+    if not coupon_ids:
+        return {}
+    rows = session.execute(
+        select(MemberCoupon.id, MemberCoupon.member_id)
+        .where(MemberCoupon.merchant_id == merchant_id, MemberCoupon.id.in_(sorted(coupon_ids)))
+    )
+    return {int(cid): int(mid) for cid, mid in rows}
+
+
+def move_coupons(session: Session, merchant_id: int, coupon_ids: list[int], member_id: int, now: dt.datetime) -> int:
+    """Re-point these coupons to ``member_id`` (a merged member's returned coupons to the kept one)."""
+    if not coupon_ids:
+        return 0
+    result = session.execute(
+        update(MemberCoupon)
+        .where(MemberCoupon.merchant_id == merchant_id, MemberCoupon.id.in_(sorted(coupon_ids)))
+        .values(member_id=member_id, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result)
+
+
 def expire_due(session: Session, merchant_id: int, now: dt.datetime, limit: int = 5000) -> list[int]:
     ids = list(session.scalars(
         select(MemberCoupon.id).where(

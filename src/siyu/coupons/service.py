@@ -1151,7 +1151,7 @@ def on_order_paid(session: Session, merchant_id: int, order_id: int, paid_amount
 
 def on_order_cancelled(session: Session, merchant_id: int, order_id: int, now: dt.datetime) -> list[tuple[int, str]]:
     moved = repo.return_coupons(session, merchant_id, order_id, (LOCKED,), now)
-    _audit_returned(session, merchant_id, order_id, moved, "order_cancelled")
+    _audit_returned(session, merchant_id, order_id, moved, "order_cancelled", _to_holders(session, merchant_id, moved, now))
     return moved
 
 
@@ -1159,14 +1159,40 @@ def on_order_refunded(session: Session, merchant_id: int, order_id: int, now: dt
     """A full refund returns the coupons (``used`` — or still ``locked`` if the paid job has not
     run yet) to the wallet."""
     moved = repo.return_coupons(session, merchant_id, order_id, (USED, LOCKED), now)
-    _audit_returned(session, merchant_id, order_id, moved, "order_refunded")
+    _audit_returned(session, merchant_id, order_id, moved, "order_refunded", _to_holders(session, merchant_id, moved, now))
     return moved
 
 
-def _audit_returned(session: Session, merchant_id: int, order_id: int, moved: list[tuple[int, str]], why: str) -> None:
+def _to_holders(session: Session, merchant_id: int, moved: list[tuple[int, str]], now: dt.datetime) -> dict[int, int]:
+    """Returned coupons whose holder was merged into another member (``members.service``
+    identity merge: status ``merged``, ``merged_into``, followed along a chain) go to the kept
+    member's wallet — the merged member is emptied and nobody logs in as them. This covers a
+    coupon used on an order paid before the merge (the merge leaves used coupons as history) and
+    refunded after it. Returns ``{coupon id: the member it moved from}``; the claim counters were
+    already added to the kept member by the merge, so none move here."""
+    holders = repo.coupon_holders(session, merchant_id, [cid for cid, _ in moved])
+    by_target: dict[int, list[int]] = {}
+    came_from: dict[int, int] = {}
+    for cid, member_id in holders.items():
+        keep = loyalty_repo.holder(session, merchant_id, member_id)
+        if keep != member_id:
+            by_target.setdefault(keep, []).append(cid)
+            came_from[cid] = member_id
+    for keep, ids in by_target.items():
+        repo.move_coupons(session, merchant_id, ids, keep, now)
+    return came_from
+
+
+def _audit_returned(
+    session: Session, merchant_id: int, order_id: int, moved: list[tuple[int, str]], why: str,
+    came_from: dict[int, int] | None = None,
+) -> None:
     for cid, status in moved:
+        data: dict[str, Any] = {"order_id": order_id, "reason": why}
+        if came_from and cid in came_from:
+            data["moved_from_merged_member"] = came_from[cid]
         audit.record(session, merchant_id, "member_coupon", cid, "returned", to_state=status,
-                     actor=("system", None), data={"order_id": order_id, "reason": why})
+                     actor=("system", None), data=data)
 
 
 # -- expiry and reminders ------------------------------------------------------------------------------
