@@ -1,7 +1,8 @@
 """Per-member behaviour events for journeys: a saved segment's recompute writes one
 ``segment_entered`` / ``segment_left`` per member that moved, a stage move one ``stage_changed``
 (from / to), set-based into the events table (source ``server``), idempotent, usable in segment
-definitions at once, and not counted as visits. SQLite and PostgreSQL."""
+definitions at once, and not counted as visits. Not events: a new segment's first fill and a
+member's first stage from the merchant-wide recompute (backfilled stats). SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.audience import repository as repo
 from siyu.audience import segments, service
-from siyu.audience.models import MemberStats, StageTransition
+from siyu.audience.models import MemberStats, SegmentChange, StageTransition
 from siyu.db.session import unit_of_work
 from siyu.events.models import Event
 from siyu.kit.outbox import Job
@@ -65,10 +66,11 @@ def test_a_segment_recompute_writes_one_entered_or_left_event_per_moving_member_
 ) -> None:
     a, b, c = _members(session_factory, tenant.id, 3)
     seg = _saved(session_factory, tenant.id, "active", ACTIVE)  # nobody bought yet: empty
+    # a new segment's first fill is its definition taking effect: change rows, no events
     other = _saved(session_factory, tenant.id, "everyone", {"type": "random_bucket", "percent": 100})
-    assert sorted(_events(session_factory, tenant.id, "segment_entered")) == [
-        (m, "segment_entered", {"segment_id": other}) for m in sorted((a, b, c))
-    ]
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(SegmentChange).where(SegmentChange.segment_id == other)) == 3
+    assert _events(session_factory, tenant.id, "segment_entered") == []
     now = utcnow()
     _pay(session_factory, tenant.id, a, now)
     _pay(session_factory, tenant.id, b, now)
@@ -80,17 +82,32 @@ def test_a_segment_recompute_writes_one_entered_or_left_event_per_moving_member_
     assert _recompute(session_factory, tenant.id, seg, now) == segments.RecomputeResult(entered=0, left=0, members=2)
     with unit_of_work(session_factory) as s:
         segments._record_change_events(s, tenant.id, seg, now, [])
-    assert len(_events(session_factory, tenant.id, "segment_entered", "segment_left")) == 5  # 3 everyone + 2
+    assert len(_events(session_factory, tenant.id, "segment_entered", "segment_left")) == 2
+
+    # an edited definition moves members: those are events (c enters, a and b stay)
+    with unit_of_work(session_factory) as s:
+        s.execute(update(Member).where(Member.id == c).values(nickname="zed"))
+    with unit_of_work(session_factory) as s:
+        segments.save_segment(s, tenant.id, name="active", description=None, segment_id=seg,
+                              definition=segments.parse_definition({"type": "or", "nodes": [
+                                  ACTIVE, {"type": "attribute", "field": "nickname", "op": "eq", "value": "zed"}]}))
+    assert (c, "segment_entered", {"segment_id": seg}) in _events(session_factory, tenant.id, "segment_entered")
+    with unit_of_work(session_factory) as s:
+        segments.save_segment(s, tenant.id, name="active", description=None, segment_id=seg,
+                              definition=segments.parse_definition(ACTIVE))
+    assert (c, "segment_left", {"segment_id": seg}) in _events(session_factory, tenant.id, "segment_left")
+    before = len(_events(session_factory, tenant.id, "segment_left"))
 
     # 100 days on, both are silent: they leave
     later = now + dt.timedelta(days=100)
     with unit_of_work(session_factory) as s:
         service.recompute_lifecycle(s, tenant.id, now=later)
     assert _recompute(session_factory, tenant.id, seg, later) == segments.RecomputeResult(entered=0, left=2, members=0)
-    left = _events(session_factory, tenant.id, "segment_left")
+    left = _events(session_factory, tenant.id, "segment_left")[before:]
     assert sorted(left) == [(a, "segment_left", {"segment_id": seg}), (b, "segment_left", {"segment_id": seg})]
     with session_factory() as s:
-        at = s.scalars(select(Event.occurred_at).where(Event.merchant_id == tenant.id, Event.name == "segment_left"))
+        at = s.scalars(select(Event.occurred_at).where(Event.merchant_id == tenant.id, Event.name == "segment_left",
+                                                       Event.member_id.in_([a, b])))
         assert set(at) == {later}
 
 

@@ -223,7 +223,7 @@ def save_segment(
         seg.name, seg.description = name, description
         seg.definition = definition.model_dump(mode="json", by_alias=True)["root"]
         seg.updated_at = now
-    recompute(session, merchant_id, seg.id, now=now)
+    recompute(session, merchant_id, seg.id, now=now, announce=segment_id is not None)
     return seg
 
 
@@ -241,9 +241,15 @@ class RecomputeResult:
 
 
 def recompute(
-    session: Session, merchant_id: int, segment_id: int, *, now: dt.datetime | None = None, member_id: int | None = None
+    session: Session, merchant_id: int, segment_id: int, *, now: dt.datetime | None = None, member_id: int | None = None,
+    announce: bool = True,
 ) -> RecomputeResult:
-    """Bring the saved membership in line with the definition (all members, or just one)."""
+    """Bring the saved membership in line with the definition (all members, or just one).
+
+    Each member who entered or left is a behaviour event (``_record_change_events``), except
+    with ``announce`` False: a new segment's first fill (``save_segment``) is its definition
+    taking effect, not members moving, and would write one event per member of the store for a
+    broad segment inside the save request."""
     now = now or utcnow()
     seg = get_segment(session, merchant_id, segment_id)
     definition = SegmentDefinition.model_validate({"root": seg.definition})
@@ -287,7 +293,7 @@ def recompute(
 
     left = _changes(left_q, "left")
     entered = _changes(entered_q, "entered")
-    if entered or left:
+    if (entered or left) and announce:
         _record_change_events(session, merchant_id, seg.id, now, this_call)
     if left:
         gone = select(SegmentChange.member_id).where(
