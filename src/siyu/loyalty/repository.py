@@ -564,8 +564,11 @@ def existing_coupon_template_ids(session: Session, merchant_id: int, ids: set[in
     ))
 
 
-def coupon_template_names(session: Session, merchant_id: int, ids: set[int]) -> dict[int, str]:
-    """Names of these coupon templates of the merchant ({} without the coupons module)."""
+def coupon_template_names_and_levels(
+    session: Session, merchant_id: int, ids: set[int]
+) -> dict[int, tuple[str, list[int]]]:
+    """Name and ``level_ids`` (empty: everyone) of these coupon templates of the merchant, one
+    query ({} without the coupons module)."""
     try:
         from siyu.coupons.models import CouponTemplate
     except ImportError:
@@ -573,25 +576,10 @@ def coupon_template_names(session: Session, merchant_id: int, ids: set[int]) -> 
     if not ids:
         return {}
     rows = session.execute(
-        select(CouponTemplate.id, CouponTemplate.name)
+        select(CouponTemplate.id, CouponTemplate.name, CouponTemplate.level_ids)
         .where(CouponTemplate.merchant_id == merchant_id, CouponTemplate.id.in_(sorted(ids)))
     )
-    return {int(i): str(n) for i, n in rows}
-
-
-def coupon_template_levels(session: Session, merchant_id: int, ids: set[int]) -> dict[int, list[int]]:
-    """The ``level_ids`` of these coupon templates (empty: everyone; {} without the coupons module)."""
-    try:
-        from siyu.coupons.models import CouponTemplate
-    except ImportError:
-        return {}
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(CouponTemplate.id, CouponTemplate.level_ids)
-        .where(CouponTemplate.merchant_id == merchant_id, CouponTemplate.id.in_(sorted(ids)))
-    )
-    return {int(i): [int(x) for x in (lv or [])] for i, lv in rows}
+    return {int(i): (str(n), [int(x) for x in (lv or [])]) for i, n, lv in rows}
 
 
 # -- member merge (``merge.merge_members``) ----------------------------------------------------------

@@ -1226,8 +1226,9 @@ def mall_items(
     some item is level-exclusive."""
     items = [item for item in get_rules(session, merchant_id).mall if item.enabled]
     ids = {item.coupon_template_id for item in items}
-    names = repo.coupon_template_names(session, merchant_id, ids)
-    levels = repo.coupon_template_levels(session, merchant_id, ids)
+    templates = repo.coupon_template_names_and_levels(session, merchant_id, ids)
+    names = {tid: name for tid, (name, _) in templates.items()}
+    levels = {tid: wanted for tid, (_, wanted) in templates.items()}
     exclusive = any(levels.get(tid) for tid in ids)
     ladder = [(lv.id, lv.name) for lv in repo.levels(session, merchant_id)] if exclusive else []
     mine = None
