@@ -49,8 +49,8 @@ def test_a_mall_coupon_costs_its_points_once_and_a_retry_returns_it(
     assert r.status_code == 200, r.text
     headers, member = _member(client, tenant)
     assert client.get(f"{STORE}/mall", headers=tenant.store_headers).json() == [
-        {"coupon_template_id": cheap, "points": 300, "name": "满减 10 元", "can_redeem": True, "reason": None,
-         "level_required": None},
+        {"kind": "coupon", "coupon_template_id": cheap, "points": 300, "name": "满减 10 元", "can_redeem": True,
+         "reason": None, "level_required": None},
     ]
     h.award(session_factory, tenant.id, member, 700, "mall-start")
 

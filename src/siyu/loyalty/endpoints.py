@@ -29,6 +29,7 @@ from siyu.loyalty.schemas import (
     LoyaltyRules,
     MakeupIn,
     MallItemOut,
+    MallProductOut,
     MallRedemptionOut,
     MemberCardOut,
     MemberLoyaltyOut,
@@ -211,11 +212,13 @@ def share(body: TaskIn, customer: Customer, session: DbSession) -> TaskOut:
     return service.complete_task(session, customer.merchant_id, customer.member_id, "share", ref=body.ref)
 
 
-@store.get("/loyalty/mall", response_model=list[MallItemOut],
-           summary="Coupons in the points mall (level-exclusive ones with level_required / can_redeem)")
+@store.get("/loyalty/mall", response_model=list[MallItemOut | MallProductOut],
+           summary="Coupons (kind coupon: level-exclusive ones with level_required / can_redeem) and products "
+                   "(kind product: points + cash, remaining limit; exchanged at checkout with "
+                   "options.points_mall) in the points mall")
 def mall(
     session: DbSession, merchant: StoreMerchant, authorization: Annotated[str | None, Header()] = None,
-) -> list[MallItemOut]:
+) -> list[MallItemOut | MallProductOut]:
     """Anonymous with the merchant header; with a customer token (``store_merchant`` checked it)
     ``can_redeem`` is judged for that member."""
     from siyu.tenancy import service as tenancy_service

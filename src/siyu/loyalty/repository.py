@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from sqlalchemy import Table, bindparam, extract, func, select, update
 from sqlalchemy.orm import Session
 
+from siyu.catalog.models import Product, Sku
 from siyu.db.dialect import for_update, insert_ignore
 from siyu.loyalty.models import (
     CARD_ACTIVE,
@@ -35,6 +36,7 @@ from siyu.loyalty.models import (
     TaskCompletion,
     TaskCounter,
 )
+from siyu.orders.models import PAID_STATUSES, PENDING_PAYMENT, Order, OrderLine
 
 # -- settings ---------------------------------------------------------------------------------------
 
@@ -621,3 +623,43 @@ def holder(session: Session, merchant_id: int, member_id: int) -> int:
             break
         member_id = int(row[1])
     return member_id
+
+
+# -- points mall: products ----------------------------------------------------------------------------
+
+
+def mall_skus(session: Session, merchant_id: int, sku_ids: Sequence[int]) -> dict[int, tuple[Sku, Product]]:
+    """The store's SKUs among ``sku_ids`` with their products (another store's id is absent)."""
+    if not sku_ids:
+        return {}
+    rows = session.execute(
+        select(Sku, Product).join(Product, Product.id == Sku.product_id)
+        .where(Sku.merchant_id == merchant_id, Product.merchant_id == merchant_id, Sku.id.in_(sorted(set(sku_ids))))
+    ).all()
+    return {sku.id: (sku, product) for sku, product in rows}
+
+
+def mall_exchanged_units(
+    session: Session, merchant_id: int, member_ids: Sequence[int], sku_ids: Sequence[int], reason_prefix: str,
+) -> dict[int, int]:
+    """Units of each SKU the members exchanged on orders still pending or paid, net of refunded
+    units. An exchange order is found by its points spend (``reason`` ``<prefix><sku_id>``, ``ref``
+    ``order:<id>``): ledger entries are few per member, then one read of those orders' lines."""
+    if not member_ids or not sku_ids:
+        return {}
+    reasons = [f"{reason_prefix}{sku_id}" for sku_id in sku_ids]
+    refs = session.scalars(
+        select(PointsEntry.ref).where(PointsEntry.merchant_id == merchant_id, PointsEntry.member_id.in_(member_ids),
+                                      PointsEntry.reason.in_(reasons), PointsEntry.delta < 0)
+    ).all()
+    order_ids = sorted({int(ref.split(":", 1)[1]) for ref in refs if ref and ref.startswith("order:")})
+    if not order_ids:
+        return {}
+    rows = session.execute(
+        select(OrderLine.sku_id, func.sum(OrderLine.quantity - OrderLine.refunded_quantity))
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(Order.merchant_id == merchant_id, OrderLine.merchant_id == merchant_id, Order.id.in_(order_ids),
+               Order.status.in_((PENDING_PAYMENT, *PAID_STATUSES)), OrderLine.sku_id.in_(sorted(set(sku_ids))))
+        .group_by(OrderLine.sku_id)
+    ).all()
+    return {int(sku_id): int(units or 0) for sku_id, units in rows}

@@ -22,6 +22,11 @@ register_field_messages({
     "reward_day_repeated": ("{name}：每一天只能有一个奖励", "{name}: one reward per day"),
     "points_zero": ("积分不能为 0", "Points must not be 0"),
     "mall_item_repeated": ("积分商城中同一优惠券模板只能出现一次", "A coupon template appears once in the points mall"),
+    "mall_product_repeated": ("积分商城中同一 SKU 只能出现一次", "A SKU appears once in the points mall"),
+    "mall_item_kind_fields": (
+        "优惠券兑换须填写 coupon_template_id，商品兑换须填写 sku_id（二者不能同时填写）",
+        "A coupon item names coupon_template_id, a product item names sku_id (not both)",
+    ),
 })
 
 NonNeg = Field(default=0, ge=0)
@@ -132,12 +137,44 @@ class LevelRules(Strict):
 
 
 class MallItem(Strict):
-    """A coupon sold for points in the points mall. The coupon template's own limits (total
-    quantity, per member, issue window, status) apply to every redemption."""
+    """An item sold for points in the points mall.
 
-    coupon_template_id: int = Field(ge=1, le=ID_MAX)
-    points: int = Field(ge=1, le=POINTS_MAX, description="points one coupon costs")
+    ``kind`` ``coupon`` (the default): a coupon template; the template's own limits (total
+    quantity, per member, issue window, status) apply to every redemption
+    (``POST /loyalty/mall/{template_id}/redeem``).
+
+    ``kind`` ``product`` (积分商城 product exchange, "100 积分 + ¥9.90"): a SKU of this store, on
+    sale, exchanged through the normal checkout with ``options={"points_mall": {"sku_id": S}}``:
+    each unit costs ``points`` plus ``cash`` fen (0: points alone; freight is charged as for any
+    order), ``per_member_limit`` units per member over their pending and paid exchange orders
+    (refunded units count no more; null: no limit). Checked on save against the store's data
+    (422 at the item's path): the SKU is this store's (``sku_not_found``), active and its product
+    on sale (``sku_not_on_sale``), physical (``virtual_product_refused``), and ``cash`` is below
+    its price (``mall_cash_not_below_price``)."""
+
+    kind: Literal["coupon", "product"] = "coupon"
+    coupon_template_id: int | None = Field(default=None, ge=1, le=ID_MAX)
+    sku_id: int | None = Field(default=None, ge=1, le=ID_MAX, description="product item: the SKU exchanged")
+    points: int = Field(ge=1, le=POINTS_MAX, description="points one coupon / one unit costs")
+    cash: int = Field(default=0, ge=0, le=INT_MAX,
+                      description="product item: fen paid per unit on top of the points (0: points alone)")
+    per_member_limit: int | None = Field(default=None, ge=1, le=10_000,
+                                         description="product item: units per member (null: no limit)")
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> MallItem:
+        if self.kind == "coupon":
+            ok = self.coupon_template_id is not None and self.sku_id is None
+            ok = ok and self.cash == 0 and self.per_member_limit is None
+        else:
+            ok = self.sku_id is not None and self.coupon_template_id is None
+        if not ok:
+            raise PydanticCustomError(
+                "mall_item_kind_fields",
+                "A coupon item names coupon_template_id, a product item names sku_id (not both)",
+            )
+        return self
 
 
 class LoyaltyRules(Strict):
@@ -147,13 +184,16 @@ class LoyaltyRules(Strict):
     check_in: CheckInRules = Field(default_factory=CheckInRules)
     levels: LevelRules = Field(default_factory=LevelRules)
     mall: list[MallItem] = Field(default_factory=list, max_length=200,
-                                 description="points mall: coupons members redeem for points")
+                                 description="points mall: coupons and products members redeem for points")
 
     @model_validator(mode="after")
     def _mall_unique(self) -> LoyaltyRules:
-        ids = [item.coupon_template_id for item in self.mall]
+        ids = [item.coupon_template_id for item in self.mall if item.kind == "coupon"]
         if len(ids) != len(set(ids)):
             raise PydanticCustomError("mall_item_repeated", "A coupon template appears once in the points mall")
+        skus = [item.sku_id for item in self.mall if item.kind == "product"]
+        if len(skus) != len(set(skus)):
+            raise PydanticCustomError("mall_product_repeated", "A SKU appears once in the points mall")
         return self
 
 
@@ -169,6 +209,7 @@ class MallItemOut(BaseModel):
     level is not one of them, so the page can grey it out. Only the level is judged here: the
     balance and the template's own limits are checked when redeeming."""
 
+    kind: Literal["coupon"] = "coupon"
     coupon_template_id: int
     points: int
     name: str
@@ -177,6 +218,29 @@ class MallItemOut(BaseModel):
     level_required: list[MallLevelOut] | None = Field(
         default=None, description="level-exclusive coupon: the levels that may redeem it (null: everyone)"
     )
+
+
+class MallProductOut(BaseModel):
+    """A points-mall product as the member sees it: ``points`` + ``cash`` fen per unit, bought
+    through the checkout with ``options={"points_mall": {"sku_id": sku_id}}``. ``remaining`` is
+    what the member may still exchange under ``per_member_limit`` (null: no limit, or an
+    anonymous visitor); ``can_redeem`` is false with ``reason`` ``points_mall_limit_reached``
+    when nothing is left, ``points_mall_unavailable`` when the SKU went off sale, or
+    ``points_mall_sold_out`` when it has no stock. The balance is checked at checkout."""
+
+    kind: Literal["product"] = "product"
+    sku_id: int
+    product_id: int
+    title: str
+    spec_text: str = ""
+    image_url: str | None = None
+    points: int
+    cash: int = Field(description="fen per unit on top of the points")
+    sale_price: int = Field(description="the SKU's own price, fen (shown struck through)")
+    per_member_limit: int | None = None
+    remaining: int | None = None
+    can_redeem: bool = True
+    reason: str | None = None
 
 
 class MallRedemptionOut(BaseModel):

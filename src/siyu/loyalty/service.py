@@ -86,6 +86,7 @@ from siyu.loyalty.schemas import (
     LoyaltyRules,
     MallItemOut,
     MallLevelOut,
+    MallProductOut,
     MallRedemptionOut,
     MemberLoyaltyOut,
     TaskOut,
@@ -157,7 +158,11 @@ def put_rules(session: Session, merchant_id: int, rules: LoyaltyRules, *, actor:
         for name, rewards in (("streak_rewards", rules.check_in.streak_rewards),
                               ("total_rewards", rules.check_in.total_rewards))
         for i, r in enumerate(rewards) if r.coupon_template_id is not None
-    ] + [(f"mall.{i}.coupon_template_id", item.coupon_template_id) for i, item in enumerate(rules.mall)])
+    ] + [(f"mall.{i}.coupon_template_id", item.coupon_template_id) for i, item in enumerate(rules.mall)
+         if item.coupon_template_id is not None])
+    from siyu.loyalty import mall
+
+    mall.check_rules(session, merchant_id, rules)
     row = repo.settings_row(session, merchant_id)
     doc = rules.model_dump(mode="json")
     if row is None:
@@ -701,9 +706,12 @@ def _order_and_lines(session: Session, merchant_id: int, order_id: int) -> tuple
     return (order if holder == order.member_id else _MergedOrder(order, holder)), lines
 
 
-def record_checkout_spend(session: Session, merchant_id: int, member_id: int, order_id: int, points: int) -> PointsEntry:
-    """The POINTS submit hook: spend the points the stage reserved (idempotent by order)."""
-    entry = spend(session, merchant_id, member_id, points, reason="order", ref=f"order:{order_id}",
+def record_checkout_spend(
+    session: Session, merchant_id: int, member_id: int, order_id: int, points: int, *, reason: str = "order",
+) -> PointsEntry:
+    """The POINTS submit hook: spend the points the stage reserved (idempotent by order). A
+    points-mall exchange spends with reason ``mall_product:<sku>`` (``siyu.loyalty.mall``)."""
+    entry = spend(session, merchant_id, member_id, points, reason=reason, ref=f"order:{order_id}",
                   idempotency_key=f"order:{order_id}:spend")
     op = repo.ensure_order_points(session, merchant_id, order_id, member_id)
     op.spent = points
@@ -1217,15 +1225,19 @@ def buy_card(
 
 def mall_items(
     session: Session, merchant_id: int, member_id: int | None = None, now: dt.datetime | None = None
-) -> list[MallItemOut]:
+) -> list[MallItemOut | MallProductOut]:
     """The enabled points-mall coupons (``rules.mall``) whose template still exists, in the
-    merchant's order. Level-exclusive coupons carry ``level_required`` (ladder order; a deleted
-    level left out) and, for ``member_id`` (None: an anonymous visitor) outside those levels,
-    ``can_redeem`` false with ``reason`` ``coupon_level_required`` — the check redeeming makes
+    merchant's order, then the enabled products (``siyu.loyalty.mall.product_items``).
+    Level-exclusive coupons carry ``level_required`` (ladder order; a deleted level left out)
+    and, for ``member_id`` (None: an anonymous visitor) outside those levels, ``can_redeem``
+    false with ``reason`` ``coupon_level_required`` — the check redeeming makes
     (``coupons.service.check_level``: the effective level). One level read per call, only when
     some item is level-exclusive."""
-    items = [item for item in get_rules(session, merchant_id).mall if item.enabled]
-    ids = {item.coupon_template_id for item in items}
+    from siyu.loyalty import mall
+
+    rules = get_rules(session, merchant_id)
+    items = [item for item in rules.mall if item.enabled and item.kind == "coupon"]
+    ids = {int(item.coupon_template_id or 0) for item in items}
     templates = repo.coupon_template_names_and_levels(session, merchant_id, ids)
     names = {tid: name for tid, (name, _) in templates.items()}
     levels = {tid: wanted for tid, (_, wanted) in templates.items()}
@@ -1235,9 +1247,9 @@ def mall_items(
     if exclusive and member_id is not None:
         lv, _, _ = effective_level(session, merchant_id, member_id, now)
         mine = lv.id if lv is not None else None
-    out = []
+    out: list[MallItemOut | MallProductOut] = []
     for item in items:
-        tid = item.coupon_template_id
+        tid = int(item.coupon_template_id or 0)
         if tid not in names:
             continue
         wanted = levels.get(tid) or []
@@ -1247,7 +1259,7 @@ def mall_items(
             reason=None if allowed else "coupon_level_required",
             level_required=[MallLevelOut(id=i, name=n) for i, n in ladder if i in wanted] if wanted else None,
         ))
-    return out
+    return out + list(mall.product_items(session, merchant_id, rules, member_id))
 
 
 def redeem_coupon(
@@ -1275,8 +1287,8 @@ def redeem_coupon(
         coupon, _ = coupons.issue_once(session, merchant_id, template_id, member_id, source="points_mall",
                                        idempotency_key=key)
         return _redemption(coupon.id, template_id, first), False
-    item = next((x for x in get_rules(session, merchant_id).mall if x.coupon_template_id == template_id and x.enabled),
-                None)
+    item = next((x for x in get_rules(session, merchant_id).mall
+                 if x.kind == "coupon" and x.coupon_template_id == template_id and x.enabled), None)
     if item is None:
         raise DomainError("mall_item_not_found", template_id=template_id)
     now = now or utcnow()

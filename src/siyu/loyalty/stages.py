@@ -13,6 +13,10 @@
   (``points_per_yuan`` points = ¥1), refused below ``min_points``; every clamp is noted.
   ``ctx.points_to_use`` becomes the points actually used and the submit hook spends exactly
   those (idempotent by order; ``points_insufficient`` if the balance fell meanwhile).
+- POINTS MALL ``loyalty_points_mall`` (BASE) and the POINTS stage: a points-mall product
+  exchange (``options.points_mall``, see ``siyu.loyalty.mall``): flagged before every discount
+  stage, so no member price, item or order promotion, coupon or points deduction touches it;
+  priced at its cash part in the POINTS stage, its points spent with the order's.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from typing import Any
 
 from sqlalchemy import BindParameter, ColumnElement, bindparam, exists, or_
 
+from siyu.loyalty import mall, service
 from siyu.loyalty import repository as repo
-from siyu.loyalty import service
 from siyu.loyalty.models import CARD_ACTIVE, MemberCard, MemberLoyalty
 from siyu.orders.freight import VIRTUAL
 from siyu.orders.pricing import (
+    BASE,
     MEMBER_PRICE,
     POINTS,
     PricingContext,
@@ -33,6 +38,9 @@ from siyu.orders.pricing import (
     register_stage,
     register_submit_hook,
 )
+from siyu.orders.schemas import register_checkout_option
+
+register_checkout_option(mall.OPTION, '{"sku_id": N}: exchange the points-mall product N for its points (+ cash part)')
 
 RESERVATION = "loyalty_points"
 PROBE_LEVEL = "loyalty_level"
@@ -53,6 +61,12 @@ def level_probe() -> ColumnElement[bool]:
     )
 
 
+@register_stage(BASE, "loyalty_points_mall")
+def points_mall_stage(ctx: PricingContext) -> None:
+    """Check ``options.points_mall`` and flag the exchanged line before any discount stage."""
+    mall.flag_line(ctx)
+
+
 @register_stage(MEMBER_PRICE, "loyalty_member_price")
 def member_price_stage(ctx: PricingContext) -> None:
     if ctx.member_id is None or not ctx.may_apply(PROBE_LEVEL):
@@ -70,7 +84,8 @@ def member_price_stage(ctx: PricingContext) -> None:
     if bp <= 0 or benefits.discount_from is None:
         return
     # Virtual lines (a membership card) are sold at their own price: no member price on them.
-    eligible = ctx.eligible(lambda line: not line.flags.get(VIRTUAL))
+    # A points-mall exchange is its own price: no member price on it either.
+    eligible = ctx.eligible(lambda line: not line.flags.get(VIRTUAL) and not mall.is_exchange(line))
     total = sum(ctx.lines[i].amount for i in eligible)
     if total <= 0:
         return
@@ -87,6 +102,18 @@ def member_price_stage(ctx: PricingContext) -> None:
 
 @register_stage(POINTS, "loyalty_points")
 def points_stage(ctx: PricingContext) -> None:
+    deduction_stage(ctx)
+    exchange = mall.price_line(ctx)
+    if exchange:
+        # The exchange's points ride the order's points: ``points_used``, one spend at submit, the
+        # cancel and refund returns. (An exchange is an order of its own and flagged ``no_points``,
+        # so the deduction above found nothing to take off and used no points.)
+        reserved = ctx.reservations.get(RESERVATION) or {"points": 0, "amount": 0}
+        ctx.reservations[RESERVATION] = {**reserved, "points": int(reserved["points"]) + exchange}
+        ctx.points_to_use += exchange
+
+
+def deduction_stage(ctx: PricingContext) -> None:
     requested = ctx.points_to_use
     if requested <= 0 or ctx.member_id is None:
         ctx.points_to_use = 0
@@ -122,4 +149,6 @@ def points_submit(ctx: PricingContext, order_id: int) -> None:
     reserved = ctx.reservations.get(RESERVATION)
     if not reserved or ctx.member_id is None:
         return
-    service.record_checkout_spend(ctx.session, ctx.merchant_id, ctx.member_id, order_id, int(reserved["points"]))
+    reason = mall.submit(ctx, order_id) or "order"
+    service.record_checkout_spend(ctx.session, ctx.merchant_id, ctx.member_id, order_id, int(reserved["points"]),
+                                  reason=reason)
