@@ -14,7 +14,7 @@ from tests.conftest import Tenant, customer_login
 from tests.factories.orders import make_sku, sku_stock
 
 STORE = "/api/store/v1"
-KEYS = ("add_on", "bargain", "first_order", "flash_sale", "group_buy")
+KEYS = ("add_on", "bargain", "first_order", "flash_sale", "group_buy", "points_mall")
 
 
 def _post(client: TestClient, url: str, body: dict[str, Any], headers: dict[str, str], lang: str) -> Any:
