@@ -40,11 +40,23 @@ Status = Literal[
 
 
 class AfterSaleLineIn(Strict):
-    order_line_id: int
-    quantity: int = Field(description="units to refund / return / exchange (at least 1)")
+    """Each refusal of a line is 422 ``aftersale_quantity_invalid`` with the line's field and its
+    own code (an exchange SKU: 422 ``aftersale_exchange_sku_invalid``, ``invalid_sku``)."""
+
+    order_line_id: int = Field(
+        description="a line of this order (else not_in_order), once per request (else duplicate_line), without an "
+        "open after-sale (else line_in_open_aftersale); a virtual line only for refund_only (else virtual_line)"
+    )
+    # the bounds are the service's (``quantity_out_of_range``, the upper one is the line's units not refunded yet)
+    quantity: int = Field(
+        description="units to refund / return / exchange: at least 1 and at most the line's units not yet refunded "
+        "(else quantity_out_of_range)",
+        json_schema_extra={"minimum": 1},
+    )
     exchange_sku_id: int | None = Field(
         default=None,
-        description="exchange only: the replacement SKU (same product and price); default the same SKU",
+        description="exchange only (else exchange_only): the replacement SKU, active, of the same product and price "
+        "(else 422 aftersale_exchange_sku_invalid); default the same SKU",
     )
 
 

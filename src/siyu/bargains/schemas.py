@@ -38,7 +38,8 @@ class BargainActivityIn(Strict, StackingIn):
 class BargainActivityUpdate(Strict, StackingUpdate):
     """Only the fields given change. ``name`` and ``ends_at`` change any time; every other field
     locks at the start: once the activity runs, a change to it is 409 ``bargain_state_invalid``
-    (with the status) and changes nothing. Prices and ``helpers_needed`` are fixed once created."""
+    (with the status) and changes nothing. Prices and ``helpers_needed`` are fixed once created.
+    A null is 422 ``required``; ``ends_at`` stays after ``starts_at`` (422 ``window_invalid``)."""
 
     name: str | None = Field(default=None, min_length=1, max_length=64, description="any time")
     valid_hours: int | None = Field(default=None, ge=1, le=24 * 30, description="before the start only")

@@ -38,9 +38,15 @@ def _omittable(**constraints: Any) -> Any:
 # -- categories ----------------------------------------------------------------------------------
 
 
+PARENT_RULE = (
+    "a category of this merchant (else 404), never the category itself or one of its descendants "
+    "(else 422 category_cycle)"
+)
+
+
 class CategoryIn(BaseModel):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-    parent_id: RefId | None = Field(default=None, description="null for a top-level category")
+    parent_id: RefId | None = Field(default=None, description=f"null for a top-level category; otherwise {PARENT_RULE}")
     image_url: ImageUrl | None = None
     sort: SortKey = 0
     visible: bool = True
@@ -50,7 +56,7 @@ class CategoryUpdate(BaseModel):
     """Only the fields sent change; ``parent_id: null`` moves the category to the top level."""
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = None
-    parent_id: RefId | None = None
+    parent_id: RefId | None = Field(default=None, description=f"null: top level; otherwise {PARENT_RULE}")
     image_url: ImageUrl | None = None
     sort: SortKey | None = None
     visible: bool | None = None
@@ -82,7 +88,19 @@ class StoreCategoryNode(BaseModel):
 # -- SKUs ----------------------------------------------------------------------------------------
 
 
+SKU_RULES = (
+    "specs has exactly the product's spec_names as keys (else 422 specs_mismatch at specs); sale_price is at "
+    "most list_price (else 422 sale_above_list at sale_price); an active SKU's specs differ from every other "
+    "active SKU's of the product (else 422 duplicate_specs at specs); sku_code is not another SKU's of this "
+    "merchant (else 409 sku_code_taken)."
+)
+
+
 class SkuIn(BaseModel):
+    """A SKU of a product: ``SKU_RULES`` (the model's description in the OpenAPI document)."""
+
+    model_config = ConfigDict(json_schema_extra={"description": SKU_RULES})
+
     sku_code: SkuCode = Field(description="unique per merchant")
     specs: dict[SpecName, SpecValue] = Field(
         default_factory=dict, description="one value per spec name of the product, e.g. {'颜色': '黑'}"
@@ -99,7 +117,15 @@ class SkuIn(BaseModel):
 class SkuUpdate(BaseModel):
     """Stock is not changed here: use the stock adjustment endpoint (audited). Unknown fields are refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"description": (
+            "Only the fields sent change; stock is not changed here (use the stock adjustment endpoint, audited) and "
+            "unknown fields are refused. Only image_url may be null (clears it); another null is 422 "
+            "null_not_allowed. The SKU after the change follows the rules of a new one: " + SKU_RULES + " The last "
+            "active SKU of a product on sale cannot be deactivated (409 product_needs_active_sku)."
+        )},
+    )
 
     sku_code: SkuCode | None = None
     specs: dict[SpecName, SpecValue] | None = None
@@ -112,8 +138,15 @@ class SkuUpdate(BaseModel):
 
 
 class StockAdjustIn(BaseModel):
+    """Stock never goes below 0: a negative ``quantity`` with ``mode: set`` is 422 ``negative_stock``,
+    a ``delta`` that would take the stock below 0 is 409 ``stock_would_go_negative``."""
+
     mode: Literal["set", "delta"] = Field(description="set: stock becomes quantity; delta: stock += quantity")
-    quantity: int = Field(ge=-100_000_000, le=100_000_000)
+    quantity: int = Field(
+        ge=-100_000_000, le=100_000_000,
+        description="set: the new stock, 0 or more (else 422 negative_stock); delta: the change, the stock after it "
+        "0 or more (else 409 stock_would_go_negative)",
+    )
     reason: str | None = Field(default=None, max_length=200)
 
 
@@ -156,7 +189,16 @@ class ProductFields(BaseModel):
 class ProductCreate(ProductFields):
     """A product with all its SKUs, created in one transaction (all or nothing). Starts as draft."""
 
-    spec_names: list[SpecName] = Field(default_factory=list, max_length=MAX_SPEC_NAMES)
+    model_config = ConfigDict(json_schema_extra={"description": (
+        "A product with all its SKUs, created in one transaction (all or nothing); starts as draft. The category and "
+        "freight template are this merchant's (else 404). spec_names are distinct (else 422 duplicate_spec_name); "
+        "the SKUs' sku_codes are distinct (else 422 duplicate_sku_code at skus.N.sku_code) and each SKU follows the "
+        "SKU rules: " + SKU_RULES
+    )})
+
+    spec_names: list[SpecName] = Field(
+        default_factory=list, max_length=MAX_SPEC_NAMES, description="distinct (else 422 duplicate_spec_name)"
+    )
     skus: list[SkuIn] = Field(min_length=1, max_length=MAX_SKUS)
 
 

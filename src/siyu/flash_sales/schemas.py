@@ -31,16 +31,32 @@ class Slot(Strict):
 
 
 class FlashSaleItemIn(Strict):
-    sku_id: int = Field(ge=1, le=ID_MAX)
-    flash_price: int = Field(ge=0, le=INT_MAX, description="fen, below the SKU's sale price")
+    """The SKU is this merchant's (else 404 ``sku_not_found``), not of a virtual product (422
+    ``promotion_virtual_product``) and not yet in the activity (422 ``duplicate_sku``); its
+    ``activity_stock`` is taken from the SKU's stock now (409 ``insufficient_stock``)."""
+
+    sku_id: int = Field(ge=1, le=ID_MAX, description="a SKU of this merchant, once per activity (else 422 duplicate_sku)")
+    flash_price: int = Field(
+        ge=0, le=INT_MAX, description="fen, below the SKU's sale price (else 422 price_not_below_sale_price)"
+    )
     activity_stock: int = Field(ge=1, le=INT_MAX, description="units carved out of the SKU's stock for the activity")
     per_member_limit: int | None = Field(default=None, ge=1, description="overrides the activity's limit")
     sort: int = Field(default=0, ge=-INT_MAX, le=INT_MAX)
 
 
 class FlashSaleItemUpdate(Strict):
-    flash_price: int | None = Field(default=None, ge=0, le=INT_MAX)
-    activity_stock: int | None = Field(default=None, ge=1, le=INT_MAX, description="raise (takes SKU stock) or lower (≥ sold)")
+    """Only the fields given change; only ``per_member_limit`` may be null (the activity's limit),
+    another null is 422 ``required``."""
+
+    flash_price: int | None = Field(
+        default=None, ge=0, le=INT_MAX,
+        description="fen, below the SKU's sale price (else 422 price_not_below_sale_price); not once the activity "
+        "runs (409 flash_sale_state_invalid)",
+    )
+    activity_stock: int | None = Field(
+        default=None, ge=1, le=INT_MAX,
+        description="raise (takes SKU stock, else 409 insufficient_stock) or lower (not below sold, else 422 below_sold)",
+    )
     per_member_limit: int | None = Field(default=None, ge=1)
     sort: int | None = Field(default=None, ge=-INT_MAX, le=INT_MAX)
 
@@ -59,10 +75,15 @@ class FlashSaleIn(Strict, StackingIn):
 
 
 class FlashSaleUpdate(Strict, StackingUpdate):
+    """Only the fields given change, before the activity starts (else 409
+    ``flash_sale_state_invalid``); a null is 422 ``required``. ``ends_at`` stays after ``starts_at``
+    (422 ``window_invalid``), times carry their UTC offset (422 ``timezone_required``) and a
+    published activity cannot be moved to start in the past (422 ``in_the_past``)."""
+
     name: str | None = Field(default=None, min_length=1, max_length=64)
-    starts_at: dt.datetime | None = None
-    ends_at: dt.datetime | None = None
-    slots: list[Slot] | None = Field(default=None, max_length=24)
+    starts_at: dt.datetime | None = Field(default=None, description="a published activity: not in the past (else 422 in_the_past)")
+    ends_at: dt.datetime | None = Field(default=None, description="after starts_at (else 422 window_invalid)")
+    slots: list[Slot] | None = Field(default=None, max_length=24, description="replaces the slots; they do not overlap")
     per_member_limit: int | None = Field(default=None, ge=1, le=999)
 
 

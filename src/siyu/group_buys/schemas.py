@@ -18,25 +18,40 @@ class Strict(BaseModel):
 
 
 class GroupBuyIn(Strict, StackingIn):
+    """``ends_at`` is after ``starts_at`` (else 422 ``window_invalid``), both with their UTC offset
+    (else 422 ``timezone_required``). The SKU is this merchant's (else 404) and not of a virtual
+    product (422 ``promotion_virtual_product``); ``group_price`` is below its sale price (422
+    ``price_not_below_sale_price``), ``leader_price`` at most ``group_price`` (422
+    ``leader_price_above_group_price``) and ``virtual_min_paid`` below ``team_size`` (422
+    ``virtual_min_too_large``)."""
+
     name: str = Field(min_length=1, max_length=64)
     sku_id: int = Field(ge=1, le=ID_MAX)
     team_size: int = Field(ge=2, le=100, description="N members make a team")
     valid_hours: int = Field(default=24, ge=1, le=24 * 30, description="a team's time to fill up")
     group_price: int = Field(ge=0, le=INT_MAX, description="fen per unit, below the SKU's sale price")
-    leader_price: int | None = Field(default=None, ge=0, le=INT_MAX, description="fen per unit for the leader (团长价)")
+    leader_price: int | None = Field(
+        default=None, ge=0, le=INT_MAX,
+        description="fen per unit for the leader (团长价), at most group_price (else 422 leader_price_above_group_price)",
+    )
     per_member_limit: int = Field(default=1, ge=1, le=999, description="units per member in the activity")
     virtual_min_paid: int | None = Field(
-        default=None, ge=1, description="virtual success: a team with at least K paid seats at its deadline succeeds"
+        default=None, ge=1,
+        description="virtual success: a team with at least K paid seats at its deadline succeeds; below team_size "
+        "(else 422 virtual_min_too_large)",
     )
     starts_at: dt.datetime = Field(description="ISO 8601 with offset")
-    ends_at: dt.datetime
+    ends_at: dt.datetime = Field(description="after starts_at (else 422 window_invalid)")
 
 
 class GroupBuyUpdate(Strict, StackingUpdate):
     """Only the fields given change. ``name`` and ``ends_at`` change any time (an earlier end
     brings open teams' deadlines to it); every other field locks at the start: once the activity
     runs, a change to it is 409 ``group_buy_state_invalid`` (with the status) and changes nothing.
-    A disabled or ended activity changes no more."""
+    A disabled or ended activity changes no more. Only ``leader_price`` and ``virtual_min_paid``
+    may be null (none); another null is 422 ``required``. The activity after the change follows
+    the price rules of a new one (``price_not_below_sale_price``, ``leader_price_above_group_price``,
+    ``virtual_min_too_large``, ``window_invalid``)."""
 
     name: str | None = Field(default=None, min_length=1, max_length=64, description="any time")
     valid_hours: int | None = Field(default=None, ge=1, le=24 * 30, description="before the start only")

@@ -226,6 +226,11 @@ AGE_BANDS = ("lt_18", "18_24", "25_34", "35_44", "45_54", "55_plus")
 
 
 class CustomFieldDefIn(FieldDef):
+    """A custom profile field. ``choice`` and ``multi_choice`` fields need ``options`` (unique);
+    other types take none. ``min``/``max`` apply to ``number`` fields only, with ``min`` ≤ ``max``
+    (else 422 on the field). ``key`` is unique in the merchant (else 409 ``custom_field_key_taken``)
+    and never changes: a PUT with another key is 422 ``immutable`` at ``body.key``."""
+
     position: int = 0
 
 
@@ -509,13 +514,23 @@ class TagTemplateOut(BaseModel):
 
 class StaffOwnerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    staff_id: int | None = Field(description="null unbinds")
+    staff_id: int | None = Field(
+        description="null unbinds; otherwise a staff member of this merchant (else 404), active (else 409 "
+        "staff_owner_inactive)"
+    )
 
 
 class HandoverIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    to_staff_id: int
-    member_ids: list[int] | None = Field(default=None, max_length=10_000, description="omit for all customers")
+    to_staff_id: int = Field(
+        description="an active staff member of this merchant (else 404 / 409 staff_owner_inactive), not the one "
+        "handing over (else 422 handover_same_staff)"
+    )
+    member_ids: list[int] | None = Field(
+        default=None, max_length=10_000,
+        description="omit for all customers; each a customer of the staff member handing over (else 422 not_owned "
+        "at body.member_ids[N], nothing moves)",
+    )
 
 
 class HandoverOut(BaseModel):

@@ -8,7 +8,7 @@ stray ``"price"`` a 422 instead of silently trusting or dropping it).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -143,8 +143,17 @@ _FEN_MAX = 1_000_000_000
 _UNITS_MAX = 1_000_000_000
 
 
+# Stated in the document, checked by the service with its own codes (region_empty, carrier "required"):
+# a string with at least one character that is not white space.
+_NOT_BLANK: dict[str, Any] = {"pattern": r"\S"}
+
+
 class FreightRule(Strict):
-    regions: list[str] = Field(min_length=1, description='province names, or ["*"] for everywhere else')
+    regions: list[Annotated[str, Field(json_schema_extra=_NOT_BLANK)]] = Field(
+        min_length=1,
+        description='province names, or ["*"] for everywhere else; not blank (else 422 region_empty at '
+        "rules.N.regions) and each region in one rule of the template only (else 422 region_duplicate)",
+    )
     first_units: int = Field(ge=1, le=_UNITS_MAX, description="pieces (count mode) or grams (weight mode) in the first fee")
     first_fee: int = Field(ge=0, le=_FEN_MAX, description="fen")
     extra_units: int = Field(default=1, ge=1, le=_UNITS_MAX, description="each further block of this many units costs extra_fee")
@@ -152,6 +161,9 @@ class FreightRule(Strict):
 
 
 class FreightTemplateIn(Strict):
+    """A region is named by one rule at most (422 ``region_duplicate``) and never blank (422
+    ``region_empty``)."""
+
     name: str = Field(min_length=1, max_length=64)
     mode: Literal["count", "weight"] = "count"
     rules: list[FreightRule] = Field(min_length=1)
@@ -161,6 +173,10 @@ class FreightTemplateIn(Strict):
 
 
 class FreightTemplateUpdate(Strict):
+    """Only the fields given change; only ``free_threshold`` may be null (no threshold), another
+    null is 422 ``required``. The rules after the change follow those of a new template
+    (``region_duplicate``, ``region_empty``)."""
+
     name: str | None = Field(default=None, min_length=1, max_length=64)
     mode: Literal["count", "weight"] | None = None
     rules: list[FreightRule] | None = Field(default=None, min_length=1)
@@ -320,8 +336,12 @@ class OrderAdminDetailOut(OrderDetailOut):
 
 
 class ShipIn(Strict):
-    carrier: str = Field(min_length=1, max_length=32)
-    tracking_no: str = Field(min_length=1, max_length=64)
+    """Both fields are trimmed; a blank one is 422 ``required``."""
+
+    carrier: str = Field(min_length=1, max_length=32, json_schema_extra=_NOT_BLANK, description="not blank (else 422 required)")
+    tracking_no: str = Field(
+        min_length=1, max_length=64, json_schema_extra=_NOT_BLANK, description="not blank (else 422 required)"
+    )
 
 
 class CancelIn(Strict):

@@ -47,7 +47,9 @@ class PaymentOut(BaseModel):
 
 
 class RefundLineIn(Strict):
-    order_line_id: int
+    order_line_id: int = Field(
+        description="a line of this order (else 404), at most once per refund (else 422 duplicate_line)"
+    )
     quantity: int = Field(ge=1, le=999)
 
 
@@ -55,7 +57,8 @@ class RefundIn(Strict):
     """Either ``lines`` (units of order lines; amounts computed from what was paid for them), or a
     whole-order ``amount`` (fen), or both (``amount`` then lowers the lines' share and must not
     exceed it). Lines refunded at their full share that take the last goods of an order not yet
-    shipped also give back the remaining freight (see ``RefundOut.freight_amount``)."""
+    shipped also give back the remaining freight (see ``RefundOut.freight_amount``). Neither is
+    422 ``refund_target_required``; more than is left to refund is 409 ``refund_exceeds_paid``."""
 
     lines: list[RefundLineIn] | None = Field(default=None, min_length=1)
     amount: int | None = Field(default=None, ge=1)

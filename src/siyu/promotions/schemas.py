@@ -148,12 +148,31 @@ RULES: dict[str, type[Strict]] = {
 }
 
 
+PROMOTION_RULES = (
+    "starts_at and ends_at carry their UTC offset (else 422 timezone_required) and ends_at is after starts_at "
+    "(else 422 window_invalid). rules has the shape of its kind, checked with its paths under rules "
+    "(limited_discount/first_order: items of this merchant's SKUs (else 404), not of a virtual product (422 "
+    "promotion_virtual_product), each SKU once (duplicate_sku) and each price below the SKU's sale price "
+    "(price_not_below_sale_price); spend_save: tier thresholds and discounts increase (tiers_not_increasing), "
+    "each discount below its threshold (discount_not_below_threshold), repeat has one tier (repeat_needs_one_tier) "
+    "and max_discount needs repeat (repeat_only); only limited_discount takes over_limit "
+    "(over_limit_limited_discount_only)). A first_order promotion's per_member_limit is empty or 1 (else 422 "
+    "first_order_one_unit)."
+)
+
+
 class PromotionIn(Strict):
+    """A promotion: ``PROMOTION_RULES`` (the model's description in the OpenAPI document)."""
+
+    model_config = ConfigDict(json_schema_extra={"description": PROMOTION_RULES})
+
     name: str = Field(min_length=1, max_length=64)
     kind: Kind
     starts_at: dt.datetime = Field(description="ISO 8601 with offset")
-    ends_at: dt.datetime
-    rules: dict[str, Any] = Field(description="shape depends on kind (see RULES)")
+    ends_at: dt.datetime = Field(description="after starts_at (else 422 window_invalid)")
+    rules: dict[str, Any] = Field(
+        description="shape depends on kind: limited_discount, first_order, spend_save, spend_gift or add_on rules"
+    )
     allows_coupons: bool = Field(default=True, description="may its lines (or order) still take coupons")
     allows_points: bool = Field(default=True, description="may its lines still take points deduction")
     allows_order_promotions: bool = Field(default=True, description="item kinds: may its lines count for 满减/满赠/加价购")
@@ -166,9 +185,19 @@ class PromotionIn(Strict):
 
 
 class PromotionUpdate(Strict):
+    """Only the fields given change, in a draft or scheduled promotion (else 409
+    ``promotion_state_invalid``)."""
+
+    model_config = ConfigDict(json_schema_extra={"description": (
+        "Only the fields given change, in a draft or scheduled promotion (else 409 promotion_state_invalid); only "
+        "per_member_limit may be null (no limit), another null is 422 required. The promotion after the change "
+        "follows the rules of a new one: " + PROMOTION_RULES + " An activated promotion cannot be moved to start in "
+        "the past (422 in_the_past at starts_at)."
+    )})
+
     name: str | None = Field(default=None, min_length=1, max_length=64)
-    starts_at: dt.datetime | None = None
-    ends_at: dt.datetime | None = None
+    starts_at: dt.datetime | None = Field(default=None, description="an activated promotion: not in the past (else 422 in_the_past)")
+    ends_at: dt.datetime | None = Field(default=None, description="after starts_at (else 422 window_invalid)")
     rules: dict[str, Any] | None = None
     allows_coupons: bool | None = None
     allows_points: bool | None = None

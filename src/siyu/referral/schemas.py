@@ -60,7 +60,11 @@ class SettingsIn(Strict):
     tiers: Literal[1, 2] = 2
     auto_approve_distributors: bool = False
     min_withdrawal: int = Field(default=100, ge=0, description="fen")
-    payout_provider: str = Field(default="manual", max_length=32)
+    payout_provider: str = Field(
+        default="manual", max_length=32,
+        description="a registered payout provider (else 422 payout_provider_unknown); one that needs the merchant's "
+        "WeChat Pay credentials only once they are set (else 409 payout_provider_not_configured)",
+    )
 
 
 class SettingsOut(SettingsIn):
@@ -131,19 +135,26 @@ class RewardOut(BaseModel):
 Rank = Annotated[int, Field(ge=-1_000_000, le=1_000_000, description="higher ranks above lower ones")]
 
 
+# A commission rate in basis points, 0-10000 (0-100%): stated in the document, refused by the service
+# with its own code (422 ``commission_rate_invalid``, which clients and tests know), so Pydantic does
+# not check it a second time.
+RATE_RULE = "basis points, 0-10000 (else 422 commission_rate_invalid)"
+RateBp = Annotated[int, Field(json_schema_extra={"minimum": 0, "maximum": 10000})]
+
+
 class LevelIn(Strict):
     name: str = Field(min_length=1, max_length=32)
     rank: Rank = 0
-    tier1_rate_bp: int = Field(description="commission on direct sales, basis points (1000 = 10%)")
-    tier2_rate_bp: int = Field(default=0, description="commission on the sales of invited distributors")
+    tier1_rate_bp: RateBp = Field(description=f"commission on direct sales (1000 = 10%), {RATE_RULE}")
+    tier2_rate_bp: RateBp = Field(default=0, description=f"commission on the sales of invited distributors, {RATE_RULE}")
     is_default: bool = False
 
 
 class LevelUpdate(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=32)
     rank: Rank | None = None
-    tier1_rate_bp: int | None = None
-    tier2_rate_bp: int | None = None
+    tier1_rate_bp: RateBp | None = Field(default=None, description=RATE_RULE)
+    tier2_rate_bp: RateBp | None = Field(default=None, description=RATE_RULE)
     is_default: bool | None = None
 
 
@@ -224,18 +235,18 @@ class DistributorOut(BaseModel):
 
 class RuleIn(Strict):
     name: str = Field(min_length=1, max_length=64)
-    product_id: int | None = None
-    level_id: int | None = None
-    distributor_id: int | None = None
-    tier1_rate_bp: int
-    tier2_rate_bp: int | None = Field(default=None, description="null: the level's tier-2 rate")
+    product_id: int | None = Field(default=None, description="a product of this merchant (else 404)")
+    level_id: int | None = Field(default=None, description="a distributor level of this merchant (else 404)")
+    distributor_id: int | None = Field(default=None, description="a distributor of this merchant (else 404)")
+    tier1_rate_bp: RateBp = Field(description=RATE_RULE)
+    tier2_rate_bp: RateBp | None = Field(default=None, description=f"null: the level's tier-2 rate; {RATE_RULE}")
     enabled: bool = True
 
 
 class RuleUpdate(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=64)
-    tier1_rate_bp: int | None = None
-    tier2_rate_bp: int | None = None
+    tier1_rate_bp: RateBp | None = Field(default=None, description=RATE_RULE)
+    tier2_rate_bp: RateBp | None = Field(default=None, description=RATE_RULE)
     enabled: bool | None = None
 
 
@@ -301,7 +312,10 @@ class LedgerOut(BaseModel):
 
 
 class WithdrawalIn(Strict):
-    amount: int = Field(ge=1, description="fen")
+    amount: int = Field(
+        ge=1, description="fen; at least the programme's min_withdrawal (else 422 withdrawal_below_minimum) and at most "
+        "the available balance (else 409 withdrawal_exceeds_balance)"
+    )
     real_name: str | None = Field(
         default=None, min_length=1, max_length=32,
         description="the payee's real name as verified by WeChat; needed for WeChat transfers from "

@@ -17,6 +17,15 @@ ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
 TargetValue = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
 
 
+TARGET_RULE = (
+    "by target_type (422 at target_value otherwise): none: empty (target_not_allowed); any other type needs one "
+    "(target_required); product/category: the digits of an id (invalid_target) of this merchant's product or "
+    "category (target_not_found); url: starts with http:// or https:// (invalid_url); page: a mini-program path "
+    "without spaces (invalid_page), such as /pages/x/index"
+)
+ENDS_RULE = "shown until (exclusive); with a time zone; after starts_at (else 422 ends_before_start)"
+
+
 class SlotIn(BaseModel):
     kind: SlotKind
     title: Title = ""
@@ -24,25 +33,32 @@ class SlotIn(BaseModel):
     target_type: TargetType = "none"
     target_value: TargetValue | None = Field(
         default=None,
-        description="product/category: the id; page: a mini-program path such as /pages/x/index; url: http(s)://...",
+        description=f"what the slot opens, {TARGET_RULE}",
     )
     sort: SortKey = 0
     starts_at: AwareDatetime | None = Field(default=None, description="shown from (inclusive); with a time zone")
-    ends_at: AwareDatetime | None = Field(default=None, description="shown until (exclusive); with a time zone")
+    ends_at: AwareDatetime | None = Field(default=None, description=ENDS_RULE)
     enabled: bool = True
 
 
 class SlotUpdate(BaseModel):
-    """Only the fields sent change; ``starts_at``/``ends_at``/``image_url`` accept null to clear."""
+    """Only the fields sent change; ``starts_at``/``ends_at``/``image_url`` accept null to clear;
+    a null ``kind``/``title``/``target_type``/``sort``/``enabled`` is 422 ``null_not_allowed``."""
+
+    model_config = ConfigDict(json_schema_extra={"description": (
+        "Only the fields sent change; starts_at, ends_at, image_url and target_value accept null to clear, a null "
+        "kind, title, target_type, sort or enabled is 422 null_not_allowed. A new target_type without a "
+        "target_value drops the old value (and needs one unless none)."
+    )})
 
     kind: SlotKind | None = None
     title: Title | None = None
     image_url: ImageUrl | None = None
     target_type: TargetType | None = None
-    target_value: TargetValue | None = None
+    target_value: TargetValue | None = Field(default=None, description=f"checked against the target_type after the change, {TARGET_RULE}")
     sort: SortKey | None = None
     starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = Field(default=None, description=f"{ENDS_RULE}, also the stored starts_at")
     enabled: bool | None = None
 
 
@@ -63,7 +79,8 @@ class SlotOut(BaseModel):
 
 
 class ReorderIn(BaseModel):
-    ids: list[RefId] = Field(min_length=1, max_length=500, description="slot ids in their new order (sort = position)")
+    ids: list[RefId] = Field(min_length=1, max_length=500, description="ids of this merchant's slots (else 404) in their new order (sort = position), each once "
+        "(else 422 duplicate_ids)")
 
 
 class CategoryRef(BaseModel):

@@ -24,7 +24,10 @@ class TokenOut(BaseModel):
 
 
 class StaffCreate(BaseModel):
-    username: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    username: str = Field(
+        min_length=2, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$",
+        description="unique in the merchant (else 409 username_taken)",
+    )
     display_name: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=8, max_length=200)
     role: Role
@@ -32,6 +35,9 @@ class StaffCreate(BaseModel):
 
 
 class StaffUpdate(BaseModel):
+    """The last active owner keeps the owner role and stays active (else 409
+    ``cannot_demote_last_owner``)."""
+
     display_name: str | None = Field(default=None, min_length=1, max_length=64)
     role: Role | None = None
     active: bool | None = None
@@ -95,7 +101,10 @@ class MerchantUpdate(BaseModel):
     """Credentials are write-only: they are stored encrypted and never returned."""
 
     name: str | None = Field(default=None, min_length=1, max_length=120)
-    timezone: str | None = None
+    timezone: str | None = Field(
+        default=None, examples=["Asia/Shanghai"],
+        description="an IANA time zone name such as Asia/Shanghai (else 422 invalid_timezone); null leaves it",
+    )
     wechat_appid: str | None = Field(default=None, max_length=64)
     wechat_app_secret: str | None = Field(default=None, max_length=128)
     pay_provider: str | None = Field(default=None, pattern="^(sandbox|wechatpay)$")
