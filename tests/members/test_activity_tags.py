@@ -256,8 +256,8 @@ def test_a_bad_entry_refuses_the_whole_list_and_changes_nothing(
                          {"tag_id": 9_000_000_000}], **{"Accept-Language": "en"}),
                    422, "activity_tags_invalid")
     assert [(f["path"], f["code"]) for f in body["fields"]] == [
-        ("tags[1].tag_id", "tag_not_found"), ("tags[2].tag_id", "tag_is_rule"),
-        ("tags[3].on", "activity_tag_moment_unsupported"), ("tags[4].tag_id", "tag_not_found"),
+        ("tags.1.tag_id", "tag_not_found"), ("tags.2.tag_id", "tag_is_rule"),
+        ("tags.3.on", "activity_tag_moment_unsupported"), ("tags.4.tag_id", "tag_not_found"),
     ]
     zh = refused(_put(client, tenant, "flash_sale", sale_id, [{"tag_id": theirs}], **{"Accept-Language": "zh-CN"}),
                  422, "activity_tags_invalid")

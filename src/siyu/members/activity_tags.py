@@ -188,14 +188,14 @@ def replace_rules(session: Session, merchant_id: int, kind: str, activity_id: in
         moment = entry.on or spec.default
         tag = tags.get(entry.tag_id)
         if tag is None:
-            errors.append(FieldError(f"tags[{i}].tag_id", "tag_not_found", f"no tag {entry.tag_id}",
+            errors.append(FieldError(f"tags.{i}.tag_id", "tag_not_found", f"no tag {entry.tag_id}",
                                      f"标签 {entry.tag_id} 不存在"))
         elif tag.rule is not None:
-            errors.append(FieldError(f"tags[{i}].tag_id", "tag_is_rule",
+            errors.append(FieldError(f"tags.{i}.tag_id", "tag_is_rule",
                                      f"tag {entry.tag_id} is a rule tag, maintained by its rule",
                                      f"标签 {entry.tag_id} 是规则标签，由规则自动维护"))
         if moment not in spec.moments:
-            errors.append(FieldError(f"tags[{i}].on", "activity_tag_moment_unsupported",
+            errors.append(FieldError(f"tags.{i}.on", "activity_tag_moment_unsupported",
                                      f"a {kind} tag is given on {' or '.join(spec.moments)}",
                                      f"{spec.zh}标签只能在 {' 或 '.join(spec.moments)} 时打上"))
         wanted[(entry.tag_id, moment)] = None

@@ -91,7 +91,7 @@ def handover(
         targets = owned
     else:
         owned_set = set(owned)
-        bad = [FieldError(f"body.member_ids[{i}]", "not_owned", f"member {m} is not a customer of staff {from_staff_id}",
+        bad = [FieldError(f"body.member_ids.{i}", "not_owned", f"member {m} is not a customer of staff {from_staff_id}",
                           f"会员 {m} 不是员工 {from_staff_id} 的客户")
                for i, m in enumerate(member_ids) if m not in owned_set]
         if bad:
