@@ -529,7 +529,7 @@ class HandoverIn(BaseModel):
     member_ids: list[int] | None = Field(
         default=None, max_length=10_000,
         description="omit for all customers; each a customer of the staff member handing over (else 422 not_owned "
-        "at body.member_ids[N], nothing moves)",
+        "at body.member_ids.N, nothing moves)",
     )
 
 
