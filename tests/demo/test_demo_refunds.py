@@ -114,3 +114,29 @@ def test_finance_refunds_a_seeded_order_in_part_then_another_in_full(
     order = client.get(f"{ADMIN}/orders/{paid.id}", headers=headers).json()
     assert (order["status"], order["refund_status"], order["refunded_amount"]) == (
         "closed", "full", paid.paid_amount)
+
+
+def test_the_demo_points_mall_sells_a_coupon_and_a_product_for_points(
+    demo: tuple[TestClient, dict[str, str], Any, Settings],
+) -> None:
+    """The seeded loyalty rules put a coupon and a product ("500 积分 + ¥9.90") in the points mall;
+    a new customer, with no points yet, sees both and is refused the exchange with nothing written."""
+    client, _, factory, _ = demo
+    r = client.post("/api/store/v1/auth/wechat-login", json={"code": "sandbox-mall-walker"},
+                    headers={"X-Siyu-Merchant": DEMO_CODE})
+    assert r.status_code == 200, r.text
+    headers = {"Authorization": f"Bearer {r.json()['token']}", "X-Siyu-Merchant": DEMO_CODE}
+    items = client.get("/api/store/v1/loyalty/mall", headers=headers).json()
+    kinds = {item["kind"]: item for item in items}
+    assert set(kinds) == {"coupon", "product"}, items
+    product = kinds["product"]
+    assert (product["points"], product["cash"]) == (500, 990)
+    r = client.post("/api/store/v1/addresses", headers=headers, json={
+        "name": "王五", "phone": "13700000000", "province": "浙江省", "city": "杭州市", "district": "西湖区",
+        "detail": "1 号", "is_default": True})
+    assert r.status_code == 201, r.text
+    body = {"items": [{"sku_id": product["sku_id"], "quantity": 1}], "options": {"points_mall": {"sku_id": product["sku_id"]}}}
+    before = len(_seeded(factory, "pending_payment"))
+    r = client.post("/api/store/v1/checkout/submit", json=body, headers={**headers, "Idempotency-Key": "mall-1"})
+    assert (r.status_code, r.json()["code"]) == (409, "points_insufficient"), r.text
+    assert len(_seeded(factory, "pending_payment")) == before

@@ -1,5 +1,6 @@
 """Demo data: a 4-level ladder, earn rules (1 point and 1 growth per ¥1, 100 points = ¥1 at
-checkout, check-in streak rewards, make-up check-in), an annual membership card sold as a
+checkout, check-in streak rewards, make-up check-in, a points mall with a coupon and a product
+"500 积分 + ¥9.90"), an annual membership card sold as a
 virtual catalog product (no address, no freight), and points / levels for the first 60 demo
 customers. Called by ``siyu.demo.seed`` after the catalogue and customers exist; idempotent
 (keys and ranks)."""
@@ -39,6 +40,7 @@ def seed(session: Session, merchant_id: int) -> None:
         "check_in": {"points": 5, "growth": 1,
                      "streak_rewards": [{"day": 7, "points": 50, "growth": 10}, {"day": 30, "points": 300, "growth": 50}],
                      "makeup": {"enabled": True, "cost_points": 20, "within_days": 3}},
+        "mall": _mall(session, merchant_id),
     })
     service.put_rules(session, merchant_id, rules, actor=SYSTEM)
     existing = {lv.rank for lv in repo.levels(session, merchant_id)}
@@ -58,6 +60,29 @@ def seed(session: Session, merchant_id: int) -> None:
             service.add_growth(session, merchant_id, member_id, 3000, action="demo", ref="demo",
                                key=f"demo:growth:{member_id}")
         service.evaluate_level(session, merchant_id, member_id, now)
+
+
+def _mall(session: Session, merchant_id: int) -> list[dict[str, object]]:
+    """The first active coupon template (the coupons demo seeds before this one) for 300 points,
+    and the cheapest physical SKU on sale above ¥20 for 500 points + ¥9.90, two per member."""
+    from siyu.coupons.models import ACTIVE, CouponTemplate
+
+    items: list[dict[str, object]] = []
+    template_id = session.scalar(
+        select(CouponTemplate.id).where(CouponTemplate.merchant_id == merchant_id, CouponTemplate.status == ACTIVE)
+        .order_by(CouponTemplate.id).limit(1)
+    )
+    if template_id is not None:
+        items.append({"kind": "coupon", "coupon_template_id": template_id, "points": 300})
+    sku_id = session.scalar(
+        select(Sku.id).join(Product, Product.id == Sku.product_id)
+        .where(Sku.merchant_id == merchant_id, Sku.active.is_(True), Sku.sale_price > 2000, Sku.stock > 0,
+               Product.status == PRODUCT_ON_SALE, Product.kind != KIND_VIRTUAL)
+        .order_by(Sku.sale_price, Sku.id).limit(1)
+    )
+    if sku_id is not None:
+        items.append({"kind": "product", "sku_id": sku_id, "points": 500, "cash": 990, "per_member_limit": 2})
+    return items
 
 
 def _annual_card(session: Session, merchant_id: int) -> None:
