@@ -636,9 +636,13 @@ def _recompute_for_refund(session: Session, aftersale: AfterSale, as_lines: list
 def _start_refund(
     session: Session, aftersale: AfterSale, as_lines: list[AfterSaleLine], actor: Actor
 ) -> None:
-    if aftersale.refund_amount == 0:  # fully discounted units (gifts): nothing to pay back
+    if aftersale.refund_amount == 0 and orders_service.get_order(
+        session, aftersale.merchant_id, aftersale.order_id
+    ).paid_amount > 0:  # fully discounted units (gifts) of a paid order: nothing to pay back
         _complete(session, aftersale, "completed_without_refund", actor)
         return
+    # A zero-paid order (coupons, points-only exchange) refunds its lines with a refund of 0 that
+    # succeeds at once (payments.service.request_refund): order.refunded returns its points/coupon.
     aftersale.refund_attempts = (aftersale.refund_attempts or 0) + 1
     key = f"aftersale:{aftersale.id}"
     if aftersale.refund_attempts > 1:  # a retry after a failed refund is a new refund

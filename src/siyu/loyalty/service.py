@@ -797,7 +797,7 @@ def on_order_refunded(
                          {"merchant_id": merchant_id, "refund_id": refund_id, "order_id": order_id, "amount": amount,
                           "created_at": now}, ["merchant_id", "refund_id"]):
         return  # this refund was handled already
-    order, _ = _order_and_lines(session, merchant_id, order_id)
+    order, lines = _order_and_lines(session, merchant_id, order_id)
     op = repo.ensure_order_points(session, merchant_id, order_id, order.member_id)
     if not op.paid_amount:
         op.paid_amount = order.paid_amount
@@ -813,7 +813,8 @@ def on_order_refunded(
         if now_full and before < op.paid_amount:  # the refund that empties the order: it no longer counts
             state.paid_orders = max(0, state.paid_orders - 1)
     session.flush()
-    _sync_refunds(session, merchant_id, op, _goods_paid(order), full=full, now=now, refund_id=refund_id)
+    _sync_refunds(session, merchant_id, op, _goods_paid(order), full=full, now=now, refund_id=refund_id,
+                  by_units=_refunded_goods(lines) if order.paid_amount == 0 else None)
     if full:
         revoke_cards(session, merchant_id, order, now)
     _refund_review(session, merchant_id, state, ladder, figures_before, now)
@@ -854,6 +855,18 @@ def _goods_paid(order: Any) -> int:
     return max(0, order.paid_amount - order.freight_amount)
 
 
+def _refunded_goods(lines: list[Any]) -> tuple[int, int]:
+    """A zero-paid order's refunds are all 0, so they are followed by goods, not money: the
+    refunded units weighted by their unit sale price (the goods' value before coupons and
+    points), over all units so weighted; ``(refunded, total)``. Lines all priced 0 weigh by
+    quantity. Its zero-amount refunds succeed when booked, so the lines' refunded units are the
+    refunded ones. Every unit refunded gives ``refunded == total``: all points back."""
+    priced = any(ln.sale_price > 0 for ln in lines)
+    weight = [ln.sale_price if priced else 1 for ln in lines]
+    return (sum(w * ln.refunded_quantity for w, ln in zip(weight, lines, strict=True)),
+            sum(w * ln.quantity for w, ln in zip(weight, lines, strict=True)))
+
+
 def _share(total: int, refunded: int, paid: int, full: bool) -> int:
     if full or (paid and refunded >= paid):
         return total
@@ -864,29 +877,34 @@ def _share(total: int, refunded: int, paid: int, full: bool) -> int:
 
 def _sync_refunds(
     session: Session, merchant_id: int, op: Any, goods_paid: int, *, full: bool, now: dt.datetime,
-    refund_id: int | None = None,
+    refund_id: int | None = None, by_units: tuple[int, int] | None = None,
 ) -> None:
     """Earned points, spent points and growth follow the order's refunds in proportion to its
     goods: a refund counts against the goods first (``goods_paid``; freight is refunded last),
     so refunding every item takes back every point and all growth although the freight was
-    kept. Each step runs once per refund (keys); the targets are cumulative, so it ends exact."""
-    if op.refunded_amount <= 0 and not full:
+    kept. Each step runs once per refund (keys); the targets are cumulative, so it ends exact.
+    ``by_units`` (``_refunded_goods``) replaces the money basis for a zero-paid order."""
+    refunded, basis = by_units if by_units is not None else (op.refunded_amount, goods_paid or op.paid_amount)
+    # (an order of freight alone: the paid amount is the basis)
+    if refunded <= 0 and not full:
         return
-    full = full or (op.paid_amount > 0 and op.refunded_amount >= op.paid_amount)
+    if by_units is None:
+        full = full or (op.paid_amount > 0 and op.refunded_amount >= op.paid_amount)
+    else:
+        full = full or (basis > 0 and refunded >= basis)
     tag = f"refund:{refund_id}" if refund_id is not None else f"sync:{op.refunded_amount}"
     order_ref = f"order:{op.order_id}"
-    basis = goods_paid or op.paid_amount  # an order of freight alone: the paid amount
-    target = _share(op.earned, op.refunded_amount, basis, full)
+    target = _share(op.earned, refunded, basis, full)
     if target > op.earn_reversed:
         reverse(session, merchant_id, f"{order_ref}:earn", target - op.earn_reversed, reason="order_refunded",
                 ref=order_ref, idempotency_key=f"{order_ref}:{tag}:earn", now=now)
         op.earn_reversed = target
-    target = _share(op.spent, op.refunded_amount, basis, full)
+    target = _share(op.spent, refunded, basis, full)
     if target > op.spent_returned:
         reverse(session, merchant_id, f"{order_ref}:spend", target - op.spent_returned, reason="order_refunded",
                 ref=order_ref, idempotency_key=f"{order_ref}:{tag}:spend", now=now)
         op.spent_returned = target
-    target = _share(op.growth, op.refunded_amount, basis, full)
+    target = _share(op.growth, refunded, basis, full)
     if target > op.growth_reversed:
         add_growth(session, merchant_id, repo.holder(session, merchant_id, op.member_id),
                    -(target - op.growth_reversed), action="order_refunded",

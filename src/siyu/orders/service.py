@@ -662,8 +662,16 @@ def _refund_lines(
     return out
 
 
-def _set_refund_status(order: Order) -> None:
-    if order.refunded_amount <= 0:
+def _set_refund_status(order: Order, lines: list[OrderLine] | None = None) -> None:
+    if order.paid_amount == 0 and lines is not None:  # zero-paid: by units, its refunds are all 0
+        refunded = sum(ln.refunded_quantity for ln in lines)
+        if refunded <= 0:
+            order.refund_status = REFUND_NONE
+        elif all(ln.refunded_quantity >= ln.quantity for ln in lines):
+            order.refund_status = REFUND_FULL
+        else:
+            order.refund_status = REFUND_PARTIAL
+    elif order.refunded_amount <= 0:
         order.refund_status = REFUND_NONE
     elif order.refunded_amount >= order.paid_amount:
         order.refund_status = REFUND_FULL
@@ -686,12 +694,15 @@ def reserve_refund(
     each line's quantity/amount must fit what is left on it. A full refund of a paid, shipped or
     completed order closes it. ``release_refund`` undoes this when the provider refuses.
     ``freight`` is the part of ``amount`` that is freight (``freight_to_refund``), for the audit.
+    A zero-paid order (``paid_amount == 0``) books line refunds of amount 0; its refund status
+    follows the units (full once every unit is refunded).
     """
     order = _locked_order(session, merchant_id, order_id)
     if order.paid_at is None:
         raise DomainError("order_state_invalid", from_state=order.status, to_state="refund")
     refundable = order.paid_amount - order.refunded_amount
-    if amount <= 0 or amount > refundable:
+    zero_paid = order.paid_amount == 0 and bool(lines)  # a zero-paid order's line refund is worth 0
+    if (amount <= 0 and not zero_paid) or amount > refundable:
         raise DomainError("refund_exceeds_paid", refundable=refundable)
     checked = _refund_lines(session, merchant_id, order.id, lines)
     if sum(a for _, _, a in checked) > amount:
@@ -705,7 +716,7 @@ def reserve_refund(
         line.refunded_quantity += quantity
         line.refunded_amount += line_amount
     order.refunded_amount += amount
-    _set_refund_status(order)
+    _set_refund_status(order, repo.order_lines(session, merchant_id, order.id) if order.paid_amount == 0 else None)
     data: dict[str, Any] = {"amount": amount, "lines": [list(t) for t in lines]}
     if freight:
         data["freight_amount"] = freight
@@ -733,7 +744,7 @@ def release_refund(
         line.refunded_quantity -= quantity
         line.refunded_amount -= line_amount
     order.refunded_amount -= amount
-    _set_refund_status(order)
+    _set_refund_status(order, repo.order_lines(session, merchant_id, order.id) if order.paid_amount == 0 else None)
     data = {"amount": amount, "lines": [list(t) for t in lines]}
     if order.status == CLOSED and order.refund_status != REFUND_FULL and order.closed_from:
         previous = order.closed_from

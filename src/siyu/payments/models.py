@@ -10,6 +10,9 @@ attempt succeeded, closed or failed (NULLs never collide on SQLite nor PostgreSQ
 (``orders.service.reserve_refund``); automatic refunds of a payment the order could not accept
 (the order was cancelled, or already paid by another attempt) are not booked on the order.
 
+A zero-paid order (payable 0: coupons, points-only exchange) has no payment; its line refunds
+are ``Refund`` rows of amount 0 without ``payment_id`` that succeed when booked.
+
 ``PaymentNotification``: append-only; every delivery, forged ones included, with its outcome.
 """
 
@@ -88,11 +91,13 @@ class Refund(IdMixin, TenantMixin, TimestampMixin, Base):
         UniqueConstraint("merchant_id", "idempotency_key"),
         Index("ix_refunds_order", "merchant_id", "order_id"),
         Index("ix_refunds_status", "merchant_id", "status", "created_at"),
-        CheckConstraint("amount > 0", name="amount_pos"),
+        CheckConstraint("amount >= 0", name="amount_nonneg"),
     )
 
     order_id: Mapped[int] = mapped_column(BigId, ForeignKey("orders.id"))
-    payment_id: Mapped[int] = mapped_column(BigId, ForeignKey("payments.id"))
+    # NULL for the refund of a zero-paid order (``service.request_refund``): nothing was paid, so
+    # there is no payment; such a refund has amount 0 and succeeds at once without the provider.
+    payment_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("payments.id"), nullable=True)
     member_id: Mapped[int] = mapped_column(BigId)
     out_refund_no: Mapped[str] = mapped_column(String(64))
     amount: Mapped[int] = mapped_column(Integer)

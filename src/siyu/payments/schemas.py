@@ -68,12 +68,13 @@ class RefundIn(Strict):
 class RefundOut(BaseModel):
     """A refund. ``amount`` is everything given back; ``freight_amount`` is the part of it that is
     the order's freight (given back with the last goods of an order not yet shipped; 0 for a refund
-    by amount), so ``amount == sum(lines[].amount) + freight_amount`` for a refund by lines."""
+    by amount), so ``amount == sum(lines[].amount) + freight_amount`` for a refund by lines.
+    ``payment_id`` is null for a refund of a zero-paid order (amount 0, succeeded at once)."""
 
     model_config = ConfigDict(from_attributes=True)
     id: int
     order_id: int
-    payment_id: int
+    payment_id: int | None
     member_id: int
     out_refund_no: str
     amount: int

@@ -517,6 +517,12 @@ def request_refund(
     or with a lowered amount, no freight is added (refund it as an amount if due). The same
     ``idempotency_key`` returns the first refund (another body with it is 409). More than what
     is left of the payment is 409 ``refund_exceeds_paid`` and changes nothing.
+
+    A zero-paid order (``paid_amount == 0``: coupons, a points-only exchange) has no payment: a
+    refund of its lines is a refund of amount 0 with no payment that succeeds here, without the
+    provider, and emits ``order.refunded`` like any refund (points, coupon and promotion units
+    come back); ``full`` then means every unit refunded. A refund by amount of such an order is
+    ``refund_exceeds_paid`` (refundable 0).
     """
     key = check_idempotency_key(idempotency_key)
     reason = (reason or "")[:80]
@@ -532,8 +538,9 @@ def request_refund(
         if existing.request_hash != digest:
             raise DomainError("idempotency_key_reused")
         return existing
-    payment = repo.applied_payment(session, merchant_id, order.id)
-    if payment is None or order.paid_at is None:
+    zero_paid = order.paid_at is not None and order.paid_amount == 0
+    payment = None if zero_paid else repo.applied_payment(session, merchant_id, order.id)
+    if order.paid_at is None or (payment is None and not zero_paid):
         raise DomainError("refund_no_payment")
 
     booked: list[tuple[int, int, int]] = []
@@ -563,12 +570,13 @@ def request_refund(
             amount += freight
     elif amount is None:
         raise DomainError("refund_target_required")
-    if amount <= 0:
+    if amount <= 0 and not (zero_paid and booked):  # a zero-paid order refunds lines, never an amount
         raise DomainError("refund_exceeds_paid", refundable=order.paid_amount - order.refunded_amount)
 
     orders_service.reserve_refund(session, merchant_id, order.id, amount=amount, lines=booked, freight=freight)
     refund = Refund(
-        merchant_id=merchant_id, order_id=order.id, payment_id=payment.id, member_id=order.member_id,
+        merchant_id=merchant_id, order_id=order.id, payment_id=payment.id if payment is not None else None,
+        member_id=order.member_id,
         out_refund_no=new_reference("R"), amount=amount,
         lines=[{"order_line_id": lid, "quantity": q, "amount": a} for lid, q, a in booked],
         status=REFUND_PENDING, reason=reason, reserved=True, automatic=False, idempotency_key=key,
@@ -581,6 +589,16 @@ def request_refund(
         data={"order_id": order.id, "amount": amount, "freight_amount": freight, "lines": refund.lines,
               "reason": reason},
     )
+    if payment is None:  # zero-paid: no money moves, the refund succeeds now (order.refunded as any refund)
+        refund.status = REFUND_SUCCEEDED
+        refund.succeeded_at = utcnow()
+        session.flush()
+        audit.record(
+            session, merchant_id, "refund", refund.id, "succeeded", from_state=REFUND_PENDING,
+            to_state=REFUND_SUCCEEDED, actor=actor, data={"source": "zero_paid", "amount": 0},
+        )
+        _emit_refunded(session, refund)
+        return refund
     _enqueue_submit(session, refund)
     return refund
 
@@ -633,7 +651,7 @@ def refund_submission(session: Session, merchant_id: int, refund_id: int) -> Ref
     refund = repo.refund(session, merchant_id, refund_id, lock=True)
     if refund is None or refund.status not in (REFUND_PENDING, REFUND_PROCESSING):
         return None
-    payment = repo.payment(session, merchant_id, refund.payment_id)
+    payment = repo.payment(session, merchant_id, refund.payment_id) if refund.payment_id is not None else None
     if payment is None:
         return None
     if refund.submitted_at is None:
@@ -739,16 +757,23 @@ def fail_refund_by_id(session: Session, merchant_id: int, refund_id: int, *, rea
 def _emit_refunded(session: Session, refund: Refund) -> None:
     order = orders_repo.order(session, refund.merchant_id, refund.order_id)
     assert order is not None
-    succeeded = session.scalars(
-        select(Refund.amount).where(
-            Refund.merchant_id == refund.merchant_id, Refund.order_id == refund.order_id,
-            Refund.status == REFUND_SUCCEEDED, Refund.reserved.is_(True),
-        )
-    ).all()
+    if order.paid_amount == 0:
+        # Nothing was paid, so "everything refunded" is every unit refunded (its refunds are
+        # zero-amount and succeed when booked, so the booked quantities are the refunded ones).
+        full = all(ln.refunded_quantity >= ln.quantity
+                   for ln in orders_service.order_lines(session, refund.merchant_id, order.id))
+    else:
+        succeeded = session.scalars(
+            select(Refund.amount).where(
+                Refund.merchant_id == refund.merchant_id, Refund.order_id == refund.order_id,
+                Refund.status == REFUND_SUCCEEDED, Refund.reserved.is_(True),
+            )
+        ).all()
+        full = sum(succeeded) >= order.paid_amount
     emit(
         session, refund.merchant_id, "order.refunded",
         {"order_id": refund.order_id, "member_id": refund.member_id, "refund_id": refund.id, "amount": refund.amount,
-         "freight_amount": refund.freight_amount, "lines": refund.lines, "full": sum(succeeded) >= order.paid_amount,
+         "freight_amount": refund.freight_amount, "lines": refund.lines, "full": full,
          "aftersale_id": refund.aftersale_id},
         key=f"refund:{refund.id}",
     )
