@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.config import Settings
 from siyu.coupons.models import UNUSED, USED, MemberCoupon
-from siyu.kit.outbox import Job
+from siyu.kit.outbox import JOB_DEAD, Job
 from siyu.payments.models import Refund
 from siyu.worker.runner import Worker
 from tests.conftest import Tenant
@@ -49,8 +49,14 @@ def _exchange_only_points(client: TestClient, tenant: Tenant, factory: sessionma
 
 
 def _drain(factory: sessionmaker[Session], settings: Settings, tenant: Tenant) -> None:
+    """Run the jobs; every listener of order.refunded (catalog, promotions, referral...) must take
+    a zero-amount refund without an error."""
     Worker(factory, settings, merchant_id=tenant.id).drain()
     Worker(factory, settings, merchant_id=tenant.id).drain()
+    with factory() as s:
+        failed = s.execute(select(Job.kind, Job.last_error).where(
+            Job.merchant_id == tenant.id, (Job.status == JOB_DEAD) | Job.last_error.is_not(None))).all()
+    assert failed == []
 
 
 def _refund_lines(client: TestClient, tenant: Tenant, order_id: int, lines: list[tuple[int, int]], key: str) -> Any:
