@@ -26,9 +26,9 @@ timeout and refunds as for any order) with ``options={"points_mall": {"sku_id": 
 Cancel / timeout return the points (``service.on_order_cancelled``: the order's spend); a refund
 returns them in proportion to the goods refunded, all of them when every unit is refunded
 (``service._sync_refunds``). A cash part of 0 with no freight makes a zero-payable order, which
-the checkout marks paid at once. Known limit: such an order has no payment, so the refund API
-refuses it (409 ``refund_no_payment``) and its points come back only by a points adjustment;
-with freight (or any cash part) a refund of the order returns them as above.
+the checkout marks paid at once, with no payment: a refund of its lines is a refund of 0 that
+succeeds at once (``payments.service.request_refund``) and returns the points by the refunded
+goods' share (``service._refunded_goods``), all of them when every unit is refunded.
 
 The order earns points and growth on what it paid in cash, like any order (none when it paid
 nothing).
