@@ -3,12 +3,15 @@ may its lines take coupons, points deduction and order promotions, and do they s
 
 Defaults follow the usual practice: an activity price takes nothing else. A module's create,
 update and answer models take these as a base (``StackingIn``, ``StackingUpdate``,
-``StackingOut``), so the four settings and their descriptions are written once.
+``StackingOut``), so the four settings and their descriptions are written once; an activity's
+buy body takes ``CouponChoiceIn`` for the coupons a customer picks.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
+
+from siyu.kit.bounds import RefId
 
 
 class StackingIn(BaseModel):
@@ -33,3 +36,12 @@ class StackingOut(BaseModel):
     allows_points: bool
     allows_order_promotions: bool
     free_shipping: bool
+
+
+class CouponChoiceIn(BaseModel):
+    coupon_ids: list[RefId] | None = Field(
+        default=None,
+        description="as in checkout: omitted lets the pricing pick the member's best coupons, [] uses none, ids use "
+                    "those (refused with the coupon's reason when one does not apply). A coupon applies to the "
+                    "activity's line only when the activity allows_coupons",
+    )

@@ -6,8 +6,7 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from siyu.activities.schemas import StackingIn, StackingOut, StackingUpdate
-from siyu.kit.bounds import RefId
+from siyu.activities.schemas import CouponChoiceIn, StackingIn, StackingOut, StackingUpdate
 
 # Bounds of the columns the numbers land in: a larger value would fail in the database (a 500).
 INT_MAX = 2_147_483_647  # INTEGER: money in fen, counts
@@ -181,16 +180,10 @@ class StoreTeamOut(BaseModel):
     seats: list[StoreSeatOut]
 
 
-class GroupBuyOrderIn(Strict):
+class GroupBuyOrderIn(Strict, CouponChoiceIn):
     quantity: int = Field(default=1, ge=1, le=999)
     address_id: int | None = Field(default=None, ge=1, le=ID_MAX)
     remark: str | None = Field(default=None, max_length=200)
-    coupon_ids: list[RefId] | None = Field(
-        default=None,
-        description="as in checkout: omitted lets the pricing pick the member's best coupons, [] uses none, ids use "
-                    "those (refused with the coupon's reason when one does not apply). A coupon applies to the "
-                    "activity's line only when the activity allows_coupons",
-    )
 
 
 class GroupBuyStatsOut(BaseModel):
