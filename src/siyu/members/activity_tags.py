@@ -270,7 +270,16 @@ def order_activities(session: Session, merchant_id: int, order_id: int) -> tuple
     return order.member_id, list(found)
 
 
+def _has_rules(session: Session, merchant_id: int, moment: str) -> bool:
+    """Whether the merchant tags any activity's participants at ``moment`` (most merchants don't:
+    then a paid order costs this one query, not reading its pricing and usages)."""
+    return session.scalar(select(ActivityTagRule.id).where(
+        ActivityTagRule.merchant_id == merchant_id, ActivityTagRule.moment == moment).limit(1)) is not None
+
+
 def tag_order_participants(session: Session, merchant_id: int, order_id: int) -> int:
+    if not _has_rules(session, merchant_id, PAID):
+        return 0
     member_id, activities = order_activities(session, merchant_id, order_id)
     if member_id is None:
         return 0
